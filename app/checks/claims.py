@@ -1,0 +1,186 @@
+"""Claim checks: issuer, audience, token type and required claims, values and scopes (RFC 7519, RFC 9068)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.checks import Context
+from app.findings import Finding, finding
+from app.policy import normalise_typ
+
+_CLIENT_ID = re.compile(r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[A-Za-z0-9]{20,40})$")
+
+
+def granted_scopes(claims: dict[str, Any]) -> list[str]:
+    """Scopes granted: the space-separated `scope` string, plus `scp` (array or space-separated string) and the
+    `permissions` array (Auth0 RBAC)."""
+    granted: list[str] = []
+    for name in ("scope", "scp", "permissions"):
+        value = claims.get(name)
+        if isinstance(value, str) and name != "permissions":
+            granted.extend(value.split())
+        elif isinstance(value, list) and name != "scope":
+            granted.extend(item for item in value if isinstance(item, str))
+    return list(dict.fromkeys(granted))
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values: `true` is not `1`, and `"true"` is not `true`."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[key], b[key]) for key in a)
+    return type(a) is type(b) and a == b
+
+
+def _issuer_hint(actual: str, expected: tuple[str, ...]) -> str | None:
+    for wanted in expected:
+        if actual.rstrip("/") == wanted.rstrip("/"):
+            return (f"The two differ only by a trailing slash; issuers are compared exactly (Auth0 issuers end with "
+                    f"'/', Okta and Cognito ones do not). Use {wanted!r} exactly as the token carries it.")
+        if actual.lower() == wanted.lower():
+            return "The two differ only by letter case; issuers are compared case-sensitively (RFC 7519 4.1.1)."
+        a, w = urlsplit(actual), urlsplit(wanted)
+        if a.scheme != w.scheme and a.netloc.lower() == w.netloc.lower() and a.path == w.path:
+            return (f"The two differ only by scheme ({a.scheme} vs {w.scheme}); the issuer must match exactly, "
+                    "and should be https.")
+    return None
+
+
+def check_issuer(ctx: Context) -> list[Finding]:
+    """RFC 7519 section 4.1.1 with OIDC Core 3.1.3.7: the `iss` value MUST exactly match the expected issuer."""
+    expected = ctx.policy.issuers
+    actual = ctx.token.claims.get("iss")
+    evidence = {"expected": ctx.policy.expected_issuer, "actual": actual}
+    if actual is None:
+        return [finding("ISSUER_MISMATCH", "'iss' is missing", evidence,
+                        "Tokens from an OAuth/OIDC issuer always carry 'iss'; this token may not be from your IdP.")]
+    if not isinstance(actual, str):
+        return [finding("ISSUER_MISMATCH", "'iss' is not a string", evidence)]
+    if actual in expected:
+        return []
+    return [finding("ISSUER_MISMATCH", "iss does not equal the expected issuer", evidence,
+                    _issuer_hint(actual, expected))]
+
+
+def _audience_hint(ctx: Context, actual: list[str]) -> str | None:
+    claims, expected = ctx.token.claims, ctx.policy.audiences
+    if actual and all(value.endswith("/userinfo") for value in actual):
+        return ("The only audience is the /userinfo endpoint: the token was requested without your API's audience "
+                "(Auth0: pass the 'audience' parameter of your API Identifier).")
+    for value in actual:
+        for wanted in expected:
+            if value.rstrip("/") == wanted.rstrip("/"):
+                return "The audiences differ only by a trailing slash; audiences are compared exactly."
+    if any(_CLIENT_ID.match(value) for value in actual) and not any(_CLIENT_ID.match(value) for value in expected):
+        return ("The audience looks like a client id: this is probably an ID token (whose aud is the client) or an "
+                "Entra ID v2 token (whose aud is the application's GUID, not the api:// URI). Send the access token "
+                "for your API, or list the client id in audiences if that is intended.")
+    return None
+
+
+def check_audience(ctx: Context) -> list[Finding]:
+    """RFC 7519 section 4.1.3: "If the principal processing the claim does not identify itself with a value in the
+    "aud" claim when this claim is present, then the JWT MUST be rejected." Here `aud` is required, too."""
+    policy, claims = ctx.policy, ctx.token.claims
+    name = policy.audience_claim
+    actual = claims.get(name)
+    evidence = {"claim": name, "expected": sorted(policy.audiences), "actual": actual}
+    if actual is None:
+        if name == "aud" and "client_id" in claims and claims.get("token_use") == "access":
+            hint = ("Cognito access tokens carry 'client_id', not 'aud': set audience_claim to 'client_id' "
+                    "(the cognito preset does this).")
+        else:
+            hint = ("Without an audience the token was not minted for an API (Auth0: a token requested without the "
+                    "'audience' parameter is opaque or an ID token). Request it with your API's audience.")
+        return [finding("AUDIENCE_MISMATCH", f"'{name}' is missing", evidence, hint)]
+    values = [actual] if isinstance(actual, str) else actual
+    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+        return [finding("AUDIENCE_MISMATCH", f"'{name}' is not a string or an array of strings", evidence)]
+    if policy.audiences.intersection(values):
+        return []
+    return [finding("AUDIENCE_MISMATCH", f"'{name}' contains none of the expected audiences", evidence,
+                    _audience_hint(ctx, values))]
+
+
+def is_id_token(claims: dict[str, Any]) -> bool:
+    return "nonce" in claims or "at_hash" in claims or claims.get("token_use") == "id"
+
+
+def check_token_type(ctx: Context) -> list[Finding] | None:
+    """RFC 9068 section 4: resource servers "MUST verify that the "typ" header value is "at+jwt" or
+    "application/at+jwt" and reject tokens carrying any other value" - when the policy asks for it."""
+    expected, header, claims = ctx.policy.token_type, ctx.token.header, ctx.token.claims
+    findings: list[Finding] = []
+    id_token = is_id_token(claims)
+    if expected is not None:
+        typ = header.get("typ")
+        if not isinstance(typ, str) or normalise_typ(typ) != expected:
+            hint = None
+            if id_token:
+                hint = "This is an ID token; send the access token instead."
+            elif expected == "at+jwt":
+                hint = ("RFC 9068 access tokens carry typ 'at+jwt'. Many IdPs (Auth0, Okta, Entra ID) send 'JWT' "
+                        "for access tokens: set token_type to null for them.")
+            findings.append(finding("TYP_INVALID", "the 'typ' header does not match the expected token type",
+                                    {"expected": expected, "actual": typ}, hint))
+    if (id_token and expected == "at+jwt") or claims.get("token_use") == "id":
+        findings.append(finding("TOKEN_KIND_MISMATCH", "this looks like an ID token, not an access token",
+                                {"markers": [name for name in ("nonce", "at_hash") if name in claims]
+                                 + (["token_use: id"] if claims.get("token_use") == "id" else [])},
+                                "ID tokens tell the client who signed in; APIs must accept access tokens only. "
+                                "Send the access token (Cognito: token_use 'access')."))
+    if expected is None and not findings:
+        return None
+    return findings
+
+
+def _value_hint(expected: Any, actual: Any) -> str | None:
+    if isinstance(actual, str) and isinstance(expected, bool) and actual == str(expected).lower():
+        return ("The claim is the string " + repr(actual) + ", not a boolean: some issuers (GitLab's "
+                "'ref_protected') send booleans as strings. Expect " + repr(actual) + ".")
+    if isinstance(expected, str) and isinstance(actual, bool) and expected == str(actual).lower():
+        return "The claim is a JSON boolean, not a string: expect " + str(actual).lower() + " without quotes."
+    return None
+
+
+def check_required_claims(ctx: Context) -> list[Finding] | None:
+    """Every missing claim, wrong value or missing scope is its own finding."""
+    policy, claims = ctx.policy, ctx.token.claims
+    if not (policy.required_claims or policy.required_custom_claims or policy.required_scopes):
+        return None
+    findings: list[Finding] = []
+    for name in policy.required_claims:
+        if name not in claims:
+            findings.append(finding("REQUIRED_CLAIM_MISSING", f"required claim {name!r} is missing", {"claim": name}))
+    for name, expected in policy.required_custom_claims:
+        if name not in claims:
+            findings.append(finding("REQUIRED_CLAIM_MISSING", f"required claim {name!r} is missing",
+                                    {"claim": name, "expected": expected},
+                                    "Claim names are used as written: 'https://myapp.com/plan' is one claim name, "
+                                    "not a path." if "/" in name else None))
+            continue
+        actual = claims[name]
+        matches = json_equal(actual, expected) or (
+            isinstance(actual, list) and not isinstance(expected, list)
+            and any(json_equal(item, expected) for item in actual))
+        if not matches:
+            findings.append(finding("CLAIM_VALUE_MISMATCH", f"claim {name!r} does not have the required value",
+                                    {"claim": name, "expected": expected, "actual": actual},
+                                    _value_hint(expected, actual)))
+    if policy.required_scopes:
+        granted = granted_scopes(claims)
+        missing = [scope for scope in policy.required_scopes if scope not in granted]
+        for scope in missing:
+            findings.append(finding("SCOPE_MISSING", f"scope {scope!r} is not granted",
+                                    {"scope": scope, "required": list(policy.required_scopes), "granted": granted,
+                                     "missing": missing},
+                                    "Grant the scope to the client at the IdP (Auth0: enable RBAC and 'Add "
+                                    "Permissions in the Access Token' for 'permissions')."))
+    return findings

@@ -1,0 +1,125 @@
+"""Checks on the JOSE header: algorithm, key selection, signature (RFC 7515, RFC 7518, RFC 8725)."""
+
+from __future__ import annotations
+
+import time as _time
+
+from app.checks import Context
+from app.findings import Finding, finding
+from app.keys import ALGORITHMS, MIN_RSA_BITS, SYMMETRIC
+
+HEADER_KEY_PARAMETERS = ("jwk", "jku", "x5u", "x5c")
+
+
+def check_algorithm(ctx: Context) -> list[Finding]:
+    """RFC 8725 section 3.1: "libraries MUST enable the caller to specify a supported set of algorithms and MUST
+    NOT use any other algorithms when performing cryptographic operations." Checked before any key lookup."""
+    alg = ctx.token.header.get("alg")
+    policy = ctx.policy
+    allowed = sorted(policy.allowed_algs)
+    if not isinstance(alg, str) or not alg:
+        return [finding("ALGORITHM_INVALID", "the header has no 'alg' string",
+                        {"expected": allowed, "actual": alg})]
+    if alg.lower() == "none":
+        return [finding("ALGORITHM_INVALID", "alg 'none' (an unsigned token) is never accepted",
+                        {"expected": allowed, "actual": alg},
+                        "Unsigned tokens prove nothing. If your IdP issues them, fix its signing configuration.")]
+    if alg not in policy.allowed_algs:
+        remediation = None
+        if alg in SYMMETRIC and not any(name in SYMMETRIC for name in policy.allowed_algs):
+            remediation = (f"{alg} against a policy for asymmetric keys: either a key-confusion attack (a token "
+                           "MACed with the public key as the HMAC secret) or an IdP/application set to sign with "
+                           "HS256; switch its signing algorithm to RS256 and use its public keys.")
+        elif any(alg.lower() == name.lower() for name in policy.allowed_algs):
+            remediation = "Algorithm names are case-sensitive (RFC 7518): 'RS256', not 'rs256'."
+        elif alg in ALGORITHMS:
+            remediation = f"If the issuer really signs with {alg}, add it to allowed_algs (with a key of its type)."
+        return [finding("ALGORITHM_INVALID", f"alg {alg!r} is not in allowed_algs",
+                        {"expected": allowed, "actual": alg}, remediation)]
+    ctx.algorithm = ALGORITHMS[alg]
+    return []
+
+
+def check_key(ctx: Context) -> list[Finding]:
+    """RFC 7515 section 4.1.11: "If any of the listed extension Header Parameters are not understood and supported
+    by the recipient, then the JWS is invalid." Keys named by the token itself are never used (RFC 8725 3.10)."""
+    header, keys, algorithm = ctx.token.header, ctx.keys, ctx.algorithm
+    assert algorithm is not None  # gated on check_algorithm
+    findings: list[Finding] = []
+    if "crit" in header:
+        crit = header["crit"]
+        names = crit if isinstance(crit, list) else [crit]
+        findings.append(finding("CRIT_UNSUPPORTED", "the header lists critical extensions this service does not "
+                                "implement, so the token must be rejected",
+                                {"crit": [str(name)[:64] for name in names[:10]]}))
+    present = [name for name in HEADER_KEY_PARAMETERS if name in header]
+    if present:
+        findings.append(finding("HEADER_KEY_IGNORED", "the header names its own key; it was ignored (only the "
+                                "policy's keys are trusted)", {"parameters": present}))
+    if keys.keyset is None:
+        findings.append(finding("JWKS_UNAVAILABLE", "no usable key set is available, so the signature could not "
+                                "be checked (this says nothing about the token)",
+                                {"source": keys.source, "reason": keys.error or "not fetched yet"},
+                                "The service could not fetch the issuer's key set; check /readyz and the "
+                                "jwks_uri's reachability. Retry shortly."))
+        return findings
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        findings.append(finding("KID_NOT_FOUND", "'kid' is not a string", {"kid_type": type(kid).__name__}))
+        return findings
+    single_key = ctx.policy.key_source in ("secret", "public_key")
+    candidates = keys.keyset.candidates(algorithm, None if single_key else kid)
+    if not candidates:
+        fetched_at = keys.keyset.fetched_at
+        evidence = {"kid": kid, "alg": algorithm.name, "known_kids": keys.keyset.kids[:20]}
+        remediation = None
+        if fetched_at is not None:
+            evidence["fetched_at"] = _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(fetched_at))
+            evidence["fetched_seconds_ago"] = max(0, int(ctx.now - fetched_at))
+            remediation = (f"The key set was last fetched {evidence['fetched_seconds_ago']} s ago. If the issuer "
+                           "rotated its keys, an unknown kid triggers a refetch at most once per cooldown; a kid "
+                           "that stays unknown means the token comes from another tenant or issuer.")
+        message = (f"no key with kid {kid!r} fits {algorithm.name}" if kid is not None
+                   else f"no key in the set fits {algorithm.name}")
+        findings.append(finding("KID_NOT_FOUND", message, evidence, remediation))
+        return findings
+    ctx.candidates = candidates
+    return findings
+
+
+def check_signature(ctx: Context) -> list[Finding]:
+    """RFC 7515 section 5.2 step 8: validate the JWS Signature against the JWS Signing Input
+    ASCII(BASE64URL(UTF8(JWS Protected Header)) || '.' || BASE64URL(JWS Payload))."""
+    algorithm, token = ctx.algorithm, ctx.token
+    assert algorithm is not None
+    findings: list[Finding] = []
+    usable = []
+    for key in ctx.candidates:
+        if key.kty == "RSA" and key.size < MIN_RSA_BITS:
+            findings.append(finding("WEAK_KEY", f"the RSA key has {key.size} bits; at least {MIN_RSA_BITS} are "
+                                    "required", {"kid": key.kid, "bits": key.size, "minimum_bits": MIN_RSA_BITS},
+                                    "Rotate to a 2048-bit (or larger) RSA key, or to ES256/EdDSA."))
+            continue
+        if key.kty == "oct" and key.size < algorithm.hash_bytes:
+            findings.append(finding("WEAK_KEY", f"the HMAC secret has {key.size} bytes; {algorithm.name} needs at "
+                                    f"least {algorithm.hash_bytes} (RFC 7518 section 3.2)",
+                                    {"bytes": key.size, "minimum_bytes": algorithm.hash_bytes},
+                                    "Use a random secret at least as long as the hash output.", severity="warning"))
+        usable.append(key)
+    if not usable:
+        return findings
+    if not token.signature:
+        findings.append(finding("SIGNATURE_INVALID", "the signature segment is empty (stripped signature)",
+                                {"alg": algorithm.name}))
+        return findings
+    for key in usable:
+        if algorithm.verify(key.key, token.signing_input, token.signature):
+            ctx.key_used = key
+            return findings
+    present = [name for name in HEADER_KEY_PARAMETERS if name in token.header]
+    findings.append(finding(
+        "SIGNATURE_INVALID", "the signature does not verify with the configured key",
+        {"alg": algorithm.name, "kid": usable[0].kid, "keys_tried": len(usable)},
+        "The token names its own key in its header; that key is never trusted." if present else
+        "The token was altered, or signed by another key (another tenant, environment, or a rotated key)."))
+    return findings

@@ -1,0 +1,88 @@
+"""Time claims (RFC 7519 sections 4.1.4-4.1.6) and the lifetime bound, with `now` passed in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.checks import Context
+from app.findings import Finding, finding
+
+INT64_MAX = 2**63 - 1
+NEAR_MISS_SECONDS = 300
+
+
+def numeric_date(value: Any) -> bool:
+    """RFC 7519 section 2: a NumericDate is "A JSON numeric value" - so never a string or a boolean."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -INT64_MAX <= value <= INT64_MAX
+
+
+def _near_miss(seconds: float, claim: str) -> str | None:
+    if seconds <= NEAR_MISS_SECONDS:
+        return (f"'{claim}' missed by only {int(seconds)} s: probably clock skew between the issuer and this "
+                "service. Sync both clocks with NTP, or raise clock_skew_seconds (max 300).")
+    return None
+
+
+def check_time(ctx: Context) -> list[Finding]:
+    """RFC 7519 section 4.1.4: "The processing of the "exp" claim requires that the current date/time MUST be
+    before the expiration date/time listed in the "exp" claim." Expired when exp <= now - skew."""
+    claims, policy, now = ctx.token.claims, ctx.policy, ctx.now
+    skew = policy.clock_skew
+    findings: list[Finding] = []
+    valid: dict[str, float] = {}
+    for name in ("exp", "nbf", "iat"):
+        if name in claims:
+            value = claims[name]
+            if numeric_date(value):
+                valid[name] = value
+            else:
+                findings.append(finding("CLAIM_INVALID", f"'{name}' must be a NumericDate (a JSON number)",
+                                        {"claim": name, "actual": value if not isinstance(value, str) else value[:64],
+                                         "actual_type": type(value).__name__},
+                                        f"Send '{name}' as seconds since the epoch, a number (not a string or "
+                                        "boolean), within int64.", check="time"))
+    now_i = int(now)
+    if "exp" in valid:
+        exp = valid["exp"]
+        if exp <= now - skew:
+            missed = now - skew - exp
+            findings.append(finding("TOKEN_EXPIRED", "the token has expired",
+                                    {"claim": "exp", "exp": exp, "now": now_i, "clock_skew_seconds": skew,
+                                     "expired_seconds_ago": int(now - exp), "missed_by_seconds": int(missed)},
+                                    _near_miss(missed, "exp") or "Get a fresh token (refresh it before it expires)."))
+    elif "exp" not in claims and policy.require_exp:
+        findings.append(finding("REQUIRED_CLAIM_MISSING", "'exp' is missing: the token would never expire",
+                                {"claim": "exp"}, "Issue tokens with an 'exp', or set require_exp to false "
+                                "(not recommended).", check="time"))
+    if "nbf" in valid and valid["nbf"] > now + skew:
+        missed = valid["nbf"] - (now + skew)
+        findings.append(finding("TOKEN_NOT_YET_VALID", "the token is not valid yet ('nbf' is in the future)",
+                                {"claim": "nbf", "nbf": valid["nbf"], "now": now_i, "clock_skew_seconds": skew,
+                                 "missed_by_seconds": int(missed)}, _near_miss(missed, "nbf")))
+    if "iat" in valid and valid["iat"] > now + skew:
+        missed = valid["iat"] - (now + skew)
+        findings.append(finding("TOKEN_ISSUED_IN_FUTURE", "'iat' is in the future",
+                                {"claim": "iat", "iat": valid["iat"], "now": now_i, "clock_skew_seconds": skew,
+                                 "missed_by_seconds": int(missed)}, _near_miss(missed, "iat")))
+    return findings
+
+
+def check_lifetime(ctx: Context) -> list[Finding] | None:
+    """When `max_ttl_seconds` is set, `exp - iat` must not exceed it; without `iat` the lifetime is unbounded."""
+    max_ttl = ctx.policy.max_ttl
+    if max_ttl is None:
+        return None
+    claims = ctx.token.claims
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not numeric_date(iat) or not numeric_date(exp):
+        missing = [name for name, value in (("iat", iat), ("exp", exp)) if not numeric_date(value)]
+        return [finding("TOKEN_LIFETIME_EXCEEDED", f"the lifetime cannot be bounded: {' and '.join(missing)} "
+                        "missing or invalid", {"max_ttl_seconds": max_ttl, "missing": missing},
+                        "max_ttl_seconds needs both 'iat' and 'exp' in the token.")]
+    lifetime = exp - iat
+    if lifetime > max_ttl:
+        return [finding("TOKEN_LIFETIME_EXCEEDED", "exp - iat exceeds max_ttl_seconds",
+                        {"expected": max_ttl, "actual": lifetime, "exceeded_by_seconds": lifetime - max_ttl},
+                        "The issuer mints longer-lived tokens than this policy accepts: shorten the token lifetime "
+                        "at the IdP or raise max_ttl_seconds.")]
+    return []

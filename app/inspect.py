@@ -1,0 +1,97 @@
+"""Decoding without verifying (/v1/inspect/token): show what a token says and flag what looks wrong on sight."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from app.checks.claims import is_id_token
+from app.checks.time import numeric_date
+from app.findings import INSPECT_CODES
+from app.keys import SYMMETRIC
+from app.token import MalformedToken, has_bearer_prefix, parse, token_id
+
+WARNING = "Decoded does not mean validated: nothing here is verified. Use /v1/validate/jwt before trusting any claim."
+LONG_LIFETIME_SECONDS = 24 * 3600
+_SUSPICIOUS_KID = re.compile(r"[/\\'\"`\x00-\x1f\x7f]|\.\.")
+
+
+class Decoded(msgspec.Struct):
+    header: dict[str, Any]
+    payload: dict[str, Any]
+    signature_segment: str
+
+
+class Detail(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+
+
+class InspectResult(msgspec.Struct):
+    decoded: Decoded | None
+    validated: bool
+    warning: str
+    token_id: str
+    suspicious_warnings: list[str]
+    details: list[Detail]
+
+
+def _codes(header: dict[str, Any], claims: dict[str, Any], now: float) -> list[str]:
+    codes: list[str] = []
+    alg = header.get("alg")
+    if isinstance(alg, str) and alg.lower() == "none":
+        codes.append("ALG_NONE")
+    if alg in SYMMETRIC:
+        codes.append("ALG_SYMMETRIC")
+    if any(name in header for name in ("jwk", "jku", "x5u", "x5c")):
+        codes.append("HEADER_KEY_PRESENT")
+    kid = header.get("kid")
+    if kid is not None and (not isinstance(kid, str) or _SUSPICIOUS_KID.search(kid)):
+        codes.append("KID_SUSPICIOUS")
+    if "crit" in header:
+        codes.append("CRIT_PRESENT")
+    exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+    if "exp" not in claims:
+        codes.append("EXP_MISSING")
+    if numeric_date(exp) and numeric_date(iat) and exp - iat > LONG_LIFETIME_SECONDS:
+        codes.append("LONG_LIFETIME")
+    if numeric_date(exp) and exp <= now:
+        codes.append("EXPIRED")
+    if numeric_date(nbf) and nbf > now:
+        codes.append("NOT_YET_VALID")
+    if numeric_date(iat) and iat > now:
+        codes.append("IAT_IN_FUTURE")
+    aud = claims.get("aud")
+    if aud is None:
+        codes.append("AUD_MISSING")
+    else:
+        values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if values and all(isinstance(value, str) and value.endswith("/userinfo") for value in values):
+            codes.append("AUD_USERINFO")
+    if is_id_token(claims):
+        codes.append("ID_TOKEN")
+    return codes
+
+
+def _details(codes: list[str], reasons: dict[str, str] | None = None) -> list[Detail]:
+    return [Detail(code, (reasons or {}).get(code, INSPECT_CODES[code])) for code in codes]
+
+
+def inspect_token(raw: str, now: float, max_token_bytes: int) -> InspectResult:
+    raw = raw.strip()
+    tid = token_id(raw)
+    prefix = has_bearer_prefix(raw)
+    candidate = raw[7:].strip() if prefix else raw
+    try:
+        token = parse(candidate, max_token_bytes)
+    except MalformedToken as exc:
+        codes = ["BEARER_PREFIX"] if prefix else []
+        if exc.evidence.get("segments") == 1:
+            codes.append("OPAQUE_TOKEN")
+        codes.append("MALFORMED_TOKEN")
+        return InspectResult(None, False, WARNING, tid, codes, _details(codes, {"MALFORMED_TOKEN": exc.reason}))
+    codes = (["BEARER_PREFIX"] if prefix else []) + _codes(token.header, token.claims, now)
+    return InspectResult(Decoded(token.header, token.claims, token.signature_segment), False, WARNING, tid, codes,
+                         _details(codes))

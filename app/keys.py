@@ -1,0 +1,268 @@
+"""Verification keys and the algorithms bound to them (RFC 7517, RFC 7518, RFC 8037).
+
+Keys are loaded once into `cryptography` objects (PEM, certificate or JWK, the latter parsed by joserfc) and
+kept with the metadata key selection needs. Each algorithm names the one key type (and curve) it may be used
+with, so the allow-list is bound to the key: an HS256 token can never be checked against an RSA public key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
+
+MIN_RSA_BITS = 2048
+MAX_KEYS_PER_SET = 100
+
+
+class KeyError_(ValueError):
+    """A key that cannot be used; the message never contains key material."""
+
+
+Verifier = Callable[[Any, bytes, bytes], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Algorithm:
+    name: str
+    kty: str
+    crv: tuple[str, ...] | None
+    verify: Verifier
+    hash_bytes: int = 0
+
+
+def _hmac(digest: str) -> Verifier:
+    def verify(key: bytes, data: bytes, signature: bytes) -> bool:
+        # RFC 7515 section 10.7: "comparisons ... must be done in constant time".
+        return hmac.compare_digest(hmac.digest(key, data, digest), signature)
+
+    return verify
+
+
+def _rsa(pad: padding.AsymmetricPadding, algorithm: hashes.HashAlgorithm) -> Verifier:
+    def verify(key: rsa.RSAPublicKey, data: bytes, signature: bytes) -> bool:
+        try:
+            key.verify(signature, data, pad, algorithm)
+        except InvalidSignature:
+            return False
+        return True
+
+    return verify
+
+
+def _pss(algorithm: hashes.HashAlgorithm) -> Verifier:
+    # RFC 7518 section 3.5: "The size of the salt value is the same size as the hash function output."
+    return _rsa(padding.PSS(mgf=padding.MGF1(algorithm), salt_length=algorithm.digest_size), algorithm)
+
+
+def _ecdsa(algorithm: hashes.HashAlgorithm, size: int) -> Verifier:
+    scheme = ec.ECDSA(algorithm)
+
+    def verify(key: ec.EllipticCurvePublicKey, data: bytes, signature: bytes) -> bool:
+        # RFC 7518 section 3.4: the signature is the concatenation R || S, each exactly `size` octets. A DER
+        # signature, a short one, or r = 0 / s = 0 (the "psychic signature" of CVE-2022-21449) never verifies.
+        if len(signature) != 2 * size:
+            return False
+        r = int.from_bytes(signature[:size], "big")
+        s = int.from_bytes(signature[size:], "big")
+        if r == 0 or s == 0:
+            return False
+        try:
+            key.verify(encode_dss_signature(r, s), data, scheme)
+        except InvalidSignature:
+            return False
+        return True
+
+    return verify
+
+
+def _eddsa(key: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey, data: bytes, signature: bytes) -> bool:
+    try:
+        key.verify(signature, data)
+    except InvalidSignature:
+        return False
+    return True
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "HS256": Algorithm("HS256", "oct", None, _hmac("sha256"), 32),
+    "HS384": Algorithm("HS384", "oct", None, _hmac("sha384"), 48),
+    "HS512": Algorithm("HS512", "oct", None, _hmac("sha512"), 64),
+    "RS256": Algorithm("RS256", "RSA", None, _rsa(padding.PKCS1v15(), hashes.SHA256())),
+    "RS384": Algorithm("RS384", "RSA", None, _rsa(padding.PKCS1v15(), hashes.SHA384())),
+    "RS512": Algorithm("RS512", "RSA", None, _rsa(padding.PKCS1v15(), hashes.SHA512())),
+    "PS256": Algorithm("PS256", "RSA", None, _pss(hashes.SHA256())),
+    "PS384": Algorithm("PS384", "RSA", None, _pss(hashes.SHA384())),
+    "PS512": Algorithm("PS512", "RSA", None, _pss(hashes.SHA512())),
+    "ES256": Algorithm("ES256", "EC", ("P-256",), _ecdsa(hashes.SHA256(), 32)),
+    "ES384": Algorithm("ES384", "EC", ("P-384",), _ecdsa(hashes.SHA384(), 48)),
+    "ES512": Algorithm("ES512", "EC", ("P-521",), _ecdsa(hashes.SHA512(), 66)),
+    "EdDSA": Algorithm("EdDSA", "OKP", ("Ed25519", "Ed448"), _eddsa),
+}
+SYMMETRIC = frozenset(name for name, alg in ALGORITHMS.items() if alg.kty == "oct")
+
+_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    """One usable verification key with the metadata RFC 7517 section 4 gives for selecting it."""
+
+    kty: str
+    key: Any = None
+    kid: str | None = None
+    crv: str | None = None
+    alg: str | None = None
+    use: str | None = None
+    key_ops: tuple[str, ...] | None = None
+    thumbprint: str | None = None
+    size: int = 0  # RSA modulus bits, HMAC secret bytes
+
+    def fits(self, algorithm: Algorithm) -> bool:
+        """RFC 7517 sections 4.2-4.4: type and curve fit, `use` is sig, `key_ops` allow verify, `alg` agrees."""
+        return (
+            self.kty == algorithm.kty
+            and (algorithm.crv is None or self.crv in algorithm.crv)
+            and self.use in (None, "sig")
+            and (self.key_ops is None or "verify" in self.key_ops)
+            and (self.alg is None or self.alg == algorithm.name)
+        )
+
+    def public_info(self, source: str) -> dict[str, Any]:
+        return {"kid": self.kid, "source": source, "thumbprint": self.thumbprint}
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """An immutable set of keys. `version` changes whenever the keys do (it keys the verified-token cache)."""
+
+    keys: tuple[KeyEntry, ...]
+    version: str
+    fetched_at: float | None = None
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def kids(self) -> list[str]:
+        return [key.kid for key in self.keys if key.kid is not None]
+
+    def candidates(self, algorithm: Algorithm, kid: str | None) -> list[KeyEntry]:
+        fitting = [key for key in self.keys if key.fits(algorithm)]
+        if kid is None:
+            return fitting
+        return [key for key in fitting if key.kid == kid]
+
+
+def key_set(keys: list[KeyEntry] | tuple[KeyEntry, ...], fetched_at: float | None = None,
+            skipped: tuple[str, ...] = ()) -> KeySet:
+    digest = hashlib.sha256()
+    for key in keys:
+        digest.update(f"{key.kid}|{key.kty}|{key.alg}|{key.use}|{key.thumbprint}|{key.size};".encode())
+        if key.kty == "oct":
+            digest.update(hashlib.sha256(key.key).digest())
+    return KeySet(tuple(keys), digest.hexdigest()[:16], fetched_at, skipped)
+
+
+def secret_key(secret: str) -> KeyEntry:
+    material = secret.encode("utf-8")
+    return KeyEntry(kty="oct", key=material, size=len(material))
+
+
+def _entry_for_public_key(public: Any, kid: str | None = None) -> KeyEntry:
+    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if isinstance(public, rsa.RSAPublicKey):
+        return KeyEntry("RSA", public, kid, thumbprint=RSAKey.import_key(pem).thumbprint(), size=public.key_size)
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        crv = _CURVES.get(public.curve.name)
+        if crv is None:
+            raise KeyError_(f"EC curve {public.curve.name} is not supported (P-256, P-384, P-521)")
+        return KeyEntry("EC", public, kid, crv=crv, thumbprint=ECKey.import_key(pem).thumbprint())
+    if isinstance(public, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        crv = "Ed25519" if isinstance(public, ed25519.Ed25519PublicKey) else "Ed448"
+        return KeyEntry("OKP", public, kid, crv=crv, thumbprint=OKPKey.import_key(pem).thumbprint())
+    raise KeyError_(f"unsupported public key type {type(public).__name__}")
+
+
+def pem_key(text: str) -> KeyEntry:
+    """A PEM SubjectPublicKeyInfo or X.509 certificate. Private keys are refused: send only the public half."""
+    data = text.strip().encode("utf-8")
+    if b"PRIVATE KEY" in data:
+        raise KeyError_("this is a private key; configure the public key (never share the private key)")
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            public = x509.load_pem_x509_certificate(data).public_key()
+        else:
+            public = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise KeyError_("not a PEM public key (SubjectPublicKeyInfo) or X.509 certificate") from None
+    return _entry_for_public_key(public)
+
+
+def _optional_str(jwk: dict[str, Any], name: str) -> str | None:
+    value = jwk.get(name)
+    if value is not None and not isinstance(value, str):
+        raise KeyError_(f"'{name}' must be a string")
+    return value
+
+
+def jwk_key(jwk: Any, *, allow_oct: bool) -> KeyEntry:
+    """One JWK (RFC 7517) as a verification key. Private keys, and `oct` keys where not allowed, are refused."""
+    if not isinstance(jwk, dict):
+        raise KeyError_("a JWK must be a JSON object")
+    kty = jwk.get("kty")
+    kid, alg, use = _optional_str(jwk, "kid"), _optional_str(jwk, "alg"), _optional_str(jwk, "use")
+    key_ops = jwk.get("key_ops")
+    if key_ops is not None and not (isinstance(key_ops, list) and all(isinstance(op, str) for op in key_ops)):
+        raise KeyError_("'key_ops' must be an array of strings")
+    if kty == "oct":
+        if not allow_oct:
+            raise KeyError_("symmetric 'oct' keys are only accepted in an inline jwks")
+    elif kty not in ("RSA", "EC", "OKP"):
+        raise KeyError_(f"unsupported kty {kty!r}" if isinstance(kty, str) else "'kty' is missing")
+    elif "d" in jwk or any(name in jwk for name in ("p", "q", "dp", "dq", "qi")):
+        raise KeyError_("this JWK contains private key parameters; publish only the public key")
+    try:
+        imported = JWKRegistry.import_key(jwk)
+    except (JoseError, ValueError, TypeError, KeyError, UnsupportedAlgorithm):
+        raise KeyError_(f"the {kty} JWK is invalid (missing or malformed parameters)") from None
+    ops = tuple(key_ops) if key_ops is not None else None
+    if kty == "oct":
+        material = imported.raw_value
+        return KeyEntry("oct", material, kid, None, alg, use, ops, None, len(material))
+    entry = _entry_for_public_key(imported.public_key, kid)
+    return KeyEntry(entry.kty, entry.key, kid, entry.crv, alg, use, ops, imported.thumbprint(), entry.size)
+
+
+def jwk_set(document: Any, *, allow_oct: bool) -> tuple[list[KeyEntry], list[tuple[int, str]]]:
+    """Parse a JWK Set; bad entries are returned as (index, problem) for the caller to refuse or skip."""
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise KeyError_("a JWK Set must be a JSON object with a 'keys' array")
+    entries: list[KeyEntry] = []
+    problems: list[tuple[int, str]] = []
+    for index, jwk in enumerate(document["keys"][:MAX_KEYS_PER_SET]):
+        try:
+            entries.append(jwk_key(jwk, allow_oct=allow_oct))
+        except KeyError_ as exc:
+            problems.append((index, str(exc)))
+    if len(document["keys"]) > MAX_KEYS_PER_SET:
+        problems.append((MAX_KEYS_PER_SET, f"only the first {MAX_KEYS_PER_SET} keys are used"))
+    return entries, problems
+
+
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    """What the async edge knows about a policy's keys at the moment of a validation."""
+
+    keyset: KeySet | None
+    source: str
+    stale_seconds: float | None = None  # set when past max age and the refresh failed (stale-if-error)
+    error: str | None = None  # why no usable key set is available
+    fetched_at: float | None = None

@@ -1,0 +1,231 @@
+"""VerifyPolicy: what the caller trusts (validation.md section 2), decoded at the edge and compiled once.
+
+`VerifyPolicy` is the wire shape (a frozen msgspec Struct, so wrong types are refused with a JSON path for free).
+`compile_policy` turns it into a `CompiledPolicy` of plain values with keys loaded into `cryptography`
+objects, refusing inconsistent policies with one `Problem` per mistake. Inline policies seen again are not
+re-parsed: `PolicyCache` keeps compiled policies by fingerprint, bounded.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import msgspec
+from msgspec import Meta
+
+from app.keys import ALGORITHMS, SYMMETRIC, KeyError_, KeySet, jwk_set, key_set, pem_key, secret_key
+
+NonEmpty = Annotated[str, Meta(min_length=1, max_length=2048)]
+Claim = Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class JwkSetDoc(msgspec.Struct, frozen=True):
+    keys: Annotated[list[dict[str, Any]], Meta(max_length=100)]
+
+
+class VerifyPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An inline policy. Exactly one key source among `secret`, `public_key`, `jwks`, `jwks_uri`/`discovery`."""
+
+    issuer: NonEmpty | Annotated[list[NonEmpty], Meta(min_length=1, max_length=32)]
+    audiences: Annotated[list[NonEmpty], Meta(min_length=1, max_length=64)]
+    allowed_algs: Annotated[list[Annotated[str, Meta(max_length=32)]], Meta(min_length=1, max_length=16)]
+    secret: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+    public_key: Annotated[str, Meta(min_length=1, max_length=16384)] | None = None
+    jwks: JwkSetDoc | None = None
+    jwks_uri: NonEmpty | None = None
+    discovery: bool = False
+    required_claims: Annotated[list[Claim], Meta(max_length=64)] = []
+    required_scopes: Annotated[list[NonEmpty], Meta(max_length=64)] = []
+    required_custom_claims: Annotated[dict[Claim, Any], Meta(max_length=64)] = {}
+    clock_skew_seconds: Annotated[int, Meta(ge=0, le=300)] = 60
+    max_ttl_seconds: Annotated[int, Meta(ge=1, le=31_536_000)] | None = None
+    token_type: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    require_exp: bool = True
+    audience_claim: Claim = "aud"
+
+
+class Problem(msgspec.Struct, frozen=True):
+    """One thing wrong with a request or a config document: where (path), what, and its kind."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    type: str = "value_error"
+
+
+class PolicyError(ValueError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(problem.msg for problem in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    """A policy ready for the pure core: plain values, keys loaded, nothing left to parse per request."""
+
+    fingerprint: str
+    issuers: tuple[str, ...]
+    audiences: frozenset[str]
+    allowed_algs: frozenset[str]
+    key_source: str  # secret | public_key | jwks | jwks_uri | discovery
+    static_keys: KeySet | None
+    jwks_uri: str | None
+    required_claims: tuple[str, ...]
+    required_scopes: tuple[str, ...]
+    required_custom_claims: tuple[tuple[str, Any], ...]
+    clock_skew: int
+    max_ttl: int | None
+    token_type: str | None
+    require_exp: bool
+    audience_claim: str
+
+    @property
+    def expected_issuer(self) -> str | list[str]:
+        return self.issuers[0] if len(self.issuers) == 1 else list(self.issuers)
+
+
+def normalise_typ(value: str) -> str:
+    """RFC 7515 section 4.1.9: `typ` is a media type; "application/" may be omitted; compared case-insensitively."""
+    lowered = value.lower()
+    return lowered[len("application/"):] if lowered.startswith("application/") else lowered
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_key_set_url(url: str) -> str | None:
+    """https is required, except for loopback hosts so that tests and sidecars can serve keys locally."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "is not a URL"
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "must be an absolute https URL"
+    if parts.username or parts.password:
+        return "must not carry credentials"
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        return "must use https (plain http is accepted only for loopback hosts)"
+    return None
+
+
+def host_allowed(url: str, allowlist: tuple[str, ...]) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in allowlist)
+
+
+def _compile_algorithms(policy: VerifyPolicy, source: str, static: KeySet | None) -> list[Problem]:
+    problems = []
+    for index, name in enumerate(policy.allowed_algs):
+        loc = ("allowed_algs", index)
+        if name.lower() == "none":
+            problems.append(Problem(loc, "'none' is never allowed: unsigned tokens cannot be validated"))
+            continue
+        algorithm = ALGORITHMS.get(name)
+        if algorithm is None:
+            problems.append(Problem(loc, f"unknown algorithm {name!r}; supported: {', '.join(ALGORITHMS)}"))
+        elif source == "secret" and name not in SYMMETRIC:
+            problems.append(Problem(loc, f"{name} needs a public key; a 'secret' only fits HS256/HS384/HS512"))
+        elif source in ("public_key", "jwks_uri", "discovery") and name in SYMMETRIC:
+            problems.append(Problem(loc, f"{name} is symmetric and does not fit the configured {source}; "
+                                         "HS* needs a 'secret' (or an oct key in an inline jwks)"))
+        elif static is not None and not any(key.kty == algorithm.kty and
+                                             (algorithm.crv is None or key.crv in algorithm.crv)
+                                             for key in static.keys):
+            problems.append(Problem(loc, f"{name} fits none of the configured keys"))
+    return problems
+
+
+def compile_policy(policy: VerifyPolicy, *, inline: bool, allowlist: tuple[str, ...] = ()) -> CompiledPolicy:
+    """Check a policy's consistency and load its keys. Raises PolicyError listing every problem."""
+    problems: list[Problem] = []
+    sources = [name for name in ("secret", "public_key", "jwks", "jwks_uri") if getattr(policy, name) is not None]
+    if policy.discovery:
+        sources.append("discovery")
+    if len(sources) != 1:
+        problems.append(Problem(
+            (), "exactly one key source is required among secret, public_key, jwks, jwks_uri/discovery; "
+                f"got {', '.join(sources) or 'none'}"))
+    source = sources[0] if sources else ""
+    static: KeySet | None = None
+    try:
+        if source == "secret":
+            static = key_set([secret_key(policy.secret or "")])
+        elif source == "public_key":
+            static = key_set([pem_key(policy.public_key or "")])
+        elif source == "jwks" and policy.jwks is not None:
+            entries, bad = jwk_set({"keys": policy.jwks.keys}, allow_oct=True)
+            problems.extend(Problem(("jwks", "keys", index), msg) for index, msg in bad)
+            if not entries and not bad:
+                problems.append(Problem(("jwks", "keys"), "the key set is empty"))
+            static = key_set(entries)
+    except KeyError_ as exc:
+        problems.append(Problem((source,), str(exc)))
+    if source == "jwks_uri" and policy.jwks_uri is not None:
+        url_problem = check_key_set_url(policy.jwks_uri)
+        if url_problem:
+            problems.append(Problem(("jwks_uri",), f"jwks_uri {url_problem}"))
+        elif inline and not host_allowed(policy.jwks_uri, allowlist):
+            problems.append(Problem(("jwks_uri",), "jwks_uri is not allowed in an inline policy unless its host "
+                                                   "matches JWKS_URI_ALLOWLIST (use an issuer profile instead)"))
+    if source == "discovery" and inline:
+        problems.append(Problem(("discovery",), "discovery is only available in issuer profiles"))
+    if not problems:
+        problems.extend(_compile_algorithms(policy, source, static))
+    if problems:
+        raise PolicyError(problems)
+    issuers = (policy.issuer,) if isinstance(policy.issuer, str) else tuple(policy.issuer)
+    return CompiledPolicy(
+        fingerprint=fingerprint(policy),
+        issuers=issuers,
+        audiences=frozenset(policy.audiences),
+        allowed_algs=frozenset(policy.allowed_algs),
+        key_source=source,
+        static_keys=static,
+        jwks_uri=policy.jwks_uri,
+        required_claims=tuple(dict.fromkeys(policy.required_claims)),
+        required_scopes=tuple(dict.fromkeys(policy.required_scopes)),
+        required_custom_claims=tuple(policy.required_custom_claims.items()),
+        clock_skew=policy.clock_skew_seconds,
+        max_ttl=policy.max_ttl_seconds,
+        token_type=normalise_typ(policy.token_type) if policy.token_type else None,
+        require_exp=policy.require_exp,
+        audience_claim=policy.audience_claim,
+    )
+
+
+def fingerprint(policy: VerifyPolicy) -> str:
+    return hashlib.sha256(msgspec.json.encode(policy)).hexdigest()[:32]
+
+
+class PolicyCache:
+    """Compiled inline policies by fingerprint, least recently used first out."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._entries: OrderedDict[bytes, CompiledPolicy] = OrderedDict()
+
+    def get(self, policy: VerifyPolicy, allowlist: tuple[str, ...]) -> CompiledPolicy:
+        key = hashlib.sha256(msgspec.json.encode(policy)).digest()
+        compiled = self._entries.get(key)
+        if compiled is not None:
+            self._entries.move_to_end(key)
+            return compiled
+        compiled = compile_policy(policy, inline=True, allowlist=allowlist)
+        self._entries[key] = compiled
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return compiled
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,145 @@
+"""Request errors as RFC 9457 problem+json, from one map of exception handlers. Nothing a client sends is a 5xx."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
+
+from app.policy import PolicyError, Problem
+
+PROBLEM_JSON = "application/problem+json"
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+|\.\.\.)\]")
+log = structlog.get_logger("app.problems")
+
+
+class ErrorItem(msgspec.Struct, frozen=True):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ProblemDetails(msgspec.Struct, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str | None = None
+    errors: list[ErrorItem] | None = None
+    known: list[str] | None = None
+
+
+class ApiError(Exception):
+    """A request error with its problem body; raised by controllers, rendered by `problem_response`."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str, *, errors: list[ErrorItem] | None = None,
+                 known: list[str] | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.problem = ProblemDetails(f"urn:jwt-decision:problem:{code.lower().replace('_', '-')}", title, status,
+                                      detail, code, errors, known)
+        self.headers = headers or {}
+
+
+def problem_response(problem: ProblemDetails, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(msgspec.json.encode(problem), status_code=problem.status, media_type=PROBLEM_JSON,
+                    headers=headers)
+
+
+def policy_errors(exc: PolicyError, prefix: tuple[str | int, ...]) -> list[ErrorItem]:
+    return [ErrorItem([*prefix, *problem.loc], problem.msg, problem.type) for problem in exc.problems]
+
+
+def invalid_policy(exc: PolicyError, prefix: tuple[str | int, ...]) -> ApiError:
+    errors = policy_errors(exc, prefix)
+    return ApiError(422, "POLICY_INVALID", "Invalid policy",
+                    f"The {prefix[-1]} is inconsistent: {errors[0].msg}." if errors else "The policy is invalid.",
+                    errors=errors)
+
+
+def request_invalid(problems: list[Problem]) -> ApiError:
+    errors = [ErrorItem(list(problem.loc), problem.msg, problem.type) for problem in problems]
+    return ApiError(422, "REQUEST_INVALID", "Invalid request", f"The request is invalid: {errors[0].msg}.",
+                    errors=errors)
+
+
+def _loc(key: str | None) -> list[str | int]:
+    loc: list[str | int] = ["body"]
+    if not key or key == "data":
+        return loc
+    for name, index in _PATH_PART.findall(key):
+        loc.append(name if name else (int(index) if index.isdigit() else index))
+    return loc
+
+
+def _validation_type(message: str) -> str:
+    if message.startswith("Expected `") and ", got" in message:
+        return "type_error"
+    if "missing required field" in message:
+        return "missing"
+    if "unknown field" in message:
+        return "extra_forbidden"
+    if "malformed" in message or "truncated" in message:
+        return "json_invalid"
+    return "value_error"
+
+
+def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    items = exc.extra if isinstance(exc.extra, list) else []
+    errors = [ErrorItem(_loc(item.get("key")), str(item.get("message")), _validation_type(str(item.get("message"))))
+              for item in items if isinstance(item, dict)]
+    if not errors:
+        # Litestar raises this with only a detail when the body is not JSON at all.
+        errors = [ErrorItem(["body"], "the body is not valid JSON", "json_invalid")]
+    problem = ProblemDetails("urn:jwt-decision:problem:request-invalid", "Invalid request", 422,
+                             f"The request body is invalid: {errors[0].msg} (at {'.'.join(map(str, errors[0].loc))}).",
+                             "REQUEST_INVALID", errors)
+    return problem_response(problem)
+
+
+def on_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+    return problem_response(exc.problem, exc.headers)
+
+
+_STATUS_CODES = {404: ("NOT_FOUND", "Not found"), 405: ("METHOD_NOT_ALLOWED", "Method not allowed"),
+                 413: ("BODY_TOO_LARGE", "Request body too large")}
+
+
+def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    code, title = _STATUS_CODES.get(status, ("REQUEST_INVALID", "Bad request"))
+    if status >= 500:  # pragma: no cover - internal errors are handled by on_unexpected
+        return on_unexpected(_, exc)
+    detail = {404: "No route matches this path.", 405: "This route does not accept this method.",
+              413: "The request body exceeds MAX_BODY_BYTES."}.get(status, str(exc.detail))
+    errors = None
+    if status == 400:  # Litestar's "JSON is malformed" and friends: the body is not what the route decodes
+        status, errors = 422, [ErrorItem(["body"], str(exc.detail)[:200], "json_invalid")]
+        detail = f"The request body is invalid: {errors[0].msg}."
+    return problem_response(ProblemDetails(f"urn:jwt-decision:problem:{code.lower().replace('_', '-')}", title,
+                                           status, detail, code, errors), dict(exc.headers or {}))
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # A bug of ours: log the exception type only (never the request, which may carry tokens), answer 500.
+    log.error("unhandled_exception", error_type=type(exc).__name__, path=request.url.path)
+    return problem_response(ProblemDetails("urn:jwt-decision:problem:internal", "Internal error", 500,
+                                           "The service failed to process this request.", "INTERNAL"))
+
+
+EXCEPTION_HANDLERS = {
+    ValidationException: on_validation,
+    ApiError: on_api_error,
+    NotFoundException: on_http_exception,
+    MethodNotAllowedException: on_http_exception,
+    HTTPException: on_http_exception,
+    Exception: on_unexpected,
+}

@@ -1,0 +1,83 @@
+"""Thin controllers for validation, inspection and health. They decode, delegate and encode; nothing else."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
+from msgspec import Meta
+
+from app import examples
+from app.inspect import InspectResult, inspect_token
+from app.policy import PolicyError, VerifyPolicy
+from app.problems import ApiError, ProblemDetails, invalid_policy, request_invalid
+from app.policy import Problem
+from app.validation import ValidationResult
+from app.verifier import Verifier
+
+ProfileId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class ValidateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A token plus exactly one of an inline `policy` or an `issuer_profile_id`."""
+
+    token: str
+    policy: VerifyPolicy | None = None
+    issuer_profile_id: ProfileId | None = None
+
+
+class InspectRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: str
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+PROBLEMS = {422: ProblemDetails, 404: ProblemDetails, 413: ProblemDetails}
+
+
+class ValidationController(Controller):
+    path = "/v1"
+    tags = ["validation"]
+
+    @post("/validate/jwt", operation_id="validateJwt", summary="Validate a JWT against a policy or issuer profile",
+          description=examples.VALIDATE_DESCRIPTION, status_code=200,
+          responses=examples.responses("validate"))
+    async def validate_jwt(self, verifier: NamedDependency[Verifier],
+                           data: JSONBody[ValidateRequest]
+                           ) -> ValidationResult:
+        if (data.policy is None) == (data.issuer_profile_id is None):
+            raise request_invalid([Problem(("body",), "exactly one of 'policy' or 'issuer_profile_id' is required",
+                                           "value_error")])
+        if data.policy is not None:
+            try:
+                policy = verifier.compile_inline(data.policy)
+            except PolicyError as exc:
+                raise invalid_policy(exc, ("body", "policy")) from None
+            return await verifier.validate(data.token, policy)
+        raise ApiError(404, "ISSUER_PROFILE_NOT_FOUND", "Issuer profile not found",
+                       f"No issuer profile {data.issuer_profile_id!r} is configured.", known=[])
+
+    @post("/inspect/token", operation_id="inspectToken", summary="Decode a token without validating it",
+          description=examples.INSPECT_DESCRIPTION, status_code=200, responses=examples.responses("inspect"))
+    async def inspect(self, verifier: NamedDependency[Verifier],
+                      data: JSONBody[InspectRequest]
+                      ) -> InspectResult:
+        return inspect_token(data.token, verifier.clock(), verifier.max_token_bytes)
+
+
+class HealthController(Controller):
+    tags = ["operations"]
+
+    @get("/healthz", operation_id="healthz", summary="Liveness", description="200 while the process serves.",
+         responses=examples.responses("healthz"))
+    async def healthz(self) -> Health:
+        return Health("ok")
+
+
+def dependencies(verifier: Verifier) -> dict[str, Provide]:
+    return {"verifier": Provide(lambda: verifier, sync_to_thread=False, use_cache=True)}

@@ -1,0 +1,143 @@
+"""Settings: the environment, read once into one frozen object. A bad value stops startup naming the variable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Callable, Literal
+
+import msgspec
+
+
+class SettingsError(ValueError):
+    pass
+
+
+class Settings(msgspec.Struct, frozen=True):
+    issuer_profiles_json: str | None = None
+    authorizers_json: str | None = None
+    jwks_uri_allowlist: tuple[str, ...] = ()
+    rate_limit_storage: str = "memory://"
+    max_token_bytes: int = 16 * 1024
+    max_body_bytes: int = 64 * 1024
+    ready_requires_keys: bool = False
+    verified_token_cache_size: int = 10_000
+    api_keys: tuple[str, ...] = ()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    # Key-set cache (trust.md section 2); tests shorten them.
+    jwks_connect_timeout: float = 2.0
+    jwks_total_timeout: float = 5.0
+    jwks_max_bytes: int = 512 * 1024
+    jwks_min_age: float = 300.0
+    jwks_max_age: float = 86_400.0
+    jwks_default_age: float = 600.0
+    jwks_cooldown: float = 30.0
+    jwks_max_stale: float = 86_400.0
+    config_poll_seconds: float = 2.0
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _float(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().upper() if upper else text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _storage(text: str) -> str:
+    if not text.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
+        raise ValueError("must be memory:// or a redis://host:port/db URL")
+    return text
+
+
+def _text(text: str) -> str:
+    return text
+
+
+# Variable name -> (field, parser, description for --help).
+VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "ISSUER_PROFILES_JSON": ("issuer_profiles_json", _text, "issuer profiles: JSON text or a file path"),
+    "AUTHORIZERS_JSON": ("authorizers_json", _text, "authorizers: JSON text or a file path"),
+    "JWKS_URI_ALLOWLIST": ("jwks_uri_allowlist", _list, "host globs allowed as jwks_uri in inline policies"),
+    "RATE_LIMIT_STORAGE": ("rate_limit_storage", _storage, "memory:// (default) or redis://host:port/db"),
+    "MAX_TOKEN_BYTES": ("max_token_bytes", _int(256, 1 << 20), "largest token decoded (default 16384)"),
+    "MAX_BODY_BYTES": ("max_body_bytes", _int(1024, 16 << 20), "largest request body (default 65536)"),
+    "READY_REQUIRES_KEYS": ("ready_requires_keys", _bool, "/readyz waits for every profile's key set"),
+    "VERIFIED_TOKEN_CACHE_SIZE": ("verified_token_cache_size", _int(0, 10_000_000),
+                                  "verified-token cache entries per worker (default 10000, 0 disables)"),
+    "API_KEYS": ("api_keys", _list, "comma-separated keys required in X-API-Key for /v1/* (except presets)"),
+    "LOG_LEVEL": ("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "DEBUG/INFO/WARNING/ERROR"),
+    "LOG_FORMAT": ("log_format", _choice("json", "console"), "json (default) or console"),
+    "HOST": ("host", _text, "listen address (default 127.0.0.1)"),
+    "PORT": ("port", _int(0, 65535), "listen port (default 8000)"),
+    "WORKERS": ("workers", _int(1, 64), "worker processes (default 1)"),
+    "JWKS_CONNECT_TIMEOUT": ("jwks_connect_timeout", _float(0.05, 60), "key-set connect timeout, s (default 2)"),
+    "JWKS_TOTAL_TIMEOUT": ("jwks_total_timeout", _float(0.05, 120), "key-set fetch timeout, s (default 5)"),
+    "JWKS_MAX_BYTES": ("jwks_max_bytes", _int(1024, 16 << 20), "largest key-set body (default 524288)"),
+    "JWKS_MIN_AGE": ("jwks_min_age", _float(0, 86_400), "floor of a key set's max-age, s (default 300)"),
+    "JWKS_MAX_AGE": ("jwks_max_age", _float(1, 7 * 86_400), "ceiling of a key set's max-age, s (default 86400)"),
+    "JWKS_DEFAULT_AGE": ("jwks_default_age", _float(1, 86_400), "max-age without Cache-Control, s (default 600)"),
+    "JWKS_COOLDOWN": ("jwks_cooldown", _float(0, 3600), "least time between unknown-kid refetches, s (default 30)"),
+    "JWKS_MAX_STALE": ("jwks_max_stale", _float(0, 30 * 86_400), "longest use of a stale key set, s (default 86400)"),
+    "CONFIG_POLL_SECONDS": ("config_poll_seconds", _float(0.1, 3600), "config file change check interval, s"),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems = []
+    for variable, (name, parse, _) in VARIABLES.items():
+        if variable in environ:
+            try:
+                values[name] = parse(environ[variable])
+            except ValueError as exc:
+                problems.append(f"{variable}: {exc}")
+    if problems:
+        raise SettingsError("; ".join(problems))
+    return Settings(**values)
+
+
+def settings_help() -> str:
+    lines = ["Settings (environment variables):"]
+    lines += [f"  {variable:<28} {description}" for variable, (_, _, description) in VARIABLES.items()]
+    return "\n".join(lines)

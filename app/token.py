@@ -1,0 +1,201 @@
+"""Parsing a compact JWS (RFC 7515 section 7.1) strictly, without trusting anything in it.
+
+"The JWS Compact Serialization represents digitally signed or MACed content as a compact, URL-safe string"
+(RFC 7515 section 3.1): three base64url segments without padding, the first two JSON objects in UTF-8.
+Everything else (padding, other characters, duplicate member names, non-finite numbers, excessive depth,
+five segments of a JWE) is refused here, before any key or signature work, at a cost bounded by the size cap.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+MAX_JSON_DEPTH = 64
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_DECODE = msgspec.json.decode
+_ENCODE = msgspec.json.encode
+_SEGMENT_NAMES = ("header", "payload", "signature")
+
+
+class MalformedToken(Exception):
+    """The token is not a well-formed compact JWS. Carries whatever could be decoded, for diagnosis."""
+
+    def __init__(
+        self,
+        reason: str,
+        evidence: dict[str, Any] | None = None,
+        remediation: str | None = None,
+        header: dict[str, Any] | None = None,
+        claims: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.evidence = evidence or {}
+        self.remediation = remediation
+        self.header = header
+        self.claims = claims
+
+
+@dataclass(slots=True)
+class ParsedToken:
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
+    signature_segment: str = field(repr=False)
+
+
+def token_id(raw: str) -> str:
+    """The token's fingerprint for answers and logs: the first 16 hex characters of SHA-256 of the token."""
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def has_bearer_prefix(raw: str) -> bool:
+    return raw[:7].lower() == "bearer "
+
+
+def b64url_decode(segment: str, name: str) -> bytes:
+    """Strict base64url (RFC 7515 section 2): URL-safe alphabet, no padding, canonical trailing bits."""
+    if len(segment) % 4 == 1 or not _B64URL.fullmatch(segment):
+        raise MalformedToken(
+            f"the {name} segment is not base64url without padding",
+            {"segment": name, "length": len(segment)},
+            "Use the URL-safe alphabet (A-Z a-z 0-9 - _) and strip '=' padding.",
+        )
+    try:
+        decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):  # pragma: no cover - the regex and length check exclude this
+        raise MalformedToken(f"the {name} segment is not base64url", {"segment": name}) from None
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != segment.encode("ascii"):
+        raise MalformedToken(
+            f"the {name} segment has non-canonical base64url trailing bits",
+            {"segment": name},
+            "Encode with a standard base64url encoder; the last character carries unused bits that must be zero.",
+        )
+    return decoded
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of decoded JSON, iteratively (the value already decoded, so it is bounded)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in node.values())
+        elif isinstance(node, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in node)
+    return deepest
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate member name {key!r}")
+            seen.add(key)
+    return result
+
+
+def decode_json_object(data: bytes, name: str) -> dict[str, Any]:
+    """Decode a JOSE Header or JWT Claims Set: a UTF-8 JSON object, finite numbers, unique names, depth <= 64.
+
+    RFC 7515 section 4: "The Header Parameter names within the JOSE Header MUST be unique; JWS parsers MUST either
+    reject JWSs with duplicate Header Parameter names or use a JSON parser that returns only the lexically last
+    duplicate member name". We reject.
+    """
+    try:
+        value = _DECODE(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        reason = "is too deeply nested" if isinstance(exc, RecursionError) else "is not valid UTF-8 JSON"
+        raise MalformedToken(f"the {name} {reason}", {"segment": name, "detail": _safe_detail(exc)}) from None
+    if not isinstance(value, dict):
+        raise MalformedToken(
+            f"the {name} is JSON but not an object", {"segment": name, "json_type": type(value).__name__}
+        )
+    # Fast path: a byte-identical re-encoding proves there were no duplicate names (a duplicate would have been
+    # dropped from the dict, so the re-encoding would be shorter). Few brackets prove the depth is small.
+    if data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        raise MalformedToken(
+            f"the {name} is nested deeper than {MAX_JSON_DEPTH} levels", {"segment": name, "max_depth": MAX_JSON_DEPTH}
+        )
+    if _ENCODE(value) != data:
+        try:
+            json.loads(data, object_pairs_hook=_no_duplicates)
+        except ValueError as exc:
+            raise MalformedToken(
+                f"the {name} has duplicate member names", {"segment": name, "detail": str(exc)[:120]}
+            ) from None
+    return value
+
+
+def _safe_detail(exc: BaseException) -> str:
+    # msgspec's messages name a byte offset or a JSON path, never the content itself.
+    return str(exc)[:120]
+
+
+def parse(raw: str, max_bytes: int) -> ParsedToken:
+    """Split and decode a compact JWS. Raises MalformedToken; never anything else for any string."""
+    size = len(raw.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise MalformedToken(
+            "the token is larger than MAX_TOKEN_BYTES", {"size_bytes": size, "max_bytes": max_bytes}
+        )
+    if has_bearer_prefix(raw):
+        raise MalformedToken(
+            "the token starts with the 'Bearer ' scheme",
+            {"prefix": raw[:6]},
+            "Send only the token: strip the 'Bearer ' prefix of the Authorization header before validating.",
+        )
+    if not raw.isascii():
+        raise MalformedToken("the token contains non-ASCII characters", {"size_bytes": size})
+    segments = raw.split(".")
+    if len(segments) == 5:
+        raise MalformedToken(
+            "the token has five segments: it is an encrypted JWE, not a signed JWS",
+            {"segments": 5},
+            "This service validates signed tokens (JWS). Decrypt the JWE first, or ask the issuer for a signed token.",
+        )
+    if len(segments) != 3:
+        opaque = len(segments) == 1
+        raise MalformedToken(
+            "the token is not a JWT (no '.' separators): an opaque token" if opaque
+            else f"the token has {len(segments)} segments; a compact JWS has exactly 3",
+            {"segments": len(segments)},
+            "Opaque tokens (for example Auth0 access tokens requested without an 'audience') must be checked with "
+            "the issuer's introspection or userinfo endpoint, not validated as JWTs." if opaque else None,
+        )
+    header_b64, payload_b64, signature_b64 = segments
+    for name, segment in zip(_SEGMENT_NAMES[:2], (header_b64, payload_b64)):
+        if not segment:
+            raise MalformedToken(f"the {name} segment is empty", {"segment": name})
+    header = decode_json_object(b64url_decode(header_b64, "header"), "header")
+    try:
+        claims = decode_json_object(b64url_decode(payload_b64, "payload"), "payload")
+    except MalformedToken as exc:
+        exc.header = header
+        raise
+    try:
+        signature = b64url_decode(signature_b64, "signature")
+    except MalformedToken as exc:
+        exc.header, exc.claims = header, claims
+        raise
+    return ParsedToken(
+        header=header,
+        claims=claims,
+        signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
+        signature=signature,
+        signature_segment=signature_b64,
+    )

@@ -1,0 +1,57 @@
+"""The async edge of validation: resolve the policy's keys (awaiting the key-set cache), then call the pure core."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Protocol
+
+from app.keys import KeyView
+from app.policy import CompiledPolicy, PolicyCache, VerifyPolicy
+from app.token import b64url_decode, decode_json_object, MalformedToken
+from app.validation import ValidationResult, VerifiedCache, validate
+
+
+class KeySource(Protocol):
+    """The key-set cache (jwks.py): the only network I/O of validation."""
+
+    async def view(self, uri: str, kid: str | None) -> KeyView: ...
+
+
+def header_kid(raw: str) -> str | None:
+    """The `kid` of a token's header, if it has a readable one; used only to decide on an unknown-kid refetch."""
+    head, _, _ = raw.strip().partition(".")
+    if not head or len(head) > 4096:
+        return None
+    try:
+        kid = decode_json_object(b64url_decode(head, "header"), "header").get("kid")
+    except MalformedToken:
+        return None
+    return kid if isinstance(kid, str) and len(kid) <= 256 else None
+
+
+class Verifier:
+    def __init__(self, *, max_token_bytes: int, cache_size: int, allowlist: tuple[str, ...] = (),
+                 keys: KeySource | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.max_token_bytes = max_token_bytes
+        self.allowlist = allowlist
+        self.policies = PolicyCache()
+        self.cache = VerifiedCache(cache_size)
+        self.keys = keys
+        self.clock = clock
+
+    def compile_inline(self, policy: VerifyPolicy) -> CompiledPolicy:
+        """Raises PolicyError; compiled policies are cached by fingerprint."""
+        return self.policies.get(policy, self.allowlist)
+
+    async def key_view(self, policy: CompiledPolicy, raw: str) -> KeyView:
+        if policy.static_keys is not None:
+            return KeyView(policy.static_keys, policy.key_source)
+        if self.keys is None or policy.jwks_uri is None:
+            return KeyView(None, policy.key_source, error="no key-set cache is configured")
+        return await self.keys.view(policy.jwks_uri, header_kid(raw))
+
+    async def validate(self, raw: str, policy: CompiledPolicy, profile: str | None = None) -> ValidationResult:
+        keys = await self.key_view(policy, raw)
+        result = validate(raw, policy, keys, self.clock(), max_token_bytes=self.max_token_bytes, cache=self.cache)
+        result.profile = profile
+        return result

@@ -1,0 +1,74 @@
+"""Shared fixtures: a fixed clock, the app under test, and tokens minted independently of the code under test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from app.server import create_app
+from app.settings import Settings
+from tests.mint import mint, key_for
+
+NOW = 1_700_000_000  # 2023-11-14T22:13:20Z: every test passes its own `now`
+ISSUER = "https://issuer.example.com/"
+AUDIENCE = "https://api.example.com"
+
+
+class FixedClock:
+    """A clock tests move by hand."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture
+def client(settings: Settings, clock: FixedClock) -> Iterator[TestClient[Any]]:
+    with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    """A valid claim set for ISSUER/AUDIENCE at NOW, with overrides (None removes a claim)."""
+    base: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": "user-42", "iat": NOW - 10, "exp": NOW + 3600}
+    base.update(overrides)
+    return {key: value for key, value in base.items() if value is not None}
+
+
+def rs256_policy(**overrides: Any) -> dict[str, Any]:
+    policy: dict[str, Any] = {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+                              "public_key": key_for("RS256").public_pem}
+    policy.update(overrides)
+    return policy
+
+
+def rs256_token(**claim_overrides: Any) -> str:
+    return mint(claims(**claim_overrides), key_for("RS256"))
+
+
+def require_binary(name: str) -> str:
+    """The path of a Debian-packaged server the test needs; skipped locally when missing, fatal under CI."""
+    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)),
+                                      None)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required under CI (.ci/run installs it)")
+        pytest.skip(f"{name} is not installed (make system-deps installs it)")
+    return path

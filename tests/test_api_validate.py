@@ -1,0 +1,143 @@
+"""The /v1/validate/jwt and /v1/inspect/token contract over HTTP: 200 verdicts, 4xx problem+json, never 5xx."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.findings import CHECK_ORDER
+from app.settings import Settings
+from tests.conftest import AUDIENCE, NOW, claims, rs256_policy, rs256_token
+from tests.mint import key_for, mint
+
+URL = "/v1/validate/jwt"
+
+
+def test_valid_token_answers_valid_with_every_status_key(client):
+    response = client.post(URL, json={"token": rs256_token(), "policy": rs256_policy()})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["valid"] is True
+    assert body["summary"] == "Token is valid."
+    assert list(body["statuses"]) == list(CHECK_ORDER)
+    assert body["statuses"]["signature"] == "pass"
+    assert body["statuses"]["lifetime"] == "skip"
+    assert body["findings"] == []
+    assert body["claims"]["sub"] == "user-42"
+    assert body["header"]["alg"] == "RS256"
+    assert body["key"]["source"] == "public_key"
+    assert len(body["key"]["thumbprint"]) == 43
+    assert body["expires_in"] == 3600
+    assert len(body["token_id"]) == 16
+
+
+def test_expired_token_with_wrong_audience_reports_both(client):
+    token = rs256_token(exp=NOW - 3600, aud="https://other.example.com")
+    body = client.post(URL, json={"token": token, "policy": rs256_policy()}).json()
+    assert body["valid"] is False
+    codes = [item["code"] for item in body["findings"]]
+    assert codes == ["AUDIENCE_MISMATCH", "TOKEN_EXPIRED"]
+    assert body["summary"] == "Token is NOT valid: 2 errors (AUDIENCE_MISMATCH, TOKEN_EXPIRED)."
+    assert body["statuses"]["audience"] == "fail" and body["statuses"]["time"] == "fail"
+
+
+@pytest.mark.parametrize("token", ["", "not a token", "a.b", "....", "\x00\x01", "Bearer x.y.z", "é" * 100],
+                         ids=["empty", "words", "two-segments", "dots", "control", "bearer", "non-ascii"])
+def test_any_token_string_answers_200_malformed(client, token):
+    response = client.post(URL, json={"token": token, "policy": rs256_policy()})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["valid"] is False
+    assert [item["code"] for item in body["findings"]] == ["MALFORMED_TOKEN"]
+    assert body["statuses"]["format"] == "fail"
+    assert all(body["statuses"][name] == "skip" for name in CHECK_ORDER[1:])
+
+
+def _problem(response, status):
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"] and body["type"]
+    return body
+
+
+@pytest.mark.parametrize("body, loc", [
+    ({"token": 1, "policy": rs256_policy()}, ["body", "token"]),
+    ({"token": "x", "policy": rs256_policy(allowed_algs=["none"])}, ["body", "policy", "allowed_algs", 0]),
+    ({"token": "x", "policy": rs256_policy(allowed_algs=["RS256", "NONE"])}, ["body", "policy", "allowed_algs", 1]),
+    ({"token": "x", "policy": rs256_policy(allowed_algs=["ES256"])}, ["body", "policy", "allowed_algs", 0]),
+    ({"token": "x", "policy": rs256_policy(allowed_algs=["HS256"])}, ["body", "policy", "allowed_algs", 0]),
+    ({"token": "x", "policy": rs256_policy(clock_skew_seconds=301)}, ["body", "policy", "clock_skew_seconds"]),
+    ({"token": "x", "policy": rs256_policy(audiences=[])}, ["body", "policy", "audiences"]),
+    ({"token": "x", "policy": rs256_policy(public_key="-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----")},
+     ["body", "policy", "public_key"]),
+    ({"token": "x", "policy": rs256_policy(secret="s" * 40)}, ["body", "policy"]),
+    ({"token": "x", "policy": rs256_policy(unknown=1)}, ["body", "policy"]),
+    ({"token": "x", "policy": rs256_policy(), "issuer_profile_id": "p"}, ["body"]),
+    ({"token": "x"}, ["body"]),
+    ({"policy": rs256_policy()}, ["body"]),
+    ({"token": "x", "policy": rs256_policy(jwks_uri="https://keys.example.com/jwks.json", public_key=None)},
+     ["body", "policy", "jwks_uri"]),
+], ids=["token-not-string", "alg-none", "alg-NONE-second", "alg-not-fitting-rsa-key", "hs-with-public-key",
+        "skew-too-large", "no-audiences", "bad-pem", "two-key-sources", "unknown-field", "policy-and-profile",
+        "neither", "no-token", "jwks-uri-not-allowlisted"])
+def test_request_errors_are_422_problem_json_with_loc(client, body, loc):
+    problem = _problem(client.post(URL, json=body), 422)
+    assert problem["errors"][0]["loc"] == loc
+    assert problem["errors"][0]["msg"]
+
+
+def test_body_that_is_not_json_is_422(client):
+    problem = _problem(client.post(URL, content=b"{not json", headers={"content-type": "application/json"}), 422)
+    assert problem["errors"][0]["loc"] == ["body"]
+
+
+def test_error_never_echoes_the_secret_or_key(client):
+    secret = "correct horse battery staple, really long secret"
+    response = client.post(URL, json={"token": "x", "policy": rs256_policy(secret=secret)})
+    assert secret not in response.text
+    pem = key_for("RS256").public_pem
+    response = client.post(URL, json={"token": "x", "policy": rs256_policy(allowed_algs=["ES256"])})
+    assert pem.splitlines()[1] not in response.text
+
+
+@pytest.mark.parametrize("settings", [Settings(max_body_bytes=2048)])
+def test_oversized_body_is_413_problem_json(client):
+    problem = _problem(client.post(URL, json={"token": "x" * 4096, "policy": rs256_policy()}), 413)
+    assert problem["code"] == "BODY_TOO_LARGE"
+
+
+def test_unknown_profile_is_404_listing_known_ids(client):
+    problem = _problem(client.post(URL, json={"token": "x", "issuer_profile_id": "nope"}), 404)
+    assert problem["code"] == "ISSUER_PROFILE_NOT_FOUND"
+    assert isinstance(problem["known"], list)
+
+
+def test_unknown_route_and_wrong_method_are_problem_json(client):
+    assert _problem(client.get("/v1/nothing-here"), 404)["code"] == "NOT_FOUND"
+    assert _problem(client.get(URL), 405)["code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_inspect_decodes_and_flags_suspicious_patterns(client):
+    token = mint(claims(exp=NOW - 5, aud=None, nonce="n"), key_for("HS256"), header={"jwk": {"kty": "oct"}})
+    body = client.post("/v1/inspect/token", json={"token": token}).json()
+    assert body["validated"] is False
+    assert "decoded does not mean validated" in body["warning"].lower()
+    assert body["decoded"]["payload"]["nonce"] == "n"
+    for code in ("ALG_SYMMETRIC", "HEADER_KEY_PRESENT", "EXPIRED", "AUD_MISSING", "ID_TOKEN"):
+        assert code in body["suspicious_warnings"]
+    assert [detail["code"] for detail in body["details"]] == body["suspicious_warnings"]
+
+
+def test_inspect_of_garbage_is_200_with_malformed_reason(client):
+    body = client.post("/v1/inspect/token", json={"token": "opaque-token-value"}).json()
+    assert body["decoded"] is None
+    assert "MALFORMED_TOKEN" in body["suspicious_warnings"] and "OPAQUE_TOKEN" in body["suspicious_warnings"]
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_audience_list_with_one_match_passes(client):
+    token = rs256_token(aud=["https://a.example.com", AUDIENCE])
+    assert client.post(URL, json={"token": token, "policy": rs256_policy()}).json()["valid"] is True
