@@ -11,7 +11,8 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from app import openapi
 from app.problems import EXCEPTION_HANDLERS
-from app.routes import HealthController, ValidationController, dependencies
+from app.api import route_handlers
+from app.api.validation import dependencies
 from app.settings import Settings, load_settings
 from app.verifier import Verifier
 
@@ -23,7 +24,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     verifier = Verifier(max_token_bytes=settings.max_token_bytes, cache_size=settings.verified_token_cache_size,
                         allowlist=settings.jwks_uri_allowlist, clock=clock)
     app = Litestar(
-        route_handlers=[ValidationController, HealthController, *openapi.routes()],
+        route_handlers=[*route_handlers(), *openapi.routes()],
         dependencies=dependencies(verifier),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,

@@ -38,6 +38,14 @@ class Verifier:
         self.cache = VerifiedCache(cache_size)
         self.keys = keys
         self.clock = clock
+        # Issuer profiles by id (profiles.py fills this; replaced atomically on reload).
+        self.profiles: dict[str, CompiledPolicy] = {}
+
+    def profile(self, profile_id: str) -> CompiledPolicy | None:
+        return self.profiles.get(profile_id)
+
+    def profile_ids(self) -> list[str]:
+        return sorted(self.profiles)
 
     def compile_inline(self, policy: VerifyPolicy) -> CompiledPolicy:
         """Raises PolicyError; compiled policies are cached by fingerprint."""

@@ -59,8 +59,12 @@ class ValidationController(Controller):
             except PolicyError as exc:
                 raise invalid_policy(exc, ("body", "policy")) from None
             return await verifier.validate(data.token, policy)
-        raise ApiError(404, "ISSUER_PROFILE_NOT_FOUND", "Issuer profile not found",
-                       f"No issuer profile {data.issuer_profile_id!r} is configured.", known=[])
+        assert data.issuer_profile_id is not None
+        profile = verifier.profile(data.issuer_profile_id)
+        if profile is None:
+            raise ApiError(404, "ISSUER_PROFILE_NOT_FOUND", "Issuer profile not found",
+                           f"No issuer profile {data.issuer_profile_id!r} is configured.", known=verifier.profile_ids())
+        return await verifier.validate(data.token, profile, data.issuer_profile_id)
 
     @post("/inspect/token", operation_id="inspectToken", summary="Decode a token without validating it",
           description=examples.INSPECT_DESCRIPTION, status_code=200, responses=examples.responses("inspect"))

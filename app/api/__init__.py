@@ -1,0 +1,11 @@
+"""Thin controllers, one module per area of the API. `route_handlers()` lists them for the app factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def route_handlers() -> list[Any]:
+    from app.api.validation import HealthController, ValidationController
+
+    return [ValidationController, HealthController]

@@ -1,0 +1,155 @@
+"""Configuration documents (profiles, authorizers, presets): read once, validated completely, reloaded safely.
+
+A document comes from an environment variable holding either JSON (the value starts with `{`) or a file path.
+Decoding and validation report every problem as `SOURCE: $.json.path: what was expected`, so a bad file stops
+startup with one line per mistake. `ReloadingDocument` re-reads a file on SIGHUP or when its modification time
+changes, validates the new content first and swaps it in atomically; a bad new file keeps the old value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgspec
+import structlog
+
+T = TypeVar("T")
+log = structlog.get_logger("app.config")
+_MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
+
+
+class ConfigError(ValueError):
+    """Every problem of a configuration document, one line each: `SOURCE: $.path: problem`."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {path}: {message}" for path, message in problems))
+
+
+def json_path(*parts: str | int) -> str:
+    """`$.acme-auth0.allowed_algs[0]`; names that are not plain identifiers are bracketed."""
+    path = "$"
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_.-]+", part) and "." not in part:
+            path += f".{part}"
+        else:
+            path += "[" + msgspec.json.encode(part).decode() + "]"
+    return path
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a document comes from: the variable's name, its JSON text or a file path."""
+
+    variable: str
+    value: str
+
+    @property
+    def is_file(self) -> bool:
+        return not self.value.lstrip().startswith("{")
+
+    @property
+    def label(self) -> str:
+        return f"{self.variable} ({self.value})" if self.is_file else self.variable
+
+    def read(self) -> bytes:
+        if not self.is_file:
+            return self.value.encode()
+        try:
+            with open(self.value, "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise ConfigError(self.label, [("$", f"cannot read the file: {exc.strerror}")]) from None
+
+    def mtime(self) -> float | None:
+        try:
+            return os.stat(self.value).st_mtime if self.is_file else None
+        except OSError:
+            return None
+
+
+def decode(data: bytes, type_: type[T], label: str, *, path_prefix: tuple[str | int, ...] = ()) -> T:
+    """Decode JSON into a Struct type, turning msgspec's error into a ConfigError with the JSON path."""
+    try:
+        return msgspec.json.decode(data, type=type_)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _MSGSPEC_PATH.search(message)
+        path = match.group(1) if match else "$"
+        if path_prefix:
+            path = json_path(*path_prefix) + path[1:]
+        raise ConfigError(label, [(path, message[: match.start()] if match else message)]) from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(label, [(json_path(*path_prefix), f"not valid JSON: {exc}")]) from None
+
+
+def convert(value: Any, type_: type[T], label: str, path: tuple[str | int, ...]) -> T:
+    """Like `decode`, for an already decoded value (used after merging a preset under a profile)."""
+    try:
+        return msgspec.convert(value, type=type_)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _MSGSPEC_PATH.search(message)
+        inner = match.group(1)[1:] if match else ""
+        raise ConfigError(label, [(json_path(*path) + inner, message[: match.start()] if match else message)]) from None
+
+
+class ReloadingDocument(Generic[T]):
+    """A validated document that follows its file: SIGHUP or a changed mtime triggers validate-then-swap."""
+
+    def __init__(self, source: Source | None, load: Callable[[bytes, str], T], empty: T,
+                 on_change: Callable[[T, T], None] | None = None) -> None:
+        self.source = source
+        self._load = load
+        self._on_change = on_change
+        self.value: T = empty
+        self._mtime: float | None = None
+        self.last_error: str | None = None
+        if source is not None:
+            self._mtime = source.mtime()
+            self.value = load(source.read(), source.label)  # startup: a ConfigError stops the process
+
+    def reload(self) -> bool:
+        """Re-read and swap in when valid; keep serving the old value on error. Returns whether it swapped."""
+        if self.source is None or not self.source.is_file:
+            return False
+        self._mtime = self.source.mtime()
+        try:
+            new = self._load(self.source.read(), self.source.label)
+        except ConfigError as exc:
+            self.last_error = str(exc)
+            log.error("config_reload_failed", source=self.source.variable, problems=str(exc).splitlines()[:20])
+            return False
+        old, self.value, self.last_error = self.value, new, None
+        log.info("config_reloaded", source=self.source.variable)
+        if self._on_change is not None:
+            self._on_change(old, new)
+        return True
+
+    def changed_on_disk(self) -> bool:
+        return self.source is not None and self.source.is_file and self.source.mtime() != self._mtime
+
+    async def watch(self, interval: float) -> None:
+        """Poll the file's modification time (cheap, works on every filesystem)."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.changed_on_disk():
+                self.reload()
+
+
+def install_sighup(documents: list[ReloadingDocument[Any]]) -> None:
+    """SIGHUP reloads every file-backed document (validate first, swap atomically)."""
+    try:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: [document.reload() for document in documents])
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or no signals
+        pass
