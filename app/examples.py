@@ -92,6 +92,17 @@ _RESPONSES: dict[str, dict[int, tuple[str, Any]]] = {
             "errors": [{"loc": ["body", "token"], "msg": "Expected `str`, got `int`", "type": "type_error"}]}),
     },
     "healthz": {200: ("The process serves", {"status": "ok"})},
+    "profiles": {200: ("The loaded issuer profiles", {"profiles": [{
+        "id": "acme-auth0", "issuer": "https://acme.us.auth0.com/", "audiences": ["https://api.acme.com"],
+        "key_source": "jwks_uri", "jwks_uri": "https://acme.us.auth0.com/.well-known/jwks.json", "preset": "auth0",
+        "description": "Acme production tenant",
+        "keys": {"key_state": "fresh", "fetched_at": "2026-11-23T10:00:00Z", "age_seconds": 42,
+                 "kids": ["k1", "k2"], "error": None}}]})},
+    "readyz": {200: ("Ready: configuration loaded (and key sets usable when READY_REQUIRES_KEYS)", {
+        "status": "ready", "config_loaded": True,
+        "profiles": {"acme-auth0": {"key_state": "fresh", "fetched_at": "2026-11-23T10:00:00Z", "age_seconds": 42,
+                                    "kids": ["k1"], "error": None}},
+        "rate_limit_storage": {"backend": "memory", "ok": True}, "config_errors": []})},
 }
 
 

@@ -2,32 +2,84 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Callable
 
+import httpx
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from app import openapi
-from app.problems import EXCEPTION_HANDLERS
 from app.api import route_handlers
 from app.api.validation import dependencies
+from app.config import ReloadingDocument, Source, install_sighup
+from app.jwks import KeySetCache
+from app.keys import KeySet
+from app.problems import EXCEPTION_HANDLERS
+from app.profiles import Profiles, load_profiles
 from app.settings import Settings, load_settings
 from app.verifier import Verifier
 
 VERSION = "1.0.0"
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS_DIR = ROOT / "presets"
 
 
-def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time) -> Litestar:
+def _source(variable: str, value: str | None) -> Source | None:
+    return Source(variable, value) if value else None
+
+
+def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time,
+               http_client: httpx.AsyncClient | None = None) -> Litestar:
+    """Build the app. Configuration documents are loaded and validated here: a bad one raises ConfigError."""
     settings = settings or load_settings()
     verifier = Verifier(max_token_bytes=settings.max_token_bytes, cache_size=settings.verified_token_cache_size,
                         allowlist=settings.jwks_uri_allowlist, clock=clock)
+
+    def key_set_changed(uri: str, old: KeySet | None, new: KeySet) -> None:
+        # Verdicts cached under the old set must not outlive it (a removed key stops validating at once).
+        if old is not None:
+            verifier.cache.forget_version(old.version)
+
+    keys = KeySetCache(settings, client=http_client, clock=clock, on_change=key_set_changed)
+    verifier.keys = keys
+    presets: dict[str, Any] = {}
+
+    def profiles_changed(_: Profiles, new: Profiles) -> None:
+        verifier.profiles = new.policies
+        keys.retain(new.jwks_uris())
+        keys.prefetch(sorted(new.jwks_uris()), sorted(new.discovery_issuers()))
+
+    profiles: ReloadingDocument[Profiles] = ReloadingDocument(
+        _source("ISSUER_PROFILES_JSON", settings.issuer_profiles_json),
+        lambda data, label: load_profiles(data, label, presets), Profiles(), on_change=profiles_changed)
+    verifier.profiles = profiles.value.policies
+    documents: list[ReloadingDocument[Any]] = [profiles]
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        keys.prefetch(sorted(profiles.value.jwks_uris()), sorted(profiles.value.discovery_issuers()))
+        watchers = [asyncio.ensure_future(document.watch(settings.config_poll_seconds))
+                    for document in documents if document.source is not None and document.source.is_file]
+        install_sighup(documents)
+        try:
+            yield
+        finally:
+            for watcher in watchers:
+                watcher.cancel()
+            await keys.aclose()
+
     app = Litestar(
         route_handlers=[*route_handlers(), *openapi.routes()],
         dependencies=dependencies(verifier),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
+        lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="JWT validation and authorization decisions", version=VERSION,
                                      path="/_schema", render_plugins=[JsonRenderPlugin(path="/litestar.json")],
                                      description=openapi.DESCRIPTION, use_handler_docstrings=False),
@@ -35,6 +87,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     )
     app.state.settings = settings
     app.state.verifier = verifier
+    app.state.keys = keys
+    app.state.profiles = profiles
+    app.state.documents = documents
     return app
 
 

@@ -16,6 +16,8 @@ class KeySource(Protocol):
 
     async def view(self, uri: str, kid: str | None) -> KeyView: ...
 
+    async def view_discovered(self, issuer: str, kid: str | None) -> KeyView: ...
+
 
 def header_kid(raw: str) -> str | None:
     """The `kid` of a token's header, if it has a readable one; used only to decide on an unknown-kid refetch."""
@@ -54,8 +56,11 @@ class Verifier:
     async def key_view(self, policy: CompiledPolicy, raw: str) -> KeyView:
         if policy.static_keys is not None:
             return KeyView(policy.static_keys, policy.key_source)
-        if self.keys is None or policy.jwks_uri is None:
+        if self.keys is None:
             return KeyView(None, policy.key_source, error="no key-set cache is configured")
+        if policy.key_source == "discovery":
+            return await self.keys.view_discovered(policy.issuers[0], header_kid(raw))
+        assert policy.jwks_uri is not None
         return await self.keys.view(policy.jwks_uri, header_kid(raw))
 
     async def validate(self, raw: str, policy: CompiledPolicy, profile: str | None = None) -> ValidationResult:

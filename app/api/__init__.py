@@ -6,6 +6,7 @@ from typing import Any
 
 
 def route_handlers() -> list[Any]:
+    from app.api.trust import TrustController
     from app.api.validation import HealthController, ValidationController
 
-    return [ValidationController, HealthController]
+    return [ValidationController, HealthController, TrustController]

@@ -1,0 +1,324 @@
+"""The key-set cache: the only network I/O of validation (trust.md section 2).
+
+One entry per `jwks_uri`, shared by every policy naming it. A set is fresh for its Cache-Control max-age
+(clamped between a floor and a ceiling); after that the next request refreshes it in the background while the
+current set keeps serving. An unknown `kid` refetches at once, single-flight (every concurrent waiter shares the
+one fetch) and at most once per cooldown, so a flood of random `kid`s costs the IdP one request per cooldown.
+A failed refresh keeps the last good set (stale-if-error, with a JWKS_STALE warning) up to a maximum staleness;
+failures back off exponentially. Without any usable set the answer is JWKS_UNAVAILABLE, never a bad signature.
+OIDC discovery (`{issuer}/.well-known/openid-configuration`) resolves a `jwks_uri` through the same fetcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import msgspec
+import structlog
+from authlib.oidc.discovery import OpenIDProviderMetadata
+
+from app.keys import KeyError_, KeySet, KeyView, jwk_set, key_set
+from app.policy import check_key_set_url, is_loopback_host
+from app.settings import Settings
+
+log = structlog.get_logger("app.jwks")
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
+_MAX_REDIRECTS = 3
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 300.0
+
+
+class FetchError(Exception):
+    """A fetch that produced no usable document; the message is safe to show (no body content)."""
+
+
+@dataclass
+class Entry:
+    uri: str
+    keyset: KeySet | None = None
+    fetched_at: float | None = None
+    expires_at: float = 0.0
+    last_error: str | None = None
+    failures: int = 0
+    next_attempt_at: float = 0.0
+    last_kid_refetch: float = float("-inf")
+    fetches: int = 0
+    inflight: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+@dataclass
+class Discovered:
+    jwks_uri: str | None = None
+    error: str | None = None
+    next_attempt_at: float = 0.0
+    failures: int = 0
+    inflight: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def freshness(headers: httpx.Headers, now: float, settings: Settings) -> float:
+    """Seconds a fetched set stays fresh: Cache-Control max-age (or Expires), clamped to [floor, ceiling]."""
+    age: float | None = None
+    control = headers.get("cache-control", "")
+    match = _MAX_AGE.search(control)
+    if match:
+        age = float(match.group(1))
+    elif "no-cache" in control.lower() or "no-store" in control.lower():
+        age = 0.0
+    elif "expires" in headers:
+        try:
+            expires = email.utils.parsedate_to_datetime(headers["expires"]).timestamp()
+            age = expires - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            age = 0.0
+    if age is None:
+        return settings.jwks_default_age
+    return min(max(age, settings.jwks_min_age), settings.jwks_max_age)
+
+
+class KeySetCache:
+    """Key sets by URI. `view()` is what validation awaits; `state()` is what /readyz and /v1/profiles show."""
+
+    def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None,
+                 clock: Callable[[], float] = time.time,
+                 on_change: Callable[[str, KeySet | None, KeySet], None] | None = None,
+                 on_fetch: Callable[[str, str], None] | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.on_change = on_change
+        self.on_fetch = on_fetch
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.jwks_total_timeout, connect=settings.jwks_connect_timeout),
+            follow_redirects=False, headers={"Accept": "application/json", "User-Agent": "jwt-decision/1"},
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=10), trust_env=False)
+        self._entries: dict[str, Entry] = {}
+        self._discovered: dict[str, Discovered] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- what validation awaits -------------------------------------------------------------------------------
+
+    async def view(self, uri: str, kid: str | None) -> KeyView:
+        entry = self._entries.get(uri) or self._entries.setdefault(uri, Entry(uri))
+        now = self.clock()
+        if entry.keyset is None:
+            if entry.inflight is not None or now >= entry.next_attempt_at:
+                await self._refresh(entry)
+        elif kid is not None and not any(key.kid == kid for key in entry.keyset.keys):
+            if entry.inflight is not None:
+                await asyncio.shield(entry.inflight)
+            elif now - entry.last_kid_refetch >= self.settings.jwks_cooldown and now >= entry.next_attempt_at:
+                entry.last_kid_refetch = now
+                await self._refresh(entry)
+        elif now >= entry.expires_at and entry.inflight is None and now >= entry.next_attempt_at:
+            self._spawn(self._refresh(entry))
+        return self._view(entry, self.clock())
+
+    async def view_discovered(self, issuer: str, kid: str | None) -> KeyView:
+        state = self._discovered.setdefault(issuer, Discovered())
+        if state.jwks_uri is None:
+            now = self.clock()
+            if state.inflight is None and now >= state.next_attempt_at:
+                state.inflight = asyncio.ensure_future(self._discover(issuer, state))
+            if state.inflight is not None:
+                await asyncio.shield(state.inflight)
+            if state.jwks_uri is None:
+                return KeyView(None, "discovery", error=state.error or "discovery pending")
+        view = await self.view(state.jwks_uri, kid)
+        return KeyView(view.keyset, "discovery", view.stale_seconds, view.error, view.fetched_at)
+
+    def _view(self, entry: Entry, now: float) -> KeyView:
+        source = "jwks_uri"
+        if entry.keyset is None:
+            return KeyView(None, source, error=entry.last_error or "the key set has not been fetched yet")
+        age = now - (entry.fetched_at or now)
+        if age > self.settings.jwks_max_stale and now >= entry.expires_at:
+            return KeyView(None, source, error=f"the last good key set is {int(age)} s old, beyond the maximum "
+                                               f"staleness; last error: {entry.last_error}")
+        stale = age if now >= entry.expires_at and entry.last_error is not None else None
+        return KeyView(entry.keyset, source, stale, entry.last_error, entry.fetched_at)
+
+    # --- fetching ---------------------------------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _refresh(self, entry: Entry) -> None:
+        """Single-flight: concurrent callers await the same task (shielded, so a cancelled caller cannot cancel
+        everybody's fetch)."""
+        if entry.inflight is None:
+            entry.inflight = asyncio.ensure_future(self._fetch_into(entry))
+            entry.inflight.add_done_callback(lambda _: setattr(entry, "inflight", None))
+        await asyncio.shield(entry.inflight)
+
+    async def _fetch_into(self, entry: Entry) -> None:
+        entry.fetches += 1
+        started = self.clock()
+        host = urlsplit(entry.uri).hostname or "?"
+        try:
+            document, headers = await self._get_json(entry.uri)
+            if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+                raise FetchError("the response is not a JSON object with a 'keys' array")
+            entries, problems = jwk_set(document, allow_oct=False)
+        except (FetchError, KeyError_) as exc:
+            self._failed(entry, str(exc), started)
+            if self.on_fetch:
+                self.on_fetch(host, "error")
+            return
+        for index, problem in problems:
+            log.warning("jwks_key_skipped", uri=entry.uri, index=index, problem=problem)
+        if not entries:
+            self._failed(entry, f"no usable key in the set ({len(problems)} skipped)", started)
+            if self.on_fetch:
+                self.on_fetch(host, "empty")
+            return
+        now = self.clock()
+        old = entry.keyset
+        new = key_set(entries, fetched_at=now, skipped=tuple(problem for _, problem in problems))
+        entry.keyset, entry.fetched_at = new, now
+        entry.expires_at = now + freshness(headers, now, self.settings)
+        entry.last_error, entry.failures, entry.next_attempt_at = None, 0, 0.0
+        log.info("jwks_fetched", uri=entry.uri, keys=len(entries), skipped=len(problems),
+                 fresh_for=int(entry.expires_at - now))
+        if self.on_fetch:
+            self.on_fetch(host, "ok")
+        if self.on_change is not None and (old is None or old.version != new.version):
+            self.on_change(entry.uri, old, new)
+
+    def _failed(self, entry: Entry, reason: str, started: float) -> None:
+        entry.failures += 1
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (entry.failures - 1))
+        entry.next_attempt_at = started + delay
+        entry.last_error = reason
+        log.warning("jwks_fetch_failed", uri=entry.uri, reason=reason, failures=entry.failures,
+                    retry_in=round(delay, 1), serving_stale=entry.keyset is not None)
+
+    async def _get_json(self, uri: str) -> tuple[Any, httpx.Headers]:
+        """GET with the total timeout, no cross-host redirects, a capped body, HTTP 200 and JSON required."""
+        try:
+            return await asyncio.wait_for(self._get_json_unbounded(uri), self.settings.jwks_total_timeout)
+        except asyncio.TimeoutError:
+            raise FetchError(f"timed out after {self.settings.jwks_total_timeout:g} s") from None
+
+    async def _get_json_unbounded(self, uri: str) -> tuple[Any, httpx.Headers]:
+        url = uri
+        origin = urlsplit(uri)
+        for _ in range(_MAX_REDIRECTS + 1):
+            problem = check_key_set_url(url)
+            if problem:
+                raise FetchError(f"the URL {problem}")
+            try:
+                async with self._client.stream("GET", url) as response:
+                    if response.is_redirect:
+                        target = urljoin(url, response.headers.get("location", ""))
+                        parts = urlsplit(target)
+                        if (parts.hostname, parts.port) != (origin.hostname, origin.port):
+                            raise FetchError(f"redirect to another host ({parts.hostname}) refused")
+                        if origin.scheme == "https" and parts.scheme != "https":
+                            raise FetchError("redirect from https to http refused")
+                        url = target
+                        continue
+                    if response.status_code != 200:
+                        raise FetchError(f"HTTP {response.status_code}")
+                    declared = response.headers.get("content-length")
+                    if declared and declared.isdigit() and int(declared) > self.settings.jwks_max_bytes:
+                        raise FetchError(f"the body is larger than {self.settings.jwks_max_bytes} bytes")
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > self.settings.jwks_max_bytes:
+                            raise FetchError(f"the body is larger than {self.settings.jwks_max_bytes} bytes")
+                    headers = response.headers
+            except httpx.HTTPError as exc:
+                raise FetchError(f"{type(exc).__name__}: the request failed") from None
+            try:
+                return msgspec.json.decode(bytes(body)), headers
+            except (msgspec.DecodeError, RecursionError):
+                raise FetchError("the body is not JSON") from None
+        raise FetchError("too many redirects")
+
+    async def _discover(self, issuer: str, state: Discovered) -> None:
+        """OIDC Discovery 1.0 section 4.3: "The issuer value returned MUST be identical to the Issuer URL that was
+        used as the prefix to /.well-known/openid-configuration to retrieve the configuration information."""
+        url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+        host = urlsplit(url).hostname or "?"
+        try:
+            try:
+                document, _ = await self._get_json(url)
+            except FetchError as exc:
+                raise FetchError(f"discovery document {url}: {exc}") from None
+            if not isinstance(document, dict):
+                raise FetchError(f"discovery document {url}: not a JSON object")
+            metadata = OpenIDProviderMetadata(document)
+            if metadata.get("issuer") != issuer:
+                raise FetchError(f"discovery document issuer {metadata.get('issuer')!r} differs from the "
+                                 f"configured issuer {issuer!r}; refusing its jwks_uri")
+            if not is_loopback_host(host):
+                metadata.validate_issuer()
+            jwks_uri = metadata.get("jwks_uri")
+            if not isinstance(jwks_uri, str) or check_key_set_url(jwks_uri):
+                raise FetchError(f"discovery document {url}: jwks_uri missing or not an https URL")
+        except (FetchError, ValueError) as exc:
+            state.failures += 1
+            state.error = str(exc)
+            state.next_attempt_at = self.clock() + min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (state.failures - 1))
+            log.warning("discovery_failed", issuer=issuer, reason=state.error)
+            if self.on_fetch:
+                self.on_fetch(host, "discovery_error")
+            return
+        finally:
+            state.inflight = None
+        state.jwks_uri, state.error, state.failures = jwks_uri, None, 0
+        log.info("discovery_resolved", issuer=issuer, jwks_uri=jwks_uri)
+
+    # --- lifecycle and state ----------------------------------------------------------------------------------
+
+    def prefetch(self, uris: list[str], issuers: list[str]) -> None:
+        """Background fetches at startup (and after a reload) so the first validations find their keys."""
+        for uri in uris:
+            entry = self._entries.setdefault(uri, Entry(uri))
+            if entry.keyset is None and entry.inflight is None:
+                self._spawn(self._refresh(entry))
+        for issuer in issuers:
+            self._spawn(self.view_discovered(issuer, None))
+
+    def state(self, uri: str | None = None, issuer: str | None = None) -> dict[str, Any]:
+        """`{key_state, fetched_at, age_seconds, kids, error}`; key_state is fresh, stale, unavailable or pending."""
+        if issuer is not None:
+            discovered = self._discovered.get(issuer)
+            if discovered is None or discovered.jwks_uri is None:
+                error = discovered.error if discovered else None
+                return {"key_state": "unavailable" if error else "pending", "fetched_at": None,
+                        "age_seconds": None, "kids": [], "error": error}
+            uri = discovered.jwks_uri
+        entry = self._entries.get(uri or "")
+        now = self.clock()
+        if entry is None or entry.keyset is None:
+            error = entry.last_error if entry else None
+            return {"key_state": "unavailable" if error else "pending", "fetched_at": None, "age_seconds": None,
+                    "kids": [], "error": error}
+        view = self._view(entry, now)
+        state = "unavailable" if view.keyset is None else "fresh" if now < entry.expires_at else "stale"
+        return {"key_state": state, "fetched_at": entry.fetched_at, "age_seconds": int(now - (entry.fetched_at or now)),
+                "kids": entry.keyset.kids, "error": entry.last_error}
+
+    def fetch_count(self, uri: str) -> int:
+        entry = self._entries.get(uri)
+        return entry.fetches if entry else 0
+
+    def retain(self, uris: set[str]) -> None:
+        """After a reload: drop the entries of key sets no profile names any more (unchanged ones survive)."""
+        for uri in [uri for uri in self._entries if uri not in uris]:
+            del self._entries[uri]
+
+    async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await self._client.aclose()

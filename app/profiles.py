@@ -1,0 +1,118 @@
+"""Issuer profiles (`ISSUER_PROFILES_JSON`, trust.md section 1): named, validated policies with preset inheritance.
+
+A profile is a VerifyPolicy plus `preset` (start from that preset, then apply the profile's fields over it),
+`parameters` (the preset's template parameters; derived from the profile's `issuer` when omitted) and
+`description`. The whole document is validated at load and every problem reported as
+`ISSUER_PROFILES_JSON: $.<id>.<field>: <problem>`; nothing is half-loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from app.config import ConfigError, convert, json_path
+from app.policy import CompiledPolicy, PolicyError, VerifyPolicy, compile_policy
+
+PROFILE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+KEY_SOURCES = ("secret", "public_key", "jwks", "jwks_uri", "discovery")
+_EXTRA_FIELDS = ("preset", "description", "parameters")
+
+
+@dataclass(frozen=True)
+class Profiles:
+    policies: dict[str, CompiledPolicy] = field(default_factory=dict)
+    descriptions: dict[str, str | None] = field(default_factory=dict)
+    presets_used: dict[str, str | None] = field(default_factory=dict)
+
+    def jwks_uris(self) -> set[str]:
+        return {policy.jwks_uri for policy in self.policies.values() if policy.jwks_uri is not None}
+
+    def discovery_issuers(self) -> set[str]:
+        return {policy.issuers[0] for policy in self.policies.values() if policy.key_source == "discovery"}
+
+
+def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
+                  problems: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """The preset's filled policy with the profile's own fields applied over it."""
+    name = raw.get("preset")
+    own = {key: value for key, value in raw.items() if key not in _EXTRA_FIELDS}
+    if name is None:
+        return own
+    if not isinstance(name, str) or name not in presets:
+        problems.append((json_path(profile_id, "preset"),
+                         f"unknown preset {name!r}; known presets: {', '.join(sorted(presets))}"))
+        return None
+    preset = presets[name]
+    parameters = raw.get("parameters")
+    if parameters is None:
+        issuer = own.get("issuer")
+        parameters = (preset.parameters_from_issuer(issuer) if isinstance(issuer, str) else None) or {}
+    if not isinstance(parameters, dict) or not all(isinstance(v, str) for v in parameters.values()):
+        problems.append((json_path(profile_id, "parameters"), "expected an object of string values"))
+        return None
+    has_own_keys = any(source in own for source in KEY_SOURCES)
+    try:
+        base = preset.fill(parameters, partial=has_own_keys or "issuer" in own)
+    except ValueError as exc:
+        problems.append((json_path(profile_id, "parameters"), f"preset {name!r}: {exc}"))
+        return None
+    if has_own_keys:
+        for source in KEY_SOURCES:
+            base.pop(source, None)
+    elif "issuer" in own and "jwks_uri" in base and "{" in str(base["jwks_uri"]):
+        # The issuer was given but the preset's key-set URL cannot be derived from it: ask the issuer itself.
+        base.pop("jwks_uri")
+        base["discovery"] = True
+    merged = {**base, **own}
+    return merged
+
+
+def load_profiles(data: bytes, label: str, presets: dict[str, Any]) -> Profiles:
+    """Decode and compile every profile; raise one ConfigError listing every problem."""
+    try:
+        document = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(label, [("$", f"not valid JSON: {exc}")]) from None
+    if not isinstance(document, dict):
+        raise ConfigError(label, [("$", "expected an object mapping profile ids to profiles")])
+    problems: list[tuple[str, str]] = []
+    policies: dict[str, CompiledPolicy] = {}
+    descriptions: dict[str, str | None] = {}
+    presets_used: dict[str, str | None] = {}
+    for profile_id, raw in document.items():
+        if not PROFILE_ID.match(profile_id):
+            problems.append((json_path(profile_id), "a profile id matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))
+            continue
+        if not isinstance(raw, dict):
+            problems.append((json_path(profile_id), "expected an object (a policy with optional preset)"))
+            continue
+        description = raw.get("description")
+        if description is not None and not isinstance(description, str):
+            problems.append((json_path(profile_id, "description"), "expected a string"))
+            continue
+        merged = _merge_preset(profile_id, raw, presets, problems)
+        if merged is None:
+            continue
+        try:
+            policy = convert(merged, VerifyPolicy, label, (profile_id,))
+            if policy.discovery and not isinstance(policy.issuer, str):
+                raise PolicyError([])  # reported below with its own message
+            compiled = compile_policy(policy, inline=False)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        except PolicyError as exc:
+            if not exc.problems:
+                problems.append((json_path(profile_id, "issuer"), "discovery needs one issuer, not a list"))
+            problems.extend((json_path(profile_id, *problem.loc), problem.msg) for problem in exc.problems)
+            continue
+        policies[profile_id] = compiled
+        descriptions[profile_id] = description
+        presets_used[profile_id] = raw.get("preset")
+    if problems:
+        raise ConfigError(label, problems)
+    return Profiles(policies, descriptions, presets_used)
