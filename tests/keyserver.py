@@ -1,0 +1,92 @@
+"""A real HTTP key server on 127.0.0.1 for tests: serves JWK Sets and discovery documents, and misbehaves on
+request (500, slow, huge, not JSON, cross-host redirect, down) while counting what it was asked."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class KeyServer:
+    def __init__(self) -> None:
+        self.documents: dict[str, Any] = {}
+        self.headers: dict[str, dict[str, str]] = {}
+        self.mode: str = "ok"  # ok | 500 | slow | huge | not_json | redirect_other_host | redirect_same_host
+        self.slow_seconds = 2.0
+        self.hits: dict[str, int] = {}
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                path = self.path.split("?")[0]
+                with server._lock:
+                    server.hits[path] = server.hits.get(path, 0) + 1
+                server.respond(self, path)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def hit_count(self, path: str) -> int:
+        with self._lock:
+            return self.hits.get(path, 0)
+
+    def respond(self, handler: BaseHTTPRequestHandler, path: str) -> None:
+        mode = self.mode
+        if path.startswith("/moved"):
+            mode = "ok"
+            path = path[len("/moved"):]
+        if mode == "500":
+            return self._send(handler, 500, b'{"error": "boom"}')
+        if mode == "slow":
+            time.sleep(self.slow_seconds)
+        if mode == "huge":
+            return self._send(handler, 200, b'{"keys": [' + b" " * (10 * 1024 * 1024) + b"]}")
+        if mode == "not_json":
+            return self._send(handler, 200, b"<html>maintenance</html>", "text/html")
+        if mode == "redirect_other_host":
+            return self._send(handler, 302, b"", extra={"Location": f"http://localhost:{self.port}/moved{path}"})
+        if mode == "redirect_same_host":
+            return self._send(handler, 302, b"", extra={"Location": f"/moved{path}"})
+        document = self.documents.get(path)
+        if document is None:
+            return self._send(handler, 404, b'{"error": "not found"}')
+        self._send(handler, 200, json.dumps(document).encode(), extra=self.headers.get(path, {}))
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json",
+              extra: dict[str, str] | None = None) -> None:
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", content_type)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.send_header("Connection", "close")  # so that stop() really means connection refused
+            for name, value in (extra or {}).items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(body)
+            handler.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

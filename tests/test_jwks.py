@@ -1,0 +1,226 @@
+"""The key-set cache against a real HTTP key server on 127.0.0.1 (no mocks of httpx)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import string
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from app.jwks import KeySetCache, freshness
+from app.policy import VerifyPolicy, compile_policy
+from app.settings import Settings
+from app.verifier import Verifier
+from tests.conftest import AUDIENCE, ISSUER, NOW, FixedClock, claims
+from tests.keyserver import KeyServer
+from tests.mint import jwks, key_for, mint
+
+PATH = "/.well-known/jwks.json"
+SETTINGS = Settings(jwks_cooldown=30, jwks_min_age=300, jwks_max_age=86_400, jwks_default_age=600,
+                    jwks_total_timeout=0.5, jwks_connect_timeout=0.5, jwks_max_bytes=512 * 1024)
+
+
+@pytest.fixture
+def server() -> Iterator[KeyServer]:
+    key_server = KeyServer()
+    key_server.documents[PATH] = jwks(key_for("RS256", "k1"))
+    yield key_server
+    key_server.stop()
+
+
+@pytest.fixture
+async def verifier(server: KeyServer, clock: FixedClock) -> AsyncIterator[Verifier]:
+    cache = KeySetCache(SETTINGS, clock=clock)
+    checker = Verifier(max_token_bytes=16384, cache_size=1000, keys=cache, clock=clock)
+    checker.cache_uri = server.url(PATH)  # type: ignore[attr-defined]
+    yield checker
+    await cache.aclose()
+
+
+def remote_policy(uri: str):
+    return compile_policy(VerifyPolicy(issuer=ISSUER, audiences=[AUDIENCE], allowed_algs=["RS256"], jwks_uri=uri),
+                          inline=False)
+
+
+def token(kid: str) -> str:
+    return mint(claims(), key_for("RS256", kid), kid=kid)
+
+
+def codes(result) -> list[str]:
+    return [item.code for item in result.findings]
+
+
+async def test_first_validation_fetches_the_set_and_passes(verifier, server):
+    result = await verifier.validate(token("k1"), remote_policy(server.url(PATH)))
+    assert result.valid, result.findings
+    assert result.key.source == "jwks_uri" and result.key.kid == "k1"
+    assert server.hit_count(PATH) == 1
+
+
+async def test_rotation_new_kid_triggers_exactly_one_fetch_for_100_concurrent_validations(verifier, server):
+    policy = remote_policy(server.url(PATH))
+    assert (await verifier.validate(token("k1"), policy)).valid
+    server.documents[PATH] = jwks(key_for("RS256", "k1"), key_for("RS256", "k2"))
+    results = await asyncio.gather(*(verifier.validate(token("k2"), policy) for _ in range(100)))
+    assert all(result.valid for result in results), codes(results[0])
+    assert server.hit_count(PATH) == 2
+
+
+async def test_flood_of_random_kids_costs_one_fetch_per_cooldown(verifier, server, clock):
+    policy = remote_policy(server.url(PATH))
+    await verifier.validate(token("k1"), policy)
+    rng = random.Random(7)
+    kids = ["".join(rng.choices(string.ascii_letters, k=12)) for _ in range(1000)]
+    flood = [mint(claims(), key_for("RS256", "k1"), kid=kid) for kid in kids]
+    results = await asyncio.gather(*(verifier.validate(item, policy) for item in flood))
+    assert all(codes(result) == ["KID_NOT_FOUND"] for result in results)
+    assert server.hit_count(PATH) == 2  # the initial fetch and one refetch for the whole flood
+    clock.now += 31
+    await asyncio.gather(*(verifier.validate(item, policy) for item in flood[:100]))
+    assert server.hit_count(PATH) == 3  # one more once the cooldown has passed
+
+
+async def test_kid_not_found_evidence_lists_known_kids_and_fetch_time(verifier, server):
+    result = await verifier.validate(token("nope"), remote_policy(server.url(PATH)))
+    finding = result.findings[0]
+    assert finding.code == "KID_NOT_FOUND"
+    assert finding.evidence["known_kids"] == ["k1"]
+    assert "fetched_at" in finding.evidence and "last fetched" in finding.remediation
+
+
+@pytest.mark.parametrize("header, expected", [
+    ({"cache-control": "public, max-age=3600"}, 3600),
+    ({"cache-control": "max-age=10"}, 300),
+    ({"cache-control": "max-age=999999"}, 86_400),
+    ({"cache-control": "no-store"}, 300),
+    ({}, 600),
+    ({"expires": "Thu, 01 Jan 2099 00:00:00 GMT"}, 86_400),
+], ids=["max-age-honoured", "below-floor", "above-ceiling", "no-store-floor", "no-header-default", "expires"])
+def test_cache_control_max_age_is_clamped_between_floor_and_ceiling(header, expected):
+    assert freshness(httpx.Headers(header), NOW, SETTINGS) == expected
+
+
+async def test_max_age_is_honoured_then_refreshed_in_background(verifier, server, clock):
+    server.headers[PATH] = {"Cache-Control": "max-age=1200"}
+    policy = remote_policy(server.url(PATH))
+    await verifier.validate(token("k1"), policy)
+    clock.now += 1199
+    await verifier.validate(token("k1"), policy)
+    assert server.hit_count(PATH) == 1
+    clock.now += 2
+    result = await verifier.validate(token("k1"), policy)
+    assert result.valid  # the current set keeps serving while the refresh runs
+    await asyncio.sleep(0.2)
+    assert server.hit_count(PATH) == 2
+
+
+BROKEN = ["down", "500", "slow", "huge", "not_json", "redirect_other_host"]
+
+
+def break_server(server: KeyServer, mode: str) -> None:
+    if mode == "down":
+        server.stop()
+    else:
+        server.mode = mode
+        server.slow_seconds = 1.5
+
+
+@pytest.mark.parametrize("mode", BROKEN)
+async def test_outage_keeps_last_good_set_with_jwks_stale_after_its_age(verifier, server, clock, mode):
+    policy = remote_policy(server.url(PATH))
+    assert (await verifier.validate(token("k1"), policy)).valid
+    break_server(server, mode)
+    clock.now += 601  # past the default max age: a background refresh is attempted and fails
+    await verifier.validate(token("k1"), policy)
+    await asyncio.sleep(1.0 if mode == "slow" else 0.2)
+    clock.now += 1
+    result = await verifier.validate(token("k1"), policy)
+    assert result.valid, codes(result)
+    assert codes(result) == ["JWKS_STALE"]
+    assert result.findings[0].severity == "warning" and result.findings[0].evidence["age_seconds"] >= 600
+
+
+@pytest.mark.parametrize("mode", BROKEN)
+async def test_outage_without_any_set_is_jwks_unavailable_never_signature_invalid(verifier, server, mode):
+    break_server(server, mode)
+    result = await verifier.validate(token("k1"), remote_policy(server.url(PATH)))
+    assert codes(result) == ["JWKS_UNAVAILABLE"]
+    assert result.statuses["key"] == "fail" and result.statuses["signature"] == "skip"
+
+
+@pytest.mark.parametrize("mode", ["500", "not_json"])
+async def test_failing_key_server_is_not_hammered(verifier, server, clock, mode):
+    server.mode = mode
+    policy = remote_policy(server.url(PATH))
+    for _ in range(50):
+        await verifier.validate(token("k1"), policy)
+    assert server.hit_count(PATH) == 1  # backoff: no second attempt within the first second
+    for step in range(10):
+        clock.now += 1
+        for _ in range(20):
+            await verifier.validate(token("k1"), policy)
+    assert server.hit_count(PATH) <= 5  # exponential: 1, 2, 4, 8 s apart
+
+
+async def test_redirect_on_the_same_host_is_followed(verifier, server):
+    server.mode = "redirect_same_host"
+    assert (await verifier.validate(token("k1"), remote_policy(server.url(PATH)))).valid
+
+
+async def test_bad_entries_are_skipped_individually(verifier, server):
+    server.documents[PATH] = {"keys": [{"kty": "RSA", "n": "!!", "e": "AQAB", "kid": "broken"},
+                                       {"kty": "oct", "k": "c2VjcmV0", "kid": "sym"},
+                                       {"kty": "XYZ", "kid": "unknown"},
+                                       {**key_for("RS256", "k1").jwk, "d": "private-part"},
+                                       key_for("RS256", "k2").jwk]}
+    policy = remote_policy(server.url(PATH))
+    assert (await verifier.validate(token("k2"), policy)).valid
+    assert codes(await verifier.validate(token("k1"), policy)) == ["KID_NOT_FOUND"]
+
+
+async def test_removed_key_stops_validating_after_the_refresh(verifier, server, clock):
+    policy = remote_policy(server.url(PATH))
+    old = token("k1")
+    assert (await verifier.validate(old, policy)).valid
+    server.documents[PATH] = jwks(key_for("RS256", "k2"))
+    clock.now += 601
+    await verifier.validate(old, policy)  # triggers the background refresh
+    await asyncio.sleep(0.2)
+    result = await verifier.validate(old, policy)
+    assert codes(result) == ["KID_NOT_FOUND"]
+
+
+ISSUER_PATH = "/tenant"
+
+
+def discovery_document(server: KeyServer, issuer: str) -> dict:
+    return {"issuer": issuer, "jwks_uri": server.url(PATH), "authorization_endpoint": issuer + "/authorize",
+            "response_types_supported": ["code"], "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"]}
+
+
+def discovery_policy(issuer: str):
+    return compile_policy(VerifyPolicy(issuer=issuer, audiences=[AUDIENCE], allowed_algs=["RS256"], discovery=True),
+                          inline=False)
+
+
+async def test_discovery_leads_to_its_jwks_uri(verifier, server):
+    issuer = server.url(ISSUER_PATH)
+    server.documents[ISSUER_PATH + "/.well-known/openid-configuration"] = discovery_document(server, issuer)
+    result = await verifier.validate(mint(claims(iss=issuer), key_for("RS256", "k1"), kid="k1"),
+                                     discovery_policy(issuer))
+    assert result.valid, codes(result)
+    assert result.key.source == "discovery"
+
+
+async def test_discovery_document_with_another_issuer_is_refused(verifier, server):
+    issuer = server.url(ISSUER_PATH)
+    server.documents[ISSUER_PATH + "/.well-known/openid-configuration"] = discovery_document(server, issuer + "/")
+    result = await verifier.validate(mint(claims(iss=issuer), key_for("RS256", "k1"), kid="k1"),
+                                     discovery_policy(issuer))
+    assert codes(result) == ["JWKS_UNAVAILABLE"]
+    assert "differs from the configured issuer" in result.findings[0].evidence["reason"]
+    assert server.hit_count(PATH) == 0
