@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     )
     app.state.settings = settings
     app.state.verifier = verifier
-    app.state.keys = keys
+    app.state.key_sets = keys
     app.state.profiles = profiles
     app.state.documents = documents
     return app

@@ -68,7 +68,7 @@ class TrustController(Controller):
         return ProfileList([
             ProfileSummary(profile_id, policy.expected_issuer, sorted(policy.audiences), policy.key_source,
                            policy.jwks_uri, profiles.presets_used.get(profile_id),
-                           profiles.descriptions.get(profile_id), key_state(state.keys, policy))
+                           profiles.descriptions.get(profile_id), key_state(state.key_sets, policy))
             for profile_id, policy in sorted(profiles.policies.items())])
 
     @get("/readyz", operation_id="readyz", summary="Readiness",
@@ -76,7 +76,7 @@ class TrustController(Controller):
                      "usable), else 503. Reports each profile's key-set state and the rate-limit storage state.")
     async def readyz(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
         state = request.app.state
-        profiles = {profile_id: key_state(state.keys, policy)
+        profiles = {profile_id: key_state(state.key_sets, policy)
                     for profile_id, policy in sorted(state.profiles.value.policies.items())}
         storage_probe = getattr(state, "rate_limit_state", None)
         storage = await storage_probe() if storage_probe is not None else {"backend": "none", "ok": True}

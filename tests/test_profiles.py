@@ -1,0 +1,230 @@
+"""Issuer profiles from ISSUER_PROFILES_JSON: startup validation with JSON paths, safe reload, the HTTP surface."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+
+from app.config import ConfigError
+from app.server import ROOT, create_app
+from app.settings import Settings
+from tests.conftest import AUDIENCE, ISSUER, claims
+from tests.keyserver import KeyServer
+from tests.mint import jwks, key_for, mint
+
+PATH = "/jwks.json"
+
+
+@pytest.fixture
+def server() -> Iterator[KeyServer]:
+    key_server = KeyServer()
+    key_server.documents[PATH] = jwks(key_for("RS256", "k1"))
+    yield key_server
+    key_server.stop()
+
+
+def profile(server: KeyServer, **overrides) -> dict:
+    return {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "jwks_uri": server.url(PATH),
+            **overrides}
+
+
+def write(path: Path, document: dict) -> None:
+    path.write_text(json.dumps(document))
+    # make the modification visible to the mtime poll even within the filesystem's timestamp granularity
+    stamp = time.time() + (os.stat(path).st_mtime_ns % 7) + 1
+    os.utime(path, (stamp, stamp))
+
+
+@pytest.mark.parametrize("document, expected", [
+    ({"acme": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["none"], "secret": "x" * 32}},
+     "ISSUER_PROFILES_JSON: $.acme.allowed_algs[0]: 'none' is never allowed"),
+    ({"acme": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "secret": "x" * 32}},
+     "ISSUER_PROFILES_JSON: $.acme.allowed_algs[0]: RS256 needs a public key"),
+    ({"acme": {"issuer": ISSUER, "audiences": "not-a-list", "allowed_algs": ["HS256"], "secret": "x" * 32}},
+     "ISSUER_PROFILES_JSON: $.acme.audiences: Expected `array`, got `str`"),
+    ({"acme": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": "x" * 32,
+               "clock_skew": 5}},
+     "ISSUER_PROFILES_JSON: $.acme: Object contains unknown field `clock_skew`"),
+    ({"bad id!": {"issuer": ISSUER}}, "ISSUER_PROFILES_JSON: $[\"bad id!\"]: a profile id matches"),
+    ({"acme": {"preset": "nope", "audiences": [AUDIENCE]}}, "ISSUER_PROFILES_JSON: $.acme.preset: unknown preset"),
+    ({"acme": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+               "jwks_uri": "http://keys.example.com/jwks.json"}},
+     "ISSUER_PROFILES_JSON: $.acme.jwks_uri: jwks_uri must use https"),
+], ids=["alg-none", "alg-not-fitting-secret", "wrong-type", "unknown-field", "bad-id", "unknown-preset", "http-url"])
+def test_bad_profile_document_stops_startup_with_source_json_path_and_problem(document, expected):
+    with pytest.raises(ConfigError) as error:
+        create_app(Settings(issuer_profiles_json=json.dumps(document)))
+    assert expected in str(error.value)
+
+
+def test_every_problem_is_reported_not_only_the_first():
+    document = {"a": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["none"], "secret": "x" * 32},
+                "b": {"issuer": ISSUER, "audiences": [], "allowed_algs": ["HS256"], "secret": "x" * 32}}
+    with pytest.raises(ConfigError) as error:
+        create_app(Settings(issuer_profiles_json=json.dumps(document)))
+    lines = str(error.value).splitlines()
+    assert any(line.startswith("ISSUER_PROFILES_JSON: $.a.allowed_algs[0]") for line in lines)
+    assert any(line.startswith("ISSUER_PROFILES_JSON: $.b.audiences") for line in lines)
+
+
+def test_file_source_is_named_in_the_error(tmp_path):
+    path = tmp_path / "profiles.json"
+    path.write_text('{"acme": {"issuer": 1}}')
+    with pytest.raises(ConfigError) as error:
+        create_app(Settings(issuer_profiles_json=str(path)))
+    assert str(error.value).startswith(f"ISSUER_PROFILES_JSON ({path}): $.acme")
+
+
+def test_python_m_app_refuses_to_start_with_a_bad_profile_file(tmp_path):
+    path = tmp_path / "profiles.json"
+    path.write_text('{"acme": {"issuer": "x", "audiences": ["a"], "allowed_algs": ["none"], "secret": "s"}}')
+    process = subprocess.run([sys.executable, "-m", "app"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                             env={"PATH": os.environ["PATH"], "ISSUER_PROFILES_JSON": str(path), "PORT": "0"})
+    assert process.returncode == 2
+    assert f"ISSUER_PROFILES_JSON ({path}): $.acme.allowed_algs[0]: 'none' is never allowed" in process.stderr
+
+
+def test_validate_by_profile_id_over_http_with_real_key_server(server):
+    settings = Settings(issuer_profiles_json=json.dumps({"acme": profile(server)}))
+    with TestClient(create_app(settings)) as client:
+        token = mint(claims(iat=None, exp=int(time.time()) + 600), key_for("RS256", "k1"), kid="k1")
+        body = client.post("/v1/validate/jwt", json={"token": token, "issuer_profile_id": "acme"}).json()
+        assert body["valid"] is True, body["findings"]
+        assert body["profile"] == "acme"
+        listed = client.get("/v1/profiles").json()["profiles"]
+        assert listed[0]["id"] == "acme" and listed[0]["keys"]["key_state"] == "fresh"
+        assert listed[0]["keys"]["kids"] == ["k1"]
+
+
+def test_profiles_listing_never_shows_secrets():
+    secret = "a-very-secret-hmac-key-that-is-long-enough"
+    settings = Settings(issuer_profiles_json=json.dumps(
+        {"hs": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": secret,
+                "description": "shared secret"}}))
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/v1/profiles")
+        assert secret not in response.text
+        assert response.json()["profiles"][0]["key_source"] == "secret"
+
+
+def test_unknown_profile_404_lists_known_ids(server):
+    settings = Settings(issuer_profiles_json=json.dumps({"acme": profile(server), "ci": profile(server)}))
+    with TestClient(create_app(settings)) as client:
+        problem = client.post("/v1/validate/jwt", json={"token": "x", "issuer_profile_id": "nope"}).json()
+        assert problem["code"] == "ISSUER_PROFILE_NOT_FOUND" and problem["known"] == ["acme", "ci"]
+
+
+def test_file_change_reload_swaps_profiles_and_bad_reload_keeps_serving(tmp_path, server):
+    path = tmp_path / "profiles.json"
+    write(path, {"acme": profile(server)})
+    app = create_app(Settings(issuer_profiles_json=str(path), config_poll_seconds=0.1))
+    token = mint(claims(exp=int(time.time()) + 600, iat=None), key_for("RS256", "k1"), kid="k1")
+    with TestClient(app) as client:
+        def validate(profile_id: str):
+            return client.post("/v1/validate/jwt", json={"token": token, "issuer_profile_id": profile_id})
+
+        assert validate("acme").json()["valid"] is True
+        write(path, {"acme": profile(server), "beta": profile(server, audiences=["other"])})
+        for _ in range(50):
+            if validate("beta").status_code == 200:
+                break
+            time.sleep(0.1)
+        assert validate("beta").json()["findings"][0]["code"] == "AUDIENCE_MISMATCH"
+        write(path, {"acme": {"issuer": 1}})  # broken: keep serving the old set
+        for _ in range(50):
+            if app.state.profiles.last_error:
+                break
+            time.sleep(0.1)
+        assert "$.acme.issuer" in app.state.profiles.last_error
+        assert validate("acme").json()["valid"] is True
+        assert validate("beta").status_code == 200
+        assert client.get("/readyz").json()["config_errors"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sighup_reloads_the_profile_file_of_a_running_service(tmp_path, server):
+    import httpx
+
+    path = tmp_path / "profiles.json"
+    write(path, {"acme": profile(server)})
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "ISSUER_PROFILES_JSON": str(path), "PORT": str(port),
+           "CONFIG_POLL_SECONDS": "3600", "LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        ids = []
+        for _ in range(100):
+            try:
+                ids = [item["id"] for item in httpx.get(base + "/v1/profiles", timeout=1).json()["profiles"]]
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert ids == ["acme"]
+        path.write_text(json.dumps({"renamed": profile(server)}))
+        process.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            try:
+                ids = [item["id"] for item in httpx.get(base + "/v1/profiles", timeout=1).json()["profiles"]]
+            except httpx.HTTPError:
+                ids = []
+            if ids == ["renamed"]:
+                break
+            time.sleep(0.1)
+        assert ids == ["renamed"]
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_readyz_reports_profile_key_state_and_waits_for_keys_when_required(server):
+    document = json.dumps({"acme": profile(server)})
+    with TestClient(create_app(Settings(issuer_profiles_json=document, ready_requires_keys=True))) as client:
+        for _ in range(50):
+            response = client.get("/readyz")
+            if response.status_code == 200:
+                break
+            time.sleep(0.05)
+        assert response.status_code == 200
+        assert response.json()["profiles"]["acme"]["key_state"] == "fresh"
+    server.mode = "500"
+    with TestClient(create_app(Settings(issuer_profiles_json=document.replace(PATH, "/missing"),
+                                        ready_requires_keys=True))) as client:
+        time.sleep(0.3)
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["profiles"]["acme"]["key_state"] in ("pending", "unavailable")
+
+
+def test_inline_jwks_uri_is_allowed_only_for_allowlisted_hosts(server):
+    token = mint(claims(exp=int(time.time()) + 600, iat=None), key_for("RS256", "k1"), kid="k1")
+    policy = profile(server)
+    with TestClient(create_app(Settings())) as client:
+        problem = client.post("/v1/validate/jwt", json={"token": token, "policy": policy}).json()
+        assert problem["status"] == 422 and "JWKS_URI_ALLOWLIST" in problem["errors"][0]["msg"]
+    with TestClient(create_app(Settings(jwks_uri_allowlist=("127.0.0.*",)))) as client:
+        body = client.post("/v1/validate/jwt", json={"token": token, "policy": policy}).json()
+        assert body["valid"] is True, body
+
+
+def test_example_profiles_in_the_repo_load():
+    for path in sorted((ROOT / "profiles").glob("*.json")):
+        create_app(Settings(issuer_profiles_json=str(path)))
