@@ -1,0 +1,100 @@
+"""The verified-token cache: signature work once per token, policy and key set; time checks on every hit."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from app import keys as keys_module
+from app.keys import KeyView
+from app.policy import VerifyPolicy, compile_policy
+from app.validation import VerifiedCache, validate
+from tests.conftest import AUDIENCE, ISSUER, NOW, claims
+from tests.mint import key_for, mint
+
+
+@pytest.fixture
+def rsa_calls(monkeypatch) -> list[int]:
+    """Counts RS256 signature verifications by wrapping the registered verifier."""
+    calls: list[int] = []
+    algorithm = keys_module.ALGORITHMS["RS256"]
+    original = algorithm.verify
+
+    def counting(key, data, signature):
+        calls.append(1)
+        return original(key, data, signature)
+
+    monkeypatch.setitem(keys_module.ALGORITHMS, "RS256", dataclasses.replace(algorithm, verify=counting))
+    return calls
+
+
+def policy(**overrides):
+    fields = {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+              "public_key": key_for("RS256").public_pem, **overrides}
+    return compile_policy(VerifyPolicy(**fields), inline=True)
+
+
+def run(token, compiled, cache, now=NOW):
+    return validate(token, compiled, KeyView(compiled.static_keys, compiled.key_source), now,
+                    max_token_bytes=16384, cache=cache)
+
+
+def test_second_validation_of_the_same_token_does_no_signature_work(rsa_calls):
+    cache, compiled, token = VerifiedCache(100), policy(), mint(claims(), key_for("RS256"))
+    first, second = run(token, compiled, cache), run(token, compiled, cache)
+    assert first.valid and second.valid
+    assert len(rsa_calls) == 1
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert second.claims == first.claims and second.key == first.key
+
+
+def test_token_cached_while_valid_is_rejected_once_expired(rsa_calls):
+    cache, compiled = VerifiedCache(100), policy(clock_skew_seconds=0)
+    token = mint(claims(exp=NOW + 100), key_for("RS256"))
+    assert run(token, compiled, cache).valid
+    later = run(token, compiled, cache, now=NOW + 100)
+    assert [item.code for item in later.findings] == ["TOKEN_EXPIRED"]
+    assert later.expires_in == 0
+    assert len(rsa_calls) == 1
+
+
+def test_replaying_a_bad_signature_does_no_rsa_work(rsa_calls):
+    cache, compiled = VerifiedCache(100), policy()
+    forged = mint(claims(), key_for("RS256", "attacker"))
+    results = [run(forged, compiled, cache) for _ in range(50)]
+    assert all([item.code for item in result.findings] == ["SIGNATURE_INVALID"] for result in results)
+    assert len(rsa_calls) == 1
+
+
+def test_another_policy_is_another_cache_entry(rsa_calls):
+    cache, token = VerifiedCache(100), mint(claims(), key_for("RS256"))
+    assert run(token, policy(), cache).valid
+    other = run(token, policy(audiences=["https://other.example.com"]), cache)
+    assert [item.code for item in other.findings] == ["AUDIENCE_MISMATCH"]
+    assert len(rsa_calls) == 2
+
+
+def test_cache_is_bounded_least_recently_used_first_out(rsa_calls):
+    cache, compiled = VerifiedCache(3), policy()
+    tokens = [mint(claims(jti=str(index)), key_for("RS256")) for index in range(4)]
+    for token in tokens:
+        run(token, compiled, cache)
+    assert len(cache) == 3
+    run(tokens[0], compiled, cache)  # evicted: signature work again
+    assert len(rsa_calls) == 5
+
+
+def test_forget_version_empties_the_entries_of_a_key_set(rsa_calls):
+    cache, compiled, token = VerifiedCache(100), policy(), mint(claims(), key_for("RS256"))
+    run(token, compiled, cache)
+    cache.forget_version(compiled.static_keys.version)
+    assert len(cache) == 0
+    run(token, compiled, cache)
+    assert len(rsa_calls) == 2
+
+
+def test_malformed_tokens_are_not_cached():
+    cache, compiled = VerifiedCache(100), policy()
+    run("not.a.token", compiled, cache)
+    assert len(cache) == 0
