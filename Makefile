@@ -28,7 +28,7 @@ openapi: $(STAMP)
 
 system-deps:
 	@missing=""; \
-	for tool in nginx:nginx-light redis-server:redis-server wrk:wrk; do \
+	for tool in nginx:nginx-light redis-server:redis-server wrk:wrk curl:curl; do \
 	  command -v $${tool%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${tool%%:*} ] || missing="$$missing $${tool##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

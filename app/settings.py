@@ -141,3 +141,10 @@ def settings_help() -> str:
     lines = ["Settings (environment variables):"]
     lines += [f"  {variable:<28} {description}" for variable, (_, _, description) in VARIABLES.items()]
     return "\n".join(lines)
+
+
+def settings_table_markdown() -> str:
+    """The README's settings table, generated from VARIABLES (a test keeps the README in sync)."""
+    rows = ["| variable | meaning |", "|---|---|"]
+    rows += [f"| `{variable}` | {description} |" for variable, (_, _, description) in VARIABLES.items()]
+    return "\n".join(rows)
