@@ -1,0 +1,459 @@
+"""`python -m bench`: measure everything, print one table, write bench/RESULTS.md.
+
+    python -m bench                      # everything (a few minutes on 2 cores)
+    python -m bench --no-http            # in-process figures, rules and memory only
+    python -m bench --duration 10 --rounds 1 --distinct-tokens 40000
+    python -m bench --quick              # a few iterations of everything in process, for a smoke run
+
+Sections run one after the other, never two loads at once. The HTTP servers are all started first and stay up
+idle while wrk loads one of them at a time, in rounds (each scenario once per round), so that a figure and its
+baseline are measured under the same conditions; the servers are stopped at the end, even on errors or ^C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+
+from bench import authz, breakdown, inprocess, report
+from bench import http as H
+from bench import tokens as T
+from bench.report import Row, ms_pair, rps, times, us, yes
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def machine_facts() -> dict[str, str]:
+    cpu = "n/a"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "app")
+    import cryptography
+    import granian
+    import jwt
+    import litestar
+
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": (git("rev-parse", "--short", "HEAD") or "n/a") + (" + uncommitted changes in app/" if dirty else ""),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "versions": f"litestar {litestar.__version__ if hasattr(litestar, '__version__') else '?'}, "
+                    f"granian {granian.__version__}, cryptography {cryptography.__version__}, PyJWT {jwt.__version__}",
+    }
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the ExitStack, which stops the servers
+
+
+# ---------------------------------------------------------------------------------------------------- in process
+
+
+def inprocess_rows(figures: list[inprocess.AlgFigures]) -> list[Row]:
+    rows = []
+    for f in figures:
+        cold_floor = f.cold / f.parse_verify if f.parse_verify else None
+        vs_pyjwt = f.pyjwt / f.cold if f.cold else None
+        warm_pyjwt = f.pyjwt / f.warm if f.warm else None
+        rows += [
+            Row(f"{f.alg} validate cold, per token", us(f.cold), "parse + verify floor", us(f.parse_verify),
+                times(cold_floor), "≤ 1.5x", yes(cold_floor is not None and cold_floor <= 1.5)),
+            Row(f"{f.alg} validate cold, per token", us(f.cold), "raw cryptography verify", us(f.raw_verify),
+                times(f.cold / f.raw_verify if f.raw_verify else None)),
+            Row(f"{f.alg} validate cold, per token", us(f.cold), "PyJWT jwt.decode (same checks)", us(f.pyjwt),
+                times(vs_pyjwt, "x faster"), "≥ 2x faster", yes(vs_pyjwt is not None and vs_pyjwt >= 2)),
+            Row(f"{f.alg} validate warm (cache hit)", us(f.warm), "PyJWT jwt.decode (same checks)", us(f.pyjwt),
+                times(warm_pyjwt, "x faster"), "< 5 µs and ≥ 15x faster",
+                yes(warm_pyjwt is not None and f.warm < 5 and warm_pyjwt >= 15), "; ".join(f.notes)),
+        ]
+    return rows
+
+
+def rule_rows(figures: dict[int, float | str]) -> list[Row]:
+    rows = []
+    first = next((value for value in figures.values() if isinstance(value, float)), None)
+    first_n = next((n for n, value in figures.items() if isinstance(value, float)), None)
+    for count, value in figures.items():
+        if isinstance(value, str):
+            rows.append(Row(f"rule evaluation, {count:,} rules, per decision", "skipped", "—", "—", note=value))
+        elif count == first_n:
+            rows.append(Row(f"rule evaluation, {count:,} rules, per decision", us(value), "per rule",
+                            us(value / count), note="deny overrides: every rule is evaluated"))
+        else:
+            assert first is not None and first_n is not None
+            rows.append(Row(f"rule evaluation, {count:,} rules, per decision", us(value),
+                            f"{first_n:,} rules", us(first), times(value / first),
+                            note=f"{value / count:.1f} µs per rule (linear would be {count / first_n:.0f}x)"))
+    return rows
+
+
+def memory_figures(tokens_file: Path, policy_file: Path, count: int) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "bench.memory", str(tokens_file), str(policy_file), str(count)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"error": (done.stderr or done.stdout)[-300:]}
+
+
+def memory_row(figures: dict[str, Any]) -> Row:
+    if "error" in figures:
+        return Row("RSS, verified-token cache full, fresh process", "n/a", "—", "—", note=figures["error"])
+    after, before = figures["rss_after_mib"], figures["rss_before_mib"]
+    note = f"{figures['entries']:,} entries (cache size {figures['cache_size']:,}), {figures['valid']:,} valid"
+    return Row("RSS, verified-token cache full (in process, like a worker)", f"{after:.1f} MiB",
+               "same process before filling", f"{before:.1f} MiB", f"+{after - before:.1f} MiB", "< 150 MiB",
+               yes(after < 150), note)
+
+
+# ---------------------------------------------------------------------------------------------------------- HTTP
+
+
+def validate_template(path: str) -> H.Template:
+    body = msgspec.json.encode({"token": "@TOKEN@", "policy": T.policy_doc("RS256")}).decode()
+    return H.Template("POST", path, {"Content-Type": "application/json"}, body)
+
+
+def authorize_template(authorizer: str) -> H.Template:
+    body = {"authorizer": authorizer,
+            "request": {"method": authz.METHOD, "path": authz.TARGET,
+                        "headers": {**authz.HEADERS, "authorization": "Bearer @TOKEN@"}}}
+    return H.Template("POST", "/v1/authorize", {"Content-Type": "application/json"}, msgspec.json.encode(body).decode())
+
+
+def forward_auth_template(authorizer: str) -> H.Template:
+    return H.Template("GET", f"/v1/forward-auth/{authorizer}",
+                      {"Authorization": "Bearer @TOKEN@", "X-Forwarded-Method": authz.METHOD,
+                       "X-Forwarded-Uri": authz.TARGET, "X-Tenant": "acme"})
+
+
+def _json_has(key: str, value: Any) -> Callable[[int, bytes], str | None]:
+    def check(status: int, body: bytes) -> str | None:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return f"status {status}, not JSON: {body[:120]!r}"
+        if status != 200 or data.get(key) != value:
+            return f"status {status}, expected {key}={value!r}: {body[:200]!r}"
+        return None
+
+    return check
+
+
+def _status_200(status: int, body: bytes) -> str | None:
+    return None if status == 200 else f"status {status}: {body[:200]!r}"
+
+
+class Scenario:
+    def __init__(self, key: str, title: str, server: str, template: H.Template, mode: str,
+                 expect: Callable[[int, bytes], str | None]) -> None:
+        self.key, self.title, self.server, self.template, self.mode, self.expect = key, title, server, template, mode, expect
+        self.runs: list[H.Run] = []
+        self.skip: str | None = None
+
+    def combined(self) -> H.Run:
+        """Rounds combined: requests/s over all rounds, the median p50, the worst p99."""
+        if self.skip is not None:
+            return H.Run(self.title, note=self.skip)
+        good = [run for run in self.runs if run.ok]
+        if not good:
+            return H.Run(self.title, note="; ".join(run.note for run in self.runs) or "not run")
+        seconds = sum(run.raw["duration_us"] for run in good) / 1e6
+        requests = sum(run.requests for run in good)
+        p50s = sorted(run.p50_ms or 0.0 for run in good)
+        return H.Run(self.title, rps=requests / seconds, p50_ms=p50s[len(p50s) // 2] if len(p50s) % 2 else
+                     (p50s[len(p50s) // 2 - 1] + p50s[len(p50s) // 2]) / 2,
+                     p99_ms=max(run.p99_ms or 0.0 for run in good), requests=requests,
+                     non2xx=sum(run.non2xx for run in good), errors=sum(run.errors for run in good),
+                     wraps=sum(run.wraps for run in good), tokens=good[0].tokens,
+                     note="; ".join(dict.fromkeys(run.note for run in good if run.note)))
+
+
+def http_section(load: H.LoadSettings, rounds: int, tokens_file: Path, first_token: str, workdir: Path,
+                 stack: ExitStack) -> tuple[dict[str, H.Run], dict[str, list[float]], list[str]]:
+    notes: list[str] = []
+    if H.wrk_path() is None:
+        return {}, {}, ["HTTP rows skipped: wrk is not installed (make system-deps installs it)"]
+    py = H.python()
+    authorizers_file = workdir / "authorizers.json"
+    authorizers_file.write_text(json.dumps(authz.authorizers("RS256", (10,))))
+    specs = {
+        "empty": ([py, "-m", "bench.empty_app"], {}),
+        "ours": ([py, "-m", "app"], {}),
+        "fastapi": ([py, "-m", "bench.fastapi_baseline"], {}),
+        "authz": ([py, "-m", "app"], {"AUTHORIZERS_JSON": str(authorizers_file)}),
+    }
+    servers: dict[str, H.Server] = {}
+    for name, (argv, env) in specs.items():
+        log(f"starting {name} server (granian, {load.workers} workers)")
+        try:
+            servers[name] = stack.enter_context(H.server(name, argv, load, env))
+        except RuntimeError as exc:
+            notes.append(f"{name} server did not start: {exc}"[:400])
+    scenarios = [
+        Scenario("empty", "empty Litestar endpoint", "empty", validate_template("/empty"), "same", _status_200),
+        Scenario("ours_same", "validate, tokens repeating", "ours", validate_template("/v1/validate/jwt"), "same",
+                 _json_has("valid", True)),
+        Scenario("ours_distinct", "validate, every token distinct", "ours", validate_template("/v1/validate/jwt"),
+                 "cycle", _json_has("valid", True)),
+        Scenario("fastapi_same", "FastAPI + PyJWT, tokens repeating", "fastapi",
+                 validate_template("/v1/validate/jwt"), "same", _json_has("valid", True)),
+        Scenario("fastapi_distinct", "FastAPI + PyJWT, every token distinct", "fastapi",
+                 validate_template("/v1/validate/jwt"), "cycle", _json_has("valid", True)),
+        Scenario("authorize_same", "/v1/authorize, 10 rules, tokens repeating", "authz", authorize_template("bench-10"),
+                 "same", _json_has("decision", "allow")),
+        Scenario("forward_same", "forward-auth, 10 rules, tokens repeating", "authz",
+                 forward_auth_template("bench-10"), "same", _status_200),
+    ]
+    for scenario in scenarios:
+        srv = servers.get(scenario.server)
+        if srv is None:
+            scenario.skip = f"skipped: the {scenario.server} server did not start"
+            continue
+        try:
+            status, _, body = scenario.template.send(srv.port, first_token)
+            problem = scenario.expect(status, body)
+        except OSError as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem:
+            scenario.skip = f"skipped: probe failed ({problem})"[:300]
+    for round_ in range(rounds):
+        for scenario in scenarios:
+            if scenario.skip is not None:
+                continue
+            warm = load if round_ == 0 else H.LoadSettings(load.duration, 0, load.connections, load.threads,
+                                                          load.workers)
+            log(f"round {round_ + 1}/{rounds}: {scenario.title} (wrk -c{load.connections} -d{load.duration:g}s)")
+            scenario.runs.append(H.run_wrk(scenario.key, servers[scenario.server].port, scenario.template,
+                                           tokens_file, scenario.mode, warm, workdir))
+    rss = {name: srv.worker_rss_mib() for name, srv in servers.items()}
+    return {scenario.key: scenario.combined() for scenario in scenarios}, rss, notes
+
+
+def http_rows(runs: dict[str, H.Run], rss: dict[str, list[float]], load: H.LoadSettings, cache_size: int) -> list[Row]:
+    if not runs:
+        return []
+    empty, same, distinct = runs["empty"], runs["ours_same"], runs["ours_distinct"]
+    fa_same, fa_distinct = runs["fastapi_same"], runs["fastapi_distinct"]
+
+    def ratio(a: H.Run, b: H.Run) -> float | None:
+        return a.rps / b.rps if a.rps and b.rps else None
+
+    def p99_ok(run: H.Run) -> bool | None:
+        return None if run.p99_ms is None else run.p99_ms < 25
+
+    def note(*items: H.Run) -> str:
+        return "; ".join(f"{item.title}: {item.note}" for item in items if item.note)
+
+    r_empty, r_fa, r_fa_d = ratio(same, empty), ratio(same, fa_same), ratio(distinct, fa_distinct)
+    rows = [
+        Row("HTTP validate, tokens repeating (cache hits)", rps(same.rps), "empty Litestar endpoint (ceiling)",
+            rps(empty.rps), times(None if r_empty is None else r_empty * 100, " %"), "≥ 80 %",
+            yes(None if r_empty is None else r_empty >= 0.8), note(same, empty)),
+        Row("HTTP validate, tokens repeating (cache hits)", rps(same.rps), "FastAPI + PyJWT, tokens repeating",
+            rps(fa_same.rps), times(r_fa), "≥ 2x", yes(None if r_fa is None else r_fa >= 2), note(fa_same)),
+        Row("HTTP validate, every token distinct", rps(distinct.rps), "FastAPI + PyJWT, every token distinct",
+            rps(fa_distinct.rps), times(r_fa_d), "≥ 1.5x", yes(None if r_fa_d is None else r_fa_d >= 1.5),
+            note(distinct, fa_distinct)),
+        Row("HTTP validate, repeating: p50 / p99", ms_pair(same.p50_ms, same.p99_ms),
+            "FastAPI + PyJWT, repeating", ms_pair(fa_same.p50_ms, fa_same.p99_ms), "—", "p99 < 25 ms",
+            yes(p99_ok(same)), f"empty endpoint: {ms_pair(empty.p50_ms, empty.p99_ms)}"),
+        Row("HTTP validate, distinct: p50 / p99", ms_pair(distinct.p50_ms, distinct.p99_ms),
+            "FastAPI + PyJWT, distinct", ms_pair(fa_distinct.p50_ms, fa_distinct.p99_ms), "—", "p99 < 25 ms",
+            yes(p99_ok(distinct))),
+    ]
+    for key, label in (("authorize_same", "HTTP /v1/authorize, 10 rules, repeating"),
+                       ("forward_same", "HTTP forward-auth, 10 rules, repeating")):
+        run = runs[key]
+        if not run.ok:
+            rows.append(Row(label, "skipped", "FastAPI + PyJWT, repeating", rps(fa_same.rps), note=run.note))
+            continue
+        r = ratio(run, fa_same)
+        rows += [
+            Row(label, rps(run.rps), "FastAPI + PyJWT, repeating (validation only)", rps(fa_same.rps), times(r),
+                "≥ 2x (as validate)", yes(None if r is None else r >= 2), run.note),
+            Row(label + ": p50 / p99", ms_pair(run.p50_ms, run.p99_ms), "empty Litestar endpoint",
+                ms_pair(empty.p50_ms, empty.p99_ms), times(ratio(run, empty) and ratio(run, empty) * 100, " % of rps"),
+                "p99 < 25 ms", yes(p99_ok(run))),
+        ]
+    ours_rss, empty_rss = rss.get("ours") or [], rss.get("empty") or []
+    if ours_rss:
+        enough = distinct.requests >= 2 * cache_size
+        rows.append(Row("RSS of a service worker after the runs (largest process)", f"{max(ours_rss):.1f} MiB",
+                        "empty endpoint's largest process", f"{max(empty_rss):.1f} MiB" if empty_rss else "n/a",
+                        f"+{max(ours_rss) - max(empty_rss):.1f} MiB" if empty_rss else "—", "< 150 MiB",
+                        yes(max(ours_rss) < 150),
+                        f"processes of the server: {', '.join(f'{v:.0f}' for v in ours_rss)} MiB; "
+                        + (f"{distinct.requests:,} distinct-token requests over {load.workers} workers, so the "
+                           f"caches ({cache_size:,} each) are full" if enough else
+                           "fewer distinct requests than the caches hold")))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few iterations in process, no HTTP, no file")
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP section")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run (default 6)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before the first round (2)")
+    parser.add_argument("--rounds", type=int, default=2, help="wrk runs per scenario, interleaved (default 2)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2, help="server workers, the same for every server (2)")
+    parser.add_argument("--distinct-tokens", type=int, default=30_000,
+                        help="RS256 tokens for the distinct-token runs (default 30000: three times a worker's "
+                             "cache, so a token comes back only after it was evicted)")
+    parser.add_argument("--out", type=Path, default=None, help="results file (default bench/RESULTS.md; "
+                                                               "--quick writes none unless given)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+
+    quick = args.quick
+    out = args.out if args.out is not None else (None if quick else RESULTS)
+    command = "python -m bench" + (" " + " ".join(argv) if argv else "")
+    facts = machine_facts()
+    load_before = loadavg()
+    started = time.monotonic()
+    now = time.time()
+    per_alg = 30 if quick else 1000
+    distinct = 50 if quick else max(args.distinct_tokens, per_alg)
+    load = H.LoadSettings(args.duration, args.warmup, args.connections, 2, args.workers)
+    rows: list[Row] = []
+    notes: list[str] = []
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        log(f"minting {distinct:,} RS256 tokens and {per_alg:,} per other algorithm")
+        pools = {alg: T.mint_range(alg, 0, per_alg, now) for alg in T.ALGS if alg != "RS256"}
+        rs256 = T.mint_many("RS256", distinct, now)
+        pools["RS256"] = rs256[:per_alg]
+        tokens_file = workdir / "tokens.txt"
+        tokens_file.write_text("\n".join(rs256) + "\n")
+        policy_file = workdir / "policy.json"
+        policy_file.write_text(json.dumps(T.policy_doc("RS256")))
+
+        log("in process: validate cold/warm, floors, PyJWT")
+        figures = inprocess.measure_all(pools, now, repeats=2 if quick else 7, warm_calls=50 if quick else 5000)
+        rows += inprocess_rows(figures)
+        log("in process: rule evaluation")
+        rows += rule_rows(authz.rule_figures(now, (10, 100) if quick else (10, 1000), repeats=1 if quick else 5,
+                                             calls=20 if quick else 2000))
+        log("memory: verified-token cache filled in a fresh process")
+        cache_size = 10_000
+        rows.append(memory_row(memory_figures(tokens_file, policy_file, 100 if quick else min(cache_size, distinct))))
+
+        stages: dict[str, list[breakdown.Row]] = {}
+        if not quick:
+            log("in process: stage breakdown (RS256, HS256)")
+            for alg in ("RS256", "HS256"):
+                stages[alg] = breakdown.stages(alg, pools[alg], now, repeats=5, calls=3000)
+
+        if not (quick or args.no_http):
+            log("HTTP: starting the servers")
+            runs, rss, http_notes = http_section(load, args.rounds, tokens_file, rs256[0], workdir, stack)
+            notes += http_notes
+            rows += http_rows(runs, rss, load, cache_size)
+        elif not quick:
+            notes.append("HTTP section skipped (--no-http)")
+
+    load_after = loadavg()
+    elapsed = time.monotonic() - started
+    table = report.markdown(rows)
+    print()
+    print(f"{command}: {facts['date']}, commit {facts['commit']}, {facts['nproc']} CPUs ({facts['cpu']}), "
+          f"Python {facts['python']}, load average {load_before} -> {load_after}, {elapsed:.0f} s")
+    print()
+    print(report.plain(rows))
+    for item in notes:
+        print(f"note: {item}")
+    if out is not None:
+        report.write_results(out, generated_markdown(command, facts, load_before, load_after, elapsed, load,
+                                                     args.rounds, distinct, table, stages, notes))
+        print(f"\nwritten to {out}")
+    return 0
+
+
+def generated_markdown(command: str, facts: dict[str, str], load_before: str, load_after: str, elapsed: float,
+                       load: H.LoadSettings, rounds: int, distinct: int, table: str,
+                       stages: dict[str, list[breakdown.Row]], notes: list[str]) -> str:
+    lines = [
+        f"Command: `{command}` (or `make bench`), {elapsed:.0f} s.",
+        "",
+        f"Machine: {facts['nproc']} CPUs ({facts['cpu']}), Python {facts['python']}, {facts['versions']}; "
+        f"{facts['date']}, commit {facts['commit']}. Load average (1, 5, 15 min) before: {load_before}, "
+        f"after: {load_after} (other jobs on the machine move every figure; a figure and its baseline are measured "
+        "interleaved so they move together).",
+        "",
+        f"In process: median of 7 rounds, each a loop over 1,000 distinct tokens (warm: 5,000 calls with one token). "
+        f"HTTP: wrk {load.threads} threads, {load.connections} connections, {rounds} rounds of {load.duration:g} s per "
+        f"scenario after {load.warmup:g} s of warm-up, scenarios interleaved; every server is granian (ASGI, uvloop) "
+        f"with {load.workers} workers on the same 2 CPUs as wrk. req/s over all rounds, p50 = median of the rounds, "
+        f"p99 = the worst round. Requests: `POST /v1/validate/jwt` with an inline RS256 policy (public key PEM) and a "
+        f"token; the distinct-token runs cycle through {distinct:,} tokens (each wrk thread its own share), so a "
+        f"token comes back only after the worker's verified-token cache (10,000) has evicted it.",
+        "",
+        table,
+    ]
+    if notes:
+        lines += ["", *[f"- {item}" for item in notes]]
+    if stages:
+        lines += ["", "### Where the time goes (stage breakdown, µs per call, one token repeated)", "",
+                  "Each stage timed alone with the inputs `validate` gives it (`python -m bench.breakdown` prints "
+                  "this; add `--profile` for cProfile). Indented rows are parts of the row above.", ""]
+        algs = list(stages)
+        lines.append("| Stage | " + " | ".join(f"{alg} µs" for alg in algs) + " | Note |")
+        lines.append("|---|" + "---|" * len(algs) + "---|")
+        names = [name for _, name, _, _ in stages[algs[0]]]
+        for index, name in enumerate(names):
+            cells, note = [], ""
+            for alg in algs:
+                _, _, value, row_note = stages[alg][index]
+                cells.append("n/a" if value is None else f"{value:.2f}")
+                note = note or row_note
+            label = name.replace("  ", "&nbsp;&nbsp;")
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {note} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

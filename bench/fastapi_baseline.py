@@ -1,0 +1,61 @@
+"""The baseline a Python user would write: FastAPI + PyJWT doing the same validation as /v1/validate/jwt.
+
+Same request body (`{"token": ..., "policy": {...}}`), same checks (alg allow-list, signature, iss, aud, exp/nbf/iat
+with the policy's leeway, exp/iat/iss/aud required), keys loaded once and kept by their PEM or secret (so PyJWT is
+not charged for parsing keys), an `async def` handler (no thread pool hop). Served by granian like ours.
+`PORT=8002 WORKERS=2 python -m bench.fastapi_baseline`
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+_KEYS: dict[str, Any] = {}
+
+
+class Policy(BaseModel):
+    issuer: str
+    audiences: list[str]
+    allowed_algs: list[str]
+    secret: str | None = None
+    public_key: str | None = None
+    required_claims: list[str] = []
+    clock_skew_seconds: int = 60
+
+
+class ValidateRequest(BaseModel):
+    token: str
+    policy: Policy
+
+
+def _key(policy: Policy) -> Any:
+    material = policy.public_key or policy.secret or ""
+    key = _KEYS.get(material)
+    if key is None:
+        key = load_pem_public_key(material.encode()) if policy.public_key else material.encode()
+        _KEYS[material] = key
+    return key
+
+
+@app.post("/v1/validate/jwt")
+async def validate(body: ValidateRequest) -> dict[str, Any]:
+    policy = body.policy
+    try:
+        claims = jwt.decode(body.token, _key(policy), algorithms=policy.allowed_algs, audience=policy.audiences,
+                            issuer=policy.issuer, leeway=policy.clock_skew_seconds,
+                            options={"require": sorted({"exp", "iat", "iss", "aud", *policy.required_claims})})
+    except jwt.PyJWTError as exc:
+        return {"valid": False, "error": type(exc).__name__, "message": str(exc)}
+    return {"valid": True, "claims": claims}
+
+
+if __name__ == "__main__":
+    from bench.serve import serve
+
+    serve("bench.fastapi_baseline:app")

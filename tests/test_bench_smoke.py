@@ -1,0 +1,34 @@
+"""The benchmark harness runs: a handful of iterations of the in-process part, no timing asserted."""
+
+from __future__ import annotations
+
+import time
+
+from bench import authz, inprocess, report
+from bench import tokens as T
+from bench.__main__ import inprocess_rows, rule_rows
+
+
+def test_in_process_harness_measures_every_figure_on_a_few_tokens() -> None:
+    now = time.time()
+    figures = [inprocess.measure_alg(alg, T.mint_range(alg, 0, 3, now), now, repeats=1, warm_calls=3)
+               for alg in ("HS256", "RS256")]
+    for item in figures:
+        assert min(item.cold, item.warm, item.raw_verify, item.parse_verify, item.pyjwt) > 0
+    table = report.markdown(inprocess_rows(figures))
+    assert table.count("\n") == 2 + 4 * len(figures) - 1
+
+
+def test_rule_rows_report_a_figure_or_a_reason_to_skip() -> None:
+    figures = authz.rule_figures(time.time(), (10,), repeats=1, calls=5)
+    rows = rule_rows(figures)
+    assert len(rows) == 1 and (rows[0].ours.endswith("µs") or rows[0].ours == "skipped")
+
+
+def test_results_file_keeps_the_hand_written_part(tmp_path) -> None:
+    path = tmp_path / "RESULTS.md"
+    report.write_results(path, "first")
+    path.write_text(path.read_text() + "\nhand-written notes\n")
+    report.write_results(path, "second")
+    text = path.read_text()
+    assert "second" in text and "first" not in text and "hand-written notes" in text
