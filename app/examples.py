@@ -126,3 +126,87 @@ def responses(name: str) -> dict[int, ResponseSpec]:
 def success_example(name: str) -> Example:
     description, value = _RESPONSES[name][200]
     return Example(summary=description, value=value)
+
+
+# Authorization decisions (authorization.md sections 3 and 4).
+
+AUTHORIZE_DESCRIPTION = (
+    "Decides whether a request is allowed by an authorizer (an id from AUTHORIZERS_JSON, or an inline authorizer "
+    "for testing rules). Order: normalise the path (`path_rejected`), extract the token (`token_missing`, "
+    "`invalid_request` when more than one), validate it (`token_invalid`, `keys_unavailable`), run the rules with "
+    "deny-overrides combining (`rule_denied`, `default_deny`, `rule_allowed`, `default_allow`), then the rate "
+    "limit (`rate_limited`; consumed only by requests that would be allowed). Always **200** for a well-formed "
+    "request: `status` is what forward-auth would answer. `explain: true` adds a per-rule, per-condition `trace`."
+)
+FORWARD_AUTH_DESCRIPTION = (
+    "The decision as a status, for nginx `auth_request`, Traefik `forwardAuth` and Caddy `forward_auth`. The "
+    "original request comes from `X-Forwarded-Method`/`X-Original-Method` and `X-Forwarded-Uri`/`X-Original-URI` "
+    "(the proxy must set them, overriding what clients send). 200 carries the `claims_to_headers` headers; 401 "
+    "`WWW-Authenticate`; 403; 429 (or the authorizer's `rate_limit.status`) with `Retry-After` and `RateLimit-*`; "
+    "400 for a rejected path or several tokens. Any method is accepted; the body is ignored."
+)
+FORWARD_AUTH_PATH_DESCRIPTION = (
+    FORWARD_AUTH_DESCRIPTION + " Without the forwarded-URI headers the original path is the part of this URL after "
+    "the authorizer segment, with the query string (Envoy `ext_authz` with `path_prefix`)."
+)
+_ORG_RULE = {"id": "org-isolation", "effect": "allow", "methods": ["GET"],
+             "path": {"path": {"pattern": "^/v1/organisations/{{orgId}}(/.*)?$"}, "presence": "must_exist"},
+             "variables": [{"name": "orgId", "source": "jwtClaim", "key": "https://myapp.com/org_id"}]}
+_REQUESTS["authorize"] = [
+    Example(summary="A request against a configured authorizer", value={
+        "authorizer": "api-premium",
+        "request": {"method": "GET", "path": "/v1/organisations/acme/reports?x=1",
+                    "headers": {"authorization": "Bearer " + RFC7515_A1_TOKEN}},
+        "explain": False}),
+    Example(summary="Test rules with an inline authorizer and an explicit token", value={
+        "authorizer": {"policy": {"issuer": "joe", "audiences": ["https://api.example.com"],
+                                  "allowed_algs": ["HS256"], "jwks": {"keys": [RFC7515_A1_JWK]}},
+                       "rules": [_ORG_RULE], "default_effect": "deny"},
+        "request": {"method": "GET", "path": "/v1/organisations/acme/reports"},
+        "token": RFC7515_A1_TOKEN, "explain": True}),
+]
+_RESPONSES["authorize"] = {
+    200: ("The decision (always 200 for a well-formed request)", {
+        "allowed": False, "decision": "deny", "status": 403, "reason": "rule_denied", "authorizer": "api-premium",
+        "rule": {"id": "tier-check", "index": 0, "effect": "deny", "priority": 0,
+                 "notes": "Standard proxy: free and standard plans only"},
+        "variables": {}, "validation": {"valid": True, "statuses": {"format": "pass", "signature": "pass"},
+                                        "findings": []},
+        "headers": {}, "www_authenticate": "Bearer realm=\"api-premium\", error=\"insufficient_scope\"",
+        "rate_limit": None, "cache_ttl": 0, "trace": None}),
+    422: ("The request or its inline authorizer is invalid", {
+        "type": "urn:jwt-decision:problem:policy-invalid", "title": "Invalid authorizer", "status": 422,
+        "detail": "The authorizer is inconsistent: RE2 refuses this pattern: invalid escape sequence: \\1 (at "
+                  "body.authorizer.rules.0.path.pattern).", "code": "POLICY_INVALID",
+        "errors": [{"loc": ["body", "authorizer", "rules", 0, "path", "pattern"],
+                    "msg": "RE2 refuses this pattern: invalid escape sequence: \\1", "type": "value_error"}]}),
+    404: ("Unknown authorizer", {
+        "type": "urn:jwt-decision:problem:authorizer-not-found", "title": "Authorizer not found", "status": 404,
+        "detail": "No authorizer 'api' is configured.", "code": "AUTHORIZER_NOT_FOUND",
+        "known": ["api-premium", "api-standard"]}),
+    413: _RESPONSES["validate"][413],
+}
+_RESPONSES["forwardAuth"] = {200: ("Allowed: the claims_to_headers headers are set",
+                                   {"decision": "allow", "reason": "rule_allowed", "rule": "org-isolation"})}
+_FORWARD_DENIALS = {
+    400: ("Path rejected (encoded slash, backslash, NUL) or several tokens",
+          {"decision": "deny", "reason": "path_rejected", "rule": None}),
+    401: ("No token, or a bad one (see WWW-Authenticate)", {"decision": "deny", "reason": "token_invalid",
+                                                           "rule": None}),
+    403: ("Denied by the rules", {"decision": "deny", "reason": "rule_denied", "rule": "tier-check"}),
+    429: ("Rate limited (see Retry-After)", {"decision": "deny", "reason": "rate_limited", "rule": "premium"}),
+}
+
+
+def forward_auth_responses() -> dict[int, ResponseSpec]:
+    from app.api.authorize import ForwardAuthBody
+    from app.problems import ProblemDetails
+
+    specs = {status: ResponseSpec(data_container=ForwardAuthBody, description=description,
+                                  examples=[Example(summary=description, value=value)])
+             for status, (description, value) in _FORWARD_DENIALS.items()}
+    description, value = _RESPONSES["authorize"][404]
+    specs[404] = ResponseSpec(data_container=ProblemDetails, description=description,
+                              examples=[Example(summary=description, value=value)],
+                              media_type="application/problem+json")
+    return specs

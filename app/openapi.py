@@ -25,6 +25,7 @@ _DOCS_HTML = """<!doctype html>
 <body><div id="ui"></div><script src="/docs/static/swagger-ui-bundle.js"></script>
 <script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
 _OPERATION_EXAMPLES = {"validateJwt": "validate", "inspectToken": "inspect", "healthz": "healthz",
+                       "authorize": "authorize", "forwardAuth": "forwardAuth", "forwardAuthPath": "forwardAuth",
                        "listProfiles": "profiles", "readyz": "readyz"}
 
 
@@ -38,6 +39,8 @@ def _code_schema(title: str, codes: dict[str, Any]) -> dict[str, Any]:
 def document(app: Litestar) -> dict[str, Any]:
     """The complete document: Litestar's schema plus 200 examples and the code enums."""
     doc: dict[str, Any] = app.openapi_schema.to_schema()
+    # Litestar's route order can vary between runs (handlers shared by several paths): sort for a stable file.
+    doc["paths"] = dict(sorted(doc.get("paths", {}).items()))
     for path_item in doc.get("paths", {}).values():
         for operation in path_item.values():
             if not isinstance(operation, dict):

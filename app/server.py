@@ -16,11 +16,14 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from app import openapi
 from app.api import route_handlers
+from app.api.authorize import dependencies as authorize_dependencies
 from app.api.validation import dependencies
+from app.authorizers import Authorizers
 from app.config import ReloadingDocument, Source, install_sighup
 from app.jwks import KeySetCache
 from app.keys import KeySet
 from app.problems import EXCEPTION_HANDLERS
+from app.ratelimit import Budgets
 from app.profiles import Profiles, load_profiles
 from app.settings import Settings, load_settings
 from app.verifier import Verifier
@@ -60,6 +63,11 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         lambda data, label: load_profiles(data, label, presets), Profiles(), on_change=profiles_changed)
     verifier.profiles = profiles.value.policies
     documents: list[ReloadingDocument[Any]] = [profiles]
+    # After the profiles: an authorizer's issuer_profile_id must name a loaded profile (resolved per request).
+    authorizers = Authorizers(_source("AUTHORIZERS_JSON", settings.authorizers_json),
+                              profile_exists=lambda profile_id: verifier.profile(profile_id) is not None,
+                              inline_trust=verifier.compile_inline, budgets=Budgets(settings.rate_limit_storage))
+    documents.append(authorizers.document)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -73,10 +81,11 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             for watcher in watchers:
                 watcher.cancel()
             await keys.aclose()
+            await authorizers.budgets.aclose()
 
     app = Litestar(
         route_handlers=[*route_handlers(), *openapi.routes()],
-        dependencies=dependencies(verifier),
+        dependencies={**dependencies(verifier), **authorize_dependencies(authorizers)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],
@@ -90,6 +99,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     app.state.key_sets = keys
     app.state.profiles = profiles
     app.state.documents = documents
+    app.state.authorizers = authorizers
+    app.state.rate_limit_state = authorizers.budgets.state
     return app
 
 

@@ -1,0 +1,171 @@
+"""Thin controllers for decisions: `POST /v1/authorize` (the decision as JSON) and forward-auth (the decision
+as a status, for nginx `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth` and Envoy `ext_authz`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post, route
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
+from msgspec import Meta
+
+from app import examples
+from app.authorize import Decision, OriginalRequest, authorize
+from app.authorizers import AUTHORIZER_ID, Authorizer, AuthorizerDoc, Authorizers
+from app.policy import PolicyError
+from app.problems import ApiError, policy_errors
+from app.verifier import Verifier
+
+AuthorizerId = Annotated[str, Meta(pattern=AUTHORIZER_ID.pattern)]
+PREFIX = "/v1/forward-auth/"
+OTHER_METHODS = ["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class RequestDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The request to authorize: its method, target (path and query as sent) and headers."""
+
+    method: Annotated[str, Meta(pattern=r"^[A-Za-z]{1,16}$")]
+    path: Annotated[str, Meta(min_length=1, max_length=1 << 20)]
+    headers: Annotated[dict[str, str | list[str]], Meta(max_length=256)] = {}
+
+
+class AuthorizeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An authorizer (id, or an inline authorizer for testing rules), the request, and optionally the token."""
+
+    authorizer: AuthorizerId | AuthorizerDoc
+    request: RequestDoc
+    token: str | None = None
+    explain: bool = False
+
+
+class ForwardAuthBody(msgspec.Struct):
+    decision: str
+    reason: str
+    rule: str | None
+
+
+def _authorizer(authorizers: Authorizers, authorizer_id: str) -> Authorizer:
+    authorizer = authorizers.get(authorizer_id)
+    if authorizer is None:
+        raise ApiError(404, "AUTHORIZER_NOT_FOUND", "Authorizer not found",
+                       f"No authorizer {authorizer_id!r} is configured.", known=authorizers.ids())
+    return authorizer
+
+
+class AuthorizeController(Controller):
+    path = "/v1"
+    tags = ["authorization"]
+
+    @post("/authorize", operation_id="authorize", summary="Decide whether a request is allowed",
+          description=examples.AUTHORIZE_DESCRIPTION, status_code=200, responses=examples.responses("authorize"))
+    async def authorize(self, verifier: NamedDependency[Verifier], authorizers: NamedDependency[Authorizers],
+                        data: JSONBody[AuthorizeRequest]) -> Decision:
+        if isinstance(data.authorizer, str):
+            authorizer = _authorizer(authorizers, data.authorizer)
+        else:
+            try:
+                authorizer = authorizers.inline(data.authorizer)
+            except PolicyError as exc:
+                errors = policy_errors(exc, ("body", "authorizer"))
+                raise ApiError(422, "POLICY_INVALID", "Invalid authorizer",
+                               f"The authorizer is inconsistent: {errors[0].msg} (at "
+                               f"{'.'.join(map(str, errors[0].loc))}).", errors=errors) from None
+        headers = tuple((name.lower(), value) for name, values in data.request.headers.items()
+                        for value in ([values] if isinstance(values, str) else values))
+        original = OriginalRequest(data.request.method, data.request.path, headers)
+        return await authorize(authorizer, original, verifier=verifier, budgets=authorizers.budgets,
+                               token=data.token, explain=data.explain)
+
+
+def _single(headers: tuple[tuple[str, str], ...], *names: str) -> str | None:
+    """The first of `names` present; a header repeated is ambiguous and refused (None + marker)."""
+    for name in names:
+        values = [value for key, value in headers if key == name]
+        if len(values) > 1:
+            raise ValueError(name)
+        if values:
+            return values[0]
+    return None
+
+
+def original_request(request: Request[Any, Any, Any], authorizer_id: str) -> OriginalRequest:
+    """Rebuild the request being authorized from the proxy's headers, else from the path after the authorizer
+    segment (Envoy ext_authz `path_prefix`) with the query string. Uses the raw path: never a decoded one."""
+    headers = tuple((name.decode("latin-1").lower(), value.decode("latin-1"))
+                    for name, value in request.scope["headers"])
+    try:
+        method = _single(headers, "x-forwarded-method", "x-original-method") or request.method
+        target = _single(headers, "x-forwarded-uri", "x-original-uri")
+    except ValueError:
+        return OriginalRequest(request.method, "", headers)  # an empty target is rejected as path_rejected
+    if target is None:
+        raw = (request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")
+        segment, slash, rest = raw.partition("?")[0][len(PREFIX):].partition("/")
+        if segment != authorizer_id:
+            return OriginalRequest(method, "", headers)
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        target = "/" + rest + (f"?{query}" if query else "")
+    return OriginalRequest(method, target, headers)
+
+
+def _latin1(value: str) -> str:
+    # ASGI header values are bytes: send UTF-8 (what proxies pass through) instead of failing on non-Latin-1.
+    return value.encode("utf-8").decode("latin-1")
+
+
+def as_response(decision: Decision) -> Response[ForwardAuthBody]:
+    headers: dict[str, str] = {}
+    if decision.allowed:
+        headers.update({name: _latin1(value) for name, value in decision.headers.items()})
+        headers["Cache-Control"] = f"private, max-age={decision.cache_ttl}" if decision.cache_ttl else "no-store"
+    else:
+        headers["Cache-Control"] = "no-store"
+    if decision.www_authenticate:
+        headers["WWW-Authenticate"] = decision.www_authenticate
+    if decision.rate_limit is not None:
+        headers.update(decision.rate_limit.headers())
+    body = ForwardAuthBody(decision.decision, decision.reason, decision.rule.id if decision.rule else None)
+    return Response(body, status_code=decision.status, headers=headers, media_type="application/json")
+
+
+async def _forward(request: Request[Any, Any, Any], verifier: Verifier, authorizers: Authorizers,
+                   authorizer_id: str) -> Response[ForwardAuthBody]:
+    authorizer = _authorizer(authorizers, authorizer_id)
+    decision = await authorize(authorizer, original_request(request, authorizer_id), verifier=verifier,
+                               budgets=authorizers.budgets)
+    return as_response(decision)
+
+
+class ForwardAuthController(Controller):
+    path = "/v1/forward-auth"
+    tags = ["authorization"]
+
+    # Envoy ext_authz calls with the original method, so every method gets the decision. Litestar registers a
+    # controller's handlers in name order and gives a path whose first handler lacks OPTIONS its own OPTIONS
+    # handler (a 204 that Envoy would read as "allowed"): this handler's name must sort first.
+    @route(["/{authorizer:str}", "/{authorizer:str}/{path:path}"], http_method=OTHER_METHODS,
+           include_in_schema=False)
+    async def any_method(self, request: Request[Any, Any, Any], verifier: NamedDependency[Verifier],
+                         authorizers: NamedDependency[Authorizers], authorizer: FromPath[str]) -> Response[ForwardAuthBody]:
+        return await _forward(request, verifier, authorizers, authorizer)
+
+    @get("/{authorizer:str}", operation_id="forwardAuth", summary="Forward-auth decision for a proxy",
+         description=examples.FORWARD_AUTH_DESCRIPTION, responses=examples.forward_auth_responses())
+    async def forward_auth(self, request: Request[Any, Any, Any], verifier: NamedDependency[Verifier],
+                           authorizers: NamedDependency[Authorizers], authorizer: FromPath[str]) -> Response[ForwardAuthBody]:
+        return await _forward(request, verifier, authorizers, authorizer)
+
+    @get("/{authorizer:str}/{path:path}", operation_id="forwardAuthPath",
+         summary="Forward-auth decision, original path in the URL (Envoy ext_authz path_prefix)",
+         description=examples.FORWARD_AUTH_PATH_DESCRIPTION, responses=examples.forward_auth_responses())
+    async def forward_auth_path(self, request: Request[Any, Any, Any], verifier: NamedDependency[Verifier],
+                                authorizers: NamedDependency[Authorizers], authorizer: FromPath[str],
+                                path: FromPath[str]) -> Response[ForwardAuthBody]:
+        return await _forward(request, verifier, authorizers, authorizer)
+
+
+
+def dependencies(authorizers: Authorizers) -> dict[str, Provide]:
+    return {"authorizers": Provide(lambda: authorizers, sync_to_thread=False, use_cache=True)}

@@ -1,0 +1,225 @@
+"""The decision pipeline (authorization.md section 3), in its fixed order:
+
+normalise the path -> extract the token -> validate it -> run the rules -> consume the rate limit -> allow.
+
+Each stage can end the decision; the rate limit is consumed only by requests every earlier stage allowed, so
+forged tokens cannot burn a tenant's budget. Validation (the key-set cache) and the rate-limit storage are the
+only awaits; everything else is the pure rule engine. The decision is the same struct for `POST /v1/authorize`
+and forward-auth, which turns it into a status and headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from app.authorizers import Authorizer, TokenSource
+from app.findings import Finding, Status
+from app.paths import PathRejected, normalise_path, split_target
+from app.patterns import MISSING, json_text, resolve_pointer
+from app.ratelimit import Budgets, RateLimitState
+from app.rules import Facts, Verdict, evaluate
+from app.verifier import Verifier
+
+Reason = Literal["path_rejected", "invalid_request", "token_missing", "token_invalid", "keys_unavailable",
+                 "rule_denied", "default_deny", "rule_allowed", "default_allow", "rate_limited"]
+_CONTROL = str.maketrans({code: None for code in [*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F]})
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalRequest:
+    """The request being authorized: method, request target (path and query, as sent) and headers."""
+
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...]  # names lower-cased; repeated headers repeat
+
+
+class RuleRef(msgspec.Struct, frozen=True):
+    id: str | None
+    index: int
+    effect: str
+    priority: int
+    notes: str | None
+
+
+class ValidationSummary(msgspec.Struct, frozen=True):
+    valid: bool
+    statuses: dict[str, Status]
+    findings: list[Finding]
+
+
+class Decision(msgspec.Struct):
+    """The answer of `POST /v1/authorize`."""
+
+    allowed: bool
+    decision: Literal["allow", "deny"]
+    status: int  # what forward-auth answers
+    reason: Reason
+    authorizer: str
+    rule: RuleRef | None = None
+    variables: dict[str, str | list[str]] = {}
+    validation: ValidationSummary | None = None
+    headers: dict[str, str] = {}  # claims_to_headers, on allow only
+    www_authenticate: str | None = None
+    rate_limit: RateLimitState | None = None
+    cache_ttl: int = 0
+    trace: dict[str, Any] | None = None
+
+
+def www_authenticate(realm: str, error: str | None = None, description: str | None = None,
+                     scope: tuple[str, ...] = ()) -> str:
+    """RFC 6750 section 3: a request without a token gets no error code; a bad token `invalid_token`; a token
+    lacking privileges `insufficient_scope`, with the scope needed when known."""
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    params = [f"realm={quoted(realm)}"]
+    if error:
+        params.append(f"error={quoted(error)}")
+    if description:
+        params.append(f"error_description={quoted(description)}")
+    if scope:
+        params.append(f"scope={quoted(' '.join(scope))}")
+    return "Bearer " + ", ".join(params)
+
+
+def _cookies(header: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep:
+            pairs.append((name.strip(), value.strip().strip('"')))
+    return pairs
+
+
+def extract_tokens(sources: tuple[TokenSource, ...], headers: tuple[tuple[str, str], ...],
+                   query: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """Every token present, as (source label, token). RFC 6750 section 2: "Clients MUST NOT use more than one
+    method to transmit the token in each request", so the caller refuses more than one."""
+    found: list[tuple[str, str]] = []
+    for source in sources:
+        if source.kind == "header":
+            prefix = source.prefix.lower()
+            for name, value in headers:
+                if name != source.name:
+                    continue
+                if value[:len(prefix)].lower() == prefix:
+                    found.append((source.label, value[len(prefix):].strip()))
+                elif prefix.strip() and value.strip().lower() == prefix.strip():
+                    found.append((source.label, ""))  # the scheme alone: a token was meant but is empty
+        elif source.kind == "query":
+            found.extend((source.label, value) for name, value in query if name == source.name)
+        else:
+            for name, value in headers:
+                if name == "cookie":
+                    found.extend((source.label, cookie) for key, cookie in _cookies(value) if key == source.name)
+    return found
+
+
+def header_value(value: Any) -> str | None:
+    """Scalars as text, arrays joined by `,`, objects as JSON; no control characters (no CR/LF smuggling)."""
+    if value is None or value is MISSING:
+        return None
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list):
+        text = ",".join(item if isinstance(item, str) else json_text(item) for item in value)
+    else:
+        text = json_text(value)
+    return text.translate(_CONTROL)
+
+
+def claims_to_headers(authorizer: Authorizer, claims: dict[str, Any]) -> dict[str, str]:
+    headers = {}
+    for _, pointer, header in authorizer.claims_to_headers:
+        value = header_value(resolve_pointer(claims, pointer))
+        if value is not None:
+            headers[header] = value
+    return headers
+
+
+def _trace(stage: str, request: OriginalRequest, path: str | None, detail: str | None = None,
+           source: str | None = None, verdict: Verdict | None = None) -> dict[str, Any]:
+    return {"stage": stage, "method": request.method, "path": path, "detail": detail, "token_source": source,
+            "combining": "deny-overrides", "rules": verdict.trace if verdict is not None else []}
+
+
+async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifier: Verifier, budgets: Budgets,
+                    token: str | None = None, explain: bool = False) -> Decision:
+    """Decide one request. `token`, when given, is used instead of the authorizer's token sources."""
+    realm = authorizer.id
+
+    def deny(reason: Reason, status: int, **fields: Any) -> Decision:
+        return Decision(False, "deny", status, reason, realm, **fields)
+
+    raw_path, query_text = split_target(request.target)
+    try:
+        path = normalise_path(raw_path)
+    except PathRejected as exc:
+        return deny("path_rejected", 400, trace=_trace("path", request, None, str(exc)) if explain else None)
+    query = tuple(parse_qsl(query_text, keep_blank_values=True))
+
+    source = "request.token"
+    if token is None:
+        found = extract_tokens(authorizer.sources, request.headers, query)
+        if len(found) > 1:
+            detail = "more than one token: " + ", ".join(label for label, _ in found)
+            return deny("invalid_request", 400, www_authenticate=www_authenticate(realm, "invalid_request", detail),
+                        trace=_trace("token", request, path, detail) if explain else None)
+        source, token = found[0] if found else (None, None)  # type: ignore[assignment]
+    if token is None and not authorizer.anonymous_rules:
+        return deny("token_missing", 401, www_authenticate=www_authenticate(realm),
+                    trace=_trace("token", request, path, "no token in " + ", ".join(
+                        item.label for item in authorizer.sources)) if explain else None)
+
+    claims: dict[str, Any] | None = None
+    summary: ValidationSummary | None = None
+    expires_in: int | None = None
+    if token is not None:
+        policy = authorizer.policy or verifier.profile(authorizer.profile_id or "")
+        if policy is None:  # the profile was removed by a reload since this authorizer was loaded
+            return deny("keys_unavailable", 401, www_authenticate=www_authenticate(
+                realm, "invalid_token", "ISSUER_PROFILE_NOT_FOUND"),
+                trace=_trace("validate", request, path, "issuer profile not configured", source) if explain else None)
+        result = await verifier.validate(token, policy, authorizer.profile_id)
+        summary = ValidationSummary(result.valid, result.statuses, result.findings)
+        if not result.valid:
+            errors = [item.code for item in result.findings if item.severity == "error"]
+            reason: Reason = "keys_unavailable" if set(errors) == {"JWKS_UNAVAILABLE"} else "token_invalid"
+            return deny(reason, 401, validation=summary,
+                        www_authenticate=www_authenticate(realm, "invalid_token", errors[0] if errors else None),
+                        trace=_trace("validate", request, path, result.summary, source) if explain else None)
+        claims, expires_in = result.claims or {}, result.expires_in
+
+    verdict = evaluate(authorizer.rules, Facts(request.method.upper(), path, request.headers, query, claims,
+                                               (token,) if token else ()),
+                       authorizer.default_effect, explain=explain)
+    rule = verdict.rule
+    common: dict[str, Any] = {
+        "rule": RuleRef(rule.id, rule.index, rule.effect, rule.priority, rule.notes) if rule is not None else None,
+        "variables": {name: list(value) if isinstance(value, tuple) else value
+                      for name, value in verdict.variables.items()},
+        "validation": summary,
+        "trace": _trace("rules", request, path, None, source, verdict) if explain else None,
+    }
+    if verdict.effect == "deny":
+        return deny(verdict.reason, 403, www_authenticate=www_authenticate(realm, "insufficient_scope", None,
+                                                                           verdict.missing_scopes), **common)
+
+    state: RateLimitState | None = None
+    if authorizer.rate_limit is not None:
+        state = await budgets.hit(authorizer.budget, authorizer.rate_limit, claims)
+        if state.limited:
+            if common["trace"] is not None:
+                common["trace"]["stage"] = "rate_limit"
+            return deny("rate_limited", authorizer.rate_limit.status, rate_limit=state, **common)
+
+    ttl = 0
+    if state is None:
+        ttl = authorizer.cache_seconds if expires_in is None else max(0, min(authorizer.cache_seconds, expires_in))
+    return Decision(True, "allow", 200, verdict.reason, realm, headers=claims_to_headers(authorizer, claims or {}),
+                    rate_limit=state, cache_ttl=ttl, **common)

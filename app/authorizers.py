@@ -1,0 +1,216 @@
+"""Authorizers (`AUTHORIZERS_JSON`, authorization.md section 1): trust, token sources, rules and limits, by id.
+
+The document is decoded into frozen Structs, every reference resolved and every rule compiled at load; one
+problem per line as `AUTHORIZERS_JSON: $.<id>.rules[2].path.pattern: <problem>`. A file is reloaded like the
+profiles (SIGHUP or a changed mtime, validated first, swapped atomically) through `ReloadingDocument`.
+Authorizers sent inline to `POST /v1/authorize` go through the same compiler, cached by fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from app.config import ConfigError, ReloadingDocument, Source, convert, json_path
+from app.patterns import PatternError, parse_pointer
+from app.policy import CompiledPolicy, PolicyError, Problem, VerifyPolicy, compile_policy
+from app.ratelimit import Budgets, RateLimit, RateLimitDoc, compile_rate_limit
+from app.ruleset import Effect, Rule, RuleDoc, RuleError, compile_rules
+
+AUTHORIZER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+HeaderName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")]
+ParamName = Annotated[str, Meta(min_length=1, max_length=128)]
+INLINE_CACHE_SIZE = 256
+
+
+class TokenSourceDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`{"header": "Authorization", "prefix": "Bearer "}`, `{"query": "access_token"}` or `{"cookie": "at"}`."""
+
+    header: HeaderName | None = None
+    prefix: Annotated[str, Meta(max_length=64)] | None = None
+    query: ParamName | None = None
+    cookie: ParamName | None = None
+
+
+class AuthorizerDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    issuer_profile_id: Annotated[str, Meta(pattern=AUTHORIZER_ID.pattern)] | None = None
+    policy: VerifyPolicy | None = None
+    token_sources: Annotated[list[TokenSourceDoc], Meta(min_length=1, max_length=8)] | None = None
+    anonymous: Literal["deny", "rules"] = "deny"
+    default_effect: Effect = "deny"
+    rules: Annotated[list[RuleDoc], Meta(max_length=10_000)] = []
+    rate_limit: RateLimitDoc | None = None
+    claims_to_headers: Annotated[dict[Annotated[str, Meta(min_length=1, max_length=1024)], HeaderName],
+                                 Meta(max_length=64)] = {}
+    decision_cache_seconds: Annotated[int, Meta(ge=0, le=86_400)] = 0
+    description: Annotated[str, Meta(max_length=2048)] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSource:
+    kind: Literal["header", "query", "cookie"]
+    name: str  # header names lower-cased
+    prefix: str  # header only; compared case-insensitively (the auth scheme, RFC 9110 11.1)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+DEFAULT_SOURCES = (TokenSource("header", "authorization", "Bearer "),)
+
+
+@dataclass(frozen=True, slots=True)
+class Authorizer:
+    id: str  # the realm in WWW-Authenticate; "inline" for inline authorizers
+    budget: str  # rate-limit budget name: the id, or "inline:<fingerprint>"
+    profile_id: str | None  # resolved per request, so a profile reload applies at once
+    policy: CompiledPolicy | None
+    sources: tuple[TokenSource, ...]
+    anonymous_rules: bool
+    default_effect: Effect
+    rules: tuple[Rule, ...]
+    rate_limit: RateLimit | None
+    claims_to_headers: tuple[tuple[str, tuple[str, ...], str], ...]  # (claim as written, pointer, header)
+    cache_seconds: int
+
+
+def _sources(docs: list[TokenSourceDoc] | None, problems: list[Problem]) -> tuple[TokenSource, ...]:
+    if docs is None:
+        return DEFAULT_SOURCES
+    sources: list[TokenSource] = []
+    for index, doc in enumerate(docs):
+        given = [(kind, name) for kind, name in (("header", doc.header), ("query", doc.query), ("cookie", doc.cookie))
+                 if name is not None]
+        if len(given) != 1:
+            problems.append(Problem(("token_sources", index), "exactly one of 'header', 'query' or 'cookie'"))
+            continue
+        kind, name = given[0]
+        if doc.prefix is not None and kind != "header":
+            problems.append(Problem(("token_sources", index, "prefix"), "'prefix' applies to a header source only"))
+        source = TokenSource(kind, name.lower() if kind == "header" else name, doc.prefix or "")  # type: ignore[arg-type]
+        if any(other.kind == source.kind and other.name == source.name for other in sources):
+            problems.append(Problem(("token_sources", index), f"{source.label} is listed twice"))
+        sources.append(source)
+    return tuple(sources)
+
+
+def _claims_to_headers(mapping: dict[str, str], problems: list[Problem]) -> tuple[tuple[str, tuple[str, ...], str], ...]:
+    entries = []
+    seen: set[str] = set()
+    for claim, header in mapping.items():
+        if header.lower() in seen:
+            problems.append(Problem(("claims_to_headers", claim), f"header {header!r} is set by two claims"))
+        seen.add(header.lower())
+        try:
+            pointer = parse_pointer(claim) if claim.startswith("/") else (claim,)
+        except PatternError as exc:
+            problems.append(Problem(("claims_to_headers", claim), str(exc)))
+            continue
+        entries.append((claim, pointer, header))
+    return tuple(entries)
+
+
+def compile_authorizer(doc: AuthorizerDoc, authorizer_id: str, *, budget: str | None = None,
+                       trust: Callable[[VerifyPolicy], CompiledPolicy],
+                       profile_exists: Callable[[str], bool]) -> Authorizer:
+    """Resolve and compile one authorizer. Raises PolicyError listing every problem, located in `doc`."""
+    problems: list[Problem] = []
+    policy = None
+    if (doc.issuer_profile_id is None) == (doc.policy is None):
+        problems.append(Problem((), "exactly one of 'issuer_profile_id' or 'policy' is required"))
+    elif doc.issuer_profile_id is not None and not profile_exists(doc.issuer_profile_id):
+        problems.append(Problem(("issuer_profile_id",), f"no issuer profile {doc.issuer_profile_id!r} is configured"))
+    elif doc.policy is not None:
+        try:
+            policy = trust(doc.policy)
+        except PolicyError as exc:
+            problems.extend(Problem(("policy", *problem.loc), problem.msg, problem.type) for problem in exc.problems)
+    sources = _sources(doc.token_sources, problems)
+    headers = _claims_to_headers(doc.claims_to_headers, problems)
+    rules: tuple[Rule, ...] = ()
+    try:
+        rules = compile_rules(doc.rules)
+    except RuleError as exc:
+        problems.extend(Problem(("rules", *problem.loc), problem.msg, problem.type) for problem in exc.problems)
+    rate_limit = compile_rate_limit(doc.rate_limit) if doc.rate_limit is not None else None
+    if doc.rate_limit is not None and rate_limit is None:
+        problems.append(Problem(("rate_limit",), "set at least one of per_second, per_minute, per_hour, per_day"))
+    if problems:
+        raise PolicyError(problems)
+    return Authorizer(authorizer_id, budget or authorizer_id, doc.issuer_profile_id, policy, sources,
+                      doc.anonymous == "rules", doc.default_effect, rules, rate_limit, headers,
+                      doc.decision_cache_seconds)
+
+
+def _configured_policy(policy: VerifyPolicy) -> CompiledPolicy:
+    # An operator's file is trusted like a profile: any jwks_uri, and discovery, are allowed.
+    return compile_policy(policy, inline=False)
+
+
+def load_authorizers(data: bytes, label: str, profile_exists: Callable[[str], bool]) -> dict[str, Authorizer]:
+    """Decode and compile the whole document; raise one ConfigError listing every problem."""
+    try:
+        document = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(label, [("$", f"not valid JSON: {exc}")]) from None
+    if not isinstance(document, dict):
+        raise ConfigError(label, [("$", "expected an object mapping authorizer ids to authorizers")])
+    problems: list[tuple[str, str]] = []
+    authorizers: dict[str, Authorizer] = {}
+    for authorizer_id, raw in document.items():
+        if not AUTHORIZER_ID.match(authorizer_id):
+            problems.append((json_path(authorizer_id), f"an authorizer id matches {AUTHORIZER_ID.pattern}"))
+            continue
+        try:
+            doc = convert(raw, AuthorizerDoc, label, (authorizer_id,))
+            authorizers[authorizer_id] = compile_authorizer(doc, authorizer_id, trust=_configured_policy,
+                                                            profile_exists=profile_exists)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        except PolicyError as exc:
+            problems.extend((json_path(authorizer_id, *problem.loc), problem.msg) for problem in exc.problems)
+    if problems:
+        raise ConfigError(label, problems)
+    return authorizers
+
+
+class Authorizers:
+    """The configured authorizers (reloading with their file), inline ones by fingerprint, and the budgets."""
+
+    def __init__(self, source: Source | None, *, profile_exists: Callable[[str], bool],
+                 inline_trust: Callable[[VerifyPolicy], CompiledPolicy], budgets: Budgets) -> None:
+        self.profile_exists = profile_exists
+        self.inline_trust = inline_trust
+        self.budgets = budgets
+        self.document: ReloadingDocument[dict[str, Authorizer]] = ReloadingDocument(
+            source, lambda data, label: load_authorizers(data, label, profile_exists), {})
+        self._inline: OrderedDict[str, Authorizer] = OrderedDict()
+
+    def get(self, authorizer_id: str) -> Authorizer | None:
+        return self.document.value.get(authorizer_id)
+
+    def ids(self) -> list[str]:
+        return sorted(self.document.value)
+
+    def inline(self, doc: AuthorizerDoc) -> Authorizer:
+        """Compile an authorizer sent in a request (its jwks_uri under JWKS_URI_ALLOWLIST). Raises PolicyError."""
+        fingerprint = hashlib.sha256(msgspec.json.encode(doc)).hexdigest()[:16]
+        cached = self._inline.get(fingerprint)
+        if cached is not None:
+            self._inline.move_to_end(fingerprint)
+            return cached
+        authorizer = compile_authorizer(doc, "inline", budget=f"inline:{fingerprint}", trust=self.inline_trust,
+                                        profile_exists=self.profile_exists)
+        self._inline[fingerprint] = authorizer
+        if len(self._inline) > INLINE_CACHE_SIZE:
+            self._inline.popitem(last=False)
+        return authorizer
+

@@ -1,0 +1,69 @@
+"""Request-target normalisation before rule matching (RFC 3986 section 6.2.2), refusing what proxies disagree on.
+
+A rule written for `/v1/organisations/acme` must see the path the upstream will serve, whatever spelling the
+client chose: dot segments are removed, percent-encoded unreserved characters are decoded, repeated slashes
+merge. Spellings whose meaning differs between servers (an encoded slash or backslash, a NUL, a backslash) are
+refused outright rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_SLASHES = re.compile(r"/{2,}")
+# %2F and %5C are slashes some upstreams decode before routing; %00 ends strings in C. Raw control characters,
+# `#` and a malformed `%` have no single meaning either: all are refused.
+_REFUSED = re.compile(r"%(?:2f|5c|00)|\\|[\x00-\x1f\x7f#]|%(?![0-9A-Fa-f]{2})", re.IGNORECASE)
+
+
+class PathRejected(ValueError):
+    """The path cannot be matched safely (reason `path_rejected`)."""
+
+
+def _decode_unreserved(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    # RFC 3986 6.2.2.1/6.2.2.2: decode unreserved characters, upper-case the hex digits of the others.
+    return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4, "Remove Dot Segments", for an absolute path."""
+    output: list[str] = []
+    segments = path.split("/")[1:]
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == ".":
+            if last:
+                output.append("")
+        elif segment == "..":
+            if output:
+                output.pop()
+            if last:
+                output.append("")
+        else:
+            output.append(segment)
+    return "/" + "/".join(output)
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """`/a/b?x=1` -> (`/a/b`, `x=1`)."""
+    path, _, query = target.partition("?")
+    return path, query
+
+
+def normalise_path(path: str) -> str:
+    """The path rules see: unreserved characters decoded, repeated slashes merged, dot segments removed.
+
+    Raises PathRejected for an encoded slash, backslash or NUL, a raw backslash, control character or `#`, a
+    malformed percent escape, or a path not starting with `/`.
+    """
+    if not path.startswith("/"):
+        raise PathRejected("the path does not start with '/'")
+    if _REFUSED.search(path):
+        raise PathRejected("the path contains an encoded slash, backslash or NUL, or a character with no single "
+                           "meaning")
+    decoded = _PERCENT.sub(_decode_unreserved, path)
+    # Merge first, as nginx does (merge_slashes), so `/a//../b` means what the upstream serves.
+    return _SLASHES.sub("/", remove_dot_segments(_SLASHES.sub("/", decoded)))

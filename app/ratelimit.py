@@ -1,0 +1,164 @@
+"""Per-authorizer rate limits (authorization.md section 5) on the `limits` library.
+
+Storage is `RATE_LIMIT_STORAGE`: `memory://` (per process) or `redis://host:port/db` (one budget shared by every
+instance), through limits' asyncio storages so a Redis round trip never blocks the event loop. A storage that
+fails is counted and logged, and the authorizer's `on_storage_error` decides (allow by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import msgspec
+import structlog
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerHour, RateLimitItemPerMinute
+from limits import RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter
+from msgspec import Meta
+
+log = structlog.get_logger("app.ratelimit")
+Amount = Annotated[int, Meta(ge=1, le=1_000_000_000)]
+# Shortest window first: a request refused by a short window does not consume the longer windows' budgets.
+_WINDOWS = (("per_second", RateLimitItemPerSecond), ("per_minute", RateLimitItemPerMinute),
+            ("per_hour", RateLimitItemPerHour), ("per_day", RateLimitItemPerDay))
+REDIS_TIMEOUT_SECONDS = 0.5
+
+
+class RateLimitDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    per_second: Amount | None = None
+    per_minute: Amount | None = None
+    per_hour: Amount | None = None
+    per_day: Amount | None = None
+    strategy: Literal["fixed-window", "moving-window"] = "fixed-window"
+    key: Annotated[str, Meta(pattern=r"^(authorizer|claim:.{1,256})$")] = "authorizer"
+    on_storage_error: Literal["allow", "deny"] = "allow"
+    status: Literal[429, 403] = 429
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A compiled limit: the windows, and how requests are grouped into budgets."""
+
+    items: tuple[RateLimitItem, ...]
+    moving: bool
+    claim: str | None  # None: one budget for the authorizer
+    deny_on_storage_error: bool
+    status: int
+
+
+def compile_rate_limit(doc: RateLimitDoc) -> RateLimit | None:
+    """None when no window is set (a `rate_limit` with only options limits nothing; the loader refuses it)."""
+    items = tuple(factory(getattr(doc, name)) for name, factory in _WINDOWS if getattr(doc, name) is not None)
+    if not items:
+        return None
+    claim = doc.key.removeprefix("claim:") if doc.key.startswith("claim:") else None
+    return RateLimit(items, doc.strategy == "moving-window", claim, doc.on_storage_error == "deny", doc.status)
+
+
+class RateLimitState(msgspec.Struct, frozen=True):
+    """The decision's `rate_limit`: the window closest to exhaustion (or the one that refused)."""
+
+    limited: bool
+    limit: int
+    remaining: int
+    reset: int  # seconds until the window resets
+    window: str  # e.g. "60 per 1 minute"
+    retry_after: int | None = None
+    storage_error: bool = False
+
+    def headers(self) -> dict[str, str]:
+        """RateLimit-* (draft-ietf-httpapi-ratelimit-headers) and Retry-After (RFC 9110 10.2.3) when refused."""
+        headers = {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(self.remaining),
+                   "RateLimit-Reset": str(self.reset)}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
+
+
+def _storage(uri: str) -> Storage:
+    if uri.startswith("memory://"):
+        return MemoryStorage()
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    # No client-side retries: a down Redis must cost one short timeout, then on_storage_error decides.
+    return RedisStorage("async+" + uri, implementation="redispy", wrap_exceptions=True,
+                        socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                        retry=Retry(NoBackoff(), 0))  # type: ignore[arg-type]
+
+
+def budget_key(authorizer: str, limit: RateLimit, claims: dict[str, Any] | None) -> tuple[str, ...]:
+    """One budget per authorizer, or per claim value (hashed: bounded keys, no separator games)."""
+    if limit.claim is None:
+        return (authorizer,)
+    value = (claims or {}).get(limit.claim)
+    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    return (authorizer, "claim", limit.claim, hashlib.sha256(text.encode()).hexdigest()[:32])
+
+
+class Budgets:
+    """The rate-limit budgets in the configured storage; one instance per app (per worker)."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.storage = _storage(uri)
+        self.fixed: RateLimiter = FixedWindowRateLimiter(self.storage)
+        self.moving: RateLimiter = MovingWindowRateLimiter(self.storage)
+        self.storage_errors = 0
+
+    @property
+    def backend(self) -> str:
+        return "memory" if self.uri.startswith("memory://") else "redis"
+
+    async def hit(self, authorizer: str, limit: RateLimit, claims: dict[str, Any] | None) -> RateLimitState:
+        """Consume one request from every window (stopping at the first that refuses) and report."""
+        strategy = self.moving if limit.moving else self.fixed
+        key = budget_key(authorizer, limit, claims)
+        try:
+            refused = None
+            for item in limit.items:
+                if not await strategy.hit(item, *key):
+                    refused = item
+                    break
+            now = time.time()
+            if refused is not None:
+                stats = await strategy.get_window_stats(refused, *key)
+                reset = max(1, math.ceil(stats.reset_time - now))
+                return RateLimitState(True, refused.amount, 0, reset, str(refused), retry_after=reset)
+            reports = []
+            for item in limit.items:
+                stats = await strategy.get_window_stats(item, *key)
+                reports.append((stats.remaining, item, max(0, math.ceil(stats.reset_time - now))))
+            remaining, item, reset = min(reports, key=lambda report: report[0])
+            return RateLimitState(False, item.amount, remaining, reset, str(item))
+        except Exception as exc:  # noqa: BLE001 - any storage failure: count, log, let the authorizer decide
+            self.storage_errors += 1
+            log.warning("rate_limit_storage_error", authorizer=authorizer, backend=self.backend,
+                        error_type=type(exc).__name__, decision="deny" if limit.deny_on_storage_error else "allow")
+            first = limit.items[0]
+            if limit.deny_on_storage_error:
+                return RateLimitState(True, first.amount, 0, 1, str(first), retry_after=1, storage_error=True)
+            return RateLimitState(False, first.amount, first.amount, 0, str(first), storage_error=True)
+
+    async def state(self) -> dict[str, Any]:
+        """For /readyz: the backend, whether it answers now, and the storage errors counted so far."""
+        try:
+            ok = bool(await self.storage.check())
+        except Exception:  # noqa: BLE001 - a probe never fails readiness with an exception
+            ok = False
+        return {"backend": self.backend, "ok": ok, "storage_errors": self.storage_errors}
+
+    async def aclose(self) -> None:
+        bridge = getattr(self.storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            try:
+                await client.aclose()
+            except Exception:  # noqa: BLE001 - closing a dead connection must not fail shutdown
+                pass
+

@@ -1,0 +1,258 @@
+"""The rule dialect on the wire (authorization.md section 2) and its compilation into plain, pre-compiled rules.
+
+The field names are the seeds' (RequestRocket rules, Gloo claim policies, AWS scope checks), camelCase
+included. `compile_rules` checks everything once: every pattern compiled by RE2, every `{{variable}}` declared,
+every JSON Pointer parsed, and reports each problem with its location (`[3, "path", "path", "pattern"]`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, field
+
+from app.patterns import FLAGS, Pattern, PatternError, compile_pattern, parse_pointer
+from app.policy import Problem
+
+Presence = Literal["must_exist", "present", "must_absent", "must_not_exist", "absent"]
+Effect = Literal["allow", "deny"]
+PatternText = Annotated[str, Meta(max_length=4096)]
+Name = Annotated[str, Meta(min_length=1, max_length=256)]
+Short = Annotated[str, Meta(min_length=1, max_length=256)]
+_ABSENT = frozenset({"must_absent", "must_not_exist", "absent"})
+
+
+class _Doc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class PatternDoc(_Doc):
+    pattern: PatternText
+
+
+class ClaimSelectorDoc(_Doc):
+    """A top-level claim name pattern, or an RFC 6901 pointer for nested claims."""
+
+    pattern: PatternText | None = None
+    pointer: Annotated[str, Meta(max_length=1024)] | None = None
+
+
+class PathDoc(_Doc):
+    """`{"path": {"pattern": ...}, "presence": ...}` or the flat `{"pattern": ..., "presence": ...}`."""
+
+    path: PatternDoc | None = None
+    pattern: PatternText | None = None
+    presence: Presence = "must_exist"
+
+
+class PairDoc(_Doc):
+    name: PatternDoc
+    value: PatternDoc | None = None
+    presence: Presence = "must_exist"
+
+
+class TokenDoc(_Doc):
+    claim: ClaimSelectorDoc
+    value: PatternDoc | None = None
+    presence: Presence = "must_exist"
+
+
+class ClaimValuesDoc(_Doc):
+    key: Name | None = None
+    pointer: Annotated[str, Meta(max_length=1024)] | None = None
+    values: Annotated[list[Short], Meta(max_length=256)] | None = None
+    not_values: Annotated[list[Short], Meta(max_length=256)] | None = field(default=None, name="notValues")
+
+
+class VariableDoc(_Doc):
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+    source: Literal["jwtClaim", "header", "query"]
+    key: Name | None = None
+    pointer: Annotated[str, Meta(max_length=1024)] | None = None
+
+
+class RuleDoc(_Doc):
+    effect: Effect
+    id: Short | None = None
+    methods: Annotated[list[Annotated[str, Meta(pattern=r"^[A-Za-z]{1,16}$")]], Meta(max_length=16)] = []
+    path: PathDoc | None = None
+    headers: Annotated[list[PairDoc], Meta(max_length=64)] = []
+    query: Annotated[list[PairDoc], Meta(max_length=64)] = []
+    token: Annotated[list[TokenDoc], Meta(max_length=64)] = []
+    claims: Annotated[list[ClaimValuesDoc], Meta(max_length=64)] = []
+    required_scopes: Annotated[list[Short], Meta(max_length=64)] = field(default_factory=list, name="requiredScopes")
+    any_scopes: Annotated[list[Short], Meta(max_length=64)] = field(default_factory=list, name="anyScopes")
+    variables: Annotated[list[VariableDoc], Meta(max_length=32)] = []
+    regex_flags: Annotated[str, Meta(max_length=8)] = field(default="", name="regexFlags")
+    priority: Annotated[int, Meta(ge=0, le=1000)] = 0
+    notes: Annotated[str, Meta(max_length=2048)] | None = None
+
+
+# Compiled rules: plain values, every pattern ready.
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A name/value condition (`headers`, `query`, `token`): some entry whose name matches has a matching value."""
+
+    kind: Literal["headers", "query", "token"]
+    field: str  # e.g. "headers[0]", for the trace
+    name: Pattern | None  # header or query name, or top-level claim name
+    pointer: tuple[str, ...] | None  # a nested claim (token conditions only)
+    value: Pattern | None  # None: any value
+    exists: bool  # must_exist (True) or must_absent (False)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimValues:
+    field: str
+    pointer: tuple[str, ...]  # a claim name is a one-token pointer
+    values: frozenset[str] | None
+    not_values: frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    name: str
+    source: str  # jwtClaim | header | query
+    key: str | None  # header names lower-cased
+    pointer: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    index: int
+    id: str | None
+    effect: Effect
+    priority: int
+    notes: str | None
+    methods: frozenset[str] | None
+    path: Pattern | None
+    path_exists: bool
+    headers: tuple[Condition, ...]
+    query: tuple[Condition, ...]
+    token: tuple[Condition, ...]
+    claims: tuple[ClaimValues, ...]
+    required_scopes: tuple[str, ...]
+    any_scopes: tuple[str, ...]
+    variables: tuple[Variable, ...]
+
+
+class RuleError(ValueError):
+    """Every problem of a rule list, each located within it: `(3, "path", "path", "pattern")`."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{list(problem.loc)}: {problem.msg}" for problem in problems))
+        self.problems = problems
+
+
+class _Compiler:
+    def __init__(self, index: int, doc: RuleDoc) -> None:
+        self.index = index
+        self.flags = doc.regex_flags
+        self.declared = frozenset(variable.name for variable in doc.variables)
+        self.problems: list[Problem] = []
+
+    def problem(self, loc: tuple[str | int, ...], message: str) -> None:
+        self.problems.append(Problem((self.index, *loc), message))
+
+    def pattern(self, text: str, loc: tuple[str | int, ...]) -> Pattern | None:
+        try:
+            return compile_pattern(text, self.flags, self.declared)
+        except PatternError as exc:
+            self.problem(loc, str(exc))
+            return None
+
+    def pointer(self, text: str, loc: tuple[str | int, ...]) -> tuple[str, ...] | None:
+        try:
+            return parse_pointer(text)
+        except PatternError as exc:
+            self.problem(loc, str(exc))
+            return None
+
+    def pair(self, doc: PairDoc, loc: tuple[str | int, ...]) -> Condition:
+        name = self.pattern(doc.name.pattern, (*loc, "name", "pattern"))
+        value = self.pattern(doc.value.pattern, (*loc, "value", "pattern")) if doc.value else None
+        kind: Literal["headers", "query"] = "headers" if loc[0] == "headers" else "query"
+        return Condition(kind, f"{kind}[{loc[1]}]", name, None, value, doc.presence not in _ABSENT)
+
+    def token(self, doc: TokenDoc, loc: tuple[str | int, ...]) -> Condition:
+        selector = doc.claim
+        if (selector.pattern is None) == (selector.pointer is None):
+            self.problem((*loc, "claim"), "exactly one of 'pattern' or 'pointer' is required")
+        name = self.pattern(selector.pattern, (*loc, "claim", "pattern")) if selector.pattern is not None else None
+        pointer = self.pointer(selector.pointer, (*loc, "claim", "pointer")) if selector.pointer is not None else None
+        value = self.pattern(doc.value.pattern, (*loc, "value", "pattern")) if doc.value else None
+        return Condition("token", f"token[{loc[1]}]", name, pointer, value, doc.presence not in _ABSENT)
+
+    def claim_values(self, doc: ClaimValuesDoc, loc: tuple[str | int, ...]) -> ClaimValues:
+        if (doc.key is None) == (doc.pointer is None):
+            self.problem(loc, "exactly one of 'key' or 'pointer' is required")
+        if doc.values is None and doc.not_values is None:
+            self.problem(loc, "one of 'values' or 'notValues' is required")
+        pointer = (doc.key,) if doc.key is not None else self.pointer(doc.pointer or "/", (*loc, "pointer"))
+        return ClaimValues(f"claims[{loc[1]}]", pointer or (), frozenset(doc.values) if doc.values is not None else None,
+                           frozenset(doc.not_values) if doc.not_values is not None else None)
+
+    def variable(self, doc: VariableDoc, loc: tuple[str | int, ...]) -> Variable:
+        pointer = None
+        if doc.source == "jwtClaim":
+            if (doc.key is None) == (doc.pointer is None):
+                self.problem(loc, "a jwtClaim variable needs exactly one of 'key' or 'pointer'")
+            if doc.pointer is not None:
+                pointer = self.pointer(doc.pointer, (*loc, "pointer"))
+        elif doc.key is None or doc.pointer is not None:
+            self.problem(loc, f"a {doc.source} variable needs 'key' (the {doc.source} name) and no 'pointer'")
+        key = doc.key.lower() if doc.key is not None and doc.source == "header" else doc.key
+        return Variable(doc.name, doc.source, key, pointer)
+
+    def rule(self, doc: RuleDoc) -> Rule:
+        unknown = sorted(set(doc.regex_flags) - FLAGS)
+        if unknown:
+            self.problem(("regexFlags",), f"unknown flag(s) {''.join(unknown)}; accepted: i, m, s (g is ignored)")
+            self.flags = ""
+        names = [variable.name for variable in doc.variables]
+        if len(set(names)) != len(names):
+            self.problem(("variables",), "variable names must be unique")
+        path, path_exists = None, True
+        if doc.path is not None:
+            nested, flat = doc.path.path, doc.path.pattern
+            if (nested is None) == (flat is None):
+                self.problem(("path",), "give the pattern either as path.pattern or as pattern, exactly once")
+            elif nested is not None:
+                path = self.pattern(nested.pattern, ("path", "path", "pattern"))
+            elif flat is not None:
+                path = self.pattern(flat, ("path", "pattern"))
+            path_exists = doc.path.presence not in _ABSENT
+        return Rule(
+            index=self.index, id=doc.id, effect=doc.effect, priority=doc.priority, notes=doc.notes,
+            methods=frozenset(method.upper() for method in doc.methods) or None,
+            path=path, path_exists=path_exists,
+            headers=tuple(self.pair(item, ("headers", i)) for i, item in enumerate(doc.headers)),
+            query=tuple(self.pair(item, ("query", i)) for i, item in enumerate(doc.query)),
+            token=tuple(self.token(item, ("token", i)) for i, item in enumerate(doc.token)),
+            claims=tuple(self.claim_values(item, ("claims", i)) for i, item in enumerate(doc.claims)),
+            required_scopes=tuple(dict.fromkeys(doc.required_scopes)),
+            any_scopes=tuple(dict.fromkeys(doc.any_scopes)),
+            variables=tuple(self.variable(item, ("variables", i)) for i, item in enumerate(doc.variables)),
+        )
+
+
+def compile_rules(docs: Sequence[RuleDoc]) -> tuple[Rule, ...]:
+    """Compile a rule list once. Raises RuleError listing every problem, each with its location."""
+    problems: list[Problem] = []
+    rules = []
+    for index, doc in enumerate(docs):
+        compiler = _Compiler(index, doc)
+        rules.append(compiler.rule(doc))
+        problems.extend(compiler.problems)
+    if problems:
+        raise RuleError(problems)
+    return tuple(rules)
+
+
+def load_rules(value: list[dict[str, Any]]) -> tuple[Rule, ...]:
+    """Decode plain JSON values (e.g. from a benchmark or a test) and compile them."""
+    return compile_rules(msgspec.convert(value, type=list[RuleDoc]))
