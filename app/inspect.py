@@ -43,7 +43,8 @@ def _codes(header: dict[str, Any], claims: dict[str, Any], now: float) -> list[s
     alg = header.get("alg")
     if isinstance(alg, str) and alg.lower() == "none":
         codes.append("ALG_NONE")
-    if alg in SYMMETRIC:
+    # `alg` is whatever JSON the token carries: an array or object is unhashable, so test the type first.
+    if isinstance(alg, str) and alg in SYMMETRIC:
         codes.append("ALG_SYMMETRIC")
     if any(name in header for name in ("jwk", "jku", "x5u", "x5c")):
         codes.append("HEADER_KEY_PRESENT")

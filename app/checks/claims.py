@@ -46,7 +46,10 @@ def _issuer_hint(actual: str, expected: tuple[str, ...]) -> str | None:
                     f"'/', Okta and Cognito ones do not). Use {wanted!r} exactly as the token carries it.")
         if actual.lower() == wanted.lower():
             return "The two differ only by letter case; issuers are compared case-sensitively (RFC 7519 4.1.1)."
-        a, w = urlsplit(actual), urlsplit(wanted)
+        try:
+            a, w = urlsplit(actual), urlsplit(wanted)
+        except ValueError:  # `iss` is the token's text: "https://[x" is not a URL (invalid IPv6), so no scheme hint
+            continue
         if a.scheme != w.scheme and a.netloc.lower() == w.netloc.lower() and a.path == w.path:
             return (f"The two differ only by scheme ({a.scheme} vs {w.scheme}); the issuer must match exactly, "
                     "and should be https.")

@@ -1,0 +1,372 @@
+"""Hostile tokens over HTTP: each one is answered 200 with `valid: false` and the finding that names the attack.
+
+Every token here is minted by tests/mint.py (cryptography directly), never by the code under test, and the
+hostile shapes (alg none, key confusion, embedded keys, psychic ECDSA, DER signatures, bad JSON) are built by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.x509.oid import NameOID
+
+from app.findings import CHECK_ORDER
+from app.settings import Settings
+from tests.conftest import AUDIENCE, ISSUER, claims, rs256_policy, rs256_token
+from tests.mint import SigningKey, b64, jwks, key_for, mint, segment
+
+URL = "/v1/validate/jwt"
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def verdict(client: Any, token: str, policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = client.post(URL, json={"token": token, "policy": policy or rs256_policy()})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["valid"] is False
+    assert set(body["statuses"]) == set(CHECK_ORDER)
+    return body
+
+
+def codes(body: dict[str, Any]) -> list[str]:
+    return [item["code"] for item in body["findings"]]
+
+
+def only(body: dict[str, Any], code: str) -> dict[str, Any]:
+    matches = [item for item in body["findings"] if item["code"] == code]
+    assert len(matches) == 1, codes(body)
+    return matches[0]
+
+
+def assert_malformed(body: dict[str, Any]) -> dict[str, Any]:
+    assert codes(body) == ["MALFORMED_TOKEN"]
+    assert body["statuses"]["format"] == "fail"
+    assert all(body["statuses"][name] == "skip" for name in CHECK_ORDER[1:])
+    return body["findings"][0]
+
+
+def signed_raw(header_json: bytes, payload_json: bytes, key: SigningKey | None = None) -> str:
+    """A token over exact header and payload bytes (for shapes json.dumps cannot produce), properly signed."""
+    key = key or key_for("RS256")
+    signing_input = f"{b64(header_json)}.{b64(payload_json)}"
+    return f"{signing_input}.{b64(key.sign(signing_input.encode()))}"
+
+
+def es256_policy() -> dict[str, Any]:
+    return rs256_policy(allowed_algs=["ES256"], public_key=key_for("ES256").public_pem)
+
+
+# --- alg none -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
+@pytest.mark.parametrize("with_signature", [False, True], ids=["unsigned", "with-signature"])
+def test_alg_none_in_any_case_is_refused_before_any_key_work(client, alg, with_signature):
+    signing_input = f"{segment({'alg': alg, 'typ': 'JWT'})}.{segment(claims())}"
+    signature = b64(key_for("RS256").sign(signing_input.encode())) if with_signature else ""
+    body = verdict(client, f"{signing_input}.{signature}")
+    finding = only(body, "ALGORITHM_INVALID")
+    assert finding["evidence"]["actual"] == alg
+    assert body["statuses"]["algorithm"] == "fail"
+    assert body["statuses"]["key"] == "skip" and body["statuses"]["signature"] == "skip"
+    assert body["key"] is None
+
+
+# --- key confusion --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy_kind", ["public_key", "jwks"])
+def test_hs256_macd_with_the_rsa_public_key_is_refused_as_key_confusion(client, policy_kind):
+    rsa_key = key_for("RS256")
+    forger = SigningKey("HS256", rsa_key.public_pem.encode(), rsa_key.kid)
+    token = mint(claims(), forger)
+    policy = rs256_policy() if policy_kind == "public_key" else rs256_policy(public_key=None, jwks=jwks(rsa_key))
+    body = verdict(client, token, policy)
+    finding = only(body, "ALGORITHM_INVALID")
+    assert finding["evidence"] == {"expected": ["RS256"], "actual": "HS256"}
+    assert "key-confusion" in finding["remediation"]
+    assert body["statuses"]["signature"] == "skip"
+
+
+def test_policy_cannot_allow_hs256_next_to_an_rsa_jwk(client):
+    policy = rs256_policy(public_key=None, jwks=jwks(key_for("RS256")), allowed_algs=["RS256", "HS256"])
+    response = client.post(URL, json={"token": rs256_token(), "policy": policy})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "policy", "allowed_algs", 1]
+
+
+# --- keys named by the token ----------------------------------------------------------------------------------
+
+def _self_signed_certificate(key: SigningKey) -> str:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attacker")])
+    start = datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.private.public_key()).serial_number(1)
+                   .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=3650))
+                   .sign(key.private, hashes.SHA256()))
+    return base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()
+
+
+def _embedded(parameter: str, attacker: SigningKey) -> dict[str, Any]:
+    return {
+        "jwk": {"jwk": attacker.jwk},
+        "jku": {"jku": "https://attacker.example/jwks.json"},
+        "x5u": {"x5u": "https://attacker.example/cert.pem"},
+        "x5c": {"x5c": [_self_signed_certificate(attacker)]},
+    }[parameter]
+
+
+@pytest.mark.parametrize("parameter", ["jwk", "jku", "x5u", "x5c"])
+@pytest.mark.parametrize("policy_kind, kid, expected", [
+    ("public_key", "attacker", "SIGNATURE_INVALID"),
+    ("jwks", "attacker", "KID_NOT_FOUND"),
+    ("jwks", "rs256-1", "SIGNATURE_INVALID"),
+], ids=["public-key", "jwks-attacker-kid", "jwks-legit-kid"])
+def test_token_naming_its_own_key_is_never_valid(client, parameter, policy_kind, kid, expected):
+    attacker = key_for("RS256", "attacker")
+    token = mint(claims(), attacker, kid=kid, header=_embedded(parameter, attacker))
+    policy = rs256_policy() if policy_kind == "public_key" else rs256_policy(public_key=None,
+                                                                                jwks=jwks(key_for("RS256")))
+    body = verdict(client, token, policy)
+    assert expected in codes(body)
+    ignored = only(body, "HEADER_KEY_IGNORED")
+    assert ignored["severity"] == "warning"
+    assert ignored["evidence"] == {"parameters": [parameter]}
+    assert body["statuses"]["signature"] in ("fail", "skip")
+
+
+# --- ECDSA signature shapes -----------------------------------------------------------------------------------
+
+def _es256_signing_input() -> str:
+    return f"{segment({'alg': 'ES256', 'typ': 'JWT'})}.{segment(claims())}"
+
+
+def _der_signature(signing_input: str) -> bytes:
+    private = key_for("ES256").private
+    return private.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+
+
+@pytest.mark.parametrize("make_signature", [
+    lambda _: b"\x00" * 64,
+    lambda si: b"\x00" * 32 + key_for("ES256").sign(si.encode())[32:],
+    lambda si: key_for("ES256").sign(si.encode())[:32] + b"\x00" * 32,
+    lambda _: P256_ORDER.to_bytes(32, "big") * 2,
+    _der_signature,
+    lambda si: encode_dss_signature(0, 0),
+    lambda si: key_for("ES256").sign(si.encode())[:63],
+], ids=["r-and-s-zero", "r-zero", "s-zero", "r-and-s-equal-order", "der-encoded", "der-zero", "one-byte-short"])
+def test_malformed_ecdsa_signature_is_invalid(client, make_signature):
+    signing_input = _es256_signing_input()
+    body = verdict(client, f"{signing_input}.{b64(make_signature(signing_input))}", es256_policy())
+    assert codes(body) == ["SIGNATURE_INVALID"]
+    assert body["statuses"]["signature"] == "fail"
+
+
+def test_raw_r_s_ecdsa_signature_of_the_same_input_is_valid(client):
+    # The control for the table above: the same input, signed properly, validates.
+    signing_input = _es256_signing_input()
+    token = f"{signing_input}.{b64(key_for('ES256').sign(signing_input.encode()))}"
+    body = client.post(URL, json={"token": token, "policy": es256_policy()}).json()
+    assert body["valid"] is True, body["findings"]
+
+
+# --- signature and integrity ----------------------------------------------------------------------------------
+
+def test_stripped_signature_is_invalid(client):
+    token = rs256_token().rsplit(".", 1)[0] + "."
+    body = verdict(client, token)
+    finding = only(body, "SIGNATURE_INVALID")
+    assert "stripped" in finding["message"]
+    assert body["statuses"]["signature"] == "fail"
+
+
+def test_tampered_header_is_invalid(client):
+    _, payload_b64, signature_b64 = rs256_token().split(".")
+    header_b64 = segment({"alg": "RS256", "typ": "JWT", "kid": "rs256-1", "x": "tampered"})
+    body = verdict(client, f"{header_b64}.{payload_b64}.{signature_b64}")
+    assert codes(body) == ["SIGNATURE_INVALID"]
+
+
+def test_tampered_payload_is_invalid_and_its_claims_are_still_reported(client):
+    header_b64, _, signature_b64 = rs256_token().split(".")
+    payload_b64 = segment(claims(sub="admin"))
+    body = verdict(client, f"{header_b64}.{payload_b64}.{signature_b64}")
+    assert codes(body) == ["SIGNATURE_INVALID"]
+    assert body["claims"]["sub"] == "admin"
+    assert body["statuses"]["issuer"] == "pass"  # claim checks still run; valid is false regardless
+
+
+@pytest.mark.parametrize("crit", [["exp"], ["b64"], "exp"], ids=["unknown-name", "b64-not-implemented", "not-a-list"])
+def test_unknown_crit_is_refused(client, crit):
+    token = mint(claims(), key_for("RS256"), header={"crit": crit, "exp": 1})
+    body = verdict(client, token)
+    assert "CRIT_UNSUPPORTED" in codes(body)
+    assert body["statuses"]["key"] == "fail"
+
+
+# --- format -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("header, payload", [
+    (b'{"alg":"RS256","kid":"rs256-1","alg":"none"}', json.dumps(claims()).encode()),
+    (b'{"alg":"RS256","kid":"rs256-1"}', json.dumps(claims()).encode()[:-1] + b',"sub":"admin"}'),
+    (b'{"alg":"RS256","kid":"rs256-1"}', json.dumps(claims()).encode()[:-1] + b',"\\u0073ub":"admin"}'),
+    (b'{"alg":"RS256","kid":"rs256-1"}', json.dumps(claims(ctx={"a": 1})).encode().replace(b'"a": 1', b'"a": 1, "a": 2')),
+], ids=["header", "payload", "payload-escaped-name", "payload-nested"])
+def test_duplicate_member_names_are_malformed(client, header, payload):
+    finding = assert_malformed(verdict(client, signed_raw(header, payload)))
+    assert "duplicate" in finding["message"]
+
+
+@pytest.mark.parametrize("part", ["header", "payload"])
+@pytest.mark.parametrize("json_text", [b"[1,2]", b'"text"', b"42", b"null", b"true"],
+                         ids=["array", "string", "number", "null", "bool"])
+def test_json_that_is_not_an_object_is_malformed(client, part, json_text):
+    header = json_text if part == "header" else b'{"alg":"RS256","kid":"rs256-1"}'
+    payload = json_text if part == "payload" else json.dumps(claims()).encode()
+    finding = assert_malformed(verdict(client, signed_raw(header, payload)))
+    assert finding["evidence"]["segment"] == part
+    assert "not an object" in finding["message"]
+
+
+@pytest.mark.parametrize("part", ["header", "payload"])
+@pytest.mark.parametrize("bad", [b"\xff", b"\xc3\x28", b"\xed\xa0\x80"], ids=["ff", "bad-continuation", "surrogate"])
+def test_non_utf8_bytes_are_malformed(client, part, bad):
+    header = b'{"alg":"RS256","kid":"' + bad + b'"}' if part == "header" else b'{"alg":"RS256","kid":"rs256-1"}'
+    payload = (json.dumps(claims()).encode()[:-1] + b',"x":"' + bad + b'"}') if part == "payload" \
+        else json.dumps(claims()).encode()
+    finding = assert_malformed(verdict(client, signed_raw(header, payload)))
+    assert finding["evidence"]["segment"] == part
+
+
+def _standard_b64(data: bytes) -> str:
+    return base64.b64encode(data).decode().rstrip("=")
+
+
+def _payload_whose_standard_base64_has(char: str) -> bytes:
+    for n in range(1000):
+        payload = json.dumps(claims(n=f"{n}~~~???>>>")).encode()
+        if char in _standard_b64(payload):
+            return payload
+    raise AssertionError(char)  # pragma: no cover
+
+
+@pytest.mark.parametrize("char", ["+", "/"])
+def test_standard_base64_alphabet_is_malformed(client, char):
+    payload = _payload_whose_standard_base64_has(char)
+    header_b64 = segment({"alg": "RS256", "kid": "rs256-1"})
+    signing_input = f"{header_b64}.{_standard_b64(payload)}"
+    token = f"{signing_input}.{b64(key_for('RS256').sign(signing_input.encode()))}"
+    finding = assert_malformed(verdict(client, token))
+    assert finding["evidence"]["segment"] == "payload"
+    assert "base64url" in finding["message"]
+
+
+@pytest.mark.parametrize("where", ["header", "payload", "signature"])
+def test_base64_padding_is_malformed(client, where):
+    parts = rs256_token().split(".")
+    index = ["header", "payload", "signature"].index(where)
+    parts[index] += "=" * (-len(parts[index]) % 4 or 2)
+    finding = assert_malformed(verdict(client, ".".join(parts)))
+    assert finding["evidence"]["segment"] == where
+
+
+def test_non_canonical_trailing_bits_are_malformed(client):
+    header_b64, payload_b64, signature_b64 = rs256_token().split(".")
+    assert len(signature_b64) % 4 == 2  # 256 bytes: the last character carries 4 unused bits
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet[alphabet.index(signature_b64[-1]) | 0x01]
+    finding = assert_malformed(verdict(client, f"{header_b64}.{payload_b64}.{signature_b64[:-1]}{last}"))
+    assert finding["evidence"]["segment"] == "signature"
+
+
+@pytest.mark.parametrize("count", [2, 4, 5])
+def test_wrong_segment_count_is_malformed(client, count):
+    parts = rs256_token().split(".")
+    token = ".".join((parts + [parts[1], parts[2]])[:count])
+    finding = assert_malformed(verdict(client, token))
+    assert finding["evidence"]["segments"] == count
+    if count == 5:
+        assert "JWE" in finding["message"]
+
+
+@pytest.mark.parametrize("settings", [Settings(max_body_bytes=4 << 20)])
+def test_one_mebibyte_token_is_malformed_with_its_size_and_not_decoded(client):
+    token = mint(claims(blob="A" * (1 << 20)), key_for("RS256"))
+    finding = assert_malformed(verdict(client, token))
+    assert finding["evidence"] == {"size_bytes": len(token), "max_bytes": 16 * 1024}
+    body = client.post(URL, json={"token": token, "policy": rs256_policy()}).json()
+    assert body["claims"] is None and body["header"] is None
+
+
+@pytest.mark.parametrize("settings", [Settings(max_token_bytes=1 << 20, max_body_bytes=4 << 20)])
+@pytest.mark.parametrize("part", ["header", "payload"])
+@pytest.mark.parametrize("opening", [b"[", b'{"a":'], ids=["arrays", "objects"])
+def test_ten_thousand_level_nesting_is_malformed_not_a_server_error(client, part, opening):
+    closing = b"]" if opening == b"[" else b"}"
+    nested = b'{"n":' + opening * 10_000 + b"1" + closing * 10_000 + b"}"
+    header = nested if part == "header" else b'{"alg":"RS256","kid":"rs256-1"}'
+    payload = nested if part == "payload" else json.dumps(claims()).encode()
+    finding = assert_malformed(verdict(client, signed_raw(header, payload)))
+    assert finding["evidence"]["segment"] == part
+    assert "nested" in finding["message"]
+
+
+@pytest.mark.parametrize("levels, malformed", [(63, False), (64, True)], ids=["64-deep", "65-deep"])
+def test_nesting_limit_is_64_levels(client, levels, malformed):
+    payload = json.dumps(claims()).encode()[:-1] + b',"n":' + b"[" * levels + b"]" * levels + b"}"
+    response = client.post(URL, json={"token": signed_raw(b'{"alg":"RS256","kid":"rs256-1"}', payload),
+                                      "policy": rs256_policy()})
+    assert response.status_code == 200
+    assert (codes(response.json()) == ["MALFORMED_TOKEN"]) is malformed
+    assert response.json()["valid"] is not malformed
+
+
+@pytest.mark.parametrize("prefix", ["Bearer ", "bearer ", "BEARER "])
+def test_bearer_prefix_left_in_is_malformed_with_a_remediation(client, prefix):
+    finding = assert_malformed(verdict(client, prefix + rs256_token()))
+    assert "Bearer" in finding["remediation"] and "strip" in finding["remediation"]
+
+
+@pytest.mark.parametrize("part", ["header", "payload"])
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999"])
+def test_non_finite_numbers_are_malformed(client, part, number):
+    header = b'{"alg":"RS256","kid":"rs256-1","x":' + number + b"}" if part == "header" \
+        else b'{"alg":"RS256","kid":"rs256-1"}'
+    payload = b'{"iss":"' + ISSUER.encode() + b'","aud":"' + AUDIENCE.encode() + b'","exp":' + number + b"}" \
+        if part == "payload" else json.dumps(claims()).encode()
+    finding = assert_malformed(verdict(client, signed_raw(header, payload)))
+    assert finding["evidence"]["segment"] == part
+
+
+# --- weak keys --------------------------------------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:Key size should be:UserWarning")
+def test_rsa_key_under_2048_bits_is_a_weak_key_error(client):
+    weak = SigningKey("RS256", rsa.generate_private_key(public_exponent=65537, key_size=1024), "weak")
+    body = verdict(client, mint(claims(), weak), rs256_policy(public_key=weak.public_pem))
+    finding = only(body, "WEAK_KEY")
+    assert finding["severity"] == "error"
+    assert finding["evidence"]["bits"] == 1024 and finding["evidence"]["minimum_bits"] == 2048
+    assert body["statuses"]["signature"] == "fail"
+    assert "SIGNATURE_INVALID" not in codes(body)
+
+
+def test_hmac_secret_shorter_than_32_bytes_is_a_warning_and_still_valid(client):
+    secret = "only-24-bytes-of-secret!"
+    token = mint(claims(), SigningKey("HS256", secret.encode(), "k"))
+    response = client.post(URL, json={"token": token, "policy": rs256_policy(public_key=None, secret=secret,
+                                                                              allowed_algs=["HS256"])})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["valid"] is True
+    finding = only(body, "WEAK_KEY")
+    assert finding["severity"] == "warning"
+    assert finding["evidence"] == {"bytes": 24, "minimum_bytes": 32}
+    assert body["statuses"]["signature"] == "pass"
+    assert secret not in response.text

@@ -1,0 +1,130 @@
+"""/v1/inspect/token: each suspicious pattern of the spec is flagged by a token made for it, and only by it."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+
+from app.findings import INSPECT_CODES
+from tests.conftest import NOW, claims, rs256_token
+from tests.mint import b64, key_for, mint, segment
+
+URL = "/v1/inspect/token"
+
+
+def inspect(client: Any, token: str) -> dict[str, Any]:
+    response = client.post(URL, json={"token": token})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["validated"] is False
+    assert "decoded does not mean validated" in body["warning"].lower()
+    assert len(body["token_id"]) == 16
+    assert [detail["code"] for detail in body["details"]] == body["suspicious_warnings"]
+    assert all(detail["message"] for detail in body["details"])
+    return body
+
+
+def rs(**overrides: Any) -> str:
+    return rs256_token(**overrides)
+
+
+def with_header(**header: Any) -> str:
+    return mint(claims(), key_for("RS256"), header=header)
+
+
+def unsigned(alg: str) -> str:
+    return f"{segment({'alg': alg, 'typ': 'JWT'})}.{segment(claims())}."
+
+
+CASES: list[tuple[str, Callable[[], str], set[str]]] = [
+    ("ALG_NONE", lambda: unsigned("none"), {"ALG_NONE"}),
+    ("ALG_NONE", lambda: unsigned("nOnE"), {"ALG_NONE"}),
+    ("ALG_SYMMETRIC", lambda: mint(claims(), key_for("HS256")), {"ALG_SYMMETRIC"}),
+    ("HEADER_KEY_PRESENT", lambda: with_header(jwk=key_for("RS256", "attacker").jwk), {"HEADER_KEY_PRESENT"}),
+    ("HEADER_KEY_PRESENT", lambda: with_header(jku="https://attacker.example/jwks"), {"HEADER_KEY_PRESENT"}),
+    ("HEADER_KEY_PRESENT", lambda: with_header(x5u="https://attacker.example/c.pem"), {"HEADER_KEY_PRESENT"}),
+    ("HEADER_KEY_PRESENT", lambda: with_header(x5c=["MIIB"]), {"HEADER_KEY_PRESENT"}),
+    ("KID_SUSPICIOUS", lambda: with_header(kid="../../../../dev/null"), {"KID_SUSPICIOUS"}),
+    ("KID_SUSPICIOUS", lambda: with_header(kid="k1' UNION SELECT 'secret"), {"KID_SUSPICIOUS"}),
+    ("KID_SUSPICIOUS", lambda: with_header(kid='k1"'), {"KID_SUSPICIOUS"}),
+    ("KID_SUSPICIOUS", lambda: with_header(kid="k1\x00"), {"KID_SUSPICIOUS"}),
+    ("KID_SUSPICIOUS", lambda: with_header(kid="k1|ls\n"), {"KID_SUSPICIOUS"}),
+    ("KID_SUSPICIOUS", lambda: with_header(kid=7), {"KID_SUSPICIOUS"}),
+    ("CRIT_PRESENT", lambda: with_header(crit=["exp"], exp=NOW), {"CRIT_PRESENT"}),
+    ("EXP_MISSING", lambda: rs(exp=None), {"EXP_MISSING"}),
+    ("LONG_LIFETIME", lambda: rs(iat=NOW - 10, exp=NOW - 10 + 24 * 3600 + 1), {"LONG_LIFETIME"}),
+    ("EXPIRED", lambda: rs(exp=NOW - 1), {"EXPIRED"}),
+    ("EXPIRED", lambda: rs(exp=NOW), {"EXPIRED"}),
+    ("NOT_YET_VALID", lambda: rs(nbf=NOW + 1), {"NOT_YET_VALID"}),
+    ("IAT_IN_FUTURE", lambda: rs(iat=NOW + 1), {"IAT_IN_FUTURE"}),
+    ("AUD_MISSING", lambda: rs(aud=None), {"AUD_MISSING"}),
+    ("AUD_USERINFO", lambda: rs(aud="https://acme.auth0.com/userinfo"), {"AUD_USERINFO"}),
+    ("AUD_USERINFO", lambda: rs(aud=["https://acme.auth0.com/userinfo"]), {"AUD_USERINFO"}),
+    ("ID_TOKEN", lambda: rs(nonce="n-0S6_WzA2Mj"), {"ID_TOKEN"}),
+    ("ID_TOKEN", lambda: rs(at_hash="77QmUPtjPfzWtF2AnpK9RQ"), {"ID_TOKEN"}),
+    ("ID_TOKEN", lambda: rs(token_use="id"), {"ID_TOKEN"}),
+    ("BEARER_PREFIX", lambda: "Bearer " + rs(), {"BEARER_PREFIX"}),
+    ("OPAQUE_TOKEN", lambda: "8xLOxBtZp8", {"OPAQUE_TOKEN", "MALFORMED_TOKEN"}),
+    ("OPAQUE_TOKEN", lambda: "Bearer 8xLOxBtZp8", {"BEARER_PREFIX", "OPAQUE_TOKEN", "MALFORMED_TOKEN"}),
+    ("MALFORMED_TOKEN", lambda: rs().rsplit(".", 1)[0] + ".a=", {"MALFORMED_TOKEN"}),
+    ("MALFORMED_TOKEN", lambda: "a.b.c.d.e", {"MALFORMED_TOKEN"}),
+]
+IDS = ["alg-none", "alg-none-mixed-case", "hs256", "jwk", "jku", "x5u", "x5c", "kid-path", "kid-quote",
+       "kid-double-quote", "kid-nul", "kid-newline", "kid-not-string", "crit", "no-exp", "over-24h", "expired",
+       "exp-equals-now", "nbf-future", "iat-future", "no-aud", "aud-userinfo", "aud-userinfo-array", "nonce",
+       "at_hash", "token_use-id", "bearer", "opaque", "bearer-opaque", "bad-base64", "jwe"]
+
+
+def test_case_table_covers_every_inspect_code():
+    assert {code for code, _, _ in CASES} == set(INSPECT_CODES)
+
+
+@pytest.mark.parametrize("code, make_token, expected", CASES, ids=IDS)
+def test_suspicious_pattern_is_flagged_by_a_token_made_for_it(client, code, make_token, expected):
+    body = inspect(client, make_token())
+    assert code in body["suspicious_warnings"]
+    assert set(body["suspicious_warnings"]) == expected
+
+
+def test_clean_token_has_no_suspicious_warnings(client):
+    token = rs256_token()
+    body = inspect(client, token)
+    assert body["suspicious_warnings"] == [] and body["details"] == []
+    assert body["decoded"]["header"] == {"alg": "RS256", "typ": "JWT", "kid": "rs256-1"}
+    assert body["decoded"]["payload"] == claims()
+    assert body["decoded"]["signature_segment"] == token.split(".")[2]
+
+
+@pytest.mark.parametrize("iat, exp, long", [
+    (NOW - 10, NOW - 10 + 24 * 3600, False), (NOW - 10, NOW - 10 + 24 * 3600 + 1, True),
+], ids=["exactly-24h", "one-second-over"])
+def test_long_lifetime_is_over_24_hours(client, iat, exp, long):
+    assert ("LONG_LIFETIME" in inspect(client, rs(iat=iat, exp=exp))["suspicious_warnings"]) is long
+
+
+def test_userinfo_next_to_a_real_audience_is_not_flagged(client):
+    body = inspect(client, rs(aud=["https://api.example.com", "https://acme.auth0.com/userinfo"]))
+    assert "AUD_USERINFO" not in body["suspicious_warnings"]
+
+
+def test_bearer_prefix_is_flagged_and_the_token_behind_it_still_decoded(client):
+    body = inspect(client, "Bearer " + rs())
+    assert body["decoded"]["payload"]["sub"] == "user-42"
+
+
+def test_undecodable_token_is_200_with_null_decoded_and_the_reason(client):
+    body = inspect(client, "a.b")
+    assert body["decoded"] is None
+    detail = body["details"][-1]
+    assert detail["code"] == "MALFORMED_TOKEN"
+    assert "3" in detail["message"] and "segments" in detail["message"]
+
+
+@pytest.mark.parametrize("alg", [["HS256"], {"alg": "HS256"}, 256, None, True],
+                         ids=["array", "object", "number", "null", "bool"])
+def test_alg_of_any_json_type_is_inspected_without_a_server_error(client, alg):
+    token = f"{segment({'alg': alg})}.{segment(claims())}.{b64(b'sig')}"
+    body = inspect(client, token)
+    assert body["decoded"]["header"]["alg"] == alg
+    assert "ALG_SYMMETRIC" not in body["suspicious_warnings"] and "ALG_NONE" not in body["suspicious_warnings"]

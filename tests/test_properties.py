@@ -1,0 +1,159 @@
+"""Properties over generated input: nothing a client sends as a token is a server error, and no single-character
+change of a signed token's signing input validates.
+
+The app is built once per module (hypothesis re-runs the test body, not function-scoped fixtures).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from litestar.testing import TestClient
+
+from app.keys import KeyView
+from app.policy import VerifyPolicy, compile_policy
+from app.server import create_app
+from app.settings import Settings
+from app.validation import validate
+from tests.conftest import NOW, FixedClock, rs256_policy, rs256_token
+from tests.mint import b64, key_for, mint
+
+VALIDATE, INSPECT = "/v1/validate/jwt", "/v1/inspect/token"
+FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+POLICY = rs256_policy()
+TOKEN = rs256_token()
+SIGNING_INPUT = TOKEN.rsplit(".", 1)[0]
+BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@pytest.fixture(scope="module")
+def app_client() -> Iterator[TestClient[Any]]:
+    with TestClient(create_app(Settings(), clock=FixedClock()), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def _post_token(client: TestClient[Any], token: Any) -> tuple[int, int]:
+    validate = client.post(VALIDATE, json={"token": token, "policy": POLICY})
+    inspect = client.post(INSPECT, json={"token": token})
+    return validate.status_code, inspect.status_code
+
+
+def _assert_token_string_answered(client: TestClient[Any], token: str) -> None:
+    validate = client.post(VALIDATE, json={"token": token, "policy": POLICY})
+    assert validate.status_code == 200, validate.text
+    body = validate.json()
+    assert isinstance(body["valid"], bool)
+    assert body["valid"] is False or token.strip() == TOKEN
+    inspect = client.post(INSPECT, json={"token": token})
+    assert inspect.status_code == 200, inspect.text
+    assert inspect.json()["validated"] is False
+
+
+def test_the_unchanged_token_validates(app_client):
+    # The control for the mutation property below.
+    assert app_client.post(VALIDATE, json={"token": TOKEN, "policy": POLICY}).json()["valid"] is True
+
+
+@FAST
+@given(token=st.text(max_size=400))
+def test_any_text_as_token_is_answered_200(app_client, token):
+    _assert_token_string_answered(app_client, token)
+
+
+def _from_bytes(data: bytes, how: str) -> str:
+    if how == "latin-1":
+        return data.decode("latin-1")
+    if how == "utf-8-replace":
+        return data.decode("utf-8", "replace")
+    if how == "base64url-segments":
+        third = max(1, len(data) // 3)
+        return ".".join(b64(part) for part in (data[:third], data[third:2 * third], data[2 * third:]))
+    return base64.b64encode(data).decode()
+
+
+@FAST
+@given(data=st.binary(max_size=300),
+       how=st.sampled_from(["latin-1", "utf-8-replace", "base64url-segments", "standard-base64"]))
+def test_any_bytes_derived_string_as_token_is_answered_200(app_client, data, how):
+    _assert_token_string_answered(app_client, _from_bytes(data, how))
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@FAST
+@given(value=JSON_VALUES)
+def test_any_json_value_as_token_is_200_for_strings_and_422_otherwise(app_client, value):
+    statuses = _post_token(app_client, value)
+    expected = 200 if isinstance(value, str) else 422
+    assert statuses == (expected, expected)
+
+
+JOSE_OBJECTS = st.dictionaries(
+    st.sampled_from(["alg", "kid", "typ", "crit", "jwk", "jku", "x5c", "iss", "aud", "exp", "nbf", "iat", "scope",
+                     "scp", "permissions", "nonce", "token_use", "client_id"]) | st.text(max_size=6),
+    JSON_VALUES | st.sampled_from(["RS256", "HS256", "none", "rs256-1", "at+jwt", "id", 1_700_000_000]),
+    max_size=8,
+)
+
+
+@FAST
+@given(header=JOSE_OBJECTS, payload=JOSE_OBJECTS, signature=st.binary(max_size=80))
+def test_any_json_objects_as_header_and_payload_are_answered_200(app_client, header, payload, signature):
+    def segment(value: Any) -> str:
+        return b64(json.dumps(value).encode())
+
+    token = f"{segment(header)}.{segment(payload)}.{b64(signature)}"
+    validate = app_client.post(VALIDATE, json={"token": token, "policy": POLICY})
+    assert validate.status_code == 200, validate.text
+    assert validate.json()["valid"] is False
+    inspect = app_client.post(INSPECT, json={"token": token})
+    assert inspect.status_code == 200, inspect.text
+    assert inspect.json()["decoded"] is not None
+
+
+@FAST
+@given(index=st.integers(min_value=0, max_value=len(SIGNING_INPUT) - 1),
+       replacement=st.sampled_from(BASE64URL + ".=+/ ~é"))
+def test_changing_one_character_of_the_signing_input_never_validates(app_client, index, replacement):
+    if SIGNING_INPUT[index] == replacement:
+        replacement = "A" if replacement != "A" else "B"
+    mutated = SIGNING_INPUT[:index] + replacement + SIGNING_INPUT[index + 1:]
+    token = mutated + TOKEN[len(SIGNING_INPUT):]
+    response = app_client.post(VALIDATE, json={"token": token, "policy": POLICY})
+    assert response.status_code == 200
+    assert response.json()["valid"] is False
+
+
+URLISH = st.builds(str.__add__, st.sampled_from(["https://", "http://", "HTTPS://", ""]),
+                   st.text(alphabet="[]:/@%.?#\uff03abcAB19 -", max_size=24))
+CLAIM_VALUES = URLISH | JSON_VALUES | st.lists(URLISH, max_size=3)
+EVERY_CHECK = compile_policy(msgspec.convert(rs256_policy(
+    issuer=["https://issuer.example.com/", "http://[::1]/"], required_claims=["sub"], required_scopes=["read"],
+    required_custom_claims={"https://app.example.com/plan": "pro", "flag": True}, max_ttl_seconds=3600,
+    token_type="at+jwt"), VerifyPolicy), inline=True)
+
+
+@FAST
+@given(claim_set=st.dictionaries(
+    st.sampled_from(["iss", "aud", "exp", "nbf", "iat", "scope", "scp", "permissions", "nonce", "at_hash", "token_use",
+                     "client_id", "sub", "flag", "https://app.example.com/plan"]), CLAIM_VALUES, max_size=10))
+def test_any_claim_values_of_a_signed_token_get_a_verdict_from_every_check(claim_set):
+    token = mint(claim_set, key_for("RS256"), header={"typ": "at+jwt"})
+    assert EVERY_CHECK.static_keys is not None
+    result = validate(token, EVERY_CHECK, KeyView(EVERY_CHECK.static_keys, "public_key"), NOW,
+                      max_token_bytes=16 * 1024)
+    assert result.statuses["signature"] == "pass"
+    assert result.valid is not any(item.severity == "error" for item in result.findings)
+    msgspec.json.encode(result)

@@ -1,0 +1,481 @@
+"""Time and claim checks through the pure core (`validate`) at a fixed `now`: boundaries, types, remediations.
+
+Tokens are minted by tests/mint.py; the policy is the RS256 one of conftest, compiled as an inline policy would be.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+import pytest
+
+from app.keys import KeyView
+from app.policy import CompiledPolicy, VerifyPolicy, compile_policy
+from app.validation import ValidationResult, VerifiedCache, validate
+from tests.conftest import AUDIENCE, ISSUER, NOW, claims, rs256_policy, rs256_token
+from tests.mint import key_for, mint
+
+SKEW = 60
+
+
+@lru_cache(maxsize=None)
+def _compiled(policy_json: bytes) -> CompiledPolicy:
+    return compile_policy(msgspec.json.decode(policy_json, type=VerifyPolicy), inline=True)
+
+
+def run(token: str, *, now: float = NOW, cache: VerifiedCache | None = None, **policy: Any) -> ValidationResult:
+    compiled = _compiled(msgspec.json.encode(rs256_policy(**policy)))
+    assert compiled.static_keys is not None
+    return validate(token, compiled, KeyView(compiled.static_keys, compiled.key_source), now,
+                    max_token_bytes=16 * 1024, cache=cache)
+
+
+def codes(result: ValidationResult) -> list[str]:
+    return [item.code for item in result.findings]
+
+
+def only(result: ValidationResult, code: str):
+    matches = [item for item in result.findings if item.code == code]
+    assert len(matches) == 1, codes(result)
+    return matches[0]
+
+
+# --- exp, nbf, iat boundaries ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("exp, expired", [
+    (NOW - SKEW - 1, True),
+    (NOW - SKEW, True),
+    (NOW - SKEW + 1, False),
+    (NOW, False),
+], ids=["one-second-beyond-skew", "exactly-at-now-minus-skew", "one-second-inside-skew", "at-now-within-skew"])
+def test_exp_boundary_is_now_minus_skew_inclusive(exp, expired):
+    result = run(rs256_token(exp=exp, iat=NOW - 600))
+    assert ("TOKEN_EXPIRED" in codes(result)) is expired
+    assert result.valid is not expired
+    assert result.statuses["time"] == ("fail" if expired else "pass")
+
+
+def test_expired_by_one_second_beyond_skew_fails_with_evidence_and_clock_skew_remediation():
+    finding = only(run(rs256_token(exp=NOW - SKEW - 1, iat=NOW - 600)), "TOKEN_EXPIRED")
+    assert finding.check == "time" and finding.severity == "error"
+    assert finding.evidence["claim"] == "exp"
+    assert finding.evidence["now"] == NOW
+    assert finding.evidence["missed_by_seconds"] == 1
+    assert finding.evidence["clock_skew_seconds"] == SKEW
+    assert "clock skew" in finding.remediation and "1 s" in finding.remediation
+
+
+def test_long_expired_token_gets_refresh_remediation_not_clock_skew():
+    finding = only(run(rs256_token(exp=NOW - 86_400, iat=NOW - 90_000)), "TOKEN_EXPIRED")
+    assert finding.evidence["missed_by_seconds"] == 86_400 - SKEW
+    assert "clock skew" not in finding.remediation
+    assert "fresh token" in finding.remediation
+
+
+@pytest.mark.parametrize("nbf, fails", [
+    (NOW + SKEW - 1, False),
+    (NOW + SKEW, False),
+    (NOW + SKEW + 1, True),
+], ids=["one-second-inside-skew", "exactly-at-now-plus-skew", "one-second-beyond-skew"])
+def test_nbf_fails_only_beyond_now_plus_skew(nbf, fails):
+    result = run(rs256_token(nbf=nbf))
+    assert ("TOKEN_NOT_YET_VALID" in codes(result)) is fails
+    assert result.valid is not fails
+
+
+@pytest.mark.parametrize("iat, fails", [
+    (NOW + SKEW - 1, False),
+    (NOW + SKEW, False),
+    (NOW + SKEW + 1, True),
+], ids=["one-second-inside-skew", "exactly-at-now-plus-skew", "one-second-beyond-skew"])
+def test_iat_fails_only_beyond_now_plus_skew(iat, fails):
+    result = run(rs256_token(iat=iat))
+    assert ("TOKEN_ISSUED_IN_FUTURE" in codes(result)) is fails
+    assert result.valid is not fails
+
+
+@pytest.mark.parametrize("claim, code", [("nbf", "TOKEN_NOT_YET_VALID"), ("iat", "TOKEN_ISSUED_IN_FUTURE")])
+def test_future_claim_evidence_and_near_miss_remediation_name_the_seconds(claim, code):
+    finding = only(run(rs256_token(**{claim: NOW + SKEW + 42})), code)
+    assert finding.evidence["claim"] == claim
+    assert finding.evidence["now"] == NOW
+    assert finding.evidence["missed_by_seconds"] == 42
+    assert "clock skew" in finding.remediation and "42 s" in finding.remediation
+
+
+@pytest.mark.parametrize("skew, exp, expired", [
+    (0, NOW, True), (0, NOW + 1, False), (300, NOW - 300, True), (300, NOW - 299, False),
+], ids=["skew-0-at-now", "skew-0-one-after", "skew-300-at-boundary", "skew-300-inside"])
+def test_clock_skew_setting_moves_the_exp_boundary(skew, exp, expired):
+    result = run(rs256_token(exp=exp, iat=NOW - 600), clock_skew_seconds=skew)
+    assert ("TOKEN_EXPIRED" in codes(result)) is expired
+
+
+# --- NumericDate types ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("exp, invalid", [
+    (str(NOW + 3600), True),
+    (float(NOW + 3600) + 0.5, False),
+    (True, True),
+    (1e20, True),
+    (2**63, True),
+    (None, False),
+], ids=["string", "float", "bool", "1e20", "beyond-int64", "null-means-absent"])
+def test_exp_must_be_a_json_number_within_int64(exp, invalid):
+    token = rs256_token(exp=NOW + 3600)
+    if exp is not None:
+        token = mint(claims(exp=exp), key_for("RS256"))
+    result = run(token)
+    assert ("CLAIM_INVALID" in codes(result)) is invalid
+    assert result.valid is not invalid
+    if invalid:
+        finding = only(result, "CLAIM_INVALID")
+        assert finding.check == "time"
+        assert finding.evidence["claim"] == "exp"
+        assert "TOKEN_EXPIRED" not in codes(result)
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+@pytest.mark.parametrize("value", ["1700000000", False, 1e20], ids=["string", "bool", "1e20"])
+def test_nbf_and_iat_of_the_wrong_type_are_claim_invalid(claim, value):
+    finding = only(run(mint(claims(**{claim: value}), key_for("RS256"))), "CLAIM_INVALID")
+    assert finding.evidence["claim"] == claim
+
+
+def test_float_exp_is_a_valid_numeric_date_and_expires_at_its_boundary():
+    assert run(mint(claims(exp=NOW - SKEW + 0.5), key_for("RS256"))).valid is True
+    assert "TOKEN_EXPIRED" in codes(run(mint(claims(exp=NOW - SKEW - 0.5), key_for("RS256"))))
+
+
+@pytest.mark.parametrize("require_exp, valid", [(True, False), (False, True)], ids=["required", "not-required"])
+def test_missing_exp_fails_only_when_required(require_exp, valid):
+    result = run(rs256_token(exp=None), require_exp=require_exp)
+    assert result.valid is valid
+    assert ("REQUIRED_CLAIM_MISSING" in codes(result)) is not valid
+    if not valid:
+        finding = only(result, "REQUIRED_CLAIM_MISSING")
+        assert finding.evidence == {"claim": "exp"} and finding.check == "time"
+    assert result.expires_in is None
+
+
+# --- audience ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("aud, valid", [
+    (AUDIENCE, True),
+    (["https://other.example.com", AUDIENCE], True),
+    (["https://other.example.com", "https://third.example.com"], False),
+    ("https://other.example.com", False),
+    (None, False),
+    ([], False),
+    ([AUDIENCE, 1], False),
+], ids=["string", "array-one-match", "array-no-match", "string-no-match", "missing", "empty-array", "non-string-item"])
+def test_audience_must_intersect_the_policy_audiences(aud, valid):
+    result = run(rs256_token(aud=aud))
+    assert result.valid is valid
+    assert result.statuses["audience"] == ("pass" if valid else "fail")
+
+
+def test_missing_audience_remediation_explains_auth0_audience_parameter():
+    finding = only(run(rs256_token(aud=None)), "AUDIENCE_MISMATCH")
+    assert "audience" in finding.remediation and "opaque or an ID token" in finding.remediation
+
+
+def test_userinfo_only_audience_remediation_names_userinfo():
+    finding = only(run(rs256_token(aud=["https://acme.auth0.com/userinfo"])), "AUDIENCE_MISMATCH")
+    assert "/userinfo" in finding.remediation
+
+
+def test_client_id_shaped_audience_remediation_suspects_an_id_token():
+    finding = only(run(rs256_token(aud="0oa1b2c3d4e5f6g7h8i9")), "AUDIENCE_MISMATCH")
+    assert "client id" in finding.remediation
+
+
+def test_cognito_access_token_without_aud_points_at_client_id():
+    token = rs256_token(aud=None, client_id="4a1b2c3d4e5f6g7h8i9j0k1l2m", token_use="access")
+    finding = only(run(token), "AUDIENCE_MISMATCH")
+    assert "client_id" in finding.remediation and "Cognito" in finding.remediation
+    accepted = run(token, audiences=["4a1b2c3d4e5f6g7h8i9j0k1l2m"], audience_claim="client_id")
+    assert accepted.valid is True, codes(accepted)
+    rejected = run(token, audiences=["another-client"], audience_claim="client_id")
+    assert only(rejected, "AUDIENCE_MISMATCH").evidence["claim"] == "client_id"
+
+
+# --- issuer -------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("expected, actual, hint", [
+    ("https://acme.auth0.com/", "https://acme.auth0.com", "trailing slash"),
+    ("https://acme.okta.com", "https://acme.okta.com/", "trailing slash"),
+    ("https://login.example.com/tenant", "https://Login.Example.com/Tenant", "letter case"),
+    ("https://issuer.example.com/", "http://issuer.example.com/", "scheme"),
+], ids=["missing-slash", "extra-slash", "case", "scheme"])
+def test_issuer_that_differs_by_one_detail_says_which(expected, actual, hint):
+    result = run(rs256_token(iss=actual), issuer=expected)
+    finding = only(result, "ISSUER_MISMATCH")
+    assert finding.evidence == {"expected": expected, "actual": actual}
+    assert hint in finding.remediation
+    assert result.valid is False
+
+
+def test_unrelated_issuer_has_no_misleading_hint():
+    finding = only(run(rs256_token(iss="https://evil.example.net/")), "ISSUER_MISMATCH")
+    assert finding.remediation is None
+
+
+@pytest.mark.parametrize("iss", [
+    "https://[issuer.example.com/", "https://issuer.example.com]/", "http://[zz]/", "https://issuer.example.com\uff03/",
+], ids=["unclosed-bracket", "stray-bracket", "bad-ip-literal", "nfkc-invalid-netloc"])
+def test_issuer_that_urlsplit_refuses_is_a_mismatch_not_a_server_error(iss):
+    result = run(rs256_token(iss=iss))
+    finding = only(result, "ISSUER_MISMATCH")
+    assert finding.evidence["actual"] == iss
+    assert finding.remediation is None
+    assert result.valid is False
+
+
+def test_missing_issuer_fails():
+    assert only(run(rs256_token(iss=None)), "ISSUER_MISMATCH").message == "'iss' is missing"
+
+
+@pytest.mark.parametrize("iss, valid", [
+    ("https://old.example.com/", True), ("https://new.example.com/", True), ("https://other.example.com/", False),
+], ids=["first", "second", "neither"])
+def test_issuer_list_accepts_any_of_them(iss, valid):
+    result = run(rs256_token(iss=iss), issuer=["https://old.example.com/", "https://new.example.com/"])
+    assert result.valid is valid
+    if not valid:
+        assert only(result, "ISSUER_MISMATCH").evidence["expected"] == ["https://old.example.com/",
+                                                                        "https://new.example.com/"]
+
+
+# --- lifetime -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("iat, exp, valid", [
+    (NOW - 10, NOW - 10 + 3600, True),
+    (NOW - 10, NOW - 10 + 3601, False),
+    (None, NOW + 60, False),
+], ids=["exactly-max", "one-second-over", "missing-iat"])
+def test_max_ttl_bounds_exp_minus_iat(iat, exp, valid):
+    result = run(rs256_token(iat=iat, exp=exp), max_ttl_seconds=3600)
+    assert result.valid is valid
+    assert result.statuses["lifetime"] == ("pass" if valid else "fail")
+    if not valid:
+        finding = only(result, "TOKEN_LIFETIME_EXCEEDED")
+        if iat is None:
+            assert finding.evidence["missing"] == ["iat"]
+        else:
+            assert finding.evidence["exceeded_by_seconds"] == 1
+
+
+def test_lifetime_is_skipped_without_max_ttl():
+    assert run(rs256_token(iat=None)).statuses["lifetime"] == "skip"
+
+
+# --- token type -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy_type, typ, valid", [
+    ("at+jwt", "at+jwt", True),
+    ("at+jwt", "application/at+jwt", True),
+    ("at+jwt", "AT+JWT", True),
+    ("at+jwt", "Application/AT+JWT", True),
+    ("application/at+jwt", "at+jwt", True),
+    ("at+jwt", "JWT", False),
+    ("at+jwt", None, False),
+    ("JWT", "jwt", True),
+], ids=["exact", "with-prefix", "upper-case", "prefix-mixed-case", "policy-with-prefix", "typ-JWT", "typ-missing",
+        "JWT-case-insensitive"])
+def test_token_type_matches_typ_case_insensitively_with_optional_prefix(policy_type, typ, valid):
+    token = mint(claims(), key_for("RS256"), header={"typ": typ})
+    result = run(token, token_type=policy_type)
+    assert result.valid is valid, codes(result)
+    assert result.statuses["token_type"] == ("pass" if valid else "fail")
+    if not valid:
+        finding = only(result, "TYP_INVALID")
+        assert finding.evidence["actual"] == typ
+
+
+def test_typ_jwt_against_at_jwt_remediation_mentions_idps_that_send_jwt():
+    finding = only(run(rs256_token(), token_type="at+jwt"), "TYP_INVALID")
+    assert "at+jwt" in finding.remediation and "token_type" in finding.remediation
+
+
+@pytest.mark.parametrize("marker", [{"nonce": "n-0S6_WzA2Mj"}, {"at_hash": "77QmUPtjPfzWtF2AnpK9RQ"},
+                                    {"token_use": "id"}], ids=["nonce", "at_hash", "token_use-id"])
+def test_id_token_against_an_access_token_policy_is_a_kind_mismatch_warning(marker):
+    result = run(rs256_token(**marker), token_type="at+jwt")
+    warning = only(result, "TOKEN_KIND_MISMATCH")
+    assert warning.severity == "warning"
+    assert "access token" in warning.remediation
+    assert only(result, "TYP_INVALID").remediation == "This is an ID token; send the access token instead."
+
+
+def test_token_use_id_warns_even_without_token_type():
+    result = run(rs256_token(token_use="id"))
+    assert only(result, "TOKEN_KIND_MISMATCH").severity == "warning"
+    assert result.valid is True
+    assert result.statuses["token_type"] == "pass"
+    assert result.summary == "Token is valid, with 1 warning (TOKEN_KIND_MISMATCH)."
+
+
+def test_nonce_without_token_type_policy_is_not_flagged():
+    result = run(rs256_token(nonce="n"))
+    assert result.findings == [] and result.statuses["token_type"] == "skip"
+
+
+# --- required claims, values and scopes -----------------------------------------------------------------------------
+
+def test_every_missing_required_claim_is_its_own_finding():
+    result = run(rs256_token(), required_claims=["sub", "email", "org_id"])
+    missing = [item.evidence["claim"] for item in result.findings if item.code == "REQUIRED_CLAIM_MISSING"]
+    assert missing == ["email", "org_id"]
+    assert result.statuses["required_claims"] == "fail"
+
+
+@pytest.mark.parametrize("actual, expected, valid", [
+    ("true", True, False),
+    (True, "true", False),
+    (True, True, True),
+    ("true", "true", True),
+    (1, True, False),
+    (1, 1.0, True),
+    (["admin", "dev"], "dev", True),
+    (["admin", "dev"], "ops", False),
+    (["admin", "dev"], ["admin", "dev"], True),
+    ({"plan": "pro"}, {"plan": "pro"}, True),
+    ("pro", "Pro", False),
+], ids=["string-true-vs-bool", "bool-vs-string-true", "bool-equal", "string-equal", "one-vs-true", "int-vs-float",
+        "array-contains", "array-lacks", "array-equal", "object-equal", "case-differs"])
+def test_required_custom_claim_uses_json_equality(actual, expected, valid):
+    result = run(rs256_token(**{"https://myapp.com/role": actual}),
+                 required_custom_claims={"https://myapp.com/role": expected})
+    assert result.valid is valid, codes(result)
+    if not valid:
+        finding = only(result, "CLAIM_VALUE_MISMATCH")
+        assert finding.evidence == {"claim": "https://myapp.com/role", "expected": expected, "actual": actual}
+
+
+def test_string_true_versus_bool_true_remediation_explains_the_type():
+    finding = only(run(rs256_token(ref_protected="true"), required_custom_claims={"ref_protected": True}),
+                   "CLAIM_VALUE_MISMATCH")
+    assert "string" in finding.remediation and "boolean" in finding.remediation
+
+
+def test_custom_claim_name_with_slashes_is_one_name_not_a_path():
+    token = rs256_token(**{"https://myapp.com": {"plan": "pro"}})
+    finding = only(run(token, required_custom_claims={"https://myapp.com/plan": "pro"}), "REQUIRED_CLAIM_MISSING")
+    assert finding.evidence["claim"] == "https://myapp.com/plan"
+    assert "one claim name" in finding.remediation
+
+
+@pytest.mark.parametrize("grant", [
+    {"scope": "read:users write:users openid"},
+    {"scp": ["read:users", "write:users"]},
+    {"scp": "read:users write:users"},
+    {"permissions": ["read:users", "write:users"]},
+    {"scope": "read:users", "permissions": ["write:users"]},
+], ids=["scope-string", "scp-array", "scp-string", "permissions-array", "scope-plus-permissions"])
+def test_required_scopes_are_found_in_scope_scp_or_permissions(grant):
+    result = run(rs256_token(**grant), required_scopes=["read:users", "write:users"])
+    assert result.valid is True, codes(result)
+
+
+@pytest.mark.parametrize("grant", [{"scope": ["read:users", "write:users"]}, {"permissions": "read:users write:users"}],
+                         ids=["scope-as-array", "permissions-as-string"])
+def test_scopes_in_the_wrong_shape_are_not_granted(grant):
+    result = run(rs256_token(**grant), required_scopes=["read:users"])
+    assert codes(result) == ["SCOPE_MISSING"]
+
+
+def test_every_missing_scope_is_its_own_finding_with_required_granted_missing():
+    result = run(rs256_token(scope="read:users openid"), required_scopes=["read:users", "write:users", "delete:users"])
+    scope_findings = [item for item in result.findings if item.code == "SCOPE_MISSING"]
+    assert [item.evidence["scope"] for item in scope_findings] == ["write:users", "delete:users"]
+    for item in scope_findings:
+        assert item.evidence["required"] == ["read:users", "write:users", "delete:users"]
+        assert item.evidence["granted"] == ["read:users", "openid"]
+        assert item.evidence["missing"] == ["write:users", "delete:users"]
+    assert result.summary == "Token is NOT valid: 2 errors (SCOPE_MISSING)."
+
+
+def test_required_claims_status_is_skip_when_nothing_is_required():
+    assert run(rs256_token()).statuses["required_claims"] == "skip"
+
+
+# --- reporting everything, and what `valid` means -------------------------------------------------------------------
+
+def test_findings_report_every_failure_not_only_the_first():
+    token = rs256_token(iat=NOW - 7200, exp=NOW - 3600, aud="https://other.example.com", iss="https://evil.example.net/")
+    result = run(token, required_scopes=["read"], max_ttl_seconds=60)
+    assert codes(result) == ["ISSUER_MISMATCH", "AUDIENCE_MISMATCH", "TOKEN_EXPIRED", "TOKEN_LIFETIME_EXCEEDED",
+                             "SCOPE_MISSING"]
+    assert result.valid is False
+
+
+def test_claim_checks_still_run_when_the_signature_fails():
+    header, payload, signature = rs256_token(exp=NOW - 3600, aud="https://other.example.com").split(".")
+    forged = f"{header}.{payload}.{signature[:-4]}AAAA"
+    result = run(forged)
+    assert codes(result) == ["SIGNATURE_INVALID", "AUDIENCE_MISMATCH", "TOKEN_EXPIRED"]
+    assert result.statuses["issuer"] == "pass" and result.statuses["signature"] == "fail"
+
+
+@pytest.mark.parametrize("overrides, valid", [
+    ({}, True),
+    ({"token_use": "id"}, True),
+    ({"aud": "x"}, False),
+    ({"token_use": "id", "aud": "x"}, False),
+], ids=["clean", "warning-only", "one-error", "warning-and-error"])
+def test_valid_is_true_exactly_when_no_finding_is_an_error(overrides, valid):
+    result = run(rs256_token(**overrides))
+    errors = [item for item in result.findings if item.severity == "error"]
+    assert result.valid is (not errors)
+    assert result.valid is valid
+    assert result.summary.startswith("Token is valid" if valid else "Token is NOT valid")
+
+
+# --- verified-token cache ---------------------------------------------------------------------------------------------
+
+def test_cache_hit_re_runs_the_time_check():
+    cache = VerifiedCache(16)
+    token = rs256_token(exp=NOW + 3600)
+    first = run(token, now=NOW, cache=cache)
+    assert first.valid is True and first.expires_in == 3600
+    later = run(token, now=NOW + 3600 + SKEW, cache=cache)
+    assert cache.hits == 1
+    assert codes(later) == ["TOKEN_EXPIRED"]
+    assert later.valid is False and later.expires_in == -SKEW
+    assert later.statuses["signature"] == "pass" and later.statuses["time"] == "fail"
+
+
+def test_cache_hit_of_a_not_yet_valid_token_becomes_valid_when_nbf_arrives():
+    cache = VerifiedCache(16)
+    token = rs256_token(nbf=NOW + 600)
+    assert codes(run(token, now=NOW, cache=cache)) == ["TOKEN_NOT_YET_VALID"]
+    assert run(token, now=NOW + 600, cache=cache).valid is True
+    assert cache.hits == 1
+
+
+def test_cache_hit_keeps_a_bad_signature_bad():
+    cache = VerifiedCache(16)
+    header, payload, signature = rs256_token().split(".")
+    forged = f"{header}.{payload}.{signature[:-4]}AAAA"
+    assert codes(run(forged, cache=cache)) == ["SIGNATURE_INVALID"]
+    assert codes(run(forged, now=NOW + 1, cache=cache)) == ["SIGNATURE_INVALID"]
+    assert cache.hits == 1
+
+
+def test_cache_is_keyed_by_policy_so_another_policy_is_checked_afresh():
+    cache = VerifiedCache(16)
+    token = rs256_token()
+    assert run(token, cache=cache).valid is True
+    other = run(token, cache=cache, audiences=["https://other.example.com"])
+    assert codes(other) == ["AUDIENCE_MISMATCH"]
+    assert cache.hits == 0
+
+
+def test_claims_and_header_are_returned_for_diagnosis():
+    result = run(rs256_token(aud="x"))
+    assert result.claims is not None and result.claims["iss"] == ISSUER
+    assert result.header == {"alg": "RS256", "typ": "JWT", "kid": "rs256-1"}
+    assert result.key is not None and result.key.source == "public_key"
