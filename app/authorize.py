@@ -207,6 +207,8 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
         "trace": _trace("rules", request, path, None, source, verdict) if explain else None,
     }
     if verdict.effect == "deny":
+        if token is None:  # anonymous and not allowed by a rule: authenticating is what would help (RFC 6750 3.1)
+            return deny("token_missing", 401, www_authenticate=www_authenticate(realm), **common)
         return deny(verdict.reason, 403, www_authenticate=www_authenticate(realm, "insufficient_scope", None,
                                                                            verdict.missing_scopes), **common)
 

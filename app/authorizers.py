@@ -25,7 +25,8 @@ from app.ratelimit import Budgets, RateLimit, RateLimitDoc, compile_rate_limit
 from app.ruleset import Effect, Rule, RuleDoc, RuleError, compile_rules
 
 AUTHORIZER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-HeaderName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")]
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")  # RFC 9110 5.1: a token
+HeaderName = Annotated[str, Meta(pattern=HEADER_NAME.pattern)]
 ParamName = Annotated[str, Meta(min_length=1, max_length=128)]
 INLINE_CACHE_SIZE = 256
 
@@ -47,8 +48,9 @@ class AuthorizerDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_effect: Effect = "deny"
     rules: Annotated[list[RuleDoc], Meta(max_length=10_000)] = []
     rate_limit: RateLimitDoc | None = None
-    claims_to_headers: Annotated[dict[Annotated[str, Meta(min_length=1, max_length=1024)], HeaderName],
-                                 Meta(max_length=64)] = {}
+    # Header names are checked by the compiler, which can name the claim (msgspec's path stops at the map).
+    claims_to_headers: Annotated[dict[Annotated[str, Meta(min_length=1, max_length=1024)],
+                                      Annotated[str, Meta(max_length=128)]], Meta(max_length=64)] = {}
     decision_cache_seconds: Annotated[int, Meta(ge=0, le=86_400)] = 0
     description: Annotated[str, Meta(max_length=2048)] | None = None
 
@@ -106,6 +108,9 @@ def _claims_to_headers(mapping: dict[str, str], problems: list[Problem]) -> tupl
     entries = []
     seen: set[str] = set()
     for claim, header in mapping.items():
+        if not HEADER_NAME.match(header):
+            problems.append(Problem(("claims_to_headers", claim), f"{header!r} is not a header name (RFC 9110 5.1)"))
+            continue
         if header.lower() in seen:
             problems.append(Problem(("claims_to_headers", claim), f"header {header!r} is set by two claims"))
         seen.add(header.lower())

@@ -13,9 +13,10 @@ import re
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _SLASHES = re.compile(r"/{2,}")
-# %2F and %5C are slashes some upstreams decode before routing; %00 ends strings in C. Raw control characters,
-# `#` and a malformed `%` have no single meaning either: all are refused.
-_REFUSED = re.compile(r"%(?:2f|5c|00)|\\|[\x00-\x1f\x7f#]|%(?![0-9A-Fa-f]{2})", re.IGNORECASE)
+# %2F and %5C are slashes some upstreams decode before routing; %00 ends strings in C. Raw spaces and control
+# characters (never in a request target; a space is what two joined X-Forwarded-Uri values look like), `#` and
+# a malformed `%` have no single meaning either: all are refused.
+_REFUSED = re.compile(r"%(?:2f|5c|00)|\\|[\x00-\x20\x7f#]|%(?![0-9A-Fa-f]{2})", re.IGNORECASE)
 
 
 class PathRejected(ValueError):
@@ -56,8 +57,8 @@ def split_target(target: str) -> tuple[str, str]:
 def normalise_path(path: str) -> str:
     """The path rules see: unreserved characters decoded, repeated slashes merged, dot segments removed.
 
-    Raises PathRejected for an encoded slash, backslash or NUL, a raw backslash, control character or `#`, a
-    malformed percent escape, or a path not starting with `/`.
+    Raises PathRejected for an encoded slash, backslash or NUL, a raw backslash, space, control character or
+    `#`, a malformed percent escape, or a path not starting with `/`.
     """
     if not path.startswith("/"):
         raise PathRejected("the path does not start with '/'")

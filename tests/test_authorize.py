@@ -1,0 +1,583 @@
+"""Authorization decisions over HTTP with real signed tokens: the seed scenarios, the pipeline's order and
+statuses, token sources, rate limits, forward-auth, and the authorizers document (load errors, reload)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from app.config import ConfigError
+from app.server import ROOT, create_app
+from app.settings import Settings
+from tests.conftest import NOW, FixedClock, claims, rs256_policy
+from tests.keyserver import KeyServer
+from tests.mint import key_for, mint
+
+FIXTURE = Path(__file__).parent / "fixtures" / "authorizers.json"
+PLAN, ORG = "https://myapp.com/plan", "https://myapp.com/org_id"
+URL = "/v1/authorize"
+
+
+def profiles() -> str:
+    return json.dumps({"test-issuer": rs256_policy()})
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(issuer_profiles_json=profiles(), authorizers_json=str(FIXTURE))
+
+
+def token(**overrides: Any) -> str:
+    return mint(claims(**overrides), key_for("RS256"))
+
+
+def forged(**overrides: Any) -> str:
+    """Same header and claims, signed by another key: a forgery."""
+    return mint(claims(**overrides), key_for("RS256", "attacker"), kid=key_for("RS256").kid)
+
+
+def decide(client: TestClient[Any], authorizer: Any, method: str = "GET", path: str = "/", bearer: str | None = None,
+           headers: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    sent = dict(headers or {})
+    if bearer is not None:
+        sent["Authorization"] = f"Bearer {bearer}"
+    response = client.post(URL, json={"authorizer": authorizer,
+                                      "request": {"method": method, "path": path, "headers": sent}, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def summary(body: dict[str, Any]) -> tuple[str, str, int, str | None]:
+    return body["decision"], body["reason"], body["status"], (body["rule"] or {}).get("id")
+
+
+# The seed scenarios
+
+@pytest.mark.parametrize("plan, expected", [
+    ("free", ("allow", "rule_allowed", 200, "standard")),
+    ("standard", ("allow", "rule_allowed", 200, "standard")),
+    ("premium", ("deny", "rule_denied", 403, "tier-check")),
+    (None, ("deny", "rule_denied", 403, "tier-check")),
+    (["premium", "standard"], ("allow", "rule_allowed", 200, "standard")),
+], ids=["free", "standard", "premium-denied", "no-plan-denied", "array-with-standard"])
+def test_tier_routing_standard_proxy_accepts_only_free_and_standard(client, plan, expected):
+    body = decide(client, "api-standard", bearer=token(**{PLAN: plan}))
+    assert summary(body) == expected
+
+
+@pytest.mark.parametrize("plan, expected", [
+    ("premium", ("allow", "rule_allowed", 200, "premium")),
+    ("standard", ("deny", "default_deny", 403, None)),
+], ids=["premium", "standard-denied"])
+def test_tier_routing_premium_proxy_accepts_premium(client, plan, expected):
+    assert summary(decide(client, "api-premium", bearer=token(**{PLAN: plan}))) == expected
+
+
+def test_tier_denial_reports_the_rule_with_notes_and_insufficient_scope(client):
+    body = decide(client, "api-standard", bearer=token(**{PLAN: "premium"}))
+    assert body["rule"] == {"id": "tier-check", "index": 0, "effect": "deny", "priority": 0,
+                            "notes": "Standard proxy: free and standard plans only"}
+    assert body["www_authenticate"] == 'Bearer realm="api-standard", error="insufficient_scope"'
+    assert body["validation"]["valid"] is True and body["headers"] == {}
+
+
+@pytest.mark.parametrize("method, path, plan, expected", [
+    ("GET", "/v1/reports/export", "enterprise", ("allow", "rule_allowed", 200, "export-enterprise")),
+    ("GET", "/v1/reports/export", "premium", ("deny", "default_deny", 403, None)),
+    ("GET", "/v1/reports/export", "free", ("deny", "default_deny", 403, None)),
+    ("POST", "/v1/reports/export", "enterprise", ("deny", "default_deny", 403, None)),
+    ("GET", "/v1/reports", "free", ("allow", "rule_allowed", 200, "reports-read")),
+    ("GET", "/v1/reports/12", "free", ("allow", "rule_allowed", 200, "reports-read")),
+    ("GET", "/v1/reports/./export", "premium", ("deny", "default_deny", 403, None)),
+], ids=["enterprise-exports", "premium-cannot", "free-cannot", "post-not-allowed", "list-open", "item-open",
+        "dot-segment-spelling"])
+def test_feature_gate_export_only_for_enterprise(client, method, path, plan, expected):
+    assert summary(decide(client, "reports", method, path, bearer=token(**{PLAN: plan}))) == expected
+
+
+@pytest.mark.parametrize("org, path, allowed", [
+    ("acme", "/v1/organisations/acme", True),
+    ("acme", "/v1/organisations/acme/reports?x=1", True),
+    ("acme", "/v1/organisations/evil", False),
+    ("acme", "/v1/organisations/acme/../evil", False),
+    ("acme", "/v1/organisations/acme%2F..%2Fevil", False),
+    (".*", "/v1/organisations/evil", False),
+    ("acme|evil", "/v1/organisations/evil", False),
+    ("acme/../evil", "/v1/organisations/evil", False),
+    ("acme/../evil", "/v1/organisations/acme/../evil", False),
+    (["acme", "evil"], "/v1/organisations/other", False),
+    ({"id": "acme"}, "/v1/organisations/acme", False),
+], ids=["own-org", "own-org-subpath", "other-org", "traversal", "encoded-traversal", "claim-dot-star",
+        "claim-alternation", "claim-traversal", "claim-traversal-path-traversal", "claim-array", "claim-object"])
+def test_org_isolation_own_org_only_and_claims_never_widen(client, org, path, allowed):
+    body = decide(client, "orgs", path=path, bearer=token(**{ORG: org}))
+    assert body["allowed"] is allowed
+    if allowed:
+        assert body["variables"] == {"orgId": "acme"}
+        assert body["headers"] == {"X-User-Id": "user-42", "X-Org-Id": "acme"}
+
+
+def test_org_isolation_array_claim_allows_each_listed_org_literally(client):
+    bearer = token(**{ORG: ["acme", "beta"]})
+    assert decide(client, "orgs", path="/v1/organisations/beta", bearer=bearer)["variables"] == {
+        "orgId": ["acme", "beta"]}
+    assert not decide(client, "orgs", path="/v1/organisations/gamma", bearer=bearer)["allowed"]
+
+
+@pytest.mark.parametrize("method, scope, expected", [
+    ("DELETE", "read write", ("deny", "default_deny", 403, None)),
+    ("DELETE", "read delete:resources", ("allow", "rule_allowed", 200, "delete")),
+    ("GET", "read", ("allow", "rule_allowed", 200, "read")),
+    ("DELETE", "delete:resources:all", ("deny", "default_deny", 403, None)),
+], ids=["delete-without-scope", "delete-with-scope", "read", "scope-prefix-is-not-the-scope"])
+def test_scope_gate_delete_needs_delete_resources(client, method, scope, expected):
+    assert summary(decide(client, "resources", method, "/v1/resources/7", bearer=token(scope=scope))) == expected
+
+
+def test_scope_denial_names_the_missing_scope_in_www_authenticate(client):
+    body = decide(client, "resources", "DELETE", "/v1/resources/7", bearer=token(scope="read"))
+    assert body["www_authenticate"] == ('Bearer realm="resources", error="insufficient_scope", '
+                                        'scope="delete:resources"')
+
+
+def test_per_tier_rate_limits_standard_exhausted_while_premium_keeps_passing(client):
+    standard, premium = token(**{PLAN: "standard"}), token(**{PLAN: "premium"})
+    for _ in range(60):
+        assert decide(client, "api-standard", bearer=standard)["allowed"]
+    limited = decide(client, "api-standard", bearer=standard)
+    assert summary(limited) == ("deny", "rate_limited", 429, "standard")
+    assert limited["rate_limit"]["limited"] is True and limited["rate_limit"]["limit"] == 60
+    for _ in range(70):
+        body = decide(client, "api-premium", bearer=premium)
+        assert body["allowed"] and body["rate_limit"]["limit"] == 300
+    assert body["rate_limit"]["remaining"] == 230
+
+
+def test_rate_limited_forward_auth_answers_429_with_retry_after_and_ratelimit_headers(client):
+    headers = {"Authorization": f"Bearer {token(**{PLAN: 'free'})}", "X-Forwarded-Uri": "/"}
+    first = client.get("/v1/forward-auth/api-standard", headers=headers)
+    assert first.status_code == 200
+    assert first.headers["RateLimit-Limit"] == "60" and first.headers["RateLimit-Remaining"] == "59"
+    for _ in range(59):
+        assert client.get("/v1/forward-auth/api-standard", headers=headers).status_code == 200
+    response = client.get("/v1/forward-auth/api-standard", headers=headers)
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.headers["RateLimit-Limit"] == "60" and response.headers["RateLimit-Remaining"] == "0"
+    assert 1 <= int(response.headers["RateLimit-Reset"]) <= 60
+    assert response.json() == {"decision": "deny", "reason": "rate_limited", "rule": "standard"}
+
+
+def test_forged_expired_and_rule_denied_requests_do_not_consume_the_budget(client):
+    for bearer in [forged(**{PLAN: "free"})] * 30 + [token(exp=NOW - 600)] * 30 + [token(**{PLAN: "gold"})] * 30:
+        assert not decide(client, "api-standard", bearer=bearer)["allowed"]
+    for _ in range(20):
+        assert decide(client, "api-standard", path="/", headers={})["reason"] == "token_missing"
+    good = token(**{PLAN: "free"})
+    bodies = [decide(client, "api-standard", bearer=good) for _ in range(61)]
+    assert [body["allowed"] for body in bodies] == [True] * 60 + [False]
+
+
+def test_cache_ttl_is_zero_when_a_rate_limit_applies_and_capped_by_exp(client):
+    assert decide(client, "api-standard", bearer=token(**{PLAN: "free"}))["cache_ttl"] == 0
+    doc = {"policy": rs256_policy(), "rules": [{"effect": "allow"}], "decision_cache_seconds": 30}
+    assert decide(client, doc, bearer=token())["cache_ttl"] == 30
+    assert decide(client, doc, bearer=token(exp=NOW + 12))["cache_ttl"] == 12
+    assert decide(client, {**doc, "default_effect": "deny", "rules": []}, bearer=token())["cache_ttl"] == 0
+
+
+# The pipeline's statuses (RFC 6750 WWW-Authenticate)
+
+def test_missing_token_is_401_without_an_error_code(client):
+    body = decide(client, "orgs", path="/v1/organisations/acme")
+    assert summary(body) == ("deny", "token_missing", 401, None)
+    assert body["www_authenticate"] == 'Bearer realm="orgs"'
+    assert body["validation"] is None
+
+
+@pytest.mark.parametrize("bearer, code", [
+    (token(exp=NOW - 3600), "TOKEN_EXPIRED"),
+    (forged(), "SIGNATURE_INVALID"),
+    ("not-a-jwt", "MALFORMED_TOKEN"),
+    ("", "MALFORMED_TOKEN"),
+    (token(aud="https://other.example.com"), "AUDIENCE_MISMATCH"),
+], ids=["expired", "forged", "garbage", "empty", "wrong-audience"])
+def test_bad_token_is_401_invalid_token_with_the_first_error_code(client, bearer, code):
+    body = decide(client, "orgs", path="/v1/organisations/acme", bearer=bearer)
+    assert summary(body)[:3] == ("deny", "token_invalid", 401)
+    assert body["www_authenticate"] == f'Bearer realm="orgs", error="invalid_token", error_description="{code}"'
+    assert body["validation"]["valid"] is False and body["validation"]["findings"][0]["code"] == code
+
+
+def test_unreachable_key_set_is_keys_unavailable():
+    server = KeyServer()
+    server.mode = "500"
+    try:
+        policy = {**rs256_policy(public_key=None), "jwks_uri": server.url("/jwks.json")}
+        document = {"remote": {"policy": policy, "rules": [{"effect": "allow"}]}}
+        with TestClient(create_app(Settings(authorizers_json=json.dumps(document)), clock=FixedClock())) as client:
+            body = decide(client, "remote", bearer=token())
+    finally:
+        server.stop()
+    assert summary(body)[:3] == ("deny", "keys_unavailable", 401)
+    assert 'error_description="JWKS_UNAVAILABLE"' in body["www_authenticate"]
+
+
+def test_a_profile_removed_by_a_reload_fails_closed(client):
+    client.app.state.verifier.profiles = {}
+    body = decide(client, "orgs", path="/v1/organisations/acme", bearer=token(**{ORG: "acme"}))
+    assert summary(body)[:3] == ("deny", "keys_unavailable", 401)
+
+
+@pytest.mark.parametrize("path", ["/v1/organisations/acme%2Fevil", "/v1/x%5C..%5Cy", "/v1/x%00", "/v1\\x",
+                                  "v1/organisations/acme", "/a#b"],
+                         ids=["encoded-slash", "encoded-backslash", "nul", "backslash", "relative", "fragment"])
+def test_ambiguous_paths_are_path_rejected_before_the_token_is_looked_at(client, path):
+    body = decide(client, "orgs", path=path, bearer=token(**{ORG: "acme"}), explain=True)
+    assert summary(body) == ("deny", "path_rejected", 400, None)
+    assert body["validation"] is None and body["trace"]["stage"] == "path"
+
+
+def test_more_than_one_token_is_invalid_request(client):
+    bearer = token(**{PLAN: "free"})
+    body = decide(client, "api-standard", path=f"/x?access_token={bearer}", bearer=bearer)
+    assert summary(body) == ("deny", "invalid_request", 400, None)
+    assert 'error="invalid_request"' in body["www_authenticate"] and bearer not in json.dumps(body)
+    twice = decide(client, "api-standard", headers={"Authorization": [f"Bearer {bearer}", f"Bearer {bearer}"]})
+    assert twice["reason"] == "invalid_request"
+
+
+# Token sources
+
+def _sources_doc(*sources: dict[str, str]) -> dict[str, Any]:
+    return {"policy": rs256_policy(), "token_sources": list(sources), "rules": [{"effect": "allow"}]}
+
+
+@pytest.mark.parametrize("sources, request_headers, path, reason", [
+    ([], {"Authorization": "bearer {t}"}, "/", "rule_allowed"),
+    ([], {"Authorization": "BEARER {t}"}, "/", "rule_allowed"),
+    ([], {"Authorization": "Basic dXNlcjpwYXNz"}, "/", "token_missing"),
+    ([], {"Authorization": "Bearer"}, "/", "token_invalid"),
+    ([{"query": "access_token"}], {}, "/x?access_token={t}", "rule_allowed"),
+    ([{"cookie": "at"}], {"Cookie": "theme=dark; at={t}"}, "/", "rule_allowed"),
+    ([{"cookie": "at"}], {"Cookie": "theme=dark"}, "/", "token_missing"),
+    ([{"header": "X-Token"}], {"x-token": "{t}"}, "/", "rule_allowed"),
+    ([{"header": "X-Token", "prefix": "JWT "}], {"X-Token": "jwt {t}"}, "/", "rule_allowed"),
+    ([{"query": "t"}, {"cookie": "t"}], {"Cookie": "t={t}"}, "/?t={t}", "invalid_request"),
+], ids=["default-lower-case-scheme", "default-upper-case-scheme", "other-scheme-is-no-token", "scheme-alone",
+        "query", "cookie", "cookie-absent", "custom-header-no-prefix", "custom-prefix", "two-sources-present"])
+def test_token_sources(client, sources, request_headers, path, reason):
+    bearer = token()
+    doc = _sources_doc(*sources) if sources else {"policy": rs256_policy(), "rules": [{"effect": "allow"}]}
+    headers = {name: value.replace("{t}", bearer) for name, value in request_headers.items()}
+    assert decide(client, doc, path=path.replace("{t}", bearer), headers=headers)["reason"] == reason
+
+
+def test_explicit_token_field_is_used_instead_of_the_sources(client):
+    body = decide(client, "orgs", path="/v1/organisations/acme", token=token(**{ORG: "acme"}))
+    assert body["allowed"] is True
+
+
+def test_anonymous_rules_mode_allows_public_paths_without_a_token(client):
+    doc = {"policy": rs256_policy(), "anonymous": "rules",
+           "rules": [{"id": "public", "effect": "allow", "path": {"pattern": "^/public/"}},
+                     {"id": "members", "effect": "allow", "token": [{"claim": {"pattern": "^sub$"}}]}]}
+    assert summary(decide(client, doc, path="/public/a")) == ("allow", "rule_allowed", 200, "public")
+    assert summary(decide(client, doc, path="/private"))[:3] == ("deny", "token_missing", 401)
+    assert summary(decide(client, doc, path="/private", bearer=token())) == ("allow", "rule_allowed", 200, "members")
+    assert decide(client, doc, path="/public/a", bearer=forged())["reason"] == "token_invalid"
+
+
+# claims_to_headers
+
+def test_claims_to_headers_scalars_arrays_objects_pointers_and_no_crlf(client):
+    doc = {"policy": rs256_policy(), "rules": [{"effect": "allow"}],
+           "claims_to_headers": {"sub": "X-User-Id", "roles": "X-Roles", "n": "X-N", "flag": "X-Flag",
+                                 "obj": "X-Obj", "/realm_access/roles/0": "X-First-Role", "evil": "X-Evil",
+                                 "absent": "X-Absent"}}
+    bearer = token(sub="user-42", roles=["a", "b", 3], n=7, flag=True, obj={"k": "v"},
+                   realm_access={"roles": ["admin"]}, evil="x\r\nSet-Cookie: a=b")
+    assert decide(client, doc, bearer=bearer)["headers"] == {
+        "X-User-Id": "user-42", "X-Roles": "a,b,3", "X-N": "7", "X-Flag": "true", "X-Obj": '{"k":"v"}',
+        "X-First-Role": "admin", "X-Evil": "xSet-Cookie: a=b"}
+
+
+# Explain
+
+def test_explain_traces_each_rule_and_condition_without_the_token(client):
+    bearer = token(**{ORG: "acme"})
+    body = decide(client, "orgs", path="/v1/organisations//acme/./reports", bearer=bearer, explain=True)
+    trace = body["trace"]
+    assert trace["path"] == "/v1/organisations/acme/reports" and trace["combining"] == "deny-overrides"
+    (rule,) = trace["rules"]
+    assert rule["matched"] is True and rule["variables"] == {"orgId": "acme"}
+    assert [condition["field"] for condition in rule["conditions"]] == ["methods", "path"]
+    assert bearer not in json.dumps(body)
+    assert decide(client, "orgs", path="/v1/organisations/acme", bearer=bearer)["trace"] is None
+
+
+# Forward-auth
+
+def test_forward_auth_uses_x_forwarded_method_and_uri(client):
+    bearer = token(**{ORG: "acme"})
+    allowed = client.get("/v1/forward-auth/orgs", headers={
+        "Authorization": f"Bearer {bearer}", "X-Forwarded-Method": "POST",
+        "X-Forwarded-Uri": "/v1/organisations/acme/reports?page=2"})
+    assert allowed.status_code == 200
+    assert allowed.headers["X-User-Id"] == "user-42" and allowed.headers["X-Org-Id"] == "acme"
+    assert allowed.json() == {"decision": "allow", "reason": "rule_allowed", "rule": "org-isolation"}
+    denied = client.get("/v1/forward-auth/orgs", headers={
+        "Authorization": f"Bearer {bearer}", "X-Forwarded-Method": "DELETE", "X-Forwarded-Uri": "/v1/organisations/acme"})
+    assert denied.status_code == 403 and "X-User-Id" not in denied.headers
+    assert denied.headers["WWW-Authenticate"] == 'Bearer realm="orgs", error="insufficient_scope"'
+
+
+def test_forward_auth_original_headers_and_missing_token(client):
+    response = client.get("/v1/forward-auth/orgs", headers={"X-Original-Method": "GET",
+                                                            "X-Original-URI": "/v1/organisations/acme"})
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"] == 'Bearer realm="orgs"'
+    assert response.json() == {"decision": "deny", "reason": "token_missing", "rule": None}
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"])
+def test_forward_auth_envoy_path_prefix_any_method_gets_the_decision(client, method):
+    bearer = token(**{ORG: "acme"})
+    response = client.request(method, "/v1/forward-auth/orgs/v1/organisations/evil?x=1",
+                              headers={"Authorization": f"Bearer {bearer}"}, content=b"ignored body")
+    assert response.status_code == 403
+    own = client.request(method, "/v1/forward-auth/orgs/v1/organisations/acme?x=1",
+                         headers={"Authorization": f"Bearer {bearer}"})
+    assert own.status_code == (200 if method in ("GET", "POST") else 403)
+
+
+def test_forward_auth_without_path_or_headers_authorizes_the_root(client):
+    response = client.get("/v1/forward-auth/orgs", headers={"Authorization": f"Bearer {token(**{ORG: 'acme'})}"})
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("headers, url", [
+    ({"X-Forwarded-Uri": "/v1/organisations/acme%2F..%2Fevil"}, "/v1/forward-auth/orgs"),
+    ({"X-Original-URI": "/v1/organisations/acme\\..\\evil"}, "/v1/forward-auth/orgs"),
+    ({}, "/v1/forward-auth/orgs/v1/organisations/acme%2Fx"),
+    ({"X-Forwarded-Uri": ["/v1/organisations/acme", "/v1/organisations/evil"]}, "/v1/forward-auth/orgs"),
+], ids=["forwarded-encoded-slash", "original-backslash", "envoy-encoded-slash", "repeated-forwarded-uri"])
+def test_forward_auth_rejected_paths_answer_400(client, headers, url):
+    sent = [("Authorization", f"Bearer {token(**{ORG: 'acme'})}")]
+    for name, value in headers.items():
+        sent.extend((name, item) for item in (value if isinstance(value, list) else [value]))
+    response = client.get(url, headers=sent)
+    assert response.status_code == 400 and response.json()["reason"] == "path_rejected"
+
+
+def test_repeated_forwarded_uri_lines_are_refused_not_picked():
+    from litestar import Request
+
+    from app.api.authorize import original_request
+    from app.paths import PathRejected, normalise_path
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/forward-auth/orgs", "raw_path": b"/v1/forward-auth/orgs",
+             "query_string": b"", "headers": [(b"x-forwarded-uri", b"/v1/organisations/acme"),
+                                               (b"x-forwarded-uri", b"/v1/organisations/evil")]}
+    rebuilt = original_request(Request(scope), "orgs")  # type: ignore[arg-type]
+    with pytest.raises(PathRejected):
+        normalise_path(rebuilt.target)
+
+
+def test_forward_auth_rate_limit_status_403_for_nginx(client):
+    doc = {"fa": {"policy": rs256_policy(), "rules": [{"id": "all", "effect": "allow"}],
+                  "rate_limit": {"per_second": 1, "per_day": 100, "status": 403}}}
+    with TestClient(create_app(Settings(authorizers_json=json.dumps(doc)), clock=FixedClock())) as fresh:
+        headers = {"Authorization": f"Bearer {token()}"}
+        assert fresh.get("/v1/forward-auth/fa", headers=headers).status_code == 200
+        limited = fresh.get("/v1/forward-auth/fa", headers=headers)
+    assert limited.status_code == 403 and limited.json()["reason"] == "rate_limited"
+    assert "Retry-After" in limited.headers and limited.headers["RateLimit-Limit"] == "1"
+
+
+async def test_forward_auth_non_latin1_claim_header_is_sent_as_utf8_not_a_500():
+    # Straight through ASGI: the test client's httpx refuses non-ASCII response headers before we could look.
+    doc = {"u": {"policy": rs256_policy(), "rules": [{"effect": "allow"}], "claims_to_headers": {"name": "X-Name"}}}
+    app = create_app(Settings(authorizers_json=json.dumps(doc)), clock=FixedClock())
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/v1/forward-auth/u", "raw_path": b"/v1/forward-auth/u", "query_string": b"", "root_path": "",
+             "headers": [(b"authorization", f"Bearer {token(name='Zoë 東京')}".encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    start = next(message for message in messages if message["type"] == "http.response.start")
+    assert start["status"] == 200
+    assert dict(start["headers"])[b"x-name"].decode("utf-8") == "Zoë 東京"
+
+
+def test_forward_auth_unknown_authorizer_is_404_problem(client):
+    response = client.get("/v1/forward-auth/nope")
+    assert response.status_code == 404 and response.json()["code"] == "AUTHORIZER_NOT_FOUND"
+
+
+# Request errors
+
+def test_unknown_authorizer_id_is_404_with_known_ids(client):
+    response = client.post(URL, json={"authorizer": "nope", "request": {"method": "GET", "path": "/"}})
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == "AUTHORIZER_NOT_FOUND"
+    assert body["known"] == ["api-premium", "api-standard", "orgs", "reports", "resources"]
+
+
+@pytest.mark.parametrize("body, loc", [
+    ({"authorizer": "orgs"}, ["body"]),
+    ({"authorizer": "orgs", "request": {"method": "GET"}}, ["body", "request"]),
+    ({"authorizer": "orgs", "request": {"method": 1, "path": "/"}}, ["body", "request", "method"]),
+    ({"authorizer": "orgs", "request": {"method": "GET", "path": "/", "headers": {"a": 1}}},
+     ["body", "request", "headers"]),
+    ({"authorizer": "orgs", "request": {"method": "GET", "path": "/"}, "extra": 1}, ["body"]),
+    ({"authorizer": "bad id!", "request": {"method": "GET", "path": "/"}}, ["body", "authorizer"]),
+    ({"authorizer": {"policy": rs256_policy(), "rules": [{"effect": "maybe"}]}, "request": {"method": "GET", "path": "/"}},
+     ["body", "authorizer", "rules", 0, "effect"]),
+], ids=["no-request", "no-path", "method-type", "header-type", "unknown-field", "bad-id", "bad-effect"])
+def test_malformed_requests_are_422_problems(client, body, loc):
+    response = client.post(URL, json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"][:len(loc)] == loc
+
+
+def test_body_that_is_not_json_is_422(client):
+    response = client.post(URL, content=b"{nope", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize("authorizer, loc, message", [
+    ({"policy": rs256_policy(), "rules": [{"effect": "allow", "path": {"pattern": "(a)\\1"}}]},
+     ["body", "authorizer", "rules", 0, "path", "pattern"], "RE2 refuses"),
+    ({"policy": {**rs256_policy(public_key=None), "jwks_uri": "https://keys.example.com/jwks.json"}},
+     ["body", "authorizer", "policy", "jwks_uri"], "JWKS_URI_ALLOWLIST"),
+    ({"issuer_profile_id": "nope"}, ["body", "authorizer", "issuer_profile_id"], "no issuer profile"),
+    ({}, ["body", "authorizer"], "exactly one of"),
+    ({"policy": rs256_policy(), "rate_limit": {"strategy": "moving-window"}}, ["body", "authorizer", "rate_limit"],
+     "at least one"),
+    ({"policy": rs256_policy(), "token_sources": [{"header": "A", "query": "b"}]},
+     ["body", "authorizer", "token_sources", 0], "exactly one"),
+], ids=["re2-refusal", "jwks-uri-not-allowlisted", "unknown-profile", "no-trust", "empty-rate-limit",
+        "ambiguous-source"])
+def test_invalid_inline_authorizers_are_422_with_the_location(client, authorizer, loc, message):
+    response = client.post(URL, json={"authorizer": authorizer, "request": {"method": "GET", "path": "/"}})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "POLICY_INVALID"
+    assert body["errors"][0]["loc"] == loc and message in body["errors"][0]["msg"]
+
+
+def test_huge_path_with_catastrophic_pattern_answers(clock):
+    doc = {"policy": rs256_policy(), "rules": [{"id": "redos", "effect": "allow", "path": {"pattern": "^/(a+)+$"}}]}
+    with TestClient(create_app(Settings(max_body_bytes=512 * 1024), clock=clock)) as client:
+        body = decide(client, doc, path="/" + "a" * 100_000 + "!", bearer=token())
+    assert body["reason"] == "default_deny"
+
+
+# The authorizers document: load errors with JSON paths, reload
+
+def _load(document: Any, **settings: Any) -> None:
+    create_app(Settings(issuer_profiles_json=profiles(), authorizers_json=json.dumps(document), **settings))
+
+
+@pytest.mark.parametrize("document, expected", [
+    ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "allow"}, {"id": "bad", "effect": "deny",
+                                                                                   "path": {"pattern": "(a)\\1"}}]}},
+     "AUTHORIZERS_JSON: $.api.rules[1].path.pattern: RE2 refuses this pattern"),
+    ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "allow", "headers": [
+        {"name": {"pattern": "(?=x)"}}]}]}},
+     "AUTHORIZERS_JSON: $.api.rules[0].headers[0].name.pattern: RE2 refuses this pattern: invalid perl operator"),
+    ({"api": {"issuer_profile_id": "missing"}}, "AUTHORIZERS_JSON: $.api.issuer_profile_id: no issuer profile"),
+    ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "allow", "priority": 1001}]}},
+     "AUTHORIZERS_JSON: $.api.rules[0].priority: Expected `int` <= 1000"),
+    ({"api": {"issuer_profile_id": "test-issuer", "anonymous": "maybe"}}, "AUTHORIZERS_JSON: $.api.anonymous:"),
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "Bad Header"}}},
+     "AUTHORIZERS_JSON: $.api.claims_to_headers.sub:"),
+    ({"bad id": {}}, 'AUTHORIZERS_JSON: $["bad id"]: an authorizer id matches'),
+    ({"api": {"policy": {**rs256_policy(), "allowed_algs": ["none"]}}},
+     "AUTHORIZERS_JSON: $.api.policy.allowed_algs[0]: 'none' is never allowed"),
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"a": "X-A", "b": "x-a"}}},
+     "AUTHORIZERS_JSON: $.api.claims_to_headers.b: header 'x-a' is set by two claims"),
+], ids=["backreference", "lookahead", "unknown-profile", "priority-range", "anonymous-value", "header-name",
+        "authorizer-id", "policy-alg-none", "header-twice"])
+def test_bad_authorizers_document_stops_startup_with_json_path(document, expected):
+    with pytest.raises(ConfigError) as info:
+        _load(document)
+    assert expected in str(info.value), str(info.value)
+
+
+def test_a_document_that_is_not_an_object_is_refused():
+    from app.authorizers import load_authorizers
+
+    with pytest.raises(ConfigError, match=r"AUTHORIZERS_JSON: \$: expected an object"):
+        load_authorizers(b"[]", "AUTHORIZERS_JSON", lambda _: True)
+    with pytest.raises(ConfigError, match=r"AUTHORIZERS_JSON: \$: not valid JSON"):
+        load_authorizers(b"{", "AUTHORIZERS_JSON", lambda _: True)
+
+
+def test_every_authorizer_problem_is_reported():
+    with pytest.raises(ConfigError) as info:
+        _load({"a": {"issuer_profile_id": "x"}, "b": {"issuer_profile_id": "test-issuer",
+                                                     "rules": [{"effect": "allow", "path": {"pattern": "(?=y)"}}]}})
+    lines = str(info.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["$.a.issuer_profile_id", "$.b.rules[0].path.pattern"]
+
+
+def test_file_source_is_named_and_python_m_app_refuses_to_start(tmp_path):
+    path = tmp_path / "authorizers.json"
+    path.write_text(json.dumps({"api": {"issuer_profile_id": "test-issuer",
+                                        "rules": [{"effect": "allow", "query": [{"name": {"pattern": "(a)\\1"}}]}]}}))
+    env = {"PATH": "/usr/bin:/bin", "AUTHORIZERS_JSON": str(path), "ISSUER_PROFILES_JSON": profiles(), "PORT": "0"}
+    result = subprocess.run([sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert re.search(rf"AUTHORIZERS_JSON \({re.escape(str(path))}\): \$\.api\.rules\[0\]\.query\[0\]\.name\.pattern: "
+                     r"RE2 refuses", result.stderr), result.stderr
+
+
+def test_file_reload_swaps_authorizers_and_a_bad_file_keeps_the_old_ones(tmp_path, clock):
+    path = tmp_path / "authorizers.json"
+    path.write_text(json.dumps({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "allow"}]}}))
+    app = create_app(Settings(issuer_profiles_json=profiles(), authorizers_json=str(path)), clock=clock)
+    document = app.state.authorizers.document
+    with TestClient(app) as client:
+        assert decide(client, "api", bearer=token())["allowed"] is True
+        path.write_text(json.dumps({"api": {"issuer_profile_id": "test-issuer", "rules": []},
+                                    "api2": {"issuer_profile_id": "test-issuer"}}))
+        assert document.reload() is True
+        assert decide(client, "api", bearer=token())["reason"] == "default_deny"
+        path.write_text(json.dumps({"api": {"issuer_profile_id": "test-issuer",
+                                            "rules": [{"effect": "allow", "path": {"pattern": "(a)\\1"}}]}}))
+        assert document.reload() is False
+        assert "$.api.rules[0].path.pattern" in document.last_error
+        assert decide(client, "api", bearer=token())["reason"] == "default_deny"
+        assert client.post(URL, json={"authorizer": "x", "request": {"method": "GET", "path": "/"}}).json()[
+            "known"] == ["api", "api2"]
+    assert document in app.state.documents
+
+
+def test_no_authorizers_configured_still_serves_inline_ones(clock):
+    with TestClient(create_app(Settings(), clock=clock)) as client:
+        body = decide(client, {"policy": rs256_policy(), "rules": [{"effect": "allow"}]}, bearer=token())
+        assert body["allowed"] is True and body["authorizer"] == "inline"
+        assert client.post(URL, json={"authorizer": "a", "request": {"method": "GET", "path": "/"}}).json()[
+            "known"] == []
+
+
+def test_the_fixture_document_loads(settings):
+    create_app(settings)

@@ -1,0 +1,403 @@
+"""The rule engine in process: the dialect field for field, value matching, variables, RE2, path normalisation and
+the combining rule (deny overrides, with the alternatives it rejects named)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.paths import PathRejected, normalise_path, remove_dot_segments
+from app.patterns import _compile_substituted
+from app.ruleset import RuleError
+from app.rules import Facts, combine, evaluate, load_rules, match_rule
+
+ORG_RULE = {"id": "org-isolation", "effect": "allow",
+            "path": {"path": {"pattern": "^/v1/organisations/{{orgId}}(/.*)?$"}, "presence": "must_exist"},
+            "variables": [{"name": "orgId", "source": "jwtClaim", "key": "https://myapp.com/org_id"}]}
+
+
+def facts(method: str = "GET", path: str = "/", headers: dict[str, str] | None = None,
+          query: dict[str, str] | None = None, claims: dict[str, Any] | None = None, **kw: Any) -> Facts:
+    return Facts(method, path, tuple((k.lower(), v) for k, v in (headers or {}).items()),
+                 tuple((query or {}).items()), claims, **kw)
+
+
+def matches(rule: dict[str, Any], **kw: Any) -> bool:
+    (compiled,) = load_rules([{"effect": "allow", **rule}])
+    return match_rule(compiled, facts(**kw)).matched
+
+
+# Path normalisation (RFC 3986 5.2.4 and 6.2.2)
+
+@pytest.mark.parametrize("raw, expected", [
+    ("/v1/organisations/acme", "/v1/organisations/acme"),
+    ("/v1/organisations/acme/../evil", "/v1/organisations/evil"),
+    ("/v1/organisations/acme/%2e%2E/evil", "/v1/organisations/evil"),
+    ("/v1/./a/./b/.", "/v1/a/b/"),
+    ("/a/b/..", "/a/"),
+    ("/../../etc", "/etc"),
+    ("//v1///organisations//acme", "/v1/organisations/acme"),
+    ("/a//../b", "/b"),
+    ("/%41%7e%2D%5f", "/A~-_"),
+    ("/caf%c3%a9", "/caf%C3%A9"),
+    ("/", "/"),
+], ids=["plain", "dot-dot", "encoded-dot-dot", "dot", "trailing-dot-dot", "above-root", "repeated-slashes",
+        "merge-before-dots", "unreserved-decoded", "other-escapes-uppercased", "root"])
+def test_path_normalisation(raw, expected):
+    assert normalise_path(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [
+    "/v1/organisations/acme%2Fevil", "/a%2fb", "/a%5Cb", "/a%5cb", "/a%00b", "/a\\b", "v1/x", "", "http://h/x",
+    "/a\nb", "/a#frag", "/a%zz", "/a%2", "/a, /b",
+], ids=["encoded-slash", "encoded-slash-lower", "encoded-backslash", "encoded-backslash-lower", "encoded-nul",
+        "backslash", "relative", "empty", "absolute-uri", "newline", "fragment", "bad-escape", "truncated-escape",
+        "space-or-joined-values"])
+def test_ambiguous_paths_are_rejected(raw):
+    with pytest.raises(PathRejected):
+        normalise_path(raw)
+
+
+def test_remove_dot_segments_rfc3986_examples():
+    # RFC 3986 section 5.2.4 walks through these two.
+    assert remove_dot_segments("/a/b/c/./../../g") == "/a/g"
+    assert remove_dot_segments("/mid/content=5/../6") == "/mid/6"
+
+
+# Conditions
+
+@pytest.mark.parametrize("method, expected", [("get", True), ("GET", True), ("POST", False)],
+                         ids=["lower-case", "upper-case", "other-method"])
+def test_methods_match_case_insensitively(method, expected):
+    assert matches({"methods": ["Get", "HEAD"]}, method=method) is expected
+
+
+def test_empty_or_omitted_methods_match_any_method():
+    assert matches({"methods": []}, method="PATCH") and matches({}, method="PATCH")
+
+
+def test_a_rule_without_conditions_matches_every_request():
+    assert matches({}, path="/anything", claims=None)
+
+
+@pytest.mark.parametrize("path_field, path, expected", [
+    ({"path": {"pattern": "^/admin"}, "presence": "must_exist"}, "/admin/x", True),
+    ({"path": {"pattern": "^/admin"}}, "/public", False),
+    ({"pattern": "^/admin", "presence": "present"}, "/admin", True),
+    ({"path": {"pattern": "^/admin"}, "presence": "must_absent"}, "/admin", False),
+    ({"path": {"pattern": "^/admin"}, "presence": "must_not_exist"}, "/public", True),
+    ({"pattern": "^/admin", "presence": "absent"}, "/public", True),
+    ({"pattern": "admin"}, "/x/admin/y", True),
+], ids=["nested-must-exist", "nested-no-match", "flat-present", "must-absent", "must-not-exist", "flat-absent",
+        "unanchored-search"])
+def test_path_condition_nested_and_flat_forms_with_presence_aliases(path_field, path, expected):
+    assert matches({"path": path_field}, path=path) is expected
+
+
+def test_header_names_are_matched_lower_cased_and_value_pattern_is_optional():
+    rule = {"headers": [{"name": {"pattern": "^x-tenant$"}, "value": {"pattern": "^acme$"}}]}
+    assert matches(rule, headers={"X-Tenant": "acme"})
+    assert not matches(rule, headers={"X-Tenant": "evil"})
+    assert matches({"headers": [{"name": {"pattern": "^x-tenant$"}}]}, headers={"X-TENANT": "anything"})
+    assert not matches({"headers": [{"name": {"pattern": "^x-tenant$"}}]}, headers={})
+
+
+def test_query_must_absent_means_no_such_entry():
+    rule = {"query": [{"name": {"pattern": "^debug$"}, "presence": "must_absent"}]}
+    assert matches(rule, query={"page": "2"})
+    assert not matches(rule, query={"debug": ""})
+    valued = {"query": [{"name": {"pattern": "^debug$"}, "value": {"pattern": "^1$"}, "presence": "must_absent"}]}
+    assert matches(valued, query={"debug": "0"})
+
+
+PLAN = "https://myapp.com/plan"
+
+
+@pytest.mark.parametrize("claims, expected", [
+    ({PLAN: "standard"}, True),
+    ({PLAN: "premium"}, False),
+    ({PLAN: ["premium", "free"]}, True),
+    ({PLAN: {"name": "free"}}, False),
+    ({}, False),
+], ids=["string", "other-string", "array-any-element", "object-never-matches", "missing"])
+def test_token_condition_matches_claim_names_by_pattern_and_values(claims, expected):
+    rule = {"token": [{"claim": {"pattern": "^https://myapp\\.com/plan$"}, "value": {"pattern": "^(free|standard)$"}}]}
+    assert matches(rule, claims=claims) is expected
+
+
+@pytest.mark.parametrize("value, pattern, expected", [
+    (42, "^42$", True), (4.5, "^4\\.5$", True), (True, "^true$", True), (False, "^true$", False),
+    (None, "^null$", False), ([1, "x"], "^1$", True), ([[], {}], ".*", False),
+], ids=["int", "float", "true", "false", "null-never", "array-number", "nested-containers-never"])
+def test_numbers_and_booleans_match_as_json_text(value, pattern, expected):
+    rule = {"token": [{"claim": {"pattern": "^v$"}, "value": {"pattern": pattern}}]}
+    assert matches(rule, claims={"v": value}) is expected
+
+
+@pytest.mark.parametrize("claims, expected", [
+    ({"scope": "openid read:reports write"}, True),
+    ({"scp": "openid read:reports"}, True),
+    ({"scp": ["read:reports"]}, True),
+    ({"other": "openid read:reports"}, False),
+], ids=["scope-words", "scp-string-words", "scp-array", "other-claims-are-not-split"])
+def test_scope_and_string_scp_also_match_word_by_word(claims, expected):
+    rule = {"token": [{"claim": {"pattern": "^(scope|scp|other)$"}, "value": {"pattern": "^read:reports$"}}]}
+    assert matches(rule, claims=claims) is expected
+
+
+def test_token_condition_reaches_nested_claims_by_json_pointer():
+    rule = {"token": [{"claim": {"pointer": "/realm_access/roles"}, "value": {"pattern": "^admin$"}}]}
+    assert matches(rule, claims={"realm_access": {"roles": ["user", "admin"]}})
+    assert not matches(rule, claims={"realm_access": {"roles": ["user"]}})
+    escaped = {"token": [{"claim": {"pointer": "/a~1b/c~0d"}}]}
+    assert matches(escaped, claims={"a/b": {"c~d": 1}})
+    indexed = {"token": [{"claim": {"pointer": "/roles/1"}, "value": {"pattern": "^b$"}}]}
+    assert matches(indexed, claims={"roles": ["a", "b"]}) and not matches(indexed, claims={"roles": ["a"]})
+
+
+def test_token_must_absent_holds_for_anonymous_requests_and_must_exist_does_not():
+    absent = {"token": [{"claim": {"pattern": "^sub$"}, "presence": "must_absent"}]}
+    present = {"token": [{"claim": {"pattern": "^sub$"}}]}
+    assert matches(absent, claims=None) and not matches(present, claims=None)
+
+
+@pytest.mark.parametrize("entry, claims, expected", [
+    ({"key": "org", "values": ["internal", "partner"]}, {"org": "partner"}, True),
+    ({"key": "org", "values": ["internal", "partner"]}, {"org": "external"}, False),
+    ({"key": "org", "values": ["internal"]}, {}, False),
+    ({"key": "groups", "values": ["ops"]}, {"groups": ["dev", "ops"]}, True),
+    ({"pointer": "/realm_access/roles", "notValues": ["banned"]}, {"realm_access": {"roles": ["user"]}}, True),
+    ({"pointer": "/realm_access/roles", "notValues": ["banned"]}, {"realm_access": {"roles": ["banned"]}}, False),
+    ({"key": "org", "notValues": ["evil"]}, {}, True),
+    ({"key": "level", "values": ["3"]}, {"level": 3}, True),
+    ({"key": "org", "values": ["Internal"]}, {"org": "internal"}, False),
+], ids=["values-one-of", "values-none", "values-missing-claim", "values-array", "not-values-holds",
+        "not-values-fails", "not-values-missing-claim", "number-as-text", "exact-case"])
+def test_gloo_style_claims_values_and_not_values(entry, claims, expected):
+    assert matches({"claims": [entry]}, claims=claims) is expected
+
+
+def test_several_claims_entries_are_anded():
+    rule = {"claims": [{"key": "org", "values": ["acme"]}, {"key": "role", "values": ["admin"]}]}
+    assert matches(rule, claims={"org": "acme", "role": "admin"})
+    assert not matches(rule, claims={"org": "acme", "role": "user"})
+
+
+@pytest.mark.parametrize("rule, claims, expected", [
+    ({"requiredScopes": ["a", "b"]}, {"scope": "a b c"}, True),
+    ({"requiredScopes": ["a", "b"]}, {"scope": "a"}, False),
+    ({"requiredScopes": ["a"]}, {"scp": ["a"]}, True),
+    ({"requiredScopes": ["a"]}, {"permissions": ["a"]}, True),
+    ({"anyScopes": ["admin", "reports:export"]}, {"scope": "reports:export"}, True),
+    ({"anyScopes": ["admin", "reports:export"]}, {"scope": "read"}, False),
+    ({"requiredScopes": ["a"]}, None, False),
+], ids=["required-all", "required-missing", "scp-array", "permissions", "any-one", "any-none", "anonymous"])
+def test_required_and_any_scopes_use_granted_scopes(rule, claims, expected):
+    assert matches(rule, claims=claims) is expected
+
+
+# Variables: escaped literals, fail closed
+
+@pytest.mark.parametrize("org, path, expected", [
+    ("acme", "/v1/organisations/acme", True),
+    ("acme", "/v1/organisations/acme/reports", True),
+    ("acme", "/v1/organisations/evil", False),
+    ("acme", "/v1/organisations/acmeevil", False),
+    (".*", "/v1/organisations/evil", False),
+    ("acme|evil", "/v1/organisations/evil", False),
+    ("acme|evil", "/v1/organisations/acme", False),
+    ("acme/../evil", normalise_path("/v1/organisations/acme/../evil"), False),
+    ("a.c", "/v1/organisations/abc", False),
+    ("a.c", "/v1/organisations/a.c", True),
+    (["acme", "beta"], "/v1/organisations/beta/x", True),
+    (["acme", ".*"], "/v1/organisations/evil", False),
+    (42, "/v1/organisations/42", True),
+], ids=["own-org", "own-org-subpath", "other-org", "prefix-of-other", "dot-star", "alternation-other",
+        "alternation-own", "traversal-value", "dot-is-literal", "dot-literal-matches", "array-alternation",
+        "array-with-regex-element", "number"])
+def test_org_claim_values_never_widen_the_pattern(org, path, expected):
+    assert matches(ORG_RULE, path=path, claims={"https://myapp.com/org_id": org}) is expected
+
+
+@pytest.mark.parametrize("claims, why", [
+    ({}, "is missing"),
+    (None, "anonymous"),
+    ({"https://myapp.com/org_id": ""}, "is empty"),
+    ({"https://myapp.com/org_id": []}, "empty array"),
+    ({"https://myapp.com/org_id": {"id": "acme"}}, "not a string, number or array"),
+    ({"https://myapp.com/org_id": True}, "not a string, number or array"),
+    ({"https://myapp.com/org_id": ["acme", {"x": 1}]}, "not a string, number or array"),
+], ids=["missing", "anonymous", "empty-string", "empty-array", "object", "boolean", "array-with-object"])
+def test_unresolvable_variable_fails_closed_and_the_trace_says_which(claims, why):
+    rules = load_rules([ORG_RULE])
+    verdict = evaluate(rules, facts(path="/v1/organisations/acme", claims=claims), "deny", explain=True)
+    assert verdict.effect == "deny" and verdict.reason == "default_deny"
+    (entry,) = verdict.trace
+    assert entry["matched"] is False
+    assert entry["unresolved"].startswith("variable orgId:") and why in entry["unresolved"]
+
+
+def test_header_and_query_variables():
+    rule = {"path": {"pattern": "^/t/{{tenant}}/{{page}}$"},
+            "variables": [{"name": "tenant", "source": "header", "key": "X-Tenant"},
+                          {"name": "page", "source": "query", "key": "page"}]}
+    assert matches(rule, path="/t/acme/2", headers={"x-tenant": "acme"}, query={"page": "2"})
+    assert not matches(rule, path="/t/acme/2", headers={"x-tenant": "acme"}, query={})
+
+
+def test_variables_apply_in_header_and_token_patterns_too():
+    rule = {"headers": [{"name": {"pattern": "^x-tenant$"}, "value": {"pattern": "^{{org}}$"}}],
+            "variables": [{"name": "org", "source": "jwtClaim", "key": "org"}]}
+    assert matches(rule, headers={"x-tenant": "acme"}, claims={"org": "acme"})
+    assert not matches(rule, headers={"x-tenant": "acme"}, claims={"org": "a.*"})
+
+
+def test_patterns_with_variables_are_compiled_once_per_distinct_value_set():
+    (rule,) = load_rules([ORG_RULE])
+    _compile_substituted.cache_clear()
+    for _ in range(5):
+        for org in ("acme", "beta"):
+            match_rule(rule, facts(path=f"/v1/organisations/{org}", claims={"https://myapp.com/org_id": org}))
+    info = _compile_substituted.cache_info()
+    assert (info.misses, info.hits) == (2, 8)
+
+
+# Flags and RE2
+
+@pytest.mark.parametrize("flags, path, expected", [
+    ("", "/ADMIN", False), ("i", "/ADMIN", True), ("gi", "/ADMIN", True), ("g", "/admin", True),
+], ids=["case-sensitive-by-default", "i", "g-ignored-with-i", "g-alone"])
+def test_regex_flags(flags, path, expected):
+    assert matches({"path": {"pattern": "^/admin$"}, "regexFlags": flags}, path=path) is expected
+
+
+def test_m_and_s_flags_change_line_anchors_and_dot():
+    multi = {"headers": [{"name": {"pattern": "^x-a$"}, "value": {"pattern": "^two$"}}]}
+    assert not matches(multi, headers={"x-a": "one\ntwo"})
+    assert matches({**multi, "regexFlags": "m"}, headers={"x-a": "one\ntwo"})
+    dot = {"headers": [{"name": {"pattern": "^x-a$"}, "value": {"pattern": "^one.two$"}}]}
+    assert not matches(dot, headers={"x-a": "one\ntwo"})
+    assert matches({**dot, "regexFlags": "s"}, headers={"x-a": "one\ntwo"})
+
+
+@pytest.mark.parametrize("rule, loc, message", [
+    ({"path": {"path": {"pattern": "(a)\\1"}}}, (1, "path", "path", "pattern"), "RE2 refuses"),
+    ({"path": {"pattern": "^/x(?=y)"}}, (1, "path", "pattern"), "RE2 refuses"),
+    ({"headers": [{"name": {"pattern": "^x$"}, "value": {"pattern": "(?<=a)b"}}]},
+     (1, "headers", 0, "value", "pattern"), "RE2 refuses"),
+    ({"token": [{"claim": {"pattern": "(a)\\1"}}]}, (1, "token", 0, "claim", "pattern"), "RE2 refuses"),
+    ({"path": {"pattern": "^/{{nope}}$"}}, (1, "path", "pattern"), "undeclared variable"),
+    ({"regexFlags": "x"}, (1, "regexFlags"), "unknown flag"),
+    ({"token": [{"claim": {"pointer": "no-slash"}}]}, (1, "token", 0, "claim", "pointer"), "starts with '/'"),
+    ({"token": [{"claim": {}}]}, (1, "token", 0, "claim"), "exactly one"),
+    ({"claims": [{"key": "org"}]}, (1, "claims", 0), "values"),
+    ({"variables": [{"name": "v", "source": "header"}]}, (1, "variables", 0), "needs 'key'"),
+    ({"path": {"presence": "present"}}, (1, "path"), "exactly once"),
+], ids=["backreference", "lookahead", "lookbehind", "claim-name-backreference", "undeclared-variable",
+        "unknown-flag", "bad-pointer", "claim-selector-empty", "claims-without-values", "header-variable-without-key",
+        "path-without-pattern"])
+def test_bad_rules_fail_loading_with_their_location(rule, loc, message):
+    with pytest.raises(RuleError) as info:
+        load_rules([{"effect": "allow"}, {"effect": "deny", **rule}])
+    (problem,) = info.value.problems
+    assert problem.loc == loc and message in problem.msg
+
+
+def test_every_bad_pattern_is_reported_not_only_the_first():
+    with pytest.raises(RuleError) as info:
+        load_rules([{"effect": "allow", "path": {"pattern": "(a)\\1"}},
+                    {"effect": "allow", "query": [{"name": {"pattern": "(?=x)"}}]}])
+    assert [problem.loc for problem in info.value.problems] == [(0, "path", "pattern"),
+                                                                (1, "query", 0, "name", "pattern")]
+
+
+def test_catastrophic_backtracking_pattern_answers_on_a_100000_character_path():
+    rules = load_rules([{"id": "redos", "effect": "allow", "path": {"pattern": "^(a+)+$"}}])
+    verdict = evaluate(rules, facts(path="/" + "a" * 100_000 + "!"), "deny")
+    assert verdict.reason == "default_deny"  # it returned; RE2 is linear time
+
+
+# Combining: deny overrides
+
+def _rules(*specs: tuple[str, str, int]) -> list[dict[str, Any]]:
+    return [{"id": rule_id, "effect": effect, "priority": priority} for rule_id, effect, priority in specs]
+
+
+def test_deny_overrides_an_allow_listed_before_it():
+    verdict = evaluate(load_rules(_rules(("open", "allow", 0), ("close", "deny", 0))), facts(), "allow")
+    assert (verdict.effect, verdict.reason, verdict.rule.id) == ("deny", "rule_denied", "close")
+
+
+def test_first_match_is_rejected_rule_order_never_changes_the_outcome():
+    forward = evaluate(load_rules(_rules(("open", "allow", 0), ("close", "deny", 0))), facts(), "allow")
+    backward = evaluate(load_rules(_rules(("close", "deny", 0), ("open", "allow", 0))), facts(), "allow")
+    assert forward.effect == backward.effect == "deny"
+
+
+def test_allow_overrides_is_rejected_a_broad_allow_does_not_defeat_a_targeted_deny():
+    rules = load_rules([{"id": "everything", "effect": "allow", "priority": 1000},
+                        {"id": "tier", "effect": "deny", "token": [{"claim": {"pattern": "^plan$"},
+                                                                    "value": {"pattern": "^free$"}}]}])
+    assert evaluate(rules, facts(claims={"plan": "free"}), "deny").effect == "deny"
+    assert evaluate(rules, facts(claims={"plan": "premium"}), "deny").effect == "allow"
+
+
+def test_priority_orders_the_report_never_the_outcome():
+    verdict = evaluate(load_rules(_rules(("deny-low", "deny", 1), ("allow-high", "allow", 1000),
+                                         ("deny-high", "deny", 500))), facts(), "allow")
+    assert verdict.effect == "deny" and verdict.rule.id == "deny-high"
+
+
+def test_priority_ties_report_the_earlier_rule():
+    verdict = evaluate(load_rules(_rules(("first", "allow", 5), ("second", "allow", 5))), facts(), "deny")
+    assert verdict.rule.id == "first" and verdict.rule.index == 0
+
+
+@pytest.mark.parametrize("default, reason", [("deny", "default_deny"), ("allow", "default_allow")])
+def test_no_matching_rule_gives_the_default_effect(default, reason):
+    verdict = evaluate(load_rules([{"effect": "allow", "methods": ["POST"]}]), facts(method="GET"), default)
+    assert (verdict.effect, verdict.reason, verdict.rule) == (default, reason, None)
+
+
+def test_combine_ignores_rules_that_did_not_match():
+    rules = load_rules(_rules(("a", "deny", 0)))
+    result = match_rule(rules[0], facts())
+    result.matched = False
+    assert combine([result], "allow") == ("allow", "default_allow", None)
+
+
+def test_default_deny_names_the_scopes_that_would_have_allowed():
+    rules = load_rules([{"id": "read", "effect": "allow", "methods": ["GET"]},
+                        {"id": "delete", "effect": "allow", "methods": ["DELETE"], "requiredScopes": ["delete:resources"]},
+                        {"id": "admin", "effect": "allow", "methods": ["PUT"], "anyScopes": ["admin"]}])
+    verdict = evaluate(rules, facts(method="DELETE", claims={"scope": "read"}), "deny")
+    assert verdict.reason == "default_deny" and verdict.missing_scopes == ("delete:resources",)
+
+
+# Trace
+
+def test_trace_shows_each_condition_with_normalised_path_and_claim_values_but_never_the_token():
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+    rules = load_rules([{**ORG_RULE, "methods": ["GET"],
+                         "headers": [{"name": {"pattern": "^authorization$"}}],
+                         "token": [{"claim": {"pattern": "^sub$"}, "value": {"pattern": "^u$"}}],
+                         "variables": [*ORG_RULE["variables"],
+                                       {"name": "auth", "source": "header", "key": "Authorization"}]}])
+    verdict = evaluate(rules, facts(path="/v1/organisations/acme", headers={"Authorization": f"Bearer {token}"},
+                                    claims={"https://myapp.com/org_id": "acme", "sub": "u"}, secrets=(token,)),
+                       "deny", explain=True)
+    (entry,) = verdict.trace
+    assert entry["matched"] is True
+    fields = {condition["field"]: condition for condition in entry["conditions"]}
+    assert list(fields) == ["methods", "path", "headers[0]", "token[0]"]
+    assert fields["path"]["actual"] == "/v1/organisations/acme"
+    assert fields["path"]["pattern"] == "^/v1/organisations/acme(/.*)?$"
+    assert fields["token[0]"]["compared"] == [{"name": "sub", "values": ["u"]}]
+    assert fields["headers[0]"]["compared"] == [{"name": "authorization", "values": ["[redacted]"]}]
+    assert entry["variables"]["auth"] == "[redacted]"
+    assert token not in repr(verdict.trace) and token not in repr(verdict.variables)
+
+
+def test_without_explain_there_is_no_trace():
+    assert evaluate(load_rules([ORG_RULE]), facts(), "deny").trace is None
