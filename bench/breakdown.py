@@ -9,9 +9,11 @@ read-only; when a refactor renames them the row says so instead of failing the r
 from __future__ import annotations
 
 import cProfile
+import gc
 import hashlib
 import io
 import pstats
+import statistics
 import sys
 import time
 from typing import Any, Callable
@@ -117,6 +119,191 @@ def stages(alg: str, distinct: list[str], now: float, *, repeats: int = 5, calls
     return rows
 
 
+def insitu(alg: str, distinct: list[str], now: float, *, repeats: int = 5) -> tuple[list[tuple[str, float, float]], str]:
+    """Each phase timed *inside* the whole pipeline, cold (distinct tokens, cache put) and warm (hits).
+
+    Isolated loops keep one stage's code and data hot in the CPU caches and understate it; here a replica of
+    `validate` reads the clock between phases (~0.1 µs per reading). Returns (phase, cold µs, warm µs) rows and a
+    note; the replica's answers are compared with `validate`'s, so a change to app/validation.py shows as
+    "replica out of date" instead of silently wrong figures.
+    """
+    from app import validation as V
+    from app.checks.time import check_time, numeric_date
+    from app.keys import KeyView as KV
+    from app.token import ParsedToken, parse
+
+    policy = compiled(alg)
+    keys = KV(policy.static_keys, policy.key_source)
+    clock = time.perf_counter_ns
+    names = ["strip + sha256 + id", "cache get", "parse", "Context", *[name for name, _ in V.CHECKS
+             if name not in V.TIME_DEPENDENT], "_run_static glue (status, KeyInfo, Verified)", "cache put",
+             "_assemble: check_time", "_assemble: findings, summary, result", "total"]
+
+    def replica(raw: str, cache: Any, acc: dict[str, int]) -> Any:
+        t0 = clock()
+        raw = raw.strip()
+        digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).digest()
+        tid = digest.hex()[:16]
+        cache_key = (digest, policy.fingerprint, keys.keyset.version)
+        t1 = clock()
+        hit = cache.get(cache_key)
+        t2 = clock()
+        acc["strip + sha256 + id"] += t1 - t0
+        acc["cache get"] += t2 - t1
+        if hit is None:
+            token = parse(raw, MAX_TOKEN_BYTES)
+            t3 = clock()
+            ctx = Context(token, policy, keys, now)
+            t4 = clock()
+            acc["parse"] += t3 - t2
+            acc["Context"] += t4 - t3
+            results: dict[str, Any] = {}
+            statuses: dict[str, str] = {"format": "pass"}
+            in_checks = 0
+            for name, check in V.CHECKS:
+                gate = V.GATES.get(name)
+                if name in V.TIME_DEPENDENT or (gate is not None and statuses[gate] != "pass"):
+                    statuses[name] = "skip"
+                    continue
+                c0 = clock()
+                results[name] = check(ctx)
+                c1 = clock()
+                acc[name] += c1 - c0
+                in_checks += c1 - c0
+                statuses[name] = V._status(results[name])
+            key = ctx.key_used or (ctx.candidates[0] if ctx.candidates else None)
+            key_info = V.KeyInfo(key.kid, ctx.keys.source, key.thumbprint) if key is not None else None
+            findings = {name: items for name, items in results.items() if items}
+            verified = V.Verified(ctx.token.header, ctx.token.claims, findings, statuses, key_info)  # type: ignore
+            t5 = clock()
+            acc["_run_static glue (status, KeyInfo, Verified)"] += t5 - t4 - in_checks
+            cache.put(cache_key, verified)
+            t2 = clock()
+            acc["cache put"] += t2 - t5
+        else:
+            verified = hit
+            ctx = Context(ParsedToken(hit.header, hit.claims, b"", b"", ""), policy, keys, now)
+        # _assemble, with check_time timed apart
+        a0 = clock()
+        statuses2 = dict(verified.statuses)
+        time_findings = check_time(ctx)
+        a1 = clock()
+        extra = {"time": time_findings, "key": V._stale_findings(ctx.keys)}
+        statuses2["time"] = V._status(extra["time"])
+        all_findings: list[Any] = []
+        for name in V.CHECK_ORDER:
+            all_findings.extend(verified.findings.get(name, ()))
+            all_findings.extend(extra.get(name, ()))
+        valid, summary = V.summarise(all_findings)
+        exp = verified.claims.get("exp")
+        expires_in = int(exp - ctx.now) if numeric_date(exp) else None
+        result = V.ValidationResult(valid, summary, statuses2, all_findings, tid, None, verified.header,
+                                    verified.claims, verified.key, expires_in)
+        a2 = clock()
+        acc["_assemble: check_time"] += a1 - a0
+        acc["_assemble: findings, summary, result"] += a2 - a1 + (a0 - t2 if hit is None else 0)
+        acc["total"] += a2 - t0
+        return result
+
+    note = ""
+    try:
+        check_cache = V.VerifiedCache(10)
+        for raw in distinct[:3]:
+            expected = msgspec.json.encode(validate(raw, policy, keys, now, max_token_bytes=MAX_TOKEN_BYTES))
+            if msgspec.json.encode(replica(raw, check_cache, _zero(names))) != expected:
+                note = "replica out of date: app/validation.py changed; update bench/breakdown.py:insitu"
+    except Exception as exc:  # noqa: BLE001 - the module is being edited by others
+        return [], f"replica out of date ({type(exc).__name__}: {exc})"[:200]
+
+    def median_phases(warm: bool) -> dict[str, float]:
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        items = [distinct[0]] * len(distinct) if warm else distinct
+        for round_ in range(repeats + 1):
+            cache = V.VerifiedCache(10_000)
+            if warm:
+                replica(distinct[0], cache, _zero(names))
+            acc = _zero(names)
+            gc.collect()
+            for raw in items:
+                replica(raw, cache, acc)
+            if round_:
+                for name in names:
+                    samples[name].append(acc[name] / len(items) / 1000)
+        return {name: statistics.median(values) for name, values in samples.items()}
+
+    cold, warm = median_phases(False), median_phases(True)
+    return [(name, cold[name], warm[name]) for name in names], note
+
+
+def _zero(names: list[str]) -> dict[str, int]:
+    return dict.fromkeys(names, 0)
+
+
+def asgi_per_request(now: float, distinct: list[str], *, calls: int = 2000, repeats: int = 5) -> list[tuple[str, float]]:
+    """The HTTP stack without the network: the ASGI app called in process (scope, receive, send), µs per
+    request, for the empty endpoint, FastAPI + PyJWT and ours, with the same bodies wrk sends. The difference
+    to the empty endpoint is what the application costs per request; wrk's figures add the server and kernel."""
+    import asyncio
+
+    from app.server import create_app
+    from app.settings import load_settings
+    from bench import empty_app, fastapi_baseline
+
+    template = msgspec.json.encode({"token": "@TOKEN@", "policy": T.policy_doc("RS256")})
+    bodies = [template.replace(b"@TOKEN@", raw.encode()) for raw in distinct]
+    ours = create_app(load_settings({}))
+
+    async def call(app: Any, path: str, body: bytes) -> int:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                             (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000), "state": {}}
+        sent = False
+        status = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await app(scope, receive, send)
+        return status
+
+    cases = [("empty Litestar endpoint", empty_app.app, "/empty", [bodies[0]] * calls),
+             ("FastAPI + PyJWT", fastapi_baseline.app, "/v1/validate/jwt", [bodies[0]] * calls),
+             ("ours, token repeating (cache hit)", ours, "/v1/validate/jwt", [bodies[0]] * calls),
+             ("ours, every token distinct", ours, "/v1/validate/jwt", bodies[:calls])]
+
+    async def measure() -> list[tuple[str, float]]:
+        async with ours.lifespan():
+            for _, app, path, items in cases:
+                status = await call(app, path, items[0])
+                if status != 200:
+                    raise RuntimeError(f"{path}: status {status}")
+            samples: dict[str, list[float]] = {name: [] for name, *_ in cases}
+            for round_ in range(repeats + 1):
+                for name, app, path, items in cases:
+                    if name.endswith("distinct"):
+                        ours.state.verifier.cache = type(ours.state.verifier.cache)(10_000)
+                    gc.collect()
+                    start = time.perf_counter_ns()
+                    for body in items:
+                        await call(app, path, body)
+                    if round_:
+                        samples[name].append((time.perf_counter_ns() - start) / len(items) / 1000)
+            return [(name, statistics.median(values)) for name, values in samples.items()]
+
+    return asyncio.run(measure())
+
+
 def profile(alg: str, distinct: list[str], now: float, *, warm: bool, top: int = 20) -> str:
     policy = compiled(alg)
     keys = KeyView(policy.static_keys, policy.key_source)
@@ -134,15 +321,23 @@ def profile(alg: str, distinct: list[str], now: float, *, warm: bool, top: int =
 
 def main(argv: list[str]) -> int:
     now = time.time()
-    for alg in ("RS256", "HS256"):
-        distinct = T.mint_range(alg, 0, 1000, now)
-        for _, name, value, note in stages(alg, distinct, now):
-            figure = f"{value:8.2f} µs" if value is not None else "     n/a   "
-            print(f"{alg:6} {name:48} {figure}  {note}")
+    pools = {alg: T.mint_range(alg, 0, 1000, now) for alg in ("RS256", "HS256")}
+    for alg, distinct in pools.items():
+        rows, note = insitu(alg, distinct, now)
+        print(f"--- {alg}: phases inside validate, µs per token (cold / warm) {note}")
+        for name, cold, warm in rows:
+            print(f"{name:48} {cold:8.2f} {warm:8.2f}")
+        print(f"--- {alg}: stages alone, µs per call")
+        for _, name, value, stage_note in stages(alg, distinct, now):
+            figure = f"{value:8.2f}" if value is not None else "     n/a"
+            print(f"{name:48} {figure}  {stage_note}")
         if "--profile" in argv:
             for warm in (False, True):
                 print(f"--- cProfile {alg} {'warm' if warm else 'cold'} (tottime) ---")
                 print(profile(alg, distinct, now, warm=warm))
+    print("--- ASGI app called in process, µs per request")
+    for name, value in asgi_per_request(now, pools["RS256"], calls=1000):
+        print(f"{name:48} {value:8.1f}")
     return 0
 
 

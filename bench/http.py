@@ -170,7 +170,10 @@ class Template:
 
 
 def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: str, load: LoadSettings,
-            workdir: Path) -> Run:
+            workdir: Path, *, start: float = 0.0, total_tokens: int = 0) -> Run:
+    """A warm-up run (when `load.warmup`) then the measured run. In "cycle" mode the runs continue where the
+    previous one stopped (`start`, a fraction of the token list; `Run.raw["end"]` is where this one stopped), so
+    across warm-up and rounds a token comes back only after the whole list has gone by."""
     wrk = wrk_path()
     if wrk is None:
         return Run(name, note="wrk is not installed (make system-deps installs it)")
@@ -178,23 +181,27 @@ def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: s
     template_file.write_text(template.text())
     url = f"http://127.0.0.1:{port}"
 
-    def wrk_once(duration: float, start: float) -> dict[str, Any]:
+    def wrk_once(duration: float, position: float) -> dict[str, Any]:
         argv = [wrk, f"-t{load.threads}", f"-c{load.connections}", f"-d{max(1, round(duration))}s", "--latency",
                 "--timeout", "5s", "-s", str(LUA), url, "--", str(template_file), str(tokens_file), str(load.threads),
-                mode, str(start)]
+                mode, f"{position % 1.0:.6f}"]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
         for line in done.stdout.splitlines():
             if line.startswith("BENCH_JSON "):
                 return json.loads(line[len("BENCH_JSON "):])
         raise RuntimeError(f"wrk printed no figures (exit {done.returncode}): {(done.stderr or done.stdout)[-400:]}")
 
+    def advance(position: float, figures: dict[str, Any]) -> float:
+        return position + figures["requests"] / total_tokens if total_tokens else position
+
+    position = start
     try:
         if load.warmup > 0:
-            # Warm-up on the last quarter of the token list, so that the measured run starts on unseen tokens.
-            wrk_once(load.warmup, 0.75)
-        figures = wrk_once(load.duration, 0.0)
+            position = advance(position, wrk_once(load.warmup, position))
+        figures = wrk_once(load.duration, position)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         return Run(name, note=str(exc)[:300])
+    figures["start"], figures["end"] = position, advance(position, figures)
     seconds = figures["duration_us"] / 1e6
     errors = sum(figures[key] for key in ("connect_errors", "read_errors", "write_errors", "timeouts"))
     run = Run(name, rps=figures["requests"] / seconds, p50_ms=figures["p50_us"] / 1000, p99_ms=figures["p99_us"] / 1000,
@@ -205,9 +212,6 @@ def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: s
         notes.append(f"{run.non2xx} non-2xx answers")
     if errors:
         notes.append(f"{errors} socket errors/timeouts")
-    if mode == "cycle":
-        notes.append(f"{run.requests} requests over {run.tokens} distinct tokens"
-                     + (f", list wrapped {run.wraps} times" if run.wraps else ", none repeated"))
     run.note = "; ".join(notes)
     return run
 

@@ -45,6 +45,10 @@ def times(value: float | None, suffix: str = "x") -> str:
     return f"{value:.2f}{suffix}"
 
 
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.0f} %"
+
+
 def yes(ok: bool | None) -> str:
     return "" if ok is None else ("yes" if ok else "**no**")
 

@@ -32,3 +32,18 @@ def test_results_file_keeps_the_hand_written_part(tmp_path) -> None:
     report.write_results(path, "second")
     text = path.read_text()
     assert "second" in text and "first" not in text and "hand-written notes" in text
+
+
+def test_http_rows_format_figures_and_skipped_scenarios() -> None:
+    from bench.__main__ import http_rows
+    from bench.http import LoadSettings, Run
+
+    def run(name: str, rate: float | None, note: str = "") -> Run:
+        return Run(name, rps=rate, p50_ms=rate and 2.0, p99_ms=rate and 9.0, requests=int(rate or 0) * 10, note=note)
+
+    runs = {"empty": run("empty", 5000), "ours_same": run("ours", 4500), "ours_distinct": run("d", 3000, "n"),
+            "fastapi_same": run("fa", 2000), "fastapi_distinct": run("fd", 1900),
+            "authorize_same": run("a", 4000), "forward_same": run("f", None, "skipped: probe failed")}
+    rows = http_rows(runs, {"ours": [40.0, 90.0], "empty": [40.0, 50.0]}, LoadSettings(), 10_000)
+    text = report.markdown(rows)
+    assert "90 %" in text and "2.25x" in text and "skipped: probe failed" in text
