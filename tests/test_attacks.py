@@ -79,6 +79,30 @@ def test_alg_none_in_any_case_is_refused_before_any_key_work(client, alg, with_s
     assert body["key"] is None
 
 
+@pytest.mark.parametrize("header", [
+    {"typ": "JWT"}, {"alg": ["RS256"]}, {"alg": 256}, {"alg": None}, {"alg": ""}, {"alg": "rs256"}, {"alg": "RS257"},
+], ids=["missing", "array", "number", "null", "empty", "wrong-case", "unknown"])
+def test_alg_missing_or_not_an_allowed_name_is_algorithm_invalid(client, header):
+    signing_input = f"{segment(header)}.{segment(claims())}"
+    token = f"{signing_input}.{b64(key_for('RS256').sign(signing_input.encode()))}"
+    body = verdict(client, token)
+    assert only(body, "ALGORITHM_INVALID")["evidence"]["actual"] == header.get("alg")
+    assert body["statuses"]["key"] == "skip"
+
+
+@pytest.mark.parametrize("kid", [["rs256-1"], 1, {"kid": "rs256-1"}, "rs256-2"], ids=["array", "number", "object", "unknown"])
+def test_kid_that_is_not_a_known_string_is_kid_not_found_against_a_key_set(client, kid):
+    token = mint(claims(), key_for("RS256"), kid=False, header={"kid": kid})
+    body = verdict(client, token, rs256_policy(public_key=None, jwks=jwks(key_for("RS256"))))
+    assert codes(body) == ["KID_NOT_FOUND"]
+    assert body["statuses"]["signature"] == "skip"
+
+
+def test_case_mismatched_alg_remediation_says_names_are_case_sensitive(client):
+    token = mint(claims(), key_for("RS256"), alg="rs256")
+    assert "case-sensitive" in only(verdict(client, token), "ALGORITHM_INVALID")["remediation"]
+
+
 # --- key confusion --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("policy_kind", ["public_key", "jwks"])
@@ -139,6 +163,8 @@ def test_token_naming_its_own_key_is_never_valid(client, parameter, policy_kind,
     assert ignored["severity"] == "warning"
     assert ignored["evidence"] == {"parameters": [parameter]}
     assert body["statuses"]["signature"] in ("fail", "skip")
+    if expected == "SIGNATURE_INVALID":
+        assert "never trusted" in only(body, "SIGNATURE_INVALID")["remediation"]
 
 
 # --- ECDSA signature shapes -----------------------------------------------------------------------------------
@@ -295,7 +321,7 @@ def test_wrong_segment_count_is_malformed(client, count):
         assert "JWE" in finding["message"]
 
 
-@pytest.mark.parametrize("settings", [Settings(max_body_bytes=4 << 20)])
+@pytest.mark.parametrize("settings", [Settings(max_body_bytes=4 << 20)], ids=["body-cap-4MiB"])
 def test_one_mebibyte_token_is_malformed_with_its_size_and_not_decoded(client):
     token = mint(claims(blob="A" * (1 << 20)), key_for("RS256"))
     finding = assert_malformed(verdict(client, token))
@@ -304,7 +330,7 @@ def test_one_mebibyte_token_is_malformed_with_its_size_and_not_decoded(client):
     assert body["claims"] is None and body["header"] is None
 
 
-@pytest.mark.parametrize("settings", [Settings(max_token_bytes=1 << 20, max_body_bytes=4 << 20)])
+@pytest.mark.parametrize("settings", [Settings(max_token_bytes=1 << 20, max_body_bytes=4 << 20)], ids=["token-cap-1MiB"])
 @pytest.mark.parametrize("part", ["header", "payload"])
 @pytest.mark.parametrize("opening", [b"[", b'{"a":'], ids=["arrays", "objects"])
 def test_ten_thousand_level_nesting_is_malformed_not_a_server_error(client, part, opening):
@@ -370,3 +396,23 @@ def test_hmac_secret_shorter_than_32_bytes_is_a_warning_and_still_valid(client):
     assert finding["evidence"] == {"bytes": 24, "minimum_bytes": 32}
     assert body["statuses"]["signature"] == "pass"
     assert secret not in response.text
+
+
+# --- evidence hygiene -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make_token", [
+    lambda: rs256_token().rsplit(".", 1)[0] + ".AAAA",
+    lambda: rs256_token() + "=",
+    lambda: "Bearer " + rs256_token(),
+    lambda: rs256_token(exp=1, aud="x", iss="y"),
+    lambda: mint(claims(), key_for("RS256", "attacker"), header={"jwk": key_for("RS256", "attacker").jwk}),
+], ids=["bad-signature", "padding", "bearer", "every-claim-wrong", "embedded-jwk"])
+def test_findings_never_carry_the_token_its_signature_or_key_material(client, make_token):
+    token = make_token()
+    body = verdict(client, token)
+    evidence = json.dumps([item["evidence"] for item in body["findings"]])
+    signature = token.rsplit(".", 1)[1].rstrip("=")
+    assert token not in evidence
+    assert signature not in evidence
+    assert key_for("RS256", "attacker").jwk["n"] not in evidence
+    assert key_for("RS256").public_pem.splitlines()[1] not in json.dumps(body)
