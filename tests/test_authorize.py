@@ -185,6 +185,17 @@ def test_forged_expired_and_rule_denied_requests_do_not_consume_the_budget(clien
     assert [body["allowed"] for body in bodies] == [True] * 60 + [False]
 
 
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
+def test_every_window_must_have_room_and_the_closest_to_exhaustion_is_reported(client, strategy):
+    doc = {"policy": rs256_policy(), "rules": [{"id": "all", "effect": "allow"}],
+           "rate_limit": {"per_second": 50, "per_minute": 3, "per_day": 1000, "strategy": strategy}}
+    answers = [decide(client, doc, bearer=token()) for _ in range(4)]
+    assert [answer["allowed"] for answer in answers] == [True, True, True, False]
+    assert [answer["rate_limit"]["remaining"] for answer in answers[:3]] == [2, 1, 0]
+    assert answers[0]["rate_limit"]["window"] == "3 per 1 minute"
+    assert answers[3]["rate_limit"]["window"] == "3 per 1 minute" and answers[3]["rate_limit"]["retry_after"] >= 1
+
+
 def test_cache_ttl_is_zero_when_a_rate_limit_applies_and_capped_by_exp(client):
     assert decide(client, "api-standard", bearer=token(**{PLAN: "free"}))["cache_ttl"] == 0
     doc = {"policy": rs256_policy(), "rules": [{"effect": "allow"}], "decision_cache_seconds": 30}

@@ -1,0 +1,262 @@
+"""A real nginx with `auth_request` in front of a local upstream, asking the real service (`python -m app`): the
+nginx block and the authorizers document are read from docs/forward-auth.md, so the documented recipe is the
+one that runs."""
+
+from __future__ import annotations
+
+import grp
+import http.client
+import json
+import os
+import pwd
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.server import ROOT
+from tests.conftest import claims, require_binary, rs256_policy
+from tests.mint import key_for, mint
+
+pytestmark = pytest.mark.nginx
+DOC = ROOT / "docs" / "forward-auth.md"
+ORG = "https://myapp.com/org_id"
+
+
+def doc_block(name: str) -> str:
+    """The fenced code between `<!-- name-begin -->` and `<!-- name-end -->` in docs/forward-auth.md."""
+    text = DOC.read_text()
+    match = re.search(rf"<!-- {name}-begin -->\s*```[a-z]*\n(.*?)```\s*<!-- {name}-end -->", text, re.S)
+    assert match, f"docs/forward-auth.md has no {name} block"
+    return match.group(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"process exited with {process.returncode}: {log.read_text()[-2000:] if log.exists() else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"nothing listens on {port}: {log.read_text()[-2000:] if log.exists() else ''}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@dataclass
+class Upstream:
+    """The application behind nginx: answers 200 with the headers it received, and remembers each request."""
+
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    def start(self) -> int:
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                received = {"method": self.command, "path": self.path,
+                            "headers": {name.lower(): value for name, value in self.headers.items()}}
+                upstream.seen.append(received)
+                body = json.dumps(received).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_DELETE = do_GET  # noqa: N815
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self.httpd.server_address[1]
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def nginx_conf(directory: Path, snippet: str, listen: int, service: int, app: int) -> str:
+    """The documented block inside a main configuration that keeps every file in `directory`."""
+    server_block = (snippet.replace("listen 127.0.0.1:80;", f"listen 127.0.0.1:{listen};")
+                    .replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{service};")
+                    .replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{app};"))
+    assert server_block.count(f":{listen};") == 1 and server_block.count(f":{service};") == 1
+    user = ""
+    if os.geteuid() == 0:  # workers would otherwise run as nobody, unable to use the temp directories
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};"
+    temp = "\n".join(f"    {kind}_temp_path {directory / kind};" for kind in
+                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return f"""daemon off;
+worker_processes 1;
+{user}
+pid {directory / 'nginx.pid'};
+error_log {directory / 'error.log'} warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+{temp}
+{server_block}
+}}
+"""
+
+
+@dataclass
+class Stack:
+    base: str
+    upstream: Upstream
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    nginx = require_binary("nginx")
+    directory = tmp_path_factory.mktemp("nginx")
+    upstream = Upstream()
+    app_port = upstream.start()
+    service_port, listen_port = free_port(), free_port()
+    authorizers = directory / "authorizers.json"
+    authorizers.write_text(doc_block("authorizers"))
+    service_log = directory / "service.log"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOST": "127.0.0.1", "PORT": str(service_port),
+           "AUTHORIZERS_JSON": str(authorizers), "ISSUER_PROFILES_JSON": json.dumps({"my-idp": rs256_policy()}),
+           "LOG_LEVEL": "WARNING"}
+    with open(service_log, "wb") as log:
+        service = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    processes = [service]
+    try:
+        wait_for_port(service_port, service, service_log)
+        conf = directory / "nginx.conf"
+        conf.write_text(nginx_conf(directory, doc_block("nginx"), listen_port, service_port, app_port))
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (directory / kind).mkdir()
+        check = subprocess.run([nginx, "-t", "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        proxy = subprocess.Popen([nginx, "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(proxy)
+        wait_for_port(listen_port, proxy, directory / "error.log")
+        yield Stack(f"http://127.0.0.1:{listen_port}", upstream)
+    finally:
+        for process in reversed(processes):
+            stop(process)
+        upstream.stop()
+
+
+def live_token(**overrides: Any) -> str:
+    """A token valid now: the service runs on the real clock."""
+    now = int(time.time())
+    return mint(claims(iat=now - 10, exp=now + 3600, **overrides), key_for("RS256"))
+
+
+def test_allowed_request_reaches_the_upstream_with_x_user_id_from_the_token(stack):
+    before = len(stack.upstream.seen)
+    response = httpx.get(f"{stack.base}/v1/organisations/acme/reports?page=2",
+                         headers={"Authorization": f"Bearer {live_token(**{ORG: 'acme'})}"})
+    assert response.status_code == 200
+    received = response.json()
+    assert received["path"] == "/v1/organisations/acme/reports?page=2"
+    assert received["headers"]["x-user-id"] == "user-42" and received["headers"]["x-org-id"] == "acme"
+    assert len(stack.upstream.seen) == before + 1
+
+
+def test_a_client_can_neither_set_x_user_id_nor_choose_the_authorized_uri(stack):
+    response = httpx.get(f"{stack.base}/v1/organisations/acme", headers={
+        "Authorization": f"Bearer {live_token(**{ORG: 'acme'}, sub='real-user')}", "X-User-Id": "admin"})
+    assert response.status_code == 200 and response.json()["headers"]["x-user-id"] == "real-user"
+    spoofed = httpx.get(f"{stack.base}/v1/organisations/evil", headers={
+        "Authorization": f"Bearer {live_token(**{ORG: 'acme'})}", "X-Forwarded-Uri": "/v1/organisations/acme",
+        "X-Original-URI": "/v1/organisations/acme"})
+    assert spoofed.status_code == 403
+
+
+def test_another_organisation_is_403_and_never_reaches_the_upstream(stack):
+    before = len(stack.upstream.seen)
+    response = httpx.get(f"{stack.base}/v1/organisations/evil",
+                         headers={"Authorization": f"Bearer {live_token(**{ORG: 'acme'})}"})
+    assert response.status_code == 403
+    assert len(stack.upstream.seen) == before
+
+
+def test_missing_token_is_401_with_the_bearer_challenge(stack):
+    response = httpx.get(f"{stack.base}/v1/organisations/acme")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+
+
+def test_bad_token_is_401_invalid_token(stack):
+    now = int(time.time())
+    expired = mint(claims(iat=now - 7200, exp=now - 3600, **{ORG: "acme"}), key_for("RS256"))
+    response = httpx.get(f"{stack.base}/v1/organisations/acme", headers={"Authorization": f"Bearer {expired}"})
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def _raw_get(base: str, target: str, bearer: str) -> int:
+    """Send the target byte for byte (HTTP clients normalise dot segments away)."""
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.putrequest("GET", target, skip_accept_encoding=True)
+        connection.putheader("Authorization", f"Bearer {bearer}")
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("target, status", [
+    ("/v1/organisations/acme/../evil", 403),
+    ("/v1/organisations/acme/%2e%2e/evil", 403),
+    ("/v1/organisations//acme/./reports", 200),
+    ("/v1/organisations/acme%2Fevil", 500),  # the service's 400, as nginx reports any non-401/403 refusal
+], ids=["dot-dot", "encoded-dot-dot", "slashes-and-dot", "encoded-slash"])
+def test_raw_targets_are_normalised_or_refused_by_the_service(stack, target, status):
+    before = len(stack.upstream.seen)
+    assert _raw_get(stack.base, target, live_token(**{ORG: "acme"})) == status
+    assert len(stack.upstream.seen) == before + (1 if status == 200 else 0)
+
+
+def test_exhausted_rate_limit_is_403_with_retry_after_passed_on_by_nginx(stack):
+    bearer = live_token(**{ORG: "acme"}, sub="busy-user")
+    url, headers = f"{stack.base}/v1/organisations/acme", {"Authorization": f"Bearer {bearer}"}
+    with httpx.Client() as client:
+        statuses = [client.get(url, headers=headers).status_code for _ in range(121)]
+        assert statuses == [200] * 120 + [403]
+        refused = client.get(url, headers=headers)
+        other_user = client.get(url, headers={"Authorization": f"Bearer {live_token(**{ORG: 'acme'}, sub='calm')}"})
+    assert refused.status_code == 403 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert other_user.status_code == 200 and "Retry-After" not in other_user.headers

@@ -1,0 +1,139 @@
+"""Rate limits in a real redis-server started by the test: instances share one budget, and when Redis is down the
+authorizer's `on_storage_error` decides, without a 5xx."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from app.server import create_app
+from app.settings import Settings
+from tests.conftest import FixedClock, claims, require_binary, rs256_policy
+from tests.mint import key_for, mint
+
+pytestmark = pytest.mark.redis
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary, self.directory, self.port = binary, directory, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(require_binary("redis-server"), tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def authorizers(**rate_limit: Any) -> str:
+    return json.dumps({"api": {"policy": rs256_policy(), "rules": [{"id": "all", "effect": "allow"}],
+                               "rate_limit": rate_limit}})
+
+
+def instances(stack: ExitStack, redis: RedisServer, count: int, **rate_limit: Any) -> list[TestClient[Any]]:
+    settings = Settings(authorizers_json=authorizers(**rate_limit), rate_limit_storage=redis.url)
+    return [stack.enter_context(TestClient(create_app(settings, clock=FixedClock()), raise_server_exceptions=False))
+            for _ in range(count)]
+
+
+def decide(client: TestClient[Any], **claim_overrides: Any) -> dict[str, Any]:
+    token = mint(claims(**claim_overrides), key_for("RS256"))
+    response = client.post("/v1/authorize", json={"authorizer": "api", "request": {
+        "method": "GET", "path": "/", "headers": {"authorization": f"Bearer {token}"}}})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
+def test_two_instances_share_one_budget(redis, strategy):
+    with ExitStack() as stack:
+        first, second = instances(stack, redis, 2, per_minute=10, strategy=strategy)
+        answers = [decide((first, second)[index % 2]) for index in range(12)]
+    assert [answer["allowed"] for answer in answers] == [True] * 10 + [False] * 2
+    assert answers[9]["rate_limit"]["remaining"] == 0
+    assert answers[10]["reason"] == "rate_limited" and answers[10]["rate_limit"]["retry_after"] >= 1
+
+
+def test_claim_keyed_budgets_are_shared_per_claim_value(redis):
+    with ExitStack() as stack:
+        first, second = instances(stack, redis, 2, per_minute=3, key="claim:sub")
+        alice = [decide((first, second)[index % 2], sub="alice")["allowed"] for index in range(4)]
+        bob = [decide(second, sub="bob")["allowed"] for _ in range(3)]
+    assert alice == [True, True, True, False] and bob == [True, True, True]
+
+
+@pytest.mark.parametrize("on_error, allowed, reason", [
+    ("allow", True, "rule_allowed"), ("deny", False, "rate_limited"),
+], ids=["allow", "deny"])
+def test_redis_down_on_storage_error_decides_without_a_5xx(redis, on_error, allowed, reason):
+    with ExitStack() as stack:
+        (client,) = instances(stack, redis, 1, per_minute=100, on_storage_error=on_error)
+        assert decide(client)["allowed"] is True
+        redis.stop()
+        bodies = [decide(client) for _ in range(3)]
+        forward = client.get("/v1/forward-auth/api", headers={
+            "Authorization": f"Bearer {mint(claims(), key_for('RS256'))}"})
+        budgets = client.app.state.authorizers.budgets
+        ready = client.get("/readyz")
+    for body in bodies:
+        assert (body["allowed"], body["reason"]) == (allowed, reason)
+        assert body["rate_limit"]["storage_error"] is True
+    assert forward.status_code == (200 if allowed else 429)
+    assert budgets.storage_errors == 4
+    assert ready.status_code < 500
+    assert ready.json()["rate_limit_storage"] == {"backend": "redis", "ok": False, "storage_errors": 4}
+
+
+def test_service_recovers_when_redis_comes_back(redis):
+    with ExitStack() as stack:
+        (client,) = instances(stack, redis, 1, per_minute=2)
+        assert decide(client)["rate_limit"]["storage_error"] is False
+        redis.stop()
+        assert decide(client)["rate_limit"]["storage_error"] is True
+        redis.start()
+        answers = [decide(client) for _ in range(3)]
+    assert [answer["rate_limit"]["storage_error"] for answer in answers] == [False] * 3
+    # Redis restarted empty (--save ''): a fresh budget of two.
+    assert [answer["allowed"] for answer in answers] == [True, True, False]
