@@ -97,14 +97,16 @@ def _sources(docs: list[TokenSourceDoc] | None, problems: list[Problem]) -> tupl
         kind, name = given[0]
         if doc.prefix is not None and kind != "header":
             problems.append(Problem(("token_sources", index, "prefix"), "'prefix' applies to a header source only"))
-        source = TokenSource(kind, name.lower() if kind == "header" else name, doc.prefix or "")  # type: ignore[arg-type]
+        source = TokenSource(kind, name.lower() if kind == "header" else name,  # type: ignore[arg-type]
+                             doc.prefix or "")
         if any(other.kind == source.kind and other.name == source.name for other in sources):
             problems.append(Problem(("token_sources", index), f"{source.label} is listed twice"))
         sources.append(source)
     return tuple(sources)
 
 
-def _claims_to_headers(mapping: dict[str, str], problems: list[Problem]) -> tuple[tuple[str, tuple[str, ...], str], ...]:
+def _claims_to_headers(mapping: dict[str, str], problems: list[Problem]
+                       ) -> tuple[tuple[str, tuple[str, ...], str], ...]:
     entries = []
     seen: set[str] = set()
     for claim, header in mapping.items():

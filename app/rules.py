@@ -260,5 +260,6 @@ def _trace(result: RuleResult, facts: Facts) -> dict[str, Any]:
     variables = _display(rule, facts, result.variables) if not result.unresolved else {}
     return {"index": rule.index, "id": rule.id, "effect": rule.effect, "priority": rule.priority,
             "matched": result.matched, "unresolved": result.unresolved,
-            "variables": {name: list(value) if isinstance(value, tuple) else value for name, value in variables.items()},
+            "variables": {name: list(value) if isinstance(value, tuple) else value
+                          for name, value in variables.items()},
             "conditions": result.conditions or []}

@@ -193,8 +193,9 @@ class _Compiler:
         if doc.values is None and doc.not_values is None:
             self.problem(loc, "one of 'values' or 'notValues' is required")
         pointer = (doc.key,) if doc.key is not None else self.pointer(doc.pointer or "/", (*loc, "pointer"))
-        return ClaimValues(f"claims[{loc[1]}]", pointer or (), frozenset(doc.values) if doc.values is not None else None,
-                           frozenset(doc.not_values) if doc.not_values is not None else None)
+        values = frozenset(doc.values) if doc.values is not None else None
+        not_values = frozenset(doc.not_values) if doc.not_values is not None else None
+        return ClaimValues(f"claims[{loc[1]}]", pointer or (), values, not_values)
 
     def variable(self, doc: VariableDoc, loc: tuple[str | int, ...]) -> Variable:
         pointer = None

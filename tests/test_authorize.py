@@ -345,7 +345,8 @@ def test_forward_auth_uses_x_forwarded_method_and_uri(client):
     assert allowed.headers["X-User-Id"] == "user-42" and allowed.headers["X-Org-Id"] == "acme"
     assert allowed.json() == {"decision": "allow", "reason": "rule_allowed", "rule": "org-isolation"}
     denied = client.get("/v1/forward-auth/orgs", headers={
-        "Authorization": f"Bearer {bearer}", "X-Forwarded-Method": "DELETE", "X-Forwarded-Uri": "/v1/organisations/acme"})
+        "Authorization": f"Bearer {bearer}", "X-Forwarded-Method": "DELETE",
+        "X-Forwarded-Uri": "/v1/organisations/acme"})
     assert denied.status_code == 403 and "X-User-Id" not in denied.headers
     assert denied.headers["WWW-Authenticate"] == 'Bearer realm="orgs", error="insufficient_scope"'
 
@@ -458,7 +459,8 @@ def test_unknown_authorizer_id_is_404_with_known_ids(client):
      ["body", "request", "headers"]),
     ({"authorizer": "orgs", "request": {"method": "GET", "path": "/"}, "extra": 1}, ["body"]),
     ({"authorizer": "bad id!", "request": {"method": "GET", "path": "/"}}, ["body", "authorizer"]),
-    ({"authorizer": {"policy": rs256_policy(), "rules": [{"effect": "maybe"}]}, "request": {"method": "GET", "path": "/"}},
+    ({"authorizer": {"policy": rs256_policy(), "rules": [{"effect": "maybe"}]},
+      "request": {"method": "GET", "path": "/"}},
      ["body", "authorizer", "rules", 0, "effect"]),
 ], ids=["no-request", "no-path", "method-type", "header-type", "unknown-field", "bad-id", "bad-effect"])
 def test_malformed_requests_are_422_problems(client, body, loc):

@@ -369,7 +369,8 @@ def test_combine_ignores_rules_that_did_not_match():
 
 def test_default_deny_names_the_scopes_that_would_have_allowed():
     rules = load_rules([{"id": "read", "effect": "allow", "methods": ["GET"]},
-                        {"id": "delete", "effect": "allow", "methods": ["DELETE"], "requiredScopes": ["delete:resources"]},
+                        {"id": "delete", "effect": "allow", "methods": ["DELETE"],
+                         "requiredScopes": ["delete:resources"]},
                         {"id": "admin", "effect": "allow", "methods": ["PUT"], "anyScopes": ["admin"]}])
     verdict = evaluate(rules, facts(method="DELETE", claims={"scope": "read"}), "deny")
     assert verdict.reason == "default_deny" and verdict.missing_scopes == ("delete:resources",)

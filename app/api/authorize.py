@@ -148,13 +148,15 @@ class ForwardAuthController(Controller):
     @route(["/{authorizer:str}", "/{authorizer:str}/{path:path}"], http_method=OTHER_METHODS,
            include_in_schema=False)
     async def any_method(self, request: Request[Any, Any, Any], verifier: NamedDependency[Verifier],
-                         authorizers: NamedDependency[Authorizers], authorizer: FromPath[str]) -> Response[ForwardAuthBody]:
+                         authorizers: NamedDependency[Authorizers], authorizer: FromPath[str]
+                         ) -> Response[ForwardAuthBody]:
         return await _forward(request, verifier, authorizers, authorizer)
 
     @get("/{authorizer:str}", operation_id="forwardAuth", summary="Forward-auth decision for a proxy",
          description=examples.FORWARD_AUTH_DESCRIPTION, responses=examples.forward_auth_responses())
     async def forward_auth(self, request: Request[Any, Any, Any], verifier: NamedDependency[Verifier],
-                           authorizers: NamedDependency[Authorizers], authorizer: FromPath[str]) -> Response[ForwardAuthBody]:
+                           authorizers: NamedDependency[Authorizers], authorizer: FromPath[str]
+                           ) -> Response[ForwardAuthBody]:
         return await _forward(request, verifier, authorizers, authorizer)
 
     @get("/{authorizer:str}/{path:path}", operation_id="forwardAuthPath",
