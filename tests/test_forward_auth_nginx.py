@@ -137,6 +137,7 @@ http {{
 class Stack:
     base: str
     upstream: Upstream
+    service: str
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         processes.append(proxy)
         wait_for_port(listen_port, proxy, directory / "error.log")
-        yield Stack(f"http://127.0.0.1:{listen_port}", upstream)
+        yield Stack(f"http://127.0.0.1:{listen_port}", upstream, f"http://127.0.0.1:{service_port}")
     finally:
         for process in reversed(processes):
             stop(process)
@@ -260,3 +261,15 @@ def test_exhausted_rate_limit_is_403_with_retry_after_passed_on_by_nginx(stack):
         other_user = client.get(url, headers={"Authorization": f"Bearer {live_token(**{ORG: 'acme'}, sub='calm')}"})
     assert refused.status_code == 403 and 1 <= int(refused.headers["Retry-After"]) <= 60
     assert other_user.status_code == 200 and "Retry-After" not in other_user.headers
+
+
+@pytest.mark.parametrize("target, status", [
+    ("/v1/organisations/acme/reports?page=2", 200),
+    ("/v1/organisations/evil?org=acme", 403),
+    ("/v1/organisations/acme/%2e%2e/evil", 403),
+    ("/v1/organisations/acme%2Fevil", 400),
+], ids=["own-org", "other-org", "encoded-dot-dot", "encoded-slash"])
+def test_envoy_style_path_prefix_on_the_real_server(stack, target, status):
+    """Envoy ext_authz calls path_prefix + the original target: the raw path as the ASGI server hands it over."""
+    bearer = live_token(**{ORG: "acme"})
+    assert _raw_get(stack.service, "/v1/forward-auth/api" + target, bearer) == status
