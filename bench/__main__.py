@@ -201,6 +201,8 @@ class Scenario:
         p50s = sorted(run.p50_ms or 0.0 for run in good)
         middle = len(p50s) // 2
         notes = [run.note for run in good if run.note]
+        if len(good) > 1:
+            notes.append("rounds: " + " / ".join(f"{run.rps:,.0f}" for run in good if run.rps) + " req/s")
         if self.mode == "cycle":
             tokens = good[0].tokens
             spread = good[-1].raw["end"]  # in token lists, from the first warm-up request on
@@ -346,9 +348,9 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few iterations in process, no HTTP, no file")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP section")
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run (default 6)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run (default 5)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before the first round (2)")
-    parser.add_argument("--rounds", type=int, default=2, help="wrk runs per scenario, interleaved (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per scenario, interleaved (default 3)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="server workers, the same for every server (2)")
     parser.add_argument("--distinct-tokens", type=int, default=30_000,
@@ -446,8 +448,9 @@ def generated_markdown(command: str, facts: dict[str, str], load_before: str, lo
         "",
         f"Machine: {facts['nproc']} CPUs ({facts['cpu']}), Python {facts['python']}, {facts['versions']}; "
         f"{facts['date']}, commit {facts['commit']}. Load average (1, 5, 15 min) before: {load_before}, "
-        f"after: {load_after} (other jobs on the machine move every figure; a figure and its baseline are measured "
-        "interleaved so they move together).",
+        f"after: {load_after} (the HTTP section itself keeps about 4 threads busy: wrk's 2 and the server's 2 "
+        "workers; other jobs on the machine move every figure, and a figure and its baseline are measured "
+        "interleaved so that they move together; the spread of the rounds is in the notes).",
         "",
         f"In process: median of 7 rounds, each a loop over 1,000 distinct tokens (warm: 5,000 calls with one token). "
         f"HTTP: wrk {load.threads} threads, {load.connections} connections, {rounds} rounds of {load.duration:g} s per "
@@ -455,7 +458,9 @@ def generated_markdown(command: str, facts: dict[str, str], load_before: str, lo
         f"with {load.workers} workers on the same 2 CPUs as wrk. req/s over all rounds, p50 = median of the rounds, "
         f"p99 = the worst round. Requests: `POST /v1/validate/jwt` with an inline RS256 policy (public key PEM) and a "
         f"token; the distinct-token runs cycle through {distinct:,} tokens (each wrk thread its own share), so a "
-        f"token comes back only after the worker's verified-token cache (10,000) has evicted it.",
+        f"token comes back only after the worker's verified-token cache (10,000) has evicted it. With {load.connections} "
+        f"requests always in flight, p50 is about {load.connections} / throughput by Little's law (4,000 req/s: "
+        "16 ms), so the latency rows compare with the baselines' in the same row.",
         "",
         table,
     ]
