@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app.checks.claims import granted_scopes
-from app.patterns import MISSING, Pattern, PatternError, Value, json_text, resolve_pointer, splits_words, texts
+from app.patterns import (MISSING, Pattern, PatternError, Value, found, json_text, resolve_pointer, splits_words,
+                          texts)
 from app.ruleset import ClaimValues, Condition, Effect, Rule, Variable, compile_rules, load_rules
 
 __all__ = ["Facts", "Verdict", "RuleResult", "evaluate", "match_rule", "combine", "compile_rules", "load_rules"]
@@ -102,7 +103,7 @@ def _variable_value(variable: Variable, facts: Facts) -> tuple[Value | None, str
 
 
 def _search(pattern: Pattern, variables: dict[str, Value], text: str) -> bool:
-    return pattern.resolve(variables).search(text) is not None
+    return found(pattern.resolve(variables), text)
 
 
 def _condition(condition: Condition, facts: Facts, variables: dict[str, Value], display: dict[str, Value] | None
