@@ -128,6 +128,49 @@ def success_example(name: str) -> Example:
     return Example(summary=description, value=value)
 
 
+# Presets (trust.md section 3).
+
+PRESETS_DESCRIPTION = (
+    "The identity-provider presets (`presets/*.json`): provider, title and the parameters each template takes. "
+    "Public: no X-API-Key needed."
+)
+PRESET_DESCRIPTION = (
+    "Without query parameters: the preset's template (`issuer` and `jwks_uri` with `{placeholders}`, the policy, "
+    "and `notes` on the provider's quirks). With them: the filled policy, which validates that provider's tokens "
+    "as is (POST it as `policy` to /v1/validate/jwt; an inline `jwks_uri` needs its host in JWKS_URI_ALLOWLIST, "
+    "or use it in an issuer profile). `audience` fills `audiences` (repeat it or separate with commas); every "
+    "other parameter is one the preset declares. Unknown provider: 404 `PRESET_NOT_FOUND` with `known`; unknown, "
+    "missing or malformed parameters: 422 with `loc` `[\"query\", name]`."
+)
+_AUTH0_PARAMETERS = {"tenant_domain": "Your tenant domain, e.g. acme.us.auth0.com, or your custom domain when tokens "
+                                      "are requested through it (the issuer follows the domain the token was "
+                                      "requested from)"}
+_RESPONSES["presets"] = {200: ("The presets", {"presets": [
+    {"provider": "auth0", "title": "Auth0", "parameters": _AUTH0_PARAMETERS},
+    {"provider": "google", "title": "Google Sign-In (ID tokens)", "parameters": {}}]})}
+_RESPONSES["preset"] = {
+    200: ("GET /v1/presets/auth0?tenant_domain=acme.us.auth0.com&audience=https://api.acme.com", {
+        "provider": "auth0", "title": "Auth0", "issuer": "https://acme.us.auth0.com/",
+        "jwks_uri": "https://acme.us.auth0.com/.well-known/jwks.json", "parameters": _AUTH0_PARAMETERS,
+        "policy": {"issuer": "https://acme.us.auth0.com/", "audiences": ["https://api.acme.com"],
+                   "allowed_algs": ["RS256"], "jwks_uri": "https://acme.us.auth0.com/.well-known/jwks.json",
+                   "required_claims": ["sub"], "clock_skew_seconds": 60, "token_type": None},
+        "notes": "The audience is your API's Identifier (Dashboard > Applications > APIs), not the application's "
+                 "client id; ..."}),
+    404: ("Unknown provider", {
+        "type": "urn:jwt-decision:problem:preset-not-found", "title": "Preset not found", "status": 404,
+        "detail": "No preset for provider 'auth1'.", "code": "PRESET_NOT_FOUND",
+        "known": ["auth0", "cognito", "entra_id", "firebase", "github_actions", "gitlab", "google", "keycloak",
+                  "okta"]}),
+    422: ("A parameter is unknown, missing or malformed", {
+        "type": "urn:jwt-decision:problem:request-invalid", "title": "Invalid request", "status": 422,
+        "detail": "The request is invalid: expected a host name such as 'acme.us.auth0.com' (not a URL: drop "
+                  "'https://' and any path).", "code": "REQUEST_INVALID",
+        "errors": [{"loc": ["query", "tenant_domain"], "msg": "expected a host name such as 'acme.us.auth0.com' "
+                    "(not a URL: drop 'https://' and any path)", "type": "value_error"}]}),
+}
+
+
 # Authorization decisions (authorization.md sections 3 and 4).
 
 AUTHORIZE_DESCRIPTION = (

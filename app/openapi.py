@@ -26,7 +26,8 @@ _DOCS_HTML = """<!doctype html>
 <script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
 _OPERATION_EXAMPLES = {"validateJwt": "validate", "inspectToken": "inspect", "healthz": "healthz",
                        "authorize": "authorize", "forwardAuth": "forwardAuth", "forwardAuthPath": "forwardAuth",
-                       "listProfiles": "profiles", "readyz": "readyz"}
+                       "listProfiles": "profiles", "readyz": "readyz",
+                       "listPresets": "presets", "getPreset": "preset"}
 
 
 def _code_schema(title: str, codes: dict[str, Any]) -> dict[str, Any]:

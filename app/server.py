@@ -17,11 +17,13 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from app import openapi
 from app.api import route_handlers
 from app.api.authorize import dependencies as authorize_dependencies
+from app.api.presets import dependencies as presets_dependencies
 from app.api.validation import dependencies
 from app.authorizers import Authorizers
 from app.config import ReloadingDocument, Source, install_sighup
 from app.jwks import KeySetCache
 from app.keys import KeySet
+from app.presets import load_presets
 from app.problems import EXCEPTION_HANDLERS
 from app.ratelimit import Budgets
 from app.profiles import Profiles, load_profiles
@@ -51,7 +53,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
 
     keys = KeySetCache(settings, client=http_client, clock=clock, on_change=key_set_changed)
     verifier.keys = keys
-    presets: dict[str, Any] = {}
+    presets = load_presets(PRESETS_DIR)
 
     def profiles_changed(_: Profiles, new: Profiles) -> None:
         verifier.profiles = new.policies
@@ -85,7 +87,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
 
     app = Litestar(
         route_handlers=[*route_handlers(), *openapi.routes()],
-        dependencies={**dependencies(verifier), **authorize_dependencies(authorizers)},
+        dependencies={**dependencies(verifier), **authorize_dependencies(authorizers), **presets_dependencies(presets)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],

@@ -7,7 +7,9 @@ from typing import Any
 
 def route_handlers() -> list[Any]:
     from app.api.authorize import AuthorizeController, ForwardAuthController
+    from app.api.presets import PresetController
     from app.api.trust import TrustController
     from app.api.validation import HealthController, ValidationController
 
-    return [ValidationController, HealthController, TrustController, AuthorizeController, ForwardAuthController]
+    return [ValidationController, HealthController, TrustController, AuthorizeController, ForwardAuthController,
+            PresetController]

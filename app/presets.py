@@ -1,0 +1,289 @@
+"""Presets (trust.md section 3): one starter policy per identity provider, decoded and checked once at startup.
+
+A preset file `presets/<provider>.json` holds `provider` (equal to the file name), `title`, `issuer` (a template
+such as `https://{tenant_domain}/`, or a list of fixed issuers), `jwks_uri` (a template), `parameters` (name ->
+description), optional `defaults` (name -> value), `policy` (VerifyPolicy fields other than the issuer and the key
+source; `audiences` may be `[]` or name a parameter, as Firebase's `["{project_id}"]`) and `notes` (the
+provider's quirks). Every parameter appears in the issuer template, so an issuer alone gives all the values.
+
+`load_presets(directory)` decodes every file into a frozen `Preset` and fills it with sample values to check
+that the policy compiles; a bad file raises ConfigError: `presets/x.json: $.policy.allowed_algs[0]: ...`.
+
+- `Preset.fill(params, *, partial=False) -> dict`: the complete policy (issuer, audiences, allowed_algs,
+  jwks_uri, ...) ready for `msgspec.convert(..., VerifyPolicy)`. `audience` (a string, comma-separated, or a
+  list of strings) replaces `audiences`. Values are checked against the parameter's kind (a host is a host
+  name, not a URL; a region is `us-east-1`; ...); unknown, repeated, malformed or (unless `partial`) missing
+  parameters raise `ParameterError` whose problems have `loc == (name,)` (the API answers 422 at
+  `["query", name]`). With `partial=True` missing parameters stay as `{placeholders}` (profiles that bring
+  their own issuer or keys use this).
+- `Preset.parameters_from_issuer(issuer) -> dict | None`: reverse-matches the issuer template, so a profile
+  with `preset: auth0` and `issuer: https://acme.us.auth0.com/` gets `{"tenant_domain": "acme.us.auth0.com"}`
+  (and hence its jwks_uri); `{}` for presets without parameters when the issuer is theirs; None otherwise.
+- `Preset.template() -> dict`: the policy with the issuer and jwks_uri templates, placeholders unfilled.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from app.config import ConfigError, convert, decode, json_path
+from app.policy import PolicyError, Problem, VerifyPolicy, compile_policy
+
+Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Template = Annotated[str, Meta(min_length=1, max_length=512)]
+_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+_HOST = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?(?::[0-9]{1,5})?"
+_REGION = r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}"
+_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+MAX_AUDIENCES = 64
+
+
+def _host_hint(value: str) -> str | None:
+    if "://" in value:
+        return "not a URL: drop 'https://' and any path"
+    if "/" in value or "?" in value or "#" in value:
+        return "without a path"
+    if value != value.lower():
+        return "host names are lower case in issuers"
+    return None
+
+
+def _tenant_hint(value: str) -> str | None:
+    if value.lower() in ("common", "organizations", "consumers"):
+        return "multi-tenant endpoints have no single issuer: configure one profile per tenant GUID"
+    if "." in value:
+        return ("v2.0 tokens carry the tenant GUID in 'iss', never a domain name: use the Directory (tenant) ID "
+                "from the tenant's Overview page")
+    return "lower case, as tokens carry it" if value != value.lower() else None
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """What a parameter's value looks like; `pattern` also matches it inside an issuer (no `/` in any kind)."""
+
+    pattern: str
+    expected: str
+    sample: str
+    hint: Callable[[str], str | None] = lambda _: None
+
+    def problem(self, value: str) -> str | None:
+        if len(value) <= 255 and _compiled(self.pattern).fullmatch(value):
+            return None
+        hint = self.hint(value)
+        return f"expected {self.expected} such as {self.sample!r}" + (f" ({hint})" if hint else "")
+
+
+@lru_cache(maxsize=64)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+# Parameter kinds by parameter name: a preset may only declare parameters listed here.
+PARAMETER_KINDS: dict[str, Kind] = {
+    "tenant_domain": Kind(_HOST, "a host name", "acme.us.auth0.com", _host_hint),
+    "okta_domain": Kind(_HOST, "a host name", "acme.okta.com", _host_hint),
+    "host": Kind(_HOST, "a host name (with an optional port)", "sso.example.com", _host_hint),
+    "gitlab_host": Kind(_HOST, "a host name", "gitlab.example.com", _host_hint),
+    "authorization_server_id": Kind(r"[A-Za-z0-9]{1,64}", "an authorization server id", "default"),
+    "region": Kind(_REGION, "an AWS region", "us-east-1"),
+    "user_pool_id": Kind(_REGION + r"_[A-Za-z0-9]{1,55}", "a Cognito user pool id", "us-east-1_AbC123xyZ"),
+    "tenant_id": Kind(_GUID, "a tenant GUID", "0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90", _tenant_hint),
+    "project_id": Kind(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "a project id (6-30 lower-case letters, digits, hyphens)",
+                       "acme-prod"),
+    "realm": Kind(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,254}", "a realm name (letters, digits, . _ ~ -)", "acme"),
+}
+_NOT_IN_POLICY = ("issuer", "jwks_uri", "secret", "public_key", "jwks", "discovery")
+
+
+class ParameterError(PolicyError):
+    """Bad preset parameters; each problem's `loc` is `(parameter name,)`."""
+
+    def __str__(self) -> str:
+        return "; ".join(f"{'.'.join(map(str, problem.loc))}: {problem.msg}" for problem in self.problems)
+
+
+def _cross_check(values: Mapping[str, str]) -> list[Problem]:
+    pool, region = values.get("user_pool_id"), values.get("region")
+    if pool and region and pool.split("_", 1)[0] != region:
+        return [Problem(("user_pool_id",), f"the user pool {pool} is in region {pool.split('_', 1)[0]}, not "
+                                          f"{region}: its id starts with its region")]
+    return []
+
+
+def _substitute(text: str, values: Mapping[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), text)
+
+
+def _ordered(policy: dict[str, Any]) -> dict[str, Any]:
+    """Fields in VerifyPolicy's order, so the issuer and audiences come first for a reader."""
+    fields = VerifyPolicy.__struct_fields__
+    return {**{name: policy[name] for name in fields if name in policy},
+            **{name: value for name, value in policy.items() if name not in fields}}
+
+
+class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    provider: Name
+    title: Annotated[str, Meta(min_length=1, max_length=200)]
+    issuer: Template | Annotated[list[Template], Meta(min_length=1, max_length=8)]
+    jwks_uri: Template
+    policy: dict[str, Any]
+    notes: Annotated[str, Meta(min_length=1, max_length=4096)]
+    parameters: dict[Name, Annotated[str, Meta(min_length=1, max_length=500)]] = {}
+    defaults: dict[Name, str] = {}
+
+    def template(self) -> dict[str, Any]:
+        return _ordered({**copy.deepcopy(self.policy), "issuer": copy.deepcopy(self.issuer),
+                         "jwks_uri": self.jwks_uri})
+
+    def values(self, params: Mapping[str, str | Sequence[str]], *, partial: bool = False
+               ) -> tuple[dict[str, str], list[str] | None]:
+        """The checked parameter values (defaults applied) and the audiences given, if any."""
+        problems: list[Problem] = []
+        values: dict[str, str] = {}
+        audiences: list[str] | None = None
+        for name, raw in params.items():
+            items = [raw] if isinstance(raw, str) else list(raw)
+            if name == "audience":
+                audiences = list(dict.fromkeys(part.strip() for item in items for part in item.split(",")
+                                               if part.strip()))
+                if not audiences or len(audiences) > MAX_AUDIENCES or any(len(a) > 2048 for a in audiences):
+                    problems.append(Problem(("audience",), f"expected 1 to {MAX_AUDIENCES} audiences (repeat the "
+                                                           "parameter or separate them with commas)"))
+            elif name not in self.parameters:
+                takes = ", ".join([*self.parameters, "audience"])
+                problems.append(Problem((name,), f"unknown parameter {name!r}; the {self.provider} preset takes "
+                                                 f"{takes}", "extra_forbidden"))
+            elif len(items) != 1:
+                problems.append(Problem((name,), "given more than once"))
+                values[name] = ""
+            else:
+                message = PARAMETER_KINDS[name].problem(items[0])
+                if message:
+                    problems.append(Problem((name,), message))
+                values[name] = items[0]
+        for name, description in self.parameters.items():
+            if name not in values and name in self.defaults:
+                values[name] = self.defaults[name]
+            elif name not in values and not partial:
+                problems.append(Problem((name,), f"missing: {description}", "missing"))
+        if not problems:
+            problems.extend(_cross_check(values))
+        if problems:
+            raise ParameterError(problems)
+        return values, audiences
+
+    def fill(self, params: Mapping[str, str | Sequence[str]], *, partial: bool = False) -> dict[str, Any]:
+        """The policy with the parameters filled in (see the module docstring). Raises ParameterError."""
+        values, audiences = self.values(params, partial=partial)
+        policy = self.template()
+        policy["issuer"] = (_substitute(policy["issuer"], values) if isinstance(policy["issuer"], str)
+                            else policy["issuer"])
+        policy["jwks_uri"] = _substitute(self.jwks_uri, values)
+        template_audiences = policy.get("audiences", [])
+        policy["audiences"] = audiences if audiences is not None else [
+            _substitute(item, values) if isinstance(item, str) else item for item in template_audiences]
+        return _ordered(policy)
+
+    def parameters_from_issuer(self, issuer: str) -> dict[str, str] | None:
+        """The parameter values an issuer gives when it has the shape of this preset's issuer, else None."""
+        if isinstance(self.issuer, list):
+            return {} if issuer in self.issuer else None
+        match = _issuer_regex(self.issuer).fullmatch(issuer)
+        if match is None:
+            return None
+        found = match.groupdict()
+        return None if _cross_check(found) else found
+
+
+@lru_cache(maxsize=64)
+def _issuer_regex(template: str) -> re.Pattern[str]:
+    parts, last = [], 0
+    for match in _PLACEHOLDER.finditer(template):
+        name = match.group(1)
+        parts.append(re.escape(template[last:match.start()]) + f"(?P<{name}>{PARAMETER_KINDS[name].pattern})")
+        last = match.end()
+    return re.compile("".join(parts) + re.escape(template[last:]))
+
+
+def _template_problems(preset: Preset, stem: str) -> list[tuple[str, str]]:
+    """Everything about the file's shape that msgspec cannot see."""
+    problems: list[tuple[str, str]] = []
+    if preset.provider != stem:
+        problems.append(("$.provider", f"must equal the file name {stem!r}"))
+    for name in preset.parameters:
+        if name not in PARAMETER_KINDS:
+            problems.append((json_path("parameters", name),
+                             f"unknown parameter kind; known: {', '.join(PARAMETER_KINDS)}"))
+    issuer_names = _PLACEHOLDER.findall(preset.issuer) if isinstance(preset.issuer, str) else []
+    for name in {name for name in issuer_names if issuer_names.count(name) > 1}:
+        problems.append(("$.issuer", f"the placeholder {{{name}}} appears more than once"))
+    audiences = preset.policy.get("audiences", [])
+    templates: list[tuple[str, Any]] = [(json_path("jwks_uri"), preset.jwks_uri)]
+    templates += [(json_path("issuer"), preset.issuer)] if isinstance(preset.issuer, str) else [
+        (json_path("issuer", index), item) for index, item in enumerate(preset.issuer)]
+    if isinstance(audiences, list):
+        templates += [(json_path("policy", "audiences", index), item) for index, item in enumerate(audiences)]
+    for path, text in templates:
+        if not isinstance(text, str):
+            continue
+        for name in _PLACEHOLDER.findall(text):
+            if name not in preset.parameters:
+                problems.append((path, f"the placeholder {{{name}}} is not a declared parameter"))
+        if "{" in _PLACEHOLDER.sub("", text) or "}" in _PLACEHOLDER.sub("", text):
+            problems.append((path, "a placeholder is {name}, lower case, with both braces"))
+    for name in preset.parameters:
+        if name not in issuer_names:
+            problems.append((json_path("parameters", name), "every parameter must appear in the issuer template, "
+                                                            "so that a profile's issuer gives its value"))
+    for name, value in preset.defaults.items():
+        message = (PARAMETER_KINDS[name].problem(value) if name in preset.parameters and name in PARAMETER_KINDS
+                   else "is not a declared parameter")
+        if message:
+            problems.append((json_path("defaults", name), message))
+    for name in _NOT_IN_POLICY:
+        if name in preset.policy:
+            problems.append((json_path("policy", name), "not allowed in a preset's policy: the issuer and jwks_uri "
+                                                        "are top-level templates, and presets use no other key source"))
+    return problems
+
+
+def _check_compiles(preset: Preset, label: str) -> list[tuple[str, str]]:
+    """Fill with sample values and compile, as a profile would; errors point into the file."""
+    sample = {name: PARAMETER_KINDS[name].sample for name in preset.parameters}
+    filled = preset.fill(sample)
+    filled["audiences"] = filled["audiences"] or ["https://api.example.com"]
+    policy = convert(filled, VerifyPolicy, label, ("policy",))
+    try:
+        compile_policy(policy, inline=False)
+    except PolicyError as exc:
+        return [(json_path(*problem.loc) if problem.loc[:1] in (("issuer",), ("jwks_uri",))
+                 else json_path("policy", *problem.loc), problem.msg) for problem in exc.problems]
+    return []
+
+
+def load_presets(directory: Path) -> dict[str, Preset]:
+    """Every `*.json` of the directory, by provider. Raises ConfigError for the first bad file."""
+    if not directory.is_dir():
+        raise ConfigError(str(directory), [("$", "the presets directory does not exist")])
+    presets: dict[str, Preset] = {}
+    for path in sorted(directory.glob("*.json")):
+        label = str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(label, [("$", f"cannot read the file: {exc.strerror}")]) from None
+        preset = decode(data, Preset, label)
+        problems = _template_problems(preset, path.stem) or _check_compiles(preset, label)
+        if problems:
+            raise ConfigError(label, problems)
+        presets[preset.provider] = preset
+    return presets

@@ -1,0 +1,364 @@
+"""Presets: the shipped files load, the API serves and fills them, and each filled policy validates a token in its
+provider's real claim shape (tests/fixtures/provider_tokens.json) while a near miss fails with the right code."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from app import examples
+from app.config import ConfigError
+from app.keys import KeyView
+from app.policy import PolicyError, VerifyPolicy, compile_policy
+from app.presets import ParameterError, load_presets
+from app.profiles import load_profiles
+from app.server import PRESETS_DIR, ROOT
+from app.validation import ValidationResult, validate
+from tests.conftest import NOW
+from tests.mint import jwks, key_for, mint
+
+PROVIDERS = ["auth0", "cognito", "entra_id", "firebase", "github_actions", "gitlab", "google", "keycloak", "okta"]
+PRESETS = load_presets(PRESETS_DIR)
+CASES: dict[str, dict[str, Any]] = {name: case for name, case in json.loads(
+    (Path(__file__).parent / "fixtures" / "provider_tokens.json").read_text()).items() if not name.startswith("_")}
+NEAR_MISSES = [(name, miss) for name, case in CASES.items() for miss in case["near_misses"]]
+KEY = key_for("RS256", "provider-key")
+
+
+def _overlay(base: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    merged = {**base, **(overrides or {})}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+def run(case: dict[str, Any], *, parameters: dict[str, Any] | None = None, policy: dict[str, Any] | None = None,
+        claims: dict[str, Any] | None = None) -> ValidationResult:
+    """Fill the preset, swap its jwks_uri for an inline key set of the test key, and validate with the pure core."""
+    filled = PRESETS[case["provider"]].fill(_overlay(case["parameters"], parameters))
+    filled.pop("jwks_uri")
+    filled["jwks"] = jwks(KEY)
+    compiled = compile_policy(msgspec.convert({**filled, **(policy or {})}, VerifyPolicy), inline=True)
+    token = mint(_overlay(case["claims"], claims), KEY, header=case.get("header"))
+    return validate(token, compiled, KeyView(compiled.static_keys, "jwks"), NOW, max_token_bytes=16384)
+
+
+def codes(result: ValidationResult, severity: str) -> list[str]:
+    return [item.code for item in result.findings if item.severity == severity]
+
+
+# The shipped files
+
+
+def test_every_provider_of_the_spec_has_a_preset_named_after_its_file():
+    assert sorted(PRESETS) == PROVIDERS
+    for provider, preset in PRESETS.items():
+        assert (PRESETS_DIR / f"{provider}.json").exists()
+        assert preset.title and preset.notes and preset.policy["allowed_algs"]
+
+
+def test_google_accepts_both_issuer_forms_and_entra_notes_the_v1_issuer():
+    assert PRESETS["google"].issuer == ["https://accounts.google.com", "accounts.google.com"]
+    assert "https://sts.windows.net/{tenant_id}/" in PRESETS["entra_id"].notes
+    assert PRESETS["cognito"].policy["audience_claim"] == "client_id"
+    assert PRESETS["keycloak"].policy["required_custom_claims"] == {"typ": "Bearer"}
+    assert "not served under the enterprise slug" in PRESETS["github_actions"].notes
+
+
+# The filled policies against real claim shapes
+
+
+@pytest.mark.parametrize("name", list(CASES), ids=list(CASES))
+def test_filled_preset_validates_a_token_of_the_providers_real_claim_shape(name):
+    case = CASES[name]
+    result = run(case, policy=case.get("policy"))
+    assert result.valid, result.findings
+    assert codes(result, "error") == []
+    assert codes(result, "warning") == case.get("warnings", [])
+
+
+@pytest.mark.parametrize("name, miss", NEAR_MISSES, ids=[f"{name}-{miss['id']}" for name, miss in NEAR_MISSES])
+def test_near_miss_fails_with_the_right_code(name, miss):
+    case = CASES[name]
+    policy = miss["policy"] if "policy" in miss else case.get("policy")
+    result = run(case, parameters=miss.get("parameters"), policy=policy, claims=miss.get("claims"))
+    assert not result.valid
+    assert miss["code"] in codes(result, "error"), result.findings
+    if "remediation" in miss:
+        found = [item for item in result.findings if item.code == miss["code"]]
+        assert any(miss["remediation"] in (item.remediation or "") for item in found), found
+    for warning in miss.get("warnings", []):
+        assert warning in codes(result, "warning")
+
+
+def test_gitlab_string_boolean_remediation_says_to_expect_the_string():
+    result = run(CASES["gitlab"], policy={"required_custom_claims": {"ref_protected": True}})
+    [item] = [item for item in result.findings if item.code == "CLAIM_VALUE_MISMATCH"]
+    assert item.evidence == {"claim": "ref_protected", "expected": True, "actual": "true"}
+    assert "Expect 'true'" in (item.remediation or "")
+
+
+def test_cognito_access_token_without_audience_claim_client_id_names_client_id():
+    result = run(CASES["cognito"], policy={"audience_claim": "aud"})
+    [item] = [item for item in result.findings if item.code == "AUDIENCE_MISMATCH"]
+    assert item.evidence["claim"] == "aud"
+    assert "client_id" in (item.remediation or "")
+
+
+# The HTTP surface
+
+
+def test_list_presets_gives_provider_title_and_parameters(client):
+    response = client.get("/v1/presets")
+    assert response.status_code == 200
+    listed = response.json()["presets"]
+    assert [item["provider"] for item in listed] == PROVIDERS
+    assert {item["provider"]: item["parameters"] for item in listed}["cognito"] == {
+        "region": PRESETS["cognito"].parameters["region"],
+        "user_pool_id": PRESETS["cognito"].parameters["user_pool_id"]}
+    for example in examples.success_example("presets").value["presets"]:
+        assert example in listed
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_get_preset_returns_the_template(client, provider):
+    response = client.get(f"/v1/presets/{provider}")
+    assert response.status_code == 200
+    body = response.json()
+    preset = PRESETS[provider]
+    assert body["provider"] == provider and body["title"] == preset.title and body["notes"] == preset.notes
+    assert body["issuer"] == preset.issuer and body["jwks_uri"] == preset.jwks_uri
+    assert body["parameters"] == preset.parameters
+    assert body["policy"]["issuer"] == preset.issuer and body["policy"]["jwks_uri"] == preset.jwks_uri
+    assert body["policy"]["allowed_algs"] == preset.policy["allowed_algs"]
+    assert "audiences" in body["policy"]
+
+
+def test_filled_auth0_preset_is_the_documented_example(client):
+    response = client.get("/v1/presets/auth0", params={"tenant_domain": "acme.us.auth0.com",
+                                                       "audience": "https://api.acme.com"})
+    assert response.status_code == 200
+    body = response.json()
+    example = dict(examples.success_example("preset").value)
+    assert body["notes"].startswith(example.pop("notes").removesuffix("..."))
+    assert {key: value for key, value in body.items() if key != "notes"} == example
+
+
+def test_audience_is_repeatable_and_comma_separated(client):
+    response = client.get("/v1/presets/okta?okta_domain=acme.okta.com&authorization_server_id=default"
+                          "&audience=api://default,api://orders&audience=api://billing")
+    assert response.status_code == 200
+    assert response.json()["policy"]["audiences"] == ["api://default", "api://orders", "api://billing"]
+
+
+@pytest.mark.parametrize("name", list(CASES), ids=list(CASES))
+def test_filled_policy_posts_as_is_to_validate_jwt_once_the_key_set_is_inline(client, name):
+    case = CASES[name]
+    response = client.get(f"/v1/presets/{case['provider']}", params=case["parameters"])
+    assert response.status_code == 200, response.text
+    policy = response.json()["policy"]
+    assert not re.search(r"\{[a-z_]+\}", json.dumps(policy))
+    policy.pop("jwks_uri")
+    policy.update(jwks=jwks(KEY), **case.get("policy", {}))
+    token = mint(case["claims"], KEY, header=case.get("header"))
+    body = client.post("/v1/validate/jwt", json={"token": token, "policy": policy}).json()
+    assert body["valid"] is True, body["findings"]
+
+
+def test_filled_policy_with_its_jwks_uri_compiles_inline_only_for_allowlisted_hosts(client):
+    policy = client.get("/v1/presets/auth0", params={"tenant_domain": "acme.us.auth0.com",
+                                                     "audience": "https://api.acme.com"}).json()["policy"]
+    converted = msgspec.convert(policy, VerifyPolicy)
+    compiled = compile_policy(converted, inline=True, allowlist=("*.auth0.com",))
+    assert compiled.jwks_uri == "https://acme.us.auth0.com/.well-known/jwks.json"
+    with pytest.raises(PolicyError, match="JWKS_URI_ALLOWLIST"):
+        compile_policy(converted, inline=True)
+
+
+def test_unknown_provider_is_404_listing_the_known_ones(client):
+    response = client.get("/v1/presets/auth1")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == "PRESET_NOT_FOUND" and body["known"] == PROVIDERS
+
+
+BAD_VALUES = [
+    ("auth0", "tenant_domain", "https://acme.us.auth0.com", "not a URL"),
+    ("auth0", "tenant_domain", "acme.us.auth0.com/api", "without a path"),
+    ("auth0", "tenant_domain", "Acme.us.auth0.com", "lower case"),
+    ("okta", "okta_domain", "acme", "host name"),
+    ("okta", "authorization_server_id", "oauth2/default", "authorization server id"),
+    ("cognito", "region", "useast1", "AWS region"),
+    ("cognito", "user_pool_id", "AbC123xyZ", "user pool id"),
+    ("cognito", "user_pool_id", "eu-west-1_AbC123xyZ", "is in region eu-west-1, not us-east-1"),
+    ("entra_id", "tenant_id", "contoso.onmicrosoft.com", "never a domain name"),
+    ("entra_id", "tenant_id", "common", "multi-tenant"),
+    ("firebase", "project_id", "Acme_Prod", "project id"),
+    ("keycloak", "realm", "../admin", "realm name"),
+    ("keycloak", "host", "sso.acme.com/auth", "without a path"),
+    ("gitlab", "gitlab_host", "https://gitlab.acme.com", "not a URL"),
+]
+GOOD = {"auth0": {"tenant_domain": "acme.us.auth0.com"},
+        "okta": {"okta_domain": "acme.okta.com", "authorization_server_id": "default"},
+        "cognito": {"region": "us-east-1", "user_pool_id": "us-east-1_AbC123xyZ"},
+        "entra_id": {"tenant_id": "0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90"}, "firebase": {"project_id": "acme-prod"},
+        "keycloak": {"host": "sso.acme.com", "realm": "acme"}, "gitlab": {"gitlab_host": "gitlab.acme.com"}}
+
+
+@pytest.mark.parametrize("provider, name, value, message", BAD_VALUES,
+                         ids=[f"{provider}-{name}-{value}" for provider, name, value, _ in BAD_VALUES])
+def test_bad_parameter_value_is_422_at_its_query_name(client, provider, name, value, message):
+    params = {**GOOD[provider], name: value, "audience": "https://api.acme.com"}
+    response = client.get(f"/v1/presets/{provider}", params=params)
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == "REQUEST_INVALID"
+    [error] = body["errors"]
+    assert error["loc"] == ["query", name] and error["type"] == "value_error"
+    assert message in error["msg"]
+
+
+@pytest.mark.parametrize("query, loc, kind", [
+    ("tenant_domain=acme.us.auth0.com&audience=x&tenant=acme", ["query", "tenant"], "extra_forbidden"),
+    ("tenant_domain=acme.us.auth0.com&audience=x&issuer=https://evil.example/", ["query", "issuer"],
+     "extra_forbidden"),
+    ("audience=https://api.acme.com", ["query", "tenant_domain"], "missing"),
+    ("tenant_domain=acme.us.auth0.com", ["query", "audience"], "missing"),
+    ("tenant_domain=acme.us.auth0.com&audience=,", ["query", "audience"], "value_error"),
+    ("tenant_domain=a.auth0.com&tenant_domain=b.auth0.com&audience=x", ["query", "tenant_domain"], "value_error"),
+], ids=["unknown", "issuer-is-not-a-parameter", "missing-parameter", "no-audience", "empty-audience", "repeated"])
+def test_unknown_missing_or_repeated_parameter_is_422(client, query, loc, kind):
+    response = client.get(f"/v1/presets/auth0?{query}")
+    assert response.status_code == 422
+    assert [(error["loc"], error["type"]) for error in response.json()["errors"]] == [(loc, kind)]
+
+
+def test_unknown_parameter_message_lists_what_the_preset_takes():
+    with pytest.raises(ParameterError) as error:
+        PRESETS["cognito"].fill({"pool": "x"})
+    assert "the cognito preset takes region, user_pool_id, audience" in str(error.value)
+    assert [problem.loc for problem in error.value.problems] == [("pool",), ("region",), ("user_pool_id",)]
+
+
+# Reverse matching and partial fills (what the profile loader uses)
+
+
+@pytest.mark.parametrize("provider, issuer, expected", [
+    ("auth0", "https://acme.us.auth0.com/", {"tenant_domain": "acme.us.auth0.com"}),
+    ("auth0", "https://login.acme.com/", {"tenant_domain": "login.acme.com"}),
+    ("auth0", "https://acme.us.auth0.com", None),
+    ("okta", "https://acme.okta.com/oauth2/default", {"okta_domain": "acme.okta.com",
+                                                     "authorization_server_id": "default"}),
+    ("okta", "https://acme.okta.com", None),
+    ("cognito", "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Xy9", {"region": "eu-west-1",
+                                                                              "user_pool_id": "eu-west-1_Xy9"}),
+    ("cognito", "https://cognito-idp.eu-west-1.amazonaws.com/us-east-1_Xy9", None),
+    ("entra_id", "https://login.microsoftonline.com/0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90/v2.0",
+     {"tenant_id": "0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90"}),
+    ("entra_id", "https://sts.windows.net/0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90/", None),
+    ("firebase", "https://securetoken.google.com/acme-prod", {"project_id": "acme-prod"}),
+    ("keycloak", "https://sso.acme.com/realms/acme", {"host": "sso.acme.com", "realm": "acme"}),
+    ("keycloak", "https://sso.acme.com:8443/realms/acme", {"host": "sso.acme.com:8443", "realm": "acme"}),
+    ("keycloak", "https://sso.acme.com/auth/realms/acme", None),
+    ("gitlab", "https://gitlab.acme.com", {"gitlab_host": "gitlab.acme.com"}),
+    ("google", "accounts.google.com", {}),
+    ("google", "https://accounts.google.com/", None),
+    ("github_actions", "https://token.actions.githubusercontent.com", {}),
+    ("github_actions", "https://token.actions.githubusercontent.com/acme-corp", None),
+], ids=lambda value: value if isinstance(value, str) else None)
+def test_parameters_from_issuer_reverse_matches_the_template(provider, issuer, expected):
+    assert PRESETS[provider].parameters_from_issuer(issuer) == expected
+
+
+@pytest.mark.parametrize("name", list(CASES), ids=list(CASES))
+def test_a_filled_issuer_gives_back_its_parameters(name):
+    case = CASES[name]
+    preset = PRESETS[case["provider"]]
+    filled = preset.fill(case["parameters"])
+    if isinstance(filled["issuer"], str):
+        found = preset.parameters_from_issuer(filled["issuer"])
+        assert found is not None and preset.fill(found)["jwks_uri"] == filled["jwks_uri"]
+
+
+def test_partial_fill_leaves_missing_parameters_as_placeholders_and_applies_defaults():
+    okta = PRESETS["okta"].fill({"okta_domain": "acme.okta.com"}, partial=True)
+    assert okta["issuer"] == "https://acme.okta.com/oauth2/{authorization_server_id}"
+    assert PRESETS["gitlab"].fill({})["issuer"] == "https://gitlab.com"
+    with pytest.raises(ParameterError):
+        PRESETS["okta"].fill({"okta_domain": "https://acme.okta.com"}, partial=True)
+
+
+def test_fill_returns_a_fresh_policy_each_time():
+    first = PRESETS["keycloak"].fill({"host": "sso.acme.com", "realm": "acme"})
+    first["required_custom_claims"]["typ"] = "ID"
+    assert PRESETS["keycloak"].fill({"host": "sso.acme.com", "realm": "acme"})["required_custom_claims"] == {
+        "typ": "Bearer"}
+
+
+# Bad preset files stop startup with the file, the JSON path and the problem
+
+
+GOOD_FILE = {"provider": "acme", "title": "Acme IdP", "issuer": "https://{tenant_domain}/",
+             "jwks_uri": "https://{tenant_domain}/keys", "parameters": {"tenant_domain": "Your tenant"},
+             "policy": {"allowed_algs": ["RS256"], "audiences": []}, "notes": "None."}
+
+
+@pytest.mark.parametrize("change, path, message", [
+    ({"provider": "other"}, "$.provider", "must equal the file name 'acme'"),
+    ({"extra": 1}, "$", "unknown field `extra`"),
+    ({"policy": {"allowed_algs": ["none"], "audiences": []}}, "$.policy.allowed_algs[0]", "'none' is never allowed"),
+    ({"policy": {"allowed_algs": ["HS256"], "audiences": []}}, "$.policy.allowed_algs[0]", "HS256 is symmetric"),
+    ({"policy": {"allowed_algs": ["RS256"], "clock_skew_seconds": 9999}}, "$.policy.clock_skew_seconds",
+     "Expected `int` <= 300"),
+    ({"policy": {"allowed_algs": ["RS256"], "issuer": "https://x/"}}, "$.policy.issuer", "not allowed"),
+    ({"policy": {"allowed_algs": ["RS256"], "secret": "s" * 32}}, "$.policy.secret", "not allowed"),
+    ({"jwks_uri": "https://{tenant}/keys"}, "$.jwks_uri", "{tenant} is not a declared parameter"),
+    ({"jwks_uri": "https://{tenant_domain/keys"}, "$.jwks_uri", "a placeholder is {name}"),
+    ({"jwks_uri": "http://{tenant_domain}/keys"}, "$.jwks_uri", "must use https"),
+    ({"parameters": {"tenant_domain": "x", "colour": "y"}}, "$.parameters.colour", "unknown parameter kind"),
+    ({"parameters": {"tenant_domain": "x", "realm": "y"}}, "$.parameters.realm", "must appear in the issuer"),
+    ({"defaults": {"tenant_domain": "https://x"}}, "$.defaults.tenant_domain", "expected a host name"),
+    ({"title": ""}, "$.title", "length >= 1"),
+], ids=["provider-not-file-name", "unknown-field", "alg-none", "hs-with-jwks-uri", "skew-too-big",
+        "issuer-in-policy", "secret-in-policy", "undeclared-placeholder", "broken-placeholder", "http-jwks-uri",
+        "unknown-parameter-kind", "parameter-not-in-issuer", "bad-default", "empty-title"])
+def test_bad_preset_file_raises_config_error_with_file_path_and_problem(tmp_path, change, path, message):
+    (tmp_path / "acme.json").write_text(json.dumps({**GOOD_FILE, **change}))
+    with pytest.raises(ConfigError) as error:
+        load_presets(tmp_path)
+    line = next(line for line in str(error.value).splitlines() if f"acme.json: {path}: " in line)
+    assert message in line, str(error.value)
+
+
+def test_good_preset_file_loads_and_a_missing_directory_is_an_error(tmp_path):
+    (tmp_path / "acme.json").write_text(json.dumps(GOOD_FILE))
+    assert list(load_presets(tmp_path)) == ["acme"]
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_presets(tmp_path / "nope")
+
+
+# The example profile documents of profiles/ (trust.md section 1)
+
+
+def test_every_preset_has_an_example_profile_document_and_example_json_is_their_union():
+    documents = {path.stem: json.loads(path.read_text()) for path in sorted((ROOT / "profiles").glob("*.json"))}
+    union = {profile_id: profile for name, document in documents.items() if name != "example"
+             for profile_id, profile in document.items()}
+    assert sorted(name for name in documents if name != "example") == PROVIDERS
+    assert documents["example"] == union
+    for name in PROVIDERS:
+        assert all(profile["preset"] == name for profile in documents[name].values())
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_example_profiles_compile_with_their_presets(name):
+    path = ROOT / "profiles" / f"{name}.json"
+    profiles = load_profiles(path.read_bytes(), str(path), PRESETS)
+    assert profiles.policies and set(profiles.presets_used.values()) == {name}
+    for policy in profiles.policies.values():
+        assert policy.key_source == "jwks_uri" and "{" not in (policy.jwks_uri or "")
