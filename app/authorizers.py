@@ -23,6 +23,7 @@ from app.patterns import PatternError, parse_pointer
 from app.policy import CompiledPolicy, PolicyError, Problem, VerifyPolicy, compile_policy
 from app.ratelimit import Budgets, RateLimit, RateLimitDoc, compile_rate_limit
 from app.ruleset import Effect, Rule, RuleDoc, RuleError, compile_rules
+from app.verifier import Verifier
 
 AUTHORIZER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")  # RFC 9110 5.1: a token
@@ -190,15 +191,17 @@ def load_authorizers(data: bytes, label: str, profile_exists: Callable[[str], bo
 
 
 class Authorizers:
-    """The configured authorizers (reloading with their file), inline ones by fingerprint, and the budgets."""
+    """The configured authorizers (reloading with their file), inline ones by fingerprint, and what deciding
+    needs besides: the verifier and the rate-limit budgets (one object, so a route has one dependency)."""
 
-    def __init__(self, source: Source | None, *, profile_exists: Callable[[str], bool],
-                 inline_trust: Callable[[VerifyPolicy], CompiledPolicy], budgets: Budgets) -> None:
-        self.profile_exists = profile_exists
-        self.inline_trust = inline_trust
+    def __init__(self, source: Source | None, *, verifier: Verifier, budgets: Budgets) -> None:
+        self.verifier = verifier
         self.budgets = budgets
+        # Profiles are looked up live: a reload of ISSUER_PROFILES_JSON applies at once.
+        self.profile_exists: Callable[[str], bool] = lambda profile_id: verifier.profile(profile_id) is not None
+        self.inline_trust: Callable[[VerifyPolicy], CompiledPolicy] = verifier.compile_inline
         self.document: ReloadingDocument[dict[str, Authorizer]] = ReloadingDocument(
-            source, lambda data, label: load_authorizers(data, label, profile_exists), {})
+            source, lambda data, label: load_authorizers(data, label, self.profile_exists), {})
         self._inline: OrderedDict[str, Authorizer] = OrderedDict()
 
     def get(self, authorizer_id: str) -> Authorizer | None:

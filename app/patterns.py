@@ -17,6 +17,8 @@ import msgspec
 import re2
 
 VARIABLE = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
+# `^literal$` (escapes of punctuation allowed): most name patterns (`^x-tenant$`, `^https://myapp\.com/plan$`).
+_LITERAL = re.compile(r"\^((?:[^\\.^$|?*+()\[\]{}]|\\[^A-Za-z0-9])*)\$")
 FLAGS = frozenset("imsg")
 # Distinct (pattern, flags, values) compilations kept; values come from tokens and headers, so it must be bounded.
 SUBSTITUTED_CACHE_SIZE = 4096
@@ -71,6 +73,12 @@ class Pattern:
     flags: str
     names: tuple[str, ...]  # variables the pattern uses, in order of first use
     compiled: Any  # the RE2 object when there are no variables
+    literal: str | None = None  # set when the pattern can only match this exact text: compared, not searched
+
+    def search(self, variables: dict[str, Value], text: str) -> bool:
+        if self.literal is not None:
+            return text == self.literal
+        return found(self.resolve(variables), text)
 
     def resolve(self, variables: dict[str, Value]) -> Any:
         """The RE2 object for these variable values (compiled once per distinct value set)."""
@@ -93,7 +101,11 @@ def compile_pattern(text: str, flags: str, declared: frozenset[str]) -> Pattern:
     if unknown:
         raise PatternError(f"uses undeclared variable(s) {', '.join(unknown)}; declare them in 'variables'")
     if not names:
-        return Pattern(text, flags, (), _compile(text, flags))
+        compiled = _compile(text, flags)
+        literal = _LITERAL.fullmatch(text)
+        # Without `i` and `m`, RE2's `^...$` around plain characters matches that exact text and nothing else.
+        exact = re.sub(r"\\(.)", r"\1", literal.group(1)) if literal and not set(flags) & {"i", "m"} else None
+        return Pattern(text, flags, (), compiled, exact)
     _compile(VARIABLE.sub("x", text), flags)  # syntax check with a literal in each variable's place
     return Pattern(text, flags, names, None)
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app.checks.claims import granted_scopes
-from app.patterns import (MISSING, Pattern, PatternError, Value, found, json_text, resolve_pointer, splits_words,
-                          texts)
+from app.patterns import MISSING, PatternError, Value, json_text, resolve_pointer, splits_words, texts
 from app.ruleset import ClaimValues, Condition, Effect, Rule, Variable, compile_rules, load_rules
 
 __all__ = ["Facts", "Verdict", "RuleResult", "evaluate", "match_rule", "combine", "compile_rules", "load_rules"]
@@ -102,10 +101,6 @@ def _variable_value(variable: Variable, facts: Facts) -> tuple[Value | None, str
     return (tuple(dict.fromkeys(parts)) if isinstance(raw, list) else parts[0]), ""
 
 
-def _search(pattern: Pattern, variables: dict[str, Value], text: str) -> bool:
-    return found(pattern.resolve(variables), text)
-
-
 def _condition(condition: Condition, facts: Facts, variables: dict[str, Value], display: dict[str, Value] | None
                ) -> tuple[bool, dict[str, Any] | None]:
     """`must_exist`: some entry whose name matches has a value matching (any value when none is given)."""
@@ -117,19 +112,23 @@ def _condition(condition: Condition, facts: Facts, variables: dict[str, Value], 
             if value is not MISSING:
                 words = len(condition.pointer) == 1 and splits_words(condition.pointer[0], value)
                 compared.append(("/" + "/".join(condition.pointer), texts(value, words)))
+        elif condition.name is not None and condition.name.literal is not None:  # one claim name: look it up
+            name = condition.name.literal
+            if name in claims:
+                compared.append((name, texts(claims[name], splits_words(name, claims[name]))))
         else:
             assert condition.name is not None
             compared = [(name, texts(value, splits_words(name, value))) for name, value in claims.items()
-                        if _search(condition.name, variables, name)]
+                        if condition.name.search(variables, name)]
     else:
         assert condition.name is not None
         pairs = facts.headers if condition.kind == "headers" else facts.query
-        compared = [(name, [value]) for name, value in pairs if _search(condition.name, variables, name)]
+        compared = [(name, [value]) for name, value in pairs if condition.name.search(variables, name)]
     if condition.value is None:
-        found = bool(compared)
+        present = bool(compared)
     else:
-        found = any(_search(condition.value, variables, text) for _, values in compared for text in values)
-    held = found == condition.exists
+        present = any(condition.value.search(variables, text) for _, values in compared for text in values)
+    held = present == condition.exists
     if display is None:
         return held, None
     detail: dict[str, Any] = {"field": condition.field, "held": held,
@@ -157,21 +156,22 @@ def _claim_values(entry: ClaimValues, facts: Facts, explain: bool) -> tuple[bool
 
 def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict[str, Value] | None
             ) -> Iterator[tuple[bool, dict[str, Any] | None]]:
-    """Every non-scope condition of a rule, lazily, in the order of the dialect (`display` set: explain)."""
+    """Every non-scope condition of a rule, lazily (`display` set: explain). The set lookups (methods, `claims`
+    values) come before the patterns, so that most rules that do not match exit without running RE2."""
     explain = display is not None
     if rule.methods is not None:
         held = facts.method.upper() in rule.methods
         yield held, ({"field": "methods", "held": held, "expected": sorted(rule.methods), "actual": facts.method}
                      if explain else None)
+    for entry in rule.claims:
+        yield _claim_values(entry, facts, explain)
     if rule.path is not None:
-        held = _search(rule.path, variables, facts.path) == rule.path_exists
+        held = rule.path.search(variables, facts.path) == rule.path_exists
         yield held, ({"field": "path", "held": held, "pattern": rule.path.shown(display), "actual": facts.path,
                       "presence": "must_exist" if rule.path_exists else "must_absent"} if display is not None
                      else None)
     for condition in (*rule.headers, *rule.query, *rule.token):
         yield _condition(condition, facts, variables, display)
-    for entry in rule.claims:
-        yield _claim_values(entry, facts, explain)
 
 
 def match_rule(rule: Rule, facts: Facts, explain: bool = False) -> RuleResult:

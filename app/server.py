@@ -66,9 +66,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     verifier.profiles = profiles.value.policies
     documents: list[ReloadingDocument[Any]] = [profiles]
     # After the profiles: an authorizer's issuer_profile_id must name a loaded profile (resolved per request).
-    authorizers = Authorizers(_source("AUTHORIZERS_JSON", settings.authorizers_json),
-                              profile_exists=lambda profile_id: verifier.profile(profile_id) is not None,
-                              inline_trust=verifier.compile_inline, budgets=Budgets(settings.rate_limit_storage))
+    authorizers = Authorizers(_source("AUTHORIZERS_JSON", settings.authorizers_json), verifier=verifier,
+                              budgets=Budgets(settings.rate_limit_storage))
     documents.append(authorizers.document)
 
     @asynccontextmanager

@@ -402,3 +402,20 @@ def test_trace_shows_each_condition_with_normalised_path_and_claim_values_but_ne
 
 def test_without_explain_there_is_no_trace():
     assert evaluate(load_rules([ORG_RULE]), facts(), "deny").trace is None
+
+
+@pytest.mark.parametrize("pattern, flags", [
+    ("^x-tenant$", ""), ("^https://myapp\\.com/plan$", "g"), ("^x-tenant$", "i"), ("^x-tenant$", "m"),
+    ("^a\\^b$", "s"),
+], ids=["plain", "escaped-dot", "case-insensitive", "multiline", "escaped-caret"])
+@pytest.mark.parametrize("text", ["x-tenant", "X-Tenant", "x-tenant\n", "ax-tenant", "https://myapp.com/plan",
+                                  "https://myappxcom/plan", "a^b", "one\nx-tenant"])
+def test_exact_patterns_compared_as_strings_agree_with_re2(pattern, flags, text):
+    import re2
+
+    from app.patterns import compile_pattern
+
+    compiled = compile_pattern(pattern, flags, frozenset())
+    inline = "".join(flag for flag in "ims" if flag in flags)
+    expected = re2.search((f"(?{inline})" if inline else "") + pattern, text) is not None
+    assert compiled.search({}, text) is expected

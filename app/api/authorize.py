@@ -16,7 +16,6 @@ from app.authorize import Decision, OriginalRequest, authorize
 from app.authorizers import AUTHORIZER_ID, Authorizer, AuthorizerDoc, Authorizers
 from app.policy import PolicyError
 from app.problems import ApiError, policy_errors
-from app.verifier import Verifier
 
 AuthorizerId = Annotated[str, Meta(pattern=AUTHORIZER_ID.pattern)]
 PREFIX = "/v1/forward-auth/"
@@ -60,8 +59,8 @@ class AuthorizeController(Controller):
 
     @post("/authorize", operation_id="authorize", summary="Decide whether a request is allowed",
           description=examples.AUTHORIZE_DESCRIPTION, status_code=200, responses=examples.responses("authorize"))
-    async def authorize(self, verifier: NamedDependency[Verifier], authorizers: NamedDependency[Authorizers],
-                        data: JSONBody[AuthorizeRequest]) -> Decision:
+    async def authorize(self, authorizers: NamedDependency[Authorizers], data: JSONBody[AuthorizeRequest]
+                        ) -> Decision:
         if isinstance(data.authorizer, str):
             authorizer = _authorizer(authorizers, data.authorizer)
         else:
@@ -75,7 +74,7 @@ class AuthorizeController(Controller):
         headers = tuple((name.lower(), value) for name, values in data.request.headers.items()
                         for value in ([values] if isinstance(values, str) else values))
         original = OriginalRequest(data.request.method, data.request.path, headers)
-        return await authorize(authorizer, original, verifier=verifier, budgets=authorizers.budgets,
+        return await authorize(authorizer, original, verifier=authorizers.verifier, budgets=authorizers.budgets,
                                token=data.token, explain=data.explain)
 
 
@@ -130,10 +129,10 @@ def as_response(decision: Decision) -> Response[ForwardAuthBody]:
     return Response(body, status_code=decision.status, headers=headers, media_type="application/json")
 
 
-async def _forward(request: Request[Any, Any, Any], verifier: Verifier, authorizers: Authorizers,
-                   authorizer_id: str) -> Response[ForwardAuthBody]:
+async def _forward(request: Request[Any, Any, Any], authorizers: Authorizers, authorizer_id: str
+                   ) -> Response[ForwardAuthBody]:
     authorizer = _authorizer(authorizers, authorizer_id)
-    decision = await authorize(authorizer, original_request(request, authorizer_id), verifier=verifier,
+    decision = await authorize(authorizer, original_request(request, authorizer_id), verifier=authorizers.verifier,
                                budgets=authorizers.budgets)
     return as_response(decision)
 
@@ -147,26 +146,25 @@ class ForwardAuthController(Controller):
     # handler (a 204 that Envoy would read as "allowed"): this handler's name must sort first.
     @route(["/{authorizer:str}", "/{authorizer:str}/{path:path}"], http_method=OTHER_METHODS,
            include_in_schema=False)
-    async def any_method(self, request: Request[Any, Any, Any], verifier: NamedDependency[Verifier],
+    async def any_method(self, request: Request[Any, Any, Any],
                          authorizers: NamedDependency[Authorizers], authorizer: FromPath[str]
                          ) -> Response[ForwardAuthBody]:
-        return await _forward(request, verifier, authorizers, authorizer)
+        return await _forward(request, authorizers, authorizer)
 
     @get("/{authorizer:str}", operation_id="forwardAuth", summary="Forward-auth decision for a proxy",
          description=examples.FORWARD_AUTH_DESCRIPTION, responses=examples.forward_auth_responses())
-    async def forward_auth(self, request: Request[Any, Any, Any], verifier: NamedDependency[Verifier],
+    async def forward_auth(self, request: Request[Any, Any, Any],
                            authorizers: NamedDependency[Authorizers], authorizer: FromPath[str]
                            ) -> Response[ForwardAuthBody]:
-        return await _forward(request, verifier, authorizers, authorizer)
+        return await _forward(request, authorizers, authorizer)
 
     @get("/{authorizer:str}/{path:path}", operation_id="forwardAuthPath",
          summary="Forward-auth decision, original path in the URL (Envoy ext_authz path_prefix)",
          description=examples.FORWARD_AUTH_PATH_DESCRIPTION, responses=examples.forward_auth_responses())
-    async def forward_auth_path(self, request: Request[Any, Any, Any], verifier: NamedDependency[Verifier],
+    async def forward_auth_path(self, request: Request[Any, Any, Any],
                                 authorizers: NamedDependency[Authorizers], authorizer: FromPath[str],
                                 path: FromPath[str]) -> Response[ForwardAuthBody]:
-        return await _forward(request, verifier, authorizers, authorizer)
-
+        return await _forward(request, authorizers, authorizer)
 
 
 def dependencies(authorizers: Authorizers) -> dict[str, Provide]:
