@@ -63,10 +63,7 @@ def machine_facts() -> dict[str, str]:
         return done.stdout.strip()
 
     dirty = git("status", "--porcelain", "--", "app")
-    import cryptography
-    import granian
-    import jwt
-    import litestar
+    from importlib.metadata import version
 
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -74,8 +71,8 @@ def machine_facts() -> dict[str, str]:
         "nproc": str(os.cpu_count()),
         "cpu": cpu,
         "python": platform.python_version(),
-        "versions": f"litestar {litestar.__version__ if hasattr(litestar, '__version__') else '?'}, "
-                    f"granian {granian.__version__}, cryptography {cryptography.__version__}, PyJWT {jwt.__version__}",
+        "versions": ", ".join(f"{name} {version(name)}" for name in ("litestar", "granian", "msgspec", "cryptography",
+                                                                       "PyJWT", "fastapi")),
     }
 
 
