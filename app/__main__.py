@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 USAGE = """usage: python -m app [serve | openapi | --help]
 
   serve     start the service (default) on HOST:PORT with WORKERS processes (granian, ASGI, uvloop)
@@ -32,6 +40,30 @@ def main(argv: list[str]) -> int:
     if command != "serve":
         print(USAGE, file=sys.stderr)
         return 2
+    owned = _metrics_directory()
+    try:
+        return _serve(settings)
+    finally:
+        if owned:
+            shutil.rmtree(owned, ignore_errors=True)
+
+
+def _metrics_directory() -> str | None:
+    """Point PROMETHEUS_MULTIPROC_DIR at a directory before prometheus_client is first imported: every worker
+    (forked by granian) writes its counts there and a scrape of any worker sums them. An operator's own
+    directory is used as is (emptied of a previous run's files); else a temporary one, removed on exit."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        directory = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="jwt-decision-metrics-")
+        return directory
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+    return None
+
+
+def _serve(settings: "Settings") -> int:
     from app.server import check_config
 
     try:

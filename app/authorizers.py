@@ -210,6 +210,11 @@ class Authorizers:
     def ids(self) -> list[str]:
         return sorted(self.document.value)
 
+    def jwks_uris(self) -> set[str]:
+        """The key sets the configured authorizers' own policies name (profiles' key sets are the profiles')."""
+        return {authorizer.policy.jwks_uri for authorizer in self.document.value.values()
+                if authorizer.policy is not None and authorizer.policy.jwks_uri is not None}
+
     def inline(self, doc: AuthorizerDoc) -> Authorizer:
         """Compile an authorizer sent in a request (its jwks_uri under JWKS_URI_ALLOWLIST). Raises PolicyError."""
         fingerprint = hashlib.sha256(msgspec.json.encode(doc)).hexdigest()[:16]

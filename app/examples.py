@@ -92,6 +92,14 @@ _RESPONSES: dict[str, dict[int, tuple[str, Any]]] = {
             "errors": [{"loc": ["body", "token"], "msg": "Expected `str`, got `int`", "type": "type_error"}]}),
     },
     "healthz": {200: ("The process serves", {"status": "ok"})},
+    "metrics": {200: ("Prometheus text exposition (excerpt)", (
+        '# HELP jwt_validations_total Token validations by issuer profile and outcome\n'
+        '# TYPE jwt_validations_total counter\n'
+        'jwt_validations_total{profile="acme-auth0",valid="true"} 1042.0\n'
+        'jwt_findings_total{code="TOKEN_EXPIRED",severity="error"} 17.0\n'
+        'authz_decisions_total{authorizer="orders-api",decision="deny",reason="rule_denied"} 3.0\n'
+        'jwt_verified_token_cache_hits_total 991.0\n'
+        'jwks_key_set_age_seconds{jwks_uri="https://acme.us.auth0.com/.well-known/jwks.json"} 42.0\n'))},
     "profiles": {200: ("The loaded issuer profiles", {"profiles": [{
         "id": "acme-auth0", "issuer": "https://acme.us.auth0.com/", "audiences": ["https://api.acme.com"],
         "key_source": "jwks_uri", "jwks_uri": "https://acme.us.auth0.com/.well-known/jwks.json", "preset": "auth0",

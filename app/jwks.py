@@ -89,6 +89,7 @@ class KeySetCache:
                  clock: Callable[[], float] = time.time,
                  on_change: Callable[[str, KeySet | None, KeySet], None] | None = None,
                  on_fetch: Callable[[str, str], None] | None = None) -> None:
+        # on_change(uri, old, new) when a set's content changed; on_fetch(url, outcome) after every fetch.
         self.settings = settings
         self.clock = clock
         self.on_change = on_change
@@ -161,7 +162,6 @@ class KeySetCache:
     async def _fetch_into(self, entry: Entry) -> None:
         entry.fetches += 1
         started = self.clock()
-        host = urlsplit(entry.uri).hostname or "?"
         try:
             document, headers = await self._get_json(entry.uri)
             if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
@@ -170,14 +170,14 @@ class KeySetCache:
         except (FetchError, KeyError_) as exc:
             self._failed(entry, str(exc), started)
             if self.on_fetch:
-                self.on_fetch(host, "error")
+                self.on_fetch(entry.uri, "error")
             return
         for index, problem in problems:
             log.warning("jwks_key_skipped", uri=entry.uri, index=index, problem=problem)
         if not entries:
             self._failed(entry, f"no usable key in the set ({len(problems)} skipped)", started)
             if self.on_fetch:
-                self.on_fetch(host, "empty")
+                self.on_fetch(entry.uri, "empty")
             return
         now = self.clock()
         old = entry.keyset
@@ -188,7 +188,7 @@ class KeySetCache:
         log.info("jwks_fetched", uri=entry.uri, keys=len(entries), skipped=len(problems),
                  fresh_for=int(entry.expires_at - now))
         if self.on_fetch:
-            self.on_fetch(host, "ok")
+            self.on_fetch(entry.uri, "ok")
         if self.on_change is not None and (old is None or old.version != new.version):
             self.on_change(entry.uri, old, new)
 
@@ -271,7 +271,7 @@ class KeySetCache:
             state.next_attempt_at = self.clock() + min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (state.failures - 1))
             log.warning("discovery_failed", issuer=issuer, reason=state.error)
             if self.on_fetch:
-                self.on_fetch(host, "discovery_error")
+                self.on_fetch(url, "discovery_error")
             return
         finally:
             state.inflight = None
@@ -313,10 +313,10 @@ class KeySetCache:
         entry = self._entries.get(uri)
         return entry.fetches if entry else 0
 
-    def retain(self, uris: set[str]) -> None:
-        """After a reload: drop the entries of key sets no profile names any more (unchanged ones survive)."""
-        for uri in [uri for uri in self._entries if uri not in uris]:
-            del self._entries[uri]
+    def forget(self, uris: set[str]) -> None:
+        """After a reload: drop the key sets nothing configured names any more (the others survive untouched)."""
+        for uri in uris:
+            self._entries.pop(uri, None)
 
     async def aclose(self) -> None:
         for task in list(self._background):

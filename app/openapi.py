@@ -24,7 +24,7 @@ _DOCS_HTML = """<!doctype html>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="ui"></div><script src="/docs/static/swagger-ui-bundle.js"></script>
 <script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
-_OPERATION_EXAMPLES = {"validateJwt": "validate", "inspectToken": "inspect", "healthz": "healthz",
+_OPERATION_EXAMPLES = {"validateJwt": "validate", "inspectToken": "inspect", "healthz": "healthz", "metrics": "metrics",
                        "authorize": "authorize", "forwardAuth": "forwardAuth", "forwardAuthPath": "forwardAuth",
                        "listProfiles": "profiles", "readyz": "readyz",
                        "listPresets": "presets", "getPreset": "preset"}

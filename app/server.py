@@ -17,12 +17,15 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from app import openapi
 from app.api import route_handlers
 from app.api.authorize import dependencies as authorize_dependencies
+from app.api.operations import api_key_guard
 from app.api.presets import dependencies as presets_dependencies
 from app.api.validation import dependencies
 from app.authorizers import Authorizers
 from app.config import ReloadingDocument, Source, install_sighup
 from app.jwks import KeySetCache
 from app.keys import KeySet
+from app.observability import (ApiKeys, Observe, configure_logging, observe_validation, record_cache_lookup,
+                               record_key_set_fetch)
 from app.presets import load_presets
 from app.problems import EXCEPTION_HANDLERS
 from app.ratelimit import Budgets
@@ -51,13 +54,18 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         if old is not None:
             verifier.cache.forget_version(old.version)
 
-    keys = KeySetCache(settings, client=http_client, clock=clock, on_change=key_set_changed)
+    configure_logging(settings.log_level, settings.log_format)
+    keys = KeySetCache(settings, client=http_client, clock=clock, on_change=key_set_changed,
+                       on_fetch=record_key_set_fetch)
     verifier.keys = keys
+    verifier.on_result = observe_validation
+    verifier.cache.on_lookup = record_cache_lookup
     presets = load_presets(PRESETS_DIR)
 
-    def profiles_changed(_: Profiles, new: Profiles) -> None:
+    def profiles_changed(old: Profiles, new: Profiles) -> None:
         verifier.profiles = new.policies
-        keys.retain(new.jwks_uris())
+        # Key sets an authorizer's own policy names stay, whatever the profiles say.
+        keys.forget(old.jwks_uris() - new.jwks_uris() - authorizers.jwks_uris())
         keys.prefetch(sorted(new.jwks_uris()), sorted(new.discovery_issuers()))
 
     profiles: ReloadingDocument[Profiles] = ReloadingDocument(
@@ -72,7 +80,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        keys.prefetch(sorted(profiles.value.jwks_uris()), sorted(profiles.value.discovery_issuers()))
+        keys.prefetch(sorted(profiles.value.jwks_uris() | authorizers.jwks_uris()),
+                      sorted(profiles.value.discovery_issuers()))
         watchers = [asyncio.ensure_future(document.watch(settings.config_poll_seconds))
                     for document in documents if document.source is not None and document.source.is_file]
         install_sighup(documents)
@@ -86,6 +95,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
 
     app = Litestar(
         route_handlers=[*route_handlers(), *openapi.routes()],
+        guards=[api_key_guard(ApiKeys(settings.api_keys))] if settings.api_keys else [],
         dependencies={**dependencies(verifier), **authorize_dependencies(authorizers), **presets_dependencies(presets)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
@@ -95,6 +105,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
                                      description=openapi.DESCRIPTION, use_handler_docstrings=False),
         debug=False,
     )
+    # Outside routing and exception handling, so every answer (404, 413 and 401 included) is counted and logged.
+    app.asgi_handler = Observe(app.asgi_handler)
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.key_sets = keys

@@ -42,6 +42,8 @@ class Verifier:
         self.clock = clock
         # Issuer profiles by id (profiles.py fills this; replaced atomically on reload).
         self.profiles: dict[str, CompiledPolicy] = {}
+        # Told of every result (the app factory points it at the metrics and the request's log line).
+        self.on_result: Callable[[ValidationResult], None] | None = None
 
     def profile(self, profile_id: str) -> CompiledPolicy | None:
         return self.profiles.get(profile_id)
@@ -67,4 +69,6 @@ class Verifier:
         keys = await self.key_view(policy, raw)
         result = validate(raw, policy, keys, self.clock(), max_token_bytes=self.max_token_bytes, cache=self.cache)
         result.profile = profile
+        if self.on_result is not None:
+            self.on_result(result)
         return result

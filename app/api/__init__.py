@@ -9,7 +9,8 @@ def route_handlers() -> list[Any]:
     from app.api.authorize import AuthorizeController, ForwardAuthController
     from app.api.presets import PresetController
     from app.api.trust import TrustController
-    from app.api.validation import HealthController, ValidationController
+    from app.api.operations import OperationsController
+    from app.api.validation import ValidationController
 
-    return [ValidationController, HealthController, TrustController, AuthorizeController, ForwardAuthController,
+    return [ValidationController, OperationsController, TrustController, AuthorizeController, ForwardAuthController,
             PresetController]

@@ -14,6 +14,7 @@ from msgspec import Meta
 from app import examples
 from app.authorize import Decision, OriginalRequest, authorize
 from app.authorizers import AUTHORIZER_ID, Authorizer, AuthorizerDoc, Authorizers
+from app.observability import observe_decision
 from app.policy import PolicyError
 from app.problems import ApiError, policy_errors
 
@@ -74,8 +75,10 @@ class AuthorizeController(Controller):
         headers = tuple((name.lower(), value) for name, values in data.request.headers.items()
                         for value in ([values] if isinstance(values, str) else values))
         original = OriginalRequest(data.request.method, data.request.path, headers)
-        return await authorize(authorizer, original, verifier=authorizers.verifier, budgets=authorizers.budgets,
-                               token=data.token, explain=data.explain)
+        decision = await authorize(authorizer, original, verifier=authorizers.verifier,
+                                   budgets=authorizers.budgets, token=data.token, explain=data.explain)
+        observe_decision(decision)
+        return decision
 
 
 def _single(headers: tuple[tuple[str, str], ...], *names: str) -> str | None:
@@ -134,6 +137,7 @@ async def _forward(request: Request[Any, Any, Any], authorizers: Authorizers, au
     authorizer = _authorizer(authorizers, authorizer_id)
     decision = await authorize(authorizer, original_request(request, authorizer_id), verifier=authorizers.verifier,
                                budgets=authorizers.budgets)
+    observe_decision(decision)
     return as_response(decision)
 
 

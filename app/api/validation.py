@@ -1,17 +1,18 @@
-"""Thin controllers for validation, inspection and health. They decode, delegate and encode; nothing else."""
+"""Thin controllers for validation and inspection. They decode, delegate and encode; nothing else."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 from msgspec import Meta
 
 from app import examples
 from app.inspect import InspectResult, inspect_token
+from app.observability import annotate
 from app.policy import PolicyError, VerifyPolicy
 from app.problems import ApiError, ProblemDetails, invalid_policy, request_invalid
 from app.policy import Problem
@@ -31,10 +32,6 @@ class ValidateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class InspectRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     token: str
-
-
-class Health(msgspec.Struct):
-    status: str
 
 
 PROBLEMS = {422: ProblemDetails, 404: ProblemDetails, 413: ProblemDetails}
@@ -71,16 +68,9 @@ class ValidationController(Controller):
     async def inspect(self, verifier: NamedDependency[Verifier],
                       data: JSONBody[InspectRequest]
                       ) -> InspectResult:
-        return inspect_token(data.token, verifier.clock(), verifier.max_token_bytes)
-
-
-class HealthController(Controller):
-    tags = ["operations"]
-
-    @get("/healthz", operation_id="healthz", summary="Liveness", description="200 while the process serves.",
-         responses=examples.responses("healthz"))
-    async def healthz(self) -> Health:
-        return Health("ok")
+        result = inspect_token(data.token, verifier.clock(), verifier.max_token_bytes)
+        annotate(token_id=result.token_id)
+        return result
 
 
 def dependencies(verifier: Verifier) -> dict[str, Provide]:

@@ -1,0 +1,263 @@
+"""What an operator sees: one structured log line per request and the Prometheus series (operations.md section 2).
+
+The request edge (`Observe`) gives every request an id (`X-Request-ID` when the client sent a sane one, else a new
+one, echoed back), times it, counts it by route and status and writes one log line. Handlers add what they
+decided through `annotate` (profile, valid, finding codes, token_id, authorizer, decision, rule): never a token,
+a secret, key material or a header value. Metrics are prometheus_client objects; with several workers
+`python -m app` points PROMETHEUS_MULTIPROC_DIR at a directory before any worker starts, every worker writes
+its own files there and a scrape of any worker sums them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import sys
+import time
+from contextvars import ContextVar
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+import msgspec
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import REGISTRY, Collector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+disable_created_metrics()  # the `*_created` series double the output and nobody here asks for them
+
+# ---------------------------------------------------------------------------------------------------- metrics
+
+REQUESTS = Counter("http_requests_total", "HTTP requests by route template, method and status",
+                   ["route", "method", "status"])
+LATENCY = Histogram("http_request_duration_seconds", "Time from request to the end of the response, by route",
+                    ["route"], buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0))
+VALIDATIONS = Counter("jwt_validations_total", "Token validations by issuer profile ('inline' for inline "
+                      "policies) and outcome", ["profile", "valid"])
+FINDINGS = Counter("jwt_findings_total", "Findings reported by validations, by code and severity",
+                   ["code", "severity"])
+DECISIONS = Counter("authz_decisions_total", "Authorization decisions by authorizer, decision and reason",
+                    ["authorizer", "decision", "reason"])
+KEY_SET_FETCHES = Counter("jwks_fetches_total", "Key-set and discovery fetches by host and outcome",
+                          ["host", "outcome"])
+KEY_SET_FETCHED = Gauge("jwks_last_success_timestamp_seconds", "When a key set was last fetched successfully "
+                        "(Unix time; the latest of all workers)", ["jwks_uri"], multiprocess_mode="max")
+CACHE_HITS = Counter("jwt_verified_token_cache_hits_total", "Verified-token cache lookups that found the token")
+CACHE_MISSES = Counter("jwt_verified_token_cache_misses_total", "Verified-token cache lookups that did not")
+STORAGE_ERRORS = Counter("rate_limit_storage_errors_total", "Rate-limit storage failures, by authorizer",
+                         ["authorizer"])
+KEY_SET_AGE = "jwks_key_set_age_seconds"
+
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(...)`, memoised: label lookups cost more than the increment on the hot path."""
+    key = (metric, *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
+def record_request(route: str, method: str, status: int, seconds: float) -> None:
+    _child(REQUESTS, route, method, str(status)).inc()
+    _child(LATENCY, route).observe(seconds)
+
+
+def record_validation(profile: str | None, valid: bool, findings: Iterable[tuple[str, str]]) -> None:
+    _child(VALIDATIONS, profile or "inline", "true" if valid else "false").inc()
+    for code, severity in findings:
+        _child(FINDINGS, code, severity).inc()
+
+
+def record_decision(authorizer: str, decision: str, reason: str, storage_error: bool) -> None:
+    _child(DECISIONS, authorizer, decision, reason).inc()
+    if storage_error:
+        _child(STORAGE_ERRORS, authorizer).inc()
+
+
+def record_key_set_fetch(uri: str, outcome: str) -> None:
+    _child(KEY_SET_FETCHES, urlsplit(uri).hostname or "?", outcome).inc()
+    if outcome == "ok":
+        _child(KEY_SET_FETCHED, uri).set(time.time())
+
+
+def record_cache_lookup(hit: bool) -> None:
+    (CACHE_HITS if hit else CACHE_MISSES).inc()
+
+
+class _KeySetAge(Collector):
+    """`jwks_key_set_age_seconds`, computed at scrape time from the last-success timestamps (so it keeps growing
+    while a key set cannot be refreshed, whichever worker fetched it last)."""
+
+    def __init__(self, source: Collector, clock: Callable[[], float]) -> None:
+        self.source, self.clock = source, clock
+
+    def collect(self) -> Iterable[Metric]:
+        age = GaugeMetricFamily(KEY_SET_AGE, "Seconds since a key set was last fetched successfully",
+                                labels=["jwks_uri"])
+        now = self.clock()
+        for family in self.source.collect():
+            yield family
+            if family.name == KEY_SET_FETCHED._name:
+                for sample in family.samples:
+                    age.add_metric([sample.labels["jwks_uri"]], max(0.0, now - sample.value))
+        yield age
+
+
+class _Global(Collector):
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+def metrics_text(clock: Callable[[], float] = time.time) -> bytes:
+    """The Prometheus exposition of every worker (multiprocess files) or of this process."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    source: Collector
+    if directory:
+        source = MultiProcessCollector(CollectorRegistry(auto_describe=False), path=directory)
+    else:
+        source = _Global()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_KeySetAge(source, clock))
+    return generate_latest(registry)
+
+
+# ---------------------------------------------------------------------------------------------------- logs
+
+_fields: ContextVar[dict[str, Any] | None] = ContextVar("request_log_fields", default=None)
+
+
+def annotate(**fields: Any) -> None:
+    """Add fields to the current request's log line (no-op outside a request)."""
+    current = _fields.get()
+    if current is not None:
+        current.update(fields)
+
+
+def _json(event: dict[str, Any], **_: Any) -> bytes:
+    return msgspec.json.encode(event, enc_hook=str)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
+    """structlog writing one line per event: JSON (default) or a console rendering for people."""
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        factory: Any = structlog.PrintLoggerFactory(stream or sys.stdout)
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_json)
+        factory = structlog.BytesLoggerFactory(stream or sys.stdout.buffer)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per key-set fetch is ours (jwks_fetched)
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        # Module loggers follow a later configure() (tests make several apps); the per-request logger is bound
+        # once per app by `Observe`, so the hot path does not pay for that.
+        logger_factory=factory, cache_logger_on_first_use=False)
+
+
+# ---------------------------------------------------------------------------------------------------- edge
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    for name, value in headers:
+        if name == b"x-request-id":
+            return value if _REQUEST_ID.fullmatch(value) else secrets.token_hex(8).encode()
+    return secrets.token_hex(8).encode()
+
+
+class Observe:
+    """ASGI wrapper around Litestar's handler: request id, timing, the metrics and the log line of a request.
+
+    Wraps `app.asgi_handler` (routing and exception handling inside), so every answer, 404 and 413 included,
+    is counted and logged; the route label is the matched route's template ("unmatched" when none).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.log = structlog.get_logger("app.access").bind()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = request_id(scope["headers"])
+        status = 500
+
+        async def send_with_id(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
+            await send(message)
+
+        fields: dict[str, Any] = {}
+        reset = _fields.set(fields)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _fields.reset(reset)
+            seconds = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"
+            record_request(route, scope["method"], status, seconds)
+            self.log.info("request", method=scope["method"], route=route, path=scope["path"], status=status,
+                          duration_ms=round(seconds * 1000, 3), request_id=rid.decode(), **fields)
+
+
+# ---------------------------------------------------------------------------------------------------- API keys
+
+class ApiKeys:
+    """`API_KEYS`: compared as SHA-256 digests with `hmac.compare_digest` against every configured key, so
+    neither the position of a mismatch nor which key matched shows in the timing."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self.digests = tuple(hashlib.sha256(key.encode()).digest() for key in keys)
+
+    def __bool__(self) -> bool:
+        return bool(self.digests)
+
+    def accepts(self, presented: str | None) -> bool:
+        if presented is None:
+            return False
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
+        matched = False
+        for expected in self.digests:
+            matched |= hmac.compare_digest(digest, expected)
+        return matched
+
+
+def needs_api_key(path: str) -> bool:
+    """Every `/v1/*` route except the presets (public templates); health, readiness, metrics and the
+    OpenAPI document stay open."""
+    return path.startswith("/v1/") and not (path == "/v1/presets" or path.startswith("/v1/presets/"))
+
+
+# ---------------------------------------------------------------------------------------------------- outcomes
+
+def observe_validation(result: Any) -> None:
+    """A validation's metrics and log fields (the Verifier calls this for /v1/validate/jwt and decisions)."""
+    findings = result.findings
+    record_validation(result.profile, result.valid, [(item.code, item.severity) for item in findings])
+    annotate(profile=result.profile, valid=result.valid, findings=[item.code for item in findings],
+             token_id=result.token_id)
+
+
+def observe_decision(decision: Any) -> None:
+    rate_limit = decision.rate_limit
+    record_decision(decision.authorizer, decision.decision, decision.reason,
+                    bool(rate_limit is not None and rate_limit.storage_error))
+    annotate(authorizer=decision.authorizer, decision=decision.decision, reason=decision.reason,
+             rule=decision.rule.id if decision.rule is not None else None)

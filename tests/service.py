@@ -1,0 +1,58 @@
+"""`python -m app` as a real process on a free 127.0.0.1 port, for tests that need the server, its workers or
+its output exactly as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    """Started with `env` added to a minimal environment; output to `output` (a file) or discarded."""
+
+    def __init__(self, env: dict[str, str] | None = None, output: IO[Any] | None = None) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PORT": str(self.port), **(env or {})}
+        target = output if output is not None else subprocess.DEVNULL
+        self.process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=full, stdout=target,
+                                        stderr=subprocess.STDOUT if output is not None else subprocess.DEVNULL)
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"python -m app exited with {self.process.returncode}")
+            try:
+                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("python -m app did not become healthy in 30 s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

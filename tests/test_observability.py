@@ -1,0 +1,279 @@
+"""What an operator sees: request ids, one JSON log line per request, the API-key guard, and Prometheus metrics
+that count what happened (in process, and summed over 2 real workers), with no token, secret or key in the logs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from litestar.testing import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.server import create_app
+from app.settings import Settings
+from tests.conftest import AUDIENCE, ISSUER, claims, rs256_policy
+from tests.keyserver import KeyServer
+from tests.mint import jwks, key_for, mint
+from tests.service import Service
+
+SECRET = "obs-hmac-secret-0123456789-abcdefghijklmnop"
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def value(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return metrics.get((name, frozenset(labels.items())), 0.0)
+
+
+def live_claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return claims(**{"iat": now - 10, "exp": now + 3600, **overrides})
+
+
+def hs256_policy() -> dict[str, Any]:
+    return {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": SECRET}
+
+
+def hs256_token(**overrides: Any) -> str:
+    return mint(live_claims(**overrides), key_for_secret())
+
+
+def key_for_secret() -> Any:
+    from tests.mint import SigningKey
+
+    return SigningKey("HS256", SECRET.encode(), "obs-hmac")
+
+
+def token_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ in process
+
+
+def test_request_id_is_echoed_when_sane_and_generated_otherwise():
+    with TestClient(create_app(Settings())) as client:
+        assert client.get("/healthz", headers={"X-Request-ID": "req-42.a:b"}).headers["x-request-id"] == "req-42.a:b"
+        generated = {client.get("/healthz").headers["x-request-id"] for _ in range(3)}
+        assert len(generated) == 3 and all(len(item) == 16 for item in generated)
+        injected = client.get("/healthz", headers={"X-Request-ID": 'x" {evil}\tline'}).headers["x-request-id"]
+        assert injected != 'x" {evil}\tline' and len(injected) == 16
+
+
+def test_each_request_writes_one_json_line_with_what_was_decided(capsys):
+    token = hs256_token(aud="https://other.example.com", exp=1)
+    with TestClient(create_app(Settings())) as client:
+        capsys.readouterr()
+        client.post("/v1/validate/jwt", json={"token": token, "policy": hs256_policy()},
+                    headers={"X-Request-ID": "trace-1"})
+        client.get("/no/such/route")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line["event"] == "request"]
+    assert len(requests) == 2
+    first, second = requests
+    assert first["request_id"] == "trace-1" and first["method"] == "POST" and first["status"] == 200
+    assert first["route"] == "/v1/validate/jwt" and first["valid"] is False and first["profile"] is None
+    assert first["findings"] == ["AUDIENCE_MISMATCH", "TOKEN_EXPIRED"]
+    assert first["token_id"] == token_id(token) and first["duration_ms"] > 0 and first["level"] == "info"
+    assert second["route"] == "unmatched" and second["status"] == 404
+    assert token not in json.dumps(lines)
+
+
+def test_console_format_is_for_people(capsys):
+    with TestClient(create_app(Settings(log_format="console"))) as client:
+        capsys.readouterr()
+        client.get("/healthz", headers={"X-Request-ID": "people"})
+    out = capsys.readouterr().out
+    assert "request" in out and "request_id=people" in out and not out.lstrip().startswith("{")
+
+
+@pytest.fixture
+def guarded() -> Iterator[TestClient[Any]]:
+    authorizers = json.dumps({"open": {"policy": hs256_policy(), "rules": [{"effect": "allow"}]}})
+    with TestClient(create_app(Settings(api_keys=("k-one", "k-two"), authorizers_json=authorizers))) as client:
+        yield client
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "k-three"}, {"X-API-Key": ""}, {"Authorization": "k-one"}])
+def test_api_keys_refuse_v1_calls_without_a_configured_key(guarded, headers):
+    for response in (guarded.post("/v1/validate/jwt", json={"token": "x", "policy": hs256_policy()}, headers=headers),
+                     guarded.post("/v1/inspect/token", json={"token": "x"}, headers=headers),
+                     guarded.get("/v1/forward-auth/open", headers=headers),
+                     guarded.get("/v1/profiles", headers=headers)):
+        assert response.status_code == 401, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["code"] == "UNAUTHORIZED"
+
+
+def test_api_keys_accept_any_configured_key_and_leave_public_routes_open(guarded):
+    for key in ("k-one", "k-two"):
+        response = guarded.post("/v1/inspect/token", json={"token": "x"}, headers={"X-API-Key": key})
+        assert response.status_code == 200
+    token = hs256_token()
+    allowed = guarded.get("/v1/forward-auth/open", headers={"X-API-Key": "k-two", "Authorization": f"Bearer {token}"})
+    assert allowed.status_code == 200
+    for path in ("/v1/presets", "/v1/presets/auth0", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
+        assert guarded.get(path).status_code == 200, path
+
+
+def test_metrics_count_validations_findings_cache_decisions_and_key_sets():
+    server = KeyServer()
+    key = key_for("RS256", "obs-rs")
+    server.documents["/jwks.json"] = jwks(key)
+    profile = {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+               "jwks_uri": server.url("/jwks.json")}
+    authorizers = {"metered": {"issuer_profile_id": "obs-metrics", "rules": [{"id": "all", "effect": "allow"}],
+                               "rate_limit": {"per_minute": 100, "on_storage_error": "allow"}}}
+    settings = Settings(issuer_profiles_json=json.dumps({"obs-metrics": profile}),
+                        authorizers_json=json.dumps(authorizers), rate_limit_storage="redis://127.0.0.1:9/0")
+    good, expired = mint(live_claims(), key), mint(live_claims(exp=1), key)
+    with TestClient(create_app(settings)) as client:
+        before = samples(client.get("/metrics").text)
+        for _ in range(3):
+            assert client.post("/v1/validate/jwt", json={"token": good, "issuer_profile_id": "obs-metrics"}
+                               ).json()["valid"] is True
+        assert client.post("/v1/validate/jwt", json={"token": expired, "issuer_profile_id": "obs-metrics"}
+                           ).json()["valid"] is False
+        decision = client.get("/v1/forward-auth/metered", headers={"Authorization": f"Bearer {good}"})
+        assert decision.status_code == 200
+        assert client.get("/v1/forward-auth/metered").status_code == 401
+        after = samples(client.get("/metrics").text)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("jwt_validations_total", profile="obs-metrics", valid="true") == 4  # 3 + the allowed decision
+    assert moved("jwt_validations_total", profile="obs-metrics", valid="false") == 1
+    assert moved("jwt_findings_total", code="TOKEN_EXPIRED", severity="error") == 1
+    assert moved("jwt_verified_token_cache_hits_total") == 3  # the same token 2 more times, then in the decision
+    assert moved("jwt_verified_token_cache_misses_total") == 2  # good once, expired once
+    assert moved("authz_decisions_total", authorizer="metered", decision="allow", reason="rule_allowed") == 1
+    assert moved("authz_decisions_total", authorizer="metered", decision="deny", reason="token_missing") == 1
+    assert moved("rate_limit_storage_errors_total", authorizer="metered") == 1  # nothing listens on port 9
+    assert moved("jwks_fetches_total", host="127.0.0.1", outcome="ok") == 1
+    assert moved("http_requests_total", route="/v1/validate/jwt", method="POST", status="200") == 4
+    assert moved("http_request_duration_seconds_count", route="/v1/validate/jwt") == 4
+    assert 0 <= value(after, "jwks_key_set_age_seconds", jwks_uri=server.url("/jwks.json")) < 60
+
+
+# ------------------------------------------------------------------------------------------ 2 real workers
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`python -m app` with 2 workers, a profile on a real key server and an authorizer; runs a session that
+    uses an HMAC secret, an RSA key set and a PEM public key, then stops the server and hands over its output."""
+    directory = tmp_path_factory.mktemp("observability")
+    server = KeyServer()
+    rsa, pem_key = key_for("RS256", "obs-rs"), key_for("RS256", "obs-pem")
+    server.documents["/jwks.json"] = jwks(rsa)
+    profiles = {"obs": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+                        "jwks_uri": server.url("/jwks.json")}}
+    authorizers = {"orders": {"issuer_profile_id": "obs", "rules": [
+        {"id": "read", "effect": "allow", "methods": ["GET"], "path": {"pattern": "^/orders"}}]}}
+    metrics_dir = directory / "metrics"
+    log_path = directory / "service.log"
+    tokens = {"profile": mint(live_claims(), rsa), "expired": mint(live_claims(exp=1), rsa),
+              "hmac": hs256_token(), "pem": mint(live_claims(), pem_key),
+              "forged": hs256_token()[:-4] + "AAAA", "decision": mint(live_claims(sub="order-reader"), rsa)}
+    with open(log_path, "wb") as output:
+        service = Service({"WORKERS": "2", "ISSUER_PROFILES_JSON": json.dumps(profiles),
+                           "AUTHORIZERS_JSON": json.dumps(authorizers), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                           "LOG_LEVEL": "INFO"}, output)
+        try:
+            counts = run_session(service.base, tokens, pem_key.public_pem)
+            scrapes = [httpx.get(service.base + "/metrics", headers={"Connection": "close"}).text for _ in range(6)]
+            worker_files = {name.rsplit("_", 1)[-1] for name in os.listdir(metrics_dir) if name.startswith("counter_")}
+        finally:
+            service.stop()
+    secrets_used = [SECRET, base64.urlsafe_b64encode(SECRET.encode()).decode().rstrip("="),
+                    *[line for key in (rsa, pem_key) for line in key.public_pem.splitlines() if "-----" not in line],
+                    rsa.jwk["n"], pem_key.jwk["n"]]
+    yield {"tokens": tokens, "counts": counts, "scrapes": scrapes, "log": log_path.read_text(),
+           "secrets": secrets_used, "worker_files": worker_files}
+
+
+def run_session(base: str, tokens: dict[str, str], pem: str) -> dict[str, int]:
+    """Every call on a new connection, so that both workers take requests."""
+    def post(path: str, body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(base + path, json=body, headers={"Connection": "close"}, timeout=10)
+
+    counts = {"profile_valid": 0, "inline_valid": 0, "inline_invalid": 0}
+    for _ in range(10):
+        assert post("/v1/validate/jwt", {"token": tokens["profile"], "issuer_profile_id": "obs"}).json()["valid"]
+        counts["profile_valid"] += 1
+    assert not post("/v1/validate/jwt", {"token": tokens["expired"], "issuer_profile_id": "obs"}).json()["valid"]
+    assert post("/v1/validate/jwt", {"token": tokens["hmac"], "policy": hs256_policy()}).json()["valid"]
+    assert post("/v1/validate/jwt", {"token": tokens["pem"], "policy": rs256_policy(
+        public_key=pem, audiences=[AUDIENCE])}).json()["valid"]
+    assert not post("/v1/validate/jwt", {"token": tokens["forged"], "policy": hs256_policy()}).json()["valid"]
+    counts["inline_valid"], counts["inline_invalid"] = 2, 1
+    assert post("/v1/inspect/token", {"token": tokens["hmac"]}).status_code == 200
+    # The token in a refused request body is not echoed either.
+    assert post("/v1/validate/jwt", {"token": tokens["hmac"], "policy": {"secret": 5}}).status_code == 422
+    decision = post("/v1/authorize", {"authorizer": "orders", "token": tokens["decision"],
+                                      "request": {"method": "GET", "path": "/orders/7", "headers": {}}})
+    assert decision.json()["decision"] == "allow"
+    forward = httpx.get(base + "/v1/forward-auth/orders", headers={
+        "Authorization": f"Bearer {tokens['decision']}", "X-Forwarded-Method": "DELETE", "X-Forwarded-Uri": "/orders/7",
+        "Connection": "close"})
+    assert forward.status_code == 403
+    return counts
+
+
+def test_metrics_sum_every_worker(session):
+    assert len(session["worker_files"]) >= 2, "both workers should have served (and written their counts)"
+    counts = session["counts"]
+    for text in session["scrapes"]:  # whichever worker answers the scrape, the totals are the same
+        metrics = samples(text)
+        assert value(metrics, "jwt_validations_total", profile="obs", valid="true") == counts["profile_valid"] + 2
+        assert value(metrics, "jwt_validations_total", profile="obs", valid="false") == 1
+        assert value(metrics, "jwt_validations_total", profile="inline", valid="true") == counts["inline_valid"]
+        assert value(metrics, "jwt_validations_total", profile="inline", valid="false") == counts["inline_invalid"]
+        assert value(metrics, "jwt_findings_total", code="TOKEN_EXPIRED", severity="error") == 1
+        assert value(metrics, "jwt_findings_total", code="SIGNATURE_INVALID", severity="error") == 1
+        assert value(metrics, "authz_decisions_total", authorizer="orders", decision="allow", reason="rule_allowed") == 1
+        assert value(metrics, "authz_decisions_total", authorizer="orders", decision="deny", reason="default_deny"
+                     ) == 1
+        hits = value(metrics, "jwt_verified_token_cache_hits_total")
+        misses = value(metrics, "jwt_verified_token_cache_misses_total")
+        assert hits + misses == 16  # 14 validations and 2 decisions, each one lookup
+        assert hits >= 8  # the profile token 10 times: at most one miss per worker
+        assert value(metrics, "http_requests_total", route="/v1/validate/jwt", method="POST", status="200") == 14
+        assert value(metrics, "http_requests_total", route="/v1/validate/jwt", method="POST", status="422") == 1
+        assert value(metrics, "http_request_duration_seconds_count", route="/v1/validate/jwt") == 15
+        assert value(metrics, "jwks_fetches_total", host="127.0.0.1", outcome="ok") >= 2  # each worker fetches
+        assert value(metrics, "jwks_key_set_age_seconds", jwks_uri=session_uri(metrics)) >= 0
+
+
+def session_uri(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> str:
+    (uri,) = {dict(labels)["jwks_uri"] for name, labels in metrics if name == "jwks_key_set_age_seconds"}
+    return uri
+
+
+def test_logs_of_a_full_session_hold_token_ids_but_no_token_secret_or_key(session):
+    log = session["log"]
+    requests = [json.loads(line) for line in log.splitlines() if line.startswith("{") and '"request"' in line]
+    assert len(requests) >= 20
+    assert all(line["request_id"] and line["route"] and line["status"] for line in requests)
+    for name, token in session["tokens"].items():
+        assert token not in log, name
+        for part in token.split("."):
+            assert part not in log, name  # not even one segment (the payload is the user's claims)
+        assert token_id(token) in log, name
+    for secret in session["secrets"]:
+        assert secret not in log
+    assert "Bearer" not in log
+    decision_lines = [line for line in requests if line.get("authorizer") == "orders"]
+    assert {(line["decision"], line["reason"], line["rule"]) for line in decision_lines} == {
+        ("allow", "rule_allowed", "read"), ("deny", "default_deny", None)}
