@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +19,21 @@ from tests.mint import mint, key_for
 NOW = 1_700_000_000  # 2023-11-14T22:13:20Z: every test passes its own `now`
 ISSUER = "https://issuer.example.com/"
 AUDIENCE = "https://api.example.com"
+
+
+_connect = socket.socket.connect
+
+
+def _loopback_only(sock: socket.socket, address: Any) -> Any:
+    """Tests never reach beyond 127.0.0.1: any other destination fails loudly, in every test of this process."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        if host != "localhost" and not ipaddress.ip_address(host.split("%")[0]).is_loopback:
+            raise ConnectionRefusedError(f"test tried to connect to {host}: only loopback is allowed")
+    return _connect(sock, address)
+
+
+socket.socket.connect = _loopback_only  # type: ignore[method-assign]
 
 
 class FixedClock:

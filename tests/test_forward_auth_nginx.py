@@ -1,5 +1,5 @@
 """A real nginx with `auth_request` in front of a local upstream, asking the real service (`python -m app`): the
-nginx block and the authorizers document are read from docs/forward-auth.md, so the documented recipe is the
+nginx block and the authorizers document are read from README.md, so the documented recipe is the
 one that runs."""
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from tests.conftest import claims, require_binary, rs256_policy
 from tests.mint import key_for, mint
 
 pytestmark = pytest.mark.nginx
-DOC = ROOT / "docs" / "forward-auth.md"
+DOC = ROOT / "README.md"
 ORG = "https://myapp.com/org_id"
 
 
 def doc_block(name: str) -> str:
-    """The fenced code between `<!-- name-begin -->` and `<!-- name-end -->` in docs/forward-auth.md."""
+    """The fenced code between `<!-- name-begin -->` and `<!-- name-end -->` in README.md."""
     text = DOC.read_text()
     match = re.search(rf"<!-- {name}-begin -->\s*```[a-z]*\n(.*?)```\s*<!-- {name}-end -->", text, re.S)
-    assert match, f"docs/forward-auth.md has no {name} block"
+    assert match, f"README.md has no {name} block"
     return match.group(1)
 
 
