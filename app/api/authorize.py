@@ -12,6 +12,7 @@ from litestar.params import FromPath, JSONBody
 from msgspec import Meta
 
 from app import examples
+from app.api import json_response
 from app.authorize import Decision, OriginalRequest, authorize
 from app.authorizers import AUTHORIZER_ID, Authorizer, AuthorizerDoc, Authorizers
 from app.observability import observe_decision
@@ -61,7 +62,7 @@ class AuthorizeController(Controller):
     @post("/authorize", operation_id="authorize", summary="Decide whether a request is allowed",
           description=examples.AUTHORIZE_DESCRIPTION, status_code=200, responses=examples.responses("authorize"))
     async def authorize(self, authorizers: NamedDependency[Authorizers], data: JSONBody[AuthorizeRequest]
-                        ) -> Decision:
+                        ) -> Response[Decision]:
         if isinstance(data.authorizer, str):
             authorizer = _authorizer(authorizers, data.authorizer)
         else:
@@ -78,7 +79,7 @@ class AuthorizeController(Controller):
         decision = await authorize(authorizer, original, verifier=authorizers.verifier,
                                    budgets=authorizers.budgets, token=data.token, explain=data.explain)
         observe_decision(decision)
-        return decision
+        return json_response(decision)
 
 
 def _single(headers: tuple[tuple[str, str], ...], *names: str) -> str | None:
@@ -129,7 +130,7 @@ def as_response(decision: Decision) -> Response[ForwardAuthBody]:
     if decision.rate_limit is not None:
         headers.update(decision.rate_limit.headers())
     body = ForwardAuthBody(decision.decision, decision.reason, decision.rule.id if decision.rule else None)
-    return Response(body, status_code=decision.status, headers=headers, media_type="application/json")
+    return json_response(body, decision.status, headers)
 
 
 async def _forward(request: Request[Any, Any, Any], authorizers: Authorizers, authorizer_id: str

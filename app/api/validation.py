@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, post
+from litestar import Controller, Response, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 from msgspec import Meta
 
 from app import examples
+from app.api import json_response
 from app.inspect import InspectResult, inspect_token
 from app.observability import annotate
 from app.policy import PolicyError, VerifyPolicy
@@ -46,7 +47,7 @@ class ValidationController(Controller):
           responses=examples.responses("validate"))
     async def validate_jwt(self, verifier: NamedDependency[Verifier],
                            data: JSONBody[ValidateRequest]
-                           ) -> ValidationResult:
+                           ) -> Response[ValidationResult]:
         if (data.policy is None) == (data.issuer_profile_id is None):
             raise request_invalid([Problem(("body",), "exactly one of 'policy' or 'issuer_profile_id' is required",
                                            "value_error")])
@@ -55,13 +56,13 @@ class ValidationController(Controller):
                 policy = verifier.compile_inline(data.policy)
             except PolicyError as exc:
                 raise invalid_policy(exc, ("body", "policy")) from None
-            return await verifier.validate(data.token, policy)
+            return json_response(await verifier.validate(data.token, policy))
         assert data.issuer_profile_id is not None
         profile = verifier.profile(data.issuer_profile_id)
         if profile is None:
             raise ApiError(404, "ISSUER_PROFILE_NOT_FOUND", "Issuer profile not found",
                            f"No issuer profile {data.issuer_profile_id!r} is configured.", known=verifier.profile_ids())
-        return await verifier.validate(data.token, profile, data.issuer_profile_id)
+        return json_response(await verifier.validate(data.token, profile, data.issuer_profile_id))
 
     @post("/inspect/token", operation_id="inspectToken", summary="Decode a token without validating it",
           description=examples.INSPECT_DESCRIPTION, status_code=200, responses=examples.responses("inspect"))
