@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import msgspec
 
 from app.checks import Check, Context
-from app.checks.claims import check_audience, check_issuer, check_required_claims, check_token_type
+from app.checks.claims import (check_audience, check_issuer, check_required_claims, check_required_claims_for,
+                                check_token_type)
 from app.checks.header import check_algorithm, check_key, check_signature
-from app.checks.time import check_lifetime, check_time, numeric_date
+from app.checks.time import check_lifetime, check_time, numeric_date, time_findings, time_is_fine
 from app.findings import CHECK_ORDER, Finding, Status, finding
-from app.keys import KeyView
-from app.policy import CompiledPolicy
+from app.keys import ALGORITHMS, MIN_RSA_BITS, KeyView
+from app.policy import CompiledPolicy, normalise_typ
 from app.token import MalformedToken, ParsedToken, parse
 
 CHECKS: tuple[tuple[str, Check], ...] = (
@@ -39,6 +39,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
 GATES: dict[str, str] = {"key": "algorithm", "signature": "key"}
 # Checks whose outcome depends on `now`, re-run on every verified-token cache hit.
 TIME_DEPENDENT = ("time",)
+VALID_SUMMARY = "Token is valid."
 
 
 class KeyInfo(msgspec.Struct, frozen=True):
@@ -62,15 +63,21 @@ class ValidationResult(msgspec.Struct):
     expires_in: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Verified:
-    """What a verified-token cache entry remembers: everything that does not depend on the clock."""
+class Verified(NamedTuple):
+    """What a verified-token cache entry remembers: everything that does not depend on the clock, laid out so a
+    hit only runs the time check and, when it finds nothing, reuses the answer's parts as they are."""
 
     header: dict[str, Any]
     claims: dict[str, Any]
-    findings: dict[str, list[Finding]]
-    statuses: dict[str, Status]
     key: KeyInfo | None
+    # The findings of the checks before the key-set staleness note, between it and the time check, and after.
+    to_key: list[Finding]
+    to_audience: list[Finding]
+    after_time: list[Finding]
+    statuses: dict[str, Status]  # "time" is "pass": a hit sets it from the time check
+    findings: list[Finding]  # all of the above in order: the answer when time and staleness add nothing
+    valid: bool
+    summary: str
 
 
 class VerifiedCache:
@@ -85,14 +92,18 @@ class VerifiedCache:
         self.hits = 0
         self.misses = 0
         self._entries: OrderedDict[tuple[bytes, str, str], Verified] = OrderedDict()
+        # Told of every lookup (True for a hit); the app factory points it at the Prometheus counters.
+        self.on_lookup: Callable[[bool], None] | None = None
 
     def get(self, key: tuple[bytes, str, str]) -> Verified | None:
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1
-            return None
-        self.hits += 1
-        self._entries.move_to_end(key)
+        else:
+            self.hits += 1
+            self._entries.move_to_end(key)
+        if self.on_lookup is not None:
+            self.on_lookup(entry is not None)
         return entry
 
     def put(self, key: tuple[bytes, str, str], entry: Verified) -> None:
@@ -113,10 +124,14 @@ class VerifiedCache:
 def _status(findings: list[Finding] | None) -> Status:
     if findings is None:
         return "skip"
+    if not findings:
+        return "pass"
     return "fail" if any(item.severity == "error" for item in findings) else "pass"
 
 
 def summarise(findings: list[Finding]) -> tuple[bool, str]:
+    if not findings:
+        return True, VALID_SUMMARY
     errors = [item.code for item in findings if item.severity == "error"]
     warnings = [item.code for item in findings if item.severity == "warning"]
     if errors:
@@ -125,7 +140,7 @@ def summarise(findings: list[Finding]) -> tuple[bool, str]:
     if warnings:
         noun = "warning" if len(warnings) == 1 else "warnings"
         return True, f"Token is valid, with {len(warnings)} {noun} ({', '.join(dict.fromkeys(warnings))})."
-    return True, "Token is valid."
+    return True, VALID_SUMMARY
 
 
 def _stale_findings(keys: KeyView) -> list[Finding]:
@@ -143,7 +158,20 @@ def _malformed(exc: MalformedToken, tid: str) -> ValidationResult:
     return ValidationResult(False, summarise([item])[1], statuses, [item], tid, header=exc.header, claims=exc.claims)
 
 
+def _verified(header: dict[str, Any], claims: dict[str, Any], key: KeyInfo | None,
+              results: dict[str, list[Finding] | None], statuses: dict[str, Status]) -> Verified:
+    def collect(names: tuple[str, ...]) -> list[Finding]:
+        return [item for name in names for item in (results.get(name) or ())]
+
+    to_key, to_audience = collect(CHECK_ORDER[:3]), collect(CHECK_ORDER[3:6])
+    after_time = collect(CHECK_ORDER[7:])
+    findings = to_key + to_audience + after_time
+    valid, summary = summarise(findings)
+    return Verified(header, claims, key, to_key, to_audience, after_time, statuses, findings, valid, summary)
+
+
 def _run_static(ctx: Context) -> Verified:
+    """Every check but the clock's, in order, each gated on the one before it (the path that explains)."""
     results: dict[str, list[Finding] | None] = {}
     statuses: dict[str, Status] = {"format": "pass"}
     for name, check in CHECKS:
@@ -153,25 +181,94 @@ def _run_static(ctx: Context) -> Verified:
             continue
         results[name] = check(ctx)
         statuses[name] = _status(results[name])
-    key = ctx.key_used or (ctx.candidates[0] if ctx.candidates else None)
+    statuses["time"] = "pass"
+    # The key the answer names: the one that verified; none when no key did (a candidate is not "the key").
+    key = ctx.key_used
     key_info = KeyInfo(key.kid, ctx.keys.source, key.thumbprint) if key is not None else None
-    findings = {name: items for name, items in results.items() if items}
-    return Verified(ctx.token.header, ctx.token.claims, findings, statuses, key_info)
+    return _verified(ctx.token.header, ctx.token.claims, key_info, results, statuses)
 
 
-def _assemble(verified: Verified, ctx: Context, tid: str) -> ValidationResult:
+# The statuses of a token that passes everything, by which optional checks the policy has (they skip otherwise).
+_CLEAN: dict[tuple[bool, bool, bool], dict[str, Status]] = {
+    (lifetime, token_type, required): {
+        "format": "pass", "algorithm": "pass", "key": "pass", "signature": "pass", "issuer": "pass",
+        "audience": "pass", "time": "pass", "lifetime": "pass" if lifetime else "skip",
+        "token_type": "pass" if token_type else "skip", "required_claims": "pass" if required else "skip"}
+    for lifetime in (False, True) for token_type in (False, True) for required in (False, True)}
+_MISSING = object()
+
+
+def _clean(token: ParsedToken, policy: CompiledPolicy, keys: KeyView) -> Verified | bool | None:
+    """The straight line for a token that passes every check: the same verdict as `_run_static`, reached
+    without building evidence for checks that pass. Returns None at the first doubt (anything that would be a
+    finding, a warning included), and the full pipeline then runs and explains; the signature comes last, so
+    a token failing elsewhere costs no signature work here."""
+    header, claims = token.header, token.claims
+    alg = header.get("alg")
+    if type(alg) is not str or alg not in policy.allowed_algs:
+        return None
+    if "crit" in header or "jwk" in header or "jku" in header or "x5u" in header or "x5c" in header:
+        return None
+    kid = header.get("kid")
+    if kid is not None and type(kid) is not str:
+        return None
+    keyset = keys.keyset
+    if keyset is None or not token.signature:
+        return None
+    # iss, aud, lifetime, typ, required claims: the exact conditions under which those checks find nothing.
+    if claims.get("iss") not in policy.issuers:
+        return None
+    audience = claims.get(policy.audience_claim)
+    if type(audience) is str:
+        if audience not in policy.audiences:
+            return None
+    elif type(audience) is list and audience:
+        if not all(type(value) is str for value in audience) or policy.audiences.isdisjoint(audience):
+            return None
+    else:
+        return None
+    if policy.max_ttl is not None:
+        exp, iat = claims.get("exp"), claims.get("iat")
+        if not (numeric_date(exp) and numeric_date(iat) and exp - iat <= policy.max_ttl):
+            return None
+    if "nonce" in claims or "at_hash" in claims or claims.get("token_use") == "id":
+        return None  # an ID token: the token-type check has something to say
+    if policy.token_type is not None:
+        typ = header.get("typ")
+        if type(typ) is not str or normalise_typ(typ) != policy.token_type:
+            return None
+    required = bool(policy.required_claims or policy.required_custom_claims or policy.required_scopes)
+    if required and check_required_claims_for(policy, claims):
+        return None
+    algorithm = ALGORITHMS[alg]
+    single_key = policy.key_source in ("secret", "public_key")
+    used = None
+    for key in keyset.candidates(algorithm, None if single_key else kid):
+        if (key.size < algorithm.hash_bytes) if key.kty == "oct" else (key.kty == "RSA" and key.size < MIN_RSA_BITS):
+            return None  # a weak key: WEAK_KEY has something to say
+        if used is None and algorithm.verify(key.key, token.signing_input, token.signature):
+            used = key
+    if used is None:
+        return False
+    statuses = _CLEAN[(policy.max_ttl is not None, policy.token_type is not None, required)]
+    return Verified(header, claims, KeyInfo(used.kid, keys.source, used.thumbprint), [], [], [], statuses, [], True,
+                    VALID_SUMMARY)
+
+
+def _assemble(verified: Verified, policy: CompiledPolicy, keys: KeyView, now: float, tid: str) -> ValidationResult:
+    claims = verified.claims
+    exp = claims.get("exp", _MISSING)
+    expires_in = int(exp - now) if numeric_date(exp) else None  # type: ignore[operator]
+    if keys.stale_seconds is None and time_is_fine(claims, policy, now):
+        return ValidationResult(verified.valid, verified.summary, verified.statuses, list(verified.findings), tid,
+                                None, verified.header, claims, verified.key, expires_in)
+    timed = time_findings(claims, policy, now)
     statuses = dict(verified.statuses)
-    extra = {"time": check_time(ctx), "key": _stale_findings(ctx.keys)}
-    statuses["time"] = _status(extra["time"])
-    findings: list[Finding] = []
-    for name in CHECK_ORDER:
-        findings.extend(verified.findings.get(name, ()))
-        findings.extend(extra.get(name, ()))
+    statuses["time"] = _status(timed)
+    findings = [*verified.to_key, *_stale_findings(keys), *verified.to_audience, *timed, *verified.after_time]
     valid, summary = summarise(findings)
-    exp = verified.claims.get("exp")
-    expires_in = int(exp - ctx.now) if numeric_date(exp) else None
-    return ValidationResult(valid, summary, statuses, findings, tid, None, verified.header, verified.claims,
-                            verified.key, expires_in)
+    return ValidationResult(valid, summary, statuses, findings, tid, None, verified.header, claims, verified.key,
+                            expires_in)
 
 
 def validate(raw: str, policy: CompiledPolicy, keys: KeyView, now: float, *, max_token_bytes: int,
@@ -179,22 +276,20 @@ def validate(raw: str, policy: CompiledPolicy, keys: KeyView, now: float, *, max
     """Validate a compact JWT against a compiled policy and the keys known now."""
     raw = raw.strip()
     digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).digest()
-    tid = digest.hex()[:16]
+    tid = digest[:8].hex()
     keyset = keys.keyset
     cache_key = (digest, policy.fingerprint, keyset.version) if keyset is not None and cache is not None else None
     if cache_key is not None:
-        assert cache is not None
-        hit = cache.get(cache_key)
+        hit = cache.get(cache_key)  # type: ignore[union-attr]
         if hit is not None:
-            return _assemble(hit, Context(ParsedToken(hit.header, hit.claims, b"", b"", ""), policy, keys, now), tid)
+            return _assemble(hit, policy, keys, now, tid)
     try:
         token = parse(raw, max_token_bytes)
     except MalformedToken as exc:
         return _malformed(exc, tid)
-    ctx = Context(token, policy, keys, now)
-    verified = _run_static(ctx)
+    verified = _clean(token, policy, keys)
+    if not isinstance(verified, Verified):
+        verified = _run_static(Context(token, policy, keys, now, signature_failed=verified is False))
     if cache_key is not None:
-        assert cache is not None
-        cache.put(cache_key, verified)
-    return _assemble(verified, ctx, tid)
-
+        cache.put(cache_key, verified)  # type: ignore[union-attr]
+    return _assemble(verified, policy, keys, now, tid)

@@ -25,6 +25,8 @@ class Context:
     algorithm: Algorithm | None = None
     candidates: list[KeyEntry] = field(default_factory=list)
     key_used: KeyEntry | None = None
+    # Set when the fast path already tried every candidate key and none verified (no need to try again).
+    signature_failed: bool = False
 
 
 Check = Callable[[Context], "list[Finding] | None"]

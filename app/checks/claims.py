@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from app.checks import Context
 from app.findings import Finding, finding
-from app.policy import normalise_typ
+from app.policy import CompiledPolicy, normalise_typ
 
 _CLIENT_ID = re.compile(r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[A-Za-z0-9]{20,40})$")
 
@@ -155,9 +155,13 @@ def _value_hint(expected: Any, actual: Any) -> str | None:
 
 def check_required_claims(ctx: Context) -> list[Finding] | None:
     """Every missing claim, wrong value or missing scope is its own finding."""
-    policy, claims = ctx.policy, ctx.token.claims
+    policy = ctx.policy
     if not (policy.required_claims or policy.required_custom_claims or policy.required_scopes):
         return None
+    return check_required_claims_for(policy, ctx.token.claims)
+
+
+def check_required_claims_for(policy: CompiledPolicy, claims: dict[str, Any]) -> list[Finding]:
     findings: list[Finding] = []
     for name in policy.required_claims:
         if name not in claims:
