@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cryptography import x509
@@ -149,16 +149,24 @@ class KeySet:
     version: str
     fetched_at: float | None = None
     skipped: tuple[str, ...] = ()
+    # Candidates by (algorithm, kid), filled as tokens ask; only non-empty answers are kept, so the kids a token
+    # can make it remember are the set's own (an attacker's random kids find nothing and add nothing).
+    _candidates: dict[tuple[str, str | None], list[KeyEntry]] = field(default_factory=dict, compare=False,
+                                                                      repr=False)
 
     @property
     def kids(self) -> list[str]:
         return [key.kid for key in self.keys if key.kid is not None]
 
     def candidates(self, algorithm: Algorithm, kid: str | None) -> list[KeyEntry]:
-        fitting = [key for key in self.keys if key.fits(algorithm)]
-        if kid is None:
-            return fitting
-        return [key for key in fitting if key.kid == kid]
+        """The keys that fit the algorithm (and carry `kid`, when given). The list is shared: do not mutate."""
+        memo = self._candidates.get((algorithm.name, kid))
+        if memo is not None:
+            return memo
+        found = [key for key in self.keys if key.fits(algorithm) and (kid is None or key.kid == kid)]
+        if found:
+            self._candidates[(algorithm.name, kid)] = found
+        return found
 
 
 def key_set(keys: list[KeyEntry] | tuple[KeyEntry, ...], fetched_at: float | None = None,

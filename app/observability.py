@@ -156,6 +156,7 @@ def _json(_: Any, __: str, event: dict[str, Any]) -> bytes:
 
 
 _second: list[Any] = [0, ""]
+_access_sink: list[Any] = [None]
 
 
 def _timestamp(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -179,6 +180,10 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
         renderer = _json
         factory = structlog.BytesLoggerFactory(stream or sys.stdout.buffer)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per key-set fetch is ours (jwks_fetched)
+    # The per-request line in JSON goes straight to structlog's BytesLogger with the same renderer and fields:
+    # the bound logger's processing cost 18 µs per request in the app, against ~8 this way.
+    json_info = fmt == "json" and logging.getLevelName(level) <= logging.INFO
+    _access_sink[0] = structlog.BytesLogger(stream or sys.stdout.buffer) if json_info else None
     structlog.configure(
         processors=[structlog.processors.add_log_level, _timestamp, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
@@ -221,6 +226,7 @@ class Observe:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.log = structlog.get_logger("app.access").bind()
+        self.sink = _access_sink[0]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -246,8 +252,13 @@ class Observe:
             seconds = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
             record_request(route, scope["method"], status, seconds)
-            self.log.info("request", method=scope["method"], route=route, path=scope["path"], status=status,
-                          duration_ms=round(seconds * 1000, 3), request_id=rid.decode(), **fields)
+            line = {"method": scope["method"], "route": route, "path": scope["path"], "status": status,
+                    "duration_ms": round(seconds * 1000, 3), "request_id": rid.decode(), **fields}
+            if self.sink is not None:
+                line["event"], line["level"] = "request", "info"
+                self.sink.msg(_json(None, "info", _timestamp(None, "info", line)))
+            else:
+                self.log.info("request", **line)
 
 
 # ---------------------------------------------------------------------------------------------------- API keys

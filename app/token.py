@@ -62,8 +62,8 @@ def has_bearer_prefix(raw: str) -> bool:
     return raw[:7].lower() == "bearer "
 
 
-_TO_STANDARD = str.maketrans("-_", "+/")
-_PADDING = ("", "", "==", "=")
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"", b"==", b"=")
 _SIX_BITS = {char: value for value, char in
              enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
 
@@ -86,7 +86,7 @@ def b64url_decode(segment: str, name: str) -> bytes:
             {"segment": name},
             "Encode with a standard base64url encoder; the last character carries unused bits that must be zero.",
         )
-    return binascii.a2b_base64(segment.translate(_TO_STANDARD) + _PADDING[remainder])
+    return binascii.a2b_base64(segment.encode("ascii").translate(_TO_STANDARD) + _PADDING[remainder])
 
 
 def _depth(value: Any) -> int:

@@ -71,11 +71,11 @@ class Verified(NamedTuple):
     claims: dict[str, Any]
     key: KeyInfo | None
     # The findings of the checks before the key-set staleness note, between it and the time check, and after.
-    to_key: list[Finding]
-    to_audience: list[Finding]
-    after_time: list[Finding]
-    statuses: dict[str, Status]  # "time" is "pass": a hit sets it from the time check
-    findings: list[Finding]  # all of the above in order: the answer when time and staleness add nothing
+    to_key: tuple[Finding, ...]
+    to_audience: tuple[Finding, ...]
+    after_time: tuple[Finding, ...]
+    statuses: dict[str, Status]  # "time" is "pass": a hit sets it from the time check (shared: never mutated)
+    findings: tuple[Finding, ...]  # all of the above in order: the answer when time and staleness add nothing
     valid: bool
     summary: str
 
@@ -160,13 +160,13 @@ def _malformed(exc: MalformedToken, tid: str) -> ValidationResult:
 
 def _verified(header: dict[str, Any], claims: dict[str, Any], key: KeyInfo | None,
               results: dict[str, list[Finding] | None], statuses: dict[str, Status]) -> Verified:
-    def collect(names: tuple[str, ...]) -> list[Finding]:
-        return [item for name in names for item in (results.get(name) or ())]
+    def collect(names: tuple[str, ...]) -> tuple[Finding, ...]:
+        return tuple(item for name in names for item in (results.get(name) or ()))
 
     to_key, to_audience = collect(CHECK_ORDER[:3]), collect(CHECK_ORDER[3:6])
     after_time = collect(CHECK_ORDER[7:])
     findings = to_key + to_audience + after_time
-    valid, summary = summarise(findings)
+    valid, summary = summarise(list(findings))
     return Verified(header, claims, key, to_key, to_audience, after_time, statuses, findings, valid, summary)
 
 
@@ -251,7 +251,7 @@ def _clean(token: ParsedToken, policy: CompiledPolicy, keys: KeyView) -> Verifie
     if used is None:
         return False
     statuses = _CLEAN[(policy.max_ttl is not None, policy.token_type is not None, required)]
-    return Verified(header, claims, KeyInfo(used.kid, keys.source, used.thumbprint), [], [], [], statuses, [], True,
+    return Verified(header, claims, KeyInfo(used.kid, keys.source, used.thumbprint), (), (), (), statuses, (), True,
                     VALID_SUMMARY)
 
 

@@ -389,12 +389,10 @@ def main(argv: list[str]) -> int:
         rows.append(memory_row(memory_figures(tokens_file, policy_file, 100 if quick else min(cache_size, distinct))))
 
         stages: dict[str, list[breakdown.Row]] = {}
-        phases: dict[str, tuple[list[tuple[str, float, float]], str]] = {}
         asgi: list[tuple[str, float]] | str = []
         if not quick:
-            log("in process: where the time goes (phases in situ, stages alone, RS256 and HS256)")
+            log("in process: where the time goes (stages alone, RS256 and HS256)")
             for alg in ("RS256", "HS256"):
-                phases[alg] = breakdown.insitu(alg, pools[alg], now, repeats=5)
                 stages[alg] = breakdown.stages(alg, pools[alg], now, repeats=5, calls=3000)
             log("in process: the ASGI apps called directly (no network)")
             try:
@@ -426,7 +424,7 @@ def main(argv: list[str]) -> int:
         print(f"note: {item}")
     if out is not None:
         report.write_results(out, generated_markdown(command, facts, load_before, load_after, elapsed, load,
-                                                     args.rounds, distinct, table, stages, phases, asgi, notes))
+                                                     args.rounds, distinct, table, stages, asgi, notes))
         print(f"\nwritten to {out}")
     return 0
 
@@ -434,7 +432,6 @@ def main(argv: list[str]) -> int:
 def generated_markdown(command: str, facts: dict[str, str], load_before: str, load_after: str, elapsed: float,
                        load: H.LoadSettings, rounds: int, distinct: int, table: str,
                        stages: dict[str, list[breakdown.Row]],
-                       phases: dict[str, tuple[list[tuple[str, float, float]], str]],
                        asgi: list[tuple[str, float]] | str, notes: list[str]) -> str:
     lines = [
         f"Command: `{command}` (or `make bench`), {elapsed:.0f} s.",
@@ -459,23 +456,6 @@ def generated_markdown(command: str, facts: dict[str, str], load_before: str, lo
     ]
     if notes:
         lines += ["", *[f"- {item}" for item in notes]]
-    if phases:
-        algs = list(phases)
-        lines += ["", "### Where the time goes: phases of `validate`, timed inside the pipeline (µs per token)", "",
-                  "A replica of `validate` with a clock reading between phases (`bench/breakdown.py:insitu`), over "
-                  "the same 1,000 distinct tokens (cold: every token verified and put in the cache) and one token "
-                  "repeated (warm: cache hits). Clock readings add about 0.1 µs each.", "",
-                  "| Phase | " + " | ".join(f"{alg} cold | {alg} warm" for alg in algs) + " |",
-                  "|---|" + "---|---|" * len(algs)]
-        names = [name for name, _, _ in phases[algs[0]][0]]
-        for index, name in enumerate(names):
-            cells = []
-            for alg in algs:
-                rows_, _ = phases[alg]
-                _, cold, warm = rows_[index] if index < len(rows_) else (name, float("nan"), float("nan"))
-                cells += [f"{cold:.2f}", f"{warm:.2f}" if warm else "—"]
-            lines.append(f"| {'**total**' if name == 'total' else name} | " + " | ".join(cells) + " |")
-        lines += [f"- {alg}: {note}" for alg, (_, note) in phases.items() if note]
     if asgi:
         lines += ["", "### The HTTP stack without the network: ASGI app called in process (µs per request)", ""]
         if isinstance(asgi, str):
@@ -492,8 +472,9 @@ def generated_markdown(command: str, facts: dict[str, str], load_before: str, lo
                   "Each stage timed alone in a tight loop with the inputs `validate` gives it (`python -m "
                   "bench.breakdown` prints this; add `--profile` for cProfile). Indented rows are parts of the row "
                   "above. Alone, a stage keeps its code and data in the CPU caches, so these figures are lower "
-                  "than the same stage inside the pipeline (table above) and do not add up to the whole; they "
-                  "show the split inside a stage and the HTTP edge's own costs.", ""]
+                  "than inside the pipeline and do not add up to the whole; they show the split inside a stage and "
+                  "the HTTP edge's own costs. A clean token takes the straight line; the explaining pipeline is "
+                  "what a token with any finding costs.", ""]
         algs = list(stages)
         lines.append("| Stage | " + " | ".join(f"{alg} µs" for alg in algs) + " | Note |")
         lines.append("|---|" + "---|" * len(algs) + "---|")

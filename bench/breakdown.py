@@ -12,6 +12,7 @@ import cProfile
 import gc
 import hashlib
 import io
+import os
 import pstats
 import statistics
 import sys
@@ -60,13 +61,13 @@ def stages(alg: str, distinct: list[str], now: float, *, repeats: int = 5, calls
     _stage(rows, alg, "validate, warm (cache hit)", lambda item: validate(item, policy, keys, now, **kw, cache=cache),
            same, repeats)
     _stage(rows, alg, "  sha256 + token id", lambda item: hashlib.sha256(item.encode("utf-8", "surrogatepass"))
-           .digest().hex()[:16], same, repeats)
+           .digest()[:8].hex(), same, repeats)
     _stage(rows, alg, "  parse (token.parse)", lambda item: tok.parse(item, MAX_TOKEN_BYTES), same, repeats)
     head, payload, signature = raw.split(".")
     _stage(rows, alg, "    strict base64url x3 (b64url_decode)",
            lambda _: (tok.b64url_decode(head, "header"), tok.b64url_decode(payload, "payload"),
                       tok.b64url_decode(signature, "signature")), same, repeats,
-           "regex fullmatch + decode + canonical re-encode")
+           "regex fullmatch + last-character canonical check + a2b_base64")
     head_bytes, payload_bytes = tok.b64url_decode(head, "header"), tok.b64url_decode(payload, "payload")
     _stage(rows, alg, "    JSON objects x2 (decode_json_object)",
            lambda _: (tok.decode_json_object(head_bytes, "header"), tok.decode_json_object(payload_bytes, "payload")),
@@ -74,8 +75,11 @@ def stages(alg: str, distinct: list[str], now: float, *, repeats: int = 5, calls
     _stage(rows, alg, "      of which msgspec.json.decode x2",
            lambda _: (msgspec.json.decode(head_bytes), msgspec.json.decode(payload_bytes)), same, repeats)
     parsed = tok.parse(raw, MAX_TOKEN_BYTES)
-    _stage(rows, alg, "  static checks (_run_static)",
-           lambda _: V._run_static(Context(parsed, policy, keys, now)), same, repeats)
+    _stage(rows, alg, "  straight line for a clean token (_clean)", lambda _: V._clean(parsed, policy, keys), same,
+           repeats, "every check's pass condition, then the signature")
+    _stage(rows, alg, "  explaining pipeline (_run_static)",
+           lambda _: V._run_static(Context(parsed, policy, keys, now)), same, repeats,
+           "what a token with a finding goes through")
     ctx = Context(parsed, policy, keys, now)
     H.check_algorithm(ctx)
     H.check_key(ctx)
@@ -90,16 +94,13 @@ def stages(alg: str, distinct: list[str], now: float, *, repeats: int = 5, calls
     _stage(rows, alg, "      of which the raw verify", lambda _: verify(key, parsed.signing_input, parsed.signature),
            same, repeats)
     verified = V._run_static(Context(parsed, policy, keys, now))
-    tid = hashlib.sha256(raw.encode()).hexdigest()[:16]
-    _stage(rows, alg, "  assemble (_assemble)", lambda _: V._assemble(verified, ctx, tid), same, repeats,
-           "time check + summary + result Struct, every call")
-    _stage(rows, alg, "    check_time", lambda _: TM.check_time(ctx), same, repeats)
+    tid = hashlib.sha256(raw.encode()).digest()[:8].hex()
+    _stage(rows, alg, "  assemble (_assemble)", lambda _: V._assemble(verified, policy, keys, now, tid), same,
+           repeats, "time test + result Struct, every call (cache hits too)")
+    _stage(rows, alg, "    time_is_fine", lambda _: TM.time_is_fine(parsed.claims, policy, now), same, repeats)
     digest = hashlib.sha256(raw.encode()).digest()
     cache_key = (digest, policy.fingerprint, policy.static_keys.version if policy.static_keys else "")
     _stage(rows, alg, "  cache get (hit)", lambda _: cache.get(cache_key), same, repeats)
-    _stage(rows, alg, "  Context + ParsedToken for a hit",
-           lambda _: Context(tok.ParsedToken(verified.header, verified.claims, b"", b"", ""), policy, keys, now),
-           same, repeats)
 
     # The HTTP edge around the core, per request (app/api/validation.py, app/verifier.py).
     from app.api.validation import ValidateRequest
@@ -119,126 +120,6 @@ def stages(alg: str, distinct: list[str], now: float, *, repeats: int = 5, calls
     return rows
 
 
-def insitu(alg: str, distinct: list[str], now: float, *, repeats: int = 5) -> tuple[list[tuple[str, float, float]], str]:
-    """Each phase timed *inside* the whole pipeline, cold (distinct tokens, cache put) and warm (hits).
-
-    Isolated loops keep one stage's code and data hot in the CPU caches and understate it; here a replica of
-    `validate` reads the clock between phases (~0.1 µs per reading). Returns (phase, cold µs, warm µs) rows and a
-    note; the replica's answers are compared with `validate`'s, so a change to app/validation.py shows as
-    "replica out of date" instead of silently wrong figures.
-    """
-    from app import validation as V
-    from app.checks.time import check_time, numeric_date
-    from app.keys import KeyView as KV
-    from app.token import ParsedToken, parse
-
-    policy = compiled(alg)
-    keys = KV(policy.static_keys, policy.key_source)
-    clock = time.perf_counter_ns
-    names = ["strip + sha256 + id", "cache get", "parse", "Context", *[name for name, _ in V.CHECKS
-             if name not in V.TIME_DEPENDENT], "_run_static glue (status, KeyInfo, Verified)", "cache put",
-             "_assemble: check_time", "_assemble: findings, summary, result", "total"]
-
-    def replica(raw: str, cache: Any, acc: dict[str, int]) -> Any:
-        t0 = clock()
-        raw = raw.strip()
-        digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).digest()
-        tid = digest.hex()[:16]
-        cache_key = (digest, policy.fingerprint, keys.keyset.version)
-        t1 = clock()
-        hit = cache.get(cache_key)
-        t2 = clock()
-        acc["strip + sha256 + id"] += t1 - t0
-        acc["cache get"] += t2 - t1
-        if hit is None:
-            token = parse(raw, MAX_TOKEN_BYTES)
-            t3 = clock()
-            ctx = Context(token, policy, keys, now)
-            t4 = clock()
-            acc["parse"] += t3 - t2
-            acc["Context"] += t4 - t3
-            results: dict[str, Any] = {}
-            statuses: dict[str, str] = {"format": "pass"}
-            in_checks = 0
-            for name, check in V.CHECKS:
-                gate = V.GATES.get(name)
-                if name in V.TIME_DEPENDENT or (gate is not None and statuses[gate] != "pass"):
-                    statuses[name] = "skip"
-                    continue
-                c0 = clock()
-                results[name] = check(ctx)
-                c1 = clock()
-                acc[name] += c1 - c0
-                in_checks += c1 - c0
-                statuses[name] = V._status(results[name])
-            key = ctx.key_used or (ctx.candidates[0] if ctx.candidates else None)
-            key_info = V.KeyInfo(key.kid, ctx.keys.source, key.thumbprint) if key is not None else None
-            findings = {name: items for name, items in results.items() if items}
-            verified = V.Verified(ctx.token.header, ctx.token.claims, findings, statuses, key_info)  # type: ignore
-            t5 = clock()
-            acc["_run_static glue (status, KeyInfo, Verified)"] += t5 - t4 - in_checks
-            cache.put(cache_key, verified)
-            t2 = clock()
-            acc["cache put"] += t2 - t5
-        else:
-            verified = hit
-            ctx = Context(ParsedToken(hit.header, hit.claims, b"", b"", ""), policy, keys, now)
-        # _assemble, with check_time timed apart
-        a0 = clock()
-        statuses2 = dict(verified.statuses)
-        time_findings = check_time(ctx)
-        a1 = clock()
-        extra = {"time": time_findings, "key": V._stale_findings(ctx.keys)}
-        statuses2["time"] = V._status(extra["time"])
-        all_findings: list[Any] = []
-        for name in V.CHECK_ORDER:
-            all_findings.extend(verified.findings.get(name, ()))
-            all_findings.extend(extra.get(name, ()))
-        valid, summary = V.summarise(all_findings)
-        exp = verified.claims.get("exp")
-        expires_in = int(exp - ctx.now) if numeric_date(exp) else None
-        result = V.ValidationResult(valid, summary, statuses2, all_findings, tid, None, verified.header,
-                                    verified.claims, verified.key, expires_in)
-        a2 = clock()
-        acc["_assemble: check_time"] += a1 - a0
-        acc["_assemble: findings, summary, result"] += a2 - a1 + (a0 - t2 if hit is None else 0)
-        acc["total"] += a2 - t0
-        return result
-
-    note = ""
-    try:
-        check_cache = V.VerifiedCache(10)
-        for raw in distinct[:3]:
-            expected = msgspec.json.encode(validate(raw, policy, keys, now, max_token_bytes=MAX_TOKEN_BYTES))
-            if msgspec.json.encode(replica(raw, check_cache, _zero(names))) != expected:
-                note = "replica out of date: app/validation.py changed; update bench/breakdown.py:insitu"
-    except Exception as exc:  # noqa: BLE001 - the module is being edited by others
-        return [], f"replica out of date ({type(exc).__name__}: {exc})"[:200]
-
-    def median_phases(warm: bool) -> dict[str, float]:
-        samples: dict[str, list[float]] = {name: [] for name in names}
-        items = [distinct[0]] * len(distinct) if warm else distinct
-        for round_ in range(repeats + 1):
-            cache = V.VerifiedCache(10_000)
-            if warm:
-                replica(distinct[0], cache, _zero(names))
-            acc = _zero(names)
-            gc.collect()
-            for raw in items:
-                replica(raw, cache, acc)
-            if round_:
-                for name in names:
-                    samples[name].append(acc[name] / len(items) / 1000)
-        return {name: statistics.median(values) for name, values in samples.items()}
-
-    cold, warm = median_phases(False), median_phases(True)
-    return [(name, cold[name], warm[name]) for name in names], note
-
-
-def _zero(names: list[str]) -> dict[str, int]:
-    return dict.fromkeys(names, 0)
-
-
 def asgi_per_request(now: float, distinct: list[str], *, calls: int = 2000, repeats: int = 5) -> list[tuple[str, float]]:
     """The HTTP stack without the network: the ASGI app called in process (scope, receive, send), µs per
     request, for the empty endpoint, FastAPI + PyJWT and ours, with the same requests wrk sends. The difference
@@ -255,7 +136,14 @@ def asgi_per_request(now: float, distinct: list[str], *, calls: int = 2000, repe
     template = msgspec.json.encode({"token": "@TOKEN@", "policy": T.policy_doc("RS256")})
     bodies = [template.replace(b"@TOKEN@", raw.encode()) for raw in distinct]
     json_headers = [(b"content-type", b"application/json")]
-    ours = create_app(load_settings({}))
+    # The apps log one line per request (as served); here the lines go to /dev/null, their cost stays in.
+    quiet, stdout = open(os.devnull, "w"), sys.stdout
+    sys.stdout = quiet
+    try:
+        ours = create_app(load_settings({}))
+        with_rules: Any = create_app(load_settings({"AUTHORIZERS_JSON": json.dumps(authz.authorizers("RS256", (10,)))}))
+    finally:
+        sys.stdout = stdout
     Case = tuple[str, Any, str, str, list[tuple[bytes, bytes]], list[bytes]]
     cases: list[Case] = [
         ("empty Litestar endpoint", empty_app.app, "POST", "/empty", json_headers, [bodies[0]] * calls),
@@ -264,11 +152,6 @@ def asgi_per_request(now: float, distinct: list[str], *, calls: int = 2000, repe
          [bodies[0]] * calls),
         ("ours: validate, every token distinct", ours, "POST", "/v1/validate/jwt", json_headers, bodies[:calls]),
     ]
-    with_rules: Any = None
-    try:
-        with_rules = create_app(load_settings({"AUTHORIZERS_JSON": json.dumps(authz.authorizers("RS256", (10,)))}))
-    except Exception:  # noqa: BLE001 - someone else's code, mid-change: the rows are left out
-        with_rules = None
     if with_rules is not None:
         request = {"method": authz.METHOD, "path": authz.TARGET,
                    "headers": {**authz.HEADERS, "authorization": f"Bearer {distinct[0]}"}}
@@ -348,10 +231,6 @@ def main(argv: list[str]) -> int:
     now = time.time()
     pools = {alg: T.mint_range(alg, 0, 1000, now) for alg in ("RS256", "HS256")}
     for alg, distinct in pools.items():
-        rows, note = insitu(alg, distinct, now)
-        print(f"--- {alg}: phases inside validate, µs per token (cold / warm) {note}")
-        for name, cold, warm in rows:
-            print(f"{name:48} {cold:8.2f} {warm:8.2f}")
         print(f"--- {alg}: stages alone, µs per call")
         for _, name, value, stage_note in stages(alg, distinct, now):
             figure = f"{value:8.2f}" if value is not None else "     n/a"

@@ -157,3 +157,53 @@ def test_any_claim_values_of_a_signed_token_get_a_verdict_from_every_check(claim
     assert result.statuses["signature"] == "pass"
     assert result.valid is not any(item.severity == "error" for item in result.findings)
     msgspec.json.encode(result)
+
+
+# The straight line for clean tokens (validation._clean) must give exactly the explaining pipeline's verdict.
+
+def _explained(raw: str, policy: Any, keys: KeyView, now: float) -> Any:
+    """The answer through the full pipeline only (what validate() gives when the straight line steps aside)."""
+    from app import validation
+    from app.checks import Context
+    from app.token import MalformedToken, parse
+
+    try:
+        token = parse(raw.strip(), 16384)
+    except MalformedToken:
+        return None
+    verified = validation._run_static(Context(token, policy, keys, now))
+    return validation._assemble(verified, policy, keys, now, validate(raw, policy, keys, now,
+                                                                       max_token_bytes=16384).token_id)
+
+
+_CLAIM_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2, 2).map(lambda d: NOW + d * 3600),
+                          st.sampled_from(["1700000000", 1.7e9, 1e20, "https://issuer.example.com/",
+                                           "https://issuer.example.com", "https://api.example.com", ["a", "b"],
+                                           ["https://api.example.com", "x"], [], {}, "id", "access", "read write"]))
+_CLAIM_NAMES = st.sampled_from(["iss", "aud", "exp", "nbf", "iat", "sub", "nonce", "token_use", "scope", "client_id"])
+_POLICIES = st.fixed_dictionaries({}, optional={
+    "max_ttl_seconds": st.sampled_from([60, 7200, 86400]), "token_type": st.sampled_from(["at+jwt", "jwt"]),
+    "required_claims": st.sampled_from([["sub"], ["sub", "scope"]]), "required_scopes": st.just(["read"]),
+    "required_custom_claims": st.just({"token_use": "access"}), "require_exp": st.booleans(),
+    "clock_skew_seconds": st.sampled_from([0, 60, 300]), "audience_claim": st.just("client_id")})
+_HEADERS = st.fixed_dictionaries({}, optional={"typ": st.sampled_from(["JWT", "at+jwt", "application/at+JWT", 5]),
+                                               "kid": st.sampled_from(["other", 7, None]),
+                                               "crit": st.just(["exp"]), "jku": st.just("https://evil.example")})
+
+
+@FAST
+@given(changes=st.dictionaries(_CLAIM_NAMES, _CLAIM_VALUES, max_size=5), removed=st.sets(_CLAIM_NAMES, max_size=3),
+       extra=_POLICIES, header=_HEADERS, forged=st.booleans(), offset=st.integers(-4000, 4000))
+def test_the_fast_path_answers_exactly_like_the_explaining_pipeline(changes, removed, extra, header, forged, offset):
+    from tests.conftest import claims
+
+    token_claims = claims(**changes)
+    for name in removed:
+        token_claims.pop(name, None)
+    key = key_for("RS256", "attacker") if forged else key_for("RS256")
+    raw = mint(token_claims, key, header=header, kid=False)
+    policy = compile_policy(VerifyPolicy(**{**POLICY, **extra}), inline=True)
+    keys = KeyView(policy.static_keys, policy.key_source)
+    now = NOW + offset
+    fast = validate(raw, policy, keys, now, max_token_bytes=16384)
+    assert msgspec.to_builtins(fast) == msgspec.to_builtins(_explained(raw, policy, keys, now))
