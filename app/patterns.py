@@ -3,12 +3,14 @@ texts a JSON value offers to a pattern.
 
 Every pattern is compiled when the rules load; one RE2 refuses (backreferences, look-around) stops loading.
 A pattern with variables is checked at load with a placeholder and compiled per distinct set of values through
-a bounded LRU, so a claim value such as `.*` or `acme|evil` is only ever a literal.
+a bounded LRU, so a claim value such as `.*` or `acme|evil` is only ever a literal. `PatternSet` searches many
+patterns without variables in one pass, so that a rule set learns in one call which rules' paths can match.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -18,7 +20,9 @@ import re2
 
 VARIABLE = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 # `^literal$` (escapes of punctuation allowed): most name patterns (`^x-tenant$`, `^https://myapp\.com/plan$`).
-_LITERAL = re.compile(r"\^((?:[^\\.^$|?*+()\[\]{}]|\\[^A-Za-z0-9])*)\$")
+_LITERAL_TEXT = r"(?:[^\\.^$|?*+()\[\]{}]|\\[^A-Za-z0-9])*"
+_LITERAL = re.compile(rf"\^({_LITERAL_TEXT})\$")
+_LITERAL_PIECE = re.compile(_LITERAL_TEXT)
 FLAGS = frozenset("imsg")
 # Distinct (pattern, flags, values) compilations kept; values come from tokens and headers, so it must be bounded.
 SUBSTITUTED_CACHE_SIZE = 4096
@@ -35,11 +39,15 @@ class PatternError(ValueError):
     pass
 
 
-def _compile(text: str, flags: str) -> Any:
+def _source(text: str, flags: str) -> str:
     # `g` is accepted for compatibility with JavaScript-flavoured rule sets and means nothing for a search.
     inline = "".join(flag for flag in "ims" if flag in flags)
+    return f"(?{inline}){text}" if inline else text
+
+
+def _compile(text: str, flags: str) -> Any:
     try:
-        return re2.compile(f"(?{inline}){text}" if inline else text, _OPTIONS)
+        return re2.compile(_source(text, flags), _OPTIONS)
     except re2.error as exc:
         detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise PatternError(f"RE2 refuses this pattern: {detail}") from None
@@ -49,7 +57,12 @@ def found(compiled: Any, text: str) -> bool:
     """Whether the pattern occurs in `text` (a search). Calls RE2's Match directly: the wrapper's `search`
     builds a match object with character offsets, twice the cost, for an answer rules never use."""
     encoded = text.encode("utf-8", "surrogatepass")
-    return bool(compiled._regexp.Match(_UNANCHORED, encoded, 0, len(encoded))[0] != _NO_MATCH)
+    return compiled._regexp.Match(_UNANCHORED, encoded, 0, len(encoded))[0] != _NO_MATCH
+
+
+def found_encoded(compiled: Any, encoded: bytes) -> bool:
+    """`found` for a text already encoded (`encode("utf-8", "surrogatepass")`): a request's path is encoded once."""
+    return compiled._regexp.Match(_UNANCHORED, encoded, 0, len(encoded))[0] != _NO_MATCH
 
 
 def escape(value: Value) -> str:
@@ -74,10 +87,20 @@ class Pattern:
     names: tuple[str, ...]  # variables the pattern uses, in order of first use
     compiled: Any  # the RE2 object when there are no variables
     literal: str | None = None  # set when the pattern can only match this exact text: compared, not searched
+    # Set when every match starts with this text (`^/admin/...`): a text that does not is refused without RE2.
+    # Lower-cased under `i`, and then only used for ASCII texts (RE2 folds some non-ASCII letters into ASCII).
+    prefix: str | None = None
 
     def search(self, variables: dict[str, Value], text: str) -> bool:
         if self.literal is not None:
             return text == self.literal
+        prefix = self.prefix
+        if prefix is not None:
+            if "i" not in self.flags:
+                if not text.startswith(prefix):
+                    return False
+            elif text.isascii() and text[:len(prefix)].lower() != prefix:
+                return False
         return found(self.resolve(variables), text)
 
     def resolve(self, variables: dict[str, Value]) -> Any:
@@ -94,6 +117,83 @@ class Pattern:
         return VARIABLE.sub(lambda match: escape(variables[match.group(1)]), self.text)
 
 
+def _has_alternation(text: str) -> bool:
+    index = 0
+    while index < len(text):
+        if text[index] == "\\":
+            index += 2
+            continue
+        if text[index] == "|":
+            return True
+        index += 1
+    return False
+
+
+def literal_prefix(text: str, flags: str) -> str | None:
+    """The text every match must start with, read from a pattern anchored by `^`: the plain characters (and
+    escaped punctuation) after it, up to the first operator; a character followed by a quantifier is not
+    required, so it is left out. None when there is no such text, or when it could mislead: an unescaped `|`
+    anywhere (an alternative need not start with it) or the `m` flag (`^` then also matches after a newline).
+    Used to refuse texts without running RE2, so it may only ever be shorter than the truth, never longer."""
+    if not text.startswith("^") or "m" in flags or _has_alternation(text):
+        return None
+    chars: list[str] = []
+    index = 1
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            following = text[index + 1:index + 2]
+            if not following or following.isalnum() or not following.isascii():
+                break
+            chars.append(following)
+            index += 2
+            continue
+        if char in ".^$|?*+()[]{}":
+            # `{{name}}` is a variable (a literal of unknown text): stop. `?`, `*`, `+` and `{n,m}` make the
+            # character before them optional or repeated: drop it.
+            if char in "?*+" or (char == "{" and not text.startswith("{{", index)):
+                if chars:
+                    chars.pop()
+            break
+        chars.append(char)
+        index += 1
+    prefix = "".join(chars)
+    if not prefix:
+        return None
+    if "i" in flags:
+        return prefix.lower() if prefix.isascii() else None
+    return prefix
+
+
+def _exact(pieces: tuple[str, ...], variables: dict[str, Value], text: str) -> bool | None:
+    """Whether `text` is pieces[0] + value + pieces[2] + ... (a variable's array value: any of its elements);
+    None when several variables are not all strings (RE2 decides those)."""
+    if len(pieces) == 3:
+        before, name, after = pieces
+        end = len(text) - len(after)
+        if end < len(before) or not text.startswith(before) or not text.endswith(after):
+            return False
+        value, middle = variables[name], text[len(before):end]
+        return middle == value if isinstance(value, str) else middle in value
+    values = [variables[name] for name in pieces[1::2]]
+    if not all(isinstance(value, str) for value in values):
+        return None
+    return text == "".join(piece if index % 2 == 0 else variables[piece] for index, piece in enumerate(pieces))
+
+
+def _exact_pieces(text: str, flags: str) -> tuple[str, ...] | None:
+    if set(flags) & {"i", "m"} or not (text.startswith("^") and text.endswith("$")):
+        return None
+    parts = VARIABLE.split(text[1:-1])  # literal, name, literal, name, ..., literal
+    literals = parts[::2]
+    if not all(_LITERAL_PIECE.fullmatch(part) for part in literals):
+        return None
+    # A literal piece ending in an unescaped backslash would escape the value's first character.
+    if any(re.search(r"(?<!\\)(?:\\\\)*\\$", part) for part in literals[:-1]):
+        return None
+    return tuple(re.sub(r"\\(.)", r"\1", part) if index % 2 == 0 else part for index, part in enumerate(parts))
+
+
 def compile_pattern(text: str, flags: str, declared: frozenset[str]) -> Pattern:
     """Compile at load. Raises PatternError for an RE2 refusal or an undeclared `{{variable}}`."""
     names = tuple(dict.fromkeys(VARIABLE.findall(text)))
@@ -105,9 +205,9 @@ def compile_pattern(text: str, flags: str, declared: frozenset[str]) -> Pattern:
         literal = _LITERAL.fullmatch(text)
         # Without `i` and `m`, RE2's `^...$` around plain characters matches that exact text and nothing else.
         exact = re.sub(r"\\(.)", r"\1", literal.group(1)) if literal and not set(flags) & {"i", "m"} else None
-        return Pattern(text, flags, (), compiled, exact)
+        return Pattern(text, flags, (), compiled, exact, literal_prefix(text, flags))
     _compile(VARIABLE.sub("x", text), flags)  # syntax check with a literal in each variable's place
-    return Pattern(text, flags, names, None)
+    return Pattern(text, flags, names, None, None, literal_prefix(text, flags))
 
 
 def json_text(value: Any) -> str:

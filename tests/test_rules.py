@@ -419,3 +419,82 @@ def test_exact_patterns_compared_as_strings_agree_with_re2(pattern, flags, text)
     inline = "".join(flag for flag in "ims" if flag in flags)
     expected = re2.search((f"(?{inline})" if inline else "") + pattern, text) is not None
     assert compiled.search({}, text) is expected
+
+
+# The decision path (no explanation) skips what cannot match: indexed rules, literal prefixes, no trace. It must
+# decide exactly as the explaining path, which evaluates every rule with RE2 on every pattern.
+
+from hypothesis import HealthCheck, example, given, settings, strategies as st  # noqa: E402
+
+from app.patterns import compile_pattern, found  # noqa: E402
+
+_PATHS = st.sampled_from(["/", "/admin", "/admin-1", "/admin-12/x", "/ADMIN-1", "/v1/organisations/acme",
+                          "/v1/organisations/acme/reports", "/v1/organisations/evil/x", "/v1/other-3/a",
+                          "/internal-2/", "/Internal-2/x", "/v1/organisations/ac", "/a.b", "/aXb", "/ab", "/abbb"])
+_RULE_POOL = [
+    {"effect": "deny", "methods": ["DELETE"], "path": {"path": {"pattern": "^/v1/organisations/[^/]+/x$"}}},
+    {"effect": "deny", "path": {"path": {"pattern": "^/admin-1(/.*)?$"}, "presence": "must_exist"}},
+    {"effect": "deny", "path": {"path": {"pattern": "^/admin-12"}, "presence": "must_absent"}},
+    {"effect": "allow", "path": {"pattern": "^/admin", "presence": "present"}, "regexFlags": "i"},
+    {"effect": "deny", "path": {"pattern": "^/internal-2/", "presence": "present"}, "regexFlags": "i"},
+    {"effect": "allow", "path": {"pattern": "^/v1/organisations/{{org}}(/.*)?$"},
+     "variables": [{"name": "org", "source": "jwtClaim", "key": "org"}], "priority": 5},
+    {"effect": "allow", "methods": ["GET", "POST"], "path": {"pattern": "^/v1/other-3/"}, "requiredScopes": ["read"]},
+    {"effect": "deny", "claims": [{"key": "org", "values": ["evil"]}]},
+    {"effect": "allow", "headers": [{"name": {"pattern": "^x-tenant$"}, "value": {"pattern": "^{{org}}$"}}],
+     "variables": [{"name": "org", "source": "jwtClaim", "key": "org"}], "anyScopes": ["admin", "write"]},
+    {"effect": "deny", "query": [{"name": {"pattern": "^debug$"}, "presence": "must_exist"}]},
+    {"effect": "deny", "token": [{"claim": {"pattern": "^azp$"}, "value": {"pattern": "^evil"}}]},
+    {"effect": "allow", "path": {"pattern": "^/a\\.b?"}},
+    {"effect": "allow", "path": {"pattern": "^/ab*$|^/aXb"}},
+    {"effect": "allow"},
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(picked=st.lists(st.sampled_from(range(len(_RULE_POOL))), min_size=1, max_size=12),
+       method=st.sampled_from(["GET", "POST", "DELETE", "PATCH", "get"]), path=_PATHS,
+       org=st.sampled_from(["acme", "evil", ".*", None]), scope=st.sampled_from(["", "read", "admin write"]),
+       headers=st.dictionaries(st.sampled_from(["x-tenant", "accept"]), st.sampled_from(["acme", "evil", ".*"])),
+       query=st.dictionaries(st.sampled_from(["debug", "page"]), st.just("1")),
+       azp=st.sampled_from([None, "evil-client", "good"]), anonymous=st.booleans(),
+       default=st.sampled_from(["allow", "deny"]))
+def test_a_decision_equals_the_explained_decision(picked, method, path, org, scope, headers, query, azp, anonymous,
+                                                  default):
+    rules = load_rules([{"id": f"r{i}", **_RULE_POOL[index]} for i, index in enumerate(picked)])
+    claims = None if anonymous else {key: value for key, value in
+                                     {"org": org, "scope": scope, "azp": azp, "sub": "u"}.items() if value is not None}
+    request = facts(method, path, headers, query, claims)
+    quick, explained = evaluate(rules, request, default), evaluate(rules, request, default, explain=True)
+    assert (quick.effect, quick.reason, quick.rule, quick.variables, quick.missing_scopes) == (
+        explained.effect, explained.reason, explained.rule, explained.variables, explained.missing_scopes)
+
+
+_PIECES = ["/", "a", "b", "A", "-", ".", "*", "?", "+", "{2}", "{1,2}", "(", ")", "|", "\\.", "\\|", "\\\\",
+           "[ab]", "$", "\\d", "(?i)"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(body=st.lists(st.sampled_from(_PIECES), min_size=1, max_size=6).map("".join), anchored=st.booleans(),
+       flags=st.sampled_from(["", "i", "m", "s"]), text=st.text(alphabet="/abAB-.|\\\n1", max_size=8))
+@example(body="/ab*", anchored=True, flags="", text="/a")
+@example(body="/a{2}", anchored=True, flags="", text="/aa")
+@example(body="/a\\\\|/b", anchored=True, flags="", text="/b")
+@example(body="/AB", anchored=True, flags="i", text="/ab")
+def test_a_literal_prefix_never_refuses_a_text_re2_would_match(body, anchored, flags, text):
+    try:
+        pattern = compile_pattern(("^" if anchored else "") + body, flags, frozenset())
+    except ValueError:
+        return  # RE2 refuses it: nothing to compare
+    assert pattern.search({}, text) == found(pattern.compiled, text)
+
+
+def test_a_deny_after_a_thousand_indexed_allows_still_overrides():
+    allows = [{"id": f"a{i}", "effect": "allow", "path": {"pattern": f"^/v1/organisations/{i}(/.*)?$"}}
+              for i in range(999)]
+    deny = {"id": "last", "effect": "deny", "methods": ["GET"], "path": {"pattern": "^/v1/organisations/7/secret"}}
+    rules = load_rules([*allows, deny])
+    assert evaluate(rules, facts("GET", "/v1/organisations/7/secret")).rule.id == "last"
+    assert evaluate(rules, facts("GET", "/v1/organisations/7/public")).rule.id == "a7"
+    assert evaluate(rules, facts("POST", "/v1/organisations/7/secret")).rule.id == "a7"
+    assert evaluate(rules, facts("GET", "/elsewhere")).reason == "default_deny"
