@@ -3,14 +3,12 @@ texts a JSON value offers to a pattern.
 
 Every pattern is compiled when the rules load; one RE2 refuses (backreferences, look-around) stops loading.
 A pattern with variables is checked at load with a placeholder and compiled per distinct set of values through
-a bounded LRU, so a claim value such as `.*` or `acme|evil` is only ever a literal. `PatternSet` searches many
-patterns without variables in one pass, so that a rule set learns in one call which rules' paths can match.
+a bounded LRU, so a claim value such as `.*` or `acme|evil` is only ever a literal.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -20,9 +18,8 @@ import re2
 
 VARIABLE = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 # `^literal$` (escapes of punctuation allowed): most name patterns (`^x-tenant$`, `^https://myapp\.com/plan$`).
-_LITERAL_TEXT = r"(?:[^\\.^$|?*+()\[\]{}]|\\[^A-Za-z0-9])*"
-_LITERAL = re.compile(rf"\^({_LITERAL_TEXT})\$")
-_LITERAL_PIECE = re.compile(_LITERAL_TEXT)
+_LITERAL_PIECE = re.compile(r"(?:[^\\.^$|?*+()\[\]{}]|\\[^A-Za-z0-9])*")
+_LITERAL = re.compile(rf"\^({_LITERAL_PIECE.pattern})\$")
 FLAGS = frozenset("imsg")
 # Distinct (pattern, flags, values) compilations kept; values come from tokens and headers, so it must be bounded.
 SUBSTITUTED_CACHE_SIZE = 4096
@@ -40,7 +37,8 @@ class PatternError(ValueError):
 
 
 def _source(text: str, flags: str) -> str:
-    # `g` is accepted for compatibility with JavaScript-flavoured rule sets and means nothing for a search.
+    """The pattern as RE2 compiles it, the rule's flags inline. `g` is accepted for compatibility with
+    JavaScript-flavoured rule sets and means nothing for a search."""
     inline = "".join(flag for flag in "ims" if flag in flags)
     return f"(?{inline}){text}" if inline else text
 
@@ -57,12 +55,7 @@ def found(compiled: Any, text: str) -> bool:
     """Whether the pattern occurs in `text` (a search). Calls RE2's Match directly: the wrapper's `search`
     builds a match object with character offsets, twice the cost, for an answer rules never use."""
     encoded = text.encode("utf-8", "surrogatepass")
-    return compiled._regexp.Match(_UNANCHORED, encoded, 0, len(encoded))[0] != _NO_MATCH
-
-
-def found_encoded(compiled: Any, encoded: bytes) -> bool:
-    """`found` for a text already encoded (`encode("utf-8", "surrogatepass")`): a request's path is encoded once."""
-    return compiled._regexp.Match(_UNANCHORED, encoded, 0, len(encoded))[0] != _NO_MATCH
+    return bool(compiled._regexp.Match(_UNANCHORED, encoded, 0, len(encoded))[0] != _NO_MATCH)
 
 
 def escape(value: Value) -> str:
@@ -90,10 +83,17 @@ class Pattern:
     # Set when every match starts with this text (`^/admin/...`): a text that does not is refused without RE2.
     # Lower-cased under `i`, and then only used for ASCII texts (RE2 folds some non-ASCII letters into ASCII).
     prefix: str | None = None
+    # `^pre{{a}}mid{{b}}post$` without `i` or `m`: the literal pieces with the variable names between them. The
+    # values are escaped, so such a pattern matches exactly pre + a + mid + b + post: compared, not searched.
+    exact: tuple[str, ...] | None = None
 
     def search(self, variables: dict[str, Value], text: str) -> bool:
         if self.literal is not None:
             return text == self.literal
+        if self.exact is not None:
+            held = _exact(self.exact, variables, text)
+            if held is not None:
+                return held
         prefix = self.prefix
         if prefix is not None:
             if "i" not in self.flags:
@@ -165,9 +165,13 @@ def literal_prefix(text: str, flags: str) -> str | None:
     return prefix
 
 
+def _unescape(literal: str) -> str:
+    return re.sub(r"\\(.)", r"\1", literal, flags=re.DOTALL)  # a backslash and a newline: a newline, as in RE2
+
+
 def _exact(pieces: tuple[str, ...], variables: dict[str, Value], text: str) -> bool | None:
-    """Whether `text` is pieces[0] + value + pieces[2] + ... (a variable's array value: any of its elements);
-    None when several variables are not all strings (RE2 decides those)."""
+    """Whether `text` is pieces[0] + value + pieces[2] + ..., an array value standing for any of its elements;
+    None (RE2 decides) when there are several variables and one of them is an array."""
     if len(pieces) == 3:
         before, name, after = pieces
         end = len(text) - len(after)
@@ -185,13 +189,11 @@ def _exact_pieces(text: str, flags: str) -> tuple[str, ...] | None:
     if set(flags) & {"i", "m"} or not (text.startswith("^") and text.endswith("$")):
         return None
     parts = VARIABLE.split(text[1:-1])  # literal, name, literal, name, ..., literal
-    literals = parts[::2]
-    if not all(_LITERAL_PIECE.fullmatch(part) for part in literals):
+    # Literal pieces of plain characters and escaped punctuation only: no quantifier applying to a value, no
+    # trailing lone backslash escaping its first character.
+    if not all(_LITERAL_PIECE.fullmatch(part) for part in parts[::2]):
         return None
-    # A literal piece ending in an unescaped backslash would escape the value's first character.
-    if any(re.search(r"(?<!\\)(?:\\\\)*\\$", part) for part in literals[:-1]):
-        return None
-    return tuple(re.sub(r"\\(.)", r"\1", part) if index % 2 == 0 else part for index, part in enumerate(parts))
+    return tuple(_unescape(part) if index % 2 == 0 else part for index, part in enumerate(parts))
 
 
 def compile_pattern(text: str, flags: str, declared: frozenset[str]) -> Pattern:
@@ -204,10 +206,10 @@ def compile_pattern(text: str, flags: str, declared: frozenset[str]) -> Pattern:
         compiled = _compile(text, flags)
         literal = _LITERAL.fullmatch(text)
         # Without `i` and `m`, RE2's `^...$` around plain characters matches that exact text and nothing else.
-        exact = re.sub(r"\\(.)", r"\1", literal.group(1)) if literal and not set(flags) & {"i", "m"} else None
+        exact = _unescape(literal.group(1)) if literal and not set(flags) & {"i", "m"} else None
         return Pattern(text, flags, (), compiled, exact, literal_prefix(text, flags))
     _compile(VARIABLE.sub("x", text), flags)  # syntax check with a literal in each variable's place
-    return Pattern(text, flags, names, None, None, literal_prefix(text, flags))
+    return Pattern(text, flags, names, None, None, literal_prefix(text, flags), _exact_pieces(text, flags))
 
 
 def json_text(value: Any) -> str:

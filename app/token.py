@@ -64,6 +64,7 @@ def has_bearer_prefix(raw: str) -> bool:
 
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _PADDING = (b"", b"", b"==", b"=")
+_A2B = binascii.a2b_base64
 _SIX_BITS = {char: value for value, char in
              enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
 
@@ -151,8 +152,72 @@ def _safe_detail(exc: BaseException) -> str:
     return str(exc)[:120]
 
 
+# Headers already decoded and proved well-formed, by their segment: an issuer signs every token with the same
+# few headers, so the common case skips their decoding. Bounded, and emptied when full (a flood of distinct
+# headers only costs the memo its hits). The dicts are shared: like a verified-token cache hit, never mutated.
+_HEADERS: dict[str, dict[str, Any]] = {}
+_HEADERS_MAX = 256
+
+
+def _json_object_fast(data: bytes) -> dict[str, Any] | None:
+    """`decode_json_object` for the common case, or None for anything it might refuse (it then explains)."""
+    try:
+        value = _DECODE(data)
+    except Exception:  # noqa: BLE001 - any doubt goes to the explaining path, which catches precisely
+        return None
+    if type(value) is not dict or data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH or _ENCODE(value) != data:
+        return None
+    return value
+
+
+def _parse_fast(raw: str, max_bytes: int) -> ParsedToken | None:
+    """The common case of `parse` in a few C-level calls, or None at the first doubt (`parse` then explains).
+
+    It accepts exactly what `parse` accepts: ASCII within the size cap, without '+', '/' or '=', so that after
+    translating '-_' to '+/', strict base64 (`a2b_base64(strict_mode=True)`, which refuses any other character
+    and a length of 1 mod 4) sees precisely the base64url alphabet; the canonical trailing bits are checked on
+    the last character as in `b64url_decode`."""
+    if len(raw) > max_bytes or not raw.isascii() or "+" in raw or "/" in raw or "=" in raw:
+        return None
+    segments = raw.split(".")
+    if len(segments) != 3:
+        return None
+    header_b64, payload_b64, signature_b64 = segments
+    for segment in segments:
+        remainder = len(segment) & 3
+        if remainder > 1 and segment[-1] in _SIX_BITS and _SIX_BITS[segment[-1]] & (0x0F if remainder == 2 else 0x03):
+            return None
+    try:
+        header = _HEADERS.get(header_b64)
+        if header is None:
+            if not header_b64:
+                return None
+            header = _json_object_fast(
+                _A2B(header_b64.encode().translate(_TO_STANDARD) + _PADDING[len(header_b64) & 3], strict_mode=True))
+            if header is None:
+                return None
+            if len(_HEADERS) >= _HEADERS_MAX:
+                _HEADERS.clear()
+            _HEADERS[header_b64] = header
+        if not payload_b64:
+            return None
+        claims = _json_object_fast(
+            _A2B(payload_b64.encode().translate(_TO_STANDARD) + _PADDING[len(payload_b64) & 3], strict_mode=True))
+        if claims is None:
+            return None
+        signature = _A2B(signature_b64.encode().translate(_TO_STANDARD) + _PADDING[len(signature_b64) & 3],
+                         strict_mode=True)
+    except binascii.Error:
+        return None
+    return ParsedToken(header, claims, raw[:len(header_b64) + 1 + len(payload_b64)].encode(), signature,
+                       signature_b64)
+
+
 def parse(raw: str, max_bytes: int) -> ParsedToken:
     """Split and decode a compact JWS. Raises MalformedToken; never anything else for any string."""
+    token = _parse_fast(raw, max_bytes)
+    if token is not None:
+        return token
     size = len(raw) if raw.isascii() else len(raw.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         raise MalformedToken(

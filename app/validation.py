@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import msgspec
 
@@ -17,7 +17,7 @@ from app.checks import Check, Context
 from app.checks.claims import (check_audience, check_issuer, check_required_claims, check_required_claims_for,
                                 check_token_type)
 from app.checks.header import check_algorithm, check_key, check_signature
-from app.checks.time import check_lifetime, check_time, numeric_date, time_findings, time_is_fine
+from app.checks.time import check_lifetime, check_time, numeric_date, time_findings, time_window
 from app.findings import CHECK_ORDER, Finding, Status, finding
 from app.keys import ALGORITHMS, MIN_RSA_BITS, KeyView
 from app.policy import CompiledPolicy, normalise_typ
@@ -63,9 +63,10 @@ class ValidationResult(msgspec.Struct):
     expires_in: int | None = None
 
 
-class Verified(NamedTuple):
+class Verified(msgspec.Struct, frozen=True, gc=False):
     """What a verified-token cache entry remembers: everything that does not depend on the clock, laid out so a
-    hit only runs the time check and, when it finds nothing, reuses the answer's parts as they are."""
+    hit only compares `now` with the token's time window and, when it is inside, reuses the answer's parts as
+    they are. (Not tracked by the garbage collector: it holds decoded JSON and strings, never itself.)"""
 
     header: dict[str, Any]
     claims: dict[str, Any]
@@ -78,6 +79,10 @@ class Verified(NamedTuple):
     findings: tuple[Finding, ...]  # all of the above in order: the answer when time and staleness add nothing
     valid: bool
     summary: str
+    expires: Any  # `exp` when it is a NumericDate (for `expires_in`), else None
+    # `checks.time.time_window`: the time check finds nothing exactly when upper > now - skew >= ... (see there).
+    upper: Any
+    lower: Any
 
 
 class VerifiedCache:
@@ -159,7 +164,8 @@ def _malformed(exc: MalformedToken, tid: str) -> ValidationResult:
 
 
 def _verified(header: dict[str, Any], claims: dict[str, Any], key: KeyInfo | None,
-              results: dict[str, list[Finding] | None], statuses: dict[str, Status]) -> Verified:
+              results: dict[str, list[Finding] | None], statuses: dict[str, Status], policy: CompiledPolicy
+              ) -> Verified:
     def collect(names: tuple[str, ...]) -> tuple[Finding, ...]:
         return tuple(item for name in names for item in (results.get(name) or ()))
 
@@ -167,7 +173,13 @@ def _verified(header: dict[str, Any], claims: dict[str, Any], key: KeyInfo | Non
     after_time = collect(CHECK_ORDER[7:])
     findings = to_key + to_audience + after_time
     valid, summary = summarise(list(findings))
-    return Verified(header, claims, key, to_key, to_audience, after_time, statuses, findings, valid, summary)
+    return Verified(header, claims, key, to_key, to_audience, after_time, statuses, findings, valid, summary,
+                    *_times(claims, policy))
+
+
+def _times(claims: dict[str, Any], policy: CompiledPolicy) -> tuple[Any, Any, Any]:
+    exp = claims.get("exp")
+    return (exp if numeric_date(exp) else None, *time_window(claims, policy))
 
 
 def _run_static(ctx: Context) -> Verified:
@@ -185,7 +197,7 @@ def _run_static(ctx: Context) -> Verified:
     # The key the answer names: the one that verified; none when no key did (a candidate is not "the key").
     key = ctx.key_used
     key_info = KeyInfo(key.kid, ctx.keys.source, key.thumbprint) if key is not None else None
-    return _verified(ctx.token.header, ctx.token.claims, key_info, results, statuses)
+    return _verified(ctx.token.header, ctx.token.claims, key_info, results, statuses, ctx.policy)
 
 
 # The statuses of a token that passes everything, by which optional checks the policy has (they skip otherwise).
@@ -195,7 +207,6 @@ _CLEAN: dict[tuple[bool, bool, bool], dict[str, Status]] = {
         "audience": "pass", "time": "pass", "lifetime": "pass" if lifetime else "skip",
         "token_type": "pass" if token_type else "skip", "required_claims": "pass" if required else "skip"}
     for lifetime in (False, True) for token_type in (False, True) for required in (False, True)}
-_MISSING = object()
 
 
 def _clean(token: ParsedToken, policy: CompiledPolicy, keys: KeyView) -> Verified | bool | None:
@@ -252,23 +263,24 @@ def _clean(token: ParsedToken, policy: CompiledPolicy, keys: KeyView) -> Verifie
         return False
     statuses = _CLEAN[(policy.max_ttl is not None, policy.token_type is not None, required)]
     return Verified(header, claims, KeyInfo(used.kid, keys.source, used.thumbprint), (), (), (), statuses, (), True,
-                    VALID_SUMMARY)
+                    VALID_SUMMARY, *_times(claims, policy))
 
 
 def _assemble(verified: Verified, policy: CompiledPolicy, keys: KeyView, now: float, tid: str) -> ValidationResult:
-    claims = verified.claims
-    exp = claims.get("exp", _MISSING)
-    expires_in = int(exp - now) if numeric_date(exp) else None  # type: ignore[operator]
-    if keys.stale_seconds is None and time_is_fine(claims, policy, now):
+    expires = verified.expires
+    expires_in = None if expires is None else int(expires - now)
+    upper, skew = verified.upper, policy.clock_skew
+    if upper is not None and upper > now - skew and verified.lower <= now + skew and keys.stale_seconds is None:
+        # The time check finds nothing (checks.time.time_window) and the key set is fresh: the stored answer.
         return ValidationResult(verified.valid, verified.summary, verified.statuses, list(verified.findings), tid,
-                                None, verified.header, claims, verified.key, expires_in)
-    timed = time_findings(claims, policy, now)
+                                None, verified.header, verified.claims, verified.key, expires_in)
+    timed = time_findings(verified.claims, policy, now)
     statuses = dict(verified.statuses)
     statuses["time"] = _status(timed)
     findings = [*verified.to_key, *_stale_findings(keys), *verified.to_audience, *timed, *verified.after_time]
     valid, summary = summarise(findings)
-    return ValidationResult(valid, summary, statuses, findings, tid, None, verified.header, claims, verified.key,
-                            expires_in)
+    return ValidationResult(valid, summary, statuses, findings, tid, None, verified.header, verified.claims,
+                            verified.key, expires_in)
 
 
 def validate(raw: str, policy: CompiledPolicy, keys: KeyView, now: float, *, max_token_bytes: int,

@@ -97,7 +97,8 @@ def stages(alg: str, distinct: list[str], now: float, *, repeats: int = 5, calls
     tid = hashlib.sha256(raw.encode()).digest()[:8].hex()
     _stage(rows, alg, "  assemble (_assemble)", lambda _: V._assemble(verified, policy, keys, now, tid), same,
            repeats, "time test + result Struct, every call (cache hits too)")
-    _stage(rows, alg, "    time_is_fine", lambda _: TM.time_is_fine(parsed.claims, policy, now), same, repeats)
+    _stage(rows, alg, "    time_window (once per token, cached)", lambda _: TM.time_window(parsed.claims, policy), same,
+           repeats)
     digest = hashlib.sha256(raw.encode()).digest()
     cache_key = (digest, policy.fingerprint, policy.static_keys.version if policy.static_keys else "")
     _stage(rows, alg, "  cache get (hit)", lambda _: cache.get(cache_key), same, repeats)

@@ -207,3 +207,108 @@ def test_the_fast_path_answers_exactly_like_the_explaining_pipeline(changes, rem
     now = NOW + offset
     fast = validate(raw, policy, keys, now, max_token_bytes=16384)
     assert msgspec.to_builtins(fast) == msgspec.to_builtins(_explained(raw, policy, keys, now))
+
+
+# The parser's fast path (token._parse_fast) must accept exactly what the explaining parser accepts, with the
+# same result; anything it doubts goes to the explaining parser, which gives the reason.
+
+def _explaining_parse(raw: str) -> Any:
+    from app import token as token_module
+
+    saved = token_module._parse_fast
+    token_module._parse_fast = lambda raw, max_bytes: None
+    try:
+        return token_module.parse(raw, 512)
+    except token_module.MalformedToken as exc:
+        return ("malformed", exc.reason, exc.evidence, exc.remediation, exc.header, exc.claims)
+    finally:
+        token_module._parse_fast = saved
+
+
+def _parsed(raw: str) -> Any:
+    from app.token import MalformedToken, parse
+
+    try:
+        return parse(raw, 512)
+    except MalformedToken as exc:
+        return ("malformed", exc.reason, exc.evidence, exc.remediation, exc.header, exc.claims)
+
+
+_SEGMENT_TEXT = st.text(alphabet=BASE64URL + "+/=. é\n", max_size=12)
+_SEGMENT_JSON = st.sampled_from([b'{"alg":"RS256"}', b'{"a":1,"a":2}', b'{ "alg": "RS256" }', b"[]", b"{", b"\xff",
+                                 b'{"a":' * 70 + b"1" + b"}" * 70, b'{"a":[[[[1]]]]}', b'{"x":"\\u00e9"}', b""])
+
+
+@FAST
+@given(parts=st.lists(st.one_of(_SEGMENT_TEXT, _SEGMENT_JSON.map(b64),
+                                _SEGMENT_JSON.map(lambda data: b64(data) + "=")), min_size=1, max_size=5),
+       prefix=st.sampled_from(["", "Bearer ", "bearer "]), filler=st.sampled_from(["", "A" * 600]))
+def test_the_parser_fast_path_answers_exactly_like_the_explaining_parser(parts, prefix, filler):
+    raw = prefix + ".".join(parts) + filler
+    assert _parsed(raw) == _explaining_parse(raw)
+    assert _parsed(raw) == _explaining_parse(raw)  # again: the second time the header may come from the memo
+
+
+@pytest.mark.parametrize("last", list(BASE64URL))
+def test_the_parser_fast_path_checks_the_canonical_trailing_bits_like_the_explaining_parser(last):
+    header, payload = b64(b'{"alg":"HS256"}'), b64(b'{"sub":"x"}')
+    for signature in ("AA" + last, "A" + last, "AAA" + last, last):
+        raw = f"{header}.{payload}.{signature}"
+        assert _parsed(raw) == _explaining_parse(raw)
+
+
+def _deep(levels: int) -> bytes:
+    return b'{"a":' + b"[" * (levels - 1) + b"1" + b"]" * (levels - 1) + b"}"
+
+
+_HS_HEADER = b64(b'{"alg":"HS256"}')
+_PAYLOAD = b64(b'{"sub":"x"}')
+
+
+_PADDABLE = b64(b'{"sub":"xyz"}')
+_TRICKY_PAYLOADS = [_deep(64), _deep(65), b'{"a":1,"a":1}', b'{ "sub": "x" }', b"[1]", b'{"x":NaN}', b'{"x":1e999}',
+                    b'{"x":"\xff"}', b'{"x":"\\u00e9"}']
+
+
+@pytest.mark.parametrize("raw", [
+    f"{_HS_HEADER}.{_PAYLOAD}.AAAA",
+    f"{_HS_HEADER}.{_PAYLOAD}.",
+    f"{_HS_HEADER}.{_PAYLOAD}.AA==",
+    f"{_HS_HEADER}.{_PAYLOAD}.AA=",
+    f"{_HS_HEADER}=.{_PAYLOAD}.AAAA",
+    f"{_HS_HEADER}.{_PAYLOAD}=.AAAA",
+    f"{_HS_HEADER}.{_PADDABLE}=.AAAA",  # 18 characters: with one '=', strict base64 would accept it
+    f"{_HS_HEADER}.{_PAYLOAD}.AA+A",
+    f"{_HS_HEADER}.{_PAYLOAD}.AA/A",
+    f"{_HS_HEADER}.{_PAYLOAD}.AA A",
+    f"{_HS_HEADER}.{_PAYLOAD}.AAé",
+    f"{_HS_HEADER}.{_PAYLOAD}.A",
+    f"{_HS_HEADER}.{_PAYLOAD}.AAAAA",
+    f".{_PAYLOAD}.AAAA",
+    f"{_HS_HEADER}..AAAA",
+    f"{_HS_HEADER}.{_PAYLOAD}",
+    f"{_HS_HEADER}.{_PAYLOAD}.AAAA.AAAA.AAAA",
+    f"Bearer {_HS_HEADER}.{_PAYLOAD}.AAAA",
+    f"{_HS_HEADER}.{_PAYLOAD}.{'A' * 600}",
+    *(f"{_HS_HEADER}.{b64(payload)}.AAAA" for payload in _TRICKY_PAYLOADS),
+], ids=lambda raw: raw[-12:])
+def test_the_parser_fast_path_answers_tricky_tokens_like_the_explaining_parser(raw):
+    assert _parsed(raw) == _explaining_parse(raw)
+
+
+_TIMES = st.one_of(st.integers(-400, 400).map(lambda d: NOW + d), st.floats(-400, 400).map(lambda d: NOW + d),
+                   st.sampled_from(["1300819380", True, None, 1e20, -(2**63), 2**63, [NOW]]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(times=st.fixed_dictionaries({}, optional={"exp": _TIMES, "nbf": _TIMES, "iat": _TIMES}),
+       skew=st.sampled_from([0, 1, 60, 300]), require_exp=st.booleans(), now=st.floats(-300, 300).map(lambda d: NOW + d))
+def test_the_cached_time_window_holds_exactly_when_the_time_check_finds_nothing(times, skew, require_exp, now):
+    """A verified-token cache hit decides on `time_window` alone, at any later `now`."""
+    from app.checks.time import time_findings, time_window
+
+    policy = compile_policy(VerifyPolicy(**{**POLICY, "clock_skew_seconds": skew, "require_exp": require_exp}),
+                            inline=True)
+    upper, lower = time_window(times, policy)
+    inside = upper is not None and upper > now - skew and lower <= now + skew
+    assert inside == (not time_findings(times, policy, now))

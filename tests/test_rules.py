@@ -489,6 +489,37 @@ def test_a_literal_prefix_never_refuses_a_text_re2_would_match(body, anchored, f
     assert pattern.search({}, text) == found(pattern.compiled, text)
 
 
+_TEMPLATE_PIECES = ["/", "a", "-", "\\.", "\\|", "\\\\", ".", "*", "(", ")", "|", "{{x}}", "{{y}}", "{{x}}", "\\"]
+_VALUES = st.sampled_from(["a", "a.b", "/", ".*", "x|y", "\\", "é", "a\n"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(body=st.lists(st.sampled_from(_TEMPLATE_PIECES), min_size=1, max_size=6).map("".join),
+       ends=st.sampled_from(["^$", "^", "$", ""]), flags=st.sampled_from(["", "i", "m", "s"]),
+       x=_VALUES | st.lists(_VALUES, min_size=1, max_size=3, unique=True).map(tuple),
+       y=_VALUES | st.lists(_VALUES, min_size=1, max_size=3, unique=True).map(tuple),
+       text=st.lists(st.sampled_from(["/", "a", "b", "-", ".", "a.b", "x|y", "\\", "é", "\n", ".*", "x"]),
+                     max_size=5).map("".join))
+@example(body="/{{x}}", ends="^$", flags="", x=("a", "a.b"), y="a", text="/a.b")
+@example(body="/{{x}}", ends="^$", flags="", x="a", y="a", text="/ab")
+@example(body="/{{x}}-", ends="^$", flags="", x="a", y="a", text="/ba-")
+@example(body="/{{x}}{{y}}", ends="^$", flags="", x="a", y="b", text="/ab")
+@example(body="/{{x}}-{{y}}", ends="^$", flags="", x="a", y=".*", text="/a-.*")
+def test_a_pattern_with_variables_answers_like_re2_on_the_substituted_pattern(body, ends, flags, x, y, text):
+    """Exact templates (`^/{{x}}$`) are compared without RE2 and prefixes refuse early: neither may differ."""
+    template = ("^" if ends.startswith("^") else "") + body + ("$" if ends.endswith("$") else "")
+    try:
+        pattern = compile_pattern(template, flags, frozenset({"x", "y"}))
+    except ValueError:
+        return  # RE2 refuses it: nothing to compare
+    variables = {"x": x, "y": y}
+    try:
+        compiled = pattern.resolve(variables)
+    except ValueError:
+        return  # the substituted pattern does not compile (a lone backslash before a value): the rule misses
+    assert pattern.search(variables, text) == found(compiled, text)
+
+
 def test_a_deny_after_a_thousand_indexed_allows_still_overrides():
     allows = [{"id": f"a{i}", "effect": "allow", "path": {"pattern": f"^/v1/organisations/{i}(/.*)?$"}}
               for i in range(999)]

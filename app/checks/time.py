@@ -20,7 +20,8 @@ def numeric_date(value: Any) -> bool:
 
 def _near_miss(seconds: float, claim: str) -> str | None:
     if seconds <= NEAR_MISS_SECONDS:
-        return (f"'{claim}' missed by only {int(seconds)} s: probably clock skew between the issuer and this "
+        by = "less than a second" if seconds < 1 else "only 1 second" if seconds < 2 else f"only {int(seconds)} seconds"
+        return (f"'{claim}' missed by {by}: probably clock skew between the issuer and this "
                 "service. Sync both clocks with NTP, or raise clock_skew_seconds (max 300).")
     return None
 
@@ -31,20 +32,33 @@ def check_time(ctx: Context) -> list[Finding]:
     return time_findings(ctx.token.claims, ctx.policy, ctx.now)
 
 
-def time_is_fine(claims: dict[str, Any], policy: CompiledPolicy, now: float) -> bool:
-    """Exactly when `time_findings` finds nothing, without building anything (every request runs this)."""
-    skew = policy.clock_skew
+INFINITY = float("inf")
+
+
+def time_window(claims: dict[str, Any], policy: CompiledPolicy) -> tuple[Any, Any]:
+    """`(upper, lower)` such that `time_findings(claims, policy, now)` finds nothing exactly when
+    `upper is not None and upper > now - skew and lower <= now + skew`: the same comparisons on the same values,
+    worked out once per token so that a verified-token cache hit does two of them. `upper` is `exp` (infinity when
+    it may be absent), `lower` the later of `nbf` and `iat` (minus infinity when both are absent); `upper` is None
+    when no `now` would do (a time claim that is not a NumericDate, or `exp` missing but required)."""
     exp = claims.get("exp", _MISSING)
     if exp is _MISSING:
         if policy.require_exp:
-            return False
-    elif not numeric_date(exp) or exp <= now - skew:
-        return False
+            return None, None
+        upper: Any = INFINITY
+    elif numeric_date(exp):
+        upper = exp
+    else:
+        return None, None
+    lower: Any = -INFINITY
     for name in ("nbf", "iat"):
         value = claims.get(name, _MISSING)
-        if value is not _MISSING and (not numeric_date(value) or value > now + skew):
-            return False
-    return True
+        if value is not _MISSING:
+            if not numeric_date(value):
+                return None, None
+            if value > lower:
+                lower = value
+    return upper, lower
 
 
 def time_findings(claims: dict[str, Any], policy: CompiledPolicy, now: float) -> list[Finding]:
