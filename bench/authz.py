@@ -6,9 +6,9 @@ does not match it (one of each condition kind: methods, path, flat path, query, 
 and the last is the org-isolation `allow` with a `{{orgId}}` variable; since deny overrides, every rule is
 evaluated, so the decision costs what n rules cost.
 
-These rows depend on app/rules.py, app/authorize.py and the routes of app/api/authorize.py, written by others
-at the same time: each one is skipped with a note when its code is not there or its API moved. The adapter is
-`rule_decider` below (the only place that knows the rule engine's API).
+These rows depend on app/rules.py, app/authorize.py and the routes of app/api/authorize.py: each one is skipped
+with a note when its API moves rather than failing the whole run. The adapter is `rule_decider` below (the only
+place that knows the rule engine's API).
 """
 
 from __future__ import annotations
