@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from app.settings import Settings
 
+# The same name as app.observability.MULTIPROC_ENV, not imported: that would import prometheus_client before
+# the directory is set, and it reads the variable once, at import.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 USAGE = """usage: python -m app [serve | openapi | --help]
 

@@ -22,7 +22,7 @@ from app.config import ConfigError, ReloadingDocument, Source, convert, json_pat
 from app.patterns import PatternError, parse_pointer
 from app.policy import CompiledPolicy, PolicyError, Problem, VerifyPolicy, compile_policy
 from app.ratelimit import Budgets, RateLimit, RateLimitDoc, compile_rate_limit
-from app.ruleset import Effect, Rule, RuleDoc, RuleError, compile_rules
+from app.ruleset import Effect, RuleDoc, RuleError, RuleSet, compile_rules
 from app.verifier import Verifier
 
 AUTHORIZER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -79,7 +79,7 @@ class Authorizer:
     sources: tuple[TokenSource, ...]
     anonymous_rules: bool
     default_effect: Effect
-    rules: tuple[Rule, ...]
+    rules: RuleSet  # indexed by method and literal path prefix: a plain tuple would lose the index
     rate_limit: RateLimit | None
     claims_to_headers: tuple[tuple[str, tuple[str, ...], str], ...]  # (claim as written, pointer, header)
     cache_seconds: int
@@ -143,7 +143,7 @@ def compile_authorizer(doc: AuthorizerDoc, authorizer_id: str, *, budget: str | 
             problems.extend(Problem(("policy", *problem.loc), problem.msg, problem.type) for problem in exc.problems)
     sources = _sources(doc.token_sources, problems)
     headers = _claims_to_headers(doc.claims_to_headers, problems)
-    rules: tuple[Rule, ...] = ()
+    rules = RuleSet(())
     try:
         rules = compile_rules(doc.rules)
     except RuleError as exc:
@@ -190,18 +190,26 @@ def load_authorizers(data: bytes, label: str, profile_exists: Callable[[str], bo
     return authorizers
 
 
+def jwks_uris(authorizers: dict[str, Authorizer]) -> set[str]:
+    return {authorizer.policy.jwks_uri for authorizer in authorizers.values()
+            if authorizer.policy is not None and authorizer.policy.jwks_uri is not None}
+
+
 class Authorizers:
     """The configured authorizers (reloading with their file), inline ones by fingerprint, and what deciding
     needs besides: the verifier and the rate-limit budgets (one object, so a route has one dependency)."""
 
-    def __init__(self, source: Source | None, *, verifier: Verifier, budgets: Budgets) -> None:
+    def __init__(self, source: Source | None, *, verifier: Verifier, budgets: Budgets,
+                 on_change: Callable[[set[str], set[str]], None] | None = None) -> None:
+        """`on_change(old, new)`: after a reload, the key-set URIs the authorizers named before and now."""
         self.verifier = verifier
         self.budgets = budgets
         # Profiles are looked up live: a reload of ISSUER_PROFILES_JSON applies at once.
         self.profile_exists: Callable[[str], bool] = lambda profile_id: verifier.profile(profile_id) is not None
         self.inline_trust: Callable[[VerifyPolicy], CompiledPolicy] = verifier.compile_inline
         self.document: ReloadingDocument[dict[str, Authorizer]] = ReloadingDocument(
-            source, lambda data, label: load_authorizers(data, label, self.profile_exists), {})
+            source, lambda data, label: load_authorizers(data, label, self.profile_exists), {},
+            on_change=(lambda old, new: on_change(jwks_uris(old), jwks_uris(new))) if on_change else None)
         self._inline: OrderedDict[str, Authorizer] = OrderedDict()
 
     def get(self, authorizer_id: str) -> Authorizer | None:
@@ -212,8 +220,7 @@ class Authorizers:
 
     def jwks_uris(self) -> set[str]:
         """The key sets the configured authorizers' own policies name (profiles' key sets are the profiles')."""
-        return {authorizer.policy.jwks_uri for authorizer in self.document.value.values()
-                if authorizer.policy is not None and authorizer.policy.jwks_uri is not None}
+        return jwks_uris(self.document.value)
 
     def inline(self, doc: AuthorizerDoc) -> Authorizer:
         """Compile an authorizer sent in a request (its jwks_uri under JWKS_URI_ALLOWLIST). Raises PolicyError."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+from collections import OrderedDict
 import re
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
 _MAX_REDIRECTS = 3
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
+# Key sets named only by requests (inline policies and authorizers under JWKS_URI_ALLOWLIST) kept at once; a
+# caller choosing paths on an allowed host cannot grow the cache beyond it (the least recently used goes).
+# Key sets of the configuration (prefetched) are never evicted.
+MAX_REQUESTED_KEY_SETS = 256
 
 
 class FetchError(Exception):
@@ -99,13 +104,17 @@ class KeySetCache:
             follow_redirects=False, headers={"Accept": "application/json", "User-Agent": "jwt-decision/1"},
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=10), trust_env=False)
         self._entries: dict[str, Entry] = {}
+        self._configured: set[str] = set()  # URIs prefetched for profiles and authorizers: never evicted
+        self._requested: OrderedDict[str, None] = OrderedDict()  # the others, least recently used first
         self._discovered: dict[str, Discovered] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
     # --- what validation awaits -------------------------------------------------------------------------------
 
     async def view(self, uri: str, kid: str | None) -> KeyView:
-        entry = self._entries.get(uri) or self._entries.setdefault(uri, Entry(uri))
+        entry = self._entries.get(uri) or self._entry(uri)
+        if uri not in self._configured:
+            self._requested.move_to_end(uri)
         now = self.clock()
         if entry.keyset is None:
             if entry.inflight is not None or now >= entry.next_attempt_at:
@@ -120,6 +129,15 @@ class KeySetCache:
             self._spawn(self._refresh(entry))
         return self._view(entry, self.clock())
 
+    def _entry(self, uri: str) -> Entry:
+        """A new entry for a URI only requests name, evicting the least recently used such entry at the bound."""
+        if uri not in self._configured:
+            if len(self._requested) >= MAX_REQUESTED_KEY_SETS:
+                oldest, _ = self._requested.popitem(last=False)
+                self._entries.pop(oldest, None)  # an in-flight fetch finishes on its own Entry, then is dropped
+            self._requested[uri] = None
+        return self._entries.setdefault(uri, Entry(uri))
+
     async def view_discovered(self, issuer: str, kid: str | None) -> KeyView:
         state = self._discovered.setdefault(issuer, Discovered())
         if state.jwks_uri is None:
@@ -130,6 +148,9 @@ class KeySetCache:
                 await asyncio.shield(state.inflight)
             if state.jwks_uri is None:
                 return KeyView(None, "discovery", error=state.error or "discovery pending")
+        if state.jwks_uri not in self._configured:  # discovery is for issuer profiles only: configuration
+            self._configured.add(state.jwks_uri)
+            self._requested.pop(state.jwks_uri, None)
         view = await self.view(state.jwks_uri, kid)
         return KeyView(view.keyset, "discovery", view.stale_seconds, view.error, view.fetched_at)
 
@@ -283,6 +304,8 @@ class KeySetCache:
     def prefetch(self, uris: list[str], issuers: list[str]) -> None:
         """Background fetches at startup (and after a reload) so the first validations find their keys."""
         for uri in uris:
+            self._configured.add(uri)
+            self._requested.pop(uri, None)
             entry = self._entries.setdefault(uri, Entry(uri))
             if entry.keyset is None and entry.inflight is None:
                 self._spawn(self._refresh(entry))
@@ -309,6 +332,10 @@ class KeySetCache:
         return {"key_state": state, "fetched_at": entry.fetched_at, "age_seconds": int(now - (entry.fetched_at or now)),
                 "kids": entry.keyset.kids, "error": entry.last_error}
 
+    def held(self) -> frozenset[str]:
+        """The URIs of the key sets held now (configured, or named by recent requests)."""
+        return frozenset(self._entries)
+
     def fetch_count(self, uri: str) -> int:
         entry = self._entries.get(uri)
         return entry.fetches if entry else 0
@@ -317,6 +344,8 @@ class KeySetCache:
         """After a reload: drop the key sets nothing configured names any more (the others survive untouched)."""
         for uri in uris:
             self._entries.pop(uri, None)
+            self._configured.discard(uri)
+            self._requested.pop(uri, None)
 
     async def aclose(self) -> None:
         for task in list(self._background):

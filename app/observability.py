@@ -55,6 +55,7 @@ CACHE_MISSES = Counter("jwt_verified_token_cache_misses_total", "Verified-token 
 STORAGE_ERRORS = Counter("rate_limit_storage_errors_total", "Rate-limit storage failures, by authorizer",
                          ["authorizer"])
 KEY_SET_AGE = "jwks_key_set_age_seconds"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
 _children: dict[tuple[Any, ...], Any] = {}
 
@@ -92,10 +93,28 @@ def record_decision(authorizer: str, decision: str, reason: str, storage_error: 
         _child(STORAGE_ERRORS, authorizer).inc()
 
 
+# Distinct `jwks_uri` label values one process creates: inline policies may name any path on an allowed host.
+MAX_KEY_SET_SERIES = 256
+_key_set_labels: set[str] = set()
+
+
+def key_set_label(uri: str) -> str:
+    """The `jwks_uri` label: scheme, host, port and path; never userinfo, query or fragment (they may hold a
+    credential, and /metrics is open)."""
+    parts = urlsplit(uri)
+    host = parts.hostname or "?"
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 def record_key_set_fetch(uri: str, outcome: str) -> None:
     _child(KEY_SET_FETCHES, urlsplit(uri).hostname or "?", outcome).inc()
     if outcome == "ok":
-        _child(KEY_SET_FETCHED, uri).set(time.time())
+        label = key_set_label(uri)
+        if label in _key_set_labels or len(_key_set_labels) < MAX_KEY_SET_SERIES:
+            _key_set_labels.add(label)
+            _child(KEY_SET_FETCHED, label).set(time.time())
 
 
 def record_cache_lookup(hit: bool) -> None:
@@ -106,8 +125,8 @@ class _KeySetAge(Collector):
     """`jwks_key_set_age_seconds`, computed at scrape time from the last-success timestamps (so it keeps growing
     while a key set cannot be refreshed, whichever worker fetched it last)."""
 
-    def __init__(self, source: Collector, clock: Callable[[], float]) -> None:
-        self.source, self.clock = source, clock
+    def __init__(self, source: Collector, clock: Callable[[], float], held: frozenset[str] | None) -> None:
+        self.source, self.clock, self.held = source, clock, held
 
     def collect(self) -> Iterable[Metric]:
         age = GaugeMetricFamily(KEY_SET_AGE, "Seconds since a key set was last fetched successfully",
@@ -117,7 +136,9 @@ class _KeySetAge(Collector):
             yield family
             if family.name == KEY_SET_FETCHED._name:
                 for sample in family.samples:
-                    age.add_metric([sample.labels["jwks_uri"]], max(0.0, now - sample.value))
+                    label = sample.labels["jwks_uri"]
+                    if self.held is None or label in self.held:
+                        age.add_metric([label], max(0.0, now - sample.value))
         yield age
 
 
@@ -126,8 +147,10 @@ class _Global(Collector):
         return REGISTRY.collect()
 
 
-def metrics_text(clock: Callable[[], float] = time.time) -> bytes:
-    """The Prometheus exposition of every worker (multiprocess files) or of this process."""
+def metrics_text(clock: Callable[[], float] = time.time, held: Iterable[str] | None = None) -> bytes:
+    """The Prometheus exposition of every worker (multiprocess files) or of this process. With `held` (the key
+    sets the service holds now), key-set ages are reported for those only: a set a reload dropped would
+    otherwise keep ageing and page someone."""
     directory = os.environ.get(MULTIPROC_ENV)
     source: Collector
     if directory:
@@ -135,7 +158,8 @@ def metrics_text(clock: Callable[[], float] = time.time) -> bytes:
     else:
         source = _Global()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_KeySetAge(source, clock))
+    labels = None if held is None else frozenset(key_set_label(uri) for uri in held)
+    registry.register(_KeySetAge(source, clock, labels))
     return generate_latest(registry)
 
 
@@ -251,8 +275,10 @@ class Observe:
             _fields.reset(reset)
             seconds = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
-            record_request(route, scope["method"], status, seconds)
-            line = {"method": scope["method"], "route": route, "path": scope["path"], "status": status,
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "OTHER"  # labels stay bounded
+            record_request(route, method, status, seconds)
+            # The route, not the path: under forward-auth the path is the protected application's own URL.
+            line = {"method": method, "route": route, "status": status,
                     "duration_ms": round(seconds * 1000, 3), "request_id": rid.decode(), **fields}
             if self.sink is not None:
                 line["event"], line["level"] = "request", "info"

@@ -74,6 +74,11 @@ def _display(rule: Rule, facts: Facts, variables: dict[str, Value]) -> dict[str,
     return shown
 
 
+# A variable's value (each element of an array) is at most this long: every path, header and claim value a rule
+# sees in practice is shorter, and a bound keeps the substituted pattern one RE2 always compiles.
+MAX_VARIABLE_LENGTH = 1024
+
+
 def _variable_value(variable: Variable, facts: Facts) -> tuple[Value | None, str]:
     if variable.source == "jwtClaim":
         if facts.claims is None:
@@ -95,6 +100,8 @@ def _variable_value(variable: Variable, facts: Facts) -> tuple[Value | None, str
         text = item if isinstance(item, str) else json_text(item)
         if not text:  # an empty value would turn `/orgs/{{id}}` into a prefix of every organisation
             return None, f"{where} is empty"
+        if len(text) > MAX_VARIABLE_LENGTH:  # RE2 may refuse to build a pattern around a huge literal
+            return None, f"{where} is longer than {MAX_VARIABLE_LENGTH} characters"
         parts.append(text)
     if not parts:
         return None, f"{where} is an empty array"

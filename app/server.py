@@ -74,8 +74,13 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     verifier.profiles = profiles.value.policies
     documents: list[ReloadingDocument[Any]] = [profiles]
     # After the profiles: an authorizer's issuer_profile_id must name a loaded profile (resolved per request).
+    def authorizers_changed(old: set[str], new: set[str]) -> None:
+        # Key sets the profiles name stay, whatever the authorizers say.
+        keys.forget(old - new - profiles.value.jwks_uris())
+        keys.prefetch(sorted(new), [])
+
     authorizers = Authorizers(_source("AUTHORIZERS_JSON", settings.authorizers_json), verifier=verifier,
-                              budgets=Budgets(settings.rate_limit_storage))
+                              budgets=Budgets(settings.rate_limit_storage), on_change=authorizers_changed)
     documents.append(authorizers.document)
 
     @asynccontextmanager

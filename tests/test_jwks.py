@@ -224,3 +224,25 @@ async def test_discovery_document_with_another_issuer_is_refused(verifier, serve
     assert codes(result) == ["JWKS_UNAVAILABLE"]
     assert "differs from the configured issuer" in result.findings[0].evidence["reason"]
     assert server.hit_count(PATH) == 0
+
+
+async def test_key_sets_named_only_by_requests_are_bounded_and_configured_ones_are_never_evicted(server, clock,
+                                                                                                    monkeypatch):
+    import app.jwks as jwks_module
+
+    monkeypatch.setattr(jwks_module, "MAX_REQUESTED_KEY_SETS", 3)
+    cache = KeySetCache(SETTINGS, clock=clock)
+    configured = server.url(PATH)
+    cache.prefetch([configured], [])
+    assert (await cache.view(configured, "k1")).keyset is not None
+    for index in range(10):  # a caller choosing URIs on an allowed host (the query makes each one distinct)
+        assert (await cache.view(server.url(f"{PATH}?v={index}"), "k1")).keyset is not None
+    assert server.hit_count(PATH) == 11
+    assert cache.state(server.url(f"{PATH}?v=0"))["key_state"] == "pending"  # evicted, least recently used
+    for index in (7, 8, 9):
+        await cache.view(server.url(f"{PATH}?v={index}"), "k1")
+    await cache.view(configured, "k1")
+    assert server.hit_count(PATH) == 11  # the three most recent and the configured set are still cached
+    await cache.view(server.url(f"{PATH}?v=0"), "k1")
+    assert server.hit_count(PATH) == 12
+    await cache.aclose()

@@ -167,6 +167,37 @@ def test_metrics_count_validations_findings_cache_decisions_and_key_sets():
     assert 0 <= value(after, "jwks_key_set_age_seconds", jwks_uri=server.url("/jwks.json")) < 60
 
 
+def test_metric_labels_stay_bounded_and_never_show_a_credential_or_a_dropped_key_set(capsys):
+    server = KeyServer()
+    key = key_for("RS256", "obs-label")
+    server.documents["/labels.json"] = jwks(key)
+    uri = server.url("/labels.json") + "?access_token=sekrit-in-query"
+    policy = {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "jwks_uri": uri}
+    try:
+        with TestClient(create_app(Settings(jwks_uri_allowlist=("127.0.0.1",)))) as client:
+            assert client.post("/v1/validate/jwt", json={"token": mint(live_claims(), key), "policy": policy}
+                               ).json()["valid"] is True
+            capsys.readouterr()
+            client.request("FROBNICATE", "/v1/forward-auth/none/reset/sekrit-in-path")
+            text = client.get("/metrics").text
+    finally:
+        server.stop()
+    log = capsys.readouterr().out
+    metrics = samples(text)
+    assert "sekrit" not in text and "sekrit" not in log  # neither the key set's query nor a forward-auth path
+    assert value(metrics, "http_requests_total", route="unmatched", method="OTHER", status="405") + value(
+        metrics, "http_requests_total", route="unmatched", method="OTHER", status="404") >= 1
+    assert "FROBNICATE" not in text
+    label = server.url("/labels.json")
+    assert value(metrics, "jwks_last_success_timestamp_seconds", jwks_uri=label) > 0
+    assert value(metrics, "jwks_key_set_age_seconds", jwks_uri=label) >= 0
+    assert ("jwks_key_set_age_seconds", frozenset({("jwks_uri", label)})) in metrics
+    # A key set the service no longer holds (a reload dropped it) keeps its last-success time but has no age.
+    dropped = samples(metrics_text(held=[]).decode())
+    assert value(dropped, "jwks_last_success_timestamp_seconds", jwks_uri=label) > 0
+    assert ("jwks_key_set_age_seconds", frozenset({("jwks_uri", label)})) not in dropped
+
+
 # ------------------------------------------------------------------------------------------ 2 real workers
 
 

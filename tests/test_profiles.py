@@ -150,6 +150,32 @@ def test_file_change_reload_swaps_profiles_and_bad_reload_keeps_serving(tmp_path
         assert client.get("/readyz").json()["config_errors"]
 
 
+def test_an_authorizers_reload_prefetches_the_key_sets_it_names_and_forgets_the_dropped_ones(tmp_path, server):
+    server.documents["/other.json"] = jwks(key_for("RS256", "k2"))
+
+    def authorizer(uri_path: str) -> dict:
+        return {"api": {"policy": {**profile(server), "jwks_uri": server.url(uri_path)}, "rules": []}}
+
+    path = tmp_path / "authorizers.json"
+    write(path, authorizer(PATH))
+    app = create_app(Settings(authorizers_json=str(path), config_poll_seconds=0.1))
+    keys = app.state.key_sets
+    with TestClient(app):
+        for _ in range(50):  # the startup prefetch
+            if keys.state(server.url(PATH))["key_state"] == "fresh":
+                break
+            time.sleep(0.1)
+        assert keys.state(server.url(PATH))["key_state"] == "fresh"
+        write(path, authorizer("/other.json"))
+        for _ in range(50):  # the reload's prefetch, before any request names the new key set
+            if server.hit_count("/other.json"):
+                break
+            time.sleep(0.1)
+        assert server.hit_count("/other.json") == 1
+        assert keys.state(server.url(PATH))["key_state"] == "pending"  # forgotten: nothing configured names it
+        assert server.url(PATH) not in keys.held()
+
+
 def free_port() -> int:
     import socket
 

@@ -228,7 +228,10 @@ def test_org_claim_values_never_widen_the_pattern(org, path, expected):
     ({"https://myapp.com/org_id": {"id": "acme"}}, "not a string, number or array"),
     ({"https://myapp.com/org_id": True}, "not a string, number or array"),
     ({"https://myapp.com/org_id": ["acme", {"x": 1}]}, "not a string, number or array"),
-], ids=["missing", "anonymous", "empty-string", "empty-array", "object", "boolean", "array-with-object"])
+    ({"https://myapp.com/org_id": "a" * 1025}, "longer than 1024 characters"),
+    ({"https://myapp.com/org_id": ["acme", "a" * 1025]}, "longer than 1024 characters"),
+], ids=["missing", "anonymous", "empty-string", "empty-array", "object", "boolean", "array-with-object", "too-long",
+        "array-with-a-too-long-element"])
 def test_unresolvable_variable_fails_closed_and_the_trace_says_which(claims, why):
     rules = load_rules([ORG_RULE])
     verdict = evaluate(rules, facts(path="/v1/organisations/acme", claims=claims), "deny", explain=True)
@@ -236,6 +239,7 @@ def test_unresolvable_variable_fails_closed_and_the_trace_says_which(claims, why
     (entry,) = verdict.trace
     assert entry["matched"] is False
     assert entry["unresolved"].startswith("variable orgId:") and why in entry["unresolved"]
+    assert evaluate(rules, facts(path="/v1/organisations/acme", claims=claims), "deny").effect == "deny"
 
 
 def test_header_and_query_variables():

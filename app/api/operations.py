@@ -7,11 +7,13 @@ from typing import Any
 import msgspec
 from litestar import Controller, Response, get
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.handlers import BaseRouteHandler
 
 from app import examples
 from app.observability import CONTENT_TYPE, ApiKeys, metrics_text, needs_api_key
 from app.problems import ApiError
+from app.verifier import Verifier
 
 
 class Health(msgspec.Struct):
@@ -32,8 +34,9 @@ class OperationsController(Controller):
                      "decision and reason, key-set fetches by host and outcome, key-set age, verified-token cache "
                      "hits and misses, rate-limit storage errors. Open (no X-API-Key).",
          media_type=CONTENT_TYPE, sync_to_thread=True)
-    def metrics(self) -> Response[bytes]:
-        return Response(metrics_text(), media_type=CONTENT_TYPE)
+    def metrics(self, verifier: NamedDependency[Verifier]) -> Response[bytes]:
+        held = verifier.keys.held() if verifier.keys is not None else None
+        return Response(metrics_text(held=held), media_type=CONTENT_TYPE)
 
 
 def api_key_guard(keys: ApiKeys) -> Any:

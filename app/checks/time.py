@@ -26,12 +26,6 @@ def _near_miss(seconds: float, claim: str) -> str | None:
     return None
 
 
-def check_time(ctx: Context) -> list[Finding]:
-    """RFC 7519 section 4.1.4: "The processing of the "exp" claim requires that the current date/time MUST be
-    before the expiration date/time listed in the "exp" claim." Expired when exp <= now - skew."""
-    return time_findings(ctx.token.claims, ctx.policy, ctx.now)
-
-
 INFINITY = float("inf")
 
 
@@ -62,6 +56,10 @@ def time_window(claims: dict[str, Any], policy: CompiledPolicy) -> tuple[Any, An
 
 
 def time_findings(claims: dict[str, Any], policy: CompiledPolicy, now: float) -> list[Finding]:
+    """The time check, run on every validation (cache hits too) since it depends on `now`. RFC 7519 section
+    4.1.4: "The processing of the "exp" claim requires that the current date/time MUST be before the expiration
+    date/time listed in the "exp" claim." Expired when exp <= now - skew; `nbf` and `iat` fail when later than
+    now + skew."""
     skew = policy.clock_skew
     findings: list[Finding] = []
     valid: dict[str, float] = {}
