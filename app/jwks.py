@@ -113,7 +113,7 @@ class KeySetCache:
 
     async def view(self, uri: str, kid: str | None) -> KeyView:
         entry = self._entries.get(uri) or self._entry(uri)
-        if uri not in self._configured:
+        if uri in self._requested:
             self._requested.move_to_end(uri)
         now = self.clock()
         if entry.keyset is None:
