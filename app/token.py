@@ -170,6 +170,11 @@ def _json_object_fast(data: bytes) -> dict[str, Any] | None:
     return value
 
 
+def _strict_b64url(segment: str) -> bytes:
+    """A base64url segment through strict base64 (see `_parse_fast`). Raises binascii.Error."""
+    return _A2B(segment.encode().translate(_TO_STANDARD) + _PADDING[len(segment) & 3], strict_mode=True)
+
+
 def _parse_fast(raw: str, max_bytes: int) -> ParsedToken | None:
     """The common case of `parse` in a few C-level calls, or None at the first doubt (`parse` then explains).
 
@@ -192,8 +197,7 @@ def _parse_fast(raw: str, max_bytes: int) -> ParsedToken | None:
         if header is None:
             if not header_b64:
                 return None
-            header = _json_object_fast(
-                _A2B(header_b64.encode().translate(_TO_STANDARD) + _PADDING[len(header_b64) & 3], strict_mode=True))
+            header = _json_object_fast(_strict_b64url(header_b64))
             if header is None:
                 return None
             if len(_HEADERS) >= _HEADERS_MAX:
@@ -201,12 +205,10 @@ def _parse_fast(raw: str, max_bytes: int) -> ParsedToken | None:
             _HEADERS[header_b64] = header
         if not payload_b64:
             return None
-        claims = _json_object_fast(
-            _A2B(payload_b64.encode().translate(_TO_STANDARD) + _PADDING[len(payload_b64) & 3], strict_mode=True))
+        claims = _json_object_fast(_strict_b64url(payload_b64))
         if claims is None:
             return None
-        signature = _A2B(signature_b64.encode().translate(_TO_STANDARD) + _PADDING[len(signature_b64) & 3],
-                         strict_mode=True)
+        signature = _strict_b64url(signature_b64)
     except binascii.Error:
         return None
     return ParsedToken(header, claims, raw[:len(header_b64) + 1 + len(payload_b64)].encode(), signature,
