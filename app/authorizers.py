@@ -22,7 +22,8 @@ from app.config import ConfigError, ReloadingDocument, Source, convert, json_pat
 from app.patterns import PatternError, parse_pointer
 from app.policy import CompiledPolicy, PolicyError, Problem, VerifyPolicy, compile_policy
 from app.ratelimit import Budgets, RateLimit, RateLimitDoc, compile_rate_limit
-from app.ruleset import Effect, RuleDoc, RuleError, RuleSet, compile_rules
+from app.rules import RuleSet
+from app.ruleset import Effect, RuleDoc, RuleError, compile_rules
 from app.verifier import Verifier
 
 AUTHORIZER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -145,7 +146,7 @@ def compile_authorizer(doc: AuthorizerDoc, authorizer_id: str, *, budget: str | 
     headers = _claims_to_headers(doc.claims_to_headers, problems)
     rules = RuleSet(())
     try:
-        rules = compile_rules(doc.rules)
+        rules = RuleSet(compile_rules(doc.rules))
     except RuleError as exc:
         problems.extend(Problem(("rules", *problem.loc), problem.msg, problem.type) for problem in exc.problems)
     rate_limit = compile_rate_limit(doc.rate_limit) if doc.rate_limit is not None else None

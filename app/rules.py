@@ -1,7 +1,8 @@
 """The rule engine: match compiled rules against one request and combine them (authorization.md section 2).
 
 Pure: the request's facts (method, normalised path, headers, query, verified claims) in, a verdict out; no I/O,
-no clock. Rules are compiled by `app.ruleset.compile_rules` (or `load_rules` from plain JSON values).
+no clock. Rules are compiled by `app.ruleset.compile_rules` and indexed by `RuleSet` (or both at once by
+`load_rules` from plain JSON values).
 
     rules = load_rules([{"id": "r", "effect": "allow", "methods": ["GET"]}])
     verdict = evaluate(rules, Facts("GET", "/v1/x", (), (), {"sub": "u"}), "deny")
@@ -9,23 +10,23 @@ no clock. Rules are compiled by `app.ruleset.compile_rules` (or `load_rules` fro
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Literal
 
-from app.checks.claims import granted_scopes
-from app.patterns import MISSING, PatternError, Value, json_text, resolve_pointer, splits_words, texts
-from app.ruleset import ClaimValues, Condition, Effect, Rule, RuleSet, Variable, compile_rules, load_rules
+import msgspec
 
-__all__ = ["Facts", "Verdict", "RuleResult", "evaluate", "match_rule", "combine", "compile_rules", "load_rules"]
+from app.checks.claims import granted_scopes
+from app.patterns import MISSING, Pattern, PatternError, Value, json_text, resolve_pointer, splits_words, texts
+from app.ruleset import ClaimValues, Condition, Effect, Rule, RuleDoc, Variable, compile_rules
+
+__all__ = ["Facts", "Verdict", "RuleResult", "RuleSet", "evaluate", "match_rule", "combine", "load_rules"]
 
 Reason = Literal["rule_allowed", "rule_denied", "default_allow", "default_deny"]
 # Header values never shown in a trace: they carry credentials.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 
 
-@dataclass(frozen=True, slots=True)
-class Facts:
+class Facts(msgspec.Struct, frozen=True, gc=False):
     """What rules see of a request. `headers` names are lower-cased; `claims` is None for an anonymous request."""
 
     method: str
@@ -36,18 +37,16 @@ class Facts:
     secrets: tuple[str, ...] = ()  # values to hide from the trace (the token)
 
 
-@dataclass(slots=True)
-class RuleResult:
+class RuleResult(msgspec.Struct, gc=False):
     rule: Rule
     matched: bool = False
-    variables: dict[str, Value] = field(default_factory=dict)
+    variables: dict[str, Value] = msgspec.field(default_factory=dict)
     unresolved: str | None = None  # why a variable could not be resolved (the rule then does not match)
     missing_scopes: tuple[str, ...] = ()  # set when every other condition held: more scopes would match
     conditions: list[dict[str, Any]] | None = None  # with explain only
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True, gc=False):
     effect: Effect
     reason: Reason
     rule: Rule | None
@@ -79,33 +78,46 @@ def _display(rule: Rule, facts: Facts, variables: dict[str, Value]) -> dict[str,
 MAX_VARIABLE_LENGTH = 1024
 
 
-def _variable_value(variable: Variable, facts: Facts) -> tuple[Value | None, str]:
+def _variable_raw(variable: Variable, facts: Facts) -> Any:
+    """The value a variable reads (a list for a repeated header or query parameter), MISSING, or None for a
+    claim variable of an anonymous request."""
     if variable.source == "jwtClaim":
         if facts.claims is None:
-            return None, "no verified claims (anonymous request)"
-        raw = (resolve_pointer(facts.claims, variable.pointer) if variable.pointer is not None
-               else facts.claims.get(variable.key or "", MISSING))
-    else:
-        pairs = facts.headers if variable.source == "header" else facts.query
-        found = [value for name, value in pairs if name == variable.key]
-        raw = MISSING if not found else found[0] if len(found) == 1 else found
-    where = f"{variable.source} {variable.key or '/'.join(variable.pointer or ())!r}"
+            return None
+        return (resolve_pointer(facts.claims, variable.pointer) if variable.pointer is not None
+                else facts.claims.get(variable.key or "", MISSING))
+    found = [value for name, value in (facts.headers if variable.source == "header" else facts.query)
+             if name == variable.key]
+    return MISSING if not found else found[0] if len(found) == 1 else found
+
+
+def _as_value(raw: Any) -> tuple[Value | None, str]:
+    """A variable's value from what it read, or None and why not (to follow the variable's name)."""
+    if raw is None:
+        return None, "has no verified claims to read (anonymous request)"
     if raw is MISSING:
-        return None, f"{where} is missing"
+        return None, "is missing"
     items = raw if isinstance(raw, list) else [raw]
     parts: list[str] = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            return None, f"{where} is not a string, number or array of them"
+            return None, "is not a string, number or array of them"
         text = item if isinstance(item, str) else json_text(item)
         if not text:  # an empty value would turn `/orgs/{{id}}` into a prefix of every organisation
-            return None, f"{where} is empty"
+            return None, "is empty"
         if len(text) > MAX_VARIABLE_LENGTH:  # RE2 may refuse to build a pattern around a huge literal
-            return None, f"{where} is longer than {MAX_VARIABLE_LENGTH} characters"
+            return None, f"is longer than {MAX_VARIABLE_LENGTH} characters"
         parts.append(text)
     if not parts:
-        return None, f"{where} is an empty array"
+        return None, "is an empty array"
     return (tuple(dict.fromkeys(parts)) if isinstance(raw, list) else parts[0]), ""
+
+
+def _variable_value(variable: Variable, facts: Facts) -> tuple[Value | None, str]:
+    value, why = _as_value(_variable_raw(variable, facts))
+    if value is None:
+        return None, f"{variable.source} {variable.key or '/'.join(variable.pointer or ())!r} {why}"
+    return value, ""
 
 
 def _condition(condition: Condition, facts: Facts, variables: dict[str, Value], display: dict[str, Value] | None
@@ -249,79 +261,198 @@ def combine(results: Sequence[RuleResult], default_effect: Effect) -> tuple[Effe
     return default_effect, "default_allow" if default_effect == "allow" else "default_deny", None
 
 
-def _condition_holds(condition: Condition, facts: Facts, variables: dict[str, Value]) -> bool:
-    """`_condition` without the trace: stops at the first entry that decides."""
-    name, value = condition.name, condition.value
-    if condition.kind == "token":
-        if facts.claims is None and condition.exists:
-            return False
-        claims = facts.claims or {}
-        if condition.pointer is not None:
-            found = resolve_pointer(claims, condition.pointer)
-            entries = [] if found is MISSING else [
-                texts(found, len(condition.pointer) == 1 and splits_words(condition.pointer[0], found))]
-        elif name is not None and name.literal is not None:
-            entries = [texts(claims[name.literal], splits_words(name.literal, claims[name.literal]))] \
-                if name.literal in claims else []
-        else:
-            assert name is not None
-            entries = [texts(item, splits_words(key, item)) for key, item in claims.items()
-                       if name.search(variables, key)]
-        present = any(value is None or any(value.search(variables, text) for text in entry) for entry in entries)
-    else:
-        assert name is not None
-        pairs = facts.headers if condition.kind == "headers" else facts.query
-        present = any(name.search(variables, key) and (value is None or value.search(variables, text))
-                      for key, text in pairs)
-    return present == condition.exists
+# The decision path: every rule compiled once, when its rule set is built, into a closure specialised to its
+# conditions (a literal header name is a string comparison, a claim named by key one dict lookup), deciding
+# exactly as `match_rule` (a property test compares them) without building the explanation.
 
-
+Check = Callable[[Facts, dict[str, Value]], bool]
+Matcher = Callable[[Facts], "RuleResult | None"]
 _NO_VARIABLES: dict[str, Value] = {}  # shared by rules without variables; never written to
 
 
-def _match_quickly(rule: Rule, facts: Facts, method: str) -> RuleResult | None:
-    """`match_rule` without the explanation, in the same order of conditions as `_checks` (methods and set
-    lookups before patterns), returning None for a rule that neither matches nor misses only scopes: most
-    rules of a large set, for which no result object is built. The outcome equals `match_rule`'s (a property
-    test compares them)."""
-    if rule.methods is not None and method not in rule.methods:
-        return None
-    if rule.variables:
-        variables: dict[str, Value] = {}
-        for variable in rule.variables:
-            value, _ = _variable_value(variable, facts)
-            if value is None:
-                return None  # fail closed: the rule does not match
-            variables[variable.name] = value
-    else:
+def _claim_texts(name: str | None, value: Any) -> list[str]:
+    """`texts` of a claim's value; `name` set when the claim was read by a one-token pointer or its name."""
+    return texts(value, name is not None and splits_words(name, value))
+
+
+def _variable_getter(variable: Variable) -> Callable[[Facts], Value | None]:
+    """The variable's value, or None when the rule must not match (`_variable_value` without the reason)."""
+    def get(facts: Facts) -> Value | None:
+        raw = _variable_raw(variable, facts)
+        if isinstance(raw, str) and 0 < len(raw) <= MAX_VARIABLE_LENGTH:  # the common case, as _as_value has it
+            return raw
+        return _as_value(raw)[0]
+    return get
+
+
+def _claim_check(entry: ClaimValues) -> Check:
+    pointer, values, not_values = entry.pointer, entry.values, entry.not_values
+    key = pointer[0] if len(pointer) == 1 else None
+    plain = key is not None and not splits_words(key, "")  # a string value of this claim is one text
+
+    def held(facts: Facts, variables: dict[str, Value]) -> bool:
+        claims = facts.claims
+        value = MISSING if claims is None else claims.get(key, MISSING) if key is not None else resolve_pointer(
+            claims, pointer)
+        if plain and isinstance(value, str):
+            return (values is None or value in values) and (not_values is None or value not in not_values)
+        actual = () if value is MISSING else _claim_texts(key, value)
+        if values is not None and not any(text in values for text in actual):
+            return False
+        return not_values is None or not any(text in not_values for text in actual)
+    return held
+
+
+def _path_check(pattern: Pattern, exists: bool) -> Check:
+    literal, search = pattern.literal, pattern.search
+    if literal is not None:
+        return lambda facts, variables: (facts.path == literal) == exists
+    return lambda facts, variables: search(variables, facts.path) == exists
+
+
+def _pair_check(condition: Condition) -> Check:
+    """A `headers` or `query` condition: some pair whose name matches has a matching value."""
+    assert condition.name is not None
+    headers, exists, key, name = condition.kind == "headers", condition.exists, condition.name.literal, condition.name
+    value = condition.value.search if condition.value is not None else None
+
+    def held(facts: Facts, variables: dict[str, Value]) -> bool:
+        for pair_name, text in facts.headers if headers else facts.query:
+            if (pair_name == key if key is not None else name.search(variables, pair_name)) and (
+                    value is None or value(variables, text)):
+                return exists
+        return not exists
+    return held
+
+
+def _token_check(condition: Condition) -> Check:
+    """A `token` condition: some claim whose name matches (or the one a pointer names) has a matching value."""
+    pointer, name, exists = condition.pointer, condition.name, condition.exists
+    value = condition.value.search if condition.value is not None else None
+    key = (pointer[0] if len(pointer) == 1 else None) if pointer is not None else name.literal if name else None
+    plain = key is not None and not splits_words(key, "")  # a string value of this claim is one text
+
+    def one(facts: Facts, variables: dict[str, Value]) -> bool:  # the claim named by `key`
+        claims = facts.claims
+        found = MISSING if claims is None else claims.get(key, MISSING)
+        if found is MISSING:
+            return not exists
+        if value is None or (value(variables, found) if plain and isinstance(found, str)
+                             else any(value(variables, text) for text in _claim_texts(key, found))):
+            return exists
+        return not exists
+
+    def entries(claims: dict[str, Any], variables: dict[str, Value]) -> Iterator[list[str]]:
+        if pointer is not None:
+            found = resolve_pointer(claims, pointer)
+            if found is not MISSING:
+                yield _claim_texts(None, found)
+        else:
+            assert name is not None
+            yield from (_claim_texts(claim, item) for claim, item in claims.items() if name.search(variables, claim))
+
+    def some(facts: Facts, variables: dict[str, Value]) -> bool:  # a deeper pointer, or claims a pattern names
+        if facts.claims is None:
+            return not exists
+        for entry in entries(facts.claims, variables):
+            if value is None or any(value(variables, text) for text in entry):
+                return exists
+        return not exists
+    return one if key is not None else some
+
+
+def _granted(claims: dict[str, Any] | None) -> Collection[str]:
+    """`granted_scopes` for membership tests, without its ordering work in the common case (`scope` only)."""
+    if claims is None:
+        return ()
+    if "scp" in claims or "permissions" in claims:
+        return granted_scopes(claims)
+    scope = claims.get("scope")
+    return scope.split() if isinstance(scope, str) else ()
+
+
+def _matcher(rule: Rule) -> Matcher:
+    """The rule as one closure. Its `methods` are not tested here: `RuleSet.select` only offers the rules whose
+    methods admit the request's."""
+    getters = tuple((variable.name, _variable_getter(variable)) for variable in rule.variables)
+    checks: tuple[Check, ...] = (
+        *map(_claim_check, rule.claims),
+        *((_path_check(rule.path, rule.path_exists),) if rule.path is not None else ()),
+        *(_token_check(item) if item.kind == "token" else _pair_check(item) for item in rule.conditions))
+    required, any_scopes = rule.required_scopes, rule.any_scopes
+
+    def match(facts: Facts) -> RuleResult | None:
         variables = _NO_VARIABLES
-    claims = facts.claims
-    for entry in rule.claims:
-        value = resolve_pointer(claims, entry.pointer) if claims is not None else MISSING
-        actual = () if value is MISSING else texts(value, len(entry.pointer) == 1
-                                                   and splits_words(entry.pointer[0], value))
-        if entry.values is not None and not any(text in entry.values for text in actual):
+        if getters:
+            variables = {}
+            for name, get in getters:
+                value = variables[name] = get(facts)  # type: ignore[assignment]
+                if value is None:
+                    return None  # fail closed: the rule does not match
+        try:
+            for check in checks:
+                if not check(facts, variables):
+                    return None
+        except PatternError:  # a substituted pattern RE2 cannot build: fail closed, as match_rule does
             return None
-        if entry.not_values is not None and any(text in entry.not_values for text in actual):
-            return None
-    try:
-        if rule.path is not None and rule.path.search(variables, facts.path) != rule.path_exists:
-            return None
-        for condition in rule.conditions:
-            if not _condition_holds(condition, facts, variables):
-                return None
-    except PatternError:  # a substituted pattern RE2 cannot build: fail closed, as match_rule does
-        return None
-    if variables is _NO_VARIABLES:
-        variables = {}
-    if not (rule.required_scopes or rule.any_scopes):
-        return RuleResult(rule, True, variables)
-    granted = granted_scopes(claims or {})
-    missing = tuple(scope for scope in rule.required_scopes if scope not in granted)
-    any_ok = not rule.any_scopes or any(scope in granted for scope in rule.any_scopes)
-    if not missing and any_ok:
-        return RuleResult(rule, True, variables)
-    return RuleResult(rule, False, variables, missing_scopes=missing + (() if any_ok else rule.any_scopes))
+        if variables is _NO_VARIABLES:
+            variables = {}
+        if not (required or any_scopes):
+            return RuleResult(rule, True, variables)
+        granted = _granted(facts.claims)
+        missing = tuple(scope for scope in required if scope not in granted)
+        any_ok = not any_scopes or any(scope in granted for scope in any_scopes)
+        if not missing and any_ok:
+            return RuleResult(rule, True, variables)
+        return RuleResult(rule, False, variables, missing_scopes=missing + (() if any_ok else any_scopes))
+    return match
+
+
+BUCKET = 8  # characters of a path prefix that sort rules into buckets
+
+
+class RuleSet(tuple):  # type: ignore[type-arg]
+    """Compiled rules in their order, each also as a matcher, plus an index of the rules a request can match.
+
+    With deny overrides every rule is evaluated, but a rule that provably cannot match may be skipped: one whose
+    `methods` excludes the request's method, or one whose path must match a pattern that every match starts
+    with a literal text (`^/admin/...`) the path does not start with. Rules are bucketed by the first `BUCKET`
+    characters of that text (shorter texts, `i` patterns and path-absent rules are in every bucket); a bucket
+    keeps the original order, so priority ties still go to the earlier rule.
+    """
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self._by_bucket: dict[str, list[int]] = {}
+        self._unbucketed: list[int] = []
+        for position, rule in enumerate(self):
+            prefix = rule.path.prefix if rule.path is not None and rule.path_exists else None
+            if prefix is not None and "i" not in rule.path.flags and len(prefix) >= BUCKET:
+                self._by_bucket.setdefault(prefix[:BUCKET], []).append(position)
+            else:
+                self._unbucketed.append(position)
+        self._methods = frozenset(method for rule in self if rule.methods is not None for method in rule.methods)
+        self._matchers = tuple(_matcher(rule) for rule in self)
+        self._selected: dict[tuple[str, str | None], tuple[Matcher, ...]] = {}
+
+    def select(self, method: str, path: str) -> tuple[Matcher, ...]:
+        """The matchers of the rules that can match `method` (upper-case) on `path`, in order (memoised per
+        method and bucket, both bounded by the rule set: an unknown method or bucket shares the catch-all entry)."""
+        known_method = method if method in self._methods else ""
+        bucket: str | None = path[:BUCKET]
+        if bucket not in self._by_bucket:
+            bucket = None
+        selected = self._selected.get((known_method, bucket))
+        if selected is None:
+            positions = sorted(self._unbucketed + (self._by_bucket[bucket] if bucket is not None else []))
+            selected = self._selected[known_method, bucket] = tuple(
+                self._matchers[position] for position in positions
+                if self[position].methods is None or known_method in self[position].methods)
+        return selected
+
+
+def load_rules(value: list[dict[str, Any]]) -> RuleSet:
+    """Decode plain JSON values (e.g. from a benchmark or a test) and compile them."""
+    return RuleSet(compile_rules(msgspec.convert(value, type=list[RuleDoc])))
 
 
 def evaluate(rules: Sequence[Rule], facts: Facts, default_effect: Effect = "deny", *, explain: bool = False
@@ -330,9 +461,9 @@ def evaluate(rules: Sequence[Rule], facts: Facts, default_effect: Effect = "deny
     if explain:
         results = [match_rule(rule, facts, explain) for rule in rules]
     else:
-        method = facts.method.upper()
-        candidates = rules.select(method, facts.path) if isinstance(rules, RuleSet) else rules
-        results = [result for rule in candidates if (result := _match_quickly(rule, facts, method)) is not None]
+        indexed = rules if isinstance(rules, RuleSet) else RuleSet(rules)
+        results = [result for match in indexed.select(facts.method.upper(), facts.path)
+                   if (result := match(facts)) is not None]
     effect, reason, winner = combine(results, default_effect)
     missing: tuple[str, ...] = ()
     if reason == "default_deny":

@@ -243,47 +243,7 @@ class _Compiler:
         )
 
 
-BUCKET = 8  # characters of a path prefix that sort rules into buckets
-
-
-class RuleSet(tuple):  # type: ignore[type-arg]
-    """Compiled rules in their order, plus an index of the rules a request can possibly match.
-
-    With deny overrides every rule is evaluated, but a rule that provably cannot match may be skipped: one whose
-    `methods` excludes the request's method, or one whose path must match a pattern that every match starts
-    with a literal text (`^/admin/...`) the path does not start with. Rules are bucketed by the first `BUCKET`
-    characters of that text (shorter texts, `i` patterns and path-absent rules are in every bucket); a bucket
-    keeps the original order, so priority ties still go to the earlier rule.
-    """
-
-    def __init__(self, rules: Sequence[Rule]) -> None:
-        self._by_bucket: dict[str, list[int]] = {}
-        self._unbucketed: list[int] = []
-        for position, rule in enumerate(self):
-            prefix = rule.path.prefix if rule.path is not None and rule.path_exists else None
-            if prefix is not None and "i" not in rule.path.flags and len(prefix) >= BUCKET:  # type: ignore[union-attr]
-                self._by_bucket.setdefault(prefix[:BUCKET], []).append(position)
-            else:
-                self._unbucketed.append(position)
-        self._methods = frozenset(method for rule in self if rule.methods is not None for method in rule.methods)
-        self._selected: dict[tuple[str, str | None], tuple[Rule, ...]] = {}
-
-    def select(self, method: str, path: str) -> tuple[Rule, ...]:
-        """The rules that can match `method` (upper-case) on `path`, in order (memoised per method and bucket,
-        both bounded by the rule set: an unknown method or bucket shares the catch-all entry)."""
-        known_method = method if method in self._methods else ""
-        bucket = path[:BUCKET] if path[:BUCKET] in self._by_bucket else None
-        key = (known_method, bucket)
-        selected = self._selected.get(key)
-        if selected is None:
-            positions = sorted(self._unbucketed + (self._by_bucket[bucket] if bucket is not None else []))
-            selected = self._selected[key] = tuple(
-                self[position] for position in positions
-                if self[position].methods is None or known_method in self[position].methods)
-        return selected
-
-
-def compile_rules(docs: Sequence[RuleDoc]) -> RuleSet:
+def compile_rules(docs: Sequence[RuleDoc]) -> tuple[Rule, ...]:
     """Compile a rule list once. Raises RuleError listing every problem, each with its location."""
     problems: list[Problem] = []
     rules = []
@@ -293,9 +253,4 @@ def compile_rules(docs: Sequence[RuleDoc]) -> RuleSet:
         problems.extend(compiler.problems)
     if problems:
         raise RuleError(problems)
-    return RuleSet(rules)
-
-
-def load_rules(value: list[dict[str, Any]]) -> RuleSet:
-    """Decode plain JSON values (e.g. from a benchmark or a test) and compile them."""
-    return compile_rules(msgspec.convert(value, type=list[RuleDoc]))
+    return tuple(rules)
