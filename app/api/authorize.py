@@ -63,23 +63,28 @@ class AuthorizeController(Controller):
           description=examples.AUTHORIZE_DESCRIPTION, status_code=200, responses=examples.responses("authorize"))
     async def authorize(self, authorizers: NamedDependency[Authorizers], data: JSONBody[AuthorizeRequest]
                         ) -> Response[Decision]:
-        if isinstance(data.authorizer, str):
-            authorizer = _authorizer(authorizers, data.authorizer)
-        else:
-            try:
-                authorizer = authorizers.inline(data.authorizer)
-            except PolicyError as exc:
-                errors = policy_errors(exc, ("body", "authorizer"))
-                raise ApiError(422, "POLICY_INVALID", "Invalid authorizer",
-                               f"The authorizer is inconsistent: {errors[0].msg} (at "
-                               f"{'.'.join(map(str, errors[0].loc))}).", errors=errors) from None
-        headers = tuple((name.lower(), value) for name, values in data.request.headers.items()
-                        for value in ([values] if isinstance(values, str) else values))
-        original = OriginalRequest(data.request.method, data.request.path, headers)
-        decision = await authorize(authorizer, original, verifier=authorizers.verifier,
-                                   budgets=authorizers.budgets, token=data.token, explain=data.explain)
-        observe_decision(decision)
-        return json_response(decision)
+        return json_response(await decide(authorizers, data))
+
+
+async def decide(authorizers: Authorizers, data: AuthorizeRequest) -> Decision:
+    """The route's work (also called by `app.api.fastpath`). Raises ApiError for a request it cannot answer."""
+    if isinstance(data.authorizer, str):
+        authorizer = _authorizer(authorizers, data.authorizer)
+    else:
+        try:
+            authorizer = authorizers.inline(data.authorizer)
+        except PolicyError as exc:
+            errors = policy_errors(exc, ("body", "authorizer"))
+            raise ApiError(422, "POLICY_INVALID", "Invalid authorizer",
+                           f"The authorizer is inconsistent: {errors[0].msg} (at "
+                           f"{'.'.join(map(str, errors[0].loc))}).", errors=errors) from None
+    headers = tuple((name.lower(), value) for name, values in data.request.headers.items()
+                    for value in ([values] if isinstance(values, str) else values))
+    original = OriginalRequest(data.request.method, data.request.path, headers)
+    decision = await authorize(authorizer, original, verifier=authorizers.verifier,
+                               budgets=authorizers.budgets, token=data.token, explain=data.explain)
+    observe_decision(decision)
+    return decision
 
 
 def _single(headers: tuple[tuple[str, str], ...], *names: str) -> str | None:
@@ -93,22 +98,21 @@ def _single(headers: tuple[tuple[str, str], ...], *names: str) -> str | None:
     return None
 
 
-def original_request(request: Request[Any, Any, Any], authorizer_id: str) -> OriginalRequest:
+def original_request(scope: Any, authorizer_id: str) -> OriginalRequest:
     """Rebuild the request being authorized from the proxy's headers, else from the path after the authorizer
     segment (Envoy ext_authz `path_prefix`) with the query string. Uses the raw path: never a decoded one."""
-    headers = tuple((name.decode("latin-1").lower(), value.decode("latin-1"))
-                    for name, value in request.scope["headers"])
+    headers = tuple((name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"])
     try:
-        method = _single(headers, "x-forwarded-method", "x-original-method") or request.method
+        method = _single(headers, "x-forwarded-method", "x-original-method") or scope["method"]
         target = _single(headers, "x-forwarded-uri", "x-original-uri")
     except ValueError:
-        return OriginalRequest(request.method, "", headers)  # an empty target is rejected as path_rejected
+        return OriginalRequest(scope["method"], "", headers)  # an empty target is rejected as path_rejected
     if target is None:
-        raw = (request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")
+        raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         segment, slash, rest = raw.partition("?")[0][len(PREFIX):].partition("/")
         if segment != authorizer_id:
             return OriginalRequest(method, "", headers)
-        query = request.scope.get("query_string", b"").decode("latin-1")
+        query = scope.get("query_string", b"").decode("latin-1")
         target = "/" + rest + (f"?{query}" if query else "")
     return OriginalRequest(method, target, headers)
 
@@ -118,7 +122,9 @@ def _latin1(value: str) -> str:
     return value.encode("utf-8").decode("latin-1")
 
 
-def as_response(decision: Decision) -> Response[ForwardAuthBody]:
+def forward_answer(decision: Decision) -> tuple[int, dict[str, str], ForwardAuthBody]:
+    """A decision as forward-auth answers it: status, headers (claims on allow, the challenge, rate limits)
+    and the small body."""
     headers: dict[str, str] = {}
     if decision.allowed:
         headers.update({name: _latin1(value) for name, value in decision.headers.items()})
@@ -129,17 +135,24 @@ def as_response(decision: Decision) -> Response[ForwardAuthBody]:
         headers["WWW-Authenticate"] = decision.www_authenticate
     if decision.rate_limit is not None:
         headers.update(decision.rate_limit.headers())
-    body = ForwardAuthBody(decision.decision, decision.reason, decision.rule.id if decision.rule else None)
-    return json_response(body, decision.status, headers)
+    return decision.status, headers, ForwardAuthBody(decision.decision, decision.reason,
+                                                     decision.rule.id if decision.rule else None)
+
+
+async def forward(authorizers: Authorizers, authorizer_id: str, scope: Any) -> Decision:
+    """The forward-auth routes' work (also called by `app.api.fastpath`). Raises ApiError for an unknown
+    authorizer."""
+    authorizer = _authorizer(authorizers, authorizer_id)
+    decision = await authorize(authorizer, original_request(scope, authorizer_id), verifier=authorizers.verifier,
+                               budgets=authorizers.budgets)
+    observe_decision(decision)
+    return decision
 
 
 async def _forward(request: Request[Any, Any, Any], authorizers: Authorizers, authorizer_id: str
                    ) -> Response[ForwardAuthBody]:
-    authorizer = _authorizer(authorizers, authorizer_id)
-    decision = await authorize(authorizer, original_request(request, authorizer_id), verifier=authorizers.verifier,
-                               budgets=authorizers.budgets)
-    observe_decision(decision)
-    return as_response(decision)
+    status, headers, body = forward_answer(await forward(authorizers, authorizer_id, request.scope))
+    return json_response(body, status, headers)
 
 
 class ForwardAuthController(Controller):

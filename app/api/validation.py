@@ -38,6 +38,25 @@ class InspectRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 PROBLEMS = {422: ProblemDetails, 404: ProblemDetails, 413: ProblemDetails}
 
 
+async def validate(verifier: Verifier, data: ValidateRequest) -> ValidationResult:
+    """The route's work (also called by `app.api.fastpath`). Raises ApiError for a request it cannot answer."""
+    if (data.policy is None) == (data.issuer_profile_id is None):
+        raise request_invalid([Problem(("body",), "exactly one of 'policy' or 'issuer_profile_id' is required",
+                                       "value_error")])
+    if data.policy is not None:
+        try:
+            policy = verifier.compile_inline(data.policy)
+        except PolicyError as exc:
+            raise invalid_policy(exc, ("body", "policy")) from None
+        return await verifier.validate(data.token, policy)
+    assert data.issuer_profile_id is not None
+    profile = verifier.profile(data.issuer_profile_id)
+    if profile is None:
+        raise ApiError(404, "ISSUER_PROFILE_NOT_FOUND", "Issuer profile not found",
+                       f"No issuer profile {data.issuer_profile_id!r} is configured.", known=verifier.profile_ids())
+    return await verifier.validate(data.token, profile, data.issuer_profile_id)
+
+
 class ValidationController(Controller):
     path = "/v1"
     tags = ["validation"]
@@ -48,21 +67,7 @@ class ValidationController(Controller):
     async def validate_jwt(self, verifier: NamedDependency[Verifier],
                            data: JSONBody[ValidateRequest]
                            ) -> Response[ValidationResult]:
-        if (data.policy is None) == (data.issuer_profile_id is None):
-            raise request_invalid([Problem(("body",), "exactly one of 'policy' or 'issuer_profile_id' is required",
-                                           "value_error")])
-        if data.policy is not None:
-            try:
-                policy = verifier.compile_inline(data.policy)
-            except PolicyError as exc:
-                raise invalid_policy(exc, ("body", "policy")) from None
-            return json_response(await verifier.validate(data.token, policy))
-        assert data.issuer_profile_id is not None
-        profile = verifier.profile(data.issuer_profile_id)
-        if profile is None:
-            raise ApiError(404, "ISSUER_PROFILE_NOT_FOUND", "Issuer profile not found",
-                           f"No issuer profile {data.issuer_profile_id!r} is configured.", known=verifier.profile_ids())
-        return json_response(await verifier.validate(data.token, profile, data.issuer_profile_id))
+        return json_response(await validate(verifier, data))
 
     @post("/inspect/token", operation_id="inspectToken", summary="Decode a token without validating it",
           description=examples.INSPECT_DESCRIPTION, status_code=200, responses=examples.responses("inspect"))

@@ -1,0 +1,240 @@
+"""The hot routes' fast path (app/api/fastpath.py) answers exactly as the Litestar routes do, and takes only the
+requests it should: every request below goes once through the app as served and once through the same app
+with the fast path removed, and the answers must be identical byte for byte (the request id aside)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from litestar.testing import TestClient
+
+from app.observability import Observe
+from app.server import create_app
+from app.settings import Settings
+from tests.conftest import NOW, FixedClock, claims, rs256_policy
+from tests.mint import key_for, mint
+
+AUTHORIZERS = Path(__file__).parent / "fixtures" / "authorizers.json"
+ORG = "https://myapp.com/org_id"
+KEY = "s3cret-api-key"
+
+
+class CountingLitestar:
+    """Litestar's own handler, counting the requests that reach it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.calls = app, 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.calls += scope["type"] == "http"
+        await self.app(scope, receive, send)
+
+
+def _apps(api_keys: list[str]) -> tuple[TestClient[Any], TestClient[Any], CountingLitestar]:
+    settings = Settings(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}),
+                        authorizers_json=str(AUTHORIZERS), api_keys=api_keys, max_body_bytes=4096)
+    served = create_app(settings, clock=FixedClock())
+    fast = served.asgi_handler.app  # Observe(FastPath(litestar))
+    counting = fast.app = CountingLitestar(fast.app)
+    plain = create_app(settings, clock=FixedClock())
+    plain.asgi_handler = Observe(plain.asgi_handler.app.app)  # the same app without the fast path
+    for app in (served, plain):  # each app's access lines to a buffer of its own
+        app.state.access_log = io.BytesIO()
+        app.asgi_handler.sink = structlog.BytesLogger(app.state.access_log)
+    return TestClient(served), TestClient(plain), counting
+
+
+def token(**overrides: Any) -> str:
+    return mint(claims(**overrides), key_for("RS256"))
+
+
+GOOD = token(**{ORG: "acme"})
+JSON = {"content-type": "application/json"}
+VALIDATE = {"token": GOOD, "policy": rs256_policy()}
+DECIDE = {"authorizer": "orgs", "request": {"method": "GET", "path": "/v1/organisations/acme/reports",
+                                             "headers": {"Authorization": f"Bearer {GOOD}"}}}
+FORWARD = {"authorization": f"Bearer {GOOD}", "x-forwarded-method": "GET",
+           "x-forwarded-uri": "/v1/organisations/acme/reports"}
+
+# (name, method, path, headers, body, whether the fast path answers it)
+CASES: list[tuple[str, str, str, dict[str, str], Any, bool]] = [
+    ("validate-inline", "POST", "/v1/validate/jwt", JSON, VALIDATE, True),
+    ("validate-charset", "POST", "/v1/validate/jwt", {"content-type": "application/json; charset=utf-8"},
+     VALIDATE, True),
+    ("validate-profile", "POST", "/v1/validate/jwt", JSON, {"token": GOOD, "issuer_profile_id": "test-issuer"}, True),
+    ("validate-expired", "POST", "/v1/validate/jwt", JSON, {**VALIDATE, "token": token(exp=NOW - 60)}, True),
+    ("validate-garbage-token", "POST", "/v1/validate/jwt", JSON, {**VALIDATE, "token": "a.b.c"}, True),
+    ("validate-unknown-profile", "POST", "/v1/validate/jwt", JSON, {"token": GOOD, "issuer_profile_id": "nope"},
+     False),
+    ("validate-both", "POST", "/v1/validate/jwt", JSON, {**VALIDATE, "issuer_profile_id": "test-issuer"}, False),
+    ("validate-neither", "POST", "/v1/validate/jwt", JSON, {"token": GOOD}, False),
+    ("validate-bad-policy", "POST", "/v1/validate/jwt", JSON,
+     {"token": GOOD, "policy": rs256_policy(allowed_algs=["none"])}, False),
+    ("validate-unknown-field", "POST", "/v1/validate/jwt", JSON, {**VALIDATE, "extra": 1}, False),
+    ("validate-wrong-type", "POST", "/v1/validate/jwt", JSON, {**VALIDATE, "token": 5}, False),
+    ("validate-not-json", "POST", "/v1/validate/jwt", JSON, b"{not json", False),
+    ("validate-text-plain", "POST", "/v1/validate/jwt", {"content-type": "text/plain"}, VALIDATE, False),
+    ("validate-too-large", "POST", "/v1/validate/jwt", JSON, {**VALIDATE, "token": "a" * 5000}, False),
+    ("validate-get", "GET", "/v1/validate/jwt", {}, None, False),
+    ("authorize-allow", "POST", "/v1/authorize", JSON, DECIDE, True),
+    ("authorize-deny", "POST", "/v1/authorize", JSON,
+     {**DECIDE, "request": {**DECIDE["request"], "path": "/v1/organisations/evil"}}, True),
+    ("authorize-explain", "POST", "/v1/authorize", JSON, {**DECIDE, "explain": True}, True),
+    ("authorize-anonymous", "POST", "/v1/authorize", JSON, {**DECIDE, "request": {**DECIDE["request"],
+                                                                                "headers": {}}}, True),
+    ("authorize-inline", "POST", "/v1/authorize", JSON,
+     {**DECIDE, "authorizer": {"policy": rs256_policy(), "rules": [{"effect": "allow"}]}}, True),
+    ("authorize-inline-invalid", "POST", "/v1/authorize", JSON,
+     {**DECIDE, "authorizer": {"policy": rs256_policy(), "rules": [{"effect": "allow", "path": {"pattern": "("}}]}},
+     False),
+    ("authorize-unknown", "POST", "/v1/authorize", JSON, {**DECIDE, "authorizer": "nope"}, False),
+    ("forward-allow", "GET", "/v1/forward-auth/orgs", FORWARD, None, True),
+    ("forward-deny", "GET", "/v1/forward-auth/orgs", {**FORWARD, "x-forwarded-uri": "/v1/organisations/evil"},
+     None, True),
+    ("forward-no-token", "GET", "/v1/forward-auth/orgs", {"x-forwarded-uri": "/v1/organisations/acme"}, None, True),
+    ("forward-rate-limited-authorizer", "GET", "/v1/forward-auth/api-premium", FORWARD, None, True),
+    ("forward-path-form", "GET", "/v1/forward-auth/orgs/v1/organisations/acme/reports",
+     {"authorization": f"Bearer {GOOD}"}, None, True),
+    ("forward-path-traversal", "GET", "/v1/forward-auth/orgs/v1/organisations/acme/%2e%2e/evil",
+     {"authorization": f"Bearer {GOOD}"}, None, True),
+    ("forward-trailing-slash", "GET", "/v1/forward-auth/orgs/", {"authorization": f"Bearer {GOOD}"}, None, True),
+    ("forward-unknown", "GET", "/v1/forward-auth/nope", FORWARD, None, False),
+    ("forward-head", "HEAD", "/v1/forward-auth/orgs", FORWARD, None, False),
+    ("forward-post", "POST", "/v1/forward-auth/orgs", FORWARD, None, False),
+]
+
+
+@pytest.fixture(scope="module", params=[[], [KEY]], ids=["open", "api-keys"])
+def clients(request: Any) -> Any:
+    served, plain, counting = _apps(request.param)
+    with served, plain:
+        yield served, plain, counting, bool(request.param)
+
+
+def _send(client: TestClient[Any], method: str, path: str, headers: dict[str, str], body: Any) -> Any:
+    content = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    response = client.request(method, path, headers=headers, content=content)
+    # Litestar lists the methods of a 405's Allow header in no fixed order.
+    kept = [(name, ", ".join(sorted(value.split(", "))) if name == "allow" else value)
+            for name, value in response.headers.multi_items() if name != "x-request-id"]
+    return response.status_code, kept, response.content
+
+
+def _access_line(client: TestClient[Any]) -> dict[str, Any]:
+    buffer = client.app.state.access_log
+    (line,) = [json.loads(text) for text in buffer.getvalue().splitlines()]
+    buffer.seek(0)
+    buffer.truncate()
+    return {name: value for name, value in line.items() if name not in ("request_id", "duration_ms", "timestamp")}
+
+
+@pytest.mark.parametrize("name, method, path, headers, body, fast", CASES, ids=[case[0] for case in CASES])
+@pytest.mark.parametrize("key", [None, KEY, "wrong"], ids=["no-key", "right-key", "wrong-key"])
+def test_the_fast_path_answers_exactly_like_the_litestar_routes(clients, name, method, path, headers, body, fast,
+                                                                key):
+    served, plain, counting, keys_required = clients
+    sent = {**headers, **({"x-api-key": key} if key else {})}
+    before = counting.calls
+    answered = _send(served, method, path, sent, body)
+    assert answered == _send(plain, method, path, sent, body)
+    assert _access_line(served) == _access_line(plain)  # the same route label, outcome and token id
+    taken = counting.calls == before
+    assert taken == (fast and (not keys_required or key == KEY)), answered[:2]
+
+
+@pytest.mark.parametrize("api_keys", [[], [KEY]], ids=["open", "api-keys"])
+@pytest.mark.parametrize("repeated", [(b"content-type", b"application/json"), (b"x-api-key", KEY.encode())],
+                         ids=["content-type", "api-key"])
+def test_a_repeated_header_goes_to_litestar_with_the_body_intact(api_keys, repeated):
+    # Raw ASGI: HTTP clients merge repeated headers into one line before they reach the app.
+    fast_path = create_app(Settings(api_keys=api_keys)).asgi_handler.app
+    body = json.dumps(VALIDATE).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+               (b"x-api-key", KEY.encode()), repeated]
+    received: list[Any] = []
+
+    async def litestar(scope: Any, receive: Any, send: Any) -> None:
+        received.extend([await receive(), await receive()])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    fast_path.app = litestar
+    chunks = [{"type": "http.request", "body": body[:10], "more_body": True},
+              {"type": "http.request", "body": body[10:], "more_body": False}, {"type": "http.disconnect"}]
+
+    async def receive() -> Any:
+        return chunks.pop(0)
+
+    async def send(message: Any) -> None:
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/validate/jwt", "headers": headers}
+    asyncio.run(fast_path(scope, receive, send))
+    assert received[0]["body"] + received[1]["body"] == body  # the fast path read nothing, or replayed it
+
+
+def test_a_body_read_by_the_fast_path_and_refused_reaches_litestar_whole():
+    fast_path = create_app(Settings()).asgi_handler.app
+    body = json.dumps({**VALIDATE, "extra": 1}).encode()
+    received: list[Any] = []
+
+    async def litestar(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            received.append(await receive())
+            if not received[-1].get("more_body"):
+                break
+
+    fast_path.app = litestar
+    chunks = [{"type": "http.request", "body": body[:10], "more_body": True},
+              {"type": "http.request", "body": body[10:], "more_body": False}]
+
+    async def receive() -> Any:
+        return chunks.pop(0)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/validate/jwt",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]}
+    asyncio.run(fast_path(scope, receive, None))
+    assert b"".join(message["body"] for message in received) == body and not chunks
+
+
+def _raw(app: Any, scope: Any, messages: list[Any]) -> list[Any]:
+    """Call an ASGI app with `messages` to receive; what it sent."""
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        async with app.lifespan():
+            await app({**scope, "type": "http", "http_version": "1.1", "scheme": "http", "query_string": b"",
+                       "root_path": "", "client": ("127.0.0.1", 5), "server": ("127.0.0.1", 8000)}, receive, send)
+    asyncio.run(run())
+    return sent
+
+
+def test_a_body_longer_than_its_declared_length_and_the_limit_is_refused_413():
+    app = create_app(Settings(max_body_bytes=4096))
+    body = json.dumps({**VALIDATE, "token": "a" * 5000}).encode()
+    sent = _raw(app, {"method": "POST", "path": "/v1/validate/jwt", "raw_path": b"/v1/validate/jwt",
+                      "headers": [(b"content-type", b"application/json"), (b"content-length", b"10")]},
+                [{"type": "http.request", "body": body, "more_body": False}])
+    assert sent[0]["status"] == 413
+
+
+def test_fast_path_response_header_names_are_lower_case_like_litestar():
+    app = create_app(Settings(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}),
+                              authorizers_json=str(AUTHORIZERS), max_body_bytes=4096), clock=FixedClock())
+    sent = _raw(app, {"method": "GET", "path": "/v1/forward-auth/orgs", "raw_path": b"/v1/forward-auth/orgs",
+                      "headers": [(name.encode(), value.encode()) for name, value in FORWARD.items()]}, [])
+    names = [name for name, _ in sent[0]["headers"]]
+    assert sent[0]["status"] == 200 and b"x-user-id" in names and b"cache-control" in names
+    assert names == [name.lower() for name in names]
