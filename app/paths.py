@@ -65,6 +65,8 @@ def normalise_path(path: str) -> str:
     if _REFUSED.search(path):
         raise PathRejected("the path contains an encoded slash, backslash or NUL, or a character with no single "
                            "meaning")
+    if "%" not in path and "//" not in path and "/." not in path:
+        return path  # nothing to decode, merge or remove (a dot segment always follows a slash)
     decoded = _PERCENT.sub(_decode_unreserved, path)
     # Merge first, as nginx does (merge_slashes), so `/a//../b` means what the upstream serves.
     return _SLASHES.sub("/", remove_dot_segments(_SLASHES.sub("/", decoded)))

@@ -594,3 +594,17 @@ def test_a_deny_after_a_thousand_indexed_allows_still_overrides():
     assert evaluate(rules, facts("GET", "/v1/organisations/7/public")).rule.id == "a7"
     assert evaluate(rules, facts("POST", "/v1/organisations/7/secret")).rule.id == "a7"
     assert evaluate(rules, facts("GET", "/elsewhere")).reason == "default_deny"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(path=st.lists(st.sampled_from(["/", "//", ".", "..", "a", "%41", "%2e", "%2E%2e", "%7e", "%20", "~", "é"]),
+                     max_size=8).map(lambda parts: "/" + "".join(parts)))
+def test_a_path_left_as_it_is_is_one_the_full_normalisation_leaves_as_it_is(path):
+    from app.paths import _PERCENT, _SLASHES, _decode_unreserved
+
+    try:
+        normalised = normalise_path(path)
+    except PathRejected:
+        return
+    full = _SLASHES.sub("/", remove_dot_segments(_SLASHES.sub("/", _PERCENT.sub(_decode_unreserved, path))))
+    assert normalised == full
