@@ -107,6 +107,13 @@ def _sources(docs: list[TokenSourceDoc] | None, problems: list[Problem]) -> tupl
     return tuple(sources)
 
 
+# Headers a forward-auth answer sets itself, or that frame the message: a claim may not supply them.
+RESERVED_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding", "connection", "keep-alive",
+                              "upgrade", "trailer", "te", "cache-control", "www-authenticate", "retry-after",
+                              "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "x-request-id",
+                              "set-cookie", "location", "date", "server"})
+
+
 def _claims_to_headers(mapping: dict[str, str], problems: list[Problem]
                        ) -> tuple[tuple[str, tuple[str, ...], str], ...]:
     entries = []
@@ -114,6 +121,9 @@ def _claims_to_headers(mapping: dict[str, str], problems: list[Problem]
     for claim, header in mapping.items():
         if not HEADER_NAME.match(header):
             problems.append(Problem(("claims_to_headers", claim), f"{header!r} is not a header name (RFC 9110 5.1)"))
+            continue
+        if header.lower() in RESERVED_HEADERS:
+            problems.append(Problem(("claims_to_headers", claim), f"{header!r} is a header the answer sets itself"))
             continue
         if header.lower() in seen:
             problems.append(Problem(("claims_to_headers", claim), f"header {header!r} is set by two claims"))

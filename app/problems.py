@@ -128,11 +128,18 @@ def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response
                                            status, detail, code, errors), dict(exc.headers or {}))
 
 
+INTERNAL = ProblemDetails("urn:jwt-decision:problem:internal", "Internal error", 500,
+                          "The service failed to process this request.", "INTERNAL")
+
+
+def log_unexpected(exc: Exception, path: str) -> None:
+    # A bug of ours: log the exception type only (never the request, which may carry tokens).
+    log.error("unhandled_exception", error_type=type(exc).__name__, path=path)
+
+
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    # A bug of ours: log the exception type only (never the request, which may carry tokens), answer 500.
-    log.error("unhandled_exception", error_type=type(exc).__name__, path=request.url.path)
-    return problem_response(ProblemDetails("urn:jwt-decision:problem:internal", "Internal error", 500,
-                                           "The service failed to process this request.", "INTERNAL"))
+    log_unexpected(exc, request.url.path)
+    return problem_response(INTERNAL)
 
 
 EXCEPTION_HANDLERS = {

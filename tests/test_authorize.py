@@ -524,8 +524,12 @@ def _load(document: Any, **settings: Any) -> None:
      "AUTHORIZERS_JSON: $.api.policy.allowed_algs[0]: 'none' is never allowed"),
     ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"a": "X-A", "b": "x-a"}}},
      "AUTHORIZERS_JSON: $.api.claims_to_headers.b: header 'x-a' is set by two claims"),
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "Content-Length"}}},
+     "AUTHORIZERS_JSON: $.api.claims_to_headers.sub: 'Content-Length' is a header the answer sets itself"),
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "cache-control"}}},
+     "AUTHORIZERS_JSON: $.api.claims_to_headers.sub: 'cache-control' is a header the answer sets itself"),
 ], ids=["backreference", "lookahead", "unknown-profile", "priority-range", "anonymous-value", "header-name",
-        "authorizer-id", "policy-alg-none", "header-twice"])
+        "authorizer-id", "policy-alg-none", "header-twice", "header-framing", "header-answer"])
 def test_bad_authorizers_document_stops_startup_with_json_path(document, expected):
     with pytest.raises(ConfigError) as info:
         _load(document)

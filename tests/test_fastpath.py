@@ -104,6 +104,9 @@ CASES: list[tuple[str, str, str, dict[str, str], Any, bool]] = [
     ("forward-path-traversal", "GET", "/v1/forward-auth/orgs/v1/organisations/acme/%2e%2e/evil",
      {"authorization": f"Bearer {GOOD}"}, None, True),
     ("forward-trailing-slash", "GET", "/v1/forward-auth/orgs/", {"authorization": f"Bearer {GOOD}"}, None, True),
+    ("forward-two-slashes", "GET", "/v1/forward-auth/orgs//", {"authorization": f"Bearer {GOOD}"}, None, True),
+    ("forward-bad-host", "GET", "/v1/forward-auth/orgs", {**FORWARD, "host": "a b"}, None, False),
+    ("validate-bad-host", "POST", "/v1/validate/jwt", {**JSON, "host": "x/y"}, VALIDATE, False),
     ("forward-unknown", "GET", "/v1/forward-auth/nope", FORWARD, None, False),
     ("forward-head", "HEAD", "/v1/forward-auth/orgs", FORWARD, None, False),
     ("forward-post", "POST", "/v1/forward-auth/orgs", FORWARD, None, False),
@@ -238,3 +241,84 @@ def test_fast_path_response_header_names_are_lower_case_like_litestar():
     names = [name for name, _ in sent[0]["headers"]]
     assert sent[0]["status"] == 200 and b"x-user-id" in names and b"cache-control" in names
     assert names == [name.lower() for name in names]
+
+
+def _pair(**settings: Any) -> tuple[Any, Any]:
+    """The app as served and the same app without the fast path (each with its own access-log buffer)."""
+    served = create_app(Settings(**settings), clock=FixedClock())
+    plain = create_app(Settings(**settings), clock=FixedClock())
+    plain.asgi_handler = Observe(plain.asgi_handler.app.app)
+    return served, plain
+
+
+def _answers(app: Any, scope: Any, messages: list[Any]) -> tuple[int, list[Any], bytes]:
+    sent = _raw(app, scope, list(messages))
+    headers = [header for header in sent[0]["headers"] if header[0] != b"x-request-id"]
+    return sent[0]["status"], headers, b"".join(message.get("body", b"") for message in sent[1:])
+
+
+def test_raw_requests_a_client_library_would_not_send_are_answered_as_litestar_answers_them():
+    served, plain = _pair(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}),
+                          authorizers_json=str(AUTHORIZERS), max_body_bytes=4096)
+    body = json.dumps(VALIDATE).encode()
+    forward = [(name.encode(), value.encode()) for name, value in FORWARD.items()]
+    cases = [
+        # 4,300 digits would make int() raise; leading zeros are a small number to an HTTP parser.
+        ({"method": "POST", "path": "/v1/validate/jwt", "raw_path": b"/v1/validate/jwt",
+          "headers": [(b"content-type", b"application/json"), (b"content-length", b"0" * 5000 + b"%d" % len(body))]},
+         [{"type": "http.request", "body": body, "more_body": False}]),
+        ({"method": "GET", "path": "/v1/forward-auth/orgs", "raw_path": b"/v1/forward-auth/orgs",
+          "headers": forward}, []),
+    ]
+    for scope, messages in cases:
+        assert _answers(served, scope, messages) == _answers(plain, scope, messages)
+
+
+def test_an_exception_in_a_hot_route_is_answered_500_as_litestar_answers_it_and_the_request_runs_once(monkeypatch):
+    served, plain = _pair(authorizers_json=str(AUTHORIZERS),
+                          issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}))
+    calls = []
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        raise RuntimeError("a bug")
+
+    for app in (served, plain):
+        monkeypatch.setattr(app.state.verifier, "validate", broken)
+    body = json.dumps(VALIDATE).encode()
+    scopes = [({"method": "POST", "path": "/v1/validate/jwt", "raw_path": b"/v1/validate/jwt",
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]},
+               [{"type": "http.request", "body": body, "more_body": False}]),
+              ({"method": "GET", "path": "/v1/forward-auth/orgs", "raw_path": b"/v1/forward-auth/orgs",
+                "headers": [(name.encode(), value.encode()) for name, value in FORWARD.items()]}, [])]
+    for scope, messages in scopes:
+        calls.clear()
+        answered = _answers(served, scope, messages)
+        assert len(calls) == 1  # not run again through Litestar
+        assert answered[0] == 500 and answered == _answers(plain, scope, messages)
+
+
+def test_a_scope_outside_latin_1_in_a_forward_auth_challenge_is_sent_as_utf_8_both_ways():
+    authorizers = {"scoped": {"issuer_profile_id": "test-issuer",
+                              "rules": [{"effect": "allow", "requiredScopes": ["読む"]}]}}
+    served, plain = _pair(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}),
+                          authorizers_json=json.dumps(authorizers))
+    scope = {"method": "GET", "path": "/v1/forward-auth/scoped", "raw_path": b"/v1/forward-auth/scoped",
+             "headers": [(name.encode(), value.encode()) for name, value in FORWARD.items()]}
+    answered = _answers(served, scope, [])
+    assert answered[0] == 403 and answered == _answers(plain, scope, [])
+    challenge = dict(answered[1])[b"www-authenticate"]
+    assert "読む".encode() in challenge
+
+
+def test_without_raw_path_forward_auth_is_left_to_litestar_whose_router_normalises_the_path_first():
+    # The rules would otherwise see `/admin/` where the Litestar route sees `/admin`: a deny rule would miss.
+    authorizers = {"admin": {"issuer_profile_id": "test-issuer", "rules": [
+        {"effect": "allow"}, {"id": "no-admin", "effect": "deny", "path": {"pattern": "^/admin$"}}]}}
+    served, plain = _pair(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}),
+                          authorizers_json=json.dumps(authorizers))
+    scope = {"method": "GET", "path": "/v1/forward-auth/admin/admin/",
+             "headers": [(b"authorization", f"Bearer {GOOD}".encode())]}
+    answered = _answers(served, scope, [])
+    assert answered == _answers(plain, scope, [])
+    assert answered[0] == 403 and b'"rule":"no-admin"' in answered[2]

@@ -131,8 +131,8 @@ def forward_answer(decision: Decision) -> tuple[int, dict[str, str], ForwardAuth
         headers["Cache-Control"] = f"private, max-age={decision.cache_ttl}" if decision.cache_ttl else "no-store"
     else:
         headers["Cache-Control"] = "no-store"
-    if decision.www_authenticate:
-        headers["WWW-Authenticate"] = decision.www_authenticate
+    if decision.www_authenticate:  # a scope named by a rule may be any text
+        headers["WWW-Authenticate"] = _latin1(decision.www_authenticate)
     if decision.rate_limit is not None:
         headers.update(decision.rate_limit.headers())
     return decision.status, headers, ForwardAuthBody(decision.decision, decision.reason,

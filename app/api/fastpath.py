@@ -4,10 +4,12 @@ forward-auth `GET`, by the same functions their controllers call.
 Litestar's request and response handling costs about 70 µs a request on this machine (the empty Litestar route,
 called in process), fifteen times a cached validation. This layer sits inside `Observe` (every answer is still
 counted and logged) and in front of Litestar. It takes a request only when nothing about it needs the framework:
-the exact method and route, a JSON content type, a declared length within MAX_BODY_BYTES, a body that decodes
-into the route's Struct, an accepted API key when API_KEYS is set, and an answer the route gives without an
-error. Everything else goes to Litestar unchanged (a body already read is replayed), so that refusals and
-errors have one implementation. A test sends the same requests both ways and compares the answers.
+the exact method and route, a Host the router accepts, a JSON content type, a declared length within
+MAX_BODY_BYTES, a body that decodes into the route's Struct, an accepted API key when API_KEYS is set, and an
+answer the route gives without refusing. Everything else goes to Litestar unchanged (a body already read is
+replayed), so that refusals have one implementation; an exception (a bug) is answered as Litestar's handler
+answers one, without running the request twice. A test sends the same requests both ways and compares the
+answers.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from litestar._asgi.utils import is_valid_host  # the router's own test, so both paths refuse the same hosts
 
 from app.api.authorize import PREFIX, AuthorizeRequest, decide, forward, forward_answer
 from app.api.validation import ValidateRequest, validate
 from app.authorizers import AUTHORIZER_ID, Authorizers
 from app.observability import ApiKeys
+from app.problems import INTERNAL, PROBLEM_JSON, ApiError, log_unexpected
 from app.verifier import Verifier
 
 VALIDATE = "/v1/validate/jwt"
@@ -35,8 +39,9 @@ def _header_lines(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
 
-async def _answer(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    lines = [*(headers or ()), (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+async def _answer(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,
+                  media_type: bytes = b"application/json") -> None:
+    lines = [*(headers or ()), (b"content-type", media_type), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": lines})
     await send({"type": "http.response.body", "body": body})
 
@@ -73,9 +78,9 @@ class FastPath:
         await self.app(scope, receive, send)
 
     def _headers(self, scope: Any) -> tuple[bytes | None, bytes | None, bool]:
-        """Content type, content length, and whether the API key (when API_KEYS is set) is accepted; a header
-        given twice is left to Litestar (None)."""
-        content_type = length = key = None
+        """Content type, content length, and whether the request may take the fast path at all: no header given
+        twice (left to Litestar), a Host Litestar's router accepts, the API key accepted when API_KEYS is set."""
+        content_type = length = key = host = None
         repeated = False
         for name, value in scope["headers"]:
             if name == b"content-type":
@@ -87,7 +92,9 @@ class FastPath:
             elif name == b"x-api-key":
                 repeated |= key is not None
                 key = value
-        if repeated:
+            elif name == b"host" and host is None:
+                host = value
+        if repeated or (host is not None and not is_valid_host(host)):
             return None, None, False
         return content_type, length, not self.api_keys or (
             key is not None and self.api_keys.accepts(key.decode("latin-1")))
@@ -96,7 +103,7 @@ class FastPath:
         """Answer and return None, or return the `receive` Litestar must use."""
         content_type, length, key_ok = self._headers(scope)
         if not key_ok or content_type is None or content_type.lower() not in JSON_TYPES or length is None \
-                or not length.isdigit() or int(length) > self.max_body_bytes:
+                or not length.isdigit() or len(length) > 12 or int(length) > self.max_body_bytes:
             return receive
         messages: list[Any] = []
         size = 0
@@ -117,21 +124,35 @@ class FastPath:
                 answer = _encode(await validate(self.verifier, _validate_request(body)))
             else:
                 answer = _encode(await decide(self.authorizers, _authorize_request(body)))
-        except Exception:  # noqa: BLE001 - a refusal (or a bug): Litestar answers it, as it does without this layer
+        except (msgspec.DecodeError, ApiError):  # a refusal: Litestar answers it, as it does without this layer
             return _replay(messages, receive)
+        except Exception as exc:  # noqa: BLE001 - a bug: answered as Litestar's handler answers one
+            scope["path_template"] = path
+            await _internal_error(scope, send, exc)
+            return None
         scope["path_template"] = path
         await _answer(send, 200, answer)
         return None
 
     async def _forward(self, scope: Any, send: Any, path: str) -> bool:
-        authorizer_id, slash, rest = path[len(PREFIX):].partition("/")
-        if not AUTHORIZER_ID.fullmatch(authorizer_id) or self.authorizers.get(authorizer_id) is None \
-                or not self._headers(scope)[2]:
+        # Without raw_path, original_request would read scope["path"], which Litestar's router normalises first.
+        authorizer_id, _, rest = path[len(PREFIX):].partition("/")
+        if not scope.get("raw_path") or not AUTHORIZER_ID.fullmatch(authorizer_id) \
+                or self.authorizers.get(authorizer_id) is None or not self._headers(scope)[2]:
             return False
+        # The router's template: it merges slashes and drops a trailing one before matching.
+        scope["path_template"] = f"{PREFIX}{{authorizer}}/{{path}}" if rest.strip("/") else f"{PREFIX}{{authorizer}}"
         try:
             status, headers, body = forward_answer(await forward(self.authorizers, authorizer_id, scope))
-        except Exception:  # noqa: BLE001 - a bug: Litestar answers it (a problem document), as without this layer
-            return False
-        scope["path_template"] = f"{PREFIX}{{authorizer}}/{{path}}" if rest else f"{PREFIX}{{authorizer}}"
-        await _answer(send, status, _encode(body), _header_lines(headers))
+            lines = _header_lines(headers)
+        except Exception as exc:  # noqa: BLE001 - a bug: answered as Litestar's handler answers one
+            await _internal_error(scope, send, exc)
+            return True
+        await _answer(send, status, _encode(body), lines)
         return True
+
+
+async def _internal_error(scope: Any, send: Any, exc: Exception) -> None:
+    """What `app.problems.on_unexpected` answers, without running the request a second time through Litestar."""
+    log_unexpected(exc, scope["path"])
+    await _answer(send, 500, _encode(INTERNAL), media_type=PROBLEM_JSON.encode())
