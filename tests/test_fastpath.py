@@ -269,9 +269,22 @@ def test_raw_requests_a_client_library_would_not_send_are_answered_as_litestar_a
          [{"type": "http.request", "body": body, "more_body": False}]),
         ({"method": "GET", "path": "/v1/forward-auth/orgs", "raw_path": b"/v1/forward-auth/orgs",
           "headers": forward}, []),
+        # A body in pieces, an empty one among them; then a client gone after the first piece.
+        ({"method": "POST", "path": "/v1/validate/jwt", "raw_path": b"/v1/validate/jwt",
+          "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]},
+         [{"type": "http.request", "body": body[:7], "more_body": True},
+          {"type": "http.request", "body": b"", "more_body": True},
+          {"type": "http.request", "body": body[7:], "more_body": False}]),
+        ({"method": "POST", "path": "/v1/validate/jwt", "raw_path": b"/v1/validate/jwt",
+          "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]},
+         [{"type": "http.request", "body": body[:7], "more_body": True}, {"type": "http.disconnect"}]),
     ]
+    statuses = []
     for scope, messages in cases:
-        assert _answers(served, scope, messages) == _answers(plain, scope, messages)
+        answered = _answers(served, scope, messages)
+        assert answered == _answers(plain, scope, messages)
+        statuses.append(answered[0])
+    assert statuses[2] == 200
 
 
 def test_an_exception_in_a_hot_route_is_answered_500_as_litestar_answers_it_and_the_request_runs_once(monkeypatch):

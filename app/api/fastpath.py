@@ -109,7 +109,8 @@ class FastPath:
         size = 0
         while True:
             message = await receive()
-            messages.append(message)
+            if message.get("body") or not message.get("more_body", False):  # empty chunks carry nothing to keep
+                messages.append(message)
             if message["type"] != "http.request":  # the client went away: Litestar sees it the same way
                 return _replay(messages, receive)
             size += len(message.get("body", b""))
