@@ -37,17 +37,22 @@ class CountingLitestar:
 
 
 def _apps(api_keys: list[str]) -> tuple[TestClient[Any], TestClient[Any], CountingLitestar]:
-    settings = Settings(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}),
-                        authorizers_json=str(AUTHORIZERS), api_keys=api_keys, max_body_bytes=4096)
-    served = create_app(settings, clock=FixedClock())
+    served, plain = _pair(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}),
+                          authorizers_json=str(AUTHORIZERS), api_keys=api_keys, max_body_bytes=4096)
     fast = served.asgi_handler.app  # Observe(FastPath(litestar))
     counting = fast.app = CountingLitestar(fast.app)
-    plain = create_app(settings, clock=FixedClock())
-    plain.asgi_handler = Observe(plain.asgi_handler.app.app)  # the same app without the fast path
     for app in (served, plain):  # each app's access lines to a buffer of its own
         app.state.access_log = io.BytesIO()
         app.asgi_handler.sink = structlog.BytesLogger(app.state.access_log)
     return TestClient(served), TestClient(plain), counting
+
+
+def _pair(**settings: Any) -> tuple[Any, Any]:
+    """The app as served and the same app without the fast path."""
+    served = create_app(Settings(**settings), clock=FixedClock())
+    plain = create_app(Settings(**settings), clock=FixedClock())
+    plain.asgi_handler = Observe(plain.asgi_handler.app.app)
+    return served, plain
 
 
 def token(**overrides: Any) -> str:
@@ -241,14 +246,6 @@ def test_fast_path_response_header_names_are_lower_case_like_litestar():
     names = [name for name, _ in sent[0]["headers"]]
     assert sent[0]["status"] == 200 and b"x-user-id" in names and b"cache-control" in names
     assert names == [name.lower() for name in names]
-
-
-def _pair(**settings: Any) -> tuple[Any, Any]:
-    """The app as served and the same app without the fast path (each with its own access-log buffer)."""
-    served = create_app(Settings(**settings), clock=FixedClock())
-    plain = create_app(Settings(**settings), clock=FixedClock())
-    plain.asgi_handler = Observe(plain.asgi_handler.app.app)
-    return served, plain
 
 
 def _answers(app: Any, scope: Any, messages: list[Any]) -> tuple[int, list[Any], bytes]:
