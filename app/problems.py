@@ -132,13 +132,14 @@ INTERNAL = ProblemDetails("urn:jwt-decision:problem:internal", "Internal error",
                           "The service failed to process this request.", "INTERNAL")
 
 
-def log_unexpected(exc: Exception, path: str) -> None:
-    # A bug of ours: log the exception type only (never the request, which may carry tokens).
-    log.error("unhandled_exception", error_type=type(exc).__name__, path=path)
+def log_unexpected(exc: Exception, scope: Any) -> None:
+    # A bug of ours: log the exception type and the route only (never the request, which may carry tokens, nor
+    # its path: under forward-auth that is the protected application's URL).
+    log.error("unhandled_exception", error_type=type(exc).__name__, route=scope.get("path_template") or "unmatched")
 
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    log_unexpected(exc, request.url.path)
+    log_unexpected(exc, request.scope)
     return problem_response(INTERNAL)
 
 

@@ -284,7 +284,8 @@ def test_raw_requests_a_client_library_would_not_send_are_answered_as_litestar_a
     assert statuses[2] == 200
 
 
-def test_an_exception_in_a_hot_route_is_answered_500_as_litestar_answers_it_and_the_request_runs_once(monkeypatch):
+def test_an_exception_in_a_hot_route_is_answered_500_as_litestar_answers_it_and_the_request_runs_once(monkeypatch,
+                                                                                                       capsys):
     served, plain = _pair(authorizers_json=str(AUTHORIZERS),
                           issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}))
     calls = []
@@ -301,11 +302,20 @@ def test_an_exception_in_a_hot_route_is_answered_500_as_litestar_answers_it_and_
                [{"type": "http.request", "body": body, "more_body": False}]),
               ({"method": "GET", "path": "/v1/forward-auth/orgs", "raw_path": b"/v1/forward-auth/orgs",
                 "headers": [(name.encode(), value.encode()) for name, value in FORWARD.items()]}, [])]
+    scopes.append(({"method": "GET", "path": "/v1/forward-auth/orgs/private/report-4711",
+                    "raw_path": b"/v1/forward-auth/orgs/private/report-4711",
+                    "headers": [(b"authorization", f"Bearer {GOOD}".encode())]}, []))
     for scope, messages in scopes:
         calls.clear()
+        capsys.readouterr()
         answered = _answers(served, scope, messages)
         assert len(calls) == 1  # not run again through Litestar
         assert answered[0] == 500 and answered == _answers(plain, scope, messages)
+        output = capsys.readouterr().out
+        logged = [json.loads(line) for line in output.splitlines() if '"unhandled_exception"' in line]
+        assert len(logged) == 2 and logged[0]["route"] == logged[1]["route"] != "unmatched"
+        assert all(line["error_type"] == "RuntimeError" and "path" not in line for line in logged)
+        assert "report-4711" not in output and GOOD not in output  # the protected URL and the token stay out
 
 
 def test_a_scope_outside_latin_1_in_a_forward_auth_challenge_is_sent_as_utf_8_both_ways():
