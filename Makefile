@@ -15,7 +15,7 @@ $(STAMP): requirements/dev.lock
 run: $(STAMP)
 	$(BIN)/python -m app
 
-## Run the whole test suite (installs nginx and redis-server from Debian when root and missing).
+## Run the whole test suite (installs nginx, caddy and redis-server from Debian when root and missing).
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
@@ -28,7 +28,7 @@ openapi: $(STAMP)
 
 system-deps:
 	@missing=""; \
-	for tool in nginx:nginx-light redis-server:redis-server wrk:wrk curl:curl; do \
+	for tool in nginx:nginx-light caddy:caddy redis-server:redis-server wrk:wrk curl:curl; do \
 	  command -v $${tool%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${tool%%:*} ] || missing="$$missing $${tool##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -5,21 +5,15 @@ one that runs."""
 from __future__ import annotations
 
 import grp
-import http.client
 import json
 import os
 import pwd
-import re
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -27,85 +21,9 @@ import pytest
 from app.server import ROOT
 from tests.conftest import claims, require_binary, rs256_policy
 from tests.mint import key_for, mint
+from tests.proxies import ORG, Upstream, doc_block, free_port, live_token, raw_get, stop, wait_for_port
 
 pytestmark = pytest.mark.nginx
-DOC = ROOT / "README.md"
-ORG = "https://myapp.com/org_id"
-
-
-def doc_block(name: str) -> str:
-    """The fenced code between `<!-- name-begin -->` and `<!-- name-end -->` in README.md."""
-    text = DOC.read_text()
-    match = re.search(rf"<!-- {name}-begin -->\s*```[a-z]*\n(.*?)```\s*<!-- {name}-end -->", text, re.S)
-    assert match, f"README.md has no {name} block"
-    return match.group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"process exited with {process.returncode}: {log.read_text()[-2000:] if log.exists() else ''}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"nothing listens on {port}: {log.read_text()[-2000:] if log.exists() else ''}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-@dataclass
-class Upstream:
-    """The application behind nginx: answers 200 with the headers it received, and remembers each request."""
-
-    seen: list[dict[str, Any]] = field(default_factory=list)
-
-    def start(self) -> int:
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                received = {"method": self.command, "path": self.path,
-                            "headers": {name.lower(): value for name, value in self.headers.items()}}
-                upstream.seen.append(received)
-                body = json.dumps(received).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_POST = do_DELETE = do_GET  # noqa: N815
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self.httpd.server_address[1]
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def nginx_conf(directory: Path, snippet: str, listen: int, service: int, app: int) -> str:
@@ -177,12 +95,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         upstream.stop()
 
 
-def live_token(**overrides: Any) -> str:
-    """A token valid now: the service runs on the real clock."""
-    now = int(time.time())
-    return mint(claims(iat=now - 10, exp=now + 3600, **overrides), key_for("RS256"))
-
-
 def test_allowed_request_reaches_the_upstream_with_x_user_id_from_the_token(stack):
     before = len(stack.upstream.seen)
     response = httpx.get(f"{stack.base}/v1/organisations/acme/reports?page=2",
@@ -226,19 +138,6 @@ def test_bad_token_is_401_invalid_token(stack):
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
-def _raw_get(base: str, target: str, bearer: str) -> int:
-    """Send the target byte for byte (HTTP clients normalise dot segments away)."""
-    host, port = base.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        connection.putrequest("GET", target, skip_accept_encoding=True)
-        connection.putheader("Authorization", f"Bearer {bearer}")
-        connection.endheaders()
-        return connection.getresponse().status
-    finally:
-        connection.close()
-
-
 @pytest.mark.parametrize("target, status", [
     ("/v1/organisations/acme/../evil", 403),
     ("/v1/organisations/acme/%2e%2e/evil", 403),
@@ -247,7 +146,7 @@ def _raw_get(base: str, target: str, bearer: str) -> int:
 ], ids=["dot-dot", "encoded-dot-dot", "slashes-and-dot", "encoded-slash"])
 def test_raw_targets_are_normalised_or_refused_by_the_service(stack, target, status):
     before = len(stack.upstream.seen)
-    assert _raw_get(stack.base, target, live_token(**{ORG: "acme"})) == status
+    assert raw_get(stack.base, target, live_token(**{ORG: "acme"})) == status
     assert len(stack.upstream.seen) == before + (1 if status == 200 else 0)
 
 
@@ -272,4 +171,4 @@ def test_exhausted_rate_limit_is_403_with_retry_after_passed_on_by_nginx(stack):
 def test_envoy_style_path_prefix_on_the_real_server(stack, target, status):
     """Envoy ext_authz calls path_prefix + the original target: the raw path as the ASGI server hands it over."""
     bearer = live_token(**{ORG: "acme"})
-    assert _raw_get(stack.service, "/v1/forward-auth/api" + target, bearer) == status
+    assert raw_get(stack.service, "/v1/forward-auth/api" + target, bearer) == status
