@@ -201,7 +201,7 @@ def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: s
         figures = wrk_once(load.duration, position)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         return Run(name, note=str(exc)[:300])
-    figures["start"], figures["end"] = position, advance(position, figures)
+    figures["from"], figures["start"], figures["end"] = start, position, advance(position, figures)
     seconds = figures["duration_us"] / 1e6
     errors = sum(figures[key] for key in ("connect_errors", "read_errors", "write_errors", "timeouts"))
     run = Run(name, rps=figures["requests"] / seconds, p50_ms=figures["p50_us"] / 1000, p99_ms=figures["p99_us"] / 1000,

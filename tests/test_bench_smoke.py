@@ -43,7 +43,18 @@ def test_http_rows_format_figures_and_skipped_scenarios() -> None:
 
     runs = {"empty": run("empty", 5000), "ours_same": run("ours", 4500), "ours_distinct": run("d", 3000, "n"),
             "fastapi_same": run("fa", 2000), "fastapi_distinct": run("fd", 1900),
-            "authorize_same": run("a", 4000), "forward_same": run("f", None, "skipped: probe failed")}
+            "authorize_same": run("a", 4000), "authorize_distinct": run("ad", 2900),
+            "forward_same": run("f", None, "skipped: probe failed"), "forward_distinct": run("fd", None, "skipped")}
     rows = http_rows(runs, {"ours": [40.0, 90.0], "empty": [40.0, 50.0]}, LoadSettings(), 10_000)
     text = report.markdown(rows)
     assert "90 %" in text and "2.25x" in text and "skipped: probe failed" in text
+    # /v1/authorize and forward-auth are held to the validate targets: the same five rows each.
+    authorize = {(row.baseline, row.target): (row.ratio, row.met) for row in rows if "/v1/authorize" in row.measure}
+    assert authorize == {
+        ("empty Litestar endpoint (ceiling)", "≥ 80 %"): ("80 %", "yes"),
+        ("FastAPI + PyJWT, tokens repeating (validation only)", "≥ 2x"): ("2.00x", "yes"),
+        ("FastAPI + PyJWT, every token distinct (validation only)", "≥ 1.5x"): ("1.53x", "yes"),
+        ("FastAPI + PyJWT, repeating", "p99 < 25 ms"): ("—", "yes"),
+        ("FastAPI + PyJWT, distinct", "p99 < 25 ms"): ("—", "yes")}
+    forward = [row for row in rows if "forward-auth" in row.measure]
+    assert len(forward) == 5 and {row.met for row in forward} == {""} and "skipped" in forward[0].note
