@@ -84,23 +84,36 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 
 def inprocess_rows(figures: list[inprocess.AlgFigures]) -> list[Row]:
+    """The issue's in-process targets are RS256's; ES256, EdDSA and HS256 are "reported the same way": their rows
+    show RS256's target for reference and whether it would hold, in parentheses."""
     rows = []
     for f in figures:
         cold_floor = f.cold / f.parse_verify if f.parse_verify else None
         vs_pyjwt = f.pyjwt / f.cold if f.cold else None
         warm_pyjwt = f.pyjwt / f.warm if f.warm else None
+
+        def target(text: str, ok: bool) -> tuple[str, str]:
+            if f.alg == "RS256":
+                return text, yes(ok)
+            return f"{text} (RS256's)", f"({'yes' if ok else 'no'})"
+
         rows += [
             Row(f"{f.alg} validate cold, per token", us(f.cold), "parse + verify floor", us(f.parse_verify),
-                times(cold_floor), "≤ 1.5x", yes(cold_floor is not None and cold_floor <= 1.5)),
+                times(cold_floor), *target("≤ 1.5x", cold_floor is not None and cold_floor <= 1.5)),
             Row(f"{f.alg} validate cold, per token", us(f.cold), "raw cryptography verify", us(f.raw_verify),
                 times(f.cold / f.raw_verify if f.raw_verify else None)),
             Row(f"{f.alg} validate cold, per token", us(f.cold), "PyJWT jwt.decode (same checks)", us(f.pyjwt),
-                times(vs_pyjwt, "x faster"), "≥ 2x faster", yes(vs_pyjwt is not None and vs_pyjwt >= 2)),
+                times(vs_pyjwt, "x faster"), *target("≥ 2x faster", vs_pyjwt is not None and vs_pyjwt >= 2)),
             Row(f"{f.alg} validate warm (cache hit)", us(f.warm), "PyJWT jwt.decode (same checks)", us(f.pyjwt),
-                times(warm_pyjwt, "x faster"), "< 5 µs and ≥ 15x faster",
-                yes(warm_pyjwt is not None and f.warm < 5 and warm_pyjwt >= 15), "; ".join(f.notes)),
+                times(warm_pyjwt, "x faster"),
+                *target("< 5 µs and ≥ 15x faster", warm_pyjwt is not None and f.warm < 5 and warm_pyjwt >= 15),
+                "; ".join(f.notes)),
         ]
     return rows
+
+
+# Issue #6: under 20 µs per decision with 10 rules, under 1 ms with 1,000 (µs, as the table shows it).
+RULE_TARGETS: dict[int, tuple[float, str]] = {10: (20.0, "< 20 µs"), 1000: (1000.0, "< 1 ms")}
 
 
 def rule_rows(figures: dict[int, float | str]) -> list[Row]:
@@ -110,14 +123,17 @@ def rule_rows(figures: dict[int, float | str]) -> list[Row]:
     for count, value in figures.items():
         if isinstance(value, str):
             rows.append(Row(f"rule evaluation, {count:,} rules, per decision", "skipped", "—", "—", note=value))
-        elif count == first_n:
-            rows.append(Row(f"rule evaluation, {count:,} rules, per decision", us(value), "per rule",
-                            us(value / count), note="deny overrides: every rule is evaluated"))
         else:
-            assert first is not None and first_n is not None
-            rows.append(Row(f"rule evaluation, {count:,} rules, per decision", us(value),
-                            f"{first_n:,} rules", us(first), times(value / first),
-                            note=f"{value / count:.1f} µs per rule (linear would be {count / first_n:.0f}x)"))
+            limit, goal = RULE_TARGETS.get(count, (None, "—"))
+            met = yes(value < limit) if limit is not None else ""
+            if count == first_n:
+                rows.append(Row(f"rule evaluation, {count:,} rules, per decision", us(value), "per rule",
+                                us(value / count), "—", goal, met, "deny overrides: every rule is evaluated"))
+            else:
+                assert first is not None and first_n is not None
+                rows.append(Row(f"rule evaluation, {count:,} rules, per decision", us(value),
+                                f"{first_n:,} rules", us(first), times(value / first), goal, met,
+                                f"{value / count:.1f} µs per rule (linear would be {count / first_n:.0f}x)"))
     return rows
 
 

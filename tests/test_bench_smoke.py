@@ -58,3 +58,23 @@ def test_http_rows_format_figures_and_skipped_scenarios() -> None:
         ("FastAPI + PyJWT, distinct", "p99 < 25 ms"): ("—", "yes")}
     forward = [row for row in rows if "forward-auth" in row.measure]
     assert len(forward) == 5 and {row.met for row in forward} == {""} and "skipped" in forward[0].note
+
+
+def test_rule_rows_are_held_to_the_issue_targets() -> None:
+    from bench.__main__ import rule_rows
+
+    rows = rule_rows({10: 24.2, 1000: 362.0})
+    assert [(row.target, row.met) for row in rows] == [("< 20 µs", "**no**"), ("< 1 ms", "yes")]
+
+
+def test_only_rs256_is_judged_in_process_the_other_algorithms_are_reported_against_its_targets() -> None:
+    from bench.__main__ import inprocess_rows
+    from bench.inprocess import AlgFigures
+
+    figures = [AlgFigures(alg, cold=60.0, warm=3.0, raw_verify=35.0, parse_verify=38.0, pyjwt=100.0)
+               for alg in ("RS256", "ES256")]
+    judged = {(row.measure.split()[0], row.target, row.met) for row in inprocess_rows(figures) if row.target != "—"}
+    assert judged == {("RS256", "≤ 1.5x", "**no**"), ("RS256", "≥ 2x faster", "**no**"),
+                      ("RS256", "< 5 µs and ≥ 15x faster", "yes"),
+                      ("ES256", "≤ 1.5x (RS256's)", "(no)"), ("ES256", "≥ 2x faster (RS256's)", "(no)"),
+                      ("ES256", "< 5 µs and ≥ 15x faster (RS256's)", "(yes)")}
