@@ -25,8 +25,8 @@ from app.authorizers import Authorizers
 from app.config import ReloadingDocument, Source, install_sighup
 from app.jwks import KeySetCache
 from app.keys import KeySet
-from app.observability import (ApiKeys, Observe, configure_logging, observe_validation, record_cache_lookup,
-                               record_key_set_fetch)
+from app.observability import (ApiKeys, Observe, configure_logging, flush_metrics, flush_metrics_periodically,
+                               observe_validation, record_cache_lookup, record_key_set_fetch)
 from app.presets import load_presets
 from app.problems import EXCEPTION_HANDLERS
 from app.ratelimit import Budgets
@@ -88,14 +88,16 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         keys.prefetch(sorted(profiles.value.jwks_uris() | authorizers.jwks_uris()),
                       sorted(profiles.value.discovery_issuers()))
-        watchers = [asyncio.ensure_future(document.watch(settings.config_poll_seconds))
-                    for document in documents if document.source is not None and document.source.is_file]
+        tasks = [asyncio.ensure_future(document.watch(settings.config_poll_seconds))
+                 for document in documents if document.source is not None and document.source.is_file]
+        tasks.append(asyncio.ensure_future(flush_metrics_periodically()))
         install_sighup(documents)
         try:
             yield
         finally:
-            for watcher in watchers:
-                watcher.cancel()
+            for task in tasks:
+                task.cancel()
+            flush_metrics()
             await keys.aclose()
             await authorizers.budgets.aclose()
 

@@ -16,7 +16,7 @@ import pytest
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.observability import metrics_text
+from app.observability import FLUSH_SECONDS, metrics_text
 from app.server import create_app
 from app.settings import Settings
 from tests.conftest import AUDIENCE, ISSUER, claims, rs256_policy
@@ -167,6 +167,48 @@ def test_metrics_count_validations_findings_cache_decisions_and_key_sets():
     assert 0 <= value(after, "jwks_key_set_age_seconds", jwks_uri=server.url("/jwks.json")) < 60
 
 
+def test_a_stopping_worker_writes_its_last_counts():
+    """The lifespan's shutdown flushes the tallies: requests answered in the last second are not lost."""
+    from prometheus_client import REGISTRY
+
+    def validations() -> float:  # read without flushing (metrics_text would flush first)
+        return REGISTRY.get_sample_value("jwt_validations_total", {"profile": "inline", "valid": "true"}) or 0.0
+
+    good = mint(live_claims(), key_for("RS256"))
+    with TestClient(create_app(Settings())) as client:
+        before = validations()
+        assert client.post("/v1/validate/jwt", json={"token": good, "policy": rs256_policy()}).json()["valid"]
+        assert validations() == before  # tallied, not yet written (the periodic flush is a second away)
+    assert validations() == before + 1
+
+
+def test_tallied_series_write_exactly_what_direct_updates_would():
+    """The per-request series are tallied and written once per flush: counters by their total, a histogram by its
+    sum and per-bucket counts, which must expose the same samples as one `observe` per value (bounds included)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from app.observability import _Tally
+
+    def pair() -> tuple[Any, Any, Any]:
+        registry = CollectorRegistry(auto_describe=False)
+        return (registry, Counter("c_total", "c", ["k"], registry=registry),
+                Histogram("h_seconds", "h", ["r"], buckets=(.001, .01, .1, 1.0), registry=registry))
+
+    direct, tallied = pair(), pair()
+    values = [0.0, 0.0005, 0.001, 0.0010001, 0.01, 0.05, 0.1, 1.0, 1.5, 30.0, 0.001]
+    tally = _Tally()
+    for index, value in enumerate(values):
+        direct[2].labels("a").observe(value)
+        tally.observe(tallied[2].labels("a"), value)
+        direct[1].labels(str(index % 3)).inc()
+        tally.inc(tallied[1].labels(str(index % 3)))
+    assert generate_latest(tallied[0]) != generate_latest(direct[0])  # nothing written before the flush
+    tally.flush()
+    assert generate_latest(tallied[0]) == generate_latest(direct[0])
+    tally.flush()  # a second flush writes nothing more
+    assert generate_latest(tallied[0]) == generate_latest(direct[0])
+
+
 def test_metric_labels_stay_bounded_and_never_show_a_credential_or_a_dropped_key_set(capsys):
     server = KeyServer()
     key = key_for("RS256", "obs-label")
@@ -224,6 +266,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                            "LOG_LEVEL": "INFO"}, output)
         try:
             counts = run_session(service.base, tokens, pem_key.public_pem)
+            # Each worker writes its tallies every FLUSH_SECONDS: after that, any scrape must have every count.
+            time.sleep(FLUSH_SECONDS * 1.5)
             scrapes = [httpx.get(service.base + "/metrics", headers={"Connection": "close"}).text for _ in range(6)]
             worker_files = {name.rsplit("_", 1)[-1] for name in os.listdir(metrics_dir) if name.startswith("counter_")}
         finally:
