@@ -276,15 +276,21 @@ _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
 _sequence = itertools.count(1)
-_process_prefix: list[Any] = [None, b""]
+_process_prefix: list[bytes] = []
+
+
+def _draw_prefix() -> None:
+    _process_prefix[:] = [secrets.token_hex(4).encode()]
+
+
+_draw_prefix()
+os.register_at_fork(after_in_child=_draw_prefix)  # granian forks its workers: each draws its own
 
 
 def new_request_id() -> bytes:
-    """16 hex digits: 8 random per process (re-drawn after a fork) and a counter; unique without a syscall."""
-    pid = os.getpid()
-    if _process_prefix[0] != pid:
-        _process_prefix[:] = [pid, secrets.token_hex(4).encode()]
-    return _process_prefix[1] + b"%08x" % (next(_sequence) & 0xFFFFFFFF)
+    """16 hex digits: 8 random per process (re-drawn in a forked child) and a counter; unique without a syscall
+    (glibc's getpid() is one)."""
+    return _process_prefix[0] + b"%08x" % (next(_sequence) & 0xFFFFFFFF)
 
 
 def request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:

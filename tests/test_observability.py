@@ -353,3 +353,24 @@ def test_logs_of_a_full_session_hold_token_ids_but_no_token_secret_or_key(sessio
     decision_lines = [line for line in requests if line.get("authorizer") == "orders"]
     assert {(line["decision"], line["reason"], line["rule"]) for line in decision_lines} == {
         ("allow", "rule_allowed", "read"), ("deny", "default_deny", None)}
+
+
+def test_request_ids_of_a_forked_worker_never_repeat_its_parents():
+    """Workers are forked: each draws its own random half, so the counters they inherit cannot collide."""
+    from app.observability import new_request_id
+
+    parent = [new_request_id() for _ in range(3)]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out without running any cleanup of the test process
+        os.write(write, b"".join(new_request_id() for _ in range(3)))
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 1024)
+    os.close(read)
+    children = [child[index:index + 16] for index in range(0, 48, 16)]
+    after = new_request_id()
+    assert all(len(item) == 16 and int(item, 16) >= 0 for item in parent + children + [after])
+    assert children[0][:8] != parent[0][:8] and len({item[:8] for item in children}) == 1
+    assert after[:8] == parent[0][:8] and len(set(parent + children + [after])) == 7
