@@ -86,12 +86,15 @@ class Pattern:
     # `^pre{{a}}mid{{b}}post$` without `i` or `m`: the literal pieces with the variable names between them. The
     # values are escaped, so such a pattern matches exactly pre + a + mid + b + post: compared, not searched.
     exact: tuple[str, ...] | None = None
+    # With `exact`: the pattern ended in `(/.*)?$` (a path and everything under it, the org-isolation shape).
+    subtree: bool = False
 
     def search(self, variables: dict[str, Value], text: str) -> bool:
         if self.literal is not None:
             return text == self.literal
         if self.exact is not None:
-            held = _exact(self.exact, variables, text)
+            held = (_exact(self.exact, variables, text) if not self.subtree else
+                    _exact_subtree(self.exact, variables, text, "s" in self.flags))
             if held is not None:
                 return held
         prefix = self.prefix
@@ -185,15 +188,40 @@ def _exact(pieces: tuple[str, ...], variables: dict[str, Value], text: str) -> b
     return text == "".join(piece if index % 2 == 0 else variables[piece] for index, piece in enumerate(pieces))
 
 
-def _exact_pieces(text: str, flags: str) -> tuple[str, ...] | None:
+def _exact_subtree(pieces: tuple[str, ...], variables: dict[str, Value], text: str, dotall: bool) -> bool | None:
+    """`^pieces(/.*)?$`: the pieces' text itself, or it followed by `/` and anything (without `s`, `.` is not a
+    newline); None (RE2 decides) when a value is an array."""
+    if len(pieces) == 3:  # one variable: the common case, without the general loop's generators
+        value = variables[pieces[1]]
+        if not isinstance(value, str):
+            return None
+        whole = pieces[0] + value + pieces[2]
+    else:
+        values = [variables[name] for name in pieces[1::2]]
+        if not all(isinstance(value, str) for value in values):
+            return None
+        whole = "".join(piece if index % 2 == 0 else variables[piece] for index, piece in enumerate(pieces))
+    if not text.startswith(whole):
+        return False
+    rest = text[len(whole):]
+    return not rest or (rest[0] == "/" and (dotall or "\n" not in rest))
+
+
+SUBTREE = "(/.*)?"
+
+
+def _exact_pieces(text: str, flags: str) -> tuple[tuple[str, ...], bool] | None:
+    """The literal pieces and variable names of `^...$` (see `Pattern.exact`), and whether it ends in `(/.*)?`."""
     if set(flags) & {"i", "m"} or not (text.startswith("^") and text.endswith("$")):
         return None
-    parts = VARIABLE.split(text[1:-1])  # literal, name, literal, name, ..., literal
+    inner = text[1:-1]
+    subtree = inner.endswith(SUBTREE)
+    parts = VARIABLE.split(inner[:-len(SUBTREE)] if subtree else inner)  # literal, name, literal, ..., literal
     # Literal pieces of plain characters and escaped punctuation only: no quantifier applying to a value, no
-    # trailing lone backslash escaping its first character.
+    # trailing lone backslash escaping its first character (or the `(` of an escaped `\(/.*)?`).
     if not all(_LITERAL_PIECE.fullmatch(part) for part in parts[::2]):
         return None
-    return tuple(_unescape(part) if index % 2 == 0 else part for index, part in enumerate(parts))
+    return tuple(_unescape(part) if index % 2 == 0 else part for index, part in enumerate(parts)), subtree
 
 
 def compile_pattern(text: str, flags: str, declared: frozenset[str]) -> Pattern:
@@ -209,7 +237,8 @@ def compile_pattern(text: str, flags: str, declared: frozenset[str]) -> Pattern:
         exact = _unescape(literal.group(1)) if literal and not set(flags) & {"i", "m"} else None
         return Pattern(text, flags, (), compiled, exact, literal_prefix(text, flags))
     _compile(VARIABLE.sub("x", text), flags)  # syntax check with a literal in each variable's place
-    return Pattern(text, flags, names, None, None, literal_prefix(text, flags), _exact_pieces(text, flags))
+    exact = _exact_pieces(text, flags)
+    return Pattern(text, flags, names, None, None, literal_prefix(text, flags), *(exact or (None, False)))
 
 
 def json_text(value: Any) -> str:

@@ -258,13 +258,26 @@ def test_variables_apply_in_header_and_token_patterns_too():
 
 
 def test_patterns_with_variables_are_compiled_once_per_distinct_value_set():
-    (rule,) = load_rules([ORG_RULE])
+    # Case-insensitive: not comparable as text, so RE2 runs on the substituted pattern.
+    (rule,) = load_rules([{**ORG_RULE, "regexFlags": "i"}])
     _compile_substituted.cache_clear()
     for _ in range(5):
         for org in ("acme", "beta"):
-            match_rule(rule, facts(path=f"/v1/organisations/{org}", claims={"https://myapp.com/org_id": org}))
+            assert match_rule(rule, facts(path=f"/V1/organisations/{org}/x",
+                                          claims={"https://myapp.com/org_id": org})).matched
     info = _compile_substituted.cache_info()
     assert (info.misses, info.hits) == (2, 8)
+
+
+def test_the_org_isolation_shape_is_compared_as_text_without_compiling_a_pattern():
+    """`^/prefix/{{org}}(/.*)?$` is the value itself or anything under it: compared, never compiled per org."""
+    (rule,) = load_rules([ORG_RULE])
+    _compile_substituted.cache_clear()
+    for path, expected in [("/v1/organisations/acme", True), ("/v1/organisations/acme/r/1", True),
+                           ("/v1/organisations/acme/", True), ("/v1/organisations/acmeco", False),
+                           ("/v1/organisations/acme/x\ny", False), ("/v1/organisations/evil", False)]:
+        assert match_rule(rule, facts(path=path, claims={"https://myapp.com/org_id": "acme"})).matched is expected
+    assert _compile_substituted.cache_info().misses == 0
 
 
 # Flags and RE2
@@ -554,7 +567,8 @@ def test_a_literal_prefix_never_refuses_a_text_re2_would_match(body, anchored, f
     assert pattern.search({}, text) == found(pattern.compiled, text)
 
 
-_TEMPLATE_PIECES = ["/", "a", "-", "\\.", "\\|", "\\\\", ".", "*", "(", ")", "|", "{{x}}", "{{y}}", "{{x}}", "\\"]
+_TEMPLATE_PIECES = ["/", "a", "-", "\\.", "\\|", "\\\\", ".", "*", "(", ")", "|", "{{x}}", "{{y}}", "{{x}}", "\\",
+                    "(/.*)?", "(/.*)?"]
 _VALUES = st.sampled_from(["a", "a.b", "/", ".*", "x|y", "\\", "é", "a\n"])
 
 
@@ -570,6 +584,12 @@ _VALUES = st.sampled_from(["a", "a.b", "/", ".*", "x|y", "\\", "é", "a\n"])
 @example(body="/{{x}}-", ends="^$", flags="", x="a", y="a", text="/ba-")
 @example(body="/{{x}}{{y}}", ends="^$", flags="", x="a", y="b", text="/ab")
 @example(body="/{{x}}-{{y}}", ends="^$", flags="", x="a", y=".*", text="/a-.*")
+@example(body="/{{x}}(/.*)?", ends="^$", flags="", x="a", y="a", text="/a/b\n")
+@example(body="/{{x}}(/.*)?", ends="^$", flags="s", x="a", y="a", text="/a/b\n")
+@example(body="/{{x}}(/.*)?", ends="^$", flags="", x="a", y="a", text="/ab")
+@example(body="/{{x}}(/.*)?", ends="^$", flags="", x=("a", "b"), y="a", text="/b/")
+@example(body="/{{x}}\\(/.*)?", ends="^$", flags="", x="a", y="a", text="/a(/")
+@example(body="/{{x}}\\\\(/.*)?", ends="^$", flags="", x="a", y="a", text="/a\\/")
 def test_a_pattern_with_variables_answers_like_re2_on_the_substituted_pattern(body, ends, flags, x, y, text):
     """Exact templates (`^/{{x}}$`) are compared without RE2 and prefixes refuse early: neither may differ."""
     template = ("^" if ends.startswith("^") else "") + body + ("$" if ends.endswith("$") else "")
