@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import parse_qsl
 
 import msgspec
 
 from app.authorizers import Authorizer, TokenSource
 from app.findings import Finding, Status
-from app.paths import PathRejected, normalise_path, split_target
+from app.paths import PathRejected, normalise_path, parse_query, split_target
 from app.patterns import MISSING, json_text, resolve_pointer
 from app.ratelimit import Budgets, RateLimitState
 from app.rules import Facts, Verdict, evaluate
@@ -161,7 +160,7 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
         path = normalise_path(raw_path)
     except PathRejected as exc:
         return deny("path_rejected", 400, trace=_trace("path", request, None, str(exc)) if explain else None)
-    query = tuple(parse_qsl(query_text, keep_blank_values=True))
+    query = parse_query(query_text)
 
     source = "request.token"
     if token is None:

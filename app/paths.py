@@ -9,6 +9,7 @@ refused outright rather than guessed at.
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qsl
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -52,6 +53,14 @@ def split_target(target: str) -> tuple[str, str]:
     """`/a/b?x=1` -> (`/a/b`, `x=1`)."""
     path, _, query = target.partition("?")
     return path, query
+
+
+def parse_query(query: str) -> tuple[tuple[str, str], ...]:
+    """The query's (name, value) pairs, blank values kept: `urllib.parse.parse_qsl(query, keep_blank_values=True)`,
+    which a query without `%` or `+` (nothing to decode) skips."""
+    if "%" in query or "+" in query:
+        return tuple(parse_qsl(query, keep_blank_values=True))
+    return tuple((name, value) for name, _, value in (piece.partition("=") for piece in query.split("&") if piece))
 
 
 def normalise_path(path: str) -> str:

@@ -12,14 +12,14 @@ import fnmatch
 import hashlib
 import ipaddress
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
 
-from app.keys import ALGORITHMS, SYMMETRIC, KeyError_, KeySet, jwk_set, key_set, pem_key, secret_key
+from app.keys import ALGORITHMS, SYMMETRIC, KeyError_, KeySet, KeyView, jwk_set, key_set, pem_key, secret_key
 
 NonEmpty = Annotated[str, Meta(min_length=1, max_length=2048)]
 Claim = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -83,6 +83,12 @@ class CompiledPolicy:
     token_type: str | None
     require_exp: bool
     audience_claim: str
+    # The view of `static_keys`, which never changes: built once here rather than per validation.
+    static_view: KeyView | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.static_keys is not None:
+            object.__setattr__(self, "static_view", KeyView(self.static_keys, self.key_source))
 
     @property
     def expected_issuer(self) -> str | list[str]:

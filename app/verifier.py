@@ -56,8 +56,8 @@ class Verifier:
         return self.policies.get(policy, self.allowlist)
 
     async def key_view(self, policy: CompiledPolicy, raw: str) -> KeyView:
-        if policy.static_keys is not None:
-            return KeyView(policy.static_keys, policy.key_source)
+        if policy.static_view is not None:
+            return policy.static_view
         if self.keys is None:
             return KeyView(None, policy.key_source, error="no key-set cache is configured")
         if policy.key_source == "discovery":

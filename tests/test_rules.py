@@ -559,6 +559,7 @@ _PIECES = ["/", "a", "b", "A", "-", ".", "*", "?", "+", "{2}", "{1,2}", "(", ")"
 @example(body="/a{2}", anchored=True, flags="", text="/aa")
 @example(body="/a\\\\|/b", anchored=True, flags="", text="/b")
 @example(body="/AB", anchored=True, flags="i", text="/ab")
+@example(body="/(?i)*", anchored=True, flags="", text="")
 def test_a_literal_prefix_never_refuses_a_text_re2_would_match(body, anchored, flags, text):
     try:
         pattern = compile_pattern(("^" if anchored else "") + body, flags, frozenset())
@@ -628,3 +629,16 @@ def test_a_path_left_as_it_is_is_one_the_full_normalisation_leaves_as_it_is(path
         return
     full = _SLASHES.sub("/", remove_dot_segments(_SLASHES.sub("/", _PERCENT.sub(_decode_unreserved, path))))
     assert normalised == full
+
+
+@settings(max_examples=1000, deadline=None)
+@given(query=st.lists(st.sampled_from(["a", "b", "=", "&", "&&", "%", "%41", "%2", "+", ";", " ", "é", "=="]),
+                      max_size=10).map("".join))
+@example(query="")
+@example(query="a&=b&c=d=e&&")
+def test_queries_are_read_exactly_as_parse_qsl_reads_them(query):
+    from urllib.parse import parse_qsl
+
+    from app.paths import parse_query
+
+    assert parse_query(query) == tuple(parse_qsl(query, keep_blank_values=True))
