@@ -20,7 +20,6 @@ import pytest
 from app.server import ROOT
 from tests.conftest import claims
 from tests.mint import key_for, mint
-from tests.service import free_port  # noqa: F401 - the proxies' tests take it from here
 
 DOC = ROOT / "README.md"
 ORG = "https://myapp.com/org_id"
