@@ -15,7 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from app import openapi
-from app.api import route_handlers
+from app.api import ApiRequest, route_handlers
 from app.api.authorize import dependencies as authorize_dependencies
 from app.api.fastpath import FastPath
 from app.api.operations import api_key_guard
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     api_keys = ApiKeys(settings.api_keys)
     app = Litestar(
         route_handlers=[*route_handlers(), *openapi.routes()],
+        request_class=ApiRequest,
         guards=[api_key_guard(api_keys)] if api_keys else [],
         dependencies={**dependencies(verifier), **authorize_dependencies(authorizers), **presets_dependencies(presets)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

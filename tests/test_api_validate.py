@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from app.findings import CHECK_ORDER
@@ -50,6 +52,38 @@ def test_any_token_string_answers_200_malformed(client, token):
     assert [item["code"] for item in body["findings"]] == ["MALFORMED_TOKEN"]
     assert body["statuses"]["format"] == "fail"
     assert all(body["statuses"][name] == "skip" for name in CHECK_ORDER[1:])
+
+
+def _raw_json(value: dict) -> bytes:
+    """`value` as JSON with `@S@` inside a string turned into a lone UTF-16 surrogate escape (RFC 8259 8.2 allows
+    it; no JSON encoder writes one, so the bytes are spliced)."""
+    return json.dumps(value).replace("@S@", "\\ud800").encode()
+
+
+@pytest.mark.parametrize("token", ["@S@", "@S@.@S@.@S@", rs256_token()[:-3] + "@S@"],
+                         ids=["alone", "in-every-segment", "in-the-signature"])
+def test_a_token_with_a_lone_surrogate_escape_still_answers_200_malformed(client, token):
+    response = client.post(URL, content=_raw_json({"token": token, "policy": rs256_policy()}),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["valid"] is False and [item["code"] for item in body["findings"]] == ["MALFORMED_TOKEN"]
+    assert len(body["token_id"]) == 16
+    inspected = client.post("/v1/inspect/token", content=_raw_json({"token": token}),
+                            headers={"content-type": "application/json"})
+    assert inspected.status_code == 200 and inspected.json()["decoded"] is None
+
+
+@pytest.mark.parametrize("content", [
+    b'{"token": "\\ud800", "policy": NaN}',
+    b'{"token": "\\ud800", "policy": {"required_custom_claims": {"n": 1e400}}}',
+    b'{"token": "\\ud800", "policy": {"secret": "\xff"}}',
+    b'{"token": "\\ud800", "policy": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+    b'{"token": "\\ud800"',
+], ids=["nan", "out-of-range", "invalid-utf-8", "deep", "truncated"])
+def test_a_body_read_for_its_surrogates_is_still_refused_for_anything_else(client, content):
+    problem = _problem(client.post(URL, content=content, headers={"content-type": "application/json"}), 422)
+    assert problem["errors"][0]["loc"] == ["body"]
 
 
 def _problem(response, status):

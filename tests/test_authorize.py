@@ -594,5 +594,18 @@ def test_no_authorizers_configured_still_serves_inline_ones(clock):
             "known"] == []
 
 
+def test_a_token_with_a_lone_surrogate_escape_is_denied_as_invalid_not_refused(clock):
+    """The request's `token` is any string (RFC 8259 8.2 allows a lone surrogate escape in one): a decision."""
+    request = {"authorizer": {"policy": rs256_policy(), "rules": [{"effect": "allow"}]}, "token": "@S@",
+               "request": {"method": "GET", "path": "/"}}
+    content = json.dumps(request).replace("@S@", "\\udc00x").encode()
+    with TestClient(create_app(Settings(), clock=clock)) as client:
+        response = client.post(URL, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["decision"], body["reason"], body["status"]) == ("deny", "token_invalid", 401)
+    assert [item["code"] for item in body["validation"]["findings"]] == ["MALFORMED_TOKEN"]
+
+
 def test_the_fixture_document_loads(settings):
     create_app(settings)
