@@ -58,7 +58,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @dataclass
 class Upstream:
-    """The application behind nginx: answers 200 with the headers it received, and remembers each request."""
+    """The application behind the proxy: answers 200 with the headers it received, and remembers each request."""
 
     seen: list[dict[str, Any]] = field(default_factory=list)
 
