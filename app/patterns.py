@@ -173,6 +173,17 @@ def _unescape(literal: str) -> str:
     return re.sub(r"\\(.)", r"\1", literal, flags=re.DOTALL)  # a backslash and a newline: a newline, as in RE2
 
 
+def _joined(pieces: tuple[str, ...], variables: dict[str, Value]) -> str | None:
+    """pieces[0] + value + pieces[2] + ...: the only text an exact template matches; None when a value is an
+    array (RE2 decides)."""
+    if len(pieces) == 3:  # one variable: the common case, without the general loop's generators
+        value = variables[pieces[1]]
+        return pieces[0] + value + pieces[2] if isinstance(value, str) else None
+    if not all(isinstance(variables[name], str) for name in pieces[1::2]):
+        return None
+    return "".join(piece if index % 2 == 0 else variables[piece] for index, piece in enumerate(pieces))
+
+
 def _exact(pieces: tuple[str, ...], variables: dict[str, Value], text: str) -> bool | None:
     """Whether `text` is pieces[0] + value + pieces[2] + ..., an array value standing for any of its elements;
     None (RE2 decides) when there are several variables and one of them is an array."""
@@ -183,25 +194,16 @@ def _exact(pieces: tuple[str, ...], variables: dict[str, Value], text: str) -> b
             return False
         value, middle = variables[name], text[len(before):end]
         return middle == value if isinstance(value, str) else middle in value
-    values = [variables[name] for name in pieces[1::2]]
-    if not all(isinstance(value, str) for value in values):
-        return None
-    return text == "".join(piece if index % 2 == 0 else variables[piece] for index, piece in enumerate(pieces))
+    whole = _joined(pieces, variables)
+    return None if whole is None else text == whole
 
 
 def _exact_subtree(pieces: tuple[str, ...], variables: dict[str, Value], text: str, dotall: bool) -> bool | None:
     """`^pieces(/.*)?$`: the pieces' text itself, or it followed by `/` and anything (without `s`, `.` is not a
     newline); None (RE2 decides) when a value is an array."""
-    if len(pieces) == 3:  # one variable: the common case, without the general loop's generators
-        value = variables[pieces[1]]
-        if not isinstance(value, str):
-            return None
-        whole = pieces[0] + value + pieces[2]
-    else:
-        values = [variables[name] for name in pieces[1::2]]
-        if not all(isinstance(value, str) for value in values):
-            return None
-        whole = "".join(piece if index % 2 == 0 else variables[piece] for index, piece in enumerate(pieces))
+    whole = _joined(pieces, variables)
+    if whole is None:
+        return None
     if not text.startswith(whole):
         return False
     rest = text[len(whole):]
