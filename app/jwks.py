@@ -116,7 +116,7 @@ class KeySetCache:
         if uri in self._requested:
             self._requested.move_to_end(uri)
         now = self.clock()
-        if entry.keyset is None:
+        if not self._usable(entry, now):  # never fetched, or stale beyond the maximum: this request waits
             if entry.inflight is not None or now >= entry.next_attempt_at:
                 await self._refresh(entry)
         elif kid is not None and not any(key.kid == kid for key in entry.keyset.keys):
@@ -154,14 +154,19 @@ class KeySetCache:
         view = await self.view(state.jwks_uri, kid)
         return KeyView(view.keyset, "discovery", view.stale_seconds, view.error, view.fetched_at)
 
+    def _usable(self, entry: Entry, now: float) -> bool:
+        """A set serves while fresh, then stale for at most JWKS_MAX_STALE past the end of its freshness."""
+        return entry.keyset is not None and now < entry.expires_at + self.settings.jwks_max_stale
+
     def _view(self, entry: Entry, now: float) -> KeyView:
         source = "jwks_uri"
         if entry.keyset is None:
             return KeyView(None, source, error=entry.last_error or "the key set has not been fetched yet")
         age = now - (entry.fetched_at or now)
-        if age > self.settings.jwks_max_stale and now >= entry.expires_at:
-            return KeyView(None, source, error=f"the last good key set is {int(age)} s old, beyond the maximum "
-                                               f"staleness; last error: {entry.last_error}")
+        if not self._usable(entry, now):
+            return KeyView(None, source, error=f"the last good key set is {int(age)} s old and stale for "
+                                               f"{int(now - entry.expires_at)} s, beyond the maximum staleness "
+                                               f"({self.settings.jwks_max_stale:g} s); last error: {entry.last_error}")
         stale = age if now >= entry.expires_at and entry.last_error is not None else None
         return KeyView(entry.keyset, source, stale, entry.last_error, entry.fetched_at)
 

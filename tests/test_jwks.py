@@ -45,8 +45,8 @@ def remote_policy(uri: str):
                           inline=False)
 
 
-def token(kid: str) -> str:
-    return mint(claims(), key_for("RS256", kid), kid=kid)
+def token(kid: str, at: float = NOW) -> str:
+    return mint(claims(iat=at - 10, exp=at + 3600), key_for("RS256", kid), kid=kid)
 
 
 def codes(result) -> list[str]:
@@ -148,6 +148,35 @@ async def test_outage_keeps_last_good_set_with_jwks_stale_after_its_age(verifier
     assert result.valid, codes(result)
     assert codes(result) == ["JWKS_STALE"]
     assert result.findings[0].severity == "warning" and result.findings[0].evidence["age_seconds"] >= 600
+
+
+async def test_set_idle_beyond_its_staleness_is_refetched_by_the_request_that_finds_it(verifier, server, clock):
+    policy = remote_policy(server.url(PATH))
+    assert (await verifier.validate(token("k1"), policy)).valid
+    clock.now += 600 + 86_400 + 60  # a quiet profile: nothing asked for a day past its freshness
+    result = await verifier.validate(token("k1", clock.now), policy)
+    assert result.valid, codes(result)  # the request waited for the refetch instead of answering JWKS_UNAVAILABLE
+    assert server.hit_count(PATH) == 2
+
+
+async def test_staleness_is_counted_from_the_end_of_freshness_not_from_the_fetch(verifier, server, clock):
+    server.headers[PATH] = {"Cache-Control": "max-age=86400"}  # the ceiling, as Entra ID serves it
+    policy = remote_policy(server.url(PATH))
+    assert (await verifier.validate(token("k1"), policy)).valid
+    server.stop()
+    clock.now += 86_400 + 1
+    await verifier.validate(token("k1"), policy)
+    for _ in range(100):
+        if verifier.keys.state(server.url(PATH))["error"] is not None:
+            break
+        await asyncio.sleep(0.05)
+    clock.now += 3600
+    result = await verifier.validate(token("k1", clock.now), policy)
+    assert codes(result) == ["JWKS_STALE"] and result.valid  # stale-if-error still applies past the ceiling
+    clock.now += 86_400 - 3600
+    result = await verifier.validate(token("k1", clock.now), policy)
+    assert codes(result) == ["JWKS_UNAVAILABLE"]
+    assert "beyond the maximum staleness" in result.findings[0].evidence["reason"]
 
 
 @pytest.mark.parametrize("mode", BROKEN)
