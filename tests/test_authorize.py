@@ -379,13 +379,26 @@ def test_forward_auth_without_path_or_headers_authorizes_the_root(client):
     ({"X-Original-URI": "/v1/organisations/acme\\..\\evil"}, "/v1/forward-auth/orgs"),
     ({}, "/v1/forward-auth/orgs/v1/organisations/acme%2Fx"),
     ({"X-Forwarded-Uri": ["/v1/organisations/acme", "/v1/organisations/evil"]}, "/v1/forward-auth/orgs"),
-], ids=["forwarded-encoded-slash", "original-backslash", "envoy-encoded-slash", "repeated-forwarded-uri"])
+    # A proxy setting only X-Original-* passes the client's X-Forwarded-* through: neither may be picked.
+    ({"X-Original-URI": "/v1/organisations/evil", "X-Forwarded-Uri": "/v1/organisations/acme"},
+     "/v1/forward-auth/orgs"),
+    ({"X-Original-Method": "DELETE", "X-Forwarded-Method": "GET", "X-Original-URI": "/v1/organisations/acme"},
+     "/v1/forward-auth/orgs"),
+], ids=["forwarded-encoded-slash", "original-backslash", "envoy-encoded-slash", "repeated-forwarded-uri",
+        "client-forwarded-uri-beside-original", "client-forwarded-method-beside-original"])
 def test_forward_auth_rejected_paths_answer_400(client, headers, url):
     sent = [("Authorization", f"Bearer {token(**{ORG: 'acme'})}")]
     for name, value in headers.items():
         sent.extend((name, item) for item in (value if isinstance(value, list) else [value]))
     response = client.get(url, headers=sent)
     assert response.status_code == 400 and response.json()["reason"] == "path_rejected"
+
+
+def test_both_spellings_of_the_original_request_with_the_same_values_are_accepted(client):
+    response = client.get("/v1/forward-auth/orgs", headers={
+        "Authorization": f"Bearer {token(**{ORG: 'acme'})}", "X-Original-Method": "GET", "X-Forwarded-Method": "GET",
+        "X-Original-URI": "/v1/organisations/acme", "X-Forwarded-Uri": "/v1/organisations/acme"})
+    assert response.status_code == 200
 
 
 def test_repeated_forwarded_uri_lines_are_refused_not_picked():

@@ -88,14 +88,14 @@ async def decide(authorizers: Authorizers, data: AuthorizeRequest) -> Decision:
 
 
 def _single(headers: tuple[tuple[str, str], ...], *names: str) -> str | None:
-    """The first of `names` present; a header repeated is ambiguous and refused (None + marker)."""
-    for name in names:
-        values = [value for key, value in headers if key == name]
-        if len(values) > 1:
-            raise ValueError(name)
-        if values:
-            return values[0]
-    return None
+    """The value under `names`, which spell the same thing (X-Forwarded-* and X-Original-*). Ambiguity is refused
+    (ValueError): a header repeated, or both spellings with different values. A proxy that sets only one
+    spelling passes the client's other one through, so preferring either could decide on a value the client
+    chose."""
+    found: list[tuple[str, str]] = [(key, value) for key, value in headers if key in names]
+    if len({key for key, _ in found}) < len(found) or len({value for _, value in found}) > 1:
+        raise ValueError(names[0])
+    return found[0][1] if found else None
 
 
 def original_request(scope: Any, authorizer_id: str) -> OriginalRequest:
