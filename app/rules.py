@@ -78,9 +78,15 @@ def _display(rule: Rule, facts: Facts, variables: dict[str, Value]) -> dict[str,
 MAX_VARIABLE_LENGTH = 1024
 
 
+_REPEATED = object()  # a header or query parameter sent more than once
+
+
 def _variable_raw(variable: Variable, facts: Facts) -> Any:
-    """The value a variable reads (a list for a repeated header or query parameter), MISSING, or None for a
-    claim variable of an anonymous request."""
+    """The value a variable reads, MISSING, _REPEATED, or None for a claim variable of an anonymous request.
+
+    A repeated header or query parameter does not resolve: as an array it would become an alternation the
+    client chose (`X-Tenant: victim` and `X-Tenant: mine` matching `^{{tenant}}$` against a claim `mine`), while
+    the upstream usually reads one of the values. Arrays come from verified claims only."""
     if variable.source == "jwtClaim":
         if facts.claims is None:
             return None
@@ -88,7 +94,7 @@ def _variable_raw(variable: Variable, facts: Facts) -> Any:
                 else facts.claims.get(variable.key or "", MISSING))
     found = [value for name, value in (facts.headers if variable.source == "header" else facts.query)
              if name == variable.key]
-    return MISSING if not found else found[0] if len(found) == 1 else found
+    return MISSING if not found else found[0] if len(found) == 1 else _REPEATED
 
 
 def _as_value(raw: Any) -> tuple[Value | None, str]:
@@ -97,6 +103,8 @@ def _as_value(raw: Any) -> tuple[Value | None, str]:
         return None, "has no verified claims to read (anonymous request)"
     if raw is MISSING:
         return None, "is missing"
+    if raw is _REPEATED:
+        return None, "is sent more than once (ambiguous)"
     items = raw if isinstance(raw, list) else [raw]
     parts: list[str] = []
     for item in items:

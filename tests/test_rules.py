@@ -250,6 +250,25 @@ def test_header_and_query_variables():
     assert not matches(rule, path="/t/acme/2", headers={"x-tenant": "acme"}, query={})
 
 
+@pytest.mark.parametrize("source", ["header", "query"])
+def test_a_repeated_header_or_query_parameter_does_not_resolve_a_variable(source):
+    # As an alternation the client would choose: `victim` beside `mine` would match a claim `mine`.
+    rule = {"token": [{"claim": {"pattern": "^org$"}, "value": {"pattern": "^{{tenant}}$"}}],
+            "variables": [{"name": "tenant", "source": source, "key": "x-tenant"}]}
+    one = [("x-tenant", "mine")]
+    both = [("x-tenant", "victim"), ("x-tenant", "mine")]
+    (compiled,) = load_rules([{"effect": "allow", **rule}])
+
+    def held(pairs: list[tuple[str, str]]) -> bool:
+        headers, query = (tuple(pairs), ()) if source == "header" else ((), tuple(pairs))
+        return match_rule(compiled, Facts("GET", "/", headers, query, {"org": "mine"})).matched
+
+    assert held(one) and not held(both)
+    verdict = evaluate([compiled], Facts("GET", "/", *((tuple(both), ()) if source == "header" else ((), tuple(both))),
+                                         {"org": "mine"}), "deny", explain=True)
+    assert "more than once" in verdict.trace[0]["unresolved"]
+
+
 def test_variables_apply_in_header_and_token_patterns_too():
     rule = {"headers": [{"name": {"pattern": "^x-tenant$"}, "value": {"pattern": "^{{org}}$"}}],
             "variables": [{"name": "org", "source": "jwtClaim", "key": "org"}]}
