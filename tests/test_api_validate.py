@@ -86,6 +86,19 @@ def test_a_body_read_for_its_surrogates_is_still_refused_for_anything_else(clien
     assert problem["errors"][0]["loc"] == ["body"]
 
 
+@pytest.mark.parametrize("where", [
+    {"policy": rs256_policy(issuer="@S@")},
+    {"policy": {"issuer": "x", "audiences": ["x"], "allowed_algs": ["HS256"], "secret": "@S@" * 40}},
+    {"policy": rs256_policy(required_custom_claims={"tenant": "@S@"})},
+    {"policy": rs256_policy(), "@S@": 1},
+], ids=["issuer", "secret", "custom-claim", "member-name"])
+def test_a_lone_surrogate_outside_the_token_is_refused_422_not_a_500(client, where):
+    response = client.post(URL, content=_raw_json({"token": "x", **where}),
+                           headers={"content-type": "application/json"})
+    problem = _problem(response, 422)
+    assert "only in 'token'" in problem["errors"][0]["msg"]
+
+
 def _problem(response, status):
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/problem+json")

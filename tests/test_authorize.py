@@ -620,5 +620,22 @@ def test_a_token_with_a_lone_surrogate_escape_is_denied_as_invalid_not_refused(c
     assert [item["code"] for item in body["validation"]["findings"]] == ["MALFORMED_TOKEN"]
 
 
+@pytest.mark.parametrize("request_", [
+    {"method": "GET", "path": "/t/@S@"},
+    {"method": "GET", "path": "/", "headers": {"x-t": "@S@"}},
+    {"method": "GET", "path": "/?q=@S@"},
+], ids=["path", "header", "query"])
+def test_a_lone_surrogate_in_the_original_request_is_refused_422_not_a_500(clock, request_):
+    rules = [{"effect": "allow", "path": {"pattern": "^/t/{{t}}$"}, "regexFlags": "i",
+              "variables": [{"name": "t", "source": "header", "key": "x-t"}]}]
+    request = {"authorizer": {"policy": rs256_policy(), "rules": rules}, "token": "x", "request": request_,
+               "explain": True}
+    content = json.dumps(request).replace("@S@", "\\ud800").encode()
+    with TestClient(create_app(Settings(), clock=clock)) as client:
+        response = client.post(URL, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "only in 'token'" in response.json()["errors"][0]["msg"]
+
+
 def test_the_fixture_document_loads(settings):
     create_app(settings)

@@ -33,7 +33,8 @@ class ApiRequest(Request[Any, Any, Any]):
     refuses. A token is any string (validation.md: HTTP 200 for any token string, however broken), so a body
     msgspec refuses that holds such an escape is read by the standard library instead, refusing what msgspec
     refuses besides (invalid UTF-8, NaN and Infinity, numbers out of range, nesting too deep; duplicate members:
-    the last wins in both). Everything after that is unchanged; the fast path hands such a body here (its
+    the last wins in both), and refusing a lone surrogate anywhere but the top-level `token` (a policy, a header
+    or a path holding one could not be encoded further on). Everything after that is unchanged; the fast path hands such a body here (its
     decoder refuses it too)."""
 
     async def json(self) -> Any:
@@ -44,9 +45,45 @@ class ApiRequest(Request[Any, Any, Any]):
             if not _SURROGATE_ESCAPE.search(body):
                 raise
         try:
-            return json.loads(body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
+            value = json.loads(body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise SerializationException(str(exc)) from None
+        where = _surrogate_outside_token(value)
+        if where is not None:
+            raise SerializationException(f"a lone UTF-16 surrogate escape is accepted only in 'token' (found at "
+                                         f"{where}): no policy, header, path or name can hold one")
+        return value
+
+
+def _has_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _surrogate_outside_token(value: Any) -> str | None:
+    """Where (a JSON path) the first string other than the top-level `token` holding a lone surrogate is."""
+    stack: list[tuple[Any, str]] = [(item, f"$.{key}") for key, item in value.items() if key != "token"] \
+        if isinstance(value, dict) else [(value, "$")]
+    if isinstance(value, dict) and any(_has_surrogate(key) for key in value):
+        return "$ (a member name)"
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if _has_surrogate(node):
+                return path
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                if _has_surrogate(key):
+                    return f"{path} (a member name)"
+                stack.append((item, f"{path}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((item, f"{path}[{index}]") for index, item in enumerate(node))
+    return None
 
 
 def json_response(value: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
