@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -73,13 +74,37 @@ def _serve(settings: "Settings") -> int:
     except ValueError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    from granian import Granian
     from granian.constants import Interfaces, Loops
 
-    Granian("app.server:app_factory", factory=True, address=settings.host, port=settings.port,
+    _server_class()("app.server:app_factory", factory=True, address=settings.host, port=settings.port,
             interface=Interfaces.ASGI, workers=settings.workers, loop=Loops.uvloop, log_access=False,
             websockets=False, backlog=2048).serve()
     return 0
+
+
+def _server_class() -> Any:
+    """granian, except for SIGHUP. granian's own SIGHUP respawns the workers, and each new worker would build the
+    app from nothing: a bad file would stop it (and with every worker gone, the service), and the key caches
+    would be lost. Here the main process passes SIGHUP on to its workers, which reload their documents in place
+    (`app.config.install_sighup`: validated first, swapped atomically, a bad file keeps the old one and logs why,
+    key caches kept), as trust.md asks."""
+    from granian import Granian
+
+    main_pid = os.getpid()
+
+    class Service(Granian):  # type: ignore[misc,valid-type]
+        def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
+            if os.getpid() != main_pid:  # a worker forked before it installed its own handler
+                return
+            for worker in list(self.wrks):
+                pid = worker._id()
+                if pid:
+                    try:
+                        os.kill(pid, signal.SIGHUP)
+                    except ProcessLookupError:
+                        pass
+
+    return Service
 
 
 if __name__ == "__main__":

@@ -184,38 +184,51 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_sighup_reloads_the_profile_file_of_a_running_service(tmp_path, server):
+def test_sighup_reloads_the_profile_file_of_a_running_service_in_place(tmp_path, server):
+    """Sent to the main process (PID 1 in a container): a good file is swapped in without refetching the key sets
+    it keeps, a bad one leaves the service running on the old profiles."""
     import httpx
 
     path = tmp_path / "profiles.json"
     write(path, {"acme": profile(server)})
     port = free_port()
     env = {"PATH": os.environ["PATH"], "ISSUER_PROFILES_JSON": str(path), "PORT": str(port),
-           "CONFIG_POLL_SECONDS": "3600", "LOG_LEVEL": "WARNING"}
+           "CONFIG_POLL_SECONDS": "3600", "LOG_LEVEL": "WARNING", "WORKERS": "2"}
     process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        ids = []
+    base = f"http://127.0.0.1:{port}"
+
+    def ids() -> list[str]:
+        try:
+            return [item["id"] for item in httpx.get(base + "/v1/profiles", timeout=1).json()["profiles"]]
+        except httpx.HTTPError:
+            return []
+
+    def wait_for(expected: list[str]) -> list[str]:
+        seen: list[str] = []
         for _ in range(100):
-            try:
-                ids = [item["id"] for item in httpx.get(base + "/v1/profiles", timeout=1).json()["profiles"]]
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        assert ids == ["acme"]
-        path.write_text(json.dumps({"renamed": profile(server)}))
-        process.send_signal(signal.SIGHUP)
-        for _ in range(100):
-            try:
-                ids = [item["id"] for item in httpx.get(base + "/v1/profiles", timeout=1).json()["profiles"]]
-            except httpx.HTTPError:
-                ids = []
-            if ids == ["renamed"]:
+            seen = ids()
+            if seen == expected:
                 break
             time.sleep(0.1)
-        assert ids == ["renamed"]
+        return seen
+
+    try:
+        assert wait_for(["acme"]) == ["acme"]
+        for _ in range(50):  # both workers have prefetched the key set
+            if server.hit_count(PATH) >= 2:
+                break
+            time.sleep(0.1)
+        fetched = server.hit_count(PATH)
+        path.write_text(json.dumps({"renamed": profile(server)}))
+        process.send_signal(signal.SIGHUP)
+        assert all(wait_for(["renamed"]) == ["renamed"] for _ in range(4))  # whichever worker answers
+        assert server.hit_count(PATH) == fetched  # the unchanged jwks_uri kept its cached set
+        path.write_text(json.dumps({"broken": {**profile(server), "allowed_algs": ["none"]}}))
+        process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
         assert process.poll() is None
+        assert [ids() for _ in range(4)] == [["renamed"]] * 4
     finally:
         process.terminate()
         process.wait(timeout=10)
