@@ -16,6 +16,7 @@ import email.utils
 from collections import OrderedDict
 import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
@@ -26,7 +27,7 @@ import structlog
 from authlib.oidc.discovery import OpenIDProviderMetadata
 
 from app.keys import KeyError_, KeySet, KeyView, jwk_set, key_set
-from app.policy import check_key_set_url, is_loopback_host
+from app.policy import check_key_set_url, is_loopback_host, key_set_label
 from app.settings import Settings
 
 log = structlog.get_logger("app.jwks")
@@ -38,6 +39,28 @@ BACKOFF_CAP = 300.0
 # caller choosing paths on an allowed host cannot grow the cache beyond it (the least recently used goes).
 # Key sets of the configuration (prefetched) are never evicted.
 MAX_REQUESTED_KEY_SETS = 256
+
+
+_IDENTITY = {"Accept-Encoding": "identity"}
+
+
+def _inflater(encoding: str) -> Callable[[bytes, int], bytes] | None:
+    """For a Content-Encoding: None for none, else a function inflating the next chunk to at most `limit` bytes
+    (so a small compressed body cannot expand in memory beyond the cap). Raises FetchError for other codings."""
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return None
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise FetchError(f"the body is sent with an unsupported content coding ({coding[:32]})")
+    # gzip: a gzip header; deflate: the zlib format (RFC 9110 8.4.1.2), 32 also accepting a gzip header.
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16 if coding != "deflate" else zlib.MAX_WBITS | 32)
+
+    def inflate(chunk: bytes, limit: int) -> bytes:
+        try:
+            return inflater.decompress(chunk, max(1, limit))
+        except zlib.error:
+            raise FetchError(f"the {coding} body is corrupt") from None
+    return inflate
 
 
 class FetchError(Exception):
@@ -199,7 +222,7 @@ class KeySetCache:
                 self.on_fetch(entry.uri, "error")
             return
         for index, problem in problems:
-            log.warning("jwks_key_skipped", uri=entry.uri, index=index, problem=problem)
+            log.warning("jwks_key_skipped", uri=key_set_label(entry.uri), index=index, problem=problem)
         if not entries:
             self._failed(entry, f"no usable key in the set ({len(problems)} skipped)", started)
             if self.on_fetch:
@@ -211,7 +234,7 @@ class KeySetCache:
         entry.keyset, entry.fetched_at = new, now
         entry.expires_at = now + freshness(headers, now, self.settings)
         entry.last_error, entry.failures, entry.next_attempt_at = None, 0, 0.0
-        log.info("jwks_fetched", uri=entry.uri, keys=len(entries), skipped=len(problems),
+        log.info("jwks_fetched", uri=key_set_label(entry.uri), keys=len(entries), skipped=len(problems),
                  fresh_for=int(entry.expires_at - now))
         if self.on_fetch:
             self.on_fetch(entry.uri, "ok")
@@ -223,7 +246,7 @@ class KeySetCache:
         delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (entry.failures - 1))
         entry.next_attempt_at = started + delay
         entry.last_error = reason
-        log.warning("jwks_fetch_failed", uri=entry.uri, reason=reason, failures=entry.failures,
+        log.warning("jwks_fetch_failed", uri=key_set_label(entry.uri), reason=reason, failures=entry.failures,
                     retry_in=round(delay, 1), serving_stale=entry.keyset is not None)
 
     async def _get_json(self, uri: str) -> tuple[Any, httpx.Headers]:
@@ -241,7 +264,7 @@ class KeySetCache:
             if problem:
                 raise FetchError(f"the URL {problem}")
             try:
-                async with self._client.stream("GET", url) as response:
+                async with self._client.stream("GET", url, headers=_IDENTITY) as response:
                     if response.is_redirect:
                         target = urljoin(url, response.headers.get("location", ""))
                         parts = urlsplit(target)
@@ -256,9 +279,12 @@ class KeySetCache:
                     declared = response.headers.get("content-length")
                     if declared and declared.isdigit() and int(declared) > self.settings.jwks_max_bytes:
                         raise FetchError(f"the body is larger than {self.settings.jwks_max_bytes} bytes")
+                    # The raw bytes, capped as they arrive; a compressed body (sent although identity was asked
+                    # for) is inflated here under the same cap: httpx would inflate a whole chunk first.
+                    inflate = _inflater(response.headers.get("content-encoding", ""))
                     body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
+                    async for chunk in response.aiter_raw():
+                        body += inflate(chunk, self.settings.jwks_max_bytes + 1 - len(body)) if inflate else chunk
                         if len(body) > self.settings.jwks_max_bytes:
                             raise FetchError(f"the body is larger than {self.settings.jwks_max_bytes} bytes")
                     headers = response.headers
@@ -302,7 +328,7 @@ class KeySetCache:
         finally:
             state.inflight = None
         state.jwks_uri, state.error, state.failures = jwks_uri, None, 0
-        log.info("discovery_resolved", issuer=issuer, jwks_uri=jwks_uri)
+        log.info("discovery_resolved", issuer=issuer, jwks_uri=key_set_label(jwks_uri))
 
     # --- lifecycle and state ----------------------------------------------------------------------------------
 

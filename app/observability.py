@@ -33,6 +33,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 
+from app.policy import key_set_label
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 disable_created_metrics()  # the `*_created` series double the output and nobody here asks for them
@@ -149,16 +151,6 @@ def record_decision(authorizer: str, decision: str, reason: str, storage_error: 
 # Distinct `jwks_uri` label values one process creates: inline policies may name any path on an allowed host.
 MAX_KEY_SET_SERIES = 256
 _key_set_labels: set[str] = set()
-
-
-def key_set_label(uri: str) -> str:
-    """The `jwks_uri` label: scheme, host, port and path; never userinfo, query or fragment (they may hold a
-    credential, and /metrics is open)."""
-    parts = urlsplit(uri)
-    host = parts.hostname or "?"
-    host = f"[{host}]" if ":" in host else host
-    port = f":{parts.port}" if parts.port is not None else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def record_key_set_fetch(uri: str, outcome: str) -> None:

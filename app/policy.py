@@ -110,6 +110,16 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def key_set_label(uri: str) -> str:
+    """A `jwks_uri` as shown outside (the /metrics label, logs, /v1/profiles): scheme, host, port and path; never
+    userinfo, query or fragment, which may hold a credential."""
+    parts = urlsplit(uri)
+    host = parts.hostname or "?"
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 def check_key_set_url(url: str) -> str | None:
     """https is required, except for loopback hosts so that tests and sidecars can serve keys locally."""
     try:

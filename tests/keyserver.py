@@ -1,8 +1,10 @@
 """A real HTTP key server on 127.0.0.1 for tests: serves JWK Sets and discovery documents, and misbehaves on
-request (500, slow, huge, not JSON, cross-host redirect, down) while counting what it was asked."""
+request (500, slow, huge, not JSON, cross-host redirect, gzip whatever was asked, a gzip bomb, down) while
+counting what it was asked."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -14,7 +16,9 @@ class KeyServer:
     def __init__(self) -> None:
         self.documents: dict[str, Any] = {}
         self.headers: dict[str, dict[str, str]] = {}
-        self.mode: str = "ok"  # ok | 500 | slow | huge | not_json | redirect_other_host | redirect_same_host
+        # ok | 500 | slow | huge | not_json | redirect_other_host | redirect_same_host | gzip | gzip_bomb
+        self.mode: str = "ok"
+        self.accept_encoding: str | None = None  # of the last request
         self.slow_seconds = 2.0
         self.hits: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -30,6 +34,7 @@ class KeyServer:
                 path = self.path.split("?")[0]
                 with server._lock:
                     server.hits[path] = server.hits.get(path, 0) + 1
+                    server.accept_encoding = self.headers.get("Accept-Encoding")
                 server.respond(self, path)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -60,6 +65,8 @@ class KeyServer:
             time.sleep(self.slow_seconds)
         if mode == "huge":
             return self._send(handler, 200, b'{"keys": [' + b" " * (10 * 1024 * 1024) + b"]}")
+        if mode == "gzip_bomb":  # 64 MiB of JSON whitespace in about 64 KiB
+            return self._send(handler, 200, bomb(), extra={"Content-Encoding": "gzip"})
         if mode == "not_json":
             return self._send(handler, 200, b"<html>maintenance</html>", "text/html")
         if mode == "redirect_other_host":
@@ -69,7 +76,10 @@ class KeyServer:
         document = self.documents.get(path)
         if document is None:
             return self._send(handler, 404, b'{"error": "not found"}')
-        self._send(handler, 200, json.dumps(document).encode(), extra=self.headers.get(path, {}))
+        body, extra = json.dumps(document).encode(), dict(self.headers.get(path, {}))
+        if mode == "gzip":  # whatever Accept-Encoding said
+            body, extra["Content-Encoding"] = gzip.compress(body), "gzip"
+        self._send(handler, 200, body, extra=extra)
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json",
@@ -90,3 +100,12 @@ class KeyServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+_BOMB: list[bytes] = []
+
+
+def bomb() -> bytes:
+    if not _BOMB:
+        _BOMB.append(gzip.compress(b'{"keys": [' + b" " * (64 * 1024 * 1024) + b"]}", compresslevel=6))
+    return _BOMB[0]

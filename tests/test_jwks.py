@@ -201,6 +201,31 @@ async def test_failing_key_server_is_not_hammered(verifier, server, clock, mode)
     assert server.hit_count(PATH) <= 5  # exponential: 1, 2, 4, 8 s apart
 
 
+async def test_a_gzip_bomb_is_refused_without_inflating_it_in_memory(verifier, server):
+    import tracemalloc
+
+    from tests.keyserver import bomb
+
+    bomb()  # built before the fetch's 0.5 s timeout starts
+    server.mode = "gzip_bomb"
+    tracemalloc.start()
+    try:
+        result = await verifier.validate(token("k1"), remote_policy(server.url(PATH)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert codes(result) == ["JWKS_UNAVAILABLE"]
+    assert "larger than 524288 bytes" in verifier.keys.state(server.url(PATH))["error"]
+    assert peak < 8 * 1024 * 1024  # 64 MiB inflated would show; the cap is 512 KiB
+    assert server.accept_encoding == "identity"
+
+
+async def test_a_gzip_body_sent_anyway_is_inflated_and_used(verifier, server):
+    server.mode = "gzip"
+    result = await verifier.validate(token("k1"), remote_policy(server.url(PATH)))
+    assert result.valid, codes(result)
+
+
 async def test_redirect_on_the_same_host_is_followed(verifier, server):
     server.mode = "redirect_same_host"
     assert (await verifier.validate(token("k1"), remote_policy(server.url(PATH)))).valid

@@ -267,3 +267,22 @@ def test_inline_jwks_uri_is_allowed_only_for_allowlisted_hosts(server):
 def test_example_profiles_in_the_repo_load():
     for path in sorted((ROOT / "profiles").glob("*.json")):
         create_app(Settings(issuer_profiles_json=str(path)))
+
+
+def test_a_jwks_uri_query_string_is_kept_out_of_logs_and_the_profile_list(server, capsys):
+    """A query string may carry a credential (`?api_key=`): the fetch uses it, nothing shows it."""
+    uri = server.url(PATH) + "?api_key=TOPSECRET"
+    document = json.dumps({"acme": profile(server, jwks_uri=uri)})
+    app = create_app(Settings(issuer_profiles_json=document))
+    with TestClient(app) as client:
+        for _ in range(50):
+            if app.state.key_sets.state(uri)["key_state"] == "fresh":
+                break
+            time.sleep(0.1)
+        assert app.state.key_sets.state(uri)["key_state"] == "fresh"
+        listed = client.get("/v1/profiles").json()["profiles"][0]
+        metrics = client.get("/metrics").text
+    assert listed["jwks_uri"] == server.url(PATH)
+    logged = capsys.readouterr().out
+    assert "jwks_fetched" in logged and server.url(PATH) in logged
+    assert "TOPSECRET" not in logged + metrics

@@ -9,7 +9,7 @@ import msgspec
 from litestar import Controller, Request, Response, get
 
 from app.jwks import KeySetCache
-from app.policy import CompiledPolicy
+from app.policy import CompiledPolicy, key_set_label
 
 
 class KeySetState(msgspec.Struct):
@@ -67,7 +67,8 @@ class TrustController(Controller):
         profiles = state.profiles.value
         return ProfileList([
             ProfileSummary(profile_id, policy.expected_issuer, sorted(policy.audiences), policy.key_source,
-                           policy.jwks_uri, profiles.presets_used.get(profile_id),
+                           key_set_label(policy.jwks_uri) if policy.jwks_uri else None,
+                           profiles.presets_used.get(profile_id),
                            profiles.descriptions.get(profile_id), key_state(state.key_sets, policy))
             for profile_id, policy in sorted(profiles.policies.items())])
 
