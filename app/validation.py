@@ -308,6 +308,8 @@ def validate(raw: str, policy: CompiledPolicy, keys: KeyView, now: float, *, max
     verified = _clean(token, policy, keys)
     if not isinstance(verified, Verified):
         verified = _run_static(Context(token, policy, keys, now, signature_failed=verified is False))
-    if cache_key is not None:
+    # KID_NOT_FOUND's evidence says when the set was fetched and how long ago (a refetch may keep the version),
+    # so that verdict is not kept; it costs no signature work to make again.
+    if cache_key is not None and not any(item.code == "KID_NOT_FOUND" for item in verified.to_key):
         cache.put(cache_key, verified)  # type: ignore[union-attr]
     return _assemble(verified, policy, keys, now, tid)

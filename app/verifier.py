@@ -19,14 +19,21 @@ class KeySource(Protocol):
     async def view_discovered(self, issuer: str, kid: str | None) -> KeyView: ...
 
 
-def header_kid(raw: str) -> str | None:
-    """The `kid` of a token's header, if it has a readable one; used only to decide on an unknown-kid refetch."""
-    head, _, _ = raw.strip().partition(".")
-    if not head or len(head) > 4096:
+def header_kid(raw: str, allowed_algs: frozenset[str], max_bytes: int) -> str | None:
+    """The `kid` of a token's header, used only to decide on an unknown-kid refetch: None unless the token is
+    within MAX_TOKEN_BYTES, ASCII, three segments, and its header names an allowed algorithm. A token validation
+    refuses before looking for a key (validation.md: an oversized token is not even decoded) costs the IdP
+    nothing."""
+    raw = raw.strip()  # as validation reads it
+    if len(raw) > max_bytes or not raw.isascii() or raw.count(".") != 2:
         return None
+    head = raw.partition(".")[0]
     try:
-        kid = decode_json_object(b64url_decode(head, "header"), "header").get("kid")
+        header = decode_json_object(b64url_decode(head, "header"), "header")
     except MalformedToken:
+        return None
+    kid = header.get("kid")
+    if header.get("alg") not in allowed_algs:
         return None
     return kid if isinstance(kid, str) and len(kid) <= 256 else None
 
@@ -61,9 +68,12 @@ class Verifier:
         if self.keys is None:
             return KeyView(None, policy.key_source, error="no key-set cache is configured")
         if policy.key_source == "discovery":
-            return await self.keys.view_discovered(policy.issuers[0], header_kid(raw))
+            return await self.keys.view_discovered(policy.issuers[0], self._kid(policy, raw))
         assert policy.jwks_uri is not None
-        return await self.keys.view(policy.jwks_uri, header_kid(raw))
+        return await self.keys.view(policy.jwks_uri, self._kid(policy, raw))
+
+    def _kid(self, policy: CompiledPolicy, raw: str) -> str | None:
+        return header_kid(raw, policy.allowed_algs, self.max_token_bytes)
 
     async def validate(self, raw: str, policy: CompiledPolicy, profile: str | None = None) -> ValidationResult:
         keys = await self.key_view(policy, raw)

@@ -83,12 +83,39 @@ async def test_flood_of_random_kids_costs_one_fetch_per_cooldown(verifier, serve
     assert server.hit_count(PATH) == 3  # one more once the cooldown has passed
 
 
+@pytest.mark.parametrize("kind", ["oversized", "refused-alg", "two-segments"])
+async def test_a_token_refused_before_the_key_lookup_triggers_no_refetch_for_its_kid(verifier, server, kind):
+    policy = remote_policy(server.url(PATH))
+    assert (await verifier.validate(token("k1"), policy)).valid
+    if kind == "oversized":
+        bad = mint(claims(padding="x" * 20_000), key_for("RS256", "k1"), kid="ghost")
+    elif kind == "refused-alg":
+        bad = mint(claims(), key_for("HS256"), kid="ghost")
+    else:
+        bad = mint(claims(), key_for("RS256", "k1"), kid="ghost").rpartition(".")[0]
+    result = await verifier.validate(bad, policy)
+    assert not result.valid and "KID_NOT_FOUND" not in codes(result)
+    assert server.hit_count(PATH) == 1  # an unknown kid in a token refused anyway costs the IdP nothing
+
+
 async def test_kid_not_found_evidence_lists_known_kids_and_fetch_time(verifier, server):
     result = await verifier.validate(token("nope"), remote_policy(server.url(PATH)))
     finding = result.findings[0]
     assert finding.code == "KID_NOT_FOUND"
     assert finding.evidence["known_kids"] == ["k1"]
     assert "fetched_at" in finding.evidence and "last fetched" in finding.remediation
+
+
+async def test_kid_not_found_evidence_tells_the_age_of_the_set_now_not_when_first_answered(verifier, server, clock):
+    policy = remote_policy(server.url(PATH))
+    assert (await verifier.validate(token("k1"), policy)).valid
+    first = await verifier.validate(token("ghost"), policy)  # refetched for the unknown kid
+    assert first.findings[0].evidence["fetched_seconds_ago"] == 0
+    clock.now += 10  # within the cooldown: no refetch, the same set
+    again = await verifier.validate(token("ghost"), policy)
+    assert again.findings[0].code == "KID_NOT_FOUND"
+    assert again.findings[0].evidence["fetched_seconds_ago"] == 10 and "10 s ago" in again.findings[0].remediation
+    assert server.hit_count(PATH) == 2  # the first fetch and the unknown kid's refetch
 
 
 @pytest.mark.parametrize("header, expected", [
