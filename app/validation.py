@@ -259,14 +259,16 @@ def _clean(token: ParsedToken, policy: CompiledPolicy, keys: KeyView) -> Verifie
         return None
     algorithm = ALGORITHMS[alg]
     single_key = policy.key_source in ("secret", "public_key")
-    used = None
+    used, weak = None, False
     for key in keyset.candidates(algorithm, None if single_key else kid):
         if (key.size < algorithm.hash_bytes) if key.kty == "oct" else (key.kty == "RSA" and key.size < MIN_RSA_BITS):
-            return None  # a weak key: WEAK_KEY has something to say
-        if used is None and algorithm.verify(key.key, token.signing_input, token.signature):
+            weak = True  # WEAK_KEY may have something to say, unless a strong key verifies
+            continue
+        if algorithm.verify(key.key, token.signing_input, token.signature):
             used = key
+            break
     if used is None:
-        return False
+        return None if weak else False
     statuses = _CLEAN[(policy.max_ttl is not None, policy.token_type is not None, required)]
     return Verified(header, claims, KeyInfo(used.kid, keys.source, used.thumbprint), (), (), (), statuses, (), True,
                     VALID_SUMMARY, *_times(claims, policy))

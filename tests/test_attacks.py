@@ -372,6 +372,15 @@ def test_non_finite_numbers_are_malformed(client, part, number):
 
 # --- weak keys --------------------------------------------------------------------------------------------------
 
+_WEAK: list[Any] = []
+
+
+def _weak_rsa() -> Any:
+    if not _WEAK:
+        _WEAK.append(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    return _WEAK[0]
+
+
 @pytest.mark.filterwarnings("ignore:Key size should be:UserWarning")
 def test_rsa_key_under_2048_bits_is_a_weak_key_error(client):
     weak = SigningKey("RS256", rsa.generate_private_key(public_exponent=65537, key_size=1024), "weak")
@@ -381,6 +390,22 @@ def test_rsa_key_under_2048_bits_is_a_weak_key_error(client):
     assert finding["evidence"]["bits"] == 1024 and finding["evidence"]["minimum_bits"] == 2048
     assert body["statuses"]["signature"] == "fail"
     assert "SIGNATURE_INVALID" not in codes(body)
+
+
+@pytest.mark.filterwarnings("ignore:Key size should be:UserWarning")
+@pytest.mark.parametrize("signer, expected", [("strong", []), ("weak", ["WEAK_KEY"]), ("other", ["SIGNATURE_INVALID"])])
+def test_a_weak_key_beside_a_strong_one_is_reported_only_when_the_token_is_checked_against_it(client, signer,
+                                                                                               expected):
+    """A set with a legacy 1024-bit key and a 2048-bit one, tokens without a kid: the strong key's signatures
+    verify, the weak key's are refused as WEAK_KEY, anybody else's are SIGNATURE_INVALID."""
+    weak = SigningKey("RS256", _weak_rsa(), "legacy")
+    strong = key_for("RS256")
+    key = {"strong": strong, "weak": weak, "other": key_for("RS256", "elsewhere")}[signer]
+    policy = rs256_policy(public_key=None, jwks=jwks(weak, strong))
+    body = client.post(URL, json={"token": mint(claims(), key, kid=None), "policy": policy}).json()
+    assert codes(body) == expected and body["valid"] is (signer == "strong")
+    if signer == "strong":
+        assert body["key"]["kid"] == strong.kid
 
 
 def test_hmac_secret_shorter_than_32_bytes_is_a_warning_and_still_valid(client):

@@ -6,7 +6,7 @@ import time as _time
 
 from app.checks import Context
 from app.findings import Finding, finding
-from app.keys import ALGORITHMS, MIN_RSA_BITS, SYMMETRIC
+from app.keys import ALGORITHMS, MIN_RSA_BITS, SYMMETRIC, KeyEntry
 
 HEADER_KEY_PARAMETERS = ("jwk", "jku", "x5u", "x5c")
 
@@ -87,39 +87,45 @@ def check_key(ctx: Context) -> list[Finding]:
     return findings
 
 
+def _is_weak_rsa(key: KeyEntry) -> bool:
+    return key.kty == "RSA" and key.size < MIN_RSA_BITS
+
+
+def _weak_rsa(key: KeyEntry) -> Finding:
+    return finding("WEAK_KEY", f"the RSA key has {key.size} bits; at least {MIN_RSA_BITS} are required",
+                   {"kid": key.kid, "bits": key.size, "minimum_bits": MIN_RSA_BITS},
+                   "Rotate to a 2048-bit (or larger) RSA key, or to ES256/EdDSA.")
+
+
 def check_signature(ctx: Context) -> list[Finding]:
     """RFC 7515 section 5.2 step 8: validate the JWS Signature against the JWS Signing Input
     ASCII(BASE64URL(UTF8(JWS Protected Header)) || '.' || BASE64URL(JWS Payload))."""
     algorithm, token = ctx.algorithm, ctx.token
     assert algorithm is not None
-    findings: list[Finding] = []
-    usable = []
-    for key in ctx.candidates:
-        if key.kty == "RSA" and key.size < MIN_RSA_BITS:
-            findings.append(finding("WEAK_KEY", f"the RSA key has {key.size} bits; at least {MIN_RSA_BITS} are "
-                                    "required", {"kid": key.kid, "bits": key.size, "minimum_bits": MIN_RSA_BITS},
-                                    "Rotate to a 2048-bit (or larger) RSA key, or to ES256/EdDSA."))
-            continue
-        if key.kty == "oct" and key.size < algorithm.hash_bytes:
-            findings.append(finding("WEAK_KEY", f"the HMAC secret has {key.size} bytes; {algorithm.name} needs at "
-                                    f"least {algorithm.hash_bytes} (RFC 7518 section 3.2)",
-                                    {"bytes": key.size, "minimum_bytes": algorithm.hash_bytes},
-                                    "Use a random secret at least as long as the hash output.", severity="warning"))
-        usable.append(key)
-    if not usable:
-        return findings
+    # An RSA key under 2048 bits never verifies. It is reported when it is what the token was checked against:
+    # when no strong candidate verifies (a strong key's success is not spoiled by a weak key beside it).
+    strong = [key for key in ctx.candidates if not _is_weak_rsa(key)]
+    weak = [key for key in ctx.candidates if _is_weak_rsa(key)]
     if not token.signature:
-        findings.append(finding("SIGNATURE_INVALID", "the signature segment is empty (stripped signature)",
-                                {"alg": algorithm.name}))
-        return findings
-    for key in () if ctx.signature_failed else usable:
+        if not strong:
+            return [_weak_rsa(key) for key in weak]
+        return [finding("SIGNATURE_INVALID", "the signature segment is empty (stripped signature)",
+                        {"alg": algorithm.name})]
+    for key in () if ctx.signature_failed else strong:
         if algorithm.verify(key.key, token.signing_input, token.signature):
             ctx.key_used = key
-            return findings
+            if key.kty == "oct" and key.size < algorithm.hash_bytes:
+                return [finding("WEAK_KEY", f"the HMAC secret has {key.size} bytes; {algorithm.name} needs at "
+                                f"least {algorithm.hash_bytes} (RFC 7518 section 3.2)",
+                                {"bytes": key.size, "minimum_bytes": algorithm.hash_bytes},
+                                "Use a random secret at least as long as the hash output.", severity="warning")]
+            return []
+    signed_by_weak = [key for key in weak if algorithm.verify(key.key, token.signing_input, token.signature)]
+    if signed_by_weak or not strong:
+        return [_weak_rsa(key) for key in signed_by_weak or weak]
     present = [name for name in HEADER_KEY_PARAMETERS if name in token.header]
-    findings.append(finding(
+    return [finding(
         "SIGNATURE_INVALID", "the signature does not verify with the configured key",
-        {"alg": algorithm.name, "kid": usable[0].kid, "keys_tried": len(usable)},
+        {"alg": algorithm.name, "kid": strong[0].kid, "keys_tried": len(strong)},
         "The token names its own key in its header; that key is never trusted." if present else
-        "The token was altered, or signed by another key (another tenant, environment, or a rotated key)."))
-    return findings
+        "The token was altered, or signed by another key (another tenant, environment, or a rotated key).")]
