@@ -230,6 +230,8 @@ def jwk_key(jwk: Any, *, allow_oct: bool) -> KeyEntry:
     key_ops = jwk.get("key_ops")
     if key_ops is not None and not (isinstance(key_ops, list) and all(isinstance(op, str) for op in key_ops)):
         raise KeyError_("'key_ops' must be an array of strings")
+    if key_ops is not None and "verify" not in key_ops:
+        raise KeyError_(f"'key_ops' {key_ops[:8]} does not include 'verify': the key is not for checking signatures")
     if kty == "oct":
         if not allow_oct:
             raise KeyError_("symmetric 'oct' keys are only accepted in an inline jwks")

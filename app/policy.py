@@ -155,10 +155,11 @@ def _compile_algorithms(policy: VerifyPolicy, source: str, static: KeySet | None
         elif source in ("public_key", "jwks_uri", "discovery") and name in SYMMETRIC:
             problems.append(Problem(loc, f"{name} is symmetric and does not fit the configured {source}; "
                                          "HS* needs a 'secret' (or an oct key in an inline jwks)"))
-        elif static is not None and not any(key.kty == algorithm.kty and
-                                             (algorithm.crv is None or key.crv in algorithm.crv)
-                                             for key in static.keys):
-            problems.append(Problem(loc, f"{name} fits none of the configured keys"))
+        elif static is not None and not any(key.fits(algorithm) for key in static.keys):
+            # The key's type and curve, and its `use`, `key_ops` and `alg` (RFC 7517 4.2-4.4): a key that can
+            # never verify this algorithm would answer every token with a misleading KID_NOT_FOUND.
+            problems.append(Problem(loc, f"{name} fits none of the configured keys (their kty/crv, 'use', "
+                                         "'key_ops' and 'alg' are all checked)"))
     return problems
 
 

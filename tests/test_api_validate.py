@@ -124,13 +124,22 @@ def _problem(response, status):
     ({"policy": rs256_policy()}, ["body"]),
     ({"token": "x", "policy": rs256_policy(jwks_uri="https://keys.example.com/jwks.json", public_key=None)},
      ["body", "policy", "jwks_uri"]),
+    ({"token": "x", "policy": rs256_policy(public_key=None, jwks={"keys": [{**key_for("RS256").jwk, "alg": "RS384"}]})},
+     ["body", "policy", "allowed_algs", 0]),
+    ({"token": "x", "policy": rs256_policy(public_key=None, jwks={"keys": [{**key_for("RS256").jwk, "use": "enc"}]})},
+     ["body", "policy", "allowed_algs", 0]),
+    ({"token": "x", "policy": rs256_policy(public_key=None,
+                                           jwks={"keys": [{**key_for("RS256").jwk, "key_ops": ["encrypt"]}]})},
+     ["body", "policy", "jwks", "keys", 0]),
 ], ids=["token-not-string", "alg-none", "alg-NONE-second", "alg-not-fitting-rsa-key", "hs-with-public-key",
         "skew-too-large", "no-audiences", "bad-pem", "two-key-sources", "unknown-field", "policy-and-profile",
-        "neither", "no-token", "jwks-uri-not-allowlisted"])
+        "neither", "no-token", "jwks-uri-not-allowlisted", "jwk-alg-disagrees", "jwk-use-enc", "jwk-key-ops-encrypt"])
 def test_request_errors_are_422_problem_json_with_loc(client, body, loc):
     problem = _problem(client.post(URL, json=body), 422)
     assert problem["errors"][0]["loc"] == loc
     assert problem["errors"][0]["msg"]
+    if "key_ops" in json.dumps(body):
+        assert "does not include 'verify'" in problem["errors"][0]["msg"]
 
 
 def test_body_that_is_not_json_is_422(client):

@@ -215,6 +215,8 @@ def test_issuer_that_differs_by_one_detail_says_which(expected, actual, hint):
     finding = only(result, "ISSUER_MISMATCH")
     assert finding.evidence == {"expected": expected, "actual": actual}
     assert hint in finding.remediation
+    if hint == "trailing slash":  # the value to configure is the token's, not the policy's again
+        assert f"configure {actual!r}" in finding.remediation and f"{expected!r}" not in finding.remediation
     assert result.valid is False
 
 
