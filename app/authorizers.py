@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from app.config import ConfigError, ReloadingDocument, Source, convert, json_path
+from app.config import END, ConfigError, ReloadingDocument, Source, convert, decode_document, json_path
 from app.patterns import PatternError, parse_pointer
 from app.policy import CompiledPolicy, PolicyError, Problem, VerifyPolicy, compile_policy
 from app.ratelimit import Budgets, RateLimit, RateLimitDoc, compile_rate_limit
@@ -26,8 +26,8 @@ from app.rules import RuleSet
 from app.ruleset import Effect, RuleDoc, RuleError, compile_rules
 from app.verifier import Verifier
 
-AUTHORIZER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")  # RFC 9110 5.1: a token
+AUTHORIZER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}" + END)
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}" + END)  # RFC 9110 5.1: a token
 HeaderName = Annotated[str, Meta(pattern=HEADER_NAME.pattern)]
 ParamName = Annotated[str, Meta(min_length=1, max_length=128)]
 INLINE_CACHE_SIZE = 256
@@ -176,10 +176,7 @@ def _configured_policy(policy: VerifyPolicy) -> CompiledPolicy:
 
 def load_authorizers(data: bytes, label: str, profile_exists: Callable[[str], bool]) -> dict[str, Authorizer]:
     """Decode and compile the whole document; raise one ConfigError listing every problem."""
-    try:
-        document = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ConfigError(label, [("$", f"not valid JSON: {exc}")]) from None
+    document = decode_document(data, label)
     if not isinstance(document, dict):
         raise ConfigError(label, [("$", "expected an object mapping authorizer ids to authorizers")])
     problems: list[tuple[str, str]] = []

@@ -9,6 +9,7 @@ changes, validates the new content first and swaps it in atomically; a bad new f
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -22,6 +23,12 @@ import structlog
 T = TypeVar("T")
 log = structlog.get_logger("app.config")
 _MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
+
+
+# The end of the text, in Python's `re` and ECMA-262 (OpenAPI) alike. `$` also matches before a final newline
+# in Python (and msgspec's `Meta(pattern=...)` searches with Python's `re`), so `"GET\n"` or `"X-User\n"` would
+# pass a `^...$` pattern.
+END = r"(?![\s\S])"
 
 
 class ConfigError(ValueError):
@@ -75,6 +82,40 @@ class Source:
             return os.stat(self.value).st_mtime if self.is_file else None
         except OSError:
             return None
+
+
+class _Members(dict):  # type: ignore[type-arg]
+    duplicated: tuple[str, ...] = ()
+
+
+def _members(pairs: list[tuple[str, Any]]) -> _Members:
+    members = _Members(pairs)
+    if len(members) != len(pairs):
+        seen: set[str] = set()
+        members.duplicated = tuple(dict.fromkeys(key for key, _ in pairs if key in seen or seen.add(key)))
+    return members
+
+
+def decode_document(data: bytes, label: str) -> Any:
+    """A configuration document's JSON. A member name given twice (at any depth) is refused: the last would win
+    silently, so a second profile `acme` would replace the first without a word."""
+    try:
+        document = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(label, [("$", f"not valid JSON: {exc}")]) from None
+    problems: list[tuple[str, str]] = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(json.loads(data, object_pairs_hook=_members), ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _Members):
+            problems.extend((json_path(*path, key), "this member name appears more than once in its object")
+                            for key in node.duplicated)
+            stack.extend((value, (*path, key)) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, (*path, index)) for index, value in enumerate(node))
+    if problems:
+        raise ConfigError(label, sorted(problems))
+    return document
 
 
 def decode(data: bytes, type_: type[T], label: str, *, path_prefix: tuple[str | int, ...] = ()) -> T:

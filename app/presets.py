@@ -35,10 +35,10 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from app.config import ConfigError, convert, decode, json_path
+from app.config import END, ConfigError, convert, decode, json_path
 from app.policy import PolicyError, Problem, VerifyPolicy, compile_policy
 
-Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}" + END)]
 Template = Annotated[str, Meta(min_length=1, max_length=512)]
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 _HOST = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?(?::[0-9]{1,5})?"
@@ -193,6 +193,23 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             _substitute(item, values) if isinstance(item, str) else item for item in template_audiences]
         return _ordered(policy)
 
+    def issuer_problem(self, issuer: str) -> str:
+        """Why an issuer does not have this preset's shape, as precisely as can be told."""
+        if isinstance(self.issuer, list):
+            return f"the {self.provider} preset's issuers are {' or '.join(map(repr, self.issuer))}"
+        shape = f"the {self.provider} preset's issuers look like {self.issuer!r}"
+        for other in (issuer + "/", issuer.rstrip("/")):
+            if other != issuer and self.parameters_from_issuer(other) is not None:
+                return f"{shape}: {other!r} would fit (a trailing slash is part of the issuer, compared exactly)"
+        match = _issuer_regex(self.issuer, loose=True).fullmatch(issuer)
+        if match is not None:
+            details = [f"{name}: {problem}" for name, value in match.groupdict().items()
+                       if (problem := PARAMETER_KINDS[name].problem(value))]
+            details += [f"{problem.loc[0]}: {problem.msg}" for problem in _cross_check(match.groupdict())]
+            if details:
+                return f"{shape}; {'; '.join(details)}"
+        return shape
+
     def parameters_from_issuer(self, issuer: str) -> dict[str, str] | None:
         """The parameter values an issuer gives when it has the shape of this preset's issuer, else None."""
         if isinstance(self.issuer, list):
@@ -205,11 +222,13 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 @lru_cache(maxsize=64)
-def _issuer_regex(template: str) -> re.Pattern[str]:
+def _issuer_regex(template: str, loose: bool = False) -> re.Pattern[str]:
+    """The template's issuers; `loose`: any text without `/` for each parameter (to name the one that is off)."""
     parts, last = [], 0
     for match in _PLACEHOLDER.finditer(template):
         name = match.group(1)
-        parts.append(re.escape(template[last:match.start()]) + f"(?P<{name}>{PARAMETER_KINDS[name].pattern})")
+        value = "[^/]+" if loose else PARAMETER_KINDS[name].pattern
+        parts.append(re.escape(template[last:match.start()]) + f"(?P<{name}>{value})")
         last = match.end()
     return re.compile("".join(parts) + re.escape(template[last:]))
 

@@ -12,12 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 
-from app.config import ConfigError, convert, json_path
+from app.config import END, ConfigError, convert, decode_document, json_path
 from app.policy import CompiledPolicy, PolicyError, VerifyPolicy, compile_policy
 
-PROFILE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+PROFILE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}" + END)
 KEY_SOURCES = ("secret", "public_key", "jwks", "jwks_uri", "discovery")
 _EXTRA_FIELDS = ("preset", "description", "parameters")
 
@@ -64,19 +63,18 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
         for source in KEY_SOURCES:
             base.pop(source, None)
     elif "issuer" in own and "jwks_uri" in base and "{" in str(base["jwks_uri"]):
-        # The issuer was given but the preset's key-set URL cannot be derived from it: ask the issuer itself.
-        base.pop("jwks_uri")
-        base["discovery"] = True
+        # The issuer does not have the preset's shape, so the key-set URL cannot be derived from it. Quietly
+        # asking the issuer instead (discovery) would fail only at runtime, for a typo visible now.
+        problems.append((json_path(profile_id, "issuer"), f"{preset.issuer_problem(str(own['issuer']))}; fix the "
+                         "issuer, or give 'parameters', or a key source of its own (jwks_uri, discovery: true)"))
+        return None
     merged = {**base, **own}
     return merged
 
 
 def load_profiles(data: bytes, label: str, presets: dict[str, Any]) -> Profiles:
     """Decode and compile every profile; raise one ConfigError listing every problem."""
-    try:
-        document = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ConfigError(label, [("$", f"not valid JSON: {exc}")]) from None
+    document = decode_document(data, label)
     if not isinstance(document, dict):
         raise ConfigError(label, [("$", "expected an object mapping profile ids to profiles")])
     problems: list[tuple[str, str]] = []

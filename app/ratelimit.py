@@ -25,6 +25,8 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter as SyncMovingWindow
 from msgspec import Meta
 
+from app.config import END
+
 log = structlog.get_logger("app.ratelimit")
 Amount = Annotated[int, Meta(ge=1, le=1_000_000_000)]
 # Shortest window first: a request refused by a short window does not consume the longer windows' budgets.
@@ -39,7 +41,7 @@ class RateLimitDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     per_hour: Amount | None = None
     per_day: Amount | None = None
     strategy: Literal["fixed-window", "moving-window"] = "fixed-window"
-    key: Annotated[str, Meta(pattern=r"^(authorizer|claim:.{1,256})$")] = "authorizer"
+    key: Annotated[str, Meta(pattern=r"^(authorizer|claim:.{1,256})" + END)] = "authorizer"
     on_storage_error: Literal["allow", "deny"] = "allow"
     status: Literal[429, 403] = 429
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, field
 
+from app.config import END
 from app.patterns import FLAGS, Pattern, PatternError, compile_pattern, parse_pointer
 from app.policy import Problem
 
@@ -68,7 +69,7 @@ class ClaimValuesDoc(_Doc):
 
 
 class VariableDoc(_Doc):
-    name: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}" + END)]
     source: Literal["jwtClaim", "header", "query"]
     key: Name | None = None
     pointer: Annotated[str, Meta(max_length=1024)] | None = None
@@ -77,7 +78,7 @@ class VariableDoc(_Doc):
 class RuleDoc(_Doc):
     effect: Effect
     id: Short | None = None
-    methods: Annotated[list[Annotated[str, Meta(pattern=r"^[A-Za-z]{1,16}$")]], Meta(max_length=16)] = []
+    methods: Annotated[list[Annotated[str, Meta(pattern=r"^[A-Za-z]{1,16}" + END)]], Meta(max_length=16)] = []
     path: PathDoc | None = None
     headers: Annotated[list[PairDoc], Meta(max_length=64)] = []
     query: Annotated[list[PairDoc], Meta(max_length=64)] = []

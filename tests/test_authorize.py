@@ -541,12 +541,25 @@ def _load(document: Any, **settings: Any) -> None:
      "AUTHORIZERS_JSON: $.api.claims_to_headers.sub: 'Content-Length' is a header the answer sets itself"),
     ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "cache-control"}}},
      "AUTHORIZERS_JSON: $.api.claims_to_headers.sub: 'cache-control' is a header the answer sets itself"),
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "X-User\n"}}},
+     "AUTHORIZERS_JSON: $.api.claims_to_headers.sub:"),
+    ({"api\n": {}}, 'AUTHORIZERS_JSON: $["api\\n"]: an authorizer id matches'),
+    ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "deny", "methods": ["DELETE\n"]}]}},
+     "AUTHORIZERS_JSON: $.api.rules[0].methods[0]:"),
 ], ids=["backreference", "lookahead", "unknown-profile", "priority-range", "anonymous-value", "header-name",
-        "authorizer-id", "policy-alg-none", "header-twice", "header-framing", "header-answer"])
+        "authorizer-id", "policy-alg-none", "header-twice", "header-framing", "header-answer",
+        "header-name-trailing-newline", "authorizer-id-trailing-newline", "method-trailing-newline"])
 def test_bad_authorizers_document_stops_startup_with_json_path(document, expected):
     with pytest.raises(ConfigError) as info:
         _load(document)
     assert expected in str(info.value), str(info.value)
+
+
+def test_an_authorizer_id_given_twice_is_refused_not_silently_replaced():
+    from app.authorizers import load_authorizers
+
+    with pytest.raises(ConfigError, match=r"AUTHORIZERS_JSON: \$\.api: this member name appears more than once"):
+        load_authorizers(b'{"api": {}, "api": {}}', "AUTHORIZERS_JSON", lambda _: True)
 
 
 def test_a_document_that_is_not_an_object_is_refused():

@@ -59,11 +59,31 @@ def write(path: Path, document: dict) -> None:
     ({"acme": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
                "jwks_uri": "http://keys.example.com/jwks.json"}},
      "ISSUER_PROFILES_JSON: $.acme.jwks_uri: jwks_uri must use https"),
-], ids=["alg-none", "alg-not-fitting-secret", "wrong-type", "unknown-field", "bad-id", "unknown-preset", "http-url"])
+    ({"acme\n": {"issuer": ISSUER}}, 'ISSUER_PROFILES_JSON: $["acme\\n"]: a profile id matches'),
+    ({"acme": {"preset": "auth0", "issuer": "https://acme.us.auth0.com", "audiences": [AUDIENCE]}},
+     "ISSUER_PROFILES_JSON: $.acme.issuer: the auth0 preset's issuers look like 'https://{tenant_domain}/': "
+     "'https://acme.us.auth0.com/' would fit"),
+    ({"acme": {"preset": "entra_id", "issuer": "https://login.microsoftonline.com/contoso.com/v2.0",
+               "audiences": [AUDIENCE]}},
+     "ISSUER_PROFILES_JSON: $.acme.issuer: the entra_id preset's issuers look like "
+     "'https://login.microsoftonline.com/{tenant_id}/v2.0'; tenant_id: expected a tenant GUID"),
+    ({"acme": {"preset": "cognito", "issuer": "https://cognito-idp.us-east-1.amazonaws.com/us-east-2_AbC123",
+               "audiences": [AUDIENCE]}},
+     "user_pool_id: the user pool us-east-2_AbC123 is in region us-east-2, not us-east-1"),
+], ids=["alg-none", "alg-not-fitting-secret", "wrong-type", "unknown-field", "bad-id", "unknown-preset", "http-url",
+        "id-with-trailing-newline", "auth0-issuer-without-slash", "entra-domain-not-guid", "cognito-pool-region"])
 def test_bad_profile_document_stops_startup_with_source_json_path_and_problem(document, expected):
     with pytest.raises(ConfigError) as error:
         create_app(Settings(issuer_profiles_json=json.dumps(document)))
     assert expected in str(error.value)
+
+
+def test_a_profile_id_given_twice_is_refused_not_silently_replaced():
+    one = json.dumps({"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": "x" * 32})
+    document = '{"acme": %s, "other": %s, "acme": %s}' % (one, one, one)
+    with pytest.raises(ConfigError) as error:
+        create_app(Settings(issuer_profiles_json=document))
+    assert str(error.value) == "ISSUER_PROFILES_JSON: $.acme: this member name appears more than once in its object"
 
 
 def test_every_problem_is_reported_not_only_the_first():

@@ -14,6 +14,7 @@ from msgspec import Meta
 from app import examples
 from app.api import json_response
 from app.authorize import Decision, OriginalRequest, authorize
+from app.config import END
 from app.authorizers import AUTHORIZER_ID, Authorizer, AuthorizerDoc, Authorizers
 from app.observability import observe_decision
 from app.policy import PolicyError
@@ -27,7 +28,7 @@ OTHER_METHODS = ["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 class RequestDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The request to authorize: its method, target (path and query as sent) and headers."""
 
-    method: Annotated[str, Meta(pattern=r"^[A-Za-z]{1,16}$")]
+    method: Annotated[str, Meta(pattern=r"^[A-Za-z]{1,16}" + END)]
     path: Annotated[str, Meta(min_length=1, max_length=1 << 20)]
     headers: Annotated[dict[str, str | list[str]], Meta(max_length=256)] = {}
 

@@ -15,12 +15,13 @@ from app.api import json_response
 from app.inspect import InspectResult, inspect_token
 from app.observability import annotate
 from app.policy import PolicyError, VerifyPolicy
+from app.profiles import PROFILE_ID
 from app.problems import ApiError, ProblemDetails, invalid_policy, request_invalid
 from app.policy import Problem
 from app.validation import ValidationResult
 from app.verifier import Verifier
 
-ProfileId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+ProfileId = Annotated[str, Meta(pattern=PROFILE_ID.pattern)]
 
 
 class ValidateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
