@@ -26,6 +26,7 @@ from limits.strategies import MovingWindowRateLimiter as SyncMovingWindow
 from msgspec import Meta
 
 from app.config import END
+from app.patterns import MISSING
 
 log = structlog.get_logger("app.ratelimit")
 Amount = Annotated[int, Meta(ge=1, le=1_000_000_000)]
@@ -106,12 +107,15 @@ async def _ready(value: Any) -> Any:
 
 
 def budget_key(authorizer: str, limit: RateLimit, claims: dict[str, Any] | None) -> tuple[str, ...]:
-    """One budget per authorizer, or per claim value (hashed: bounded keys, no separator games)."""
+    """One budget per authorizer, or per claim value: its JSON text hashed (bounded keys, no separator games; the
+    JSON keeps types apart, so `5` and `"5"`, or `"null"` and `null`, are different budgets). Requests without
+    the claim (anonymous ones included) share one budget of their own."""
     if limit.claim is None:
         return (authorizer,)
-    value = (claims or {}).get(limit.claim)
-    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
-    return (authorizer, "claim", limit.claim, hashlib.sha256(text.encode()).hexdigest()[:32])
+    value = (claims or {}).get(limit.claim, MISSING)
+    if value is MISSING:
+        return (authorizer, "claim", limit.claim, "missing")
+    return (authorizer, "claim", limit.claim, hashlib.sha256(msgspec.json.encode(value)).hexdigest()[:32])
 
 
 class Budgets:

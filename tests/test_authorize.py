@@ -185,6 +185,17 @@ def test_forged_expired_and_rule_denied_requests_do_not_consume_the_budget(clien
     assert [body["allowed"] for body in bodies] == [True] * 60 + [False]
 
 
+def test_claim_budgets_keep_claim_values_of_different_types_apart():
+    from app.ratelimit import RateLimitDoc, budget_key, compile_rate_limit
+
+    limit = compile_rate_limit(RateLimitDoc(per_minute=3, key="claim:org"))
+    key = lambda claims: budget_key("api", limit, claims)  # noqa: E731
+    assert key({"org": 5}) != key({"org": "5"})
+    assert key({"org": "null"}) != key({}) and key({"org": None}) != key({})
+    assert key({}) == key(None)  # without the claim, anonymous or not: one shared budget
+    assert key({"org": "acme"}) == key({"org": "acme", "sub": "x"}) != key({"org": "beta"})
+
+
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
 def test_every_window_must_have_room_and_the_closest_to_exhaustion_is_reported(client, strategy):
     doc = {"policy": rs256_policy(), "rules": [{"id": "all", "effect": "allow"}],
