@@ -30,6 +30,16 @@ def _decode_unreserved(match: re.Match[str]) -> str:
     return char if char in _UNRESERVED else "%" + match.group(1).upper()
 
 
+def percent_encode_non_ascii(text: str, encoding: str = "utf-8") -> str:
+    """Non-ASCII characters as upper-case %XX escapes of their bytes in `encoding`: the one spelling rules see
+    (RFC 3987 section 3.1 maps an IRI to a URI this way), so `/café` and `/caf%C3%A9` are one path. `latin-1`
+    turns text read from raw header bytes back into those bytes. Raises UnicodeEncodeError for a lone surrogate."""
+    if text.isascii():
+        return text
+    return "".join(char if char < "\x80" else "".join(f"%{byte:02X}" for byte in char.encode(encoding))
+                   for char in text)
+
+
 def remove_dot_segments(path: str) -> str:
     """RFC 3986 section 5.2.4, "Remove Dot Segments", for an absolute path."""
     output: list[str] = []
@@ -64,13 +74,19 @@ def parse_query(query: str) -> tuple[tuple[str, str], ...]:
 
 
 def normalise_path(path: str) -> str:
-    """The path rules see: unreserved characters decoded, repeated slashes merged, dot segments removed.
+    """The path rules see: unreserved characters decoded, other escapes and non-ASCII characters as upper-case
+    %XX (UTF-8), repeated slashes merged, dot segments removed.
 
     Raises PathRejected for an encoded slash, backslash or NUL, a raw backslash, space, control character or
     `#`, a malformed percent escape, or a path not starting with `/`.
     """
     if not path.startswith("/"):
         raise PathRejected("the path does not start with '/'")
+    if not path.isascii():
+        try:
+            path = percent_encode_non_ascii(path)
+        except UnicodeEncodeError:
+            raise PathRejected("the path is not valid Unicode") from None
     if _REFUSED.search(path):
         raise PathRejected("the path contains an encoded slash, backslash or NUL, or a character with no single "
                            "meaning")

@@ -405,6 +405,22 @@ def test_forward_auth_rejected_paths_answer_400(client, headers, url):
     assert response.status_code == 400 and response.json()["reason"] == "path_rejected"
 
 
+@pytest.mark.parametrize("spelling", [b"/caf\xc3\xa9/menu", b"/caf%C3%A9/menu", b"/caf%c3%a9/menu"],
+                         ids=["raw-utf8-bytes", "escaped", "escaped-lower-case"])
+def test_a_non_ascii_path_is_one_path_whatever_its_spelling(clock, spelling):
+    """nginx passes raw UTF-8 bytes through in $request_uri; /v1/authorize receives `/café` as JSON text. Rules
+    see one spelling: percent-encoded UTF-8, upper case."""
+    doc = {"fa": {"policy": rs256_policy(), "default_effect": "allow",
+                  "rules": [{"id": "closed", "effect": "deny", "path": {"pattern": "^/caf%C3%A9/"}}]}}
+    with TestClient(create_app(Settings(authorizers_json=json.dumps(doc)), clock=clock)) as fresh:
+        response = fresh.get("/v1/forward-auth/fa", headers=[(b"authorization", f"Bearer {token()}".encode()),
+                                                              (b"x-forwarded-uri", spelling)])
+        assert (response.status_code, response.json()["rule"]) == (403, "closed")
+        body = fresh.post(URL, json={"authorizer": "fa", "token": token(),
+                                     "request": {"method": "GET", "path": "/café/menu"}}).json()
+        assert (body["decision"], body["rule"]["id"]) == ("deny", "closed")
+
+
 def test_both_spellings_of_the_original_request_with_the_same_values_are_accepted(client):
     response = client.get("/v1/forward-auth/orgs", headers={
         "Authorization": f"Bearer {token(**{ORG: 'acme'})}", "X-Original-Method": "GET", "X-Forwarded-Method": "GET",

@@ -41,9 +41,10 @@ def matches(rule: dict[str, Any], **kw: Any) -> bool:
     ("/a//../b", "/b"),
     ("/%41%7e%2D%5f", "/A~-_"),
     ("/caf%c3%a9", "/caf%C3%A9"),
+    ("/café/ü", "/caf%C3%A9/%C3%BC"),
     ("/", "/"),
 ], ids=["plain", "dot-dot", "encoded-dot-dot", "dot", "trailing-dot-dot", "above-root", "repeated-slashes",
-        "merge-before-dots", "unreserved-decoded", "other-escapes-uppercased", "root"])
+        "merge-before-dots", "unreserved-decoded", "other-escapes-uppercased", "non-ascii-as-utf8-escapes", "root"])
 def test_path_normalisation(raw, expected):
     assert normalise_path(raw) == expected
 
@@ -640,13 +641,14 @@ def test_a_deny_after_a_thousand_indexed_allows_still_overrides():
 @given(path=st.lists(st.sampled_from(["/", "//", ".", "..", "a", "%41", "%2e", "%2E%2e", "%7e", "%20", "~", "é"]),
                      max_size=8).map(lambda parts: "/" + "".join(parts)))
 def test_a_path_left_as_it_is_is_one_the_full_normalisation_leaves_as_it_is(path):
-    from app.paths import _PERCENT, _SLASHES, _decode_unreserved
+    from app.paths import _PERCENT, _SLASHES, _decode_unreserved, percent_encode_non_ascii
 
     try:
         normalised = normalise_path(path)
     except PathRejected:
         return
-    full = _SLASHES.sub("/", remove_dot_segments(_SLASHES.sub("/", _PERCENT.sub(_decode_unreserved, path))))
+    escaped = _PERCENT.sub(_decode_unreserved, percent_encode_non_ascii(path))
+    full = _SLASHES.sub("/", remove_dot_segments(_SLASHES.sub("/", escaped)))
     assert normalised == full
 
 

@@ -14,9 +14,10 @@ from msgspec import Meta
 from app import examples
 from app.api import json_response
 from app.authorize import Decision, OriginalRequest, authorize
-from app.config import END
 from app.authorizers import AUTHORIZER_ID, Authorizer, AuthorizerDoc, Authorizers
+from app.config import END
 from app.observability import observe_decision
+from app.paths import percent_encode_non_ascii
 from app.policy import PolicyError
 from app.problems import ApiError, policy_errors
 
@@ -115,7 +116,9 @@ def original_request(scope: Any, authorizer_id: str) -> OriginalRequest:
             return OriginalRequest(method, "", headers)
         query = scope.get("query_string", b"").decode("latin-1")
         target = "/" + rest + (f"?{query}" if query else "")
-    return OriginalRequest(method, target, headers)
+    # Raw bytes above 0x7F (nginx passes them through) as the %XX escapes they stand for: `/caf\xc3\xa9` is the
+    # path `/caf%C3%A9` that /v1/authorize sees for `/café`.
+    return OriginalRequest(method, percent_encode_non_ascii(target, "latin-1"), headers)
 
 
 def _latin1(value: str) -> str:
