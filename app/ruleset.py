@@ -224,10 +224,16 @@ class _Compiler:
             nested, flat = doc.path.path, doc.path.pattern
             if (nested is None) == (flat is None):
                 self.problem(("path",), "give the pattern either as path.pattern or as pattern, exactly once")
-            elif nested is not None:
-                path = self.pattern(nested.pattern, ("path", "path", "pattern"))
-            elif flat is not None:
-                path = self.pattern(flat, ("path", "pattern"))
+            else:
+                text, loc = (nested.pattern, ("path", "path", "pattern")) if nested is not None else \
+                    (flat or "", ("path", "pattern"))
+                if not text.isascii():  # it could never match: paths are matched percent-encoded
+                    example = next(char for char in text if not char.isascii())
+                    self.problem(loc, f"paths are matched with non-ASCII characters percent-encoded (UTF-8, upper "
+                                      f"case): write {example!r} as "
+                                      f"{''.join(f'%{byte:02X}' for byte in example.encode('utf-8', 'replace'))!r}")
+                else:
+                    path = self.pattern(text, loc)
             path_exists = doc.path.presence not in _ABSENT
         headers = tuple(self.pair(item, ("headers", i)) for i, item in enumerate(doc.headers))
         query = tuple(self.pair(item, ("query", i)) for i, item in enumerate(doc.query))

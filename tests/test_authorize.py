@@ -573,9 +573,13 @@ def _load(document: Any, **settings: Any) -> None:
     ({"api\n": {}}, 'AUTHORIZERS_JSON: $["api\\n"]: an authorizer id matches'),
     ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "deny", "methods": ["DELETE\n"]}]}},
      "AUTHORIZERS_JSON: $.api.rules[0].methods[0]:"),
+    ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "deny", "path": {"pattern": "^/café"}}]}},
+     "AUTHORIZERS_JSON: $.api.rules[0].path.pattern: paths are matched with non-ASCII characters percent-encoded "
+     "(UTF-8, upper case): write 'é' as '%C3%A9'"),
 ], ids=["backreference", "lookahead", "unknown-profile", "priority-range", "anonymous-value", "header-name",
         "authorizer-id", "policy-alg-none", "header-twice", "header-framing", "header-answer",
-        "header-name-trailing-newline", "authorizer-id-trailing-newline", "method-trailing-newline"])
+        "header-name-trailing-newline", "authorizer-id-trailing-newline", "method-trailing-newline",
+        "non-ascii-path-pattern"])
 def test_bad_authorizers_document_stops_startup_with_json_path(document, expected):
     with pytest.raises(ConfigError) as info:
         _load(document)
