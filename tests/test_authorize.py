@@ -380,6 +380,27 @@ def test_forward_auth_envoy_path_prefix_any_method_gets_the_decision(client, met
     assert own.status_code == (200 if method in ("GET", "POST") else 403)
 
 
+@pytest.mark.parametrize("form", ["path-prefix", "headers"])
+def test_forward_auth_decides_methods_litestar_does_not_route(clock, form):
+    """Envoy sends the original method: WebDAV's PROPFIND gets its decision, never a 405."""
+    doc = {"dav": {"policy": rs256_policy(), "default_effect": "deny",
+                   "rules": [{"id": "dav-read", "effect": "allow", "methods": ["PROPFIND"],
+                              "path": {"pattern": "^/files/"}}]}}
+    auth = {"Authorization": f"Bearer {token()}"}
+    with TestClient(create_app(Settings(authorizers_json=json.dumps(doc)), clock=clock)) as fresh:
+        def ask(method: str, target: str) -> Any:
+            if form == "path-prefix":
+                return fresh.request(method, "/v1/forward-auth/dav" + target, headers=auth)
+            return fresh.request(method, "/v1/forward-auth/dav", headers={**auth, "X-Forwarded-Uri": target})
+        allowed = ask("PROPFIND", "/files/report.pdf")
+        assert (allowed.status_code, allowed.json()["rule"]) == (200, "dav-read")
+        for method in ("MKCOL", "TRACE", "COPY"):
+            denied = ask(method, "/files/new")
+            assert (denied.status_code, denied.json()["reason"]) == (403, "default_deny")
+        assert ask("PROPFIND", "/elsewhere").status_code == 403
+        assert fresh.request("PROPFIND", "/v1/forward-auth/nope", headers=auth).status_code == 404
+
+
 def test_forward_auth_without_path_or_headers_authorizes_the_root(client):
     response = client.get("/v1/forward-auth/orgs", headers={"Authorization": f"Bearer {token(**{ORG: 'acme'})}"})
     assert response.status_code == 403

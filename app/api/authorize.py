@@ -24,6 +24,9 @@ from app.problems import ApiError, policy_errors
 AuthorizerId = Annotated[str, Meta(pattern=AUTHORIZER_ID.pattern)]
 PREFIX = "/v1/forward-auth/"
 OTHER_METHODS = ["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Forward-auth accepts any method (Envoy sends the original one). A method Litestar cannot route (PROPFIND, TRACE...)
+# that the fast path hands on reaches the GET handler with its own method kept here, in the ASGI scope.
+ORIGINAL_METHOD = "jwt_decision.original_method"
 
 
 class RequestDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -104,11 +107,12 @@ def original_request(scope: Any, authorizer_id: str) -> OriginalRequest:
     """Rebuild the request being authorized from the proxy's headers, else from the path after the authorizer
     segment (Envoy ext_authz `path_prefix`) with the query string. Uses the raw path: never a decoded one."""
     headers = tuple((name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"])
+    own = scope.get(ORIGINAL_METHOD) or scope["method"]
     try:
-        method = _single(headers, "x-forwarded-method", "x-original-method") or scope["method"]
+        method = _single(headers, "x-forwarded-method", "x-original-method") or own
         target = _single(headers, "x-forwarded-uri", "x-original-uri")
     except ValueError:
-        return OriginalRequest(scope["method"], "", headers)  # an empty target is rejected as path_rejected
+        return OriginalRequest(own, "", headers)  # an empty target is rejected as path_rejected
     if target is None:
         raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         segment, slash, rest = raw.partition("?")[0][len(PREFIX):].partition("/")

@@ -19,7 +19,8 @@ from typing import Any
 import msgspec
 from litestar._asgi.utils import is_valid_host  # the router's own test, so both paths refuse the same hosts
 
-from app.api.authorize import PREFIX, AuthorizeRequest, decide, forward, forward_answer
+from app.api.authorize import (ORIGINAL_METHOD, OTHER_METHODS, PREFIX, AuthorizeRequest, decide, forward,
+                                forward_answer)
 from app.api.validation import ValidateRequest, validate
 from app.authorizers import Authorizers
 from app.observability import ApiKeys
@@ -73,8 +74,11 @@ class FastPath:
                 receive = await self._post(scope, receive, send, path)
                 if receive is None:
                     return
-            elif method == "GET" and path.startswith(PREFIX) and await self._forward(scope, send, path):
-                return
+            elif path.startswith(PREFIX) and method not in OTHER_METHODS:
+                if await self._forward(scope, send, path):
+                    return
+                if method != "GET":  # WebDAV, TRACE...: Litestar routes only the methods it knows
+                    scope = {**scope, "method": "GET", ORIGINAL_METHOD: method}
         await self.app(scope, receive, send)
 
     def _headers(self, scope: Any) -> tuple[bytes | None, bytes | None, bool]:
