@@ -51,8 +51,10 @@ class KeyInfo(msgspec.Struct, frozen=True):
     thumbprint: str | None
 
 
-class ValidationResult(msgspec.Struct):
-    """The answer of /v1/validate/jwt (validation.md section 1)."""
+class ValidationResult(msgspec.Struct, omit_defaults=True):
+    """The answer of /v1/validate/jwt (validation.md section 1). Fields without a value are left out, not null:
+    `header` and `claims` are absent when they cannot be decoded, `key` when no key verified, `profile` for an
+    inline policy, `expires_in` without a usable `exp`."""
 
     valid: bool
     summary: str

@@ -76,7 +76,7 @@ def test_alg_none_in_any_case_is_refused_before_any_key_work(client, alg, with_s
     assert finding["evidence"]["actual"] == alg
     assert body["statuses"]["algorithm"] == "fail"
     assert body["statuses"]["key"] == "skip" and body["statuses"]["signature"] == "skip"
-    assert body["key"] is None
+    assert "key" not in body
 
 
 @pytest.mark.parametrize("header", [
@@ -327,7 +327,7 @@ def test_one_mebibyte_token_is_malformed_with_its_size_and_not_decoded(client):
     finding = assert_malformed(verdict(client, token))
     assert finding["evidence"] == {"size_bytes": len(token), "max_bytes": 16 * 1024}
     body = client.post(URL, json={"token": token, "policy": rs256_policy()}).json()
-    assert body["claims"] is None and body["header"] is None
+    assert "claims" not in body and "header" not in body
 
 
 @pytest.mark.parametrize("settings", [Settings(max_token_bytes=1 << 20, max_body_bytes=4 << 20)], ids=["token-cap-1MiB"])
