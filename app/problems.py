@@ -95,6 +95,9 @@ def _validation_type(message: str) -> str:
 def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     items = exc.extra if isinstance(exc.extra, list) else []
     errors = [ErrorItem(_loc(item.get("key")), str(item.get("message")), _validation_type(str(item.get("message"))))
+              if item.get("message") != "'data'" else
+              # Litestar's KeyError for the `data` it could not build from an empty body
+              ErrorItem(["body"], "the body is empty; a JSON object is expected", "missing")
               for item in items if isinstance(item, dict)]
     if not errors:
         # Litestar raises this with only a detail when the body is not JSON at all.

@@ -225,7 +225,10 @@ def parse(raw: str, max_bytes: int) -> ParsedToken:
         raise MalformedToken(
             "the token is larger than MAX_TOKEN_BYTES", {"size_bytes": size, "max_bytes": max_bytes}
         )
-    if has_bearer_prefix(raw):
+    if not raw.strip():
+        raise MalformedToken("the token is empty", {"size_bytes": size},
+                             "Send the token itself; an empty string often means a header or variable was not set.")
+    if has_bearer_prefix(raw) or raw.strip().lower() == "bearer":
         raise MalformedToken(
             "the token starts with the 'Bearer ' scheme",
             {"prefix": raw[:6]},

@@ -142,6 +142,13 @@ def test_request_errors_are_422_problem_json_with_loc(client, body, loc):
         assert "does not include 'verify'" in problem["errors"][0]["msg"]
 
 
+def test_an_empty_body_is_422_saying_so(client):
+    problem = _problem(client.post(URL, content=b"", headers={"content-type": "application/json"}), 422)
+    assert problem["errors"][0] == {"loc": ["body"], "msg": "the body is empty; a JSON object is expected",
+                                    "type": "missing"}
+    assert problem["detail"] == "The request body is invalid: the body is empty; a JSON object is expected (at body)."
+
+
 def test_body_that_is_not_json_is_422(client):
     problem = _problem(client.post(URL, content=b"{not json", headers={"content-type": "application/json"}), 422)
     assert problem["errors"][0]["loc"] == ["body"]

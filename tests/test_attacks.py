@@ -359,6 +359,14 @@ def test_bearer_prefix_left_in_is_malformed_with_a_remediation(client, prefix):
     assert "Bearer" in finding["remediation"] and "strip" in finding["remediation"]
 
 
+@pytest.mark.parametrize("token, says", [("", "the token is empty"), ("  ", "the token is empty"),
+                                          ("Bearer ", "'Bearer ' scheme"), ("bearer", "'Bearer ' scheme")],
+                         ids=["empty", "blank", "scheme-alone", "scheme-word"])
+def test_an_empty_token_or_the_scheme_alone_is_not_called_an_opaque_token(client, token, says):
+    finding = assert_malformed(verdict(client, token))
+    assert says in finding["message"] and "opaque" not in finding["message"] + (finding["remediation"] or "")
+
+
 @pytest.mark.parametrize("part", ["header", "payload"])
 @pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999"])
 def test_non_finite_numbers_are_malformed(client, part, number):
