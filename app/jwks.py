@@ -39,6 +39,11 @@ BACKOFF_CAP = 300.0
 # caller choosing paths on an allowed host cannot grow the cache beyond it (the least recently used goes).
 # Key sets of the configuration (prefetched) are never evicted.
 MAX_REQUESTED_KEY_SETS = 256
+# Key sets only requests name that are new to the cache, fetched within one cooldown (JWKS_COOLDOWN), per host
+# and in all: a caller varying the path, the query or the subdomain under an allowed glob cannot make every
+# request a fetch (the cooldown's bound for random kids, applied to random URLs). Configured sets never count.
+MAX_NEW_REQUESTED_PER_HOST = 4
+MAX_NEW_REQUESTED = 32
 
 
 _IDENTITY = {"Accept-Encoding": "identity"}
@@ -131,14 +136,21 @@ class KeySetCache:
         self._requested: OrderedDict[str, None] = OrderedDict()  # the others, least recently used first
         self._discovered: dict[str, Discovered] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._admitted: list[tuple[float, str]] = []  # (when, host) of requested key sets new to the cache
 
     # --- what validation awaits -------------------------------------------------------------------------------
 
     async def view(self, uri: str, kid: str | None) -> KeyView:
-        entry = self._entries.get(uri) or self._entry(uri)
+        now = self.clock()
+        entry = self._entries.get(uri)
+        if entry is None:
+            refused = None if uri in self._configured else self._admit(uri, now)
+            if refused is not None:
+                return KeyView(None, "jwks_uri", error=f"{refused} within {self.settings.jwks_cooldown:g} s; retry "
+                                                       "later, or configure the key set in a profile")
+            entry = self._entry(uri)
         if uri in self._requested:
             self._requested.move_to_end(uri)
-        now = self.clock()
         if not self._usable(entry, now):  # never fetched, or stale beyond the maximum: this request waits
             if entry.inflight is not None or now >= entry.next_attempt_at:
                 await self._refresh(entry)
@@ -151,6 +163,17 @@ class KeySetCache:
         elif now >= entry.expires_at and entry.inflight is None and now >= entry.next_attempt_at:
             self._spawn(self._refresh(entry))
         return self._view(entry, self.clock())
+
+    def _admit(self, uri: str, now: float) -> str | None:
+        """None when a key set only requests name, new to the cache, may be fetched now; else why not."""
+        self._admitted = [(at, host) for at, host in self._admitted if now - at < self.settings.jwks_cooldown]
+        host = urlsplit(uri).hostname or ""
+        if sum(1 for _, other in self._admitted if other == host) >= MAX_NEW_REQUESTED_PER_HOST:
+            return f"more than {MAX_NEW_REQUESTED_PER_HOST} new key-set URLs on this host"
+        if len(self._admitted) >= MAX_NEW_REQUESTED:
+            return f"more than {MAX_NEW_REQUESTED} new key-set URLs named by requests"
+        self._admitted.append((now, host))
+        return None
 
     def _entry(self, uri: str) -> Entry:
         """A new entry for a URI only requests name, evicting the least recently used such entry at the bound."""

@@ -322,6 +322,7 @@ async def test_key_sets_named_only_by_requests_are_bounded_and_configured_ones_a
     import app.jwks as jwks_module
 
     monkeypatch.setattr(jwks_module, "MAX_REQUESTED_KEY_SETS", 3)
+    monkeypatch.setattr(jwks_module, "MAX_NEW_REQUESTED_PER_HOST", 100)  # bounded below, not here
     cache = KeySetCache(SETTINGS, clock=clock)
     configured = server.url(PATH)
     cache.prefetch([configured], [])
@@ -337,3 +338,30 @@ async def test_key_sets_named_only_by_requests_are_bounded_and_configured_ones_a
     await cache.view(server.url(f"{PATH}?v=0"), "k1")
     assert server.hit_count(PATH) == 12
     await cache.aclose()
+
+
+async def test_urls_only_requests_name_cost_the_idp_a_bounded_number_of_fetches_per_cooldown(server, clock):
+    """A caller varying the query (or path) of an allowed jwks_uri: at most 4 new key sets per host per cooldown."""
+    cache = KeySetCache(SETTINGS, clock=clock)
+    views = [await cache.view(server.url(f"{PATH}?n={index}"), "k1") for index in range(60)]
+    assert server.hit_count(PATH) == 4
+    assert all(view.keyset is not None for view in views[:4])
+    assert views[4].keyset is None and "more than 4 new key-set URLs on this host" in views[4].error
+    assert (await cache.view(server.url(f"{PATH}?n=0"), "k1")).keyset is not None  # known ones keep serving
+    configured = server.url("/configured.json")
+    server.documents["/configured.json"] = jwks(key_for("RS256", "k1"))
+    cache.prefetch([configured], [])
+    assert (await cache.view(configured, "k1")).keyset is not None  # configuration is never held back
+    clock.now += 31
+    assert (await cache.view(server.url(f"{PATH}?n=60"), "k1")).keyset is not None
+    await cache.aclose()
+
+
+def test_new_urls_on_many_hosts_are_bounded_in_all(clock):
+    """Random subdomains under an allowed glob (`*.auth0.com`) are new hosts each: 32 per cooldown in all."""
+    cache = KeySetCache(SETTINGS, clock=clock)
+    answers = [cache._admit(f"https://t{index}.example.com/.well-known/jwks.json", clock.now) for index in range(40)]
+    assert answers[:32] == [None] * 32
+    assert answers[32] is not None and "more than 32 new key-set URLs named by requests" in answers[32]
+    clock.now += 31
+    assert cache._admit("https://t99.example.com/jwks.json", clock.now) is None
