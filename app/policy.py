@@ -140,7 +140,9 @@ def host_allowed(url: str, allowlist: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in allowlist)
 
 
-def _compile_algorithms(policy: VerifyPolicy, source: str, static: KeySet | None) -> list[Problem]:
+def _compile_algorithms(policy: VerifyPolicy, source: str, static: KeySet | None, fit: bool) -> list[Problem]:
+    """Each allowed alg: never `none`, a known one, and (`fit`: when the key source itself is sound) one the
+    configured keys can verify."""
     problems = []
     for index, name in enumerate(policy.allowed_algs):
         loc = ("allowed_algs", index)
@@ -150,6 +152,8 @@ def _compile_algorithms(policy: VerifyPolicy, source: str, static: KeySet | None
         algorithm = ALGORITHMS.get(name)
         if algorithm is None:
             problems.append(Problem(loc, f"unknown algorithm {name!r}; supported: {', '.join(ALGORITHMS)}"))
+        elif not fit:
+            continue
         elif source == "secret" and name not in SYMMETRIC:
             problems.append(Problem(loc, f"{name} needs a public key; a 'secret' only fits HS256/HS384/HS512"))
         elif source in ("public_key", "jwks_uri", "discovery") and name in SYMMETRIC:
@@ -197,8 +201,7 @@ def compile_policy(policy: VerifyPolicy, *, inline: bool, allowlist: tuple[str, 
                                                    "matches JWKS_URI_ALLOWLIST (use an issuer profile instead)"))
     if source == "discovery" and inline:
         problems.append(Problem(("discovery",), "discovery is only available in issuer profiles"))
-    if not problems:
-        problems.extend(_compile_algorithms(policy, source, static))
+    problems.extend(_compile_algorithms(policy, source, static, fit=not problems))
     if problems:
         raise PolicyError(problems)
     issuers = (policy.issuer,) if isinstance(policy.issuer, str) else tuple(policy.issuer)

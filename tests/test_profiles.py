@@ -96,6 +96,22 @@ def test_every_problem_is_reported_not_only_the_first():
     assert any(line.startswith("ISSUER_PROFILES_JSON: $.b.audiences") for line in lines)
 
 
+@pytest.mark.parametrize("profile, expected", [
+    ({"issuer": ISSUER, "audiences": "a", "clock_skew_seconds": "60", "allowed_algs": ["HS256"], "secret": "x" * 32},
+     ["$.acme.audiences: Expected `array`, got `str`", "$.acme.clock_skew_seconds: Expected `int`, got `str`"]),
+    ({"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["none", "HS256"], "jwks_uri": "http://evil/k"},
+     ["$.acme.jwks_uri: jwks_uri must use https", "$.acme.allowed_algs[0]: 'none' is never allowed"]),
+    ({"issuer": ISSUER, "allowed_algs": ["HS256"], "secret": "x" * 32, "bogus": 1},
+     ["$.acme: Object contains unknown field `bogus`", "$.acme: Object missing required field `audiences`"]),
+], ids=["two-wrong-types", "http-uri-and-alg-none", "unknown-and-missing"])
+def test_every_problem_of_one_profile_is_a_line_of_its_own(profile, expected):
+    with pytest.raises(ConfigError) as error:
+        create_app(Settings(issuer_profiles_json=json.dumps({"acme": profile})))
+    lines = str(error.value).splitlines()
+    assert len(lines) == len(expected), lines
+    assert all(line.startswith(f"ISSUER_PROFILES_JSON: {want}") for line, want in zip(lines, expected)), lines
+
+
 def test_file_source_is_named_in_the_error(tmp_path):
     path = tmp_path / "profiles.json"
     path.write_text('{"acme": {"issuer": 1}}')
