@@ -22,6 +22,9 @@ from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
 MIN_RSA_BITS = 2048
 MAX_KEYS_PER_SET = 100
+# A token without `kid` is tried against at most this many fitting keys: a hostile token must cost no more than a
+# valid one (validation.md), and a forged kid-less token would otherwise cost one verify per key of the set.
+MAX_KEYS_WITHOUT_KID = 4
 
 
 class KeyError_(ValueError):
@@ -173,7 +176,8 @@ def key_set(keys: list[KeyEntry] | tuple[KeyEntry, ...], fetched_at: float | Non
             skipped: tuple[str, ...] = ()) -> KeySet:
     digest = hashlib.sha256()
     for key in keys:
-        digest.update(f"{key.kid}|{key.kty}|{key.alg}|{key.use}|{key.thumbprint}|{key.size};".encode())
+        digest.update(f"{key.kid}|{key.kty}|{key.crv}|{key.alg}|{key.use}|{key.key_ops}|{key.thumbprint}|"
+                      f"{key.size};".encode())
         if key.kty == "oct":
             digest.update(hashlib.sha256(key.key).digest())
     return KeySet(tuple(keys), digest.hexdigest()[:16], fetched_at, skipped)

@@ -416,6 +416,19 @@ def test_a_weak_key_beside_a_strong_one_is_reported_only_when_the_token_is_check
         assert body["key"]["kid"] == strong.kid
 
 
+@pytest.mark.parametrize("keys, expected", [(4, []), (5, ["KID_NOT_FOUND"])])
+def test_a_token_without_kid_is_tried_against_at_most_4_keys(client, keys, expected):
+    """A hostile token costs no more than a valid one: a kid-less forgery would otherwise cost a verify per key."""
+    signer = key_for("RS256", "k-last")
+    others = [key_for("RS256", f"k{index}") for index in range(keys - 1)]
+    body = client.post(URL, json={"token": mint(claims(), signer, kid=None),
+                                  "policy": rs256_policy(public_key=None, jwks=jwks(*others, signer))}).json()
+    assert codes(body) == expected
+    if expected:
+        assert body["findings"][0]["evidence"]["fitting_keys"] == 5
+        assert "no 'kid'" in body["findings"][0]["message"]
+
+
 def test_hmac_secret_shorter_than_32_bytes_is_a_warning_and_still_valid(client):
     secret = "only-24-bytes-of-secret!"
     token = mint(claims(), SigningKey("HS256", secret.encode(), "k"))
