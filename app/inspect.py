@@ -38,8 +38,11 @@ class InspectResult(msgspec.Struct):
     details: list[Detail]
 
 
-def _codes(header: dict[str, Any], claims: dict[str, Any], now: float) -> list[str]:
+def _codes(header: dict[str, Any], claims: dict[str, Any], now: float,
+           reasons: dict[str, str] | None = None) -> list[str]:
+    """The suspicious patterns; `reasons` receives the message for a code whose usual one would not fit."""
     codes: list[str] = []
+    reasons = {} if reasons is None else reasons
     alg = header.get("alg")
     if isinstance(alg, str) and alg.lower() == "none":
         codes.append("ALG_NONE")
@@ -56,6 +59,10 @@ def _codes(header: dict[str, Any], claims: dict[str, Any], now: float) -> list[s
     exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
     if "exp" not in claims:
         codes.append("EXP_MISSING")
+    elif not numeric_date(exp):
+        codes.append("EXP_MISSING")
+        reasons["EXP_MISSING"] = ("`exp` is not a NumericDate (a JSON number of seconds): validators refuse the "
+                                  "token or ignore the claim, so nothing makes it expire.")
     if numeric_date(exp) and numeric_date(iat) and exp - iat > LONG_LIFETIME_SECONDS:
         codes.append("LONG_LIFETIME")
     if numeric_date(exp) and exp <= now:
@@ -67,6 +74,9 @@ def _codes(header: dict[str, Any], claims: dict[str, Any], now: float) -> list[s
     aud = claims.get("aud")
     if aud is None:
         codes.append("AUD_MISSING")
+    elif aud == [] or aud == "" or not isinstance(aud, (str, list)):
+        codes.append("AUD_MISSING")
+        reasons["AUD_MISSING"] = "`aud` names no audience (empty, or not a string or array of strings)."
     else:
         values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if values and all(isinstance(value, str) and value.endswith("/userinfo") for value in values):
@@ -93,6 +103,7 @@ def inspect_token(raw: str, now: float, max_token_bytes: int) -> InspectResult:
             codes.append("OPAQUE_TOKEN")
         codes.append("MALFORMED_TOKEN")
         return InspectResult(None, False, WARNING, tid, codes, _details(codes, {"MALFORMED_TOKEN": exc.reason}))
-    codes = (["BEARER_PREFIX"] if prefix else []) + _codes(token.header, token.claims, now)
+    reasons: dict[str, str] = {}
+    codes = (["BEARER_PREFIX"] if prefix else []) + _codes(token.header, token.claims, now, reasons)
     return InspectResult(Decoded(token.header, token.claims, token.signature_segment), False, WARNING, tid, codes,
-                         _details(codes))
+                         _details(codes, reasons))

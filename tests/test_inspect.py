@@ -103,6 +103,18 @@ def test_long_lifetime_is_over_24_hours(client, iat, exp, long):
     assert ("LONG_LIFETIME" in inspect(client, rs(iat=iat, exp=exp))["suspicious_warnings"]) is long
 
 
+@pytest.mark.parametrize("claim, value, code, says", [
+    ("exp", str(NOW + 3600), "EXP_MISSING", "not a NumericDate"),
+    ("exp", None, "EXP_MISSING", "never expires"),
+    ("aud", [], "AUD_MISSING", "names no audience"),
+    ("aud", 42, "AUD_MISSING", "names no audience"),
+], ids=["exp-as-string", "exp-absent", "aud-empty-array", "aud-number"])
+def test_a_claim_present_but_unusable_is_flagged_like_an_absent_one(client, claim, value, code, says):
+    body = inspect(client, rs(**{claim: value}))
+    assert code in body["suspicious_warnings"]
+    assert says in next(item["message"] for item in body["details"] if item["code"] == code)
+
+
 def test_userinfo_next_to_a_real_audience_is_not_flagged(client):
     body = inspect(client, rs(aud=["https://api.example.com", "https://acme.auth0.com/userinfo"]))
     assert "AUD_USERINFO" not in body["suspicious_warnings"]
