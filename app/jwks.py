@@ -12,6 +12,7 @@ OIDC discovery (`{issuer}/.well-known/openid-configuration`) resolves a `jwks_ur
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 from collections import OrderedDict
 import re
@@ -96,18 +97,22 @@ class Discovered:
 
 
 def freshness(headers: httpx.Headers, now: float, settings: Settings) -> float:
-    """Seconds a fetched set stays fresh: Cache-Control max-age (or Expires), clamped to [floor, ceiling]."""
+    """Seconds a fetched set stays fresh: Cache-Control max-age less the Age a cache in between has held it
+    (RFC 9111 4.2.3), or Expires, clamped to [floor, ceiling]."""
     age: float | None = None
     control = headers.get("cache-control", "")
     match = _MAX_AGE.search(control)
     if match:
-        age = float(match.group(1))
+        held = headers.get("age", "").strip()
+        age = float(match.group(1)) - (float(held) if held.isdigit() else 0.0)
     elif "no-cache" in control.lower() or "no-store" in control.lower():
         age = 0.0
     elif "expires" in headers:
         try:
-            expires = email.utils.parsedate_to_datetime(headers["expires"]).timestamp()
-            age = expires - now
+            expires = email.utils.parsedate_to_datetime(headers["expires"])
+            if expires.tzinfo is None:  # HTTP dates are GMT (RFC 9110 5.6.7), whatever the local time zone
+                expires = expires.replace(tzinfo=datetime.timezone.utc)
+            age = expires.timestamp() - now
         except (TypeError, ValueError, IndexError, OverflowError):
             age = 0.0
     if age is None:

@@ -148,13 +148,22 @@ def record_decision(authorizer: str, decision: str, reason: str, storage_error: 
         _tally.inc(_child(STORAGE_ERRORS, authorizer))
 
 
-# Distinct `jwks_uri` label values one process creates: inline policies may name any path on an allowed host.
+# Distinct `jwks_uri` (and `host`) label values one process creates: inline policies may name any path on an
+# allowed host, and any host under an allowed glob.
 MAX_KEY_SET_SERIES = 256
 _key_set_labels: set[str] = set()
 
 
+_key_set_hosts: set[str] = set()
+
+
 def record_key_set_fetch(uri: str, outcome: str) -> None:
-    _child(KEY_SET_FETCHES, urlsplit(uri).hostname or "?", outcome).inc()
+    host = urlsplit(uri).hostname or "?"
+    if host not in _key_set_hosts and len(_key_set_hosts) >= MAX_KEY_SET_SERIES:
+        host = "other"  # subdomains under an allowed glob are as many hosts as a caller likes
+    else:
+        _key_set_hosts.add(host)
+    _child(KEY_SET_FETCHES, host, outcome).inc()
     if outcome == "ok":
         label = key_set_label(uri)
         if label in _key_set_labels or len(_key_set_labels) < MAX_KEY_SET_SERIES:

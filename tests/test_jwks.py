@@ -125,7 +125,12 @@ async def test_kid_not_found_evidence_tells_the_age_of_the_set_now_not_when_firs
     ({"cache-control": "no-store"}, 300),
     ({}, 600),
     ({"expires": "Thu, 01 Jan 2099 00:00:00 GMT"}, 86_400),
-], ids=["max-age-honoured", "below-floor", "above-ceiling", "no-store-floor", "no-header-default", "expires"])
+    ({"cache-control": "max-age=3600", "age": "1800"}, 1800),
+    ({"cache-control": "max-age=3600", "age": "3500"}, 300),
+    ({"expires": "Tue, 14 Nov 2023 23:13:20 -0000"}, 3600),
+    ({"expires": "Tue, 14 Nov 2023 23:13:20"}, 3600),
+], ids=["max-age-honoured", "below-floor", "above-ceiling", "no-store-floor", "no-header-default", "expires",
+        "age-held-by-a-cache", "age-down-to-the-floor", "expires-utc", "expires-without-zone-is-gmt"])
 def test_cache_control_max_age_is_clamped_between_floor_and_ceiling(header, expected):
     assert freshness(httpx.Headers(header), NOW, SETTINGS) == expected
 
