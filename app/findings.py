@@ -44,7 +44,8 @@ VALIDATION_CODES: dict[str, CodeInfo] = {
     "ALGORITHM_INVALID": CodeInfo(
         "algorithm", "error", "`alg` missing, `none`, not in `allowed_algs`, or not of the configured key's family."
     ),
-    "KID_NOT_FOUND": CodeInfo("key", "error", "No key in the key set has the token's `kid` and fits its `alg`, or the token has no `kid` and more than 4 keys fit."),
+    "KID_NOT_FOUND": CodeInfo("key", "error", "No key in the key set has the token's `kid` and fits its `alg`, "
+                                              "or the token has no `kid` and more than 4 keys fit."),
     "JWKS_UNAVAILABLE": CodeInfo(
         "key", "error", "No usable key set could be fetched; says nothing about the token's signature."
     ),

@@ -34,8 +34,8 @@ class ApiRequest(Request[Any, Any, Any]):
     msgspec refuses that holds such an escape is read by the standard library instead, refusing what msgspec
     refuses besides (invalid UTF-8, NaN and Infinity, numbers out of range, nesting too deep; duplicate members:
     the last wins in both), and refusing a lone surrogate anywhere but the top-level `token` (a policy, a header
-    or a path holding one could not be encoded further on). Everything after that is unchanged; the fast path hands such a body here (its
-    decoder refuses it too)."""
+    or a path holding one could not be encoded further on). Everything after that is unchanged; the fast path
+    hands such a body here (its decoder refuses it too)."""
 
     async def json(self) -> Any:
         try:

@@ -43,8 +43,8 @@ def _issuer_hint(actual: str, expected: tuple[str, ...]) -> str | None:
     for wanted in expected:
         if actual.rstrip("/") == wanted.rstrip("/"):
             return (f"The two differ only by a trailing slash; issuers are compared exactly (Auth0 issuers end with "
-                    f"'/', Okta and Cognito ones do not). If this is your issuer, configure {actual!r}: the token carries "
-                    "it that way, and so does the issuer's discovery document.")
+                    f"'/', Okta and Cognito ones do not). If this is your issuer, configure {actual!r}: the token "
+                    "carries it that way, and so does the issuer's discovery document.")
         if actual.lower() == wanted.lower():
             return "The two differ only by letter case; issuers are compared case-sensitively (RFC 7519 4.1.1)."
         try:
