@@ -391,6 +391,10 @@ class KeySetCache:
         return {"key_state": state, "fetched_at": entry.fetched_at, "age_seconds": int(now - (entry.fetched_at or now)),
                 "kids": entry.keyset.kids, "error": entry.last_error}
 
+    def configured(self) -> frozenset[str]:
+        """The URIs of the key sets the configuration names (profiles, authorizers, discovered for profiles)."""
+        return frozenset(self._configured)
+
     def held(self) -> frozenset[str]:
         """The URIs of the key sets held now (configured, or named by recent requests)."""
         return frozenset(self._entries)

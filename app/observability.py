@@ -114,7 +114,11 @@ class _Tally:
 
 
 _tally = _Tally()
-flush_metrics = _tally.flush
+
+
+def flush_metrics() -> None:
+    """Write this process's tallies; on the event loop that fills them (the dicts are swapped, not locked)."""
+    _tally.flush()
 
 
 async def flush_metrics_periodically(seconds: float = FLUSH_SECONDS) -> None:
@@ -201,11 +205,15 @@ class _Global(Collector):
         return REGISTRY.collect()
 
 
-def metrics_text(clock: Callable[[], float] = time.time, held: Iterable[str] | None = None) -> bytes:
+def metrics_text(clock: Callable[[], float] = time.time, held: Iterable[str] | None = None,
+                 flush: bool = True) -> bytes:
     """The Prometheus exposition of every worker (multiprocess files) or of this process. With `held` (the key
-    sets the service holds now), key-set ages are reported for those only: a set a reload dropped would
-    otherwise keep ageing and page someone."""
-    flush_metrics()  # this process's own counts are exact; other workers' are at most FLUSH_SECONDS late
+    sets the configuration names, the same in every worker), key-set ages are reported for those only: a set a
+    reload dropped would otherwise keep ageing and page someone, and a set one worker fetched for an inline
+    policy would come and go with the worker answering. `flush`: write this process's tallies first (its own
+    counts are then exact; other workers' are at most FLUSH_SECONDS late); call it on the event loop."""
+    if flush:
+        flush_metrics()
     directory = os.environ.get(MULTIPROC_ENV)
     source: Collector
     if directory:

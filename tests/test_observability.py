@@ -232,12 +232,41 @@ def test_metric_labels_stay_bounded_and_never_show_a_credential_or_a_dropped_key
     assert "FROBNICATE" not in text
     label = server.url("/labels.json")
     assert value(metrics, "jwks_last_success_timestamp_seconds", jwks_uri=label) > 0
-    assert value(metrics, "jwks_key_set_age_seconds", jwks_uri=label) >= 0
-    assert ("jwks_key_set_age_seconds", frozenset({("jwks_uri", label)})) in metrics
-    # A key set the service no longer holds (a reload dropped it) keeps its last-success time but has no age.
+    # Only an inline policy named this set: no age, which would come and go with the worker answering the scrape
+    # (the one that fetched it, or another). Configured sets have theirs (the tests above and below).
+    assert ("jwks_key_set_age_seconds", frozenset({("jwks_uri", label)})) not in metrics
+    assert value(samples(metrics_text(held=[uri]).decode()), "jwks_key_set_age_seconds", jwks_uri=label) >= 0
+    # A key set the configuration no longer names (a reload dropped it) keeps its last-success time but no age.
     dropped = samples(metrics_text(held=[]).decode())
     assert value(dropped, "jwks_last_success_timestamp_seconds", jwks_uri=label) > 0
     assert ("jwks_key_set_age_seconds", frozenset({("jwks_uri", label)})) not in dropped
+
+
+def test_a_scrape_writes_the_tallies_on_the_event_loop_that_fills_them():
+    """A flush from another thread could swap the tallies while a request writes them, losing counts."""
+    import threading
+
+    from app.observability import _Tally
+
+    threads: dict[str, set[int]] = {"inc": set(), "flush": set()}
+    original_inc, original_flush = _Tally.inc, _Tally.flush
+
+    def inc(self: Any, child: Any) -> None:
+        threads["inc"].add(threading.get_ident())
+        original_inc(self, child)
+
+    def flush(self: Any) -> None:
+        threads["flush"].add(threading.get_ident())
+        original_flush(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Tally, "inc", inc)
+        patch.setattr(_Tally, "flush", flush)
+        with TestClient(create_app(Settings())) as client:
+            client.post("/v1/inspect/token", json={"token": "x"})
+            threads["flush"].clear()
+            assert client.get("/metrics").status_code == 200
+    assert threads["flush"] and threads["flush"] <= threads["inc"]
 
 
 # ------------------------------------------------------------------------------------------ 2 real workers

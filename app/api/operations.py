@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -11,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.handlers import BaseRouteHandler
 
 from app import examples
-from app.observability import CONTENT_TYPE, ApiKeys, metrics_text, needs_api_key
+from app.observability import CONTENT_TYPE, ApiKeys, flush_metrics, metrics_text, needs_api_key
 from app.problems import ApiError
 from app.verifier import Verifier
 
@@ -33,10 +34,14 @@ class OperationsController(Controller):
                      "histogram, validations by profile and validity, findings by code, decisions by authorizer, "
                      "decision and reason, key-set fetches by host and outcome, key-set age, verified-token cache "
                      "hits and misses, rate-limit storage errors. Open (no X-API-Key).",
-         media_type=CONTENT_TYPE, sync_to_thread=True)
-    def metrics(self, verifier: NamedDependency[Verifier]) -> Response[bytes]:
-        held = verifier.keys.held() if verifier.keys is not None else None
-        return Response(metrics_text(held=held), media_type=CONTENT_TYPE)
+         media_type=CONTENT_TYPE)
+    async def metrics(self, verifier: NamedDependency[Verifier]) -> Response[bytes]:
+        # The tallies are flushed here, on the event loop that writes them (a thread could swap them mid-write
+        # and lose counts); reading every worker's files is left to a thread.
+        flush_metrics()
+        configured = verifier.keys.configured() if verifier.keys is not None else None
+        text = await asyncio.to_thread(metrics_text, held=configured, flush=False)
+        return Response(text, media_type=CONTENT_TYPE)
 
 
 def api_key_guard(keys: ApiKeys) -> Any:
