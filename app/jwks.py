@@ -45,6 +45,8 @@ MAX_REQUESTED_KEY_SETS = 256
 # request a fetch (the cooldown's bound for random kids, applied to random URLs). Configured sets never count.
 MAX_NEW_REQUESTED_PER_HOST = 4
 MAX_NEW_REQUESTED = 32
+# How often configured key sets are looked after without waiting for traffic (`KeySetCache.maintain`).
+MAINTAIN_SECONDS = 5.0
 
 
 _IDENTITY = {"Accept-Encoding": "identity"}
@@ -390,6 +392,24 @@ class KeySetCache:
         state = "unavailable" if view.keyset is None else "fresh" if now < entry.expires_at else "stale"
         return {"key_state": state, "fetched_at": entry.fetched_at, "age_seconds": int(now - (entry.fetched_at or now)),
                 "kids": entry.keyset.kids, "error": entry.last_error}
+
+    async def maintain(self) -> None:
+        """Keep the configured key sets usable without waiting for traffic (run for the app's lifetime): a set
+        whose startup fetch failed, or past its freshness, is refetched (backoff respected), a failed discovery
+        retried. Else a service gated on /readyz (READY_REQUIRES_KEYS) that started during an IdP outage would
+        get no request, so fetch nothing, so never become ready; and a quiet profile would wait for its first
+        request to refresh."""
+        while True:
+            await asyncio.sleep(MAINTAIN_SECONDS)
+            now = self.clock()
+            for uri in list(self._configured):
+                entry = self._entries.get(uri)
+                if entry is not None and entry.inflight is None and now >= entry.next_attempt_at and (
+                        entry.keyset is None or now >= entry.expires_at):
+                    self._spawn(self._refresh(entry))
+            for issuer, state in list(self._discovered.items()):
+                if state.jwks_uri is None and state.inflight is None and now >= state.next_attempt_at:
+                    self._spawn(self.view_discovered(issuer, None))
 
     def configured(self) -> frozenset[str]:
         """The URIs of the key sets the configuration names (profiles, authorizers, discovered for profiles)."""

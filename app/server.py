@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         tasks = [asyncio.ensure_future(document.watch(settings.config_poll_seconds))
                  for document in documents if document.source is not None and document.source.is_file]
         tasks.append(asyncio.ensure_future(flush_metrics_periodically()))
+        tasks.append(asyncio.ensure_future(keys.maintain()))
         install_sighup(documents)
         try:
             yield

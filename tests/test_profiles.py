@@ -289,6 +289,26 @@ def test_readyz_reports_profile_key_state_and_waits_for_keys_when_required(serve
         assert response.json()["profiles"]["acme"]["key_state"] in ("pending", "unavailable")
 
 
+def test_a_service_that_started_during_an_idp_outage_becomes_ready_without_any_request(server, monkeypatch):
+    """Gated on /readyz, it gets no traffic: the failed startup fetch is retried in the background."""
+    import app.jwks as jwks_module
+
+    monkeypatch.setattr(jwks_module, "MAINTAIN_SECONDS", 0.1)
+    server.mode = "500"
+    document = json.dumps({"acme": profile(server)})
+    with TestClient(create_app(Settings(issuer_profiles_json=document, ready_requires_keys=True))) as client:
+        time.sleep(0.3)
+        assert client.get("/readyz").status_code == 503
+        server.mode = "ok"  # the IdP is back; nobody calls /v1/*
+        for _ in range(60):
+            response = client.get("/readyz")
+            if response.status_code == 200:
+                break
+            time.sleep(0.1)
+        assert response.status_code == 200 and response.json()["profiles"]["acme"]["key_state"] == "fresh"
+        assert server.hit_count(PATH) >= 2
+
+
 def test_inline_jwks_uri_is_allowed_only_for_allowlisted_hosts(server):
     token = mint(claims(exp=int(time.time()) + 600, iat=None), key_for("RS256", "k1"), kid="k1")
     policy = profile(server)
