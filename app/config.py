@@ -101,10 +101,13 @@ def decode_document(data: bytes, label: str) -> Any:
     silently, so a second profile `acme` would replace the first without a word."""
     try:
         document = msgspec.json.decode(data)
+        tree = json.loads(data, object_pairs_hook=_members)
     except msgspec.DecodeError as exc:
         raise ConfigError(label, [("$", f"not valid JSON: {exc}")]) from None
+    except (RecursionError, ValueError):  # msgspec accepted it: only nesting deeper than Python's stack is left
+        raise ConfigError(label, [("$", "nested too deeply")]) from None
     problems: list[tuple[str, str]] = []
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(json.loads(data, object_pairs_hook=_members), ())]
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(tree, ())]
     while stack:
         node, path = stack.pop()
         if isinstance(node, _Members):
@@ -169,6 +172,10 @@ class ReloadingDocument(Generic[T]):
         except ConfigError as exc:
             self.last_error = str(exc)
             log.error("config_reload_failed", source=self.source.variable, problems=str(exc).splitlines()[:20])
+            return False
+        except Exception as exc:  # noqa: BLE001 - a loader bug must not end the watch: keep the old document
+            self.last_error = f"{self.source.label}: $: the document could not be loaded ({type(exc).__name__})"
+            log.error("config_reload_failed", source=self.source.variable, problems=[self.last_error])
             return False
         old, self.value, self.last_error = self.value, new, None
         log.info("config_reloaded", source=self.source.variable)

@@ -112,6 +112,21 @@ def test_every_problem_of_one_profile_is_a_line_of_its_own(profile, expected):
     assert all(line.startswith(f"ISSUER_PROFILES_JSON: {want}") for line, want in zip(lines, expected)), lines
 
 
+def test_a_document_nested_too_deeply_is_a_config_error_and_the_watch_goes_on(tmp_path):
+    path = tmp_path / "profiles.json"
+    deep = '{"acme": ' + "[" * 5000 + "]" * 5000 + "}"
+    path.write_text(deep)
+    with pytest.raises(ConfigError, match=r"ISSUER_PROFILES_JSON \(.*\): \$: nested too deeply"):
+        create_app(Settings(issuer_profiles_json=str(path)))
+    write(path, {"hs": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": "x" * 32}})
+    app = create_app(Settings(issuer_profiles_json=str(path)))
+    (document,) = app.state.documents[:1]
+    path.write_text(deep)
+    assert document.reload() is False and "nested too deeply" in document.last_error
+    write(path, {"hs2": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": "x" * 32}})
+    assert document.reload() is True and list(document.value.policies) == ["hs2"]
+
+
 def test_file_source_is_named_in_the_error(tmp_path):
     path = tmp_path / "profiles.json"
     path.write_text('{"acme": {"issuer": 1}}')
