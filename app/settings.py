@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Any, Callable, Literal
@@ -73,6 +74,24 @@ def _list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def _api_keys(text: str) -> tuple[str, ...]:
+    keys = _list(text)
+    if not keys:  # `-e API_KEYS=$UNSET` must not open the service
+        raise ValueError("is set but names no key (unset it to run without API keys)")
+    if not all(key.isascii() and key.isprintable() and " " not in key for key in keys):
+        raise ValueError("keys must be printable ASCII without spaces (they are sent as an HTTP header value)")
+    return keys
+
+
+def _host(text: str) -> str:
+    try:
+        ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ValueError("must be an IP address such as 127.0.0.1, 0.0.0.0 or :: (a host name is not resolved)"
+                         ) from None
+    return text.strip()
+
+
 def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().upper() if upper else text.strip().lower()
@@ -104,10 +123,10 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "READY_REQUIRES_KEYS": ("ready_requires_keys", _bool, "/readyz waits for every profile's key set"),
     "VERIFIED_TOKEN_CACHE_SIZE": ("verified_token_cache_size", _int(0, 10_000_000),
                                   "verified-token cache entries per worker (default 10000, 0 disables)"),
-    "API_KEYS": ("api_keys", _list, "comma-separated keys required in X-API-Key for /v1/* (except presets)"),
+    "API_KEYS": ("api_keys", _api_keys, "comma-separated keys required in X-API-Key for /v1/* (except presets)"),
     "LOG_LEVEL": ("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "DEBUG/INFO/WARNING/ERROR"),
     "LOG_FORMAT": ("log_format", _choice("json", "console"), "json (default) or console"),
-    "HOST": ("host", _text, "listen address (default 127.0.0.1)"),
+    "HOST": ("host", _host, "listen address (default 127.0.0.1)"),
     "PORT": ("port", _int(0, 65535), "listen port (default 8000)"),
     "WORKERS": ("workers", _int(1, 64), "worker processes (default 1)"),
     "JWKS_CONNECT_TIMEOUT": ("jwks_connect_timeout", _float(0.05, 60), "key-set connect timeout, s (default 2)"),
