@@ -401,6 +401,19 @@ def test_forward_auth_decides_methods_litestar_does_not_route(clock, form):
         assert fresh.request("PROPFIND", "/v1/forward-auth/nope", headers=auth).status_code == 404
 
 
+def test_a_method_litestar_cannot_route_is_counted_under_its_forward_auth_route(clock):
+    """The fast path hands an unknown authorizer to Litestar, as GET: the route it matched is still the label."""
+    series = 'http_requests_total{method="OTHER",route="/v1/forward-auth/{authorizer}",status="404"} '
+
+    def count(metrics: str) -> float:
+        return next((float(line[len(series):]) for line in metrics.splitlines() if line.startswith(series)), 0.0)
+
+    with TestClient(create_app(Settings(), clock=clock)) as fresh:
+        before = count(fresh.get("/metrics").text)
+        assert fresh.request("PROPFIND", "/v1/forward-auth/nope").status_code == 404
+        assert count(fresh.get("/metrics").text) == before + 1
+
+
 def test_forward_auth_without_path_or_headers_authorizes_the_root(client):
     response = client.get("/v1/forward-auth/orgs", headers={"Authorization": f"Bearer {token(**{ORG: 'acme'})}"})
     assert response.status_code == 403

@@ -78,8 +78,19 @@ class FastPath:
                 if await self._forward(scope, send, path):
                     return
                 if method != "GET":  # WebDAV, TRACE...: Litestar routes only the methods it knows
-                    scope = {**scope, "method": "GET", ORIGINAL_METHOD: method}
+                    await self._as_get(scope, receive, send, method)
+                    return
         await self.app(scope, receive, send)
+
+    async def _as_get(self, scope: Any, receive: Any, send: Any, method: str) -> None:
+        """Hand a forward-auth request whose method Litestar cannot route to the GET handler, its own method kept
+        for the decision, and the route Litestar matched given back for the request's log line and metrics."""
+        inner = {**scope, "method": "GET", ORIGINAL_METHOD: method}
+        try:
+            await self.app(inner, receive, send)
+        finally:
+            if "path_template" in inner:
+                scope["path_template"] = inner["path_template"]
 
     def _headers(self, scope: Any) -> tuple[bytes | None, bytes | None, bool]:
         """Content type, content length, and whether the request may take the fast path at all: no header given
