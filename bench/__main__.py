@@ -230,7 +230,7 @@ def http_section(load: H.LoadSettings, rounds: int, tokens_file: Path, total_tok
                  workdir: Path, stack: ExitStack) -> tuple[dict[str, H.Run], dict[str, list[float]], list[str]]:
     notes: list[str] = []
     if H.wrk_path() is None:
-        return {}, {}, ["HTTP rows skipped: wrk is not installed (make system-deps installs it)"]
+        return {}, {}, ["HTTP rows skipped: wrk is not installed (python3 .ci/dev.py system-deps installs it)"]
     py = H.python()
     authorizers_file = workdir / "authorizers.json"
     authorizers_file.write_text(json.dumps(authz.authorizers("RS256", (10,))))
@@ -459,7 +459,7 @@ def generated_markdown(command: str, facts: dict[str, str], load_before: str, lo
                        stages: dict[str, list[breakdown.Row]],
                        asgi: list[tuple[str, float]] | str, notes: list[str]) -> str:
     lines = [
-        f"Command: `{command}` (or `make bench`), {elapsed:.0f} s.",
+        f"Command: `{command}` (or `python3 .ci/dev.py bench`), {elapsed:.0f} s.",
         "",
         f"Machine: {facts['nproc']} CPUs ({facts['cpu']}), Python {facts['python']}, {facts['versions']}; "
         f"{facts['date']}, commit {facts['commit']}. Load average (1, 5, 15 min) before: {load_before}, "

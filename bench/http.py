@@ -176,7 +176,7 @@ def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: s
     across warm-up and rounds a token comes back only after the whole list has gone by."""
     wrk = wrk_path()
     if wrk is None:
-        return Run(name, note="wrk is not installed (make system-deps installs it)")
+        return Run(name, note="wrk is not installed (python3 .ci/dev.py system-deps installs it)")
     template_file = workdir / f"{name.replace(' ', '_').replace('/', '_')}.http"
     template_file.write_text(template.text())
     url = f"http://127.0.0.1:{port}"

@@ -87,5 +87,5 @@ def require_binary(name: str) -> str:
     if path is None:
         if os.environ.get("CI"):
             pytest.fail(f"{name} is required under CI (.ci/run installs it)")
-        pytest.skip(f"{name} is not installed (make system-deps installs it)")
+        pytest.skip(f"{name} is not installed (python3 .ci/dev.py system-deps installs it)")
     return path

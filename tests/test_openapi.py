@@ -16,7 +16,7 @@ def test_committed_document_equals_python_m_app_openapi():
     printed = subprocess.run([sys.executable, "-m", "app", "openapi"], cwd=ROOT, capture_output=True, text=True,
                              check=True, env={"PATH": "/usr/bin:/bin"}).stdout
     committed = (ROOT / "openapi" / "openapi.json").read_text()
-    assert printed == committed, "openapi/openapi.json is stale: run `make openapi` and commit it"
+    assert printed == committed, "openapi/openapi.json is stale: run `python3 .ci/dev.py openapi` and commit it"
 
 
 def test_served_document_is_openapi_3_1_with_examples_for_every_route(client):

@@ -32,8 +32,8 @@ def section(name: str) -> str:
 def test_readme_starts_with_the_two_setup_commands_and_ci_runs_the_test_one():
     first_block = re.search(r"```bash\n(.*?)```", README, re.S).group(1)
     commands = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
-    assert commands == ["make run", "make test"]
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert commands == ["python3 .ci/dev.py run", "python3 .ci/dev.py test"]
+    assert "python3 .ci/dev.py test" in (ROOT / ".ci" / "run").read_text()
 
 
 def test_code_table_equals_the_catalogue():
