@@ -221,12 +221,16 @@ def test_metric_labels_stay_bounded_and_never_show_a_credential_or_a_dropped_key
                                ).json()["valid"] is True
             capsys.readouterr()
             client.request("FROBNICATE", "/v1/forward-auth/none/reset/sekrit-in-path")
+            client.request("FROBNICATE", "/nowhere/sekrit-in-path")
             text = client.get("/metrics").text
     finally:
         server.stop()
     log = capsys.readouterr().out
     metrics = samples(text)
     assert "sekrit" not in text and "sekrit" not in log  # neither the key set's query nor a forward-auth path
+    # Forward-auth takes any method (an unknown authorizer: 404 under its route); elsewhere the path is unmatched.
+    assert value(metrics, "http_requests_total", route="/v1/forward-auth/{authorizer}/{path}", method="OTHER",
+                 status="404") >= 1
     assert value(metrics, "http_requests_total", route="unmatched", method="OTHER", status="405") + value(
         metrics, "http_requests_total", route="unmatched", method="OTHER", status="404") >= 1
     assert "FROBNICATE" not in text
