@@ -32,8 +32,8 @@ def header_kid(raw: str, allowed_algs: frozenset[str], max_bytes: int) -> str | 
         header = decode_json_object(b64url_decode(head, "header"), "header")
     except MalformedToken:
         return None
-    kid = header.get("kid")
-    if header.get("alg") not in allowed_algs:
+    kid, alg = header.get("kid"), header.get("alg")
+    if not isinstance(alg, str) or alg not in allowed_algs:  # any JSON: a list or an object is unhashable
         return None
     return kid if isinstance(kid, str) and len(kid) <= 256 else None
 

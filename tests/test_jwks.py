@@ -16,7 +16,7 @@ from app.settings import Settings
 from app.verifier import Verifier
 from tests.conftest import AUDIENCE, ISSUER, NOW, FixedClock, claims
 from tests.keyserver import KeyServer
-from tests.mint import jwks, key_for, mint
+from tests.mint import jwks, key_for, mint, segment
 
 PATH = "/.well-known/jwks.json"
 SETTINGS = Settings(jwks_cooldown=30, jwks_min_age=300, jwks_max_age=86_400, jwks_default_age=600,
@@ -81,6 +81,15 @@ async def test_flood_of_random_kids_costs_one_fetch_per_cooldown(verifier, serve
     clock.now += 31
     await asyncio.gather(*(verifier.validate(item, policy) for item in flood[:100]))
     assert server.hit_count(PATH) == 3  # one more once the cooldown has passed
+
+
+@pytest.mark.parametrize("alg", [["RS256"], {"a": 1}, None, 1])
+async def test_a_header_alg_of_any_json_type_is_answered_not_a_server_error(verifier, server, alg):
+    policy = remote_policy(server.url(PATH))
+    header = segment({"alg": alg, "kid": "ghost"}) if alg is not None else segment({"kid": "ghost"})
+    result = await verifier.validate(f"{header}.{segment(claims())}.c2ln", policy)
+    assert not result.valid and set(codes(result)) & {"ALGORITHM_INVALID", "MALFORMED_TOKEN"}
+    assert server.hit_count(PATH) == 1  # fetched for the view, never refetched for the kid
 
 
 @pytest.mark.parametrize("kind", ["oversized", "refused-alg", "two-segments"])
