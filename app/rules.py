@@ -128,9 +128,21 @@ def _variable_value(variable: Variable, facts: Facts) -> tuple[Value | None, str
     return value, ""
 
 
-def _condition(condition: Condition, facts: Facts, variables: dict[str, Value], display: dict[str, Value] | None
-               ) -> tuple[bool, dict[str, Any] | None]:
-    """`must_exist`: some entry whose name matches has a value matching (any value when none is given)."""
+def _ambiguous(pairs: list[tuple[str, list[str]]]) -> str | None:
+    """The first name given more than once with different values, among the headers or parameters a condition
+    reads: the upstream may read either copy, so no answer about "the" value can be trusted."""
+    seen: dict[str, list[str]] = {}
+    for name, values in pairs:
+        if seen.setdefault(name, values) != values:
+            return name
+    return None
+
+
+def _condition(condition: Condition, facts: Facts, variables: dict[str, Value], display: dict[str, Value] | None,
+               effect: Effect) -> tuple[bool, dict[str, Any] | None]:
+    """`must_exist`: some entry whose name matches has a value matching (any value when none is given). A header
+    or parameter the condition reads that is repeated with different values is ambiguous: the condition then
+    takes the side that fails closed (does not hold in an allow rule, holds in a deny rule)."""
     compared: list[tuple[str, list[str]]] = []
     if condition.kind == "token":
         claims = facts.claims or {}
@@ -151,11 +163,14 @@ def _condition(condition: Condition, facts: Facts, variables: dict[str, Value], 
         assert condition.name is not None
         pairs = facts.headers if condition.kind == "headers" else facts.query
         compared = [(name, [value]) for name, value in pairs if condition.name.search(variables, name)]
-    if condition.value is None:
-        present = bool(compared)
+    ambiguous = _ambiguous(compared) if condition.kind != "token" else None
+    if ambiguous is not None:
+        held = effect == "deny"
+    elif condition.value is None:
+        held = bool(compared) == condition.exists
     else:
-        present = any(condition.value.search(variables, text) for _, values in compared for text in values)
-    held = present == condition.exists
+        held = any(condition.value.search(variables, text) for _, values in compared for text in values
+                   ) == condition.exists
     if display is None:
         return held, None
     detail: dict[str, Any] = {"field": condition.field, "held": held,
@@ -163,6 +178,9 @@ def _condition(condition: Condition, facts: Facts, variables: dict[str, Value], 
                               "value_pattern": condition.value.shown(display) if condition.value else None}
     if condition.name is not None:
         detail["name_pattern"] = condition.name.shown(display)
+    if ambiguous is not None:
+        detail["ambiguous"] = (f"{ambiguous!r} is sent more than once with different values: the condition fails "
+                               "closed")
     detail["compared"] = [{"name": name, "values": [_shown(facts, name if condition.kind == "headers" else "", text)
                                                     for text in values]} for name, values in compared]
     return held, detail
@@ -198,7 +216,7 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
                       "presence": "must_exist" if rule.path_exists else "must_absent"} if display is not None
                      else None)
     for condition in (*rule.headers, *rule.query, *rule.token):
-        yield _condition(condition, facts, variables, display)
+        yield _condition(condition, facts, variables, display, rule.effect)
 
 
 def match_rule(rule: Rule, facts: Facts, explain: bool = False) -> RuleResult:
@@ -318,18 +336,22 @@ def _path_check(pattern: Pattern, exists: bool) -> Check:
     return lambda facts, variables: search(variables, facts.path) == exists
 
 
-def _pair_check(condition: Condition) -> Check:
-    """A `headers` or `query` condition: some pair whose name matches has a matching value."""
+def _pair_check(condition: Condition, effect: Effect) -> Check:
+    """A `headers` or `query` condition: some pair whose name matches has a matching value; a name repeated with
+    different values is ambiguous and fails closed (see `_condition`)."""
     assert condition.name is not None
     headers, exists, key, name = condition.kind == "headers", condition.exists, condition.name.literal, condition.name
     value = condition.value.search if condition.value is not None else None
+    ambiguous = effect == "deny"
 
     def held(facts: Facts, variables: dict[str, Value]) -> bool:
+        found, seen = False, {}
         for pair_name, text in facts.headers if headers else facts.query:
-            if (pair_name == key if key is not None else name.search(variables, pair_name)) and (
-                    value is None or value(variables, text)):
-                return exists
-        return not exists
+            if pair_name == key if key is not None else name.search(variables, pair_name):
+                if seen.setdefault(pair_name, text) != text:
+                    return ambiguous
+                found = found or value is None or value(variables, text)
+        return found == exists
     return held
 
 
@@ -386,7 +408,7 @@ def _matcher(rule: Rule) -> Matcher:
     checks: tuple[Check, ...] = (
         *map(_claim_check, rule.claims),
         *((_path_check(rule.path, rule.path_exists),) if rule.path is not None else ()),
-        *(_token_check(item) if item.kind == "token" else _pair_check(item) for item in rule.conditions))
+        *(_token_check(item) if item.kind == "token" else _pair_check(item, rule.effect) for item in rule.conditions))
     required, any_scopes = rule.required_scopes, rule.any_scopes
 
     def match(facts: Facts) -> RuleResult | None:

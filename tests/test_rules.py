@@ -270,6 +270,32 @@ def test_a_repeated_header_or_query_parameter_does_not_resolve_a_variable(source
     assert "more than once" in verdict.trace[0]["unresolved"]
 
 
+@pytest.mark.parametrize("source", ["headers", "query"])
+def test_a_repeated_header_or_parameter_a_condition_reads_fails_closed(source):
+    """The spec's tenant check (`x-tenant` must equal the org claim) with `x-tenant: victim` and `x-tenant: mine`:
+    the upstream may read either copy, so an allow rule does not match and a deny rule does."""
+    condition = {"name": {"pattern": "^x-tenant$"}, "value": {"pattern": "^{{org}}$"}}
+    variables = [{"name": "org", "source": "jwtClaim", "key": "org"}]
+    allow, deny = load_rules([{"effect": "allow", source: [condition], "variables": variables},
+                              {"effect": "deny", source: [{**condition, "value": {"pattern": "^victim$"}}]}])
+
+    def facts_with(*values: str) -> Facts:
+        pairs = tuple(("x-tenant", value) for value in values)
+        return Facts("GET", "/", pairs if source == "headers" else (), pairs if source == "query" else (),
+                     {"org": "mine"})
+
+    for rule, alone, expected in ((allow, "mine", False), (deny, "mine", True)):
+        assert match_rule(rule, facts_with(alone)).matched is not expected  # one copy: the plain answer
+        assert match_rule(rule, facts_with("victim", "mine")).matched is expected
+        assert match_rule(rule, facts_with("mine", "victim"), explain=True).matched is expected
+        for explain in (False, True):  # the compiled matchers and the explaining path alike
+            verdict = evaluate([rule], facts_with("victim", "mine"), "deny", explain=explain)
+            assert (verdict.rule is not None) is expected
+    assert match_rule(allow, facts_with("mine", "mine")).matched  # the same value twice is not ambiguous
+    verdict = evaluate([allow], facts_with("victim", "mine"), "deny", explain=True)
+    assert "sent more than once" in verdict.trace[0]["conditions"][0]["ambiguous"]
+
+
 def test_variables_apply_in_header_and_token_patterns_too():
     rule = {"headers": [{"name": {"pattern": "^x-tenant$"}, "value": {"pattern": "^{{org}}$"}}],
             "variables": [{"name": "org", "source": "jwtClaim", "key": "org"}]}
