@@ -16,6 +16,7 @@ from typing import Any, Literal
 import msgspec
 
 from app.checks.claims import granted_scopes
+from app.paths import percent_encode_non_ascii
 from app.patterns import MISSING, Pattern, PatternError, Value, json_text, resolve_pointer, splits_words, texts
 from app.ruleset import ClaimValues, Condition, Effect, Rule, RuleDoc, Variable, compile_rules
 
@@ -211,7 +212,7 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
     for entry in rule.claims:
         yield _claim_values(entry, facts, explain)
     if rule.path is not None:
-        held = rule.path.search(variables, facts.path) == rule.path_exists
+        held = rule.path.search(in_path(variables), facts.path) == rule.path_exists
         yield held, ({"field": "path", "held": held, "pattern": rule.path.shown(display), "actual": facts.path,
                       "presence": "must_exist" if rule.path_exists else "must_absent"} if display is not None
                      else None)
@@ -329,11 +330,21 @@ def _claim_check(entry: ClaimValues) -> Check:
     return held
 
 
+def in_path(variables: dict[str, Value]) -> dict[str, Value]:
+    """Variables as a normalised path spells them: non-ASCII characters percent-encoded (UTF-8, upper case), so
+    a claim `münchen` matches the path `/orgs/m%C3%BCnchen` (app.paths.normalise_path)."""
+    if all(value.isascii() if isinstance(value, str) else all(item.isascii() for item in value)
+           for value in variables.values()):
+        return variables
+    return {name: percent_encode_non_ascii(value) if isinstance(value, str)
+            else tuple(percent_encode_non_ascii(item) for item in value) for name, value in variables.items()}
+
+
 def _path_check(pattern: Pattern, exists: bool) -> Check:
     literal, search = pattern.literal, pattern.search
     if literal is not None:
         return lambda facts, variables: (facts.path == literal) == exists
-    return lambda facts, variables: search(variables, facts.path) == exists
+    return lambda facts, variables: search(in_path(variables), facts.path) == exists
 
 
 def _pair_check(condition: Condition, effect: Effect) -> Check:

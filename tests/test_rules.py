@@ -221,6 +221,19 @@ def test_org_claim_values_never_widen_the_pattern(org, path, expected):
     assert matches(ORG_RULE, path=path, claims={"https://myapp.com/org_id": org}) is expected
 
 
+@pytest.mark.parametrize("org", ["münchen", ["acme", "münchen"]], ids=["string", "array"])
+@pytest.mark.parametrize("flags", ["", "i"], ids=["as-text", "by-re2"])
+def test_a_non_ascii_claim_value_matches_the_path_as_normalised(org, flags):
+    """Paths are matched percent-encoded; a variable's value is put into a path pattern spelled the same way."""
+    rules = load_rules([{**ORG_RULE, "regexFlags": flags}])
+    for path in ("/v1/organisations/münchen/reports", "/v1/organisations/m%c3%bcnchen/reports"):
+        facts_ = facts(path=normalise_path(path), claims={"https://myapp.com/org_id": org})
+        assert evaluate(rules, facts_, "deny").effect == "allow"
+        assert evaluate(rules, facts_, "deny", explain=True).effect == "allow"
+    other = facts(path=normalise_path("/v1/organisations/muenchen"), claims={"https://myapp.com/org_id": org})
+    assert evaluate(rules, other, "deny").effect == "deny"
+
+
 @pytest.mark.parametrize("claims, why", [
     ({}, "is missing"),
     (None, "anonymous"),
