@@ -193,10 +193,12 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             _substitute(item, values) if isinstance(item, str) else item for item in template_audiences]
         return _ordered(policy)
 
-    def issuer_problem(self, issuer: str) -> str:
-        """Why an issuer does not have this preset's shape, as precisely as can be told."""
+    def near_miss(self, issuer: str) -> str | None:
+        """Why an issuer that almost has this preset's shape does not (a trailing slash, a parameter of the wrong
+        kind, a Cognito pool in another region), or None when it is another shape altogether (an Entra v1
+        issuer, a Keycloak before 17 with `/auth`, an Okta org server), which discovery may well serve."""
         if isinstance(self.issuer, list):
-            return f"the {self.provider} preset's issuers are {' or '.join(map(repr, self.issuer))}"
+            return None
         shape = f"the {self.provider} preset's issuers look like {self.issuer!r}"
         for other in (issuer + "/", issuer.rstrip("/")):
             if other != issuer and self.parameters_from_issuer(other) is not None:
@@ -208,7 +210,7 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             details += [f"{problem.loc[0]}: {problem.msg}" for problem in _cross_check(match.groupdict())]
             if details:
                 return f"{shape}; {'; '.join(details)}"
-        return shape
+        return None
 
     def parameters_from_issuer(self, issuer: str) -> dict[str, str] | None:
         """The parameter values an issuer gives when it has the shape of this preset's issuer, else None."""

@@ -12,9 +12,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from app.config import END, ConfigError, convert, decode_document, json_path
 from app.policy import CompiledPolicy, PolicyError, VerifyPolicy, compile_policy
 
+log = structlog.get_logger("app.profiles")
 PROFILE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}" + END)
 KEY_SOURCES = ("secret", "public_key", "jwks", "jwks_uri", "discovery")
 _EXTRA_FIELDS = ("preset", "description", "parameters")
@@ -62,11 +65,18 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
         for source in KEY_SOURCES:
             base.pop(source, None)
     elif "issuer" in own and "jwks_uri" in base and "{" in str(base["jwks_uri"]):
-        # The issuer does not have the preset's shape, so the key-set URL cannot be derived from it. Quietly
-        # asking the issuer instead (discovery) would fail only at runtime, for a typo visible now.
-        problems.append((json_path(profile_id, "issuer"), f"{preset.issuer_problem(str(own['issuer']))}; fix the "
-                         "issuer, or give 'parameters', or a key source of its own (jwks_uri, discovery: true)"))
-        return None
+        # The issuer does not have the preset's shape, so the key-set URL cannot be derived from it. A near miss
+        # (a typo) is refused now rather than failing at runtime; another shape (an Entra v1 issuer, Keycloak's
+        # old `/auth` path, an Okta org server) asks the issuer itself (discovery), as it says.
+        near_miss = preset.near_miss(str(own["issuer"]))
+        if near_miss is not None:
+            problems.append((json_path(profile_id, "issuer"), f"{near_miss}; fix the issuer, or give 'parameters', "
+                             "or a key source of its own (jwks_uri, discovery: true)"))
+            return None
+        log.info("profile_uses_discovery", profile=profile_id, preset=name,
+                 reason="the issuer does not have the preset's shape, so its key set is found by OIDC discovery")
+        base.pop("jwks_uri")
+        base["discovery"] = True
     merged = {**base, **own}
     return merged
 

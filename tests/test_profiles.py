@@ -78,6 +78,19 @@ def test_bad_profile_document_stops_startup_with_source_json_path_and_problem(do
     assert expected in str(error.value)
 
 
+@pytest.mark.parametrize("preset, issuer", [
+    ("keycloak", "https://sso.acme.com/auth/realms/acme"),
+    ("okta", "https://acme.okta.com"),
+    ("entra_id", "https://sts.windows.net/0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90/"),
+], ids=["keycloak-before-17", "okta-org-server", "entra-v1-issuer"])
+def test_a_preset_profile_with_an_issuer_of_another_shape_finds_its_keys_by_discovery(preset, issuer):
+    """Not a near miss of the preset's issuer (those are refused above) but another shape the provider uses."""
+    document = json.dumps({"acme": {"preset": preset, "issuer": issuer, "audiences": [AUDIENCE]}})
+    app = create_app(Settings(issuer_profiles_json=document))
+    policy = app.state.profiles.value.policies["acme"]
+    assert (policy.key_source, policy.issuers) == ("discovery", (issuer,))
+
+
 def test_a_profile_id_given_twice_is_refused_not_silently_replaced():
     one = json.dumps({"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": "x" * 32})
     document = '{"acme": %s, "other": %s, "acme": %s}' % (one, one, one)
