@@ -234,8 +234,6 @@ def jwk_key(jwk: Any, *, allow_oct: bool) -> KeyEntry:
     key_ops = jwk.get("key_ops")
     if key_ops is not None and not (isinstance(key_ops, list) and all(isinstance(op, str) for op in key_ops)):
         raise KeyError_("'key_ops' must be an array of strings")
-    if key_ops is not None and "verify" not in key_ops:
-        raise KeyError_(f"'key_ops' {key_ops[:8]} does not include 'verify': the key is not for checking signatures")
     if kty == "oct":
         if not allow_oct:
             raise KeyError_("symmetric 'oct' keys are only accepted in an inline jwks")
@@ -244,7 +242,10 @@ def jwk_key(jwk: Any, *, allow_oct: bool) -> KeyEntry:
     elif "d" in jwk or any(name in jwk for name in ("p", "q", "dp", "dq", "qi")):
         raise KeyError_("this JWK contains private key parameters; publish only the public key")
     try:
-        imported = JWKRegistry.import_key(jwk)
+        # `use` and `key_ops` are judged by KeyEntry.fits (a set may publish encryption keys beside its signing
+        # keys); joserfc refuses some combinations outright, so they are not handed to it.
+        imported = JWKRegistry.import_key({name: value for name, value in jwk.items()
+                                           if name not in ("use", "key_ops")})
     except (JoseError, ValueError, TypeError, KeyError, UnsupportedAlgorithm):
         raise KeyError_(f"the {kty} JWK is invalid (missing or malformed parameters)") from None
     ops = tuple(key_ops) if key_ops is not None else None
