@@ -140,8 +140,16 @@ async def test_kid_not_found_evidence_tells_the_age_of_the_set_now_not_when_firs
     ({"expires": "Tue, 14 Nov 2023 23:13:20"}, 3600),
 ], ids=["max-age-honoured", "below-floor", "above-ceiling", "no-store-floor", "no-header-default", "expires",
         "age-held-by-a-cache", "age-down-to-the-floor", "expires-utc", "expires-without-zone-is-gmt"])
-def test_cache_control_max_age_is_clamped_between_floor_and_ceiling(header, expected):
-    assert freshness(httpx.Headers(header), NOW, SETTINGS) == expected
+def test_cache_control_max_age_is_clamped_between_floor_and_ceiling(header, expected, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")  # a zone other than GMT, or a naive date would read right anyway
+    time.tzset()
+    try:
+        assert freshness(httpx.Headers(header), NOW, SETTINGS) == expected
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 async def test_max_age_is_honoured_then_refreshed_in_background(verifier, server, clock):
