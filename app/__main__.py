@@ -67,6 +67,9 @@ def _metrics_directory() -> str | None:
 
 
 def _serve(settings: "Settings") -> int:
+    # Until granian installs its handler (then ours), SIGHUP's default would end the process: a reload sent
+    # while the service starts is ignored instead (the file poll still sees the change).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from app.server import check_config
 
     try:

@@ -299,6 +299,21 @@ def test_sighup_reloads_the_profile_file_of_a_running_service_in_place(tmp_path,
         process.wait(timeout=10)
 
 
+def test_a_sighup_while_the_service_starts_does_not_end_it():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL,
+                               env={"PATH": os.environ["PATH"], "PORT": str(port), "LOG_LEVEL": "WARNING"})
+    try:
+        time.sleep(0.3)  # before granian has installed its handlers
+        process.send_signal(signal.SIGHUP)
+        time.sleep(2.0)
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def test_readyz_reports_profile_key_state_and_waits_for_keys_when_required(server):
     document = json.dumps({"acme": profile(server)})
     with TestClient(create_app(Settings(issuer_profiles_json=document, ready_requires_keys=True))) as client:
