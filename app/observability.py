@@ -36,7 +36,7 @@ from prometheus_client.registry import REGISTRY, Collector
 from app.policy import key_set_label
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = "text/plain; version=0.0.4"  # Litestar appends "; charset=utf-8" to a text/* media type
 disable_created_metrics()  # the `*_created` series double the output and nobody here asks for them
 
 # ---------------------------------------------------------------------------------------------------- metrics

@@ -115,6 +115,11 @@ def test_a_claim_present_but_unusable_is_flagged_like_an_absent_one(client, clai
     assert says in next(item["message"] for item in body["details"] if item["code"] == code)
 
 
+@pytest.mark.parametrize("token", ["Bearer", "bearer ", "Bearer " + rs256_token()])
+def test_the_bearer_scheme_left_in_is_flagged_even_alone(client, token):
+    assert "BEARER_PREFIX" in inspect(client, token)["suspicious_warnings"]
+
+
 def test_userinfo_next_to_a_real_audience_is_not_flagged(client):
     body = inspect(client, rs(aud=["https://api.example.com", "https://acme.auth0.com/userinfo"]))
     assert "AUD_USERINFO" not in body["suspicious_warnings"]

@@ -246,6 +246,12 @@ def test_metric_labels_stay_bounded_and_never_show_a_credential_or_a_dropped_key
     assert ("jwks_key_set_age_seconds", frozenset({("jwks_uri", label)})) not in dropped
 
 
+def test_metrics_are_served_as_prometheus_text_with_one_charset():
+    with TestClient(create_app(Settings())) as client:
+        response = client.get("/metrics")
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+
+
 def test_a_scrape_writes_the_tallies_on_the_event_loop_that_fills_them():
     """A flush from another thread could swap the tallies while a request writes them, losing counts."""
     import threading
