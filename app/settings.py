@@ -153,7 +153,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 problems.append(f"{variable}: {exc}")
     if problems:
         raise SettingsError("; ".join(problems))
-    return Settings(**values)
+    settings = Settings(**values)
+    problems = [message for broken, message in (
+        (settings.jwks_min_age > settings.jwks_max_age, "JWKS_MIN_AGE: must not exceed JWKS_MAX_AGE"),
+        (settings.jwks_connect_timeout > settings.jwks_total_timeout,
+         "JWKS_CONNECT_TIMEOUT: must not exceed JWKS_TOTAL_TIMEOUT"),
+        (settings.max_token_bytes > settings.max_body_bytes,
+         "MAX_TOKEN_BYTES: must not exceed MAX_BODY_BYTES (a token travels in a body)"),
+    ) if broken]
+    if problems:
+        raise SettingsError("; ".join(problems))
+    return settings
 
 
 def settings_help() -> str:

@@ -27,7 +27,8 @@ class Service:
 
     def __init__(self, env: dict[str, str] | None = None, output: IO[Any] | None = None) -> None:
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        host = (env or {}).get("HOST", "127.0.0.1")
+        self.base = f"http://[::1]:{self.port}" if ":" in host else f"http://127.0.0.1:{self.port}"
         full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PORT": str(self.port), **(env or {})}
         target = output if output is not None else subprocess.DEVNULL
         self.process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=full, stdout=target,

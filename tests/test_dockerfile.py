@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+
+from tests.service import Service
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -25,6 +33,33 @@ def test_image_runs_python_m_app_as_non_root_with_healthcheck_on_healthz():
     assert re.search(r"^HEALTHCHECK .*", final, re.M) and "/healthz" in final
     assert 'CMD ["python", "-m", "app"]' in final
     assert "HOST=0.0.0.0" in final
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1"])
+def test_the_healthcheck_command_reaches_a_running_service_wherever_it_listens(host):
+    """The HEALTHCHECK's own Python, run against `python -m app` listening on HOST and PORT."""
+    if ":" in host and not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    command = json.loads(re.search(r"^\s+CMD (\[.*\])$", DOCKERFILE[DOCKERFILE.index("HEALTHCHECK"):], re.M).group(1))
+    assert command[:2] == ["python", "-c"]
+    service = Service({"HOST": host})
+    try:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOST": host, "PORT": str(service.port)}
+        assert subprocess.run([sys.executable, "-c", command[2]], env=env, timeout=30).returncode == 0
+    finally:
+        service.stop()
+    assert subprocess.run([sys.executable, "-c", command[2]], env=env, timeout=30).returncode != 0  # stopped
 
 
 def test_image_copies_the_data_directories_the_app_reads():

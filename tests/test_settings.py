@@ -19,8 +19,11 @@ from app.settings import SettingsError, load_settings
     ({"HOST": "localhost"}, "HOST: must be an IP address"),
     ({"HOST": "999.1.1.1"}, "HOST: must be an IP address"),
     ({"PORT": "abc", "HOST": "x"}, "HOST: must be an IP address.*; PORT:"),
+    ({"JWKS_MIN_AGE": "7200", "JWKS_MAX_AGE": "3600"}, "JWKS_MIN_AGE: must not exceed JWKS_MAX_AGE"),
+    ({"JWKS_CONNECT_TIMEOUT": "10", "JWKS_TOTAL_TIMEOUT": "5"}, "JWKS_CONNECT_TIMEOUT: must not exceed"),
+    ({"MAX_TOKEN_BYTES": "100000", "MAX_BODY_BYTES": "65536"}, "MAX_TOKEN_BYTES: must not exceed MAX_BODY_BYTES"),
 ], ids=["port-not-a-number", "api-keys-empty", "api-keys-blank", "api-key-not-ascii", "host-name", "host-bad-ip",
-        "every-problem"])
+        "every-problem", "min-age-above-max-age", "connect-above-total-timeout", "token-above-body"])
 def test_a_bad_setting_is_refused_naming_the_variable(environ, message):
     with pytest.raises(SettingsError, match=message):
         load_settings(environ)
