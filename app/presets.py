@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -195,11 +196,22 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def near_miss(self, issuer: str) -> str | None:
         """Why an issuer that almost has this preset's shape does not (a trailing slash, a parameter of the wrong
-        kind, a Cognito pool in another region), or None when it is another shape altogether (an Entra v1
-        issuer, a Keycloak before 17 with `/auth`, an Okta org server), which discovery may well serve."""
+        kind, a Cognito pool in another region, another host where the provider's is fixed), or None when it is
+        another shape on the provider's own host (a Keycloak before 17 with `/auth`, an Okta org server), which
+        discovery may serve. Never None for a host that is not the provider's: discovery would trust whoever
+        holds that name (`amazonaws.co`)."""
         if isinstance(self.issuer, list):
-            return None
+            return f"the {self.provider} preset's issuers are {' or '.join(map(repr, self.issuer))}"
         shape = f"the {self.provider} preset's issuers look like {self.issuer!r}"
+        scheme, _, rest = self.issuer.partition("://")
+        host = rest.split("/", 1)[0]
+        if _PLACEHOLDER.sub("", host) != "":  # the provider's domain is fixed (cognito-idp.{region}.amazonaws.com)
+            pattern = "".join(re.escape(part) if index % 2 == 0 else "[^/.]+"
+                              for index, part in enumerate(_PLACEHOLDER.split(host)))
+            given = urlsplit(issuer)
+            if given.scheme != scheme or not re.fullmatch(pattern, given.netloc, re.IGNORECASE):
+                return (f"{shape}, on {scheme}://{host}; for another issuer of this provider (an Entra v1 issuer, "
+                        "say) give 'parameters'")
         for other in (issuer + "/", issuer.rstrip("/")):
             if other != issuer and self.parameters_from_issuer(other) is not None:
                 return f"{shape}: {other!r} would fit (a trailing slash is part of the issuer, compared exactly)"

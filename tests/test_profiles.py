@@ -79,10 +79,21 @@ def test_bad_profile_document_stops_startup_with_source_json_path_and_problem(do
 
 
 @pytest.mark.parametrize("preset, issuer", [
+    ("cognito", "https://cognito-idp.us-east-1.amazonaws.co/us-east-1_AbCdEf123"),
+    ("entra_id", "https://login.microsoftonline.co/0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90/v2.0"),
+    ("entra_id", "https://sts.windows.net/0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90/"),
+], ids=["cognito-host-typo", "entra-host-typo", "entra-v1-without-parameters"])
+def test_a_preset_profile_whose_issuer_is_not_on_the_providers_host_is_refused(preset, issuer):
+    """Discovery would trust whoever holds the mistyped name."""
+    document = json.dumps({"acme": {"preset": preset, "issuer": issuer, "audiences": [AUDIENCE]}})
+    with pytest.raises(ConfigError, match=r"\$\.acme\.issuer: the \w+ preset's issuers"):
+        create_app(Settings(issuer_profiles_json=document))
+
+
+@pytest.mark.parametrize("preset, issuer", [
     ("keycloak", "https://sso.acme.com/auth/realms/acme"),
     ("okta", "https://acme.okta.com"),
-    ("entra_id", "https://sts.windows.net/0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90/"),
-], ids=["keycloak-before-17", "okta-org-server", "entra-v1-issuer"])
+], ids=["keycloak-before-17", "okta-org-server"])
 def test_a_preset_profile_with_an_issuer_of_another_shape_finds_its_keys_by_discovery(preset, issuer):
     """Not a near miss of the preset's issuer (those are refused above) but another shape the provider uses."""
     document = json.dumps({"acme": {"preset": preset, "issuer": issuer, "audiences": [AUDIENCE]}})
