@@ -423,9 +423,14 @@ class KeySetCache:
         entry = self._entries.get(uri)
         return entry.fetches if entry else 0
 
-    def forget(self, uris: set[str]) -> None:
-        """After a reload: drop the key sets nothing configured names any more (the others survive untouched)."""
-        for uri in uris:
+    def forget(self, uris: set[str], issuers: set[str] = frozenset(), keep: set[str] = frozenset()) -> None:
+        """After a reload: drop the key sets nothing configured names any more (the others survive untouched),
+        and the discovery of `issuers` no profile uses any more with the key set it found, unless in `keep`
+        (URIs the configuration still names). Nothing dropped is fetched again, in the background or otherwise."""
+        found = {state.jwks_uri for issuer in issuers if (state := self._discovered.pop(issuer, None)) is not None
+                 and state.jwks_uri is not None}
+        still_discovered = {state.jwks_uri for state in self._discovered.values()}
+        for uri in set(uris) | (found - set(keep) - still_discovered):
             self._entries.pop(uri, None)
             self._configured.discard(uri)
             self._requested.pop(uri, None)

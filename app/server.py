@@ -66,7 +66,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     def profiles_changed(old: Profiles, new: Profiles) -> None:
         verifier.profiles = new.policies
         # Key sets an authorizer's own policy names stay, whatever the profiles say.
-        keys.forget(old.jwks_uris() - new.jwks_uris() - authorizers.jwks_uris())
+        keys.forget(old.jwks_uris() - new.jwks_uris() - authorizers.jwks_uris(),
+                    old.discovery_issuers() - new.discovery_issuers(), new.jwks_uris() | authorizers.jwks_uris())
         keys.prefetch(sorted(new.jwks_uris()), sorted(new.discovery_issuers()))
 
     profiles: ReloadingDocument[Profiles] = ReloadingDocument(

@@ -251,6 +251,38 @@ def test_an_authorizers_reload_prefetches_the_key_sets_it_names_and_forgets_the_
         assert server.url(PATH) not in keys.held()
 
 
+def test_a_discovery_profile_a_reload_drops_is_no_longer_looked_after(tmp_path, server, monkeypatch):
+    """Its discovery and the key set it found are forgotten: no more fetches, no more key-set age series."""
+    import app.jwks as jwks_module
+    from tests.test_jwks import discovery_document
+
+    monkeypatch.setattr(jwks_module, "MAINTAIN_SECONDS", 0.1)
+    issuer = server.url("/tenant")
+    server.documents["/tenant/.well-known/openid-configuration"] = {**discovery_document(server, issuer),
+                                                                    "jwks_uri": server.url(PATH)}
+    server.headers[PATH] = {"Cache-Control": "no-store"}  # stale at once: looked after on every tick
+    path = tmp_path / "profiles.json"
+    write(path, {"disc": {"issuer": issuer, "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "discovery": True}})
+    app = create_app(Settings(issuer_profiles_json=str(path), config_poll_seconds=0.1, jwks_min_age=0))
+    keys = app.state.key_sets
+    with TestClient(app):
+        for _ in range(50):
+            if server.url(PATH) in keys.configured():
+                break
+            time.sleep(0.1)
+        assert server.url(PATH) in keys.configured()
+        write(path, {"hs": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": "x" * 32}})
+        for _ in range(50):
+            if list(app.state.profiles.value.policies) == ["hs"]:
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)
+        fetched = server.hit_count(PATH) + server.hit_count("/tenant/.well-known/openid-configuration")
+        time.sleep(0.6)
+        assert server.hit_count(PATH) + server.hit_count("/tenant/.well-known/openid-configuration") == fetched
+        assert server.url(PATH) not in keys.configured() and server.url(PATH) not in keys.held()
+
+
 def free_port() -> int:
     import socket
 
