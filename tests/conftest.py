@@ -89,3 +89,13 @@ def require_binary(name: str) -> str:
             pytest.fail(f"{name} is required under CI (.ci/run installs it)")
         pytest.skip(f"{name} is not installed (python3 .ci/dev.py system-deps installs it)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _logs_go_to_the_current_stdout() -> Iterator[None]:
+    """create_app binds the log sink to sys.stdout as it is then: after a test whose capsys replaced it (and
+    closed it at the end), later tests' background fetches would write to a closed file."""
+    yield
+    from app.observability import configure_logging
+
+    configure_logging()
