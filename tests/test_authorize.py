@@ -455,6 +455,21 @@ def test_a_non_ascii_path_is_one_path_whatever_its_spelling(clock, spelling):
         assert (body["decision"], body["rule"]["id"]) == ("deny", "closed")
 
 
+def test_a_non_ascii_header_variable_decides_alike_in_forward_auth_and_authorize(clock):
+    """Header bytes are read as UTF-8 (as JSON text is), so `x-org: münchen` matches the path /orgs/münchen."""
+    doc = {"fa": {"policy": rs256_policy(), "default_effect": "deny",
+                  "rules": [{"id": "own", "effect": "allow", "path": {"pattern": "^/orgs/{{org}}(/.*)?$"},
+                             "variables": [{"name": "org", "source": "header", "key": "x-org"}]}]}}
+    with TestClient(create_app(Settings(authorizers_json=json.dumps(doc)), clock=clock)) as fresh:
+        forwarded = fresh.get("/v1/forward-auth/fa", headers=[
+            (b"authorization", f"Bearer {token()}".encode()), (b"x-org", "münchen".encode()),
+            (b"x-forwarded-uri", "/orgs/münchen/x".encode())])
+        body = fresh.post(URL, json={"authorizer": "fa", "token": token(), "request": {
+            "method": "GET", "path": "/orgs/münchen/x", "headers": {"x-org": "münchen"}}}).json()
+    assert (forwarded.status_code, forwarded.json()["rule"]) == (200, "own")
+    assert (body["decision"], body["rule"]["id"]) == ("allow", "own")
+
+
 def test_both_spellings_of_the_original_request_with_the_same_values_are_accepted(client):
     response = client.get("/v1/forward-auth/orgs", headers={
         "Authorization": f"Bearer {token(**{ORG: 'acme'})}", "X-Original-Method": "GET", "X-Forwarded-Method": "GET",

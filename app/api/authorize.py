@@ -106,23 +106,34 @@ def _single(headers: tuple[tuple[str, str], ...], *names: str) -> str | None:
 def original_request(scope: Any, authorizer_id: str) -> OriginalRequest:
     """Rebuild the request being authorized from the proxy's headers, else from the path after the authorizer
     segment (Envoy ext_authz `path_prefix`) with the query string. Uses the raw path: never a decoded one."""
-    headers = tuple((name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"])
+    headers = tuple((name.decode("latin-1").lower(), _text(value)) for name, value in scope["headers"])
     own = scope.get(ORIGINAL_METHOD) or scope["method"]
     try:
         method = _single(headers, "x-forwarded-method", "x-original-method") or own
         target = _single(headers, "x-forwarded-uri", "x-original-uri")
     except ValueError:
         return OriginalRequest(own, "", headers)  # an empty target is rejected as path_rejected
-    if target is None:
-        raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        segment, slash, rest = raw.partition("?")[0][len(PREFIX):].partition("/")
-        if segment != authorizer_id:
+    if target is not None:  # its raw bytes (every copy is the same): the text may have been read as UTF-8
+        raw = next(value for name, value in scope["headers"] if name.lower() in (b"x-forwarded-uri", b"x-original-uri"))
+    else:
+        path = scope.get("raw_path") or scope["path"].encode()
+        segment, slash, rest = path.partition(b"?")[0][len(PREFIX):].partition(b"/")
+        if segment != authorizer_id.encode():
             return OriginalRequest(method, "", headers)
-        query = scope.get("query_string", b"").decode("latin-1")
-        target = "/" + rest + (f"?{query}" if query else "")
-    # Raw bytes above 0x7F (nginx passes them through) as the %XX escapes they stand for: `/caf\xc3\xa9` is the
-    # path `/caf%C3%A9` that /v1/authorize sees for `/café`.
-    return OriginalRequest(method, percent_encode_non_ascii(target, "latin-1"), headers)
+        query = scope.get("query_string", b"")
+        raw = b"/" + rest + (b"?" + query if query else b"")
+    # Bytes above 0x7F (nginx passes them through) as the %XX escapes they stand for: `/caf\xc3\xa9` is the path
+    # `/caf%C3%A9` that /v1/authorize sees for `/café`.
+    return OriginalRequest(method, percent_encode_non_ascii(raw.decode("latin-1"), "latin-1"), headers)
+
+
+def _text(value: bytes) -> str:
+    """A header value as text: UTF-8 when it is (what clients and proxies send), else Latin-1, so a variable read
+    from it compares with the same value sent to /v1/authorize as JSON text."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def _latin1(value: str) -> str:
