@@ -33,12 +33,15 @@ def _can_apt() -> bool:
     return os.geteuid() == 0 and shutil.which("apt-get") is not None
 
 
-def _apt_install(packages: list[str]) -> None:
+def _apt_install(packages: list[str]) -> bool:
     print(f"installing Debian packages: {' '.join(packages)}", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    done = subprocess.run(["apt-get", "update", "-qq"], env=env).returncode == 0 and subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env,
+        stdout=subprocess.DEVNULL).returncode == 0
+    if not done:
+        print(f"apt-get could not install {' '.join(packages)}", file=sys.stderr, flush=True)
+    return done
 
 
 def _has_pip(python: Path) -> bool:
@@ -48,8 +51,7 @@ def _has_pip(python: Path) -> bool:
 def _create_venv() -> None:
     if subprocess.run([sys.executable, "-m", "venv", VENV], capture_output=True).returncode == 0 and _has_pip(PYTHON):
         return
-    if _can_apt():  # Debian: ensurepip lives in python3.X-venv
-        _apt_install([f"python3.{sys.version_info.minor}-venv"])
+    if _can_apt() and _apt_install([f"python3.{sys.version_info.minor}-venv"]):  # Debian: ensurepip's package
         shutil.rmtree(VENV, ignore_errors=True)
         if subprocess.run([sys.executable, "-m", "venv", VENV]).returncode == 0 and _has_pip(PYTHON):
             return
@@ -78,9 +80,7 @@ def system_deps() -> None:
                if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
     if not missing:
         return
-    if _can_apt():
-        _apt_install(missing)
-    else:
+    if not _can_apt() or not _apt_install(missing):
         print(f"missing Debian packages: {' '.join(missing)} (their tests are skipped; install them to run "
               "everything)", flush=True)
 
@@ -113,7 +113,8 @@ def main(argv: list[str]) -> int:
         for path in (VENV, ROOT / ".pytest_cache", ROOT / ".hypothesis"):
             shutil.rmtree(path, ignore_errors=True)
     else:
-        print(__doc__.strip().splitlines()[0], file=sys.stderr)
+        print("usage: python3 .ci/dev.py run|test|bench|openapi|system-deps|clean [arguments for run, test, bench]",
+              file=sys.stderr)
         return 2
     return 0
 
