@@ -330,14 +330,19 @@ def _claim_check(entry: ClaimValues) -> Check:
     return held
 
 
+def _spelled_in_path(text: str) -> str:
+    return percent_encode_non_ascii(text.replace("%", "%25"))
+
+
 def in_path(variables: dict[str, Value]) -> dict[str, Value]:
-    """Variables as a normalised path spells them: non-ASCII characters percent-encoded (UTF-8, upper case), so
-    a claim `münchen` matches the path `/orgs/m%C3%BCnchen` (app.paths.normalise_path)."""
-    if all(value.isascii() if isinstance(value, str) else all(item.isascii() for item in value)
-           for value in variables.values()):
+    """Variables as a normalised path spells them (app.paths.normalise_path): `%` as `%25`, non-ASCII characters
+    percent-encoded (UTF-8, upper case). So a claim `münchen` matches the path `/orgs/m%C3%BCnchen`, and a claim
+    `m%C3%BCnchen` does not (one tenant's id cannot spell another's path)."""
+    if all(value.isascii() and "%" not in value if isinstance(value, str)
+           else all(item.isascii() and "%" not in item for item in value) for value in variables.values()):
         return variables
-    return {name: percent_encode_non_ascii(value) if isinstance(value, str)
-            else tuple(percent_encode_non_ascii(item) for item in value) for name, value in variables.items()}
+    return {name: _spelled_in_path(value) if isinstance(value, str) else tuple(map(_spelled_in_path, value))
+            for name, value in variables.items()}
 
 
 def _path_check(pattern: Pattern, exists: bool) -> Check:

@@ -232,6 +232,13 @@ def test_a_non_ascii_claim_value_matches_the_path_as_normalised(org, flags):
         assert evaluate(rules, facts_, "deny", explain=True).effect == "allow"
     other = facts(path=normalise_path("/v1/organisations/muenchen"), claims={"https://myapp.com/org_id": org})
     assert evaluate(rules, other, "deny").effect == "deny"
+    # An id holding `%` cannot spell another tenant's path: `m%C3%BCnchen` is not `münchen`.
+    alias = facts(path=normalise_path("/v1/organisations/münchen"),
+                  claims={"https://myapp.com/org_id": "m%C3%BCnchen"})
+    assert evaluate(rules, alias, "deny").effect == "deny"
+    assert evaluate(rules, alias, "deny", explain=True).effect == "deny"
+    own = facts(path=normalise_path("/v1/organisations/a%25b"), claims={"https://myapp.com/org_id": "a%b"})
+    assert evaluate(rules, own, "deny").effect == "allow"
 
 
 @pytest.mark.parametrize("claims, why", [
