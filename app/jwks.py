@@ -32,7 +32,7 @@ from app.policy import check_key_set_url, is_loopback_host, key_set_label
 from app.settings import Settings
 
 log = structlog.get_logger("app.jwks")
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE | re.ASCII)
 _MAX_REDIRECTS = 3
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
@@ -104,9 +104,10 @@ def freshness(headers: httpx.Headers, now: float, settings: Settings) -> float:
     age: float | None = None
     control = headers.get("cache-control", "")
     match = _MAX_AGE.search(control)
-    if match:
+    if match:  # digits only (ASCII: "²".isdigit()); more than 12 of them is beyond any ceiling anyway
         held = headers.get("age", "").strip()
-        age = float(match.group(1)) - (float(held) if held.isdigit() else 0.0)
+        age = float(min(int(match.group(1)[:13]), 10**12) - (
+            min(int(held[:13]), 10**12) if held.isascii() and held.isdigit() else 0))
     elif "no-cache" in control.lower() or "no-store" in control.lower():
         age = 0.0
     elif "expires" in headers:
@@ -297,6 +298,9 @@ class KeySetCache:
                 async with self._client.stream("GET", url, headers=_IDENTITY) as response:
                     if response.is_redirect:
                         target = urljoin(url, response.headers.get("location", ""))
+                        problem = check_key_set_url(target)
+                        if problem:
+                            raise FetchError(f"redirect to a URL that {problem}")
                         parts = urlsplit(target)
                         if (parts.hostname, parts.port) != (origin.hostname, origin.port):
                             raise FetchError(f"redirect to another host ({parts.hostname}) refused")
@@ -318,7 +322,10 @@ class KeySetCache:
                         if len(body) > self.settings.jwks_max_bytes:
                             raise FetchError(f"the body is larger than {self.settings.jwks_max_bytes} bytes")
                     headers = response.headers
-            except httpx.HTTPError as exc:
+            except FetchError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - httpx.HTTPError, and what its transport lets out (an
+                # ExceptionGroup from anyio, InvalidURL): a fetch fails, it never fails the request
                 raise FetchError(f"{type(exc).__name__}: the request failed") from None
             try:
                 return msgspec.json.decode(bytes(body)), headers

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+import httpx
 import msgspec
 from msgspec import Meta
 
@@ -113,10 +114,13 @@ def is_loopback_host(host: str) -> bool:
 def key_set_label(uri: str) -> str:
     """A `jwks_uri` as shown outside (the /metrics label, logs, /v1/profiles): scheme, host, port and path; never
     userinfo, query or fragment, which may hold a credential."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # a label for whatever a caller named: never an error of its own
+        return "invalid-url"
     host = parts.hostname or "?"
     host = f"[{host}]" if ":" in host else host
-    port = f":{parts.port}" if parts.port is not None else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
@@ -124,10 +128,14 @@ def check_key_set_url(url: str) -> str | None:
     """https is required, except for loopback hosts so that tests and sidecars can serve keys locally."""
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return "is not a URL"
+        port = parts.port  # raises for a port that is not an integer from 0 to 65535
+        httpx.URL(url)  # what the fetch will parse: control characters, malformed hosts
+    except (ValueError, httpx.InvalidURL):
+        return "is not a URL (or its port is not a number from 1 to 65535)"
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return "must be an absolute https URL"
+    if port == 0 or any(char < " " or char == "\x7f" for char in url):
+        return "is not a URL (or its port is not a number from 1 to 65535)"
     if parts.username or parts.password:
         return "must not carry credentials"
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):

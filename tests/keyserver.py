@@ -16,7 +16,8 @@ class KeyServer:
     def __init__(self) -> None:
         self.documents: dict[str, Any] = {}
         self.headers: dict[str, dict[str, str]] = {}
-        # ok | 500 | slow | huge | not_json | redirect_other_host | redirect_same_host | gzip | gzip_bomb
+        # ok | 500 | slow | huge | not_json | redirect_other_host | redirect_same_host | redirect_bad_port | gzip
+        # | gzip_bomb
         self.mode: str = "ok"
         self.accept_encoding: str | None = None  # of the last request
         self.slow_seconds = 2.0
@@ -71,6 +72,8 @@ class KeyServer:
             return self._send(handler, 200, b"<html>maintenance</html>", "text/html")
         if mode == "redirect_other_host":
             return self._send(handler, 302, b"", extra={"Location": f"http://localhost:{self.port}/moved{path}"})
+        if mode == "redirect_bad_port":
+            return self._send(handler, 302, b"", extra={"Location": "http://127.0.0.1:99999/x"})
         if mode == "redirect_same_host":
             return self._send(handler, 302, b"", extra={"Location": f"/moved{path}"})
         document = self.documents.get(path)

@@ -396,6 +396,29 @@ def test_a_service_that_started_during_an_idp_outage_becomes_ready_without_any_r
         assert server.hit_count(PATH) >= 2
 
 
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:99999/k", "http://localhost:-1/k", "http://[::1]:70000/k",
+                                 "http://127.0.0.1:+80/k", "http://127.0.0.1/\u0000", "http://[::1]x/k",
+                                 "http://127.0.0.1:80:80/k", "http://127.0.0.1:0/k"])
+def test_an_inline_jwks_uri_the_fetch_could_not_use_is_a_request_error(uri):
+    policy = {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "jwks_uri": uri}
+    with TestClient(create_app(Settings(jwks_uri_allowlist=("127.0.0.1", "localhost", "::1")))) as client:
+        response = client.post("/v1/validate/jwt", json={"token": "x.y.z", "policy": policy})
+    assert response.status_code == 422 and response.json()["errors"][0]["loc"] == ["body", "policy", "jwks_uri"]
+
+
+@pytest.mark.parametrize("found", ["http://127.0.0.1:+80/k", "http://127.0.0.1:99999/k", "http://127.0.0.1/\u0000"])
+def test_a_discovery_document_naming_an_unusable_jwks_uri_is_a_discovery_error(server, found):
+    issuer = server.url("/tenant")
+    server.documents["/tenant/.well-known/openid-configuration"] = {"issuer": issuer, "jwks_uri": found}
+    document = json.dumps({"disc": {"issuer": issuer, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+                                    "discovery": True}})
+    token = mint(claims(iss=issuer, exp=int(time.time()) + 600, iat=None), key_for("RS256", "k1"), kid="k1")
+    with TestClient(create_app(Settings(issuer_profiles_json=document))) as client:
+        body = client.post("/v1/validate/jwt", json={"token": token, "issuer_profile_id": "disc"}).json()
+        assert [item["code"] for item in body["findings"]][:1] == ["JWKS_UNAVAILABLE"]
+        assert client.get("/metrics").status_code == 200 and client.get("/readyz").status_code == 200
+
+
 def test_inline_jwks_uri_is_allowed_only_for_allowlisted_hosts(server):
     token = mint(claims(exp=int(time.time()) + 600, iat=None), key_for("RS256", "k1"), kid="k1")
     policy = profile(server)
