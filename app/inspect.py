@@ -93,7 +93,7 @@ def _details(codes: list[str], reasons: dict[str, str] | None = None) -> list[De
 def inspect_token(raw: str, now: float, max_token_bytes: int) -> InspectResult:
     raw = raw.strip()
     tid = token_id(raw)
-    prefix = has_bearer_prefix(raw) or raw.strip().lower() == "bearer"
+    prefix = has_bearer_prefix(raw)
     candidate = raw[7:].strip() if prefix else raw
     try:
         token = parse(candidate, max_token_bytes)

@@ -206,10 +206,9 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         scheme, _, rest = self.issuer.partition("://")
         host = rest.split("/", 1)[0]
         if _PLACEHOLDER.sub("", host) != "":  # the provider's domain is fixed (cognito-idp.{region}.amazonaws.com)
-            pattern = "".join(re.escape(part) if index % 2 == 0 else "[^/.]+"
-                              for index, part in enumerate(_PLACEHOLDER.split(host)))
             given = urlsplit(issuer)
-            if given.scheme != scheme or not re.fullmatch(pattern, given.netloc, re.IGNORECASE):
+            origin = _issuer_regex(f"{scheme}://{host}", loose=True)
+            if not origin.fullmatch(f"{given.scheme}://{given.netloc.lower()}"):
                 return (f"{shape}, on {scheme}://{host}; for another issuer of this provider (an Entra v1 issuer, "
                         "say) give 'parameters'")
         for other in (issuer + "/", issuer.rstrip("/")):

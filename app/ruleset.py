@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Meta, field
 
 from app.config import END
+from app.paths import percent_encode_non_ascii
 from app.patterns import FLAGS, Pattern, PatternError, compile_pattern, parse_pointer
 from app.policy import Problem
 
@@ -230,8 +231,7 @@ class _Compiler:
                 if not text.isascii():  # it could never match: paths are matched percent-encoded
                     example = next(char for char in text if not char.isascii())
                     self.problem(loc, f"paths are matched with non-ASCII characters percent-encoded (UTF-8, upper "
-                                      f"case): write {example!r} as "
-                                      f"{''.join(f'%{byte:02X}' for byte in example.encode('utf-8', 'replace'))!r}")
+                                      f"case): write {example!r} as {percent_encode_non_ascii(example)!r}")
                 else:
                     path = self.pattern(text, loc)
             path_exists = doc.path.presence not in _ABSENT

@@ -59,7 +59,8 @@ def token_id(raw: str) -> str:
 
 
 def has_bearer_prefix(raw: str) -> bool:
-    return raw[:7].lower() == "bearer "
+    """The `Bearer ` scheme left in, or the scheme alone (a header whose token is missing)."""
+    return raw[:7].lower() == "bearer " or raw.strip().lower() == "bearer"
 
 
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
@@ -228,7 +229,7 @@ def parse(raw: str, max_bytes: int) -> ParsedToken:
     if not raw.strip():
         raise MalformedToken("the token is empty", {"size_bytes": size},
                              "Send the token itself; an empty string often means a header or variable was not set.")
-    if has_bearer_prefix(raw) or raw.strip().lower() == "bearer":
+    if has_bearer_prefix(raw):
         raise MalformedToken(
             "the token starts with the 'Bearer ' scheme",
             {"prefix": raw[:6]},
