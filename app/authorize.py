@@ -129,13 +129,14 @@ def header_value(value: Any) -> str | None:
         text = ",".join(item if isinstance(item, str) else json_text(item) for item in value)
     else:
         text = json_text(value)
-    return text.translate(_CONTROL)
+    # A printable text has no control character (the common case, without translate's per-character table).
+    return text if text.isprintable() else text.translate(_CONTROL)
 
 
 def claims_to_headers(authorizer: Authorizer, claims: dict[str, Any]) -> dict[str, str]:
     headers = {}
     for _, pointer, header in authorizer.claims_to_headers:
-        value = header_value(resolve_pointer(claims, pointer))
+        value = header_value(claims.get(pointer[0], MISSING) if len(pointer) == 1 else resolve_pointer(claims, pointer))
         if value is not None:
             headers[header] = value
     return headers

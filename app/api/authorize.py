@@ -92,48 +92,61 @@ async def decide(authorizers: Authorizers, data: AuthorizeRequest) -> Decision:
     return decision
 
 
-def _single(headers: tuple[tuple[str, str], ...], *names: str) -> str | None:
-    """The value under `names`, which spell the same thing (X-Forwarded-* and X-Original-*). Ambiguity is refused
-    (ValueError): a header repeated, or both spellings with different values. A proxy that sets only one
-    spelling passes the client's other one through, so preferring either could decide on a value the client
-    chose."""
-    found: list[tuple[str, str]] = [(key, value) for key, value in headers if key in names]
-    if len({key for key, _ in found}) < len(found) or len({value for _, value in found}) > 1:
-        raise ValueError(names[0])
-    return found[0][1] if found else None
+_METHOD_NAMES = ("x-forwarded-method", "x-original-method")
+_URI_NAMES = ("x-forwarded-uri", "x-original-uri")
+
+
+def _single(found: list[tuple[str, str, bytes]]) -> tuple[str, bytes] | None:
+    """The one value of a header that two names spell (X-Forwarded-* and X-Original-*), as text and raw bytes.
+    Ambiguity is refused (ValueError): a header repeated, or both spellings with different values. A proxy that
+    sets only one spelling passes the client's other one through, so preferring either could decide on a value
+    the client chose."""
+    if not found:
+        return None
+    if len(found) > 1 and (len({name for name, _, _ in found}) < len(found) or len({raw for _, _, raw in found}) > 1):
+        raise ValueError(found[0][0])
+    return found[0][1], found[0][2]
 
 
 def original_request(scope: Any, authorizer_id: str) -> OriginalRequest:
     """Rebuild the request being authorized from the proxy's headers, else from the path after the authorizer
-    segment (Envoy ext_authz `path_prefix`) with the query string. Uses the raw path: never a decoded one."""
-    headers = tuple((name.decode("latin-1").lower(), _text(value)) for name, value in scope["headers"])
+    segment (Envoy ext_authz `path_prefix`) with the query string. Uses the raw path: never a decoded one.
+
+    Header values are read as UTF-8 when they are (what clients and proxies send), else Latin-1, so a variable
+    read from one compares with the same value sent to /v1/authorize as JSON text. One pass over the headers:
+    this runs for every forward-auth request."""
+    headers: list[tuple[str, str]] = []
+    methods: list[tuple[str, str, bytes]] = []
+    uris: list[tuple[str, str, bytes]] = []
+    for raw_name, value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = value.decode("latin-1")
+        headers.append((name, text))
+        if name in _METHOD_NAMES:
+            methods.append((name, text, value))
+        elif name in _URI_NAMES:
+            uris.append((name, text, value))
     own = scope.get(ORIGINAL_METHOD) or scope["method"]
     try:
-        method = _single(headers, "x-forwarded-method", "x-original-method") or own
-        target = _single(headers, "x-forwarded-uri", "x-original-uri")
+        method_found, target = _single(methods), _single(uris)
     except ValueError:
-        return OriginalRequest(own, "", headers)  # an empty target is rejected as path_rejected
-    if target is not None:  # its raw bytes (every copy is the same): the text may have been read as UTF-8
-        raw = next(value for name, value in scope["headers"] if name.lower() in (b"x-forwarded-uri", b"x-original-uri"))
+        return OriginalRequest(own, "", tuple(headers))  # an empty target is rejected as path_rejected
+    method = method_found[0] if method_found else own
+    if target is not None:  # its raw bytes: the text may have been read as UTF-8
+        raw = target[1]
     else:
         path = scope.get("raw_path") or scope["path"].encode()
         segment, slash, rest = path.partition(b"?")[0][len(PREFIX):].partition(b"/")
         if segment != authorizer_id.encode():
-            return OriginalRequest(method, "", headers)
+            return OriginalRequest(method, "", tuple(headers))
         query = scope.get("query_string", b"")
         raw = b"/" + rest + (b"?" + query if query else b"")
     # Bytes above 0x7F (nginx passes them through) as the %XX escapes they stand for: `/caf\xc3\xa9` is the path
     # `/caf%C3%A9` that /v1/authorize sees for `/café`.
-    return OriginalRequest(method, percent_encode_non_ascii(raw.decode("latin-1"), "latin-1"), headers)
-
-
-def _text(value: bytes) -> str:
-    """A header value as text: UTF-8 when it is (what clients and proxies send), else Latin-1, so a variable read
-    from it compares with the same value sent to /v1/authorize as JSON text."""
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
+    return OriginalRequest(method, percent_encode_non_ascii(raw.decode("latin-1"), "latin-1"), tuple(headers))
 
 
 def _latin1(value: str) -> str:
