@@ -7,6 +7,8 @@ every JSON Pointer parsed, and reports each problem with its location (`[3, "pat
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -228,8 +230,8 @@ class _Compiler:
             else:
                 text, loc = (nested.pattern, ("path", "path", "pattern")) if nested is not None else \
                     (flat or "", ("path", "pattern"))
-                if not text.isascii():  # it could never match: paths are matched percent-encoded
-                    example = next(char for char in text if not char.isascii())
+                example = next((char for char in text if not char.isascii()), None) or _non_ascii_escape(text)
+                if example is not None:  # it could never match: paths are matched percent-encoded
                     self.problem(loc, f"paths are matched with non-ASCII characters percent-encoded (UTF-8, upper "
                                       f"case): write {example!r} as {percent_encode_non_ascii(example)!r}")
                 else:
@@ -248,6 +250,20 @@ class _Compiler:
             any_scopes=tuple(dict.fromkeys(doc.any_scopes)),
             variables=tuple(self.variable(item, ("variables", i)) for i, item in enumerate(doc.variables)),
         )
+
+
+_ESCAPE = re.compile(r"\\(?:x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|([0-7]{1,3}))|\\.", re.DOTALL)
+
+
+def _non_ascii_escape(pattern: str) -> str | None:
+    """The first character above U+007F that an RE2 escape spells (`\\x{e9}`, `\\xe9`, octal `\\351`), or None.
+    Such a character, like one written as itself, never occurs in a percent-encoded path."""
+    for match in _ESCAPE.finditer(pattern):
+        digits = match.group(1) or match.group(2)
+        code = int(digits, 16) if digits else int(match.group(3), 8) if match.group(3) else 0
+        if code > 0x7F:
+            return chr(min(code, 0x10FFFF)) if not 0xD800 <= code <= 0xDFFF else "\ufffd"
+    return None
 
 
 def compile_rules(docs: Sequence[RuleDoc]) -> tuple[Rule, ...]:

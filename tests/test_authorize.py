@@ -639,10 +639,16 @@ def _load(document: Any, **settings: Any) -> None:
     ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "deny", "path": {"pattern": "^/café"}}]}},
      "AUTHORIZERS_JSON: $.api.rules[0].path.pattern: paths are matched with non-ASCII characters percent-encoded "
      "(UTF-8, upper case): write 'é' as '%C3%A9'"),
+    ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "deny", "path": {"pattern": "^/caf\\x{e9}"}}]}},
+     "AUTHORIZERS_JSON: $.api.rules[0].path.pattern: paths are matched with non-ASCII characters percent-encoded "
+     "(UTF-8, upper case): write 'é' as '%C3%A9'"),
+    ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "deny", "path": {"pattern": "^/caf\\351"}}]}},
+     "AUTHORIZERS_JSON: $.api.rules[0].path.pattern: paths are matched with non-ASCII characters percent-encoded "
+     "(UTF-8, upper case): write 'é' as '%C3%A9'"),
 ], ids=["backreference", "lookahead", "unknown-profile", "priority-range", "anonymous-value", "header-name",
         "authorizer-id", "policy-alg-none", "header-twice", "header-framing", "header-answer",
         "header-name-trailing-newline", "authorizer-id-trailing-newline", "method-trailing-newline",
-        "non-ascii-path-pattern"])
+        "non-ascii-path-pattern", "non-ascii-path-pattern-hex-escape", "non-ascii-path-pattern-octal-escape"])
 def test_bad_authorizers_document_stops_startup_with_json_path(document, expected):
     with pytest.raises(ConfigError) as info:
         _load(document)
