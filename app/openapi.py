@@ -13,6 +13,7 @@ from litestar.static_files import create_static_files_router
 
 from app import examples
 from app.findings import INSPECT_CODES, PROBLEM_CODES, VALIDATION_CODES
+from app.observability import needs_api_key
 
 DESCRIPTION = (
     "A self-hosted JWT validation and authorization decision service: validate tokens against inline policies or "
@@ -37,6 +38,23 @@ def _code_schema(title: str, codes: dict[str, Any]) -> dict[str, Any]:
             "x-enum-descriptions": meanings}
 
 
+def _api_keys(doc: dict[str, Any], required: bool) -> None:
+    """The X-API-Key scheme, on every route the API_KEYS guard covers: required when this service has keys, else
+    optional (`{}`: no key is also accepted), so that the committed document and a client generated from it
+    know the header either way."""
+    doc.setdefault("components", {})["securitySchemes"] = {"apiKey": {
+        "type": "apiKey", "in": "header", "name": "X-API-Key",
+        "description": "Needed on /v1/* (presets excepted) when the service sets API_KEYS; a missing or unknown "
+                       "key is answered 401 UNAUTHORIZED. Not Authorization: forward-auth reads the user's token "
+                       "there."}}
+    security = [{"apiKey": []}] if required else [{}, {"apiKey": []}]
+    for path, path_item in doc.get("paths", {}).items():
+        if needs_api_key(path):
+            for operation in path_item.values():
+                if isinstance(operation, dict):
+                    operation["security"] = security
+
+
 def document(app: Litestar) -> dict[str, Any]:
     """The complete document: Litestar's schema plus 200 examples and the code enums."""
     doc: dict[str, Any] = app.openapi_schema.to_schema()
@@ -56,6 +74,7 @@ def document(app: Litestar) -> dict[str, Any]:
                 example = examples.success_example(name)
                 for content in ok.get("content", {}).values():
                     content["examples"] = {"example": {"summary": example.summary, "value": example.value}}
+    _api_keys(doc, bool(getattr(getattr(app.state, "settings", None), "api_keys", ())))
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas["FindingCode"] = _code_schema("FindingCode", VALIDATION_CODES)
     schemas["InspectCode"] = _code_schema("InspectCode", INSPECT_CODES)

@@ -41,3 +41,20 @@ def test_docs_ui_is_served_from_packaged_files(client):
     assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text
     asset = client.get("/docs/static/swagger-ui-bundle.js")
     assert asset.status_code == 200 and len(asset.content) > 100_000
+
+
+def test_the_api_key_scheme_is_declared_on_every_guarded_route_and_required_only_when_keys_are_set():
+    from litestar.testing import TestClient
+
+    from app.server import create_app
+    from app.settings import Settings
+
+    for keys, expected in (((), [{}, {"apiKey": []}]), (("k" * 32,), [{"apiKey": []}])):
+        with TestClient(create_app(Settings(api_keys=keys))) as fresh:
+            doc = fresh.get("/openapi.json").json()
+        assert doc["components"]["securitySchemes"]["apiKey"] == {**doc["components"]["securitySchemes"]["apiKey"],
+                                                                  "type": "apiKey", "in": "header", "name": "X-API-Key"}
+        for path, item in doc["paths"].items():
+            guarded = path.startswith("/v1/") and not path.startswith("/v1/presets")
+            for operation in item.values():
+                assert operation.get("security") == (expected if guarded else None), (keys, path)
