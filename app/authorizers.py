@@ -226,6 +226,10 @@ class Authorizers:
     def ids(self) -> list[str]:
         return sorted(self.document.value)
 
+    def rate_limited(self) -> list[str]:
+        """The configured authorizers with a rate limit."""
+        return sorted(key for key, authorizer in self.document.value.items() if authorizer.rate_limit is not None)
+
     def jwks_uris(self) -> set[str]:
         """The key sets the configured authorizers' own policies name (profiles' key sets are the profiles')."""
         return jwks_uris(self.document.value)

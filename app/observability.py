@@ -152,6 +152,14 @@ def record_decision(authorizer: str, decision: str, reason: str, storage_error: 
         _tally.inc(_child(STORAGE_ERRORS, authorizer))
 
 
+def declare_rate_limited(authorizer_ids: Iterable[str]) -> None:
+    """Give `rate_limit_storage_errors_total` a series at 0 for every configured authorizer with a rate limit, so
+    that an alert on its rate has something to watch before the first failure (a counter that appears only when
+    it first counts is missed by `rate()`)."""
+    for authorizer_id in authorizer_ids:
+        _child(STORAGE_ERRORS, authorizer_id)
+
+
 # Distinct `jwks_uri` (and `host`) label values one process creates: inline policies may name any path on an
 # allowed host, and any host under an allowed glob.
 MAX_KEY_SET_SERIES = 256

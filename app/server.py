@@ -25,8 +25,9 @@ from app.authorizers import Authorizers
 from app.config import ReloadingDocument, Source, install_sighup
 from app.jwks import KeySetCache
 from app.keys import KeySet
-from app.observability import (ApiKeys, Observe, configure_logging, flush_metrics, flush_metrics_periodically,
-                               observe_validation, record_cache_lookup, record_key_set_fetch)
+from app.observability import (ApiKeys, Observe, configure_logging, declare_rate_limited, flush_metrics,
+                               flush_metrics_periodically, observe_validation, record_cache_lookup,
+                               record_key_set_fetch)
 from app.presets import load_presets
 from app.problems import EXCEPTION_HANDLERS
 from app.ratelimit import Budgets
@@ -80,10 +81,12 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         # Key sets the profiles name stay, whatever the authorizers say.
         keys.forget(old - new - profiles.value.jwks_uris())
         keys.prefetch(sorted(new), [])
+        declare_rate_limited(authorizers.rate_limited())
 
     authorizers = Authorizers(_source("AUTHORIZERS_JSON", settings.authorizers_json), verifier=verifier,
                               budgets=Budgets(settings.rate_limit_storage), on_change=authorizers_changed)
     documents.append(authorizers.document)
+    declare_rate_limited(authorizers.rate_limited())
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

@@ -167,6 +167,19 @@ def test_metrics_count_validations_findings_cache_decisions_and_key_sets():
     assert 0 <= value(after, "jwks_key_set_age_seconds", jwks_uri=server.url("/jwks.json")) < 60
 
 
+def test_a_rate_limited_authorizer_has_a_storage_error_series_at_zero_before_any_failure():
+    """`rate(rate_limit_storage_errors_total[5m]) > 0` needs a series to watch from the start: a counter that
+    appears only at its first increment is invisible to rate() at that increment."""
+    authorizers = {"zero-metered": {"policy": hs256_policy(), "rules": [{"effect": "allow"}],
+                                    "rate_limit": {"per_minute": 100}},
+                   "zero-unmetered": {"policy": hs256_policy(), "rules": [{"effect": "allow"}]}}
+    with TestClient(create_app(Settings(authorizers_json=json.dumps(authorizers)))) as client:
+        text = client.get("/metrics").text
+    assert value(samples(text), "rate_limit_storage_errors_total", authorizer="zero-metered") == 0
+    assert 'rate_limit_storage_errors_total{authorizer="zero-metered"}' in text
+    assert 'authorizer="zero-unmetered"' not in text
+
+
 def test_a_stopping_worker_writes_its_last_counts():
     """The lifespan's shutdown flushes the tallies: requests answered in the last second are not lost."""
     from prometheus_client import REGISTRY
