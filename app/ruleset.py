@@ -8,7 +8,6 @@ every JSON Pointer parsed, and reports each problem with its location (`[3, "pat
 from __future__ import annotations
 
 import re
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -252,7 +251,10 @@ class _Compiler:
         )
 
 
-_ESCAPE = re.compile(r"\\(?:x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|([0-7]{1,3}))|\\.", re.DOTALL)
+# An escape RE2 reads as a character code, or any other escape (skipped whole, so `\\xe9` is a backslash then
+# `xe9`); a `\Q...\E` section is literal text.
+_ESCAPE = re.compile(r"\\Q.*?(?:\\E|(?![\s\S]))|\\(?:x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|([0-7]{1,3}))|\\.",
+                     re.DOTALL)
 
 
 def _non_ascii_escape(pattern: str) -> str | None:

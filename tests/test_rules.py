@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from app.paths import PathRejected, normalise_path, remove_dot_segments
@@ -709,3 +710,21 @@ def test_queries_are_read_exactly_as_parse_qsl_reads_them(query):
     from app.paths import parse_query
 
     assert parse_query(query) == tuple(parse_qsl(query, keep_blank_values=True))
+
+
+@pytest.mark.parametrize("pattern, spelled", [
+    (r"^/caf\x{e9}/", "é"), (r"^/caf\xe9", "é"), (r"^/caf\351", "é"), (r"^/[\x{e0}-\x{ff}]", "à"),
+    (r"^/a\Qx\E\xe9", "é"), (r"^/a\\xe9", None), (r"^/a\Q\xe9\E", None), (r"^/a\Q\xe9", None), (r"^/a\x41", None),
+    (r"^/a\x{7f}", None), (r"^/a\101", None)])
+def test_a_path_pattern_spelling_a_non_ascii_character_by_escape_is_seen(pattern, spelled):
+    """A path is matched percent-encoded (ASCII only), so `\\x{e9}` can never match; an escaped backslash or a
+    `\\Q...\\E` literal section spells no character code."""
+    from app.ruleset import RuleDoc, _non_ascii_escape, compile_rules
+
+    assert _non_ascii_escape(pattern) == spelled
+    doc = msgspec.convert({"effect": "deny", "path": {"pattern": pattern}}, type=RuleDoc)
+    if spelled is None:
+        compile_rules([doc])
+    else:
+        with pytest.raises(RuleError, match="percent-encoded"):
+            compile_rules([doc])
