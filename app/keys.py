@@ -7,6 +7,7 @@ with, so the allow-list is bound to the key: an HS256 token can never be checked
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass, field
@@ -22,9 +23,10 @@ from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
 MIN_RSA_BITS = 2048
 MAX_KEYS_PER_SET = 100
-# A token without `kid` is tried against at most this many fitting keys: a hostile token must cost no more than a
-# valid one (validation.md), and a forged kid-less token would otherwise cost one verify per key of the set.
-MAX_KEYS_WITHOUT_KID = 4
+# A token is tried against at most this many fitting keys: a hostile token must cost no more than a valid one
+# (validation.md), and a forged token would otherwise cost one verify per key of the set, when it names no `kid`
+# or a `kid` many keys share.
+MAX_KEYS_TRIED = 4
 
 
 class KeyError_(ValueError):
@@ -183,8 +185,44 @@ def key_set(keys: list[KeyEntry] | tuple[KeyEntry, ...], fetched_at: float | Non
     return KeySet(tuple(keys), digest.hexdigest()[:16], fetched_at, skipped)
 
 
+def _refuse_public_material(material: bytes) -> None:
+    """An HMAC secret that is a public key (PEM, certificate, SSH or JWK text) lets anyone holding that public key
+    sign tokens: the algorithm-confusion attack (RFC 8725 3.1), here by a misplaced key rather than by the token."""
+    text = material.strip()
+    kind = None
+    if b"-----BEGIN" in text:
+        kind = "a PEM block (a public key or certificate)"
+    elif text.startswith((b"ssh-", b"ecdsa-sha2-")):
+        kind = "an SSH public key"
+    elif text.startswith(b"{") and b'"kty"' in text:
+        kind = "a JWK"
+    elif text.startswith(b"MI"):  # base64 of a DER SEQUENCE: Keycloak shows its realm's public key this way
+        kind = _der_kind(text)
+    if kind is not None:
+        raise KeyError_(f"the HMAC secret is {kind}: anyone holding a public key could sign tokens with it; give "
+                        "the shared secret, or the public key as 'public_key' with RS*/ES*/PS*/EdDSA")
+
+
+def _der_kind(text: bytes) -> str | None:
+    try:
+        der = binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error:
+        return None
+    try:
+        serialization.load_der_public_key(der)
+        return "a public key (base64 DER, a PEM without its header lines)"
+    except (ValueError, UnsupportedAlgorithm):
+        pass
+    try:
+        x509.load_der_x509_certificate(der)
+        return "a certificate (base64 DER)"
+    except ValueError:
+        return None
+
+
 def secret_key(secret: str) -> KeyEntry:
     material = secret.encode("utf-8")
+    _refuse_public_material(material)
     return KeyEntry(kty="oct", key=material, size=len(material))
 
 
@@ -251,6 +289,7 @@ def jwk_key(jwk: Any, *, allow_oct: bool) -> KeyEntry:
     ops = tuple(key_ops) if key_ops is not None else None
     if kty == "oct":
         material = imported.raw_value
+        _refuse_public_material(material)
         return KeyEntry("oct", material, kid, None, alg, use, ops, None, len(material))
     entry = _entry_for_public_key(imported.public_key, kid)
     return KeyEntry(entry.kty, entry.key, kid, entry.crv, alg, use, ops, imported.thumbprint(), entry.size)

@@ -252,7 +252,7 @@ def texts(value: Any, words: bool = False) -> list[str]:
     """What a JSON value offers to a pattern: a string itself (and its words, for `scope`), a number or boolean
     its JSON text, an array each element's texts. Objects and null offer nothing, so they never match."""
     if isinstance(value, str):
-        parts = value.split() if words else []
+        parts = [word for word in value.split(" ") if word] if words else []  # RFC 6749 3.3: spaces only
         return [value, *parts] if len(parts) > 1 else [value]
     if isinstance(value, (bool, int, float)):
         return [json_text(value)]

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from app.checks.claims import granted_scopes
+from app.checks.claims import granted_scopes, scope_words
 from app.paths import percent_encode_non_ascii
 from app.patterns import MISSING, Pattern, PatternError, Value, json_text, resolve_pointer, splits_words, texts
 from app.ruleset import ClaimValues, Condition, Effect, Rule, RuleDoc, Variable, compile_rules
@@ -414,7 +414,7 @@ def _granted(claims: dict[str, Any] | None) -> Collection[str]:
     if "scp" in claims or "permissions" in claims:
         return granted_scopes(claims)
     scope = claims.get("scope")
-    return scope.split() if isinstance(scope, str) else ()
+    return scope_words(scope) if isinstance(scope, str) else ()
 
 
 def _matcher(rule: Rule) -> Matcher:

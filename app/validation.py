@@ -19,7 +19,7 @@ from app.checks.claims import (check_audience, check_issuer, check_required_clai
 from app.checks.header import check_algorithm, check_key, check_signature
 from app.checks.time import check_lifetime, numeric_date, time_findings, time_window
 from app.findings import CHECK_ORDER, Finding, Status, finding
-from app.keys import ALGORITHMS, MAX_KEYS_WITHOUT_KID, MIN_RSA_BITS, KeyView
+from app.keys import ALGORITHMS, MAX_KEYS_TRIED, MIN_RSA_BITS, KeyView
 from app.policy import CompiledPolicy, normalise_typ
 from app.token import MalformedToken, ParsedToken, parse
 
@@ -263,7 +263,7 @@ def _clean(token: ParsedToken, policy: CompiledPolicy, keys: KeyView) -> Verifie
     single_key = policy.key_source in ("secret", "public_key")
     used, weak = None, False
     candidates = keyset.candidates(algorithm, None if single_key else kid)
-    if kid is None and not single_key and len(candidates) > MAX_KEYS_WITHOUT_KID:
+    if not single_key and len(candidates) > MAX_KEYS_TRIED:
         return None  # KID_NOT_FOUND has something to say
     for key in candidates:
         if (key.size < algorithm.hash_bytes) if key.kty == "oct" else (key.kty == "RSA" and key.size < MIN_RSA_BITS):

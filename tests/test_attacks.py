@@ -118,6 +118,33 @@ def test_hs256_macd_with_the_rsa_public_key_is_refused_as_key_confusion(client, 
     assert body["statuses"]["signature"] == "skip"
 
 
+@pytest.mark.parametrize("placement", ["secret-pem", "secret-jwk", "secret-certificate", "secret-ssh", "oct-jwk-pem"])
+def test_a_public_key_given_as_the_hmac_secret_is_refused(client, placement):
+    """With the IdP's public key pasted as `secret`, anyone holding that public key could mint HS256 tokens that
+    validate (the key-confusion attack, by configuration): the policy is refused, naming the field."""
+    rsa_key = key_for("RS256")
+    public_jwk = jwks(rsa_key)["keys"][0]
+    material = {"secret-pem": rsa_key.public_pem, "secret-jwk": json.dumps(public_jwk),
+                "secret-certificate": _self_signed_certificate(rsa_key),
+                "secret-ssh": "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 user@host",
+                "oct-jwk-pem": rsa_key.public_pem}[placement]
+    if placement == "oct-jwk-pem":
+        policy = rs256_policy(public_key=None, allowed_algs=["HS256"], jwks={"keys": [
+            {"kty": "oct", "kid": "k", "k": base64.urlsafe_b64encode(material.encode()).rstrip(b"=").decode()}]})
+    else:
+        policy = rs256_policy(public_key=None, allowed_algs=["HS256"], secret=material)
+    forged = mint(claims(), SigningKey("HS256", material.encode(), "k"))
+    response = client.post(URL, json={"token": forged, "policy": policy})
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    if placement == "oct-jwk-pem":  # joserfc refuses a PEM in an oct key's 'k' already
+        assert problem["errors"][0]["loc"] == ["body", "policy", "jwks", "keys", 0]
+    else:
+        assert problem["errors"][0]["loc"] == ["body", "policy", "secret"]
+        assert "anyone holding a public key could sign tokens" in problem["errors"][0]["msg"]
+    assert material not in response.text
+
+
 def test_policy_cannot_allow_hs256_next_to_an_rsa_jwk(client):
     policy = rs256_policy(public_key=None, jwks=jwks(key_for("RS256")), allowed_algs=["RS256", "HS256"])
     response = client.post(URL, json={"token": rs256_token(), "policy": policy})
@@ -427,6 +454,28 @@ def test_a_token_without_kid_is_tried_against_at_most_4_keys(client, keys, expec
     if expected:
         assert body["findings"][0]["evidence"]["fitting_keys"] == 5
         assert "no 'kid'" in body["findings"][0]["message"]
+
+
+@pytest.mark.parametrize("keys, expected", [(4, []), (5, ["KID_NOT_FOUND"])])
+def test_a_kid_shared_by_more_than_4_keys_is_not_tried_against_each(client, keys, expected, monkeypatch):
+    """The cap is on the keys tried, kid or not: 84 keys sharing one kid cost a forged token 84 verifies."""
+    from app import keys as keys_module
+
+    pool = [SigningKey("RS256", key_for("RS256", f"pool-{index}").private, "shared") for index in range(keys + 1)]
+    others, signer, forger = pool[:keys - 1], pool[keys - 1], pool[keys]
+    calls = []
+    rs256 = keys_module.ALGORITHMS["RS256"]
+    monkeypatch.setitem(keys_module.ALGORITHMS, "RS256", type(rs256)(**{
+        **{name: getattr(rs256, name) for name in rs256.__dataclass_fields__},
+        "verify": lambda *args: calls.append(1) or rs256.verify(*args)}))
+    body = client.post(URL, json={"token": mint(claims(), forger),  # signed by none of them
+                                  "policy": rs256_policy(public_key=None, jwks=jwks(*others, signer))}).json()
+    assert codes(body) == (["SIGNATURE_INVALID"] if not expected else expected)
+    assert len(calls) <= 4
+    if expected:
+        evidence = body["findings"][0]["evidence"]
+        assert evidence["fitting_keys"] == 5 and evidence["kid"] == "shared" and evidence["max_tried"] == 4
+        assert "share kid 'shared'" in body["findings"][0]["message"]
 
 
 def test_hmac_secret_shorter_than_32_bytes_is_a_warning_and_still_valid(client):

@@ -194,7 +194,12 @@ def test_several_claims_entries_are_anded():
     ({"anyScopes": ["admin", "reports:export"]}, {"scope": "reports:export"}, True),
     ({"anyScopes": ["admin", "reports:export"]}, {"scope": "read"}, False),
     ({"requiredScopes": ["a"]}, None, False),
-], ids=["required-all", "required-missing", "scp-array", "permissions", "any-one", "any-none", "anonymous"])
+    ({"requiredScopes": ["admin"]}, {"scope": "read\u00a0admin"}, False),
+    ({"anyScopes": ["admin"]}, {"scope": "read\tadmin"}, False),
+    ({"token": [{"claim": {"pattern": "^scope$"}, "value": {"pattern": "^admin$"}}]}, {"scope": "read\u2028admin"},
+     False),
+], ids=["required-all", "required-missing", "scp-array", "permissions", "any-one", "any-none", "anonymous",
+        "nbsp-is-no-separator", "tab-is-no-separator", "line-separator-is-no-separator-in-conditions"])
 def test_required_and_any_scopes_use_granted_scopes(rule, claims, expected):
     assert matches(rule, claims=claims) is expected
 

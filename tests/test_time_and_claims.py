@@ -400,6 +400,37 @@ def test_every_missing_scope_is_its_own_finding_with_required_granted_missing():
     assert result.summary == "Token is NOT valid: 2 errors (SCOPE_MISSING)."
 
 
+@pytest.mark.parametrize("separator", ["\u00a0", "\t", "\x1c", "\u2028", "\n"])
+def test_scopes_are_separated_by_spaces_only(separator):
+    """RFC 6749 3.3: scope tokens are separated by %x20. `read<NBSP>admin` is one (odd) scope, not `admin`."""
+    result = run(rs256_token(scope=f"read{separator}admin"), required_scopes=["admin"])
+    assert codes(result) == ["SCOPE_MISSING"]
+    assert run(rs256_token(scope="read  admin "), required_scopes=["admin", "read"]).valid is True
+
+
+def test_a_hostile_token_s_scopes_are_shown_bounded_in_each_scope_missing_finding():
+    """Thousands of granted scopes, repeated in each of many SCOPE_MISSING findings, would make the answer many
+    times the token: each finding shows the first ones (about 1 KiB) and how many there are."""
+    granted = [f"s{index:04d}" for index in range(1500)]
+    required = [f"need:{index}" for index in range(64)]
+    result = run(rs256_token(scope=" ".join(granted)), required_scopes=required)
+    findings = [item for item in result.findings if item.code == "SCOPE_MISSING"]
+    assert len(findings) == 64
+    for item in findings:
+        assert item.evidence["granted_count"] == 1500
+        assert item.evidence["granted"] == granted[:len(item.evidence["granted"])]
+        assert 0 < len(" ".join(item.evidence["granted"])) <= 1024
+    assert len(msgspec.json.encode(result)) < 200_000  # it was 1.5 MB
+
+
+def test_a_required_claim_sent_as_null_is_missing():
+    """`iss: null` is a missing issuer; `sub: null` is no more a subject (OIDC Core 5.1: omit, do not send null)."""
+    token = mint({**claims(), "sub": None}, key_for("RS256"))
+    finding = only(run(token, required_claims=["sub"]), "REQUIRED_CLAIM_MISSING")
+    assert finding.message == "required claim 'sub' is null" and finding.evidence == {"claim": "sub"}
+    assert run(rs256_token(), required_claims=["sub"]).valid is True
+
+
 def test_required_claims_status_is_skip_when_nothing_is_required():
     assert run(rs256_token()).statuses["required_claims"] == "skip"
 

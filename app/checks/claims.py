@@ -13,6 +13,12 @@ from app.policy import CompiledPolicy, normalise_typ
 _CLIENT_ID = re.compile(r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[A-Za-z0-9]{20,40})$")
 
 
+def scope_words(value: str) -> list[str]:
+    """A space-separated scope string's scopes. RFC 6749 3.3: scope tokens are separated by spaces (%x20) only, so
+    `"read\u00a0admin"` or `"read\tadmin"` is one scope, as the issuer meant it, not `read` and `admin`."""
+    return [word for word in value.split(" ") if word]
+
+
 def granted_scopes(claims: dict[str, Any]) -> list[str]:
     """Scopes granted: the space-separated `scope` string, plus `scp` (array or space-separated string) and the
     `permissions` array (Auth0 RBAC)."""
@@ -20,7 +26,7 @@ def granted_scopes(claims: dict[str, Any]) -> list[str]:
     for name in ("scope", "scp", "permissions"):
         value = claims.get(name)
         if isinstance(value, str) and name != "permissions":
-            granted.extend(value.split())
+            granted.extend(scope_words(value))
         elif isinstance(value, list) and name != "scope":
             granted.extend(item for item in value if isinstance(item, str))
     return list(dict.fromkeys(granted))
@@ -78,10 +84,9 @@ def _audience_hint(ctx: Context, actual: list[str]) -> str | None:
     if actual and all(value.endswith("/userinfo") for value in actual):
         return ("The only audience is the /userinfo endpoint: the token was requested without your API's audience "
                 "(Auth0: pass the 'audience' parameter of your API Identifier).")
-    for value in actual:
-        for wanted in expected:
-            if value.rstrip("/") == wanted.rstrip("/"):
-                return "The audiences differ only by a trailing slash; audiences are compared exactly."
+    stripped = {wanted.rstrip("/") for wanted in expected}  # one pass each: `aud` may be a long array
+    if any(value.rstrip("/") in stripped for value in actual):
+        return "The audiences differ only by a trailing slash; audiences are compared exactly."
     if any(_CLIENT_ID.match(value) for value in actual) and not any(_CLIENT_ID.match(value) for value in expected):
         return ("The audience looks like a client id: this is probably an ID token (whose aud is the client) or an "
                 "Entra ID v2 token (whose aud is the application's GUID, not the api:// URI). Send the access token "
@@ -154,6 +159,25 @@ def _value_hint(expected: Any, actual: Any) -> str | None:
     return None
 
 
+# The token's scopes shown in each SCOPE_MISSING finding: a hostile token's thousands of scopes, repeated in each of
+# up to 64 findings, would make the answer many times the token (validation.md: a hostile token costs no more
+# than a valid one).
+MAX_SCOPE_TEXT = 1024
+
+
+def _bounded(granted: list[str]) -> dict[str, Any]:
+    """`{"granted": [...]}`, cut to the first scopes that fit in MAX_SCOPE_TEXT characters, with `granted_count`
+    (how many there are) when cut."""
+    shown: list[str] = []
+    size = 0
+    for scope in granted:
+        size += len(scope) + 1
+        if size > MAX_SCOPE_TEXT:
+            return {"granted": shown, "granted_count": len(granted)}
+        shown.append(scope)
+    return {"granted": shown}
+
+
 def check_required_claims(ctx: Context) -> list[Finding] | None:
     """Every missing claim, wrong value or missing scope is its own finding."""
     policy = ctx.policy
@@ -165,8 +189,9 @@ def check_required_claims(ctx: Context) -> list[Finding] | None:
 def check_required_claims_for(policy: CompiledPolicy, claims: dict[str, Any]) -> list[Finding]:
     findings: list[Finding] = []
     for name in policy.required_claims:
-        if name not in claims:
-            findings.append(finding("REQUIRED_CLAIM_MISSING", f"required claim {name!r} is missing", {"claim": name}))
+        if claims.get(name) is None:  # `null` is no value (OIDC Core 5.1: omit a claim rather than send null)
+            findings.append(finding("REQUIRED_CLAIM_MISSING", f"required claim {name!r} is "
+                                    f"{'null' if name in claims else 'missing'}", {"claim": name}))
     for name, expected in policy.required_custom_claims:
         if name not in claims:
             findings.append(finding("REQUIRED_CLAIM_MISSING", f"required claim {name!r} is missing",
@@ -184,10 +209,12 @@ def check_required_claims_for(policy: CompiledPolicy, claims: dict[str, Any]) ->
                                     _value_hint(expected, actual)))
     if policy.required_scopes:
         granted = granted_scopes(claims)
-        missing = [scope for scope in policy.required_scopes if scope not in granted]
+        have = set(granted)
+        missing = [scope for scope in policy.required_scopes if scope not in have]
+        shown = _bounded(granted)
         for scope in missing:
             findings.append(finding("SCOPE_MISSING", f"scope {scope!r} is not granted",
-                                    {"scope": scope, "required": list(policy.required_scopes), "granted": granted,
+                                    {"scope": scope, "required": list(policy.required_scopes), **shown,
                                      "missing": missing},
                                     "Grant the scope to the client at the IdP (Auth0: enable RBAC and 'Add "
                                     "Permissions in the Access Token' for 'permissions')."))

@@ -6,7 +6,7 @@ import time as _time
 
 from app.checks import Context
 from app.findings import Finding, finding
-from app.keys import ALGORITHMS, MAX_KEYS_WITHOUT_KID, MIN_RSA_BITS, SYMMETRIC, KeyEntry
+from app.keys import ALGORITHMS, MAX_KEYS_TRIED, MIN_RSA_BITS, SYMMETRIC, KeyEntry
 
 HEADER_KEY_PARAMETERS = ("jwk", "jku", "x5u", "x5c")
 
@@ -83,14 +83,21 @@ def check_key(ctx: Context) -> list[Finding]:
                    else f"no key in the set fits {algorithm.name}")
         findings.append(finding("KID_NOT_FOUND", message, evidence, remediation))
         return findings
-    if kid is None and not single_key and len(candidates) > MAX_KEYS_WITHOUT_KID:
-        findings.append(finding(
-            "KID_NOT_FOUND", f"the token has no 'kid' and {len(candidates)} keys of the set fit {algorithm.name}; "
-            f"without a kid at most {MAX_KEYS_WITHOUT_KID} are tried",
-            {"kid": None, "alg": algorithm.name, "fitting_keys": len(candidates),
-             "max_without_kid": MAX_KEYS_WITHOUT_KID, "known_kids": keys.keyset.kids[:20]},
-            "Tokens from a set with several keys name theirs in 'kid' (every major IdP does); trying each key for "
-            "every token would let a forged token cost a verification per key."))
+    if not single_key and len(candidates) > MAX_KEYS_TRIED:
+        if kid is None:
+            message = (f"the token has no 'kid' and {len(candidates)} keys of the set fit {algorithm.name}; "
+                       f"without a kid at most {MAX_KEYS_TRIED} are tried")
+            remediation = ("Tokens from a set with several keys name theirs in 'kid' (every major IdP does); trying "
+                           "each key for every token would let a forged token cost a verification per key.")
+        else:
+            message = (f"{len(candidates)} keys of the set share kid {kid!r} and fit {algorithm.name}; at most "
+                       f"{MAX_KEYS_TRIED} are tried")
+            remediation = ("A kid names one key (RFC 7517 4.5: different keys in a set should have distinct kids); "
+                           "trying every key that shares it would let a forged token cost a verification per key. "
+                           "Fix the key set.")
+        findings.append(finding("KID_NOT_FOUND", message,
+                                {"kid": kid, "alg": algorithm.name, "fitting_keys": len(candidates),
+                                 "max_tried": MAX_KEYS_TRIED, "known_kids": keys.keyset.kids[:20]}, remediation))
         return findings
     ctx.candidates = candidates
     return findings
