@@ -66,6 +66,8 @@ def _display(rule: Rule, facts: Facts, variables: dict[str, Value]) -> dict[str,
     """Variable values as the trace may show them: none read from a credential header or holding the token."""
     shown: dict[str, Value] = {}
     for variable in rule.variables:
+        if variable.name not in variables:  # unresolved (a deny rule then fails closed without it)
+            continue
         value = variables[variable.name]
         items = (value,) if isinstance(value, str) else value
         secret = variable.source == "header" and (variable.key or "") in SECRET_HEADERS
@@ -127,6 +129,18 @@ def _variable_value(variable: Variable, facts: Facts) -> tuple[Value | None, str
     if value is None:
         return None, f"{variable.source} {variable.key or '/'.join(variable.pointer or ())!r} {why}"
     return value, ""
+
+
+def uses(condition: Condition | Pattern | None) -> frozenset[str]:
+    """The variables a condition's (or a path's) patterns use."""
+    if condition is None:
+        return frozenset()
+    if isinstance(condition, Pattern):
+        return frozenset(condition.names)
+    return uses(condition.name) | uses(condition.value)
+
+
+_FAILS_CLOSED = "fails closed: a deny rule holds on what it cannot evaluate"
 
 
 def _ambiguous(pairs: list[tuple[str, list[str]]]) -> str | None:
@@ -200,11 +214,24 @@ def _claim_values(entry: ClaimValues, facts: Facts, explain: bool) -> tuple[bool
                   "notValues": sorted(entry.not_values) if entry.not_values is not None else None, "actual": actual}
 
 
-def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict[str, Value] | None
-            ) -> Iterator[tuple[bool, dict[str, Any] | None]]:
+def _unevaluated(rule: Rule, field: str, pattern: Pattern | None, why: str, explain: bool
+                 ) -> tuple[bool, dict[str, Any] | None]:
+    """A condition of a deny rule that cannot be evaluated (a variable it uses is unresolved, or its substituted
+    pattern cannot be built): it holds, so that the deny is not skipped at the client's choosing."""
+    assert rule.effect == "deny"
+    return True, ({"field": field, "held": True, "pattern": pattern.text if pattern is not None else None,
+                   "unresolved": f"{why}: {_FAILS_CLOSED}"} if explain else None)
+
+
+def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict[str, Value] | None,
+            unresolved: frozenset[str] = frozenset()) -> Iterator[tuple[bool, dict[str, Any] | None]]:
     """Every non-scope condition of a rule, lazily (`display` set: explain). The set lookups (methods, `claims`
-    values) come before the patterns, so that most rules that do not match exit without running RE2."""
+    values) come before the patterns, so that most rules that do not match exit without running RE2.
+
+    `unresolved` (deny rules only): variables that could not be resolved; a condition using one holds. A pattern
+    RE2 cannot build once substituted raises PatternError in an allow rule and holds in a deny rule."""
     explain = display is not None
+    deny = rule.effect == "deny"
     if rule.methods is not None:
         held = facts.method.upper() in rule.methods
         yield held, ({"field": "methods", "held": held, "expected": sorted(rule.methods), "actual": facts.method}
@@ -212,28 +239,59 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
     for entry in rule.claims:
         yield _claim_values(entry, facts, explain)
     if rule.path is not None:
-        held = rule.path.search(in_path(variables), facts.path) == rule.path_exists
-        yield held, ({"field": "path", "held": held, "pattern": rule.path.shown(display), "actual": facts.path,
-                      "presence": "must_exist" if rule.path_exists else "must_absent"} if display is not None
-                     else None)
+        missing = uses(rule.path) & unresolved
+        if missing:
+            yield _unevaluated(rule, "path", rule.path, f"variable {', '.join(sorted(missing))} unresolved", explain)
+        else:
+            try:
+                held = rule.path.search(in_path(variables), facts.path) == rule.path_exists
+            except PatternError as exc:
+                if not deny:
+                    raise
+                yield _unevaluated(rule, "path", rule.path, f"pattern with variables could not be compiled: {exc}",
+                                   explain)
+            else:
+                yield held, ({"field": "path", "held": held, "pattern": rule.path.shown(display),
+                              "actual": facts.path, "presence": "must_exist" if rule.path_exists else "must_absent"}
+                             if display is not None else None)
     for condition in (*rule.headers, *rule.query, *rule.token):
-        yield _condition(condition, facts, variables, display, rule.effect)
+        missing = uses(condition) & unresolved
+        if missing:
+            yield _unevaluated(rule, condition.field, condition.value or condition.name,
+                               f"variable {', '.join(sorted(missing))} unresolved", explain)
+            continue
+        try:
+            outcome = _condition(condition, facts, variables, display, rule.effect)
+        except PatternError as exc:
+            if not deny:
+                raise
+            outcome = _unevaluated(rule, condition.field, condition.value or condition.name,
+                                   f"pattern with variables could not be compiled: {exc}", explain)
+        yield outcome
 
 
 def match_rule(rule: Rule, facts: Facts, explain: bool = False) -> RuleResult:
     """Whether every condition of the rule holds. Scope conditions come last so that a rule failing only on
     scopes says which scopes were missing (RFC 6750 `insufficient_scope`)."""
     result = RuleResult(rule, conditions=[] if explain else None)
+    unresolved: set[str] = set()
+    reasons: list[str] = []
     for variable in rule.variables:
         value, why = _variable_value(variable, facts)
         if value is None:
-            result.unresolved = f"variable {variable.name}: {why}"
-            return result  # fail closed: the rule does not match
+            reasons.append(f"variable {variable.name}: {why}")
+            if rule.effect != "deny":
+                result.unresolved = reasons[0]
+                return result  # fail closed: an allow rule does not match
+            unresolved.add(variable.name)  # fail closed: a deny rule's conditions using it hold
+            continue
         result.variables[variable.name] = value
+    if reasons:
+        result.unresolved = "; ".join(reasons) + f" ({_FAILS_CLOSED})"
     display = _display(rule, facts, result.variables) if explain else None
     held_all = True
     try:
-        for held, detail in _checks(rule, facts, result.variables, display):
+        for held, detail in _checks(rule, facts, result.variables, display, frozenset(unresolved)):
             if result.conditions is not None and detail is not None:
                 result.conditions.append(detail)
             if not held:
@@ -426,6 +484,8 @@ def _matcher(rule: Rule) -> Matcher:
         *((_path_check(rule.path, rule.path_exists),) if rule.path is not None else ()),
         *(_token_check(item) if item.kind == "token" else _pair_check(item, rule.effect) for item in rule.conditions))
     required, any_scopes = rule.required_scopes, rule.any_scopes
+    if rule.effect == "deny" and getters:
+        return _deny_matcher(rule, getters, checks)
 
     def match(facts: Facts) -> RuleResult | None:
         variables = _NO_VARIABLES
@@ -434,13 +494,13 @@ def _matcher(rule: Rule) -> Matcher:
             for name, get in getters:
                 value = variables[name] = get(facts)  # type: ignore[assignment]
                 if value is None:
-                    return None  # fail closed: the rule does not match
+                    return None  # fail closed: an allow rule does not match
         try:
             for check in checks:
                 if not check(facts, variables):
                     return None
         except PatternError:  # a substituted pattern RE2 cannot build: fail closed, as match_rule does
-            return None
+            return None  # (a deny rule with variables has its own matcher, where such a condition holds)
         if variables is _NO_VARIABLES:
             variables = {}
         if not (required or any_scopes):
@@ -450,6 +510,45 @@ def _matcher(rule: Rule) -> Matcher:
         any_ok = not any_scopes or any(scope in granted for scope in any_scopes)
         if not missing and any_ok:
             return RuleResult(rule, True, variables)
+        return RuleResult(rule, False, variables, missing_scopes=missing + (() if any_ok else any_scopes))
+    return match
+
+
+def _deny_matcher(rule: Rule, getters: tuple[tuple[str, Callable[[Facts], Value | None]], ...],
+                  checks: tuple[Check, ...]) -> Matcher:
+    """A deny rule with variables, failing closed as `match_rule` does: a condition that uses an unresolved
+    variable, or whose substituted pattern RE2 cannot build, holds (otherwise a client could skip the deny by
+    sending a header twice, or a value too long to substitute)."""
+    used = (*(frozenset() for _ in rule.claims),  # `claims` entries compare exact values: no variable
+            *((uses(rule.path),) if rule.path is not None else ()),
+            *(uses(item) for item in rule.conditions))
+    paired = tuple(zip(checks, used))
+    required, any_scopes = rule.required_scopes, rule.any_scopes
+
+    def match(facts: Facts) -> RuleResult | None:
+        variables: dict[str, Value] = {}
+        unresolved: set[str] = set()
+        for name, get in getters:
+            value = get(facts)
+            if value is None:
+                unresolved.add(name)
+            else:
+                variables[name] = value
+        for check, names in paired:
+            if unresolved and not unresolved.isdisjoint(names):
+                continue  # holds: fails closed
+            try:
+                if not check(facts, variables):
+                    return None
+            except PatternError:
+                continue  # holds: fails closed
+        if not (required or any_scopes):
+            return RuleResult(rule, True, variables, unresolved="unresolved" if unresolved else None)
+        granted = _granted(facts.claims)
+        missing = tuple(scope for scope in required if scope not in granted)
+        any_ok = not any_scopes or any(scope in granted for scope in any_scopes)
+        if not missing and any_ok:
+            return RuleResult(rule, True, variables, unresolved="unresolved" if unresolved else None)
         return RuleResult(rule, False, variables, missing_scopes=missing + (() if any_ok else any_scopes))
     return match
 
@@ -522,7 +621,7 @@ def evaluate(rules: Sequence[Rule], facts: Facts, default_effect: Effect = "deny
 
 def _trace(result: RuleResult, facts: Facts) -> dict[str, Any]:
     rule = result.rule
-    variables = _display(rule, facts, result.variables) if not result.unresolved else {}
+    variables = _display(rule, facts, result.variables)
     return {"index": rule.index, "id": rule.id, "effect": rule.effect, "priority": rule.priority,
             "matched": result.matched, "unresolved": result.unresolved,
             "variables": {name: list(value) if isinstance(value, tuple) else value

@@ -269,6 +269,50 @@ def test_unresolvable_variable_fails_closed_and_the_trace_says_which(claims, why
     assert evaluate(rules, facts(path="/v1/organisations/acme", claims=claims), "deny").effect == "deny"
 
 
+# A deny rule whose variable cannot be resolved: "not match" would be fail-open for a deny, at the client's
+# choosing (send the header twice, empty, or too long). Its conditions that use the variable hold instead.
+TENANT_GUARD = {"id": "tenant-guard", "effect": "deny",
+                "token": [{"claim": {"pattern": "^org$"}, "value": {"pattern": "^{{tenant}}$"}, "presence": "must_absent"}],
+                "variables": [{"name": "tenant", "source": "header", "key": "x-tenant"}]}
+ISOLATION_GUARD = {"id": "isolation", "effect": "deny", "methods": ["GET"],
+                   "path": {"path": {"pattern": "^/orgs/{{org}}(/.*)?$"}, "presence": "must_absent"},
+                   "variables": [{"name": "org", "source": "jwtClaim", "key": "org"}]}
+ALLOW_ALL = {"id": "all", "effect": "allow"}
+
+
+@pytest.mark.parametrize("rule, request_facts, effect", [
+    (TENANT_GUARD, facts(headers={"x-tenant": "mine"}, claims={"org": "mine"}), "allow"),
+    (TENANT_GUARD, facts(headers={"x-tenant": "victim"}, claims={"org": "mine"}), "deny"),
+    (TENANT_GUARD, Facts("GET", "/", (("x-tenant", "victim"), ("x-tenant", "victim")), (), {"org": "mine"}), "deny"),
+    (TENANT_GUARD, facts(headers={"x-tenant": "v" * 1025}, claims={"org": "mine"}), "deny"),
+    (TENANT_GUARD, facts(headers={"x-tenant": ""}, claims={"org": "mine"}), "deny"),
+    (TENANT_GUARD, facts(claims={"org": "mine"}), "deny"),
+    (ISOLATION_GUARD, facts(path="/orgs/mine/x", claims={"org": "mine"}), "allow"),
+    (ISOLATION_GUARD, facts(path="/orgs/victim/x", claims={"org": "mine"}), "deny"),
+    (ISOLATION_GUARD, facts(path="/orgs/victim/x", claims={}), "deny"),
+    (ISOLATION_GUARD, facts(path="/orgs/victim/x", claims={"org": ""}), "deny"),
+    (ISOLATION_GUARD, facts(path="/orgs/victim/x", claims={"org": True}), "deny"),
+    (ISOLATION_GUARD, facts(path="/orgs/victim/x", claims=None), "deny"),
+    (ISOLATION_GUARD, facts(method="POST", path="/orgs/victim/x", claims={}), "allow"),  # methods still decide
+], ids=["tenant-own", "tenant-other", "tenant-repeated", "tenant-too-long", "tenant-empty", "tenant-absent",
+        "org-own", "org-other", "org-claim-missing", "org-empty", "org-boolean", "anonymous", "other-method"])
+def test_a_deny_rule_with_an_unresolvable_variable_fails_closed(rule, request_facts, effect):
+    rules = load_rules([rule, ALLOW_ALL])
+    assert evaluate(rules, request_facts, "deny").effect == effect
+    explained = evaluate(rules, request_facts, "deny", explain=True)
+    assert explained.effect == effect
+    guard = explained.trace[0]
+    if effect == "deny" and guard["unresolved"]:
+        assert "fails closed" in guard["unresolved"]
+        assert any("fails closed" in (condition.get("unresolved") or "") for condition in guard["conditions"])
+
+
+def test_an_allow_rule_with_an_unresolvable_variable_still_does_not_match():
+    rules = load_rules([{**ISOLATION_GUARD, "effect": "allow", "path": {"path": {"pattern": "^/orgs/{{org}}(/.*)?$"}}}])
+    assert evaluate(rules, facts(path="/orgs/victim/x", claims={}), "deny").effect == "deny"
+    assert evaluate(rules, facts(path="/orgs/mine/x", claims={"org": "mine"}), "deny").effect == "allow"
+
+
 def test_header_and_query_variables():
     rule = {"path": {"pattern": "^/t/{{tenant}}/{{page}}$"},
             "variables": [{"name": "tenant", "source": "header", "key": "X-Tenant"},
