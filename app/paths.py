@@ -16,8 +16,10 @@ _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _SLASHES = re.compile(r"/{2,}")
 # %2F and %5C are slashes some upstreams decode before routing; %00 ends strings in C. Raw spaces and control
 # characters (never in a request target; a space is what two joined X-Forwarded-Uri values look like), `#` and
-# a malformed `%` have no single meaning either: all are refused.
-_REFUSED = re.compile(r"%(?:2f|5c|00)|\\|[\x00-\x20\x7f#]|%(?![0-9A-Fa-f]{2})", re.IGNORECASE)
+# a malformed `%` have no single meaning either. `;` starts path parameters that Tomcat, Jetty and Spring strip
+# from each segment before routing (`/admin;x/users` is served as `/admin/users`, `/a/..;/admin` as `/admin`),
+# so it and its escape are refused too, as Spring Security's StrictHttpFirewall does. All are refused.
+_REFUSED = re.compile(r"%(?:2f|5c|00|3b)|\\|[\x00-\x20\x7f#;]|%(?![0-9A-Fa-f]{2})", re.IGNORECASE)
 
 
 class PathRejected(ValueError):
@@ -77,8 +79,8 @@ def normalise_path(path: str) -> str:
     """The path rules see: unreserved characters decoded, other escapes and non-ASCII characters as upper-case
     %XX (UTF-8), repeated slashes merged, dot segments removed.
 
-    Raises PathRejected for an encoded slash, backslash or NUL, a raw backslash, space, control character or
-    `#`, a malformed percent escape, or a path not starting with `/`.
+    Raises PathRejected for an encoded slash, backslash, NUL or semicolon, a raw backslash, space, control
+    character, `#` or `;`, a malformed percent escape, or a path not starting with `/`.
     """
     if not path.startswith("/"):
         raise PathRejected("the path does not start with '/'")
@@ -88,8 +90,8 @@ def normalise_path(path: str) -> str:
         except UnicodeEncodeError:
             raise PathRejected("the path is not valid Unicode") from None
     if _REFUSED.search(path):
-        raise PathRejected("the path contains an encoded slash, backslash or NUL, or a character with no single "
-                           "meaning")
+        raise PathRejected("the path contains an encoded slash, backslash or NUL, a path parameter (';'), or a "
+                           "character with no single meaning")
     if "%" not in path and "//" not in path and "/." not in path:
         return path  # nothing to decode, merge or remove (a dot segment always follows a slash)
     decoded = _PERCENT.sub(_decode_unreserved, path)

@@ -52,10 +52,12 @@ def test_path_normalisation(raw, expected):
 
 @pytest.mark.parametrize("raw", [
     "/v1/organisations/acme%2Fevil", "/a%2fb", "/a%5Cb", "/a%5cb", "/a%00b", "/a\\b", "v1/x", "", "http://h/x",
-    "/a\nb", "/a#frag", "/a%zz", "/a%2", "/a, /b",
+    "/a\nb", "/a#frag", "/a%zz", "/a%2", "/a, /b", "/a/..;/admin", "/admin;jsessionid=x/users", "/a/%2e%2e;/b",
+    "/a%3Bb", "/a%3bb",
 ], ids=["encoded-slash", "encoded-slash-lower", "encoded-backslash", "encoded-backslash-lower", "encoded-nul",
         "backslash", "relative", "empty", "absolute-uri", "newline", "fragment", "bad-escape", "truncated-escape",
-        "space-or-joined-values"])
+        "space-or-joined-values", "tomcat-dot-dot-semicolon", "path-parameter", "escaped-dots-semicolon",
+        "encoded-semicolon", "encoded-semicolon-lower"])
 def test_ambiguous_paths_are_rejected(raw):
     with pytest.raises(PathRejected):
         normalise_path(raw)
