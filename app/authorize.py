@@ -196,7 +196,7 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
         claims, expires_in = result.claims or {}, result.expires_in
 
     verdict = evaluate(authorizer.rules, Facts(request.method.upper(), path, request.headers, query, claims,
-                                               (token,) if token else ()),
+                                               (token, token.strip()) if token else ()),
                        authorizer.default_effect, explain=explain)
     rule = verdict.rule
     common: dict[str, Any] = {

@@ -241,7 +241,7 @@ class _Compiler:
         token = tuple(self.token(item, ("token", i)) for i, item in enumerate(doc.token))
         return Rule(
             index=self.index, id=doc.id, effect=doc.effect, priority=doc.priority, notes=doc.notes,
-            methods=frozenset(method.upper() for method in doc.methods) or None,
+            methods=_methods(doc),
             path=path, path_exists=path_exists, headers=headers, query=query, token=token,
             conditions=headers + query + token,
             claims=tuple(self.claim_values(item, ("claims", i)) for i, item in enumerate(doc.claims)),
@@ -249,6 +249,15 @@ class _Compiler:
             any_scopes=tuple(dict.fromkeys(doc.any_scopes)),
             variables=tuple(self.variable(item, ("variables", i)) for i, item in enumerate(doc.variables)),
         )
+
+
+def _methods(doc: RuleDoc) -> frozenset[str] | None:
+    """The rule's methods, upper-cased. A deny rule on GET covers HEAD too: servers answer HEAD with the GET
+    handler (RFC 9110 9.3.2), so its effects and headers would otherwise be reachable past the deny."""
+    methods = frozenset(method.upper() for method in doc.methods)
+    if doc.effect == "deny" and "GET" in methods:
+        methods |= {"HEAD"}
+    return methods or None
 
 
 # An escape RE2 reads as a character code, or any other escape (skipped whole, so `\\xe9` is a backslash then

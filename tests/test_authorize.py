@@ -333,6 +333,20 @@ def test_claims_to_headers_scalars_arrays_objects_pointers_and_no_crlf(client):
 
 # Explain
 
+@pytest.mark.parametrize("padding", ["", "\n", "  "])
+def test_a_token_sent_with_surrounding_whitespace_is_still_kept_out_of_variables_and_trace(client, padding):
+    """Validation strips the token; the trace's redaction must look for what was validated, not what was sent."""
+    bearer = token()
+    doc = {"policy": rs256_policy(), "rules": [{"id": "r", "effect": "allow",
+           "variables": [{"name": "at", "source": "header", "key": "X-Forwarded-Access-Token"}],
+           "headers": [{"name": {"pattern": "^x-forwarded-access-token$"}, "value": {"pattern": "^{{at}}$"}}]}]}
+    response = client.post(URL, json={"authorizer": doc, "token": bearer + padding, "explain": True, "request": {
+        "method": "GET", "path": "/", "headers": {"X-Forwarded-Access-Token": bearer}}})
+    body = response.json()
+    assert body["decision"] == "allow" and body["variables"] == {"at": "[redacted]"}
+    assert bearer not in response.text
+
+
 def test_explain_traces_each_rule_and_condition_without_the_token(client):
     bearer = token(**{ORG: "acme"})
     body = decide(client, "orgs", path="/v1/organisations//acme/./reports", bearer=bearer, explain=True)

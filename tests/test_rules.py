@@ -69,6 +69,17 @@ def test_remove_dot_segments_rfc3986_examples():
     assert remove_dot_segments("/mid/content=5/../6") == "/mid/6"
 
 
+def test_a_deny_rule_on_get_covers_head_and_an_allow_rule_does_not():
+    """Servers answer HEAD with the GET handler (RFC 9110 9.3.2): a deny on GET that let HEAD through would leave
+    the handler reachable. An allow on GET stays an allow on GET only (failing closed)."""
+    deny = load_rules([{"effect": "deny", "methods": ["get"], "path": {"pattern": "^/export$"}}, {"effect": "allow"}])
+    assert [evaluate(deny, facts(method=method, path="/export"), "deny").effect for method in ("GET", "HEAD", "POST")
+            ] == ["deny", "deny", "allow"]
+    allow = load_rules([{"effect": "allow", "methods": ["GET"]}])
+    assert [evaluate(allow, facts(method=method), "deny").effect for method in ("GET", "HEAD")] == ["allow", "deny"]
+    assert evaluate(deny, facts(method="HEAD", path="/export"), "deny", explain=True).effect == "deny"
+
+
 # Conditions
 
 @pytest.mark.parametrize("method, expected", [("get", True), ("GET", True), ("POST", False)],
