@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Literal
 
 import msgspec
@@ -162,9 +162,9 @@ class _Compiler:
     def problem(self, loc: tuple[str | int, ...], message: str) -> None:
         self.problems.append(Problem((self.index, *loc), message))
 
-    def pattern(self, text: str, loc: tuple[str | int, ...]) -> Pattern | None:
+    def pattern(self, text: str, loc: tuple[str | int, ...], extra_flags: str = "") -> Pattern | None:
         try:
-            return compile_pattern(text, self.flags, self.declared)
+            return compile_pattern(text, self.flags + extra_flags, self.declared)
         except PatternError as exc:
             self.problem(loc, str(exc))
             return None
@@ -177,9 +177,14 @@ class _Compiler:
             return None
 
     def pair(self, doc: PairDoc, loc: tuple[str | int, ...]) -> Condition:
-        name = self.pattern(doc.name.pattern, (*loc, "name", "pattern"))
-        value = self.pattern(doc.value.pattern, (*loc, "value", "pattern")) if doc.value else None
         kind: Literal["headers", "query"] = "headers" if loc[0] == "headers" else "query"
+        name = self.pattern(doc.name.pattern, (*loc, "name", "pattern"))
+        if kind == "headers" and name is not None and "i" not in name.flags:
+            # Header names are matched lower-cased and are case-insensitive (RFC 9110 5.1): `^X-Debug$` means
+            # x-debug, rather than a condition that can never hold (a deny rule that silently does nothing).
+            name = (replace(name, literal=name.literal.lower()) if name.literal is not None
+                    else self.pattern(doc.name.pattern, (*loc, "name", "pattern"), extra_flags="i"))
+        value = self.pattern(doc.value.pattern, (*loc, "value", "pattern")) if doc.value else None
         return Condition(kind, f"{kind}[{loc[1]}]", name, None, value, doc.presence not in _ABSENT)
 
     def token(self, doc: TokenDoc, loc: tuple[str | int, ...]) -> Condition:
@@ -230,9 +235,12 @@ class _Compiler:
                 text, loc = (nested.pattern, ("path", "path", "pattern")) if nested is not None else \
                     (flat or "", ("path", "pattern"))
                 example = next((char for char in text if not char.isascii()), None) or _non_ascii_escape(text)
+                escape = _unmatchable_escape(text, self.flags)
                 if example is not None:  # it could never match: paths are matched percent-encoded
                     self.problem(loc, f"paths are matched with non-ASCII characters percent-encoded (UTF-8, upper "
                                       f"case): write {example!r} as {percent_encode_non_ascii(example)!r}")
+                elif escape is not None:
+                    self.problem(loc, escape)
                 else:
                     path = self.pattern(text, loc)
             path_exists = doc.path.presence not in _ABSENT
@@ -264,6 +272,25 @@ def _methods(doc: RuleDoc) -> frozenset[str] | None:
 # `xe9`); a `\Q...\E` section is literal text.
 _ESCAPE = re.compile(r"\\Q.*?(?:\\E|(?![\s\S]))|\\(?:x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|([0-7]{1,3}))|\\.",
                      re.DOTALL)
+
+
+_PERCENT_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _unmatchable_escape(pattern: str, flags: str) -> str | None:
+    """Why a path pattern's percent escape can never match a normalised path, or None: paths spell an unreserved
+    character as itself (RFC 3986 6.2.2.2) and every other escape in upper case (6.2.2.1; under `i` any case
+    matches)."""
+    for match in _PERCENT_ESCAPE.finditer(pattern):
+        char = chr(int(match.group(1), 16))
+        if char in _UNRESERVED:
+            return (f"paths are matched with unreserved characters decoded: write {match.group(0)!r} as {char!r}"
+                    + (" (escaped for RE2: '\\.')" if char == "." else ""))
+        if match.group(1) != match.group(1).upper() and "i" not in flags:
+            return (f"paths are matched with percent escapes in upper case: write {match.group(0)!r} as "
+                    f"{match.group(0).upper()!r}")
+    return None
 
 
 def _non_ascii_escape(pattern: str) -> str | None:

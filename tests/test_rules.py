@@ -3,6 +3,7 @@ the combining rule (deny overrides, with the alternatives it rejects named)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -78,6 +79,31 @@ def test_a_deny_rule_on_get_covers_head_and_an_allow_rule_does_not():
     allow = load_rules([{"effect": "allow", "methods": ["GET"]}])
     assert [evaluate(allow, facts(method=method), "deny").effect for method in ("GET", "HEAD")] == ["allow", "deny"]
     assert evaluate(deny, facts(method="HEAD", path="/export"), "deny", explain=True).effect == "deny"
+
+
+@pytest.mark.parametrize("pattern, problem", [
+    ("^/caf%c3%a9(/.*)?$", "write '%c3' as '%C3'"),
+    ("^/%7Eadmin(/.*)?$", "write '%7E' as '~'"),
+    ("^/a%2e%2e/", "write '%2e' as '.'"),
+], ids=["lower-case-escape", "escaped-unreserved", "escaped-dot"])
+def test_a_path_pattern_whose_escape_can_never_match_a_normalised_path_is_refused(pattern, problem):
+    with pytest.raises(RuleError, match=re.escape(problem)):
+        load_rules([{"effect": "deny", "path": {"pattern": pattern}}])
+    if "%c3" in pattern:  # under `i` any case of an escape matches
+        rules = load_rules([{"effect": "deny", "path": {"pattern": pattern}, "regexFlags": "i"}, {"effect": "allow"}])
+        assert evaluate(rules, facts(path=normalise_path("/caf%C3%A9/x")), "deny").effect == "deny"
+
+
+@pytest.mark.parametrize("name", ["^X-Debug$", "^X-Debug-[0-9]+$", "^x-debug$"], ids=["literal", "pattern", "lower"])
+def test_a_header_name_pattern_matches_case_insensitively(name):
+    """Header names are matched lower-cased: `^X-Debug$` would otherwise never hold, and a deny rule written
+    with it would silently do nothing."""
+    rules = load_rules([{"effect": "deny", "headers": [{"name": {"pattern": name}, "presence": "must_exist"}]},
+                        {"effect": "allow"}])
+    header = "x-debug-1" if "[0-9]" in name else "x-debug"
+    for explain in (False, True):
+        assert evaluate(rules, facts(headers={header: "1"}), "deny", explain=explain).effect == "deny"
+        assert evaluate(rules, facts(headers={"x-other": "1"}), "deny", explain=explain).effect == "allow"
 
 
 # Conditions
