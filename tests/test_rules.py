@@ -424,6 +424,28 @@ def test_patterns_with_variables_are_compiled_once_per_distinct_value_set():
     assert (info.misses, info.hits) == (2, 8)
 
 
+def test_the_substituted_pattern_cache_is_bounded_by_estimated_memory_not_only_by_count():
+    """A header variable's values are the client's: 1,024-character values under `i` cost RE2 ~180 KB each, so
+    4,096 of them (the count bound) would hold ~700 MB per worker. The cache evicts by estimated bytes too."""
+    from app.patterns import SUBSTITUTED_CACHE_BYTES, found
+
+    rules = load_rules([{"effect": "allow", "regexFlags": "i", "variables": [
+        {"name": "e", "source": "header", "key": "x-user-email"}],
+        "token": [{"claim": {"pattern": "^email$"}, "value": {"pattern": "^{{e}}$"}}]}])
+    _compile_substituted.cache_clear()
+    try:
+        for index in range(400):
+            value = f"{index:04d}" + "q" * 1020
+            evaluate(rules, facts(headers={"x-user-email": value}, claims={"email": "me@example.com"}), "deny")
+        info = _compile_substituted.cache_info()
+        assert info.misses == 400 and info.bytes <= SUBSTITUTED_CACHE_BYTES
+        assert info.currsize < 400  # the oldest went
+        recent = _compile_substituted("^{{e}}$", "i", ("e",), ("0399" + "q" * 1020,))
+        assert _compile_substituted.cache_info().hits == 1 and found(recent, "0399" + "Q" * 1020)
+    finally:
+        _compile_substituted.cache_clear()
+
+
 def test_the_org_isolation_shape_is_compared_as_text_without_compiling_a_pattern():
     """`^/prefix/{{org}}(/.*)?$` is the value itself or anything under it: compared, never compiled per org."""
     (rule,) = load_rules([ORG_RULE])
