@@ -196,7 +196,7 @@ def _refuse_public_material(material: bytes) -> None:
         kind = "an SSH public key"
     elif text.startswith(b"{") and b'"kty"' in text:
         kind = "a JWK"
-    elif text.startswith(b"MI"):  # base64 of a DER SEQUENCE: Keycloak shows its realm's public key this way
+    elif text.startswith(b"M"):  # base64 of a DER SEQUENCE (MII.., MFkw.., MCow..): a PEM body without its lines
         kind = _der_kind(text)
     if kind is not None:
         raise KeyError_(f"the HMAC secret is {kind}: anyone holding a public key could sign tokens with it; give "
@@ -204,8 +204,10 @@ def _refuse_public_material(material: bytes) -> None:
 
 
 def _der_kind(text: bytes) -> str | None:
+    """What a base64 text is when it decodes to a public key or a certificate (Keycloak shows its realm's key
+    this way; a PEM body copied without its header lines may keep its line breaks)."""
     try:
-        der = binascii.a2b_base64(text, strict_mode=True)
+        der = binascii.a2b_base64(b"".join(text.split()), strict_mode=True)
     except binascii.Error:
         return None
     try:

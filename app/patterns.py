@@ -68,12 +68,14 @@ def escape(value: Value) -> str:
 # What the substituted patterns may hold per worker. Values can be chosen by clients (a header or query variable),
 # so a bound on the count alone is not one on memory: RE2's program for a 1,024-character case-insensitive
 # literal is ~180 KB (each letter a class), 4,096 of them 700 MB. The cost of an entry is estimated from its
-# source (measured: ~175 bytes a character under `i`, ~8 without) and the least recently used go first.
+# source at the worst rate measured (~176 bytes a character, under `i`, whether a flag or inline `(?i)`) plus
+# ~160 bytes an instruction of RE2's program (counted repetitions multiply it); the least recently used go
+# first, and an entry that would take more than an eighth of the budget is not kept.
 SUBSTITUTED_CACHE_BYTES = 32 << 20
 
 
-def _cost(source: str, flags: str) -> int:
-    return 1024 + len(source) * (176 if "i" in flags else 8)
+def _cost(source: str, compiled: Any) -> int:
+    return 1024 + len(source) * 176 + compiled.programsize * 160
 
 
 class _SubstitutedCache:
@@ -97,7 +99,9 @@ class _SubstitutedCache:
         lookup = dict(zip(names, values))
         source = VARIABLE.sub(lambda match: escape(lookup[match.group(1)]), template)
         compiled = _compile(source, flags)
-        cost = _cost(source, flags)
+        cost = _cost(source, compiled)
+        if cost > self.budget // 8:
+            return compiled  # compiled for this use only: keeping it would push out everything else
         self._entries[key] = (compiled, cost)
         self.bytes += cost
         while self._entries and (len(self._entries) > self.size or self.bytes > self.budget):

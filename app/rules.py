@@ -280,9 +280,11 @@ def match_rule(rule: Rule, facts: Facts, explain: bool = False) -> RuleResult:
         value, why = _variable_value(variable, facts)
         if value is None:
             reasons.append(f"variable {variable.name}: {why}")
-            if rule.effect != "deny":
-                result.unresolved = reasons[0]
-                return result  # fail closed: an allow rule does not match
+            if rule.effect != "deny" or (variable.source == "jwtClaim" and facts.claims is None):
+                # An allow rule does not match (fail closed). Nor does a deny rule reading a claim of an anonymous
+                # request: there is no token to hold it against, and allowing anonymous access takes a rule.
+                result.unresolved = reasons[-1]
+                return result
             unresolved.add(variable.name)  # fail closed: a deny rule's conditions using it hold
             continue
         result.variables[variable.name] = value
@@ -524,6 +526,7 @@ def _deny_matcher(rule: Rule, getters: tuple[tuple[str, Callable[[Facts], Value 
             *(uses(item) for item in rule.conditions))
     paired = tuple(zip(checks, used))
     required, any_scopes = rule.required_scopes, rule.any_scopes
+    from_claims = frozenset(variable.name for variable in rule.variables if variable.source == "jwtClaim")
 
     def match(facts: Facts) -> RuleResult | None:
         variables: dict[str, Value] = {}
@@ -531,6 +534,8 @@ def _deny_matcher(rule: Rule, getters: tuple[tuple[str, Callable[[Facts], Value 
         for name, get in getters:
             value = get(facts)
             if value is None:
+                if facts.claims is None and name in from_claims:
+                    return None  # an anonymous request: the deny rule does not match (see match_rule)
                 unresolved.add(name)
             else:
                 variables[name] = value

@@ -8,7 +8,7 @@ every JSON Pointer parsed, and reports each problem with its location (`[3, "pat
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Literal
 
@@ -179,7 +179,7 @@ class _Compiler:
     def pair(self, doc: PairDoc, loc: tuple[str | int, ...]) -> Condition:
         kind: Literal["headers", "query"] = "headers" if loc[0] == "headers" else "query"
         name = self.pattern(doc.name.pattern, (*loc, "name", "pattern"))
-        if kind == "headers" and name is not None and "i" not in name.flags:
+        if kind == "headers" and name is not None and "i" not in name.flags and _spells_upper_case(doc.name.pattern):
             # Header names are matched lower-cased and are case-insensitive (RFC 9110 5.1): `^X-Debug$` means
             # x-debug, rather than a condition that can never hold (a deny rule that silently does nothing).
             name = (replace(name, literal=name.literal.lower()) if name.literal is not None
@@ -234,13 +234,9 @@ class _Compiler:
             else:
                 text, loc = (nested.pattern, ("path", "path", "pattern")) if nested is not None else \
                     (flat or "", ("path", "pattern"))
-                example = next((char for char in text if not char.isascii()), None) or _non_ascii_escape(text)
-                escape = _unmatchable_escape(text, self.flags)
-                if example is not None:  # it could never match: paths are matched percent-encoded
-                    self.problem(loc, f"paths are matched with non-ASCII characters percent-encoded (UTF-8, upper "
-                                      f"case): write {example!r} as {percent_encode_non_ascii(example)!r}")
-                elif escape is not None:
-                    self.problem(loc, escape)
+                problem = _unmatchable_path_pattern(text, self.flags)
+                if problem is not None:  # it could never match a normalised path: say how to write it
+                    self.problem(loc, problem)
                 else:
                     path = self.pattern(text, loc)
             path_exists = doc.path.presence not in _ABSENT
@@ -268,39 +264,91 @@ def _methods(doc: RuleDoc) -> frozenset[str] | None:
     return methods or None
 
 
-# An escape RE2 reads as a character code, or any other escape (skipped whole, so `\\xe9` is a backslash then
-# `xe9`); a `\Q...\E` section is literal text.
-_ESCAPE = re.compile(r"\\Q.*?(?:\\E|(?![\s\S]))|\\(?:x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|([0-7]{1,3}))|\\.",
-                     re.DOTALL)
-
-
 _PERCENT_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# One RE2 escape: a character code (\x{e9}, \xe9, octal \351), a Unicode class (\pL, \p{Greek}), or any other.
+_ESCAPE_TOKEN = re.compile(r"\\(?:x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|([0-7]{1,3})|[pP]\{[^}]*\}|[pP].|.)",
+                           re.DOTALL)
+_INLINE_I = re.compile(r"\(\?[a-zA-Z]*i")  # (?i) or (?si:...): case-insensitivity turned on inside a pattern
 
 
-def _unmatchable_escape(pattern: str, flags: str) -> str | None:
-    """Why a path pattern's percent escape can never match a normalised path, or None: paths spell an unreserved
-    character as itself (RFC 3986 6.2.2.2) and every other escape in upper case (6.2.2.1; under `i` any case
-    matches)."""
-    for match in _PERCENT_ESCAPE.finditer(pattern):
+def _tokens(pattern: str) -> Iterator[tuple[str, str, int | None]]:
+    """The pattern as RE2 reads it, coarsely: ("char", c, None) for a plain character, ("literal", text, None)
+    for a \\Q...\\E section, ("escape", text, code) with the character code it spells (None: not a character),
+    and ("class", text, None) for a whole [...] class."""
+    index, end = 0, len(pattern)
+    while index < end:
+        char = pattern[index]
+        if char == "\\" and pattern.startswith("\\Q", index):
+            close = pattern.find("\\E", index + 2)
+            close = end if close < 0 else close
+            yield "literal", pattern[index + 2:close], None
+            index = close + 2
+        elif char == "\\":
+            match = _ESCAPE_TOKEN.match(pattern, index)
+            if match is None:  # a trailing backslash: RE2 refuses the pattern anyway
+                yield "escape", "\\", None
+                index += 1
+                continue
+            digits = match.group(1) or match.group(2)
+            code = int(digits, 16) if digits else int(match.group(3), 8) if match.group(3) else None
+            yield "escape", match.group(0), code
+            index = match.end()
+        elif char == "[":
+            cursor = index + 1
+            cursor += pattern.startswith("^", cursor)
+            cursor += pattern.startswith("]", cursor)
+            while cursor < end and pattern[cursor] != "]":
+                if pattern[cursor] == "\\":
+                    cursor += 2
+                elif pattern.startswith("[:", cursor) and ":]" in pattern[cursor + 2:]:
+                    cursor = pattern.index(":]", cursor + 2) + 2
+                else:
+                    cursor += 1
+            yield "class", pattern[index:cursor + 1], None
+            index = cursor + 1
+        else:
+            yield "char", char, None
+            index += 1
+
+
+def _spells_upper_case(pattern: str) -> bool:
+    """Whether a pattern spells an upper-case ASCII letter (outside escapes such as \\D or \\W), which a lower-cased
+    header name can only match case-insensitively."""
+    return any(any("A" <= char <= "Z" for char in text) for kind, text, _ in _tokens(pattern) if kind != "escape")
+
+
+def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
+    """Why a path pattern can never match a normalised path (app.paths), with the spelling to use, or None.
+    Normalised paths are ASCII (other characters percent-encoded in UTF-8, upper case, RFC 3987 3.1), spell an
+    unreserved character as itself (RFC 3986 6.2.2.2) and other escapes in upper case (6.2.2.1). Character
+    classes are left alone: `[^\\x{80}-\\x{10FFFF}]` (ASCII only) is a fine pattern."""
+    outside: list[str] = []
+    for kind, text, code in _tokens(pattern):
+        if kind in ("class", "escape"):
+            outside.append("\0")
+        else:
+            outside.append(text)
+        if kind == "class":
+            continue
+        if kind == "escape":
+            example = chr(min(code, 0x10FFFF)) if code is not None and code > 0x7F else None
+        else:
+            example = next((char for char in text if not char.isascii()), None)
+        if example is not None:
+            if 0xD800 <= ord(example) <= 0xDFFF:
+                example = "\ufffd"
+            return (f"paths are matched with non-ASCII characters percent-encoded (UTF-8, upper case): write "
+                    f"{example!r} as {percent_encode_non_ascii(example)!r}")
+    insensitive = "i" in flags or _INLINE_I.search(pattern) is not None
+    for match in _PERCENT_ESCAPE.finditer("".join(outside)):
         char = chr(int(match.group(1), 16))
         if char in _UNRESERVED:
             return (f"paths are matched with unreserved characters decoded: write {match.group(0)!r} as {char!r}"
                     + (" (escaped for RE2: '\\.')" if char == "." else ""))
-        if match.group(1) != match.group(1).upper() and "i" not in flags:
+        if match.group(1) != match.group(1).upper() and not insensitive:
             return (f"paths are matched with percent escapes in upper case: write {match.group(0)!r} as "
                     f"{match.group(0).upper()!r}")
-    return None
-
-
-def _non_ascii_escape(pattern: str) -> str | None:
-    """The first character above U+007F that an RE2 escape spells (`\\x{e9}`, `\\xe9`, octal `\\351`), or None.
-    Such a character, like one written as itself, never occurs in a percent-encoded path."""
-    for match in _ESCAPE.finditer(pattern):
-        digits = match.group(1) or match.group(2)
-        code = int(digits, 16) if digits else int(match.group(3), 8) if match.group(3) else 0
-        if code > 0x7F:
-            return chr(min(code, 0x10FFFF)) if not 0xD800 <= code <= 0xDFFF else "\ufffd"
     return None
 
 

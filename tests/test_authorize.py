@@ -491,6 +491,17 @@ def test_both_spellings_of_the_original_request_with_the_same_values_are_accepte
     assert response.status_code == 200
 
 
+def test_an_empty_forwarded_method_is_as_if_absent(client):
+    """An empty X-Forwarded-Method must not stand for a method no rule names: the request's own method decides."""
+    doc = {"fa": {"policy": rs256_policy(), "rules": [
+        {"id": "no-delete", "effect": "deny", "methods": ["DELETE"], "path": {"pattern": "^/open/"}},
+        {"id": "open", "effect": "allow", "path": {"pattern": "^/open/"}}]}}
+    with TestClient(create_app(Settings(authorizers_json=json.dumps(doc)), clock=FixedClock())) as fresh:
+        response = fresh.delete("/v1/forward-auth/fa", headers={
+            "Authorization": f"Bearer {token()}", "X-Forwarded-Method": "", "X-Forwarded-Uri": "/open/x"})
+    assert (response.status_code, response.json()["rule"]) == (403, "no-delete")
+
+
 @pytest.mark.parametrize("headers", [
     [(b"x-forwarded-uri", b"/v1/organisations/acme"), (b"x-forwarded-uri", b"/v1/organisations/evil")],
     [(b"x-forwarded-uri", b"/v1/organisations/acme/caf\xc3\xa9"), (b"x-original-uri", b"/v1/organisations/acme/caf\xe9")],

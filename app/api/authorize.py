@@ -134,7 +134,7 @@ def original_request(scope: Any, authorizer_id: str) -> OriginalRequest:
         method_found, target = _single(methods), _single(uris)
     except ValueError:
         return OriginalRequest(own, "", tuple(headers))  # an empty target is rejected as path_rejected
-    method = method_found[0] if method_found else own
+    method = method_found[0] if method_found and method_found[0] else own  # an empty header: as if absent
     if target is not None:  # its raw bytes: the text may have been read as UTF-8
         raw = target[1]
     else:

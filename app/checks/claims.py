@@ -159,6 +159,8 @@ def _value_hint(expected: Any, actual: Any) -> str | None:
     return None
 
 
+_JUDGED_ELSEWHERE = frozenset({"exp", "nbf", "iat", "iss", "aud"})
+
 # The token's scopes shown in each SCOPE_MISSING finding: a hostile token's thousands of scopes, repeated in each of
 # up to 64 findings, would make the answer many times the token (validation.md: a hostile token costs no more
 # than a valid one).
@@ -189,7 +191,10 @@ def check_required_claims(ctx: Context) -> list[Finding] | None:
 def check_required_claims_for(policy: CompiledPolicy, claims: dict[str, Any]) -> list[Finding]:
     findings: list[Finding] = []
     for name in policy.required_claims:
-        if claims.get(name) is None:  # `null` is no value (OIDC Core 5.1: omit a claim rather than send null)
+        # `null` is no value (OIDC Core 5.1: omit a claim rather than send null); a null exp, nbf, iat, iss or aud
+        # is reported by the check that reads it (CLAIM_INVALID, ISSUER_MISMATCH...), not twice.
+        if name not in claims or (claims[name] is None and name not in _JUDGED_ELSEWHERE
+                                  and name != policy.audience_claim):
             findings.append(finding("REQUIRED_CLAIM_MISSING", f"required claim {name!r} is "
                                     f"{'null' if name in claims else 'missing'}", {"claim": name}))
     for name, expected in policy.required_custom_claims:
