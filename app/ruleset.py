@@ -179,7 +179,7 @@ class _Compiler:
     def pair(self, doc: PairDoc, loc: tuple[str | int, ...]) -> Condition:
         kind: Literal["headers", "query"] = "headers" if loc[0] == "headers" else "query"
         name = self.pattern(doc.name.pattern, (*loc, "name", "pattern"))
-        if kind == "headers" and name is not None and "i" not in name.flags and _spells_upper_case(doc.name.pattern):
+        if kind == "headers" and name is not None and "i" not in name.flags:
             # Header names are matched lower-cased and are case-insensitive (RFC 9110 5.1): `^X-Debug$` means
             # x-debug, rather than a condition that can never hold (a deny rule that silently does nothing).
             name = (replace(name, literal=name.literal.lower()) if name.literal is not None
@@ -312,12 +312,6 @@ def _tokens(pattern: str) -> Iterator[tuple[str, str, int | None]]:
             index += 1
 
 
-def _spells_upper_case(pattern: str) -> bool:
-    """Whether a pattern spells an upper-case ASCII letter (outside escapes such as \\D or \\W), which a lower-cased
-    header name can only match case-insensitively."""
-    return any(any("A" <= char <= "Z" for char in text) for kind, text, _ in _tokens(pattern) if kind != "escape")
-
-
 def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
     """Why a path pattern can never match a normalised path (app.paths), with the spelling to use, or None.
     Normalised paths are ASCII (other characters percent-encoded in UTF-8, upper case, RFC 3987 3.1), spell an
@@ -325,8 +319,11 @@ def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
     classes are left alone: `[^\\x{80}-\\x{10FFFF}]` (ASCII only) is a fine pattern."""
     outside: list[str] = []
     for kind, text, code in _tokens(pattern):
-        if kind in ("class", "escape"):
+        if kind == "class":
             outside.append("\0")
+        elif kind == "escape":  # `\%` or `\x25` is the character itself; `\d` or `\pL` stands for many
+            literal = text[1] if len(text) == 2 and not text[1].isalnum() else chr(code) if code is not None else ""
+            outside.append(literal if literal.isascii() and literal else "\0")
         else:
             outside.append(text)
         if kind == "class":

@@ -429,6 +429,8 @@ def test_a_required_claim_sent_as_null_is_missing():
     finding = only(run(token, required_claims=["sub"]), "REQUIRED_CLAIM_MISSING")
     assert finding.message == "required claim 'sub' is null" and finding.evidence == {"claim": "sub"}
     assert run(rs256_token(), required_claims=["sub"]).valid is True
+    null_aud = mint({**claims(), "aud": None, "client_id": AUDIENCE}, key_for("RS256"))  # aud is no audience here
+    assert codes(run(null_aud, required_claims=["aud"], audience_claim="client_id")) == ["REQUIRED_CLAIM_MISSING"]
     null_exp = mint({**claims(), "exp": None}, key_for("RS256"))  # judged by the time check alone, not twice
     assert [item.code for item in run(null_exp, required_claims=["exp"]).findings if item.severity == "error"
             ] == ["CLAIM_INVALID"]

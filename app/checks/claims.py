@@ -159,7 +159,7 @@ def _value_hint(expected: Any, actual: Any) -> str | None:
     return None
 
 
-_JUDGED_ELSEWHERE = frozenset({"exp", "nbf", "iat", "iss", "aud"})
+_JUDGED_ELSEWHERE = frozenset({"exp", "nbf", "iat", "iss"})  # and the policy's audience claim
 
 # The token's scopes shown in each SCOPE_MISSING finding: a hostile token's thousands of scopes, repeated in each of
 # up to 64 findings, would make the answer many times the token (validation.md: a hostile token costs no more
