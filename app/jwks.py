@@ -337,8 +337,8 @@ class KeySetCache:
         """OIDC Discovery 1.0 section 4.3: "The issuer value returned MUST be identical to the Issuer URL that was
         used as the prefix to /.well-known/openid-configuration to retrieve the configuration information."""
         url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-        host = urlsplit(url).hostname or "?"
         try:
+            host = urlsplit(url).hostname or "?"  # inside: an issuer such as "http://[::1" raises ValueError
             try:
                 document, _ = await self._get_json(url)
             except FetchError as exc:
@@ -354,6 +354,10 @@ class KeySetCache:
             jwks_uri = metadata.get("jwks_uri")
             if not isinstance(jwks_uri, str) or check_key_set_url(jwks_uri):
                 raise FetchError(f"discovery document {url}: jwks_uri missing or not an https URL")
+            if not is_loopback_host(host) and is_loopback_host(urlsplit(jwks_uri).hostname or ""):
+                # The loopback exemption (http, any port) serves local issuers; a remote one may not use it to send
+                # this service to its own host's ports.
+                raise FetchError(f"discovery document {url}: a remote issuer's jwks_uri may not be on loopback")
         except (FetchError, ValueError) as exc:
             state.failures += 1
             state.error = str(exc)

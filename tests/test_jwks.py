@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import string
 from collections.abc import AsyncIterator, Iterator
@@ -391,3 +392,40 @@ def test_new_urls_on_many_hosts_are_bounded_in_all(clock):
     assert answers[32] is not None and "more than 32 new key-set URLs named by requests" in answers[32]
     clock.now += 31
     assert cache._admit("https://t99.example.com/jwks.json", clock.now) is None
+
+
+async def test_a_remote_issuer_s_discovery_may_not_send_the_service_to_its_own_loopback_ports():
+    """The loopback exemption (http, any port) is for local issuers. A remote IdP's discovery document naming
+    http://127.0.0.1:6379/... would make this service probe its own host (the outcome shows in /readyz).
+    The remote IdP cannot be real here: an httpx MockTransport stands for it, and records what was asked."""
+    import httpx
+
+    from app.settings import Settings
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        body = {"issuer": "https://idp.example.com", "jwks_uri": "http://127.0.0.1:6379/internal/admin?x=1"}
+        return httpx.Response(200, stream=httpx.ByteStream(json.dumps(body).encode()))
+
+    cache = KeySetCache(Settings(), client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    try:
+        view = await cache.view_discovered("https://idp.example.com", None)
+    finally:
+        await cache.aclose()
+    assert view.keyset is None and "may not be on loopback" in (view.error or "")
+    assert seen == ["https://idp.example.com/.well-known/openid-configuration"]
+
+
+async def test_a_discovery_issuer_that_is_not_a_url_is_a_fetch_error_not_a_stuck_failure():
+    """`http://[::1` raised ValueError outside the fetch's error handling: every validation re-raised it (500)."""
+    from app.settings import Settings
+
+    cache = KeySetCache(Settings())
+    try:
+        for _ in range(2):
+            view = await cache.view_discovered("http://[::1", None)
+            assert view.keyset is None and "IPv6" in (view.error or "")
+    finally:
+        await cache.aclose()
