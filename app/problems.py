@@ -141,7 +141,19 @@ def log_unexpected(exc: Exception, scope: Any) -> None:
     log.error("unhandled_exception", error_type=type(exc).__name__, route=scope.get("path_template") or "unmatched")
 
 
+# What Litestar's JSON body decoding lets escape besides msgspec.DecodeError: invalid UTF-8 inside a string and
+# nesting deeper than the decoder's recursion allows. Both are the client's body, not a bug of ours.
+_BODY_ERRORS = {UnicodeDecodeError: ("the body is not valid UTF-8", "json_invalid"),
+                RecursionError: ("the body is nested too deeply", "json_invalid")}
+
+
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    body_error = _BODY_ERRORS.get(type(exc))
+    if body_error is not None and request.method in ("POST", "PUT", "PATCH"):
+        errors = [ErrorItem(["body"], *body_error)]
+        return problem_response(ProblemDetails("urn:jwt-decision:problem:request-invalid", "Invalid request", 422,
+                                               f"The request body is invalid: {errors[0].msg}.", "REQUEST_INVALID",
+                                               errors))
     log_unexpected(exc, request.scope)
     return problem_response(INTERNAL)
 

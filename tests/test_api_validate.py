@@ -214,3 +214,13 @@ def test_healthz(client):
 def test_audience_list_with_one_match_passes(client):
     token = rs256_token(aud=["https://a.example.com", AUDIENCE])
     assert client.post(URL, json={"token": token, "policy": rs256_policy()}).json()["valid"] is True
+
+
+@pytest.mark.parametrize("body", [b'{"token":"\xff"}', b'{"token":"a\xc3"}', b'{"x":' + b"[" * 1000 + b"]" * 1000 + b"}"],
+                         ids=["invalid-utf8-in-a-string", "truncated-utf8-in-a-string", "nested-1000-levels"])
+@pytest.mark.parametrize("path", ["/v1/validate/jwt", "/v1/authorize", "/v1/inspect/token"])
+def test_a_body_that_is_not_utf8_json_or_too_deep_is_a_422_not_a_500(client, body, path):
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == "REQUEST_INVALID"

@@ -139,7 +139,7 @@ class FastPath:
                 answer = _encode(await validate(self.verifier, _validate_request(body)))
             else:
                 answer = _encode(await decide(self.authorizers, _authorize_request(body)))
-        except (msgspec.DecodeError, ApiError):  # a refusal: Litestar answers it, as it does without this layer
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ApiError):  # a refusal: Litestar answers it
             return _replay(messages, receive)
         except Exception as exc:  # noqa: BLE001 - a bug: answered as Litestar's handler answers one
             scope["path_template"] = path
