@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl
 
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")  # RFC 3986 2.3
+PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _SLASHES = re.compile(r"/{2,}")
 # %2F and %5C are slashes some upstreams decode before routing; %00 ends strings in C. Raw spaces and control
 # characters (never in a request target; a space is what two joined X-Forwarded-Uri values look like), `#` and
@@ -29,7 +29,7 @@ class PathRejected(ValueError):
 def _decode_unreserved(match: re.Match[str]) -> str:
     char = chr(int(match.group(1), 16))
     # RFC 3986 6.2.2.1/6.2.2.2: decode unreserved characters, upper-case the hex digits of the others.
-    return char if char in _UNRESERVED else "%" + match.group(1).upper()
+    return char if char in UNRESERVED else "%" + match.group(1).upper()
 
 
 def percent_encode_non_ascii(text: str, encoding: str = "utf-8") -> str:
@@ -94,6 +94,6 @@ def normalise_path(path: str) -> str:
                            "character with no single meaning")
     if "%" not in path and "//" not in path and "/." not in path:
         return path  # nothing to decode, merge or remove (a dot segment always follows a slash)
-    decoded = _PERCENT.sub(_decode_unreserved, path)
+    decoded = PERCENT.sub(_decode_unreserved, path)
     # Merge first, as nginx does (merge_slashes), so `/a//../b` means what the upstream serves.
     return _SLASHES.sub("/", remove_dot_segments(_SLASHES.sub("/", decoded)))

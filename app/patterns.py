@@ -9,8 +9,8 @@ a bounded LRU, so a claim value such as `.*` or `acme|evil` is only ever a liter
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections import OrderedDict, namedtuple
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -297,11 +297,17 @@ def json_text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+def scope_words(value: str) -> list[str]:
+    """A space-separated scope string's scopes. RFC 6749 3.3: scope tokens are separated by spaces (%x20) only, so
+    `"read\u00a0admin"` or `"read\tadmin"` is one scope, as the issuer meant it, not `read` and `admin`."""
+    return [word for word in value.split(" ") if word]
+
+
 def texts(value: Any, words: bool = False) -> list[str]:
     """What a JSON value offers to a pattern: a string itself (and its words, for `scope`), a number or boolean
     its JSON text, an array each element's texts. Objects and null offer nothing, so they never match."""
     if isinstance(value, str):
-        parts = [word for word in value.split(" ") if word] if words else []  # RFC 6749 3.3: spaces only
+        parts = scope_words(value) if words else []
         return [value, *parts] if len(parts) > 1 else [value]
     if isinstance(value, (bool, int, float)):
         return [json_text(value)]

@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 import msgspec
 
-from app.checks.claims import granted_scopes, scope_words
+from app.checks.claims import granted_scopes
 from app.paths import percent_encode_non_ascii
-from app.patterns import MISSING, Pattern, PatternError, Value, json_text, resolve_pointer, splits_words, texts
+from app.patterns import (MISSING, Pattern, PatternError, Value, json_text, resolve_pointer, scope_words, splits_words,
+                          texts)
 from app.ruleset import ClaimValues, Condition, Effect, Rule, RuleDoc, Variable, compile_rules
 
 __all__ = ["Facts", "Verdict", "RuleResult", "RuleSet", "evaluate", "match_rule", "combine", "load_rules"]
@@ -485,7 +486,6 @@ def _matcher(rule: Rule) -> Matcher:
         *map(_claim_check, rule.claims),
         *((_path_check(rule.path, rule.path_exists),) if rule.path is not None else ()),
         *(_token_check(item) if item.kind == "token" else _pair_check(item, rule.effect) for item in rule.conditions))
-    required, any_scopes = rule.required_scopes, rule.any_scopes
     if rule.effect == "deny" and getters:
         return _deny_matcher(rule, getters, checks)
 
@@ -505,15 +505,22 @@ def _matcher(rule: Rule) -> Matcher:
             return None  # (a deny rule with variables has its own matcher, where such a condition holds)
         if variables is _NO_VARIABLES:
             variables = {}
-        if not (required or any_scopes):
-            return RuleResult(rule, True, variables)
-        granted = _granted(facts.claims)
-        missing = tuple(scope for scope in required if scope not in granted)
-        any_ok = not any_scopes or any(scope in granted for scope in any_scopes)
-        if not missing and any_ok:
-            return RuleResult(rule, True, variables)
-        return RuleResult(rule, False, variables, missing_scopes=missing + (() if any_ok else any_scopes))
+        return _scoped(rule, facts, variables, None)
     return match
+
+
+def _scoped(rule: Rule, facts: Facts, variables: dict[str, Value], unresolved: str | None) -> RuleResult:
+    """The result of a rule whose other conditions held: matched unless a scope condition fails, and then which
+    scopes were missing (RFC 6750 `insufficient_scope`)."""
+    required, any_scopes = rule.required_scopes, rule.any_scopes
+    if not (required or any_scopes):
+        return RuleResult(rule, True, variables, unresolved=unresolved)
+    granted = _granted(facts.claims)
+    missing = tuple(scope for scope in required if scope not in granted)
+    any_ok = not any_scopes or any(scope in granted for scope in any_scopes)
+    if not missing and any_ok:
+        return RuleResult(rule, True, variables, unresolved=unresolved)
+    return RuleResult(rule, False, variables, missing_scopes=missing + (() if any_ok else any_scopes))
 
 
 def _deny_matcher(rule: Rule, getters: tuple[tuple[str, Callable[[Facts], Value | None]], ...],
@@ -525,7 +532,6 @@ def _deny_matcher(rule: Rule, getters: tuple[tuple[str, Callable[[Facts], Value 
             *((uses(rule.path),) if rule.path is not None else ()),
             *(uses(item) for item in rule.conditions))
     paired = tuple(zip(checks, used))
-    required, any_scopes = rule.required_scopes, rule.any_scopes
     from_claims = frozenset(variable.name for variable in rule.variables if variable.source == "jwtClaim")
 
     def match(facts: Facts) -> RuleResult | None:
@@ -547,14 +553,7 @@ def _deny_matcher(rule: Rule, getters: tuple[tuple[str, Callable[[Facts], Value 
                     return None
             except PatternError:
                 continue  # holds: fails closed
-        if not (required or any_scopes):
-            return RuleResult(rule, True, variables, unresolved="unresolved" if unresolved else None)
-        granted = _granted(facts.claims)
-        missing = tuple(scope for scope in required if scope not in granted)
-        any_ok = not any_scopes or any(scope in granted for scope in any_scopes)
-        if not missing and any_ok:
-            return RuleResult(rule, True, variables, unresolved="unresolved" if unresolved else None)
-        return RuleResult(rule, False, variables, missing_scopes=missing + (() if any_ok else any_scopes))
+        return _scoped(rule, facts, variables, "unresolved" if unresolved else None)
     return match
 
 

@@ -16,7 +16,7 @@ import msgspec
 from msgspec import Meta, field
 
 from app.config import END
-from app.paths import percent_encode_non_ascii
+from app.paths import PERCENT, UNRESERVED, percent_encode_non_ascii
 from app.patterns import FLAGS, Pattern, PatternError, compile_pattern, parse_pointer
 from app.policy import Problem
 
@@ -264,8 +264,6 @@ def _methods(doc: RuleDoc) -> frozenset[str] | None:
     return methods or None
 
 
-_PERCENT_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # One RE2 escape: a character code (\x{e9}, \xe9, octal \351), a Unicode class (\pL, \p{Greek}), or any other.
 _ESCAPE_TOKEN = re.compile(r"\\(?:x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|([0-7]{1,3})|[pP]\{[^}]*\}|[pP].|.)",
                            re.DOTALL)
@@ -338,9 +336,9 @@ def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
             return (f"paths are matched with non-ASCII characters percent-encoded (UTF-8, upper case): write "
                     f"{example!r} as {percent_encode_non_ascii(example)!r}")
     insensitive = "i" in flags or _INLINE_I.search(pattern) is not None
-    for match in _PERCENT_ESCAPE.finditer("".join(outside)):
+    for match in PERCENT.finditer("".join(outside)):
         char = chr(int(match.group(1), 16))
-        if char in _UNRESERVED:
+        if char in UNRESERVED:
             return (f"paths are matched with unreserved characters decoded: write {match.group(0)!r} as {char!r}"
                     + (" (escaped for RE2: '\\.')" if char == "." else ""))
         if match.group(1) != match.group(1).upper() and not insensitive:

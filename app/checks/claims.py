@@ -8,15 +8,10 @@ from urllib.parse import urlsplit
 
 from app.checks import Context
 from app.findings import Finding, finding
+from app.patterns import scope_words
 from app.policy import CompiledPolicy, normalise_typ
 
 _CLIENT_ID = re.compile(r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[A-Za-z0-9]{20,40})$")
-
-
-def scope_words(value: str) -> list[str]:
-    """A space-separated scope string's scopes. RFC 6749 3.3: scope tokens are separated by spaces (%x20) only, so
-    `"read\u00a0admin"` or `"read\tadmin"` is one scope, as the issuer meant it, not `read` and `admin`."""
-    return [word for word in value.split(" ") if word]
 
 
 def granted_scopes(claims: dict[str, Any]) -> list[str]:
