@@ -151,10 +151,14 @@ class ReloadingDocument(Generic[T]):
     """A validated document that follows its file: SIGHUP or a changed mtime triggers validate-then-swap."""
 
     def __init__(self, source: Source | None, load: Callable[[bytes, str], T], empty: T,
-                 on_change: Callable[[T, T], None] | None = None) -> None:
+                 on_change: Callable[[T, T], None] | None = None,
+                 agrees: Callable[[T], list[tuple[str, str]]] | None = None) -> None:
+        """`agrees(new)`: on reload, the problems of a new value with the other documents as they stand (at
+        startup the documents loaded later check against the earlier ones themselves)."""
         self.source = source
         self._load = load
         self._on_change = on_change
+        self.agrees = agrees
         self.value: T = empty
         self._mtime: float | None = None
         self.last_error: str | None = None
@@ -169,6 +173,9 @@ class ReloadingDocument(Generic[T]):
         self._mtime = self.source.mtime()
         try:
             new = self._load(self.source.read(), self.source.label)
+            problems = self.agrees(new) if self.agrees is not None else []
+            if problems:
+                raise ConfigError(self.source.label, problems)
         except ConfigError as exc:
             self.last_error = str(exc)
             log.error("config_reload_failed", source=self.source.variable, problems=str(exc).splitlines()[:20])

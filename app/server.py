@@ -22,7 +22,7 @@ from app.api.operations import api_key_guard
 from app.api.presets import dependencies as presets_dependencies
 from app.api.validation import dependencies
 from app.authorizers import Authorizers
-from app.config import ReloadingDocument, Source, install_sighup
+from app.config import ReloadingDocument, Source, install_sighup, json_path
 from app.jwks import KeySetCache
 from app.keys import KeySet
 from app.observability import (ApiKeys, Observe, configure_logging, declare_rate_limited, flush_metrics,
@@ -71,9 +71,18 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
                     old.discovery_issuers() - new.discovery_issuers(), new.jwks_uris() | authorizers.jwks_uris())
         keys.prefetch(sorted(new.jwks_uris()), sorted(new.discovery_issuers()))
 
+    def profiles_agree(new: Profiles) -> list[tuple[str, str]]:
+        # A profile an authorizer names may not go first: its decisions would all be keys_unavailable while
+        # /readyz says ready. Startup refuses the same pair of files.
+        return [(json_path(authorizer.profile_id), f"removed, but authorizer {authorizer.id!r} in AUTHORIZERS_JSON "
+                 "names it as its issuer_profile_id: change the authorizers first, or both files together")
+                for authorizer in sorted(authorizers.document.value.values(), key=lambda item: item.id)
+                if authorizer.profile_id is not None and authorizer.profile_id not in new.policies]
+
     profiles: ReloadingDocument[Profiles] = ReloadingDocument(
         _source("ISSUER_PROFILES_JSON", settings.issuer_profiles_json),
-        lambda data, label: load_profiles(data, label, presets), Profiles(), on_change=profiles_changed)
+        lambda data, label: load_profiles(data, label, presets), Profiles(), on_change=profiles_changed,
+        agrees=profiles_agree)
     verifier.profiles = profiles.value.policies
     documents: list[ReloadingDocument[Any]] = [profiles]
     # After the profiles: an authorizer's issuer_profile_id must name a loaded profile (resolved per request).
@@ -82,6 +91,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         keys.forget(old - new - profiles.value.jwks_uris())
         keys.prefetch(sorted(new), [])
         declare_rate_limited(authorizers.rate_limited())
+        if profiles.last_error is not None:  # both files changed, and the profiles were refused for the old one
+            profiles.reload()
 
     authorizers = Authorizers(_source("AUTHORIZERS_JSON", settings.authorizers_json), verifier=verifier,
                               budgets=Budgets(settings.rate_limit_storage), on_change=authorizers_changed)

@@ -727,6 +727,30 @@ def test_file_reload_swaps_authorizers_and_a_bad_file_keeps_the_old_ones(tmp_pat
     assert document in app.state.documents
 
 
+def test_a_profiles_reload_may_not_drop_a_profile_an_authorizer_names_unless_the_authorizers_follow(tmp_path, clock):
+    """Startup refuses the pair of files; a reload producing the same pair is refused too (the authorizer would
+    answer keys_unavailable to everyone while /readyz says ready). Changing both files applies both, in any order."""
+    profiles_path, authorizers_path = tmp_path / "profiles.json", tmp_path / "authorizers.json"
+    profiles_path.write_text(json.dumps({"test-issuer": rs256_policy(), "spare": rs256_policy()}))
+    authorizers_path.write_text(json.dumps({"api": {"issuer_profile_id": "test-issuer",
+                                                    "rules": [{"effect": "allow"}]}}))
+    app = create_app(Settings(issuer_profiles_json=str(profiles_path), authorizers_json=str(authorizers_path)),
+                     clock=clock)
+    profiles_document, authorizers_document = app.state.profiles, app.state.authorizers.document
+    with TestClient(app) as client:
+        profiles_path.write_text(json.dumps({"spare": rs256_policy()}))
+        assert profiles_document.reload() is False
+        assert (f"ISSUER_PROFILES_JSON ({profiles_path}): $.test-issuer: removed, but authorizer 'api' in "
+                "AUTHORIZERS_JSON names it" in profiles_document.last_error)
+        assert decide(client, "api", bearer=token())["reason"] == "rule_allowed"
+        assert client.get("/readyz").json()["config_errors"] == [profiles_document.last_error]
+        authorizers_path.write_text(json.dumps({"api": {"policy": rs256_policy(), "rules": []}}))
+        assert authorizers_document.reload() is True  # and the refused profiles file is taken up with it
+        assert profiles_document.last_error is None and list(profiles_document.value.policies) == ["spare"]
+        assert decide(client, "api", bearer=token())["reason"] == "default_deny"
+        assert client.get("/readyz").json()["config_errors"] == []
+
+
 def test_no_authorizers_configured_still_serves_inline_ones(clock):
     with TestClient(create_app(Settings(), clock=clock)) as client:
         body = decide(client, {"policy": rs256_policy(), "rules": [{"effect": "allow"}]}, bearer=token())
