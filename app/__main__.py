@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from typing import TYPE_CHECKING, Any
@@ -43,7 +45,12 @@ def main(argv: list[str]) -> int:
     if command != "serve":
         print(USAGE, file=sys.stderr)
         return 2
-    owned = _metrics_directory()
+    try:
+        owned = _metrics_directory()
+    except OSError as exc:
+        print(f"configuration error: {MULTIPROC_ENV}: cannot use {os.environ[MULTIPROC_ENV]!r} as the metrics "
+              f"directory: {exc.strerror}", file=sys.stderr)
+        return 2
     try:
         return _serve(settings)
     finally:
@@ -77,12 +84,34 @@ def _serve(settings: "Settings") -> int:
     except ValueError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    problem = _cannot_listen(settings.host, settings.port)
+    if problem:
+        print(f"configuration error: HOST {settings.host}, PORT {settings.port}: {problem}", file=sys.stderr)
+        return 2
     from granian.constants import Interfaces, Loops
 
+    # A worker that dies (killed, out of memory) is replaced; one dying again within seconds of its replacement
+    # stops the service (granian's crash-loop rule) rather than restarting forever.
     _server_class()("app.server:app_factory", factory=True, address=settings.host, port=settings.port,
             interface=Interfaces.ASGI, workers=settings.workers, loop=Loops.uvloop, log_access=False,
-            websockets=False, backlog=2048).serve()
+            websockets=False, backlog=2048, respawn_failed_workers=True).serve()
     return 0
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the service could not listen on host:port, else None. granian's workers bind with SO_REUSEPORT, which
+    would let a second copy of the service start on a port the first holds and take half its connections (and
+    an address this machine does not have ends in a traceback): a plain bind finds both first."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a previous run's TIME_WAIT is no obstacle
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "the port is in use by another process (is the service already running?)"
+            return f"cannot listen there: {exc.strerror}"
+    return None
 
 
 def _server_class() -> Any:

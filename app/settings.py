@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Callable, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -41,8 +43,16 @@ class Settings(msgspec.Struct, frozen=True):
     config_poll_seconds: float = 2.0
 
 
+# ASCII only: Python's int() and float() also read other scripts' digits ("８０００") and "1_000", "inf", "nan".
+_INT = re.compile(r"\s*[+-]?[0-9]+\s*")
+_FLOAT = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")
+API_KEY_MIN_LENGTH = 16
+
+
 def _int(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
+        if not _INT.fullmatch(text):
+            raise ValueError(f"must be a whole number between {low} and {high}")
         value = int(text)
         if not low <= value <= high:
             raise ValueError(f"must be between {low} and {high}")
@@ -53,6 +63,8 @@ def _int(low: int, high: int) -> Callable[[str], int]:
 
 def _float(low: float, high: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
+        if not _FLOAT.fullmatch(text):
+            raise ValueError(f"must be a number between {low} and {high}")
         value = float(text)
         if not low <= value <= high:
             raise ValueError(f"must be between {low} and {high}")
@@ -74,12 +86,32 @@ def _list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def _host_globs(text: str) -> tuple[str, ...]:
+    """Host name globs (`*.example.com`), matched against a jwks_uri's host alone: an entry with a scheme, a port,
+    a path or credentials would never match anything, and the operator would not learn why."""
+    globs = _list(text)
+    for glob in globs:
+        try:
+            ipaddress.IPv6Address(glob.strip("[]"))
+            continue  # an IPv6 literal has colons of its own
+        except ValueError:
+            pass
+        if any(character in glob for character in ":/@?#") or not glob.isascii() or not glob.isprintable():
+            raise ValueError(f"{glob!r} is not a host glob: write the host alone, such as *.example.com (no scheme, "
+                             "port or path)")
+    return tuple(glob.strip("[]").lower() for glob in globs)
+
+
 def _api_keys(text: str) -> tuple[str, ...]:
     keys = _list(text)
     if not keys:  # `-e API_KEYS=$UNSET` must not open the service
         raise ValueError("is set but names no key (unset it to run without API keys)")
     if not all(key.isascii() and key.isprintable() and " " not in key for key in keys):
         raise ValueError("keys must be printable ASCII without spaces (they are sent as an HTTP header value)")
+    short = sum(len(key) < API_KEY_MIN_LENGTH for key in keys)
+    if short:  # the count only: a setting's error never shows a key
+        raise ValueError(f"keys must be at least {API_KEY_MIN_LENGTH} characters ({short} of {len(keys)} are "
+                         "shorter): a key that can be guessed is no key (make one with `openssl rand -hex 24`)")
     return keys
 
 
@@ -103,9 +135,25 @@ def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
 
 
 def _storage(text: str) -> str:
-    if not text.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
-        raise ValueError("must be memory:// or a redis://host:port/db URL")
-    return text
+    """Checked here, as the rate limiter's storage would only refuse it while the app is built (with the URL,
+    password included, in a traceback). Errors never repeat the URL."""
+    text = text.strip()
+    if text.startswith("memory://"):
+        return text
+    parts = urlsplit(text)
+    if parts.scheme in ("redis", "rediss"):
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("the port must be a number between 0 and 65535") from None
+        if not parts.hostname or port is None:
+            raise ValueError("must name a host and a port, such as redis://127.0.0.1:6379/0")
+        if not re.fullmatch(r"/?|/[0-9]+", parts.path):
+            raise ValueError("the database, after the port, is a number, such as redis://127.0.0.1:6379/0")
+        return text
+    if parts.scheme == "redis+unix" and parts.path:
+        return text
+    raise ValueError("must be memory:// or a redis://host:port/db URL")
 
 
 def _text(text: str) -> str:
@@ -116,14 +164,14 @@ def _text(text: str) -> str:
 VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "ISSUER_PROFILES_JSON": ("issuer_profiles_json", _text, "issuer profiles: JSON text or a file path"),
     "AUTHORIZERS_JSON": ("authorizers_json", _text, "authorizers: JSON text or a file path"),
-    "JWKS_URI_ALLOWLIST": ("jwks_uri_allowlist", _list, "host globs allowed as jwks_uri in inline policies"),
+    "JWKS_URI_ALLOWLIST": ("jwks_uri_allowlist", _host_globs, "host globs (*.example.com: no scheme or port) allowed as jwks_uri in inline policies"),
     "RATE_LIMIT_STORAGE": ("rate_limit_storage", _storage, "memory:// (default) or redis://host:port/db"),
     "MAX_TOKEN_BYTES": ("max_token_bytes", _int(256, 1 << 20), "largest token decoded (default 16384)"),
     "MAX_BODY_BYTES": ("max_body_bytes", _int(1024, 16 << 20), "largest request body (default 65536)"),
     "READY_REQUIRES_KEYS": ("ready_requires_keys", _bool, "/readyz waits for every profile's key set"),
     "VERIFIED_TOKEN_CACHE_SIZE": ("verified_token_cache_size", _int(0, 10_000_000),
                                   "verified-token cache entries per worker (default 10000, 0 disables)"),
-    "API_KEYS": ("api_keys", _api_keys, "comma-separated keys required in X-API-Key for /v1/* (except presets)"),
+    "API_KEYS": ("api_keys", _api_keys, "comma-separated keys (16+ characters each) required in X-API-Key for /v1/* (except presets)"),
     "LOG_LEVEL": ("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "DEBUG/INFO/WARNING/ERROR"),
     "LOG_FORMAT": ("log_format", _choice("json", "console"), "json (default) or console"),
     "HOST": ("host", _host, "listen address (default 127.0.0.1)"),

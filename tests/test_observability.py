@@ -426,3 +426,32 @@ def test_request_ids_of_a_forked_worker_never_repeat_its_parents():
     assert all(len(item) == 16 and int(item, 16) >= 0 for item in parent + children + [after])
     assert children[0][:8] != parent[0][:8] and len({item[:8] for item in children}) == 1
     assert after[:8] == parent[0][:8] and len(set(parent + children + [after])) == 7
+
+
+def _workers(pid: int) -> set[int]:
+    children: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            children.update(int(child) for child in handle.read().split())
+    return children
+
+
+def test_a_worker_that_dies_is_replaced_and_the_service_keeps_answering():
+    import signal
+
+    service = Service({"WORKERS": "2"})
+    try:
+        before = _workers(service.process.pid)
+        assert len(before) == 2
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (victim in _workers(service.process.pid)
+                                               or len(_workers(service.process.pid)) < 2):
+            time.sleep(0.1)
+        after = _workers(service.process.pid)
+        assert service.process.poll() is None and len(after) == 2 and victim not in after
+        for _ in range(5):  # new connections: each lands on either worker
+            assert httpx.get(service.base + "/healthz", headers={"Connection": "close"}).status_code == 200
+    finally:
+        service.stop()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 from app.server import ROOT
 from app.settings import SettingsError, load_settings
+from tests.service import Service
 
 
 @pytest.mark.parametrize("environ, message", [
@@ -21,11 +23,25 @@ from app.settings import SettingsError, load_settings
     ({"PORT": "abc", "HOST": "x"}, "HOST: must be an IP address.*; PORT:"),
     ({"JWKS_MIN_AGE": "7200", "JWKS_MAX_AGE": "3600"}, "JWKS_MIN_AGE: must not exceed JWKS_MAX_AGE"),
     ({"JWKS_CONNECT_TIMEOUT": "10", "JWKS_TOTAL_TIMEOUT": "5"}, "JWKS_CONNECT_TIMEOUT: must not exceed"),
+    ({"PORT": "\uff18\uff10\uff10\uff10"}, "PORT: must be a whole number"),
+    ({"PORT": "8_000"}, "PORT: must be a whole number"),
+    ({"JWKS_COOLDOWN": "nan"}, "JWKS_COOLDOWN: must be a number"),
+    ({"API_KEYS": "k1," + "k" * 40}, r"API_KEYS: keys must be at least 16 characters \(1 of 2 are shorter\)"),
+    ({"JWKS_URI_ALLOWLIST": "*.example.com, https://login.example.org"},
+     "JWKS_URI_ALLOWLIST: 'https://login.example.org' is not a host glob"),
+    ({"JWKS_URI_ALLOWLIST": "keys.example.com:443"}, "JWKS_URI_ALLOWLIST: 'keys.example.com:443' is not a host glob"),
+    ({"RATE_LIMIT_STORAGE": "redis://user:hunter2@127.0.0.1:63x9/0"}, "RATE_LIMIT_STORAGE: the port must be a number"),
+    ({"RATE_LIMIT_STORAGE": "redis://127.0.0.1/0"}, "RATE_LIMIT_STORAGE: must name a host and a port"),
+    ({"RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379/cache"}, "RATE_LIMIT_STORAGE: the database, after the port"),
+    ({"RATE_LIMIT_STORAGE": "memcached://127.0.0.1:11211"}, "RATE_LIMIT_STORAGE: must be memory:// or"),
 ], ids=["port-not-a-number", "api-keys-empty", "api-keys-blank", "api-key-not-ascii", "host-name", "host-bad-ip",
-        "every-problem", "min-age-above-max-age", "connect-above-total-timeout"])
+        "every-problem", "min-age-above-max-age", "connect-above-total-timeout", "port-fullwidth-digits",
+        "port-underscore", "float-nan", "api-key-short", "allowlist-url", "allowlist-port", "storage-bad-port",
+        "storage-no-port", "storage-named-db", "storage-other-scheme"])
 def test_a_bad_setting_is_refused_naming_the_variable(environ, message):
-    with pytest.raises(SettingsError, match=message):
+    with pytest.raises(SettingsError, match=message) as info:
         load_settings(environ)
+    assert "hunter2" not in str(info.value) and "k" * 40 not in str(info.value)
 
 
 @pytest.mark.parametrize("environ", [{"JWKS_MAX_AGE": "60"}, {"JWKS_TOTAL_TIMEOUT": "1"},
@@ -35,8 +51,13 @@ def test_one_setting_below_the_others_default_is_taken_as_meant(environ):
 
 
 def test_good_settings_are_read_as_given():
-    settings = load_settings({"API_KEYS": "k1, k2", "HOST": "::", "PORT": "9000"})
-    assert (settings.api_keys, settings.host, settings.port) == (("k1", "k2"), "::", 9000)
+    one, two = "k1-" + "a" * 13, "k2-" + "b" * 29
+    settings = load_settings({"API_KEYS": f"{one}, {two}", "HOST": "::", "PORT": " 9000 ", "JWKS_COOLDOWN": "1.5e1",
+                              "JWKS_URI_ALLOWLIST": "*.Example.com, [::1]",
+                              "RATE_LIMIT_STORAGE": "rediss://user:pw@127.0.0.1:6380/2"})
+    assert (settings.api_keys, settings.host, settings.port) == ((one, two), "::", 9000)
+    assert settings.jwks_cooldown == 15 and settings.jwks_uri_allowlist == ("*.example.com", "::1")
+    assert settings.rate_limit_storage == "rediss://user:pw@127.0.0.1:6380/2"
     assert load_settings({}).api_keys == ()  # unset: no API keys
 
 
@@ -45,3 +66,38 @@ def test_python_m_app_exits_2_naming_the_bad_setting():
                           env={"PATH": "/usr/bin:/bin", "HOST": "localhost", "API_KEYS": ""})
     assert done.returncode == 2
     assert "HOST: must be an IP address" in done.stderr and "API_KEYS: is set but names no key" in done.stderr
+
+
+def _serve(**env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", **env})
+
+
+def test_a_second_copy_on_a_port_in_use_stops_instead_of_sharing_it():
+    """granian's workers bind with SO_REUSEPORT: without the check, the second copy would start and take half the
+    first one's connections."""
+    first = Service({"WORKERS": "2"})
+    try:
+        done = _serve(PORT=str(first.port))
+        assert done.returncode == 2, done.stderr
+        assert (f"configuration error: HOST 127.0.0.1, PORT {first.port}: the port is in use by another process"
+                in done.stderr) and "Traceback" not in done.stderr
+        assert httpx.get(first.base + "/healthz").status_code == 200
+    finally:
+        first.stop()
+
+
+def test_an_address_this_machine_does_not_have_stops_startup_without_a_traceback():
+    done = _serve(HOST="192.0.2.1", PORT="0")  # TEST-NET-1 (RFC 5737): never assigned
+    assert done.returncode == 2
+    assert "configuration error: HOST 192.0.2.1, PORT 0: cannot listen there" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unusable_metrics_directory_stops_startup_naming_it(tmp_path):
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    done = _serve(PROMETHEUS_MULTIPROC_DIR=str(taken), PORT="0")
+    assert done.returncode == 2
+    assert f"configuration error: PROMETHEUS_MULTIPROC_DIR: cannot use '{taken}' as the metrics directory" in done.stderr
+    assert "Traceback" not in done.stderr
