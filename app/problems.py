@@ -10,6 +10,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
+    InternalServerException,
     MethodNotAllowedException,
     NotFoundException,
     ValidationException,
@@ -119,7 +120,7 @@ _STATUS_CODES = {404: ("NOT_FOUND", "Not found"), 405: ("METHOD_NOT_ALLOWED", "M
 def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     code, title = _STATUS_CODES.get(status, ("REQUEST_INVALID", "Bad request"))
-    if status >= 500:  # pragma: no cover - internal errors are handled by on_unexpected
+    if status >= 500:  # Litestar's InternalServerException: a disconnect, or a bug
         return on_unexpected(_, exc)
     detail = {404: "No route matches this path.", 405: "This route does not accept this method.",
               413: "The request body exceeds MAX_BODY_BYTES."}.get(status, str(exc.detail))
@@ -147,7 +148,15 @@ _BODY_ERRORS = {UnicodeDecodeError: ("the body is not valid UTF-8", "json_invali
                 RecursionError: ("the body is nested too deeply", "json_invalid")}
 
 
+# Litestar's only signal that the client went away while it read the body (an http.disconnect message).
+_DISCONNECTED = "client disconnected prematurely"
+CLIENT_CLOSED = 499  # nginx's status for a request the client abandoned: not the service's failure
+
+
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if isinstance(exc, InternalServerException) and exc.detail == _DISCONNECTED:
+        # Nobody reads this answer; the request's log line and metrics show 499, not a 500 of ours.
+        return Response(b"", status_code=CLIENT_CLOSED)
     body_error = _BODY_ERRORS.get(type(exc))
     if body_error is not None and request.method in ("POST", "PUT", "PATCH"):
         errors = [ErrorItem(["body"], *body_error)]

@@ -90,6 +90,33 @@ def test_each_request_writes_one_json_line_with_what_was_decided(capsys):
     assert token not in json.dumps(lines)
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"], ids=["fast-path", "litestar"])
+def test_a_client_leaving_mid_body_is_a_499_not_an_error_of_ours(capsys, content_type):
+    import asyncio
+
+    app = create_app(Settings())
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/validate/jwt", "raw_path": b"/v1/validate/jwt", "query_string": b"", "root_path": "",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
+             "headers": [(b"host", b"x"), (b"content-type", content_type.encode()), (b"content-length", b"1000")]}
+    messages = [{"type": "http.request", "body": b'{"token": "ey', "more_body": True}, {"type": "http.disconnect"}]
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    capsys.readouterr()
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["event"] for line in lines] == ["request"]
+    assert lines[0]["status"] == 499 and lines[0]["route"] == "/v1/validate/jwt" and lines[0]["level"] == "info"
+    assert value(samples(metrics_text().decode()), "http_requests_total", method="POST", route="/v1/validate/jwt",
+                 status="499") >= 1
+
+
 def test_console_format_is_for_people(capsys):
     with TestClient(create_app(Settings(log_format="console"))) as client:
         capsys.readouterr()
