@@ -15,7 +15,6 @@ import asyncio
 import datetime
 import email.utils
 from collections import OrderedDict
-import re
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from app.policy import check_key_set_url, is_loopback_host, key_set_label
 from app.settings import Settings
 
 log = structlog.get_logger("app.jwks")
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE | re.ASCII)
 _MAX_REDIRECTS = 3
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
@@ -98,29 +96,52 @@ class Discovered:
     inflight: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+def _directives(control: str) -> dict[str, str | None]:
+    """Cache-Control directives by lower-cased name, the first of a repeated one, values unquoted."""
+    directives: dict[str, str | None] = {}
+    for part in control.split(","):
+        name, has_value, value = part.partition("=")
+        name = name.strip().lower()
+        if name and name not in directives:
+            directives[name] = value.strip().strip('"') if has_value else None
+    return directives
+
+
+def _seconds(text: str) -> int | None:
+    """A delta-seconds value (RFC 9111 1.2.2): ASCII digits only ("²".isdigit()), capped beyond any ceiling."""
+    text = text.strip()
+    return min(int(text[:13]), 10**12) if text.isascii() and text.isdigit() else None
+
+
+def _http_date(text: str) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT (RFC 9110 5.6.7), whatever the local time zone
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
 def freshness(headers: httpx.Headers, now: float, settings: Settings) -> float:
-    """Seconds a fetched set stays fresh: Cache-Control max-age less the Age a cache in between has held it
-    (RFC 9111 4.2.3), or Expires, clamped to [floor, ceiling]."""
-    age: float | None = None
-    control = headers.get("cache-control", "")
-    match = _MAX_AGE.search(control)
-    if match:  # digits only (ASCII: "²".isdigit()); more than 12 of them is beyond any ceiling anyway
-        held = headers.get("age", "").strip()
-        age = float(min(int(match.group(1)[:13]), 10**12) - (
-            min(int(held[:13]), 10**12) if held.isascii() and held.isdigit() else 0))
-    elif "no-cache" in control.lower() or "no-store" in control.lower():
-        age = 0.0
+    """Seconds a fetched set stays fresh (RFC 9111 4.2), clamped to [floor, ceiling]: its lifetime (max-age, else
+    Expires less Date) less the Age a cache in between has held it. `no-cache`/`no-store`, and a lifetime that
+    cannot be read (`max-age=1e9`, `max-age=-5`, an unparsable Expires), count as stale at once (4.2.1)."""
+    directives = _directives(headers.get("cache-control", ""))
+    lifetime: float | None
+    if "no-store" in directives or ("no-cache" in directives and directives["no-cache"] is None):
+        lifetime = 0.0
+    elif "max-age" in directives:
+        lifetime = _seconds(directives["max-age"] or "")
+        lifetime = 0.0 if lifetime is None else lifetime
     elif "expires" in headers:
-        try:
-            expires = email.utils.parsedate_to_datetime(headers["expires"])
-            if expires.tzinfo is None:  # HTTP dates are GMT (RFC 9110 5.6.7), whatever the local time zone
-                expires = expires.replace(tzinfo=datetime.timezone.utc)
-            age = expires.timestamp() - now
-        except (TypeError, ValueError, IndexError, OverflowError):
-            age = 0.0
-    if age is None:
+        expires = _http_date(headers["expires"])
+        date = _http_date(headers.get("date", ""))
+        lifetime = 0.0 if expires is None else expires - (now if date is None else date)
+    else:
         return settings.jwks_default_age
-    return min(max(age, settings.jwks_min_age), settings.jwks_max_age)
+    remaining = lifetime - (_seconds(headers.get("age", "")) or 0)
+    return min(max(remaining, settings.jwks_min_age), settings.jwks_max_age)
 
 
 class KeySetCache:

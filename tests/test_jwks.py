@@ -142,9 +142,22 @@ async def test_kid_not_found_evidence_tells_the_age_of_the_set_now_not_when_firs
     ({"cache-control": "max-age=600", "age": b"\xb2"}, 600),  # a superscript two, as a server may send it
     ({"cache-control": "max-age=" + "9" * 400, "age": "9" * 400}, 300),
     ({"cache-control": "max-age=" + "9" * 400}, 86_400),
+    ({"cache-control": "no-cache, max-age=3600"}, 300),
+    ({"cache-control": "max-age=3600, no-store"}, 300),
+    ({"cache-control": "max-age=1e9"}, 300),
+    ({"cache-control": "max-age=-5"}, 300),
+    ({"cache-control": 'max-age="7200"'}, 7200),
+    ({"cache-control": "MAX-AGE=7200, max-age=60"}, 7200),
+    ({"cache-control": "s-maxage=7200"}, 600),
+    ({"expires": "Tue, 14 Nov 2023 23:13:20 GMT", "date": "Tue, 14 Nov 2023 21:13:20 GMT"}, 7200),
+    ({"expires": "Tue, 14 Nov 2023 23:13:20 GMT", "age": "1800"}, 1800),
+    ({"expires": "0"}, 300),
 ], ids=["max-age-honoured", "below-floor", "above-ceiling", "no-store-floor", "no-header-default", "expires",
         "age-held-by-a-cache", "age-down-to-the-floor", "expires-utc", "expires-without-zone-is-gmt",
-        "age-a-superscript-digit", "huge-max-age-and-age", "huge-max-age"])
+        "age-a-superscript-digit", "huge-max-age-and-age", "huge-max-age", "no-cache-beside-max-age",
+        "no-store-after-max-age", "max-age-not-an-integer", "max-age-negative", "max-age-quoted",
+        "max-age-first-of-two", "shared-cache-directive-only", "expires-against-the-servers-date",
+        "expires-less-age", "expires-invalid-is-stale"])
 def test_cache_control_max_age_is_clamped_between_floor_and_ceiling(header, expected, monkeypatch):
     import time
 
