@@ -38,11 +38,13 @@ BACKOFF_CAP = 300.0
 # caller choosing paths on an allowed host cannot grow the cache beyond it (the least recently used goes).
 # Key sets of the configuration (prefetched) are never evicted.
 MAX_REQUESTED_KEY_SETS = 256
-# Key sets only requests name that are new to the cache, fetched within one cooldown (JWKS_COOLDOWN), per host
-# and in all: a caller varying the path, the query or the subdomain under an allowed glob cannot make every
-# request a fetch (the cooldown's bound for random kids, applied to random URLs). Configured sets never count.
-MAX_NEW_REQUESTED_PER_HOST = 4
-MAX_NEW_REQUESTED = 32
+# Fetches of key sets only requests name, within one cooldown (JWKS_COOLDOWN), per host and in all: new to the
+# cache, an unknown kid's refetch or a refresh once stale. A caller varying the path, the query or the subdomain
+# under an allowed glob cannot make every request a fetch at the IdP, neither with new URLs nor by cycling random
+# kids through the 256 it has had cached (the cooldown's bound for random kids, applied to random URLs).
+# Configured sets never count.
+MAX_REQUESTED_FETCHES_PER_HOST = 4
+MAX_REQUESTED_FETCHES = 32
 # How often configured key sets are looked after without waiting for traffic (`KeySetCache.maintain`).
 MAINTAIN_SECONDS = 5.0
 
@@ -165,7 +167,7 @@ class KeySetCache:
         self._requested: OrderedDict[str, None] = OrderedDict()  # the others, least recently used first
         self._discovered: dict[str, Discovered] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        self._admitted: list[tuple[float, str]] = []  # (when, host) of requested key sets new to the cache
+        self._admitted: list[tuple[float, str]] = []  # (when, host) of fetches of key sets only requests name
 
     # --- what validation awaits -------------------------------------------------------------------------------
 
@@ -186,23 +188,30 @@ class KeySetCache:
         elif kid is not None and not any(key.kid == kid for key in entry.keyset.keys):
             if entry.inflight is not None:
                 await asyncio.shield(entry.inflight)
-            elif now - entry.last_kid_refetch >= self.settings.jwks_cooldown and now >= entry.next_attempt_at:
+            elif now - entry.last_kid_refetch >= self.settings.jwks_cooldown and now >= entry.next_attempt_at \
+                    and self._may_fetch(uri, now):
                 entry.last_kid_refetch = now
                 await self._refresh(entry)
-        elif now >= entry.expires_at and entry.inflight is None and now >= entry.next_attempt_at:
+        elif now >= entry.expires_at and entry.inflight is None and now >= entry.next_attempt_at \
+                and self._may_fetch(uri, now):
             self._spawn(self._refresh(entry))
         return self._view(entry, self.clock())
 
     def _admit(self, uri: str, now: float) -> str | None:
-        """None when a key set only requests name, new to the cache, may be fetched now; else why not."""
+        """None when a key set only requests name may be fetched now (counted); else why not."""
         self._admitted = [(at, host) for at, host in self._admitted if now - at < self.settings.jwks_cooldown]
         host = urlsplit(uri).hostname or ""
-        if sum(1 for _, other in self._admitted if other == host) >= MAX_NEW_REQUESTED_PER_HOST:
-            return f"more than {MAX_NEW_REQUESTED_PER_HOST} new key-set URLs on this host"
-        if len(self._admitted) >= MAX_NEW_REQUESTED:
-            return f"more than {MAX_NEW_REQUESTED} new key-set URLs named by requests"
+        if sum(1 for _, other in self._admitted if other == host) >= MAX_REQUESTED_FETCHES_PER_HOST:
+            return f"more than {MAX_REQUESTED_FETCHES_PER_HOST} fetches of key sets named by requests on this host"
+        if len(self._admitted) >= MAX_REQUESTED_FETCHES:
+            return f"more than {MAX_REQUESTED_FETCHES} fetches of key sets named by requests"
         self._admitted.append((now, host))
         return None
+
+    def _may_fetch(self, uri: str, now: float) -> bool:
+        """Whether a key set already cached may be fetched again now: always when configured, else within
+        the budget of fetches for key sets only requests name (a refused refetch keeps serving what is held)."""
+        return uri in self._configured or self._admit(uri, now) is None
 
     def _entry(self, uri: str) -> Entry:
         """A new entry for a URI only requests name, evicting the least recently used such entry at the bound."""

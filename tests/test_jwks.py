@@ -362,7 +362,7 @@ async def test_key_sets_named_only_by_requests_are_bounded_and_configured_ones_a
     import app.jwks as jwks_module
 
     monkeypatch.setattr(jwks_module, "MAX_REQUESTED_KEY_SETS", 3)
-    monkeypatch.setattr(jwks_module, "MAX_NEW_REQUESTED_PER_HOST", 100)  # bounded below, not here
+    monkeypatch.setattr(jwks_module, "MAX_REQUESTED_FETCHES_PER_HOST", 100)  # bounded below, not here
     cache = KeySetCache(SETTINGS, clock=clock)
     configured = server.url(PATH)
     cache.prefetch([configured], [])
@@ -386,7 +386,7 @@ async def test_urls_only_requests_name_cost_the_idp_a_bounded_number_of_fetches_
     views = [await cache.view(server.url(f"{PATH}?n={index}"), "k1") for index in range(60)]
     assert server.hit_count(PATH) == 4
     assert all(view.keyset is not None for view in views[:4])
-    assert views[4].keyset is None and "more than 4 new key-set URLs on this host" in views[4].error
+    assert views[4].keyset is None and "more than 4 fetches of key sets named by requests on this host" in views[4].error
     assert (await cache.view(server.url(f"{PATH}?n=0"), "k1")).keyset is not None  # known ones keep serving
     configured = server.url("/configured.json")
     server.documents["/configured.json"] = jwks(key_for("RS256", "k1"))
@@ -397,12 +397,54 @@ async def test_urls_only_requests_name_cost_the_idp_a_bounded_number_of_fetches_
     await cache.aclose()
 
 
+async def test_cycling_random_kids_through_cached_request_named_key_sets_is_held_to_the_same_budget(server, clock):
+    """URL variants cached over several cooldowns (4 per host each), then a random kid on each in turn: without the
+    budget every one would refetch (each set has its own cooldown), up to 256 per cooldown."""
+    cache = KeySetCache(SETTINGS, clock=clock)
+    variants = [server.url(f"{PATH}?n={index}") for index in range(12)]
+    for first in range(0, 12, 4):
+        for uri in variants[first:first + 4]:
+            assert (await cache.view(uri, "k1")).keyset is not None
+        clock.now += 31
+    assert server.hit_count(PATH) == 12
+    for uri in variants:
+        assert (await cache.view(uri, "random")).keyset is not None  # the held set keeps serving
+    assert server.hit_count(PATH) == 12 + 4
+    configured = server.url("/configured.json")
+    server.documents["/configured.json"] = jwks(key_for("RS256", "k1"))
+    cache.prefetch([configured], [])
+    await cache.view(configured, "k1")
+    await cache.view(configured, "random")
+    assert server.hit_count("/configured.json") == 2  # a configured set's unknown kid is never held back
+    clock.now += 31
+    for uri in variants:
+        await cache.view(uri, "random-again")
+    assert server.hit_count(PATH) == 12 + 4 + 4
+    await cache.aclose()
+
+
+async def test_refreshing_stale_request_named_key_sets_is_held_to_the_same_budget(server, clock):
+    cache = KeySetCache(SETTINGS, clock=clock)
+    for index in range(4):
+        await cache.view(server.url(f"{PATH}?n={index}"), "k1")
+    clock.now += 700  # past the default freshness (600 s) and the cooldown
+    for index in range(4):
+        await cache.view(server.url(f"{PATH}?n={index}"), "k1")
+    for _ in range(20):
+        await asyncio.sleep(0.05)
+        if server.hit_count(PATH) == 8:
+            break
+    assert server.hit_count(PATH) == 8
+    assert (await cache.view(server.url(f"{PATH}?n=9"), "k1")).keyset is None  # the refreshes used the budget
+    await cache.aclose()
+
+
 def test_new_urls_on_many_hosts_are_bounded_in_all(clock):
     """Random subdomains under an allowed glob (`*.auth0.com`) are new hosts each: 32 per cooldown in all."""
     cache = KeySetCache(SETTINGS, clock=clock)
     answers = [cache._admit(f"https://t{index}.example.com/.well-known/jwks.json", clock.now) for index in range(40)]
     assert answers[:32] == [None] * 32
-    assert answers[32] is not None and "more than 32 new key-set URLs named by requests" in answers[32]
+    assert answers[32] is not None and "more than 32 fetches of key sets named by requests" in answers[32]
     clock.now += 31
     assert cache._admit("https://t99.example.com/jwks.json", clock.now) is None
 
