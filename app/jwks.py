@@ -95,6 +95,7 @@ class Discovered:
     error: str | None = None
     next_attempt_at: float = 0.0
     failures: int = 0
+    expires_at: float = 0.0  # when the discovery document is read again (its own Cache-Control, clamped)
     inflight: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -163,7 +164,8 @@ class KeySetCache:
             follow_redirects=False, headers={"Accept": "application/json", "User-Agent": "jwt-decision/1"},
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=10), trust_env=False)
         self._entries: dict[str, Entry] = {}
-        self._configured: set[str] = set()  # URIs prefetched for profiles and authorizers: never evicted
+        self._configured: set[str] = set()  # URIs of the configuration, named or discovered: never evicted
+        self._named: set[str] = set()  # those profiles and authorizers name (prefetched)
         self._requested: OrderedDict[str, None] = OrderedDict()  # the others, least recently used first
         self._discovered: dict[str, Discovered] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -370,7 +372,7 @@ class KeySetCache:
         try:
             host = urlsplit(url).hostname or "?"  # inside: an issuer such as "http://[::1" raises ValueError
             try:
-                document, _ = await self._get_json(url)
+                document, headers = await self._get_json(url)
             except FetchError as exc:
                 raise FetchError(f"discovery document {url}: {exc}") from None
             if not isinstance(document, dict):
@@ -389,30 +391,44 @@ class KeySetCache:
                 # this service to its own host's ports.
                 raise FetchError(f"discovery document {url}: a remote issuer's jwks_uri may not be on loopback")
         except (FetchError, ValueError) as exc:
+            # A failed re-discovery keeps the jwks_uri found before: the IdP's key set may well be up.
             state.failures += 1
             state.error = str(exc)
             state.next_attempt_at = self.clock() + min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (state.failures - 1))
-            log.warning("discovery_failed", issuer=issuer, reason=state.error)
+            log.warning("discovery_failed", issuer=issuer, reason=state.error, keeping=state.jwks_uri is not None)
             if self.on_fetch:
                 self.on_fetch(url, "discovery_error")
             return
         finally:
             state.inflight = None
+        now = self.clock()
+        previous = state.jwks_uri
         state.jwks_uri, state.error, state.failures = jwks_uri, None, 0
-        log.info("discovery_resolved", issuer=issuer, jwks_uri=key_set_label(jwks_uri))
+        state.expires_at = now + freshness(headers, now, self.settings)
+        if previous is None:
+            log.info("discovery_resolved", issuer=issuer, jwks_uri=key_set_label(jwks_uri))
+        elif previous != jwks_uri:  # the IdP moved its key set: fetch the new one, drop the old unless still named
+            log.warning("discovery_jwks_uri_changed", issuer=issuer, previous=key_set_label(previous),
+                        jwks_uri=key_set_label(jwks_uri))
+            self._drop_unnamed({previous})
+            self.prefetch_discovered(jwks_uri)
 
     # --- lifecycle and state ----------------------------------------------------------------------------------
 
     def prefetch(self, uris: list[str], issuers: list[str]) -> None:
         """Background fetches at startup (and after a reload) so the first validations find their keys."""
         for uri in uris:
-            self._configured.add(uri)
-            self._requested.pop(uri, None)
-            entry = self._entries.setdefault(uri, Entry(uri))
-            if entry.keyset is None and entry.inflight is None:
-                self._spawn(self._refresh(entry))
+            self._named.add(uri)
+            self.prefetch_discovered(uri)
         for issuer in issuers:
             self._spawn(self.view_discovered(issuer, None))
+
+    def prefetch_discovered(self, uri: str) -> None:
+        self._configured.add(uri)
+        self._requested.pop(uri, None)
+        entry = self._entries.setdefault(uri, Entry(uri))
+        if entry.keyset is None and entry.inflight is None:
+            self._spawn(self._refresh(entry))
 
     def state(self, uri: str | None = None, issuer: str | None = None) -> dict[str, Any]:
         """`{key_state, fetched_at, age_seconds, kids, error}`; key_state is fresh, stale, unavailable or pending."""
@@ -449,8 +465,12 @@ class KeySetCache:
                         entry.keyset is None or now >= entry.expires_at):
                     self._spawn(self._refresh(entry))
             for issuer, state in list(self._discovered.items()):
-                if state.jwks_uri is None and state.inflight is None and now >= state.next_attempt_at:
+                if state.inflight is not None or now < state.next_attempt_at:
+                    continue
+                if state.jwks_uri is None:
                     self._spawn(self.view_discovered(issuer, None))
+                elif now >= state.expires_at:  # read the document again: the IdP may have moved its key set
+                    state.inflight = asyncio.ensure_future(self._discover(issuer, state))
 
     def configured(self) -> frozenset[str]:
         """The URIs of the key sets the configuration names (profiles, authorizers, discovered for profiles)."""
@@ -470,8 +490,13 @@ class KeySetCache:
         (URIs the configuration still names). Nothing dropped is fetched again, in the background or otherwise."""
         found = {state.jwks_uri for issuer in issuers if (state := self._discovered.pop(issuer, None)) is not None
                  and state.jwks_uri is not None}
+        self._named -= set(uris)
+        self._drop_unnamed(set(uris) | (found - set(keep)))
+
+    def _drop_unnamed(self, uris: set[str]) -> None:
+        """Drop the key sets of `uris` that neither the configuration names nor a discovery still leads to."""
         still_discovered = {state.jwks_uri for state in self._discovered.values()}
-        for uri in set(uris) | (found - set(keep) - still_discovered):
+        for uri in uris - self._named - still_discovered:
             self._entries.pop(uri, None)
             self._configured.discard(uri)
             self._requested.pop(uri, None)

@@ -175,6 +175,18 @@ def _compile_algorithms(policy: VerifyPolicy, source: str, static: KeySet | None
     return problems
 
 
+def _discovery_issuer(issuer: str | list[str]) -> list[Problem]:
+    """Discovery fetches `{issuer}/.well-known/openid-configuration` (OIDC Discovery 1.0 section 4): the issuer
+    is one URL, https (http for loopback only, as key sets), without query or fragment (section 2)."""
+    if not isinstance(issuer, str):
+        return [Problem(("issuer",), "discovery needs one issuer, not a list")]
+    problem = check_key_set_url(issuer)
+    if problem is None and (urlsplit(issuer).query or urlsplit(issuer).fragment or "?" in issuer or "#" in issuer):
+        problem = "must not have a query or a fragment"
+    return [Problem(("issuer",), f"with discovery, the issuer {problem} (its metadata is fetched from "
+                                 "{issuer}/.well-known/openid-configuration)")] if problem else []
+
+
 def compile_policy(policy: VerifyPolicy, *, inline: bool, allowlist: tuple[str, ...] = ()) -> CompiledPolicy:
     """Check a policy's consistency and load its keys. Raises PolicyError listing every problem."""
     problems: list[Problem] = []
@@ -209,6 +221,8 @@ def compile_policy(policy: VerifyPolicy, *, inline: bool, allowlist: tuple[str, 
                                                    "matches JWKS_URI_ALLOWLIST (use an issuer profile instead)"))
     if source == "discovery" and inline:
         problems.append(Problem(("discovery",), "discovery is only available in issuer profiles"))
+    elif source == "discovery":
+        problems.extend(_discovery_issuer(policy.issuer))
     problems.extend(_compile_algorithms(policy, source, static, fit=not problems))
     if problems:
         raise PolicyError(problems)

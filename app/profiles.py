@@ -139,15 +139,11 @@ def load_profiles(data: bytes, label: str, presets: dict[str, Any]) -> Profiles:
             policy = _convert_reporting_each_field(merged, label, profile_id, problems)
             if policy is None:
                 continue
-            if policy.discovery and not isinstance(policy.issuer, str):
-                raise PolicyError([])  # reported below with its own message
             compiled = compile_policy(policy, inline=False)
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
         except PolicyError as exc:
-            if not exc.problems:
-                problems.append((json_path(profile_id, "issuer"), "discovery needs one issuer, not a list"))
             problems.extend((json_path(profile_id, *problem.loc), problem.msg) for problem in exc.problems)
             continue
         policies[profile_id] = compiled

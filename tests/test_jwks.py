@@ -347,6 +347,49 @@ async def test_discovery_leads_to_its_jwks_uri(verifier, server):
     assert result.key.source == "discovery"
 
 
+async def test_discovery_is_read_again_when_its_document_expires_and_follows_a_moved_key_set(verifier, server,
+                                                                                            clock, monkeypatch):
+    """An IdP that moves its jwks_uri (and rotates to a key published only there): the profile follows once the
+    discovery document's own freshness ends, the old key set is dropped, and a failed re-discovery keeps the
+    jwks_uri found before."""
+    import app.jwks as jwks_module
+
+    monkeypatch.setattr(jwks_module, "MAINTAIN_SECONDS", 0.02)
+    issuer, well_known = server.url(ISSUER_PATH), ISSUER_PATH + "/.well-known/openid-configuration"
+    server.documents[well_known] = discovery_document(server, issuer)
+    server.headers[well_known] = {"Cache-Control": "max-age=3600"}
+    server.documents["/relocated.json"] = jwks(key_for("RS256", "k2"))
+    cache, policy = verifier.keys, discovery_policy(issuer)
+    cache.prefetch([], [issuer])
+    maintain = asyncio.ensure_future(cache.maintain())
+
+    async def settle(condition) -> None:
+        for _ in range(100):
+            if condition():
+                return
+            await asyncio.sleep(0.02)
+
+    try:
+        moved = mint(claims(iss=issuer, exp=NOW + 86_400), key_for("RS256", "k2"), kid="k2")
+        assert (await verifier.validate(mint(claims(iss=issuer), key_for("RS256", "k1"), kid="k1"), policy)).valid
+        server.documents[well_known] = {**discovery_document(server, issuer), "jwks_uri": server.url("/relocated.json")}
+        clock.now += 1800
+        await asyncio.sleep(0.1)
+        assert server.hit_count(well_known) == 1  # still fresh: not read again
+        clock.now += 1801 + 30
+        await settle(lambda: server.hit_count("/relocated.json") == 1)
+        assert server.hit_count(well_known) == 2 and server.hit_count("/relocated.json") == 1
+        assert server.url(PATH) not in cache.held()  # the old key set is no longer looked after
+        assert (await verifier.validate(moved, policy)).valid
+        server.mode = "500"  # the IdP's discovery breaks: keep serving the key set found before
+        clock.now += 3601
+        await settle(lambda: server.hit_count(well_known) == 3)
+        await asyncio.sleep(0.05)
+        assert server.hit_count(well_known) == 3 and cache.state(issuer=issuer)["key_state"] in ("fresh", "stale")
+    finally:
+        maintain.cancel()
+
+
 async def test_discovery_document_with_another_issuer_is_refused(verifier, server):
     issuer = server.url(ISSUER_PATH)
     server.documents[ISSUER_PATH + "/.well-known/openid-configuration"] = discovery_document(server, issuer + "/")

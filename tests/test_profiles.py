@@ -70,8 +70,21 @@ def write(path: Path, document: dict) -> None:
     ({"acme": {"preset": "cognito", "issuer": "https://cognito-idp.us-east-1.amazonaws.com/us-east-2_AbC123",
                "audiences": [AUDIENCE]}},
      "user_pool_id: the user pool us-east-2_AbC123 is in region us-east-2, not us-east-1"),
+    ({"acme": {"issuer": [ISSUER, "https://other.example.com"], "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+               "discovery": True}}, "ISSUER_PROFILES_JSON: $.acme.issuer: discovery needs one issuer, not a list"),
+    ({"acme": {"issuer": "http://login.example.com", "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+               "discovery": True}}, "ISSUER_PROFILES_JSON: $.acme.issuer: with discovery, the issuer must use https"),
+    ({"acme": {"issuer": "acme-corp", "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "discovery": True}},
+     "ISSUER_PROFILES_JSON: $.acme.issuer: with discovery, the issuer must be an absolute https URL"),
+    ({"acme": {"issuer": "https://[::1", "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "discovery": True}},
+     "ISSUER_PROFILES_JSON: $.acme.issuer: with discovery, the issuer is not a URL"),
+    ({"acme": {"issuer": "https://login.example.com/?tenant=a", "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+               "discovery": True}},
+     "ISSUER_PROFILES_JSON: $.acme.issuer: with discovery, the issuer must not have a query or a fragment"),
 ], ids=["alg-none", "alg-not-fitting-secret", "wrong-type", "unknown-field", "bad-id", "unknown-preset", "http-url",
-        "id-with-trailing-newline", "auth0-issuer-without-slash", "entra-domain-not-guid", "cognito-pool-region"])
+        "id-with-trailing-newline", "auth0-issuer-without-slash", "entra-domain-not-guid", "cognito-pool-region",
+        "discovery-issuer-list", "discovery-issuer-http", "discovery-issuer-not-a-url", "discovery-issuer-malformed",
+        "discovery-issuer-query"])
 def test_bad_profile_document_stops_startup_with_source_json_path_and_problem(document, expected):
     with pytest.raises(ConfigError) as error:
         create_app(Settings(issuer_profiles_json=json.dumps(document)))
@@ -281,6 +294,31 @@ def test_a_discovery_profile_a_reload_drops_is_no_longer_looked_after(tmp_path, 
         time.sleep(0.6)
         assert server.hit_count(PATH) + server.hit_count("/tenant/.well-known/openid-configuration") == fetched
         assert server.url(PATH) not in keys.configured() and server.url(PATH) not in keys.held()
+
+
+def test_a_reload_dropping_a_profile_keeps_the_key_set_a_discovery_profile_still_leads_to(tmp_path, server):
+    """Profile `named` names the key set, profile `found` finds the same one by discovery: dropping `named` must not
+    drop the set `found` uses (it would be fetched again, and no longer looked after until a request came)."""
+    from tests.test_jwks import discovery_document
+
+    issuer = server.url("/tenant")
+    server.documents["/tenant/.well-known/openid-configuration"] = {**discovery_document(server, issuer),
+                                                                    "jwks_uri": server.url(PATH)}
+    found = {"issuer": issuer, "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "discovery": True}
+    path = tmp_path / "profiles.json"
+    write(path, {"named": profile(server), "found": found})
+    app = create_app(Settings(issuer_profiles_json=str(path)))
+    keys = app.state.key_sets
+    token = mint(claims(iss=issuer, exp=int(time.time()) + 600, iat=None), key_for("RS256", "k1"), kid="k1")
+    with TestClient(app) as client:
+        first = client.post("/v1/validate/jwt", json={"token": token, "issuer_profile_id": "found"}).json()
+        assert first["valid"], first["findings"]
+        fetched = server.hit_count(PATH)
+        write(path, {"found": found})
+        assert app.state.profiles.reload() is True
+        assert server.url(PATH) in keys.configured() and keys.state(server.url(PATH))["key_state"] == "fresh"
+        assert client.post("/v1/validate/jwt", json={"token": token, "issuer_profile_id": "found"}).json()["valid"]
+        assert server.hit_count(PATH) == fetched
 
 
 def free_port() -> int:
