@@ -307,15 +307,19 @@ def test_a_reload_dropping_a_profile_keeps_the_key_set_a_discovery_profile_still
     found = {"issuer": issuer, "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "discovery": True}
     path = tmp_path / "profiles.json"
     write(path, {"named": profile(server), "found": found})
-    app = create_app(Settings(issuer_profiles_json=str(path)))
+    app = create_app(Settings(issuer_profiles_json=str(path), config_poll_seconds=0.1))
     keys = app.state.key_sets
     token = mint(claims(iss=issuer, exp=int(time.time()) + 600, iat=None), key_for("RS256", "k1"), kid="k1")
     with TestClient(app) as client:
         first = client.post("/v1/validate/jwt", json={"token": token, "issuer_profile_id": "found"}).json()
         assert first["valid"], first["findings"]
         fetched = server.hit_count(PATH)
-        write(path, {"found": found})
-        assert app.state.profiles.reload() is True
+        write(path, {"found": found})  # reloaded by the file poll, on the app's event loop
+        for _ in range(50):
+            if list(app.state.profiles.value.policies) == ["found"]:
+                break
+            time.sleep(0.1)
+        assert list(app.state.profiles.value.policies) == ["found"]
         assert server.url(PATH) in keys.configured() and keys.state(server.url(PATH))["key_state"] == "fresh"
         assert client.post("/v1/validate/jwt", json={"token": token, "issuer_profile_id": "found"}).json()["valid"]
         assert server.hit_count(PATH) == fetched
