@@ -15,7 +15,8 @@ that the policy compiles; a bad file raises ConfigError: `presets/x.json: $.poli
   name, not a URL; a region is `us-east-1`; ...); unknown, repeated, malformed or (unless `partial`) missing
   parameters raise `ParameterError` whose problems have `loc == (name,)` (the API answers 422 at
   `["query", name]`). With `partial=True` missing parameters stay as `{placeholders}` (profiles that bring
-  their own issuer or keys use this).
+  their own issuer or keys use this); defaults then fill the issuer but not the jwks_uri, whose placeholders
+  only given values fill.
 - `Preset.parameters_from_issuer(issuer) -> dict | None`: reverse-matches the issuer template, so a profile
   with `preset: auth0` and `issuer: https://acme.us.auth0.com/` gets `{"tenant_domain": "acme.us.auth0.com"}`
   (and hence its jwks_uri); `{}` for presets without parameters when the issuer is theirs; None otherwise.
@@ -42,7 +43,8 @@ from app.policy import PolicyError, Problem, VerifyPolicy, compile_policy
 Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}" + END)]
 Template = Annotated[str, Meta(min_length=1, max_length=512)]
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
-_HOST = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?(?::[0-9]{1,5})?"
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"  # 1 to 65535
+_HOST = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?(?::" + _PORT + ")?"
 _REGION = r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}"
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 MAX_AUDIENCES = 64
@@ -53,8 +55,23 @@ def _host_hint(value: str) -> str | None:
         return "not a URL: drop 'https://' and any path"
     if "/" in value or "?" in value or "#" in value:
         return "without a path"
+    _, colon, port = value.rpartition(":")
+    if colon and not _compiled(_PORT).fullmatch(port):
+        return "a port is a number from 1 to 65535, in ASCII digits without leading zeros"
     if value != value.lower():
         return "host names are lower case in issuers"
+    return None
+
+
+def _project_hint(value: str) -> str | None:
+    if value.isascii() and value.isdigit():
+        return "the project id, not the project number"
+    if "." in value or ":" in value or "/" in value:
+        return "the project id alone, not a domain or URL such as acme-prod.firebaseapp.com"
+    if value != value.lower():
+        return "lower case, as tokens carry it"
+    if "_" in value:
+        return "hyphens, not underscores"
     return None
 
 
@@ -98,8 +115,9 @@ PARAMETER_KINDS: dict[str, Kind] = {
     "region": Kind(_REGION, "an AWS region", "us-east-1"),
     "user_pool_id": Kind(_REGION + r"_[A-Za-z0-9]{1,55}", "a Cognito user pool id", "us-east-1_AbC123xyZ"),
     "tenant_id": Kind(_GUID, "a tenant GUID", "0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90", _tenant_hint),
-    "project_id": Kind(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "a project id (6-30 lower-case letters, digits, hyphens)",
-                       "acme-prod"),
+    "project_id": Kind(r"[a-z][a-z0-9-]{4,28}[a-z0-9]",
+                       "a project id (6-30 lower-case letters, digits, hyphens; a letter first)", "acme-prod",
+                       _project_hint),
     "realm": Kind(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,254}", "a realm name (letters, digits, . _ ~ -)", "acme"),
 }
 _NOT_IN_POLICY = ("issuer", "jwks_uri", "secret", "public_key", "jwks", "discovery")
@@ -188,7 +206,10 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         policy = self.template()
         policy["issuer"] = (_substitute(policy["issuer"], values) if isinstance(policy["issuer"], str)
                             else policy["issuer"])
-        policy["jwks_uri"] = _substitute(self.jwks_uri, values)
+        # A partial fill's key set follows only the values given: under a profile's own issuer, a default (gitlab.com)
+        # would name another host's keys; the placeholder left makes the profile loader check the issuer instead.
+        given = values if not partial else {name: value for name, value in values.items() if name in params}
+        policy["jwks_uri"] = _substitute(self.jwks_uri, given)
         template_audiences = policy.get("audiences", [])
         policy["audiences"] = audiences if audiences is not None else [
             _substitute(item, values) if isinstance(item, str) else item for item in template_audiences]

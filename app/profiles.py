@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from app.config import END, ConfigError, convert, decode_document, json_path
 from app.policy import CompiledPolicy, PolicyError, VerifyPolicy, compile_policy
+
+if TYPE_CHECKING:
+    from app.presets import Preset
 
 log = structlog.get_logger("app.profiles")
 PROFILE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}" + END)
@@ -68,17 +71,30 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
         # The issuer does not have the preset's shape, so the key-set URL cannot be derived from it. A near miss
         # (a typo) is refused now rather than failing at runtime; another shape (an Entra v1 issuer, Keycloak's
         # old `/auth` path, an Okta org server) asks the issuer itself (discovery), as it says.
-        near_miss = preset.near_miss(str(own["issuer"]))
-        if near_miss is not None:
-            problems.append((json_path(profile_id, "issuer"), f"{near_miss}; fix the issuer, or give 'parameters', "
-                             "or a key source of its own (jwks_uri, discovery: true)"))
+        if _near_miss(profile_id, preset, str(own["issuer"]), problems):
             return None
         log.info("profile_uses_discovery", profile=profile_id, preset=name,
                  reason="the issuer does not have the preset's shape, so its key set is found by OIDC discovery")
         base.pop("jwks_uri")
         base["discovery"] = True
+    elif isinstance(own.get("issuer"), str) and "parameters" not in raw \
+            and preset.parameters_from_issuer(own["issuer"]) is None:
+        # The preset's key set is one fixed URL (firebase, google): nothing above looked at the issuer, and one
+        # that nearly has the preset's shape is a typo that would never validate. Another shape on the
+        # provider's own host (a GitHub Enterprise issuer) keeps the provider's keys.
+        if _near_miss(profile_id, preset, own["issuer"], problems):
+            return None
     merged = {**base, **own}
     return merged
+
+
+def _near_miss(profile_id: str, preset: Preset, issuer: str, problems: list[tuple[str, str]]) -> bool:
+    """Whether the issuer nearly has the preset's shape (a typo): then reported."""
+    near_miss = preset.near_miss(issuer)
+    if near_miss is not None:
+        problems.append((json_path(profile_id, "issuer"), f"{near_miss}; fix the issuer, or give 'parameters', "
+                         "or a key source of its own (jwks_uri, discovery: true)"))
+    return near_miss is not None
 
 
 _FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)")

@@ -198,9 +198,18 @@ BAD_VALUES = [
     ("entra_id", "tenant_id", "contoso.onmicrosoft.com", "never a domain name"),
     ("entra_id", "tenant_id", "common", "multi-tenant"),
     ("firebase", "project_id", "Acme_Prod", "project id"),
+    ("firebase", "project_id", "123456789012", "not the project number"),
+    ("firebase", "project_id", "acme-prod.firebaseapp.com", "not a domain"),
+    ("firebase", "project_id", "acme_prod", "hyphens, not underscores"),
     ("keycloak", "realm", "../admin", "realm name"),
     ("keycloak", "host", "sso.acme.com/auth", "without a path"),
     ("gitlab", "gitlab_host", "https://gitlab.acme.com", "not a URL"),
+    ("keycloak", "host", "sso.acme.com:0", "a port is a number from 1 to 65535"),
+    ("keycloak", "host", "sso.acme.com:65536", "a port is a number from 1 to 65535"),
+    ("keycloak", "host", "sso.acme.com:99999", "a port is a number from 1 to 65535"),
+    ("keycloak", "host", "sso.acme.com:08443", "without leading zeros"),
+    ("keycloak", "host", "sso.acme.com:\uff18\uff14\uff14\uff13", "in ASCII digits"),
+    ("gitlab", "gitlab_host", "gitlab.acme.com:99999", "a port is a number from 1 to 65535"),
 ]
 GOOD = {"auth0": {"tenant_domain": "acme.us.auth0.com"},
         "okta": {"okta_domain": "acme.okta.com", "authorization_server_id": "default"},
@@ -221,6 +230,14 @@ def test_bad_parameter_value_is_422_at_its_query_name(client, provider, name, va
     [error] = body["errors"]
     assert error["loc"] == ["query", name] and error["type"] == "value_error"
     assert message in error["msg"]
+
+
+@pytest.mark.parametrize("port", ["1", "8443", "65535"])
+def test_a_host_parameter_takes_a_port_from_1_to_65535(client, port):
+    params = {"host": f"sso.acme.com:{port}", "realm": "acme", "audience": "https://api.acme.com"}
+    response = client.get("/v1/presets/keycloak", params=params)
+    assert response.status_code == 200, response.text
+    assert response.json()["issuer"] == f"https://sso.acme.com:{port}/realms/acme"
 
 
 @pytest.mark.parametrize("query, loc, kind", [
@@ -289,8 +306,70 @@ def test_partial_fill_leaves_missing_parameters_as_placeholders_and_applies_defa
     okta = PRESETS["okta"].fill({"okta_domain": "acme.okta.com"}, partial=True)
     assert okta["issuer"] == "https://acme.okta.com/oauth2/{authorization_server_id}"
     assert PRESETS["gitlab"].fill({})["issuer"] == "https://gitlab.com"
+    assert PRESETS["gitlab"].fill({})["jwks_uri"] == "https://gitlab.com/oauth/discovery/keys"
+    gitlab = PRESETS["gitlab"].fill({}, partial=True)
+    assert gitlab["issuer"] == "https://gitlab.com"
+    assert gitlab["jwks_uri"] == "https://{gitlab_host}/oauth/discovery/keys"  # a default never picks the keys
     with pytest.raises(ParameterError):
         PRESETS["okta"].fill({"okta_domain": "https://acme.okta.com"}, partial=True)
+
+
+def profile_problems(profile: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as error:
+        load_profiles(json.dumps({"acme": {"audiences": ["https://api.acme.com"], **profile}}).encode(),
+                      "ISSUER_PROFILES_JSON", PRESETS)
+    return str(error.value)
+
+
+@pytest.mark.parametrize("issuer, message", [
+    ("https://gitlab.acme.com/", "'https://gitlab.acme.com' would fit (a trailing slash is part of the issuer"),
+    ("https://GitLab.acme.com", "gitlab_host: expected a host name such as 'gitlab.example.com' (host names are "
+                                "lower case in issuers)"),
+    ("https://gitlab.acme.com:99999", "gitlab_host: expected a host name such as 'gitlab.example.com' (a port is a "
+                                      "number from 1 to 65535"),
+], ids=["trailing-slash", "upper-case", "port-out-of-range"])
+def test_a_gitlab_profile_whose_issuer_is_a_near_miss_is_refused_not_given_gitlab_com_keys(issuer, message):
+    """The preset's default host (gitlab.com) filled the key-set URL, so a mistyped issuer loaded silently with
+    gitlab.com's keys and never validated; it is now a near miss like any other preset's."""
+    problems = profile_problems({"preset": "gitlab", "issuer": issuer})
+    assert "ISSUER_PROFILES_JSON: $.acme.issuer: the gitlab preset's issuers look like 'https://{gitlab_host}'" in \
+        problems
+    assert message in problems
+
+
+def test_a_gitlab_profile_keeps_the_default_host_without_an_issuer_and_uses_discovery_for_another_shape():
+    def policy(profile: dict[str, Any]) -> Any:
+        document = json.dumps({"acme": {"audiences": ["https://api.acme.com"], "preset": "gitlab", **profile}})
+        return load_profiles(document.encode(), "ISSUER_PROFILES_JSON", PRESETS).policies["acme"]
+
+    default = policy({})
+    assert (default.issuers, default.jwks_uri) == (("https://gitlab.com",), "https://gitlab.com/oauth/discovery/keys")
+    own_keys = policy({"jwks_uri": "https://keys.acme.com/gitlab.json"})
+    assert (own_keys.issuers, own_keys.jwks_uri) == (("https://gitlab.com",), "https://keys.acme.com/gitlab.json")
+    relative_root = policy({"issuer": "https://acme.com/gitlab"})  # an instance under a relative URL root
+    assert (relative_root.issuers, relative_root.key_source) == (("https://acme.com/gitlab",), "discovery")
+
+
+@pytest.mark.parametrize("profile, path", [
+    ({"preset": "keycloak", "issuer": "https://sso.acme.com:99999/realms/acme"}, "$.acme.issuer"),
+    ({"preset": "keycloak", "issuer": "https://sso.acme.com:0/realms/acme"}, "$.acme.issuer"),
+    ({"preset": "keycloak", "parameters": {"host": "sso.acme.com:65536", "realm": "acme"}}, "$.acme.parameters"),
+    ({"preset": "auth0", "parameters": {"tenant_domain": "acme.us.auth0.com:0"}}, "$.acme.parameters"),
+], ids=["issuer-port-99999", "issuer-port-0", "parameter-port-65536", "parameter-port-0"])
+def test_a_profile_whose_host_has_a_port_out_of_range_is_refused_at_the_host(profile, path):
+    problems = profile_problems(profile)
+    assert f"ISSUER_PROFILES_JSON: {path}: " in problems
+    assert "a port is a number from 1 to 65535" in problems
+
+
+@pytest.mark.parametrize("issuer, message", [
+    ("https://securetoken.google.com/123456789012", "project_id: expected a project id"),
+    ("https://securetoken.google.com/123456789012", "(the project id, not the project number)"),
+    ("https://securetoken.google.com/acme_prod", "(hyphens, not underscores)"),
+    ("https://securetoken.google.com/acme-prod.firebaseapp.com", "not a domain or URL"),
+], ids=["project-number", "project-number-hint", "underscore", "auth-domain"])
+def test_firebase_near_miss_says_what_a_project_id_looks_like(issuer, message):
+    assert message in (PRESETS["firebase"].near_miss(issuer) or "")
 
 
 def test_fill_returns_a_fresh_policy_each_time():

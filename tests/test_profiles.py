@@ -81,10 +81,20 @@ def write(path: Path, document: dict) -> None:
     ({"acme": {"issuer": "https://login.example.com/?tenant=a", "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
                "discovery": True}},
      "ISSUER_PROFILES_JSON: $.acme.issuer: with discovery, the issuer must not have a query or a fragment"),
+    ({"acme": {"preset": "firebase", "issuer": "https://securetoken.google.com/acme_prod", "audiences": ["acme_prod"]}},
+     "ISSUER_PROFILES_JSON: $.acme.issuer: the firebase preset's issuers look like "
+     "'https://securetoken.google.com/{project_id}'; project_id: expected a project id"),
+    ({"acme": {"preset": "firebase", "issuer": "https://securetoken.google.com/acme-prod/", "audiences": ["acme-prod"]}},
+     "ISSUER_PROFILES_JSON: $.acme.issuer: the firebase preset's issuers look like "
+     "'https://securetoken.google.com/{project_id}': 'https://securetoken.google.com/acme-prod' would fit"),
+    ({"acme": {"preset": "google", "issuer": "https://accounts.google.com/", "audiences": [AUDIENCE]}},
+     "ISSUER_PROFILES_JSON: $.acme.issuer: the google preset's issuers are 'https://accounts.google.com' or "
+     "'accounts.google.com'"),
 ], ids=["alg-none", "alg-not-fitting-secret", "wrong-type", "unknown-field", "bad-id", "unknown-preset", "http-url",
         "id-with-trailing-newline", "auth0-issuer-without-slash", "entra-domain-not-guid", "cognito-pool-region",
         "discovery-issuer-list", "discovery-issuer-http", "discovery-issuer-not-a-url", "discovery-issuer-malformed",
-        "discovery-issuer-query"])
+        "discovery-issuer-query", "firebase-project-with-underscore", "firebase-issuer-trailing-slash",
+        "google-issuer-trailing-slash"])
 def test_bad_profile_document_stops_startup_with_source_json_path_and_problem(document, expected):
     with pytest.raises(ConfigError) as error:
         create_app(Settings(issuer_profiles_json=json.dumps(document)))
@@ -95,7 +105,8 @@ def test_bad_profile_document_stops_startup_with_source_json_path_and_problem(do
     ("cognito", "https://cognito-idp.us-east-1.amazonaws.co/us-east-1_AbCdEf123"),
     ("entra_id", "https://login.microsoftonline.co/0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90/v2.0"),
     ("entra_id", "https://sts.windows.net/0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90/"),
-], ids=["cognito-host-typo", "entra-host-typo", "entra-v1-without-parameters"])
+    ("firebase", "https://securetoken.google.co/acme-prod"),
+], ids=["cognito-host-typo", "entra-host-typo", "entra-v1-without-parameters", "firebase-host-typo"])
 def test_a_preset_profile_whose_issuer_is_not_on_the_providers_host_is_refused(preset, issuer):
     """Discovery would trust whoever holds the mistyped name."""
     document = json.dumps({"acme": {"preset": preset, "issuer": issuer, "audiences": [AUDIENCE]}})
