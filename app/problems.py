@@ -117,16 +117,17 @@ _STATUS_CODES = {404: ("NOT_FOUND", "Not found"), 405: ("METHOD_NOT_ALLOWED", "M
                  413: ("BODY_TOO_LARGE", "Request body too large")}
 
 
-def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     code, title = _STATUS_CODES.get(status, ("REQUEST_INVALID", "Bad request"))
     if status >= 500:  # Litestar's InternalServerException: a disconnect, or a bug
-        return on_unexpected(_, exc)
+        return on_unexpected(request, exc)
     detail = {404: "No route matches this path.", 405: "This route does not accept this method.",
-              413: "The request body exceeds MAX_BODY_BYTES."}.get(status, str(exc.detail))
+              413: "The request body exceeds MAX_BODY_BYTES."}.get(status, str(exc.detail)[:200])
     errors = None
-    if status == 400:  # Litestar's "JSON is malformed" and friends: the body is not what the route decodes
-        status, errors = 422, [ErrorItem(["body"], str(exc.detail)[:200], "json_invalid")]
+    if status == 400 and request.method in ("POST", "PUT", "PATCH"):
+        # Litestar's "JSON is malformed" and friends: the body is not what the route decodes
+        status, title, errors = 422, "Invalid request", [ErrorItem(["body"], str(exc.detail)[:200], "json_invalid")]
         detail = f"The request body is invalid: {errors[0].msg}."
     return problem_response(ProblemDetails(f"urn:jwt-decision:problem:{code.lower().replace('_', '-')}", title,
                                            status, detail, code, errors), dict(exc.headers or {}))

@@ -211,6 +211,26 @@ def test_healthz(client):
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/v1/presets", "/v1/presets/auth0"])
+def test_head_answers_a_get_route_with_its_headers_and_no_content(client, path):
+    got, head = client.get(path), client.head(path)
+    assert (head.status_code, head.content) == (got.status_code, b"")
+    assert head.headers["content-type"] == got.headers["content-type"]
+    if path != "/metrics":  # the only answer whose length changes between two requests (the counts grow)
+        assert head.headers["content-length"] == str(len(got.content))
+
+
+def test_head_on_a_post_route_is_405_naming_post(client):
+    response = client.head(URL)
+    assert response.status_code == 405 and "POST" in response.headers["allow"] and response.content == b""
+
+
+def test_a_malformed_json_body_is_a_422_titled_invalid_request(client):
+    response = client.post(URL, content=b"{bad", headers={"content-type": "text/plain"})
+    assert response.status_code == 422
+    assert (response.json()["title"], response.json()["code"]) == ("Invalid request", "REQUEST_INVALID")
+
+
 def test_audience_list_with_one_match_passes(client):
     token = rs256_token(aud=["https://a.example.com", AUDIENCE])
     assert client.post(URL, json={"token": token, "policy": rs256_policy()}).json()["valid"] is True

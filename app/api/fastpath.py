@@ -80,7 +80,28 @@ class FastPath:
                 if method != "GET":  # WebDAV, TRACE...: Litestar routes only the methods it knows
                     await self._as_get(scope, receive, send, method)
                     return
+            elif method == "HEAD":
+                await self._head(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    async def _head(self, scope: Any, receive: Any, send: Any) -> None:
+        """HEAD on any route: its GET answer without the content (RFC 9110 9.3.2), Content-Length kept. Litestar
+        answers 405 to HEAD unless a route declares it, and monitors probe /healthz with HEAD."""
+        inner = {**scope, "method": "GET"}
+
+        async def headers_only(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        try:
+            await self.app(inner, receive, headers_only)
+        finally:
+            if "path_template" in inner:
+                scope["path_template"] = inner["path_template"]
 
     async def _as_get(self, scope: Any, receive: Any, send: Any, method: str) -> None:
         """Hand a forward-auth request whose method Litestar cannot route to the GET handler, its own method kept
