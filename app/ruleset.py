@@ -314,7 +314,8 @@ def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
     """Why a path pattern can never match a normalised path (app.paths), with the spelling to use, or None.
     Normalised paths are ASCII (other characters percent-encoded in UTF-8, upper case, RFC 3987 3.1), spell an
     unreserved character as itself (RFC 3986 6.2.2.2) and other escapes in upper case (6.2.2.1). Character
-    classes are left alone: `[^\\x{80}-\\x{10FFFF}]` (ASCII only) is a fine pattern."""
+    classes are read for non-ASCII characters written as such only: `[^\\x{80}-\\x{10FFFF}]` (ASCII only) is a
+    fine pattern."""
     outside: list[str] = []
     for kind, text, code in _tokens(pattern):
         if kind == "class":
@@ -325,6 +326,12 @@ def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
         else:
             outside.append(text)
         if kind == "class":
+            # A member written as a non-ASCII character never matches (a negated class is fine: it matches ASCII)
+            example = None if text.startswith("[^") else next((char for char in text if not char.isascii()), None)
+            if example is not None:
+                return (f"paths are matched with non-ASCII characters percent-encoded (UTF-8, upper case), which a "
+                        f"character class cannot spell: write {example!r} as {percent_encode_non_ascii(example)!r} "
+                        "in an alternation, such as (?:%C3%A9|%C3%A8)")
             continue
         if kind == "escape":
             example = chr(min(code, 0x10FFFF)) if code is not None and code > 0x7F else None

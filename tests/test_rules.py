@@ -853,10 +853,12 @@ def test_queries_are_read_exactly_as_parse_qsl_reads_them(query):
 @pytest.mark.parametrize("pattern, spelled", [
     (r"^/caf\x{e9}/", "é"), (r"^/caf\xe9", "é"), (r"^/caf\351", "é"), (r"^/a\Qx\E\xe9", "é"), ("^/café", "é"),
     (r"^/a\\xe9", None), (r"^/a\Q\xe9\E", None), (r"^/a\Q\xe9", None), (r"^/a\x41", None), (r"^/a\x{7f}", None),
-    (r"^/a\101", None), (r"^/files/[^\x{80}-\x{10FFFF}]+$", None), (r"^/[^é]+$", None)])
+    (r"^/a\101", None), (r"^/files/[^\x{80}-\x{10FFFF}]+$", None), (r"^/[^é]+$", None), ("^/caf[éè]$", "é"),
+    ("^/caf[a-zé]$", "é"), (r"^/[[:alpha:]\]]+$", None)])
 def test_a_path_pattern_spelling_a_non_ascii_character_by_escape_is_seen(pattern, spelled):
     """A path is matched percent-encoded (ASCII only), so `\\x{e9}` can never match; an escaped backslash, a
-    `\\Q...\\E` literal section or a character class (`[^\\x{80}-\\x{10FFFF}]`: ASCII only) is fine."""
+    `\\Q...\\E` literal section or a negated class (`[^\\x{80}-\\x{10FFFF}]`: ASCII only) is fine; a class listing
+    a non-ASCII character (`[éè]`) is not."""
     from app.ruleset import RuleDoc, _unmatchable_path_pattern, compile_rules
 
     problem = _unmatchable_path_pattern(pattern, "")
