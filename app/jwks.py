@@ -86,6 +86,8 @@ class Entry:
     next_attempt_at: float = 0.0
     last_kid_refetch: float = float("-inf")
     fetches: int = 0
+    vouched: bool = False  # a token verified with this set (KeySetCache.vouch)
+    deferred_at: float = float("-inf")  # last logged refusal of a fetch by the budget
     inflight: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -100,12 +102,13 @@ class Discovered:
 
 
 def _directives(control: str) -> dict[str, str | None]:
-    """Cache-Control directives by lower-cased name, the first of a repeated one, values unquoted."""
+    """Cache-Control directives by lower-cased name, values unquoted: the first of a repeated one, except that a
+    bare one wins over a qualified one (`no-cache="set-cookie"` beside `no-cache`, as httpx joins two headers)."""
     directives: dict[str, str | None] = {}
     for part in control.split(","):
         name, has_value, value = part.partition("=")
         name = name.strip().lower()
-        if name and name not in directives:
+        if name and (name not in directives or (not has_value and directives[name] is not None)):
             directives[name] = value.strip().strip('"') if has_value else None
     return directives
 
@@ -143,7 +146,8 @@ def freshness(headers: httpx.Headers, now: float, settings: Settings) -> float:
         lifetime = 0.0 if expires is None else expires - (now if date is None else date)
     else:
         return settings.jwks_default_age
-    remaining = lifetime - (_seconds(headers.get("age", "")) or 0)
+    # Age given twice arrives joined ("100, 100"): the first counts (RFC 9110 5.3 and 9111 5.1).
+    remaining = lifetime - (_seconds(headers.get("age", "").split(",")[0]) or 0)
     return min(max(remaining, settings.jwks_min_age), settings.jwks_max_age)
 
 
@@ -176,6 +180,7 @@ class KeySetCache:
     async def view(self, uri: str, kid: str | None) -> KeyView:
         now = self.clock()
         entry = self._entries.get(uri)
+        admitted = entry is None  # a fetch of a new key set only requests name is counted by _admit
         if entry is None:
             refused = None if uri in self._configured else self._admit(uri, now)
             if refused is not None:
@@ -185,19 +190,33 @@ class KeySetCache:
         if uri in self._requested:
             self._requested.move_to_end(uri)
         if not self._usable(entry, now):  # never fetched, or stale beyond the maximum: this request waits
+            if entry.inflight is None and now >= entry.next_attempt_at and not admitted:
+                refused = self._deferred(entry, now)
+                if refused is not None:
+                    view = self._view(entry, now)
+                    return KeyView(None, "jwks_uri", error=f"{view.error}; the retry is deferred: {refused}",
+                                   fetched_at=view.fetched_at)
             if entry.inflight is not None or now >= entry.next_attempt_at:
                 await self._refresh(entry)
         elif kid is not None and not any(key.kid == kid for key in entry.keyset.keys):
             if entry.inflight is not None:
                 await asyncio.shield(entry.inflight)
             elif now - entry.last_kid_refetch >= self.settings.jwks_cooldown and now >= entry.next_attempt_at \
-                    and self._may_fetch(uri, now):
+                    and self._deferred(entry, now) is None:
                 entry.last_kid_refetch = now
                 await self._refresh(entry)
         elif now >= entry.expires_at and entry.inflight is None and now >= entry.next_attempt_at \
-                and self._may_fetch(uri, now):
+                and self._deferred(entry, now) is None:
             self._spawn(self._refresh(entry))
         return self._view(entry, self.clock())
+
+    def vouch(self, uri: str) -> None:
+        """A token verified with the key set of `uri`: its refetches are no longer held to the budget of sets
+        only requests name (so a caller spending that budget on URLs of its own cannot hold back the rotation
+        of a set in real use)."""
+        entry = self._entries.get(uri)
+        if entry is not None and not entry.vouched:
+            entry.vouched = True
 
     def _admit(self, uri: str, now: float) -> str | None:
         """None when a key set only requests name may be fetched now (counted); else why not."""
@@ -210,10 +229,23 @@ class KeySetCache:
         self._admitted.append((now, host))
         return None
 
-    def _may_fetch(self, uri: str, now: float) -> bool:
-        """Whether a key set already cached may be fetched again now: always when configured, else within
-        the budget of fetches for key sets only requests name (a refused refetch keeps serving what is held)."""
-        return uri in self._configured or self._admit(uri, now) is None
+    def _deferred(self, entry: Entry, now: float) -> str | None:
+        """Why a key set already held may not be fetched again now (an unknown kid, a refresh, a retry), or None:
+        configured sets and sets that have verified a token always may (each within its own cooldown and
+        backoff); the others spend the budget of sets only requests name. A refusal keeps what is held, and is
+        logged and counted once per cooldown."""
+        if entry.vouched or entry.uri in self._configured:
+            return None
+        refused = self._admit(entry.uri, now)
+        if refused is None:
+            return None
+        refused = f"{refused} within {self.settings.jwks_cooldown:g} s"
+        if now - entry.deferred_at >= self.settings.jwks_cooldown:
+            entry.deferred_at = now
+            log.warning("jwks_fetch_deferred", uri=key_set_label(entry.uri), reason=refused)
+            if self.on_fetch:
+                self.on_fetch(entry.uri, "deferred")
+        return refused
 
     def _entry(self, uri: str) -> Entry:
         """A new entry for a URI only requests name, evicting the least recently used such entry at the bound."""
@@ -232,6 +264,8 @@ class KeySetCache:
                 state.inflight = asyncio.ensure_future(self._discover(issuer, state))
             if state.inflight is not None:
                 await asyncio.shield(state.inflight)
+            if self._discovered.get(issuer) is not state:
+                return KeyView(None, "discovery", error="the profile's discovery was removed by a reload")
             if state.jwks_uri is None:
                 return KeyView(None, "discovery", error=state.error or "discovery pending")
         if state.jwks_uri not in self._configured:  # discovery is for issuer profiles only: configuration
@@ -366,32 +400,15 @@ class KeySetCache:
         raise FetchError("too many redirects")
 
     async def _discover(self, issuer: str, state: Discovered) -> None:
-        """OIDC Discovery 1.0 section 4.3: "The issuer value returned MUST be identical to the Issuer URL that was
-        used as the prefix to /.well-known/openid-configuration to retrieve the configuration information."""
+        """Read the issuer's discovery document (again, once it expires). A jwks_uri that moved is switched to
+        only once its set has loaded; until then, and when the document cannot be read, the one found before keeps
+        serving. A reload that removed the issuer meanwhile leaves nothing of this behind."""
         url = issuer.rstrip("/") + "/.well-known/openid-configuration"
         try:
-            host = urlsplit(url).hostname or "?"  # inside: an issuer such as "http://[::1" raises ValueError
-            try:
-                document, headers = await self._get_json(url)
-            except FetchError as exc:
-                raise FetchError(f"discovery document {url}: {exc}") from None
-            if not isinstance(document, dict):
-                raise FetchError(f"discovery document {url}: not a JSON object")
-            metadata = OpenIDProviderMetadata(document)
-            if metadata.get("issuer") != issuer:
-                raise FetchError(f"discovery document issuer {metadata.get('issuer')!r} differs from the "
-                                 f"configured issuer {issuer!r}; refusing its jwks_uri")
-            if not is_loopback_host(host):
-                metadata.validate_issuer()
-            jwks_uri = metadata.get("jwks_uri")
-            if not isinstance(jwks_uri, str) or check_key_set_url(jwks_uri):
-                raise FetchError(f"discovery document {url}: jwks_uri missing or not an https URL")
-            if not is_loopback_host(host) and is_loopback_host(urlsplit(jwks_uri).hostname or ""):
-                # The loopback exemption (http, any port) serves local issuers; a remote one may not use it to send
-                # this service to its own host's ports.
-                raise FetchError(f"discovery document {url}: a remote issuer's jwks_uri may not be on loopback")
+            jwks_uri, headers = await self._read_discovery(issuer, url)
+            if state.jwks_uri not in (None, jwks_uri) and self._discovered.get(issuer) is state:
+                await self._load_moved(state.jwks_uri, jwks_uri)
         except (FetchError, ValueError) as exc:
-            # A failed re-discovery keeps the jwks_uri found before: the IdP's key set may well be up.
             state.failures += 1
             state.error = str(exc)
             state.next_attempt_at = self.clock() + min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (state.failures - 1))
@@ -401,17 +418,57 @@ class KeySetCache:
             return
         finally:
             state.inflight = None
+        if self._discovered.get(issuer) is not state:  # removed by a reload while the document was read
+            self._drop_unnamed({jwks_uri})
+            return
         now = self.clock()
         previous = state.jwks_uri
         state.jwks_uri, state.error, state.failures = jwks_uri, None, 0
         state.expires_at = now + freshness(headers, now, self.settings)
         if previous is None:
             log.info("discovery_resolved", issuer=issuer, jwks_uri=key_set_label(jwks_uri))
-        elif previous != jwks_uri:  # the IdP moved its key set: fetch the new one, drop the old unless still named
+        elif previous != jwks_uri:
             log.warning("discovery_jwks_uri_changed", issuer=issuer, previous=key_set_label(previous),
                         jwks_uri=key_set_label(jwks_uri))
             self._drop_unnamed({previous})
-            self.prefetch_discovered(jwks_uri)
+
+    async def _read_discovery(self, issuer: str, url: str) -> tuple[str, httpx.Headers]:
+        """The jwks_uri of the issuer's discovery document, and the document's headers (its freshness). OIDC
+        Discovery 1.0 section 4.3: "The issuer value returned MUST be identical to the Issuer URL that was used as
+        the prefix to /.well-known/openid-configuration to retrieve the configuration information."""
+        host = urlsplit(url).hostname or "?"  # raises ValueError for an issuer such as "http://[::1"
+        try:
+            document, headers = await self._get_json(url)
+        except FetchError as exc:
+            raise FetchError(f"discovery document {url}: {exc}") from None
+        if not isinstance(document, dict):
+            raise FetchError(f"discovery document {url}: not a JSON object")
+        metadata = OpenIDProviderMetadata(document)
+        if metadata.get("issuer") != issuer:
+            raise FetchError(f"discovery document issuer {metadata.get('issuer')!r} differs from the "
+                             f"configured issuer {issuer!r}; refusing its jwks_uri")
+        if not is_loopback_host(host):
+            metadata.validate_issuer()
+        jwks_uri = metadata.get("jwks_uri")
+        if not isinstance(jwks_uri, str) or check_key_set_url(jwks_uri):
+            raise FetchError(f"discovery document {url}: jwks_uri missing or not an https URL")
+        if not is_loopback_host(host) and is_loopback_host(urlsplit(jwks_uri).hostname or ""):
+            # The loopback exemption (http, any port) serves local issuers; a remote one may not use it to send
+            # this service to its own host's ports.
+            raise FetchError(f"discovery document {url}: a remote issuer's jwks_uri may not be on loopback")
+        return jwks_uri, headers
+
+    async def _load_moved(self, previous: str, jwks_uri: str) -> None:
+        """Load the key set a re-read discovery document names instead of `previous`; FetchError (the new URI
+        dropped again unless named elsewhere) when it cannot be, so the switch waits for a set that works."""
+        self.prefetch_discovered(jwks_uri)
+        entry = self._entries[jwks_uri]
+        if entry.keyset is None:
+            await self._refresh(entry)
+        if entry.keyset is None:
+            self._drop_unnamed({jwks_uri})
+            raise FetchError(f"the discovery document now names {key_set_label(jwks_uri)}, whose key set could "
+                             f"not be loaded ({entry.last_error}); still serving {key_set_label(previous)}")
 
     # --- lifecycle and state ----------------------------------------------------------------------------------
 

@@ -71,7 +71,11 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
         # The issuer does not have the preset's shape, so the key-set URL cannot be derived from it. A near miss
         # (a typo) is refused now rather than failing at runtime; another shape (an Entra v1 issuer, Keycloak's
         # old `/auth` path, an Okta org server) asks the issuer itself (discovery), as it says.
-        if _near_miss(profile_id, preset, str(own["issuer"]), problems):
+        if not isinstance(own["issuer"], str):  # discovery, the fallback below, needs one issuer
+            problems.append((json_path(profile_id, "issuer"), f"the {name} preset derives the key set from one issuer: "
+                             "give 'parameters', or a key source of its own (jwks_uri)"))
+            return None
+        if _near_miss(profile_id, preset, own["issuer"], problems):
             return None
         log.info("profile_uses_discovery", profile=profile_id, preset=name,
                  reason="the issuer does not have the preset's shape, so its key set is found by OIDC discovery")

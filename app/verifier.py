@@ -18,6 +18,8 @@ class KeySource(Protocol):
 
     async def view_discovered(self, issuer: str, kid: str | None) -> KeyView: ...
 
+    def vouch(self, uri: str) -> None: ...
+
 
 def header_kid(raw: str, allowed_algs: frozenset[str], max_bytes: int) -> str | None:
     """The `kid` of a token's header, used only to decide on an unknown-kid refetch: None unless the token is
@@ -79,6 +81,8 @@ class Verifier:
         keys = await self.key_view(policy, raw)
         result = validate(raw, policy, keys, self.clock(), max_token_bytes=self.max_token_bytes, cache=self.cache)
         result.profile = profile
+        if policy.jwks_uri is not None and result.statuses["signature"] == "pass":
+            self.keys.vouch(policy.jwks_uri)  # type: ignore[union-attr]  # a jwks_uri policy has the cache
         if self.on_result is not None:
             self.on_result(result)
         return result

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+import structlog.testing
 
 from app.jwks import KeySetCache, freshness
 from app.policy import VerifyPolicy, compile_policy
@@ -152,12 +153,16 @@ async def test_kid_not_found_evidence_tells_the_age_of_the_set_now_not_when_firs
     ({"expires": "Tue, 14 Nov 2023 23:13:20 GMT", "date": "Tue, 14 Nov 2023 21:13:20 GMT"}, 7200),
     ({"expires": "Tue, 14 Nov 2023 23:13:20 GMT", "age": "1800"}, 1800),
     ({"expires": "0"}, 300),
+    ({"cache-control": "max-age=3600", "age": "100, 100"}, 3500),
+    ({"cache-control": 'no-cache="set-cookie", max-age=3600, no-cache'}, 300),
+    ({"cache-control": 'no-cache="set-cookie", max-age=3600'}, 3600),
 ], ids=["max-age-honoured", "below-floor", "above-ceiling", "no-store-floor", "no-header-default", "expires",
         "age-held-by-a-cache", "age-down-to-the-floor", "expires-utc", "expires-without-zone-is-gmt",
         "age-a-superscript-digit", "huge-max-age-and-age", "huge-max-age", "no-cache-beside-max-age",
         "no-store-after-max-age", "max-age-not-an-integer", "max-age-negative", "max-age-quoted",
         "max-age-first-of-two", "shared-cache-directive-only", "expires-against-the-servers-date",
-        "expires-less-age", "expires-invalid-is-stale"])
+        "expires-less-age", "expires-invalid-is-stale", "age-twice-joined", "bare-no-cache-after-a-qualified-one",
+        "qualified-no-cache-only"])
 def test_cache_control_max_age_is_clamped_between_floor_and_ceiling(header, expected, monkeypatch):
     import time
 
@@ -390,6 +395,42 @@ async def test_discovery_is_read_again_when_its_document_expires_and_follows_a_m
         maintain.cancel()
 
 
+async def test_a_moved_jwks_uri_is_switched_to_only_once_its_key_set_loads(verifier, server, clock):
+    issuer, well_known = server.url(ISSUER_PATH), ISSUER_PATH + "/.well-known/openid-configuration"
+    server.documents[well_known] = discovery_document(server, issuer)
+    cache, policy = verifier.keys, discovery_policy(issuer)
+    signed = mint(claims(iss=issuer, exp=NOW + 86_400), key_for("RS256", "k1"), kid="k1")
+    assert (await verifier.validate(signed, policy)).valid
+    server.documents[well_known] = {**discovery_document(server, issuer), "jwks_uri": server.url("/broken.json")}
+    state = cache._discovered[issuer]
+    await cache._discover(issuer, state)  # the re-read maintain() starts once the document expires
+    assert "whose key set could not be loaded (HTTP 404); still serving" in state.error
+    assert server.url("/broken.json") not in cache.held() and state.jwks_uri == server.url(PATH)
+    assert (await verifier.validate(signed, policy)).valid
+    server.documents["/fixed.json"] = jwks(key_for("RS256", "k1"))
+    server.documents[well_known] = {**discovery_document(server, issuer), "jwks_uri": server.url("/fixed.json")}
+    await cache._discover(issuer, state)
+    assert state.jwks_uri == server.url("/fixed.json") and state.error is None
+    assert cache.held() == {server.url("/fixed.json")}
+
+
+async def test_a_discovery_read_a_reload_removed_meanwhile_leaves_nothing_behind(verifier, server):
+    issuer, well_known = server.url(ISSUER_PATH), ISSUER_PATH + "/.well-known/openid-configuration"
+    server.documents[well_known] = discovery_document(server, issuer)
+    cache = verifier.keys
+    cache.prefetch([], [issuer])
+    await asyncio.sleep(0.2)
+    assert cache.configured() == {server.url(PATH)}
+    server.documents["/moved-to.json"] = jwks(key_for("RS256", "k1"))
+    server.documents[well_known] = {**discovery_document(server, issuer), "jwks_uri": server.url("/moved-to.json")}
+    state = cache._discovered[issuer]
+    reading = asyncio.ensure_future(cache._discover(issuer, state))  # in flight when the reload lands
+    cache.forget(set(), {issuer}, set())
+    await reading
+    assert cache.configured() == frozenset() and cache.held() == frozenset()
+    assert server.hit_count("/moved-to.json") == 0
+
+
 async def test_discovery_document_with_another_issuer_is_refused(verifier, server):
     issuer = server.url(ISSUER_PATH)
     server.documents[ISSUER_PATH + "/.well-known/openid-configuration"] = discovery_document(server, issuer + "/")
@@ -463,6 +504,46 @@ async def test_cycling_random_kids_through_cached_request_named_key_sets_is_held
     for uri in variants:
         await cache.view(uri, "random-again")
     assert server.hit_count(PATH) == 12 + 4 + 4
+    await cache.aclose()
+
+
+async def test_a_caller_spending_the_budget_cannot_hold_back_the_rotation_of_a_set_that_verifies_tokens(
+        verifier, server, clock):
+    """A set named only by requests that has verified a token refetches for an unknown kid whatever the budget
+    (within its own cooldown); URL variants that never verified anything are held back, logged once."""
+    legit = remote_policy(server.url(f"{PATH}?tenant=partner"))
+    assert (await verifier.validate(token("k1"), legit)).valid
+    clock.now += 31
+    cache = verifier.keys
+    for index in range(4):  # the attacker's variants on the same host: the budget of this cooldown
+        await cache.view(server.url(f"{PATH}?junk={index}"), f"random-{index}")
+    fetched = server.hit_count(PATH)
+    assert fetched == 1 + 4
+    server.documents[PATH] = jwks(key_for("RS256", "k1"), key_for("RS256", "k2"))  # the IdP rotates
+    rotated = await verifier.validate(mint(claims(iat=NOW + 21, exp=NOW + 3600), key_for("RS256", "k2"), kid="k2"),
+                                      legit)
+    assert rotated.valid, codes(rotated)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            await cache.view(server.url(f"{PATH}?junk=0"), "random-again")
+    assert server.hit_count(PATH) == fetched + 1  # the rotation's refetch only
+    deferred = [line for line in logs if line["event"] == "jwks_fetch_deferred"]
+    assert len(deferred) == 1 and deferred[0]["uri"] == server.url(PATH)  # once per cooldown; never the query
+
+
+async def test_retrying_request_named_key_sets_that_failed_is_held_to_the_same_budget(server, clock):
+    cache = KeySetCache(SETTINGS, clock=clock)
+    missing = [server.url(f"/missing.json?n={index}") for index in range(4)]
+    for uri in missing:
+        assert "HTTP 404" in (await cache.view(uri, "k1")).error
+    clock.now += 31  # the cooldown and the first backoff (1 s) are over
+    for uri in missing:
+        await cache.view(uri, "k1")
+    assert server.hit_count("/missing.json") == 8
+    clock.now += 5  # the next backoff (2 s) is over, the cooldown's budget is not
+    views = [await cache.view(uri, "k1") for uri in missing]
+    assert server.hit_count("/missing.json") == 8
+    assert all("HTTP 404; the retry is deferred: more than 4 fetches" in view.error for view in views)
     await cache.aclose()
 
 

@@ -90,11 +90,15 @@ def write(path: Path, document: dict) -> None:
     ({"acme": {"preset": "google", "issuer": "https://accounts.google.com/", "audiences": [AUDIENCE]}},
      "ISSUER_PROFILES_JSON: $.acme.issuer: the google preset's issuers are 'https://accounts.google.com' or "
      "'accounts.google.com'"),
+    ({"acme": {"preset": "gitlab", "issuer": ["https://gitlab.example.com", "https://gitlab.example.org"],
+               "audiences": [AUDIENCE]}},
+     "ISSUER_PROFILES_JSON: $.acme.issuer: the gitlab preset derives the key set from one issuer: give 'parameters', "
+     "or a key source of its own (jwks_uri)"),
 ], ids=["alg-none", "alg-not-fitting-secret", "wrong-type", "unknown-field", "bad-id", "unknown-preset", "http-url",
         "id-with-trailing-newline", "auth0-issuer-without-slash", "entra-domain-not-guid", "cognito-pool-region",
         "discovery-issuer-list", "discovery-issuer-http", "discovery-issuer-not-a-url", "discovery-issuer-malformed",
         "discovery-issuer-query", "firebase-project-with-underscore", "firebase-issuer-trailing-slash",
-        "google-issuer-trailing-slash"])
+        "google-issuer-trailing-slash", "preset-with-an-issuer-list"])
 def test_bad_profile_document_stops_startup_with_source_json_path_and_problem(document, expected):
     with pytest.raises(ConfigError) as error:
         create_app(Settings(issuer_profiles_json=json.dumps(document)))

@@ -80,7 +80,7 @@ class FastPath:
                 if method != "GET":  # WebDAV, TRACE...: Litestar routes only the methods it knows
                     await self._as_get(scope, receive, send, method)
                     return
-            elif method == "HEAD":
+            elif method == "HEAD" and not path.startswith(PREFIX):  # forward-auth decides HEAD as HEAD
                 await self._head(scope, receive, send)
                 return
         await self.app(scope, receive, send)
