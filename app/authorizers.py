@@ -220,6 +220,15 @@ class Authorizers:
             on_change=(lambda old, new: on_change(jwks_uris(old), jwks_uris(new))) if on_change else None)
         self._inline: OrderedDict[str, Authorizer] = OrderedDict()
 
+    def on_disk(self, profile_exists: Callable[[str], bool]) -> dict[str, Authorizer] | None:
+        """The document as its source reads now, loaded with `profile_exists`; None when it does not load."""
+        if self.document.source is None:
+            return self.document.value
+        try:
+            return load_authorizers(self.document.source.read(), self.document.source.label, profile_exists)
+        except ConfigError:
+            return None
+
     def get(self, authorizer_id: str) -> Authorizer | None:
         return self.document.value.get(authorizer_id)
 

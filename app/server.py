@@ -21,7 +21,7 @@ from app.api.fastpath import FastPath
 from app.api.operations import api_key_guard
 from app.api.presets import dependencies as presets_dependencies
 from app.api.validation import dependencies
-from app.authorizers import Authorizers
+from app.authorizers import Authorizer, Authorizers
 from app.config import ReloadingDocument, Source, install_sighup, json_path
 from app.jwks import KeySetCache
 from app.keys import KeySet
@@ -70,14 +70,24 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         keys.forget(old.jwks_uris() - new.jwks_uris() - authorizers.jwks_uris(),
                     old.discovery_issuers() - new.discovery_issuers(), new.jwks_uris() | authorizers.jwks_uris())
         keys.prefetch(sorted(new.jwks_uris()), sorted(new.discovery_issuers()))
+        # The authorizers follow at once when both files changed (a profile renamed or added for them), or when
+        # they were refused for naming a profile that only now exists.
+        document = authorizers.document
+        if document.last_error is not None or document.changed_on_disk() or _dangling(document.value, new):
+            document.reload()
 
     def profiles_agree(new: Profiles) -> list[tuple[str, str]]:
         # A profile an authorizer names may not go first: its decisions would all be keys_unavailable while
-        # /readyz says ready. Startup refuses the same pair of files.
-        return [(json_path(authorizer.profile_id), f"removed, but authorizer {authorizer.id!r} in AUTHORIZERS_JSON "
-                 "names it as its issuer_profile_id: change the authorizers first, or both files together")
-                for authorizer in sorted(authorizers.document.value.values(), key=lambda item: item.id)
-                if authorizer.profile_id is not None and authorizer.profile_id not in new.policies]
+        # /readyz says ready. Startup refuses the same pair of files. Both files may be changing together (a
+        # profile renamed): then the authorizers as their file reads now decide, if they load with the new
+        # profiles (they are reloaded right after).
+        dangling = _dangling(authorizers.document.value, new)
+        if not dangling or authorizers.on_disk(lambda profile_id: profile_id in new.policies) is not None:
+            return []
+        return [(json_path(authorizer.profile_id or ""), f"removed, but authorizer {authorizer.id!r} in "
+                 "AUTHORIZERS_JSON names it as its issuer_profile_id (and its file, as it reads now, does not load "
+                 "with these profiles): change the authorizers with it")
+                for authorizer in dangling]
 
     profiles: ReloadingDocument[Profiles] = ReloadingDocument(
         _source("ISSUER_PROFILES_JSON", settings.issuer_profiles_json),
@@ -91,7 +101,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         keys.forget(old - new - profiles.value.jwks_uris())
         keys.prefetch(sorted(new), [])
         declare_rate_limited(authorizers.rate_limited())
-        if profiles.last_error is not None:  # both files changed, and the profiles were refused for the old one
+        if profiles.last_error is not None:  # refused while the authorizers named a profile it drops
             profiles.reload()
 
     authorizers = Authorizers(_source("AUTHORIZERS_JSON", settings.authorizers_json), verifier=verifier,
@@ -142,6 +152,12 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     app.state.authorizers = authorizers
     app.state.rate_limit_state = authorizers.budgets.state
     return app
+
+
+def _dangling(authorizers: dict[str, Authorizer], profiles: Profiles) -> list[Authorizer]:
+    """The authorizers naming a profile that `profiles` does not have, by id."""
+    return [authorizer for _, authorizer in sorted(authorizers.items())
+            if authorizer.profile_id is not None and authorizer.profile_id not in profiles.policies]
 
 
 def app_factory() -> Litestar:

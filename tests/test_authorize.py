@@ -751,6 +751,29 @@ def test_a_profiles_reload_may_not_drop_a_profile_an_authorizer_names_unless_the
         assert client.get("/readyz").json()["config_errors"] == []
 
 
+@pytest.mark.parametrize("first", ["profiles", "authorizers"])
+def test_a_profile_renamed_in_both_files_is_applied_whichever_file_is_reloaded_first(tmp_path, clock, first):
+    """SIGHUP reloads the profiles first; the file poll may take either first. Each document alone would be
+    refused against the other's old value; the pair, as startup would take it, is applied."""
+    profiles_path, authorizers_path = tmp_path / "profiles.json", tmp_path / "authorizers.json"
+    profiles_path.write_text(json.dumps({"old-name": rs256_policy()}))
+    authorizers_path.write_text(json.dumps({"api": {"issuer_profile_id": "old-name", "rules": [{"effect": "allow"}]}}))
+    app = create_app(Settings(issuer_profiles_json=str(profiles_path), authorizers_json=str(authorizers_path)),
+                     clock=clock)
+    documents = {"profiles": app.state.profiles, "authorizers": app.state.authorizers.document}
+    with TestClient(app) as client:
+        profiles_path.write_text(json.dumps({"new-name": rs256_policy()}))
+        authorizers_path.write_text(json.dumps({"api": {"issuer_profile_id": "new-name",
+                                                        "rules": [{"effect": "allow"}]}}))
+        documents[first].reload()
+        documents["authorizers" if first == "profiles" else "profiles"].reload()
+        assert [document.last_error for document in documents.values()] == [None, None]
+        assert list(documents["profiles"].value.policies) == ["new-name"]
+        assert documents["authorizers"].value["api"].profile_id == "new-name"
+        assert decide(client, "api", bearer=token())["reason"] == "rule_allowed"
+        assert client.get("/readyz").json()["config_errors"] == []
+
+
 def test_no_authorizers_configured_still_serves_inline_ones(clock):
     with TestClient(create_app(Settings(), clock=clock)) as client:
         body = decide(client, {"policy": rs256_policy(), "rules": [{"effect": "allow"}]}, bearer=token())
