@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 # The same name as app.observability.MULTIPROC_ENV, not imported: that would import prometheus_client before
 # the directory is set, and it reads the variable once, at import.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+WORKER_STOP_SECONDS = 20
 USAGE = """usage: python -m app [serve | openapi | --help]
 
   serve     start the service (default) on HOST:PORT with WORKERS processes (granian, ASGI, uvloop)
@@ -47,9 +48,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         owned = _metrics_directory()
-    except OSError as exc:
-        print(f"configuration error: {MULTIPROC_ENV}: cannot use {os.environ[MULTIPROC_ENV]!r} as the metrics "
-              f"directory: {exc.strerror}", file=sys.stderr)
+    except ValueError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     try:
         return _serve(settings)
@@ -64,12 +64,22 @@ def _metrics_directory() -> str | None:
     directory is used as is (emptied of a previous run's files); else a temporary one, removed on exit."""
     directory = os.environ.get(MULTIPROC_ENV)
     if not directory:
-        directory = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="jwt-decision-metrics-")
+        try:
+            directory = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="jwt-decision-metrics-")
+        except OSError as exc:
+            raise ValueError(f"cannot create a temporary metrics directory ({exc.strerror}): set {MULTIPROC_ENV} "
+                             "to a writable directory") from None
         return directory
-    os.makedirs(directory, exist_ok=True)
-    for name in os.listdir(directory):
-        if name.endswith(".db"):
-            os.remove(os.path.join(directory, name))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.remove(os.path.join(directory, name))
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):  # each worker writes its counts here
+            pass
+    except OSError as exc:
+        raise ValueError(f"{MULTIPROC_ENV}: cannot use {directory!r} as the metrics directory (workers write their "
+                         f"counts there): {exc.strerror}") from None
     return None
 
 
@@ -91,11 +101,22 @@ def _serve(settings: "Settings") -> int:
     from granian.constants import Interfaces, Loops
 
     # A worker that dies (killed, out of memory) is replaced; one dying again within seconds of its replacement
-    # stops the service (granian's crash-loop rule) rather than restarting forever.
+    # stops the service (granian's crash-loop rule) rather than restarting forever. A worker that does not stop
+    # within WORKER_STOP_SECONDS of SIGTERM is killed.
+    os.register_at_fork(after_in_child=_default_stop_signals)
     _server_class()("app.server:app_factory", factory=True, address=settings.host, port=settings.port,
             interface=Interfaces.ASGI, workers=settings.workers, loop=Loops.uvloop, log_access=False,
-            websockets=False, backlog=2048, respawn_failed_workers=True).serve()
+            websockets=False, backlog=2048, respawn_failed_workers=True,
+            workers_kill_timeout=WORKER_STOP_SECONDS).serve()
     return 0
+
+
+def _default_stop_signals() -> None:
+    """In a forked worker, until granian installs its own handlers: the main process's SIGTERM/SIGINT handler,
+    inherited, would swallow a stop sent then (a worker respawned just before the service is stopped would
+    keep the main process waiting for ever); the default ends the worker, which serves nothing yet."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _cannot_listen(host: str, port: int) -> str | None:

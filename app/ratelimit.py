@@ -21,12 +21,14 @@ from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerHour, Rat
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import ConfigurationError
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter as SyncMovingWindow
 from msgspec import Meta
 
 from app.config import END
 from app.patterns import MISSING
+from app.settings import SettingsError
 
 log = structlog.get_logger("app.ratelimit")
 Amount = Annotated[int, Meta(ge=1, le=1_000_000_000)]
@@ -96,9 +98,12 @@ def _storage(uri: str) -> Any:
     from redis.backoff import NoBackoff
 
     # No client-side retries: a down Redis must cost one short timeout, then on_storage_error decides.
-    return RedisStorage("async+" + uri, implementation="redispy", wrap_exceptions=True,
-                        socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-                        retry=Retry(NoBackoff(), 0))  # type: ignore[arg-type]
+    try:
+        return RedisStorage("async+" + uri, implementation="redispy", wrap_exceptions=True,
+                            socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                            retry=Retry(NoBackoff(), 0))  # type: ignore[arg-type]
+    except (ConfigurationError, ValueError) as exc:  # what settings cannot see, such as ?db=abc
+        raise SettingsError(f"RATE_LIMIT_STORAGE: {str(exc).replace(uri, 'the URL')}") from None
 
 
 async def _ready(value: Any) -> Any:

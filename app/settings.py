@@ -87,19 +87,21 @@ def _list(text: str) -> tuple[str, ...]:
 
 
 def _host_globs(text: str) -> tuple[str, ...]:
-    """Host name globs (`*.example.com`), matched against a jwks_uri's host alone: an entry with a scheme, a port,
-    a path or credentials would never match anything, and the operator would not learn why."""
-    globs = _list(text)
-    for glob in globs:
-        try:
-            ipaddress.IPv6Address(glob.strip("[]"))
-            continue  # an IPv6 literal has colons of its own
-        except ValueError:
-            pass
-        if any(character in glob for character in ":/@?#") or not glob.isascii() or not glob.isprintable():
+    """Host name globs (`*.example.com`, `[kl]eys.example.com`), matched against a jwks_uri's host alone: an entry
+    with a scheme, a port, a path or credentials would never match anything, and the operator would not learn
+    why. An IPv6 address (a glob with two colons or more, `fd00::*`) may be written in brackets."""
+    globs = []
+    for glob in _list(text):
+        if glob.count(":") >= 2:  # IPv6: hosts are compared without the brackets of a URL
+            if glob.startswith("[") and glob.endswith("]"):
+                glob = glob[1:-1]
+            if any(character in glob for character in "/@?#[]"):
+                raise ValueError(f"{glob!r} is not a host glob: write an IPv6 address alone, such as fd00::1")
+        elif any(character in glob for character in ":/@?#") or not glob.isascii() or not glob.isprintable():
             raise ValueError(f"{glob!r} is not a host glob: write the host alone, such as *.example.com (no scheme, "
                              "port or path)")
-    return tuple(glob.strip("[]").lower() for glob in globs)
+        globs.append(glob.lower())
+    return tuple(globs)
 
 
 def _api_keys(text: str) -> tuple[str, ...]:
@@ -137,10 +139,10 @@ def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
 def _storage(text: str) -> str:
     """Checked here, as the rate limiter's storage would only refuse it while the app is built (with the URL,
     password included, in a traceback). Errors never repeat the URL."""
-    text = text.strip()
+    parts = urlsplit(text.strip())
+    text = parts.scheme + text.strip()[len(parts.scheme):]  # the storage reads the scheme in lower case only
     if text.startswith("memory://"):
         return text
-    parts = urlsplit(text)
     if parts.scheme in ("redis", "rediss"):
         try:
             port = parts.port

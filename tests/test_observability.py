@@ -482,3 +482,24 @@ def test_a_worker_that_dies_is_replaced_and_the_service_keeps_answering():
             assert httpx.get(service.base + "/healthz", headers={"Connection": "close"}).status_code == 200
     finally:
         service.stop()
+
+
+@pytest.mark.parametrize("delay", [0.02, 0.1])
+def test_a_stop_right_after_a_worker_was_replaced_still_stops_the_service(delay):
+    """The replacement, forked with the main process's signal handler, would swallow the SIGTERM sent before it
+    installs granian's own: the main process then waited for it for ever."""
+    import signal
+    import subprocess
+
+    service = Service({"WORKERS": "2"})
+    try:
+        os.kill(min(_workers(service.process.pid)), signal.SIGKILL)
+        time.sleep(delay)
+        service.process.send_signal(signal.SIGTERM)
+        service.process.wait(timeout=10)  # granian kills a stuck worker after 20 s: this is the graceful stop
+    except subprocess.TimeoutExpired:
+        pytest.fail("the service did not stop within 10 s of SIGTERM")
+    finally:
+        for child in _workers(service.process.pid) if service.process.poll() is None else ():
+            os.kill(child, signal.SIGKILL)
+        service.stop()

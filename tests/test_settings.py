@@ -53,11 +53,20 @@ def test_one_setting_below_the_others_default_is_taken_as_meant(environ):
 def test_good_settings_are_read_as_given():
     one, two = "k1-" + "a" * 13, "k2-" + "b" * 29
     settings = load_settings({"API_KEYS": f"{one}, {two}", "HOST": "::", "PORT": " 9000 ", "JWKS_COOLDOWN": "1.5e1",
-                              "JWKS_URI_ALLOWLIST": "*.Example.com, [::1]",
-                              "RATE_LIMIT_STORAGE": "rediss://user:pw@127.0.0.1:6380/2"})
+                              "JWKS_URI_ALLOWLIST": "*.Example.com, [::1], [kl]eys.example.com, fd00::*",
+                              "RATE_LIMIT_STORAGE": "REDISS://user:pw@127.0.0.1:6380/2"})
     assert (settings.api_keys, settings.host, settings.port) == ((one, two), "::", 9000)
-    assert settings.jwks_cooldown == 15 and settings.jwks_uri_allowlist == ("*.example.com", "::1")
-    assert settings.rate_limit_storage == "rediss://user:pw@127.0.0.1:6380/2"
+    assert settings.jwks_cooldown == 15
+    assert settings.jwks_uri_allowlist == ("*.example.com", "::1", "[kl]eys.example.com", "fd00::*")
+    assert settings.rate_limit_storage == "rediss://user:pw@127.0.0.1:6380/2"  # the storage reads lower case only
+
+
+def test_a_redis_url_the_storage_refuses_stops_startup_naming_the_variable_not_the_url():
+    from app.server import create_app
+
+    with pytest.raises(SettingsError, match=r"^RATE_LIMIT_STORAGE: Invalid value for 'db'") as info:
+        create_app(load_settings({"RATE_LIMIT_STORAGE": "redis://:hunter2@127.0.0.1:6379/0?db=abc"}))
+    assert "hunter2" not in str(info.value)
     assert load_settings({}).api_keys == ()  # unset: no API keys
 
 
