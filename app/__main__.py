@@ -51,9 +51,19 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    from app.config import SNAPSHOT_ENV
+
+    try:  # the documents last accepted, for workers respawned later (app.config)
+        snapshots = os.environ[SNAPSHOT_ENV] = tempfile.mkdtemp(prefix="jwt-decision-config-")
+    except OSError as exc:
+        print(f"configuration error: cannot create a temporary directory ({exc.strerror})", file=sys.stderr)
+        if owned:
+            shutil.rmtree(owned, ignore_errors=True)
+        return 2
     try:
         return _serve(settings)
     finally:
+        shutil.rmtree(snapshots, ignore_errors=True)
         if owned:
             shutil.rmtree(owned, ignore_errors=True)
 

@@ -164,7 +164,31 @@ class ReloadingDocument(Generic[T]):
         self.last_error: str | None = None
         if source is not None:
             self._mtime = source.mtime()
-            self.value = load(source.read(), source.label)  # startup: a ConfigError stops the process
+            self.value = self._first_load(source)
+
+    def _first_load(self, source: Source) -> T:
+        """The document a worker starts with. A worker respawned after its service started takes the last
+        document its siblings accepted (the snapshot) when the file now reads otherwise: a file broken since,
+        or refused by a reload, would stop the new worker (and, by granian's crash-loop rule, the service) or
+        leave it serving another configuration. Its first poll then reads the file like any reload. Without a
+        snapshot (the first start), a ConfigError stops the process."""
+        try:
+            data: bytes | None = source.read()
+        except ConfigError as exc:
+            data, unreadable = None, exc
+        kept = _snapshot(source)
+        if kept is not None and kept != data:
+            try:
+                value = self._load(kept, source.label)
+                self._mtime = None  # differs from the file's: the first poll reads the file
+                return value
+            except ConfigError:
+                pass
+        if data is None:
+            raise unreadable
+        value = self._load(data, source.label)
+        _keep_snapshot(source, data)
+        return value
 
     def reload(self) -> bool:
         """Re-read and swap in when valid; keep serving the old value on error. Returns whether it swapped."""
@@ -172,7 +196,8 @@ class ReloadingDocument(Generic[T]):
             return False
         self._mtime = self.source.mtime()
         try:
-            new = self._load(self.source.read(), self.source.label)
+            data = self.source.read()
+            new = self._load(data, self.source.label)
             problems = self.agrees(new) if self.agrees is not None else []
             if problems:
                 raise ConfigError(self.source.label, problems)
@@ -185,6 +210,7 @@ class ReloadingDocument(Generic[T]):
             log.error("config_reload_failed", source=self.source.variable, problems=[self.last_error])
             return False
         old, self.value, self.last_error = self.value, new, None
+        _keep_snapshot(self.source, data)
         log.info("config_reloaded", source=self.source.variable)
         if self._on_change is not None:
             self._on_change(old, new)
@@ -199,6 +225,38 @@ class ReloadingDocument(Generic[T]):
             await asyncio.sleep(interval)
             if self.changed_on_disk():
                 self.reload()
+
+
+# Set by `python -m app` to a private directory (removed on exit): the file documents last accepted, by variable.
+SNAPSHOT_ENV = "JWT_DECISION_SNAPSHOT_DIR"
+
+
+def _snapshot_path(source: Source) -> str | None:
+    directory = os.environ.get(SNAPSHOT_ENV)
+    return os.path.join(directory, f"{source.variable}.json") if directory and source.is_file else None
+
+
+def _snapshot(source: Source) -> bytes | None:
+    path = _snapshot_path(source)
+    try:
+        with open(path, "rb") as handle:  # type: ignore[arg-type]
+            return handle.read()
+    except (OSError, TypeError):  # none yet, or no snapshot directory
+        return None
+
+
+def _keep_snapshot(source: Source, data: bytes) -> None:
+    """Write the accepted document for workers respawned later (atomically: a reader sees the old or the new)."""
+    path = _snapshot_path(source)
+    if path is None:
+        return
+    partial = f"{path}.{os.getpid()}"
+    try:
+        with open(partial, "wb") as handle:
+            handle.write(data)
+        os.replace(partial, path)
+    except OSError as exc:  # a respawned worker then reads the file itself, as without a snapshot
+        log.warning("config_snapshot_failed", source=source.variable, error=exc.strerror)
 
 
 def install_sighup(documents: list[ReloadingDocument[Any]]) -> None:

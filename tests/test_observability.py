@@ -503,3 +503,36 @@ def test_a_stop_right_after_a_worker_was_replaced_still_stops_the_service(delay)
         for child in _workers(service.process.pid) if service.process.poll() is None else ():
             os.kill(child, signal.SIGKILL)
         service.stop()
+
+
+def test_a_worker_replaced_while_the_profiles_file_is_broken_serves_what_its_siblings_accepted(tmp_path):
+    """Without the snapshot, the new worker would read the broken file and die at once, and granian's crash-loop
+    rule would then stop the whole service."""
+    import signal
+
+    path = tmp_path / "profiles.json"
+    path.write_text(json.dumps({"hs": hs256_policy()}))
+    service = Service({"WORKERS": "2", "ISSUER_PROFILES_JSON": str(path), "CONFIG_POLL_SECONDS": "0.2"})
+    try:
+        def validate() -> httpx.Response:
+            return httpx.post(service.base + "/v1/validate/jwt", json={"token": hs256_token(), "issuer_profile_id": "hs"},
+                              headers={"Connection": "close"})
+
+        assert validate().json()["valid"] is True
+        path.write_text('{"hs": {"issuer": 1}}')
+        time.sleep(1.0)  # both workers' polls refuse it and keep serving
+        before = _workers(service.process.pid)
+        os.kill(min(before), signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (len(_workers(service.process.pid) - before) < 1
+                                               or len(_workers(service.process.pid)) < 2):
+            time.sleep(0.1)
+        time.sleep(1.0)  # the new worker's first poll has read the broken file too
+        assert service.process.poll() is None and len(_workers(service.process.pid)) == 2
+        answers = [validate() for _ in range(8)]
+        assert [answer.status_code for answer in answers] == [200] * 8
+        assert all(answer.json()["valid"] is True for answer in answers)
+        readiness = [httpx.get(service.base + "/readyz", headers={"Connection": "close"}).json() for _ in range(8)]
+        assert all("$.hs.issuer" in " ".join(item["config_errors"]) for item in readiness)
+    finally:
+        service.stop()
