@@ -45,6 +45,11 @@ MAX_REQUESTED_KEY_SETS = 256
 # Configured sets never count.
 MAX_REQUESTED_FETCHES_PER_HOST = 4
 MAX_REQUESTED_FETCHES = 32
+# Key sets only requests name that have validated a token (KeySetCache.vouch): exempt from that budget, so a caller
+# spending it cannot hold back the rotation of a set in real use. Bounded per host and in all, one per key set
+# content on a host (URL variants serving the same keys count once), remembered past eviction.
+MAX_VOUCHED_PER_HOST = 4
+MAX_VOUCHED = 64
 # How often configured key sets are looked after without waiting for traffic (`KeySetCache.maintain`).
 MAINTAIN_SECONDS = 5.0
 
@@ -86,7 +91,6 @@ class Entry:
     next_attempt_at: float = 0.0
     last_kid_refetch: float = float("-inf")
     fetches: int = 0
-    vouched: bool = False  # a token verified with this set (KeySetCache.vouch)
     deferred_at: float = float("-inf")  # last logged refusal of a fetch by the budget
     inflight: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -174,6 +178,8 @@ class KeySetCache:
         self._discovered: dict[str, Discovered] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._admitted: list[tuple[float, str]] = []  # (when, host) of fetches of key sets only requests name
+        self._vouched: OrderedDict[str, tuple[str, str]] = OrderedDict()  # uri -> (host, key-set version)
+        self._refusals_logged: dict[str, float] = {}  # host -> when a refused new URL was last logged
 
     # --- what validation awaits -------------------------------------------------------------------------------
 
@@ -182,10 +188,12 @@ class KeySetCache:
         entry = self._entries.get(uri)
         admitted = entry is None  # a fetch of a new key set only requests name is counted by _admit
         if entry is None:
-            refused = None if uri in self._configured else self._admit(uri, now)
+            refused = None if uri in self._configured or uri in self._vouched else self._admit(uri, now)
             if refused is not None:
-                return KeyView(None, "jwks_uri", error=f"{refused} within {self.settings.jwks_cooldown:g} s; retry "
-                                                       "later, or configure the key set in a profile")
+                refused = f"{refused} within {self.settings.jwks_cooldown:g} s"
+                self._log_refusal(uri, urlsplit(uri).hostname or "", refused, now)
+                return KeyView(None, "jwks_uri", error=f"{refused}; retry later, or configure the key set in a "
+                                                       "profile")
             entry = self._entry(uri)
         if uri in self._requested:
             self._requested.move_to_end(uri)
@@ -211,12 +219,21 @@ class KeySetCache:
         return self._view(entry, self.clock())
 
     def vouch(self, uri: str) -> None:
-        """A token verified with the key set of `uri`: its refetches are no longer held to the budget of sets
-        only requests name (so a caller spending that budget on URLs of its own cannot hold back the rotation
-        of a set in real use)."""
+        """A token was validated with the key set of `uri` (Verifier.validate): when only requests name it, its
+        fetches are no longer held to their budget (MAX_VOUCHED_PER_HOST and MAX_VOUCHED bound how many)."""
+        if uri in self._vouched:
+            self._vouched.move_to_end(uri)
+            return
         entry = self._entries.get(uri)
-        if entry is not None and not entry.vouched:
-            entry.vouched = True
+        if entry is None or entry.keyset is None or uri in self._configured:
+            return
+        host = urlsplit(uri).hostname or ""
+        same_host = [item for item in self._vouched.values() if item[0] == host]
+        if (host, entry.keyset.version) in same_host or len(same_host) >= MAX_VOUCHED_PER_HOST:
+            return  # a variant of a set already vouched for, or enough on this host
+        self._vouched[uri] = (host, entry.keyset.version)
+        if len(self._vouched) > MAX_VOUCHED:
+            self._vouched.popitem(last=False)
 
     def _admit(self, uri: str, now: float) -> str | None:
         """None when a key set only requests name may be fetched now (counted); else why not."""
@@ -234,7 +251,7 @@ class KeySetCache:
         configured sets and sets that have verified a token always may (each within its own cooldown and
         backoff); the others spend the budget of sets only requests name. A refusal keeps what is held, and is
         logged and counted once per cooldown."""
-        if entry.vouched or entry.uri in self._configured:
+        if entry.uri in self._vouched or entry.uri in self._configured:
             return None
         refused = self._admit(entry.uri, now)
         if refused is None:
@@ -242,32 +259,49 @@ class KeySetCache:
         refused = f"{refused} within {self.settings.jwks_cooldown:g} s"
         if now - entry.deferred_at >= self.settings.jwks_cooldown:
             entry.deferred_at = now
-            log.warning("jwks_fetch_deferred", uri=key_set_label(entry.uri), reason=refused)
-            if self.on_fetch:
-                self.on_fetch(entry.uri, "deferred")
+            self._log_refusal(entry.uri, None, refused, now)
         return refused
+
+    def _log_refusal(self, uri: str, host: str | None, reason: str, now: float) -> None:
+        """Log and count a fetch the budget refused: per entry (host None), or per host for new URLs, each at
+        most once per cooldown (a caller sending new URLs cannot flood the log)."""
+        if host is not None:
+            self._refusals_logged = {name: at for name, at in self._refusals_logged.items()
+                                     if now - at < self.settings.jwks_cooldown}
+            if host in self._refusals_logged:
+                return
+            self._refusals_logged[host] = now
+        log.warning("jwks_fetch_deferred", uri=key_set_label(uri), reason=reason)
+        if self.on_fetch:
+            self.on_fetch(uri, "deferred")
 
     def _entry(self, uri: str) -> Entry:
         """A new entry for a URI only requests name, evicting the least recently used such entry at the bound."""
         if uri not in self._configured:
-            if len(self._requested) >= MAX_REQUESTED_KEY_SETS:
-                oldest, _ = self._requested.popitem(last=False)
+            if len(self._requested) >= MAX_REQUESTED_KEY_SETS:  # the least recently used goes, vouched ones last
+                oldest = next((other for other in self._requested if other not in self._vouched),
+                              next(iter(self._requested)))
+                del self._requested[oldest]
                 self._entries.pop(oldest, None)  # an in-flight fetch finishes on its own Entry, then is dropped
             self._requested[uri] = None
         return self._entries.setdefault(uri, Entry(uri))
 
     async def view_discovered(self, issuer: str, kid: str | None) -> KeyView:
         state = self._discovered.setdefault(issuer, Discovered())
-        if state.jwks_uri is None:
+        while state.jwks_uri is None:
             now = self.clock()
             if state.inflight is None and now >= state.next_attempt_at:
                 state.inflight = asyncio.ensure_future(self._discover(issuer, state))
             if state.inflight is not None:
                 await asyncio.shield(state.inflight)
-            if self._discovered.get(issuer) is not state:
+            current = self._discovered.get(issuer)
+            if current is None:
                 return KeyView(None, "discovery", error="the profile's discovery was removed by a reload")
-            if state.jwks_uri is None:
-                return KeyView(None, "discovery", error=state.error or "discovery pending")
+            if current is state:
+                if state.jwks_uri is None:
+                    return KeyView(None, "discovery", error=state.error or "discovery pending")
+                break
+            state = current  # removed and added again by reloads while this request waited: wait for that one
         if state.jwks_uri not in self._configured:  # discovery is for issuer profiles only: configuration
             self._configured.add(state.jwks_uri)
             self._requested.pop(state.jwks_uri, None)

@@ -81,7 +81,7 @@ class Verifier:
         keys = await self.key_view(policy, raw)
         result = validate(raw, policy, keys, self.clock(), max_token_bytes=self.max_token_bytes, cache=self.cache)
         result.profile = profile
-        if policy.jwks_uri is not None and result.statuses["signature"] == "pass":
+        if result.valid and policy.jwks_uri is not None:
             self.keys.vouch(policy.jwks_uri)  # type: ignore[union-attr]  # a jwks_uri policy has the cache
         if self.on_result is not None:
             self.on_result(result)

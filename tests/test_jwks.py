@@ -431,6 +431,20 @@ async def test_a_discovery_read_a_reload_removed_meanwhile_leaves_nothing_behind
     assert server.hit_count("/moved-to.json") == 0
 
 
+async def test_a_request_waiting_on_discovery_follows_the_issuer_a_reload_removed_and_added_again(verifier, server):
+    issuer, well_known = server.url(ISSUER_PATH), ISSUER_PATH + "/.well-known/openid-configuration"
+    server.documents[well_known] = discovery_document(server, issuer)
+    cache = verifier.keys
+    waiting = asyncio.ensure_future(cache.view_discovered(issuer, "k1"))
+    await asyncio.sleep(0)  # the request has started the first read and waits on it
+    cache.forget(set(), {issuer}, set())
+    cache.prefetch([], [issuer])  # two quick reloads: the profile is back
+    view = await waiting
+    assert view.keyset is not None and view.error is None
+    await asyncio.sleep(0.1)
+    assert cache.configured() == {server.url(PATH)}
+
+
 async def test_discovery_document_with_another_issuer_is_refused(verifier, server):
     issuer = server.url(ISSUER_PATH)
     server.documents[ISSUER_PATH + "/.well-known/openid-configuration"] = discovery_document(server, issuer + "/")
@@ -529,6 +543,54 @@ async def test_a_caller_spending_the_budget_cannot_hold_back_the_rotation_of_a_s
     assert server.hit_count(PATH) == fetched + 1  # the rotation's refetch only
     deferred = [line for line in logs if line["event"] == "jwks_fetch_deferred"]
     assert len(deferred) == 1 and deferred[0]["uri"] == server.url(PATH)  # once per cooldown; never the query
+
+
+async def test_only_a_valid_token_vouches_and_url_variants_of_one_set_are_vouched_once(verifier, server, clock):
+    """An expired token whose signature checks out, or the same keys under another query, buy no exemption: the
+    amplification the budget bounds would be back for anyone holding one signed token."""
+    expired = mint(claims(iat=NOW - 7200, exp=NOW - 3600), key_for("RS256", "k1"), kid="k1")
+    variants = [remote_policy(server.url(f"{PATH}?v={index}")) for index in range(4)]
+    assert not (await verifier.validate(expired, variants[0])).valid
+    for policy in variants[1:]:
+        assert (await verifier.validate(token("k1"), policy)).valid
+    clock.now += 31
+    for index in range(4):  # spend this cooldown's budget on this host
+        await verifier.keys.view(server.url(f"{PATH}?junk={index}"), "k1")
+    fetched = server.hit_count(PATH)
+    for policy in variants:
+        await verifier.validate(mint(claims(iat=NOW + 21, exp=NOW + 3600), key_for("RS256", "kx"), kid="kx"), policy)
+    assert server.hit_count(PATH) == fetched + 1  # v=1 alone was vouched for: the others wait for the budget
+
+
+async def test_a_vouched_set_is_evicted_last(verifier, server, monkeypatch):
+    import app.jwks as jwks_module
+
+    monkeypatch.setattr(jwks_module, "MAX_REQUESTED_KEY_SETS", 2)
+    partner_uri = server.url(f"{PATH}?tenant=partner")
+    assert (await verifier.validate(token("k1"), remote_policy(partner_uri))).valid
+    await verifier.keys.view(server.url(f"{PATH}?junk=0"), "k1")
+    await verifier.keys.view(server.url(f"{PATH}?junk=1"), "k1")  # the partner's set is the oldest, yet junk=0 goes
+    assert verifier.keys.held() == {partner_uri, server.url(f"{PATH}?junk=1")}
+
+
+async def test_a_vouched_set_evicted_anyway_is_fetched_again_past_the_budget(verifier, server, monkeypatch):
+    import app.jwks as jwks_module
+
+    monkeypatch.setattr(jwks_module, "MAX_REQUESTED_KEY_SETS", 1)
+    partner_uri = server.url(f"{PATH}?tenant=partner")
+    assert (await verifier.validate(token("k1"), remote_policy(partner_uri))).valid
+    cache = verifier.keys
+    await cache.view(server.url(f"{PATH}?junk=0"), "k1")  # only a vouched set to evict: the partner's goes
+    assert partner_uri not in cache.held()
+    await cache.view(server.url(f"{PATH}?junk=1"), "k1")
+    await cache.view(server.url(f"{PATH}?junk=2"), "k1")  # this cooldown's budget is spent (4 on this host)
+    with structlog.testing.capture_logs() as logs:
+        refused = [await cache.view(server.url(f"{PATH}?again={index}"), "k1") for index in range(3)]
+    assert all("more than 4 fetches" in view.error for view in refused)
+    assert [line["event"] for line in logs].count("jwks_fetch_deferred") == 1  # once per host per cooldown
+    fetched = server.hit_count(PATH)
+    assert (await verifier.validate(token("k1"), remote_policy(partner_uri))).valid  # remembered: past the budget
+    assert server.hit_count(PATH) == fetched + 1
 
 
 async def test_retrying_request_named_key_sets_that_failed_is_held_to_the_same_budget(server, clock):
