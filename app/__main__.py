@@ -51,21 +51,13 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    from app.config import SNAPSHOT_ENV
-
-    try:  # the documents last accepted, for workers respawned later (app.config)
-        snapshots = os.environ[SNAPSHOT_ENV] = tempfile.mkdtemp(prefix="jwt-decision-config-")
-    except OSError as exc:
-        print(f"configuration error: cannot create a temporary directory ({exc.strerror})", file=sys.stderr)
-        if owned:
-            shutil.rmtree(owned, ignore_errors=True)
-        return 2
+    snapshots = _snapshot_directory()
     try:
         return _serve(settings)
     finally:
-        shutil.rmtree(snapshots, ignore_errors=True)
-        if owned:
-            shutil.rmtree(owned, ignore_errors=True)
+        for directory in (snapshots, owned):
+            if directory:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def _metrics_directory() -> str | None:
@@ -91,6 +83,31 @@ def _metrics_directory() -> str | None:
         raise ValueError(f"{MULTIPROC_ENV}: cannot use {directory!r} as the metrics directory (workers write their "
                          f"counts there): {exc.strerror}") from None
     return None
+
+
+def _snapshot_directory() -> str | None:
+    """Where workers keep the configuration documents last accepted, for workers respawned later (app.config):
+    the operator's JWT_DECISION_SNAPSHOT_DIR (emptied of a previous run's documents, which would otherwise start
+    the service on them), else a private temporary directory removed on exit (returned). Without either (a
+    read-only filesystem), the service runs without: a respawned worker then reads the files."""
+    from app.config import SNAPSHOT_ENV
+
+    directory = os.environ.get(SNAPSHOT_ENV)
+    try:
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            for name in os.listdir(directory):
+                if name.endswith(".json"):
+                    os.remove(os.path.join(directory, name))
+            return None
+        directory = os.environ[SNAPSHOT_ENV] = tempfile.mkdtemp(prefix="jwt-decision-config-")
+        return directory
+    except OSError as exc:
+        os.environ.pop(SNAPSHOT_ENV, None)
+        print(f"warning: no directory for configuration snapshots ({exc.strerror}): a worker respawned after a "
+              f"configuration file broke will read the broken file (set {SNAPSHOT_ENV} to a writable directory)",
+              file=sys.stderr)
+        return None
 
 
 def _serve(settings: "Settings") -> int:

@@ -220,12 +220,17 @@ class Authorizers:
             on_change=(lambda old, new: on_change(jwks_uris(old), jwks_uris(new))) if on_change else None)
         self._inline: OrderedDict[str, Authorizer] = OrderedDict()
 
-    def on_disk(self, profile_exists: Callable[[str], bool]) -> dict[str, Authorizer] | None:
-        """The document as its source reads now, loaded with `profile_exists`; None when it does not load."""
-        if self.document.source is None:
-            return self.document.value
+    def on_disk(self, profile_exists: Callable[[str], bool]
+                ) -> tuple[bytes, float | None, dict[str, Authorizer]] | None:
+        """The document as its file reads now, loaded with `profile_exists` (for `document.adopt`); None when it
+        does not load, or is not a file (inline JSON changes only with a restart)."""
+        source = self.document.source
+        if source is None or not source.is_file:
+            return None
         try:
-            return load_authorizers(self.document.source.read(), self.document.source.label, profile_exists)
+            mtime = source.mtime()
+            data = source.read()
+            return data, mtime, load_authorizers(data, source.label, profile_exists)
         except ConfigError:
             return None
 

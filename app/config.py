@@ -180,7 +180,7 @@ class ReloadingDocument(Generic[T]):
         if kept is not None and kept != data:
             try:
                 value = self._load(kept, source.label)
-                self._mtime = None  # differs from the file's: the first poll reads the file
+                self._mtime = _UNREAD  # differs from any the file has, or its absence: the first poll reads it
                 return value
             except ConfigError:
                 pass
@@ -209,12 +209,22 @@ class ReloadingDocument(Generic[T]):
             self.last_error = f"{self.source.label}: $: the document could not be loaded ({type(exc).__name__})"
             log.error("config_reload_failed", source=self.source.variable, problems=[self.last_error])
             return False
+        self._swap(data, new)
+        return True
+
+    def adopt(self, data: bytes, mtime: float | None, value: T) -> None:
+        """Swap in a value loaded from `data` read at `mtime`, which the caller checked against the other
+        documents: exactly what was checked is applied (a reload would read the file again)."""
+        self._mtime = mtime
+        self._swap(data, value)
+
+    def _swap(self, data: bytes, new: T) -> None:
+        assert self.source is not None
         old, self.value, self.last_error = self.value, new, None
         _keep_snapshot(self.source, data)
         log.info("config_reloaded", source=self.source.variable)
         if self._on_change is not None:
             self._on_change(old, new)
-        return True
 
     def changed_on_disk(self) -> bool:
         return self.source is not None and self.source.is_file and self.source.mtime() != self._mtime
@@ -229,6 +239,7 @@ class ReloadingDocument(Generic[T]):
 
 # Set by `python -m app` to a private directory (removed on exit): the file documents last accepted, by variable.
 SNAPSHOT_ENV = "JWT_DECISION_SNAPSHOT_DIR"
+_UNREAD = -1.0  # a modification time no file has
 
 
 def _snapshot_path(source: Source) -> str | None:
@@ -255,8 +266,13 @@ def _keep_snapshot(source: Source, data: bytes) -> None:
         with open(partial, "wb") as handle:
             handle.write(data)
         os.replace(partial, path)
-    except OSError as exc:  # a respawned worker then reads the file itself, as without a snapshot
-        log.warning("config_snapshot_failed", source=source.variable, error=exc.strerror)
+    except OSError as exc:  # no snapshot then (an older one would start a worker on an older document): a
+        log.warning("config_snapshot_failed", source=source.variable, error=exc.strerror)  # respawned worker
+        for leftover in (partial, path):  # reads the file itself
+            try:
+                os.remove(leftover)
+            except OSError:
+                pass
 
 
 def install_sighup(documents: list[ReloadingDocument[Any]]) -> None:

@@ -70,23 +70,32 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         keys.forget(old.jwks_uris() - new.jwks_uris() - authorizers.jwks_uris(),
                     old.discovery_issuers() - new.discovery_issuers(), new.jwks_uris() | authorizers.jwks_uris())
         keys.prefetch(sorted(new.jwks_uris()), sorted(new.discovery_issuers()))
-        # The authorizers follow at once when both files changed (a profile renamed or added for them), or when
-        # they were refused for naming a profile that only now exists.
+        # The authorizers follow at once: exactly the document profiles_agree checked when both files changed (a
+        # profile renamed), else a reload when they were refused for naming a profile that only now exists.
         document = authorizers.document
-        if document.last_error is not None or document.changed_on_disk() or _dangling(document.value, new):
+        if staged:
+            document.adopt(*staged.pop())
+        elif document.last_error is not None or document.changed_on_disk():
             document.reload()
+
+    staged: list[tuple[bytes, float | None, dict[str, Authorizer]]] = []
 
     def profiles_agree(new: Profiles) -> list[tuple[str, str]]:
         # A profile an authorizer names may not go first: its decisions would all be keys_unavailable while
         # /readyz says ready. Startup refuses the same pair of files. Both files may be changing together (a
         # profile renamed): then the authorizers as their file reads now decide, if they load with the new
-        # profiles (they are reloaded right after).
+        # profiles; profiles_changed applies that very document right after.
+        staged.clear()
         dangling = _dangling(authorizers.document.value, new)
-        if not dangling or authorizers.on_disk(lambda profile_id: profile_id in new.policies) is not None:
+        if not dangling:
+            return []
+        following = authorizers.on_disk(lambda profile_id: profile_id in new.policies)
+        if following is not None:
+            staged.append(following)
             return []
         return [(json_path(authorizer.profile_id or ""), f"removed, but authorizer {authorizer.id!r} in "
-                 "AUTHORIZERS_JSON names it as its issuer_profile_id (and its file, as it reads now, does not load "
-                 "with these profiles): change the authorizers with it")
+                 "AUTHORIZERS_JSON names it as its issuer_profile_id (and the authorizers, as they read now, do "
+                 "not load with these profiles): change the authorizers with it")
                 for authorizer in dangling]
 
     profiles: ReloadingDocument[Profiles] = ReloadingDocument(

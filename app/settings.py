@@ -139,8 +139,12 @@ def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
 def _storage(text: str) -> str:
     """Checked here, as the rate limiter's storage would only refuse it while the app is built (with the URL,
     password included, in a traceback). Errors never repeat the URL."""
-    parts = urlsplit(text.strip())
-    text = parts.scheme + text.strip()[len(parts.scheme):]  # the storage reads the scheme in lower case only
+    text = text.strip()
+    if not text.isprintable() or " " in text:  # urlsplit would drop some of them, and read another scheme
+        raise ValueError("must be memory:// or a redis://host:port/db URL, without spaces or control characters")
+    scheme, colon, rest = text.partition(":")
+    text = scheme.lower() + colon + rest  # the storage reads the scheme in lower case only
+    parts = urlsplit(text)
     if text.startswith("memory://"):
         return text
     if parts.scheme in ("redis", "rediss"):

@@ -774,6 +774,34 @@ def test_a_profile_renamed_in_both_files_is_applied_whichever_file_is_reloaded_f
         assert client.get("/readyz").json()["config_errors"] == []
 
 
+def test_the_authorizers_applied_with_renamed_profiles_are_those_checked_not_a_later_write(tmp_path, clock):
+    """A write landing between the pair check and the authorizers' reload must not leave an authorizer naming a
+    profile that is gone (nor a snapshot pair that does not load together)."""
+    profiles_path, authorizers_path = tmp_path / "profiles.json", tmp_path / "authorizers.json"
+    profiles_path.write_text(json.dumps({"old-name": rs256_policy()}))
+    authorizers_path.write_text(json.dumps({"api": {"issuer_profile_id": "old-name", "rules": [{"effect": "allow"}]}}))
+    app = create_app(Settings(issuer_profiles_json=str(profiles_path), authorizers_json=str(authorizers_path)),
+                     clock=clock)
+    authorizers = app.state.authorizers
+    checked = authorizers.on_disk
+
+    def on_disk_then_a_late_write(profile_exists):
+        found = checked(profile_exists)
+        authorizers_path.write_text(json.dumps({"api": {"issuer_profile_id": "old-name"}}))
+        return found
+
+    authorizers.on_disk = on_disk_then_a_late_write
+    with TestClient(app) as client:
+        profiles_path.write_text(json.dumps({"new-name": rs256_policy()}))
+        authorizers_path.write_text(json.dumps({"api": {"issuer_profile_id": "new-name",
+                                                        "rules": [{"effect": "allow"}]}}))
+        assert app.state.profiles.reload() is True
+        assert authorizers.document.value["api"].profile_id == "new-name"
+        assert decide(client, "api", bearer=token())["reason"] == "rule_allowed"
+        assert authorizers.document.reload() is False  # the late write names a profile that is gone: refused
+        assert decide(client, "api", bearer=token())["reason"] == "rule_allowed"
+
+
 def test_no_authorizers_configured_still_serves_inline_ones(clock):
     with TestClient(create_app(Settings(), clock=clock)) as client:
         body = decide(client, {"policy": rs256_policy(), "rules": [{"effect": "allow"}]}, bearer=token())

@@ -536,3 +536,19 @@ def test_a_worker_replaced_while_the_profiles_file_is_broken_serves_what_its_sib
         assert all("$.hs.issuer" in " ".join(item["config_errors"]) for item in readiness)
     finally:
         service.stop()
+
+
+def test_an_operators_snapshot_directory_is_emptied_at_start_so_a_previous_runs_documents_do_not_serve(tmp_path):
+    from app.config import SNAPSHOT_ENV
+
+    snapshots, path = tmp_path / "snapshots", tmp_path / "profiles.json"
+    snapshots.mkdir()
+    (snapshots / "ISSUER_PROFILES_JSON.json").write_text(json.dumps({"stale": hs256_policy()}))
+    path.write_text(json.dumps({"current": hs256_policy()}))
+    service = Service({"ISSUER_PROFILES_JSON": str(path), SNAPSHOT_ENV: str(snapshots)})
+    try:
+        profiles = httpx.get(service.base + "/v1/profiles").json()
+        assert [item["id"] for item in profiles["profiles"]] == ["current"]
+    finally:
+        service.stop()
+    assert json.loads((snapshots / "ISSUER_PROFILES_JSON.json").read_text()) == {"current": hs256_policy()}

@@ -34,10 +34,11 @@ from tests.service import Service
     ({"RATE_LIMIT_STORAGE": "redis://127.0.0.1/0"}, "RATE_LIMIT_STORAGE: must name a host and a port"),
     ({"RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379/cache"}, "RATE_LIMIT_STORAGE: the database, after the port"),
     ({"RATE_LIMIT_STORAGE": "memcached://127.0.0.1:11211"}, "RATE_LIMIT_STORAGE: must be memory:// or"),
+    ({"RATE_LIMIT_STORAGE": "re\tdis://127.0.0.1:6379/0"}, "RATE_LIMIT_STORAGE: .* without spaces or control"),
 ], ids=["port-not-a-number", "api-keys-empty", "api-keys-blank", "api-key-not-ascii", "host-name", "host-bad-ip",
         "every-problem", "min-age-above-max-age", "connect-above-total-timeout", "port-fullwidth-digits",
         "port-underscore", "float-nan", "api-key-short", "allowlist-url", "allowlist-port", "storage-bad-port",
-        "storage-no-port", "storage-named-db", "storage-other-scheme"])
+        "storage-no-port", "storage-named-db", "storage-other-scheme", "storage-control-character"])
 def test_a_bad_setting_is_refused_naming_the_variable(environ, message):
     with pytest.raises(SettingsError, match=message) as info:
         load_settings(environ)
