@@ -22,6 +22,10 @@ USAGE = """usage: python -m app [serve | openapi | --help]
 
   serve     start the service (default) on HOST:PORT with WORKERS processes (granian, ASGI, uvloop)
   openapi   print the OpenAPI 3.1 document (openapi/openapi.json is this output, committed)
+
+  Working directories (default: new temporary ones, removed on exit):
+  PROMETHEUS_MULTIPROC_DIR     where workers write their metrics (emptied of *.db files at start)
+  JWT_DECISION_SNAPSHOT_DIR    where a private directory of the accepted configuration documents is made
 """
 
 
@@ -86,21 +90,16 @@ def _metrics_directory() -> str | None:
 
 
 def _snapshot_directory() -> str | None:
-    """Where workers keep the configuration documents last accepted, for workers respawned later (app.config):
-    the operator's JWT_DECISION_SNAPSHOT_DIR (emptied of a previous run's documents, which would otherwise start
-    the service on them), else a private temporary directory removed on exit (returned). Without either (a
-    read-only filesystem), the service runs without: a respawned worker then reads the files."""
+    """Where workers keep the configuration documents last accepted, for workers respawned later (app.config): a
+    private directory of this run, made inside the operator's JWT_DECISION_SNAPSHOT_DIR or the temporary
+    directory, removed on exit (returned). A fresh one each run: a previous run's documents would start the
+    service on them, and nothing the operator keeps there is touched. Without a writable place the service runs
+    without snapshots: a respawned worker then reads the files."""
     from app.config import SNAPSHOT_ENV
 
-    directory = os.environ.get(SNAPSHOT_ENV)
+    parent = os.environ.get(SNAPSHOT_ENV) or None
     try:
-        if directory:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            for name in os.listdir(directory):
-                if name.endswith(".json"):
-                    os.remove(os.path.join(directory, name))
-            return None
-        directory = os.environ[SNAPSHOT_ENV] = tempfile.mkdtemp(prefix="jwt-decision-config-")
+        directory = os.environ[SNAPSHOT_ENV] = tempfile.mkdtemp(prefix="jwt-decision-config-", dir=parent)
         return directory
     except OSError as exc:
         os.environ.pop(SNAPSHOT_ENV, None)

@@ -229,12 +229,6 @@ class ReloadingDocument(Generic[T]):
     def changed_on_disk(self) -> bool:
         return self.source is not None and self.source.is_file and self.source.mtime() != self._mtime
 
-    async def watch(self, interval: float) -> None:
-        """Poll the file's modification time (cheap, works on every filesystem)."""
-        while True:
-            await asyncio.sleep(interval)
-            if self.changed_on_disk():
-                self.reload()
 
 
 # Set by `python -m app` to a private directory (removed on exit): the file documents last accepted, by variable.
@@ -249,10 +243,12 @@ def _snapshot_path(source: Source) -> str | None:
 
 def _snapshot(source: Source) -> bytes | None:
     path = _snapshot_path(source)
+    if path is None:
+        return None
     try:
-        with open(path, "rb") as handle:  # type: ignore[arg-type]
+        with open(path, "rb") as handle:
             return handle.read()
-    except (OSError, TypeError):  # none yet, or no snapshot directory
+    except OSError:  # none yet
         return None
 
 
@@ -263,16 +259,30 @@ def _keep_snapshot(source: Source, data: bytes) -> None:
         return
     partial = f"{path}.{os.getpid()}"
     try:
-        with open(partial, "wb") as handle:
-            handle.write(data)
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+            handle.write(data)  # the profiles' secrets: for the service's user alone
         os.replace(partial, path)
-    except OSError as exc:  # no snapshot then (an older one would start a worker on an older document): a
-        log.warning("config_snapshot_failed", source=source.variable, error=exc.strerror)  # respawned worker
-        for leftover in (partial, path):  # reads the file itself
+    except OSError as exc:
+        # No snapshot then, rather than an older one that would start a worker on an older document: a
+        # respawned worker reads the file itself.
+        log.warning("config_snapshot_failed", source=source.variable, error=exc.strerror)
+        for leftover in (partial, path):
             try:
                 os.remove(leftover)
             except OSError:
                 pass
+
+
+async def watch(documents: list[ReloadingDocument[Any]], interval: float) -> None:
+    """Poll the files' modification times (cheap, works on every filesystem). When one changed, every document
+    that changed or stands refused is read again, in order (the profiles before the authorizers): a document
+    refused for naming what the other lacked is taken up when the other is fixed."""
+    while True:
+        await asyncio.sleep(interval)
+        if any(document.changed_on_disk() for document in documents):
+            for document in documents:
+                if document.changed_on_disk() or document.last_error is not None:
+                    document.reload()
 
 
 def install_sighup(documents: list[ReloadingDocument[Any]]) -> None:

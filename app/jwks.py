@@ -46,8 +46,9 @@ MAX_REQUESTED_KEY_SETS = 256
 MAX_REQUESTED_FETCHES_PER_HOST = 4
 MAX_REQUESTED_FETCHES = 32
 # Key sets only requests name that have validated a token (KeySetCache.vouch): exempt from that budget, so a caller
-# spending it cannot hold back the rotation of a set in real use. Bounded per host and in all, one per key set
-# content on a host (URL variants serving the same keys count once), remembered past eviction.
+# spending it cannot hold back the rotation of a set in real use. Bounded per host and in all (the ones that
+# validated nothing for longest go), one per key-set content on a host (URL variants serving the same keys count
+# once), remembered past eviction.
 MAX_VOUCHED_PER_HOST = 4
 MAX_VOUCHED = 64
 # How often configured key sets are looked after without waiting for traffic (`KeySetCache.maintain`).
@@ -228,9 +229,11 @@ class KeySetCache:
         if entry is None or entry.keyset is None or uri in self._configured:
             return
         host = urlsplit(uri).hostname or ""
-        same_host = [item for item in self._vouched.values() if item[0] == host]
-        if (host, entry.keyset.version) in same_host or len(same_host) >= MAX_VOUCHED_PER_HOST:
-            return  # a variant of a set already vouched for, or enough on this host
+        same_host = [other for other, item in self._vouched.items() if item[0] == host]
+        if any(self._vouched[other][1] == entry.keyset.version for other in same_host):
+            return  # a variant of a set already vouched for
+        if len(same_host) >= MAX_VOUCHED_PER_HOST:  # the one of this host that validated nothing for longest goes
+            del self._vouched[same_host[0]]
         self._vouched[uri] = (host, entry.keyset.version)
         if len(self._vouched) > MAX_VOUCHED:
             self._vouched.popitem(last=False)
@@ -291,7 +294,7 @@ class KeySetCache:
         while state.jwks_uri is None:
             now = self.clock()
             if state.inflight is None and now >= state.next_attempt_at:
-                state.inflight = asyncio.ensure_future(self._discover(issuer, state))
+                state.inflight = self._spawn(self._discover(issuer, state))
             if state.inflight is not None:
                 await asyncio.shield(state.inflight)
             current = self._discovered.get(issuer)
@@ -326,10 +329,12 @@ class KeySetCache:
 
     # --- fetching ---------------------------------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        """A background task, cancelled by `aclose`."""
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _refresh(self, entry: Entry) -> None:
         """Single-flight: concurrent callers await the same task (shielded, so a cancelled caller cannot cancel
@@ -561,7 +566,7 @@ class KeySetCache:
                 if state.jwks_uri is None:
                     self._spawn(self.view_discovered(issuer, None))
                 elif now >= state.expires_at:  # read the document again: the IdP may have moved its key set
-                    state.inflight = asyncio.ensure_future(self._discover(issuer, state))
+                    state.inflight = self._spawn(self._discover(issuer, state))
 
     def configured(self) -> frozenset[str]:
         """The URIs of the key sets the configuration names (profiles, authorizers, discovered for profiles)."""

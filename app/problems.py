@@ -13,6 +13,7 @@ from litestar.exceptions import (
     InternalServerException,
     MethodNotAllowedException,
     NotFoundException,
+    SerializationException,
     ValidationException,
 )
 
@@ -125,8 +126,8 @@ def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Re
     detail = {404: "No route matches this path.", 405: "This route does not accept this method.",
               413: "The request body exceeds MAX_BODY_BYTES."}.get(status, str(exc.detail)[:200])
     errors = None
-    if status == 400 and request.method in ("POST", "PUT", "PATCH"):
-        # Litestar's "JSON is malformed" and friends: the body is not what the route decodes
+    if status == 400 and isinstance(exc.__cause__, SerializationException):
+        # Litestar's "JSON is malformed" and friends (raised from the body's decoding): not what the route decodes
         status, title, errors = 422, "Invalid request", [ErrorItem(["body"], str(exc.detail)[:200], "json_invalid")]
         detail = f"The request body is invalid: {errors[0].msg}."
     return problem_response(ProblemDetails(f"urn:jwt-decision:problem:{code.lower().replace('_', '-')}", title,

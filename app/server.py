@@ -22,7 +22,7 @@ from app.api.operations import api_key_guard
 from app.api.presets import dependencies as presets_dependencies
 from app.api.validation import dependencies
 from app.authorizers import Authorizer, Authorizers
-from app.config import ReloadingDocument, Source, install_sighup, json_path
+from app.config import ReloadingDocument, Source, install_sighup, json_path, watch
 from app.jwks import KeySetCache
 from app.keys import KeySet
 from app.observability import (ApiKeys, Observe, configure_logging, declare_rate_limited, flush_metrics,
@@ -122,8 +122,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         keys.prefetch(sorted(profiles.value.jwks_uris() | authorizers.jwks_uris()),
                       sorted(profiles.value.discovery_issuers()))
-        tasks = [asyncio.ensure_future(document.watch(settings.config_poll_seconds))
-                 for document in documents if document.source is not None and document.source.is_file]
+        files = [document for document in documents if document.source is not None and document.source.is_file]
+        tasks = [asyncio.ensure_future(watch(files, settings.config_poll_seconds))] if files else []
         tasks.append(asyncio.ensure_future(flush_metrics_periodically()))
         tasks.append(asyncio.ensure_future(keys.maintain()))
         install_sighup(documents)

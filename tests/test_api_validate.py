@@ -231,6 +231,14 @@ def test_a_malformed_json_body_is_a_422_titled_invalid_request(client):
     assert (response.json()["title"], response.json()["code"]) == ("Invalid request", "REQUEST_INVALID")
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_bad_request_that_is_not_about_the_body_stays_a_400(client, method):
+    response = client.request(method, URL if method == "POST" else "/v1/presets", json={"token": "x"},
+                              headers={"Host": "bad host!"})
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "REQUEST_INVALID" and "body" not in response.json()["detail"]
+
+
 def test_audience_list_with_one_match_passes(client):
     token = rs256_token(aud=["https://a.example.com", AUDIENCE])
     assert client.post(URL, json={"token": token, "policy": rs256_policy()}).json()["valid"] is True

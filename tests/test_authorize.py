@@ -4,6 +4,7 @@ statuses, token sources, rate limits, forward-auth, and the authorizers document
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -799,6 +800,41 @@ def test_the_authorizers_applied_with_renamed_profiles_are_those_checked_not_a_l
         assert authorizers.document.value["api"].profile_id == "new-name"
         assert decide(client, "api", bearer=token())["reason"] == "rule_allowed"
         assert authorizers.document.reload() is False  # the late write names a profile that is gone: refused
+        assert decide(client, "api", bearer=token())["reason"] == "rule_allowed"
+
+
+def test_a_rename_refused_for_a_bad_rule_is_applied_by_the_poll_once_the_authorizers_file_is_fixed(tmp_path, clock):
+    """The authorizers fixed last, alone, would be refused (the new profile is not there yet): the poll reads the
+    refused profiles again first, which takes the pair."""
+    import time
+
+    profiles_path, authorizers_path = tmp_path / "profiles.json", tmp_path / "authorizers.json"
+    profiles_path.write_text(json.dumps({"old-name": rs256_policy()}))
+    authorizers_path.write_text(json.dumps({"api": {"issuer_profile_id": "old-name", "rules": [{"effect": "allow"}]}}))
+    app = create_app(Settings(issuer_profiles_json=str(profiles_path), authorizers_json=str(authorizers_path),
+                              config_poll_seconds=0.1), clock=clock)
+
+    def settle(condition) -> None:
+        for _ in range(50):
+            if condition():
+                return
+            time.sleep(0.1)
+
+    def touch(path: Path, document: Any) -> None:
+        path.write_text(json.dumps(document))
+        stamp = time.time() + (path.stat().st_mtime_ns % 7) + 1
+        os.utime(path, (stamp, stamp))
+
+    with TestClient(app) as client:
+        touch(profiles_path, {"new-name": rs256_policy()})
+        touch(authorizers_path, {"api": {"issuer_profile_id": "new-name",
+                                         "rules": [{"effect": "allow", "path": {"pattern": "(a)\\1"}}]}})
+        settle(lambda: all(item.last_error for item in app.state.documents))
+        assert all(item.last_error for item in app.state.documents)
+        touch(authorizers_path, {"api": {"issuer_profile_id": "new-name", "rules": [{"effect": "allow"}]}})
+        settle(lambda: not any(item.last_error for item in app.state.documents))
+        assert [item.last_error for item in app.state.documents] == [None, None]
+        assert list(app.state.profiles.value.policies) == ["new-name"]
         assert decide(client, "api", bearer=token())["reason"] == "rule_allowed"
 
 

@@ -445,6 +445,29 @@ async def test_a_request_waiting_on_discovery_follows_the_issuer_a_reload_remove
     assert cache.configured() == {server.url(PATH)}
 
 
+async def test_closing_the_cache_cancels_a_discovery_read_again_in_flight(verifier, server, clock, monkeypatch):
+    import app.jwks as jwks_module
+
+    monkeypatch.setattr(jwks_module, "MAINTAIN_SECONDS", 0.02)
+    issuer, well_known = server.url(ISSUER_PATH), ISSUER_PATH + "/.well-known/openid-configuration"
+    server.documents[well_known] = discovery_document(server, issuer)
+    cache = verifier.keys
+    assert (await cache.view_discovered(issuer, "k1")).keyset is not None
+    server.mode, server.slow_seconds = "slow", 1.0
+    clock.now += 86_401  # the discovery document expired: maintain() reads it again
+    maintain = asyncio.ensure_future(cache.maintain())
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if cache._discovered[issuer].inflight is not None:
+            break
+    reading = cache._discovered[issuer].inflight
+    assert reading is not None
+    maintain.cancel()
+    await cache.aclose()
+    await asyncio.wait([reading], timeout=0.5)  # the slow read would take a second
+    assert reading.cancelled()
+
+
 async def test_discovery_document_with_another_issuer_is_refused(verifier, server):
     issuer = server.url(ISSUER_PATH)
     server.documents[ISSUER_PATH + "/.well-known/openid-configuration"] = discovery_document(server, issuer + "/")
@@ -560,6 +583,25 @@ async def test_only_a_valid_token_vouches_and_url_variants_of_one_set_are_vouche
     for policy in variants:
         await verifier.validate(mint(claims(iat=NOW + 21, exp=NOW + 3600), key_for("RS256", "kx"), kid="kx"), policy)
     assert server.hit_count(PATH) == fetched + 1  # v=1 alone was vouched for: the others wait for the budget
+
+
+async def test_at_the_cap_of_a_host_the_set_that_validated_nothing_for_longest_loses_its_exemption(
+        verifier, server, clock):
+    """A caller holding valid tokens of four other key sets on the partner's host, vouched before the partner's:
+    the partner's set still gets the exemption (the oldest of theirs loses it), so its rotation goes through."""
+    for index in range(4):
+        server.documents[f"/tenant{index}.json"] = jwks(key_for("RS256", f"t{index}"))
+        assert (await verifier.validate(token(f"t{index}"), remote_policy(server.url(f"/tenant{index}.json")))).valid
+    clock.now += 31
+    server.documents["/partner.json"] = jwks(key_for("RS256", "k1"))
+    partner = remote_policy(server.url("/partner.json"))
+    assert (await verifier.validate(token("k1"), partner)).valid
+    for index in range(3):  # this cooldown's budget spent
+        await verifier.keys.view(server.url(f"/junk{index}.json"), "k1")
+    server.documents["/partner.json"] = jwks(key_for("RS256", "k1"), key_for("RS256", "k2"))
+    rotated = await verifier.validate(mint(claims(iat=NOW + 60, exp=NOW + 3600), key_for("RS256", "k2"), kid="k2"),
+                                      partner)
+    assert rotated.valid, codes(rotated)
 
 
 async def test_a_vouched_set_is_evicted_last(verifier, server, monkeypatch):

@@ -538,17 +538,28 @@ def test_a_worker_replaced_while_the_profiles_file_is_broken_serves_what_its_sib
         service.stop()
 
 
-def test_an_operators_snapshot_directory_is_emptied_at_start_so_a_previous_runs_documents_do_not_serve(tmp_path):
+def test_snapshots_go_to_a_private_directory_of_the_run_inside_the_operators_directory(tmp_path):
+    """A previous run's snapshot (left by a killed service) never serves, and nothing the operator keeps in the
+    directory is touched, the configuration files themselves included."""
+    import stat
+
     from app.config import SNAPSHOT_ENV
 
-    snapshots, path = tmp_path / "snapshots", tmp_path / "profiles.json"
-    snapshots.mkdir()
-    (snapshots / "ISSUER_PROFILES_JSON.json").write_text(json.dumps({"stale": hs256_policy()}))
+    operators = tmp_path / "etc"
+    operators.mkdir(mode=0o755)
+    stale = operators / "jwt-decision-config-old"
+    stale.mkdir()
+    (stale / "ISSUER_PROFILES_JSON.json").write_text(json.dumps({"stale": hs256_policy()}))
+    path = operators / "profiles.json"
     path.write_text(json.dumps({"current": hs256_policy()}))
-    service = Service({"ISSUER_PROFILES_JSON": str(path), SNAPSHOT_ENV: str(snapshots)})
+    service = Service({"ISSUER_PROFILES_JSON": str(path), SNAPSHOT_ENV: str(operators)})
     try:
         profiles = httpx.get(service.base + "/v1/profiles").json()
         assert [item["id"] for item in profiles["profiles"]] == ["current"]
+        (run,) = [item for item in operators.iterdir() if item.is_dir() and item != stale]
+        snapshot = run / "ISSUER_PROFILES_JSON.json"
+        assert json.loads(snapshot.read_text()) == {"current": hs256_policy()}
+        assert stat.S_IMODE(run.stat().st_mode) == 0o700 and stat.S_IMODE(snapshot.stat().st_mode) == 0o600
     finally:
         service.stop()
-    assert json.loads((snapshots / "ISSUER_PROFILES_JSON.json").read_text()) == {"current": hs256_policy()}
+    assert sorted(item.name for item in operators.iterdir()) == ["jwt-decision-config-old", "profiles.json"]
