@@ -12,10 +12,8 @@ OIDC discovery (`{issuer}/.well-known/openid-configuration`) resolves a `jwks_ur
 from __future__ import annotations
 
 import asyncio
-import datetime
-import email.utils
-from collections import OrderedDict
 import time
+from collections import OrderedDict
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -26,6 +24,7 @@ import msgspec
 import structlog
 from authlib.oidc.discovery import OpenIDProviderMetadata
 
+from app.freshness import freshness
 from app.keys import KeyError_, KeySet, KeyView, jwk_set, key_set
 from app.policy import check_key_set_url, is_loopback_host, key_set_label
 from app.settings import Settings
@@ -104,56 +103,6 @@ class Discovered:
     failures: int = 0
     expires_at: float = 0.0  # when the discovery document is read again (its own Cache-Control, clamped)
     inflight: asyncio.Task[None] | None = field(default=None, repr=False)
-
-
-def _directives(control: str) -> dict[str, str | None]:
-    """Cache-Control directives by lower-cased name, values unquoted: the first of a repeated one, except that a
-    bare one wins over a qualified one (`no-cache="set-cookie"` beside `no-cache`, as httpx joins two headers)."""
-    directives: dict[str, str | None] = {}
-    for part in control.split(","):
-        name, has_value, value = part.partition("=")
-        name = name.strip().lower()
-        if name and (name not in directives or (not has_value and directives[name] is not None)):
-            directives[name] = value.strip().strip('"') if has_value else None
-    return directives
-
-
-def _seconds(text: str) -> int | None:
-    """A delta-seconds value (RFC 9111 1.2.2): ASCII digits only ("²".isdigit()), capped beyond any ceiling."""
-    text = text.strip()
-    return min(int(text[:13]), 10**12) if text.isascii() and text.isdigit() else None
-
-
-def _http_date(text: str) -> float | None:
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # HTTP dates are GMT (RFC 9110 5.6.7), whatever the local time zone
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when.timestamp()
-
-
-def freshness(headers: httpx.Headers, now: float, settings: Settings) -> float:
-    """Seconds a fetched set stays fresh (RFC 9111 4.2), clamped to [floor, ceiling]: its lifetime (max-age, else
-    Expires less Date) less the Age a cache in between has held it. `no-cache`/`no-store`, and a lifetime that
-    cannot be read (`max-age=1e9`, `max-age=-5`, an unparsable Expires), count as stale at once (4.2.1)."""
-    directives = _directives(headers.get("cache-control", ""))
-    lifetime: float | None
-    if "no-store" in directives or ("no-cache" in directives and directives["no-cache"] is None):
-        lifetime = 0.0
-    elif "max-age" in directives:
-        lifetime = _seconds(directives["max-age"] or "")
-        lifetime = 0.0 if lifetime is None else lifetime
-    elif "expires" in headers:
-        expires = _http_date(headers["expires"])
-        date = _http_date(headers.get("date", ""))
-        lifetime = 0.0 if expires is None else expires - (now if date is None else date)
-    else:
-        return settings.jwks_default_age
-    # Age given twice arrives joined ("100, 100"): the first counts (RFC 9110 5.3 and 9111 5.1).
-    remaining = lifetime - (_seconds(headers.get("age", "").split(",")[0]) or 0)
-    return min(max(remaining, settings.jwks_min_age), settings.jwks_max_age)
 
 
 class KeySetCache:
