@@ -150,14 +150,14 @@ def _cannot_listen(host: str, port: int) -> str | None:
     would let a second copy of the service start on a port the first holds and take half its connections (and
     an address this machine does not have ends in a traceback): a plain bind finds both first."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a previous run's TIME_WAIT is no obstacle
-        try:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:  # raises too where IPv6 is disabled
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a previous run's TIME_WAIT is no obstacle
             probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return "the port is in use by another process (is the service already running?)"
-            return f"cannot listen there: {exc.strerror}"
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return "the port is in use by another process (is the service already running?)"
+        return f"cannot listen there: {exc.strerror}"
     return None
 
 

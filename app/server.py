@@ -93,9 +93,12 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         if following is not None:
             staged.append(following)
             return []
+        source = authorizers.document.source
+        remedy = ("change the authorizers with it" if source is not None and source.is_file
+                  else "AUTHORIZERS_JSON is inline JSON, which only a restart changes")
         return [(json_path(authorizer.profile_id or ""), f"removed, but authorizer {authorizer.id!r} in "
                  "AUTHORIZERS_JSON names it as its issuer_profile_id (and the authorizers, as they read now, do "
-                 "not load with these profiles): change the authorizers with it")
+                 f"not load with these profiles): {remedy}")
                 for authorizer in dangling]
 
     profiles: ReloadingDocument[Profiles] = ReloadingDocument(

@@ -336,7 +336,11 @@ async def test_discovery_is_read_again_when_its_document_expires_and_follows_a_m
         await asyncio.sleep(0.1)
         assert server.hit_count(well_known) == 1  # still fresh: not read again
         clock.now += 1801 + 30
-        await settle(lambda: server.hit_count("/relocated.json") == 1)
+        with structlog.testing.capture_logs() as logs:
+            await settle(lambda: server.hit_count("/relocated.json") == 1)
+            await settle(lambda: any(line["event"] == "discovery_jwks_uri_changed" for line in logs))
+        (changed,) = [line for line in logs if line["event"] == "discovery_jwks_uri_changed"]
+        assert changed["jwks_uri"] == server.url("/relocated.json") and changed["previous"] == server.url(PATH)
         assert server.hit_count(well_known) == 2 and server.hit_count("/relocated.json") == 1
         assert server.url(PATH) not in cache.held()  # the old key set is no longer looked after
         assert (await verifier.validate(moved, policy)).valid
@@ -580,10 +584,13 @@ async def test_a_vouched_set_evicted_anyway_is_fetched_again_past_the_budget(ver
     assert partner_uri not in cache.held()
     await cache.view(server.url(f"{PATH}?junk=1"), "k1")
     await cache.view(server.url(f"{PATH}?junk=2"), "k1")  # this cooldown's budget is spent (4 on this host)
+    outcomes: list[str] = []
+    cache.on_fetch = lambda uri, outcome: outcomes.append(outcome)  # the jwks_fetches_total counter's feed
     with structlog.testing.capture_logs() as logs:
         refused = [await cache.view(server.url(f"{PATH}?again={index}"), "k1") for index in range(3)]
     assert all("more than 4 fetches" in view.error for view in refused)
     assert [line["event"] for line in logs].count("jwks_fetch_deferred") == 1  # once per host per cooldown
+    assert outcomes == ["deferred"]
     fetched = server.hit_count(PATH)
     assert (await verifier.validate(token("k1"), remote_policy(partner_uri))).valid  # remembered: past the budget
     assert server.hit_count(PATH) == fetched + 1

@@ -60,6 +60,7 @@ def test_good_settings_are_read_as_given():
     assert settings.jwks_cooldown == 15
     assert settings.jwks_uri_allowlist == ("*.example.com", "::1", "[kl]eys.example.com", "fd00::*")
     assert settings.rate_limit_storage == "rediss://user:pw@127.0.0.1:6380/2"  # the storage reads lower case only
+    assert load_settings({}).api_keys == ()  # unset: no API keys
 
 
 def test_a_redis_url_the_storage_refuses_stops_startup_naming_the_variable_not_the_url():
@@ -68,7 +69,6 @@ def test_a_redis_url_the_storage_refuses_stops_startup_naming_the_variable_not_t
     with pytest.raises(SettingsError, match=r"^RATE_LIMIT_STORAGE: Invalid value for 'db'") as info:
         create_app(load_settings({"RATE_LIMIT_STORAGE": "redis://:hunter2@127.0.0.1:6379/0?db=abc"}))
     assert "hunter2" not in str(info.value)
-    assert load_settings({}).api_keys == ()  # unset: no API keys
 
 
 def test_python_m_app_exits_2_naming_the_bad_setting():

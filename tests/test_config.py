@@ -1,0 +1,34 @@
+"""Configuration documents (app/config.py): read once, reloaded safely, and the snapshot a respawned worker
+starts from."""
+
+from __future__ import annotations
+
+import json
+
+from app.config import SNAPSHOT_ENV, ConfigError, ReloadingDocument, Source
+
+
+def test_a_worker_starting_from_the_snapshot_reads_the_file_at_its_first_poll_even_when_it_is_gone(
+        tmp_path, monkeypatch):
+    """What a respawned worker does (app.config): the snapshot when the file reads otherwise, then the file."""
+    monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path))
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+
+    def load(data: bytes, label: str) -> dict:
+        document = json.loads(data)
+        if not isinstance(document.get("a"), int):
+            raise ConfigError(label, [("$.a", "expected an integer")])
+        return document
+
+    first = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    assert (tmp_path / "ISSUER_PROFILES_JSON.json").read_bytes() == b'{"a": 1}'
+    path.write_text('{"a": "broken"}')
+    assert first.reload() is False and first.value == {"a": 1}
+    respawned = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    assert respawned.value == {"a": 1} and respawned.changed_on_disk()
+    assert respawned.reload() is False and "$.a: expected an integer" in respawned.last_error
+    path.unlink()
+    again = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    assert again.value == {"a": 1} and again.changed_on_disk()
+    assert again.reload() is False and "cannot read the file" in again.last_error
