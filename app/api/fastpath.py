@@ -9,7 +9,8 @@ MAX_BODY_BYTES, a body that decodes into the route's Struct, an accepted API key
 answer the route gives without refusing. Everything else goes to Litestar unchanged (a body already read is
 replayed), so that refusals have one implementation; an exception (a bug) is answered as Litestar's handler
 answers one, without running the request twice. A test sends the same requests both ways and compares the
-answers.
+answers. Two methods Litestar would refuse are handed to a route's GET handler here too: forward-auth's
+(Envoy sends any, PROPFIND included) and HEAD (the GET answer without its content).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class FastPath:
                 if await self._forward(scope, send, path):
                     return
                 if method != "GET":  # WebDAV, TRACE...: Litestar routes only the methods it knows
-                    await self._as_get(scope, receive, send, method)
+                    await self._as_get(scope, receive, send, **{ORIGINAL_METHOD: method})
                     return
             elif method == "HEAD" and not path.startswith(PREFIX):  # forward-auth decides HEAD as HEAD
                 await self._head(scope, receive, send)
@@ -88,8 +89,6 @@ class FastPath:
     async def _head(self, scope: Any, receive: Any, send: Any) -> None:
         """HEAD on any route: its GET answer without the content (RFC 9110 9.3.2), Content-Length kept. Litestar
         answers 405 to HEAD unless a route declares it, and monitors probe /healthz with HEAD."""
-        inner = {**scope, "method": "GET"}
-
         async def headers_only(message: Any) -> None:
             if message["type"] == "http.response.body":
                 if message.get("more_body", False):
@@ -97,16 +96,13 @@ class FastPath:
                 message = {"type": "http.response.body", "body": b""}
             await send(message)
 
-        try:
-            await self.app(inner, receive, headers_only)
-        finally:
-            if "path_template" in inner:
-                scope["path_template"] = inner["path_template"]
+        await self._as_get(scope, receive, headers_only)
 
-    async def _as_get(self, scope: Any, receive: Any, send: Any, method: str) -> None:
-        """Hand a forward-auth request whose method Litestar cannot route to the GET handler, its own method kept
-        for the decision, and the route Litestar matched given back for the request's log line and metrics."""
-        inner = {**scope, "method": "GET", ORIGINAL_METHOD: method}
+    async def _as_get(self, scope: Any, receive: Any, send: Any, **extra: Any) -> None:
+        """Hand a request to Litestar's GET handler of its route (a forward-auth request whose method Litestar
+        cannot route keeps it for the decision in `extra`), and give the route Litestar matched back for the
+        request's log line and metrics."""
+        inner = {**scope, "method": "GET", **extra}
         try:
             await self.app(inner, receive, send)
         finally:
