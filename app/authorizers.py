@@ -2,7 +2,7 @@
 
 The document is decoded into frozen Structs, every reference resolved and every rule compiled at load; one
 problem per line as `AUTHORIZERS_JSON: $.<id>.rules[2].path.pattern: <problem>`. A file is reloaded like the
-profiles (SIGHUP or a changed mtime, validated first, swapped atomically) through `ReloadingDocument`.
+profiles (SIGHUP or a changed file, validated first, swapped atomically) through `ReloadingDocument`.
 Authorizers sent inline to `POST /v1/authorize` go through the same compiler, cached by fingerprint.
 """
 
@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from app.config import END, ConfigError, ReloadingDocument, Source, convert, decode_document, json_path
+from app.config import END, ConfigError, ReloadingDocument, Source, Stamp, convert, decode_document, json_path
 from app.patterns import PatternError, parse_pointer
 from app.policy import CompiledPolicy, PolicyError, Problem, VerifyPolicy, compile_policy
 from app.ratelimit import Budgets, RateLimit, RateLimitDoc, compile_rate_limit
@@ -221,16 +221,16 @@ class Authorizers:
         self._inline: OrderedDict[str, Authorizer] = OrderedDict()
 
     def on_disk(self, profile_exists: Callable[[str], bool]
-                ) -> tuple[bytes, float | None, dict[str, Authorizer]] | None:
+                ) -> tuple[bytes, Stamp, dict[str, Authorizer]] | None:
         """The document as its file reads now, loaded with `profile_exists` (for `document.adopt`); None when it
         does not load, or is not a file (inline JSON changes only with a restart)."""
         source = self.document.source
         if source is None or not source.is_file:
             return None
         try:
-            mtime = source.mtime()
+            stamp = source.stamp()
             data = source.read()
-            return data, mtime, load_authorizers(data, source.label, profile_exists)
+            return data, stamp, load_authorizers(data, source.label, profile_exists)
         except ConfigError:
             return None
 

@@ -2,8 +2,8 @@
 
 A document comes from an environment variable holding either JSON (the value starts with `{`) or a file path.
 Decoding and validation report every problem as `SOURCE: $.json.path: what was expected`, so a bad file stops
-startup with one line per mistake. `ReloadingDocument` re-reads a file on SIGHUP or when its modification time
-changes, validates the new content first and swaps it in atomically; a bad new file keeps the old value.
+startup with one line per mistake. `ReloadingDocument` re-reads a file on SIGHUP or when it changes (its
+modification or change time, inode or size), validates the new content first and swaps it in atomically; a bad new file keeps the old value.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ def json_path(*parts: str | int) -> str:
     return path
 
 
+Stamp = tuple[int, int, int, int] | tuple[str] | None
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a document comes from: the variable's name, its JSON text or a file path."""
@@ -77,11 +80,14 @@ class Source:
         except OSError as exc:
             raise ConfigError(self.label, [("$", f"cannot read the file: {exc.strerror}")]) from None
 
-    def mtime(self) -> float | None:
+    def stamp(self) -> Stamp:
+        """What tells a changed file: modification and change times, inode and size (`cp -p` or rsync keep the
+        modification time, not the change time; `mv` of a new file changes the inode). None when unreadable."""
         try:
-            return os.stat(self.value).st_mtime if self.is_file else None
+            stat = os.stat(self.value) if self.is_file else None
         except OSError:
             return None
+        return (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_size) if stat else None
 
 
 class _Members(dict):  # type: ignore[type-arg]
@@ -148,7 +154,7 @@ def convert(value: Any, type_: type[T], label: str, path: tuple[str | int, ...])
 
 
 class ReloadingDocument(Generic[T]):
-    """A validated document that follows its file: SIGHUP or a changed mtime triggers validate-then-swap."""
+    """A validated document that follows its file: SIGHUP or a changed file triggers validate-then-swap."""
 
     def __init__(self, source: Source | None, load: Callable[[bytes, str], T], empty: T,
                  on_change: Callable[[T, T], None] | None = None,
@@ -160,10 +166,10 @@ class ReloadingDocument(Generic[T]):
         self._on_change = on_change
         self.agrees = agrees
         self.value: T = empty
-        self._mtime: float | None = None
+        self._stamp: Stamp = None
         self.last_error: str | None = None
         if source is not None:
-            self._mtime = source.mtime()
+            self._stamp = source.stamp()
             self.value = self._first_load(source)
 
     def _first_load(self, source: Source) -> T:
@@ -180,7 +186,7 @@ class ReloadingDocument(Generic[T]):
         if kept is not None and kept != data:
             try:
                 value = self._load(kept, source.label)
-                self._mtime = _UNREAD  # differs from any the file has, or its absence: the first poll reads it
+                self._stamp = _UNREAD  # differs from any the file has, or its absence: the first poll reads it
                 return value
             except ConfigError:
                 pass
@@ -194,7 +200,7 @@ class ReloadingDocument(Generic[T]):
         """Re-read and swap in when valid; keep serving the old value on error. Returns whether it swapped."""
         if self.source is None or not self.source.is_file:
             return False
-        self._mtime = self.source.mtime()
+        self._stamp = self.source.stamp()
         try:
             data = self.source.read()
             new = self._load(data, self.source.label)
@@ -212,10 +218,10 @@ class ReloadingDocument(Generic[T]):
         self._swap(data, new)
         return True
 
-    def adopt(self, data: bytes, mtime: float | None, value: T) -> None:
-        """Swap in a value loaded from `data` read at `mtime`, which the caller checked against the other
+    def adopt(self, data: bytes, stamp: Stamp, value: T) -> None:
+        """Swap in a value loaded from `data` read at `stamp`, which the caller checked against the other
         documents: exactly what was checked is applied (a reload would read the file again)."""
-        self._mtime = mtime
+        self._stamp = stamp
         self._swap(data, value)
 
     def _swap(self, data: bytes, new: T) -> None:
@@ -227,13 +233,13 @@ class ReloadingDocument(Generic[T]):
             self._on_change(old, new)
 
     def changed_on_disk(self) -> bool:
-        return self.source is not None and self.source.is_file and self.source.mtime() != self._mtime
+        return self.source is not None and self.source.is_file and self.source.stamp() != self._stamp
 
 
 
 # Set by `python -m app` to a private directory (removed on exit): the file documents last accepted, by variable.
 SNAPSHOT_ENV = "JWT_DECISION_SNAPSHOT_DIR"
-_UNREAD = -1.0  # a modification time no file has
+_UNREAD: Stamp = ("unread",)  # a stamp no file has
 
 
 def _snapshot_path(source: Source) -> str | None:

@@ -22,7 +22,7 @@ from app.api.operations import api_key_guard
 from app.api.presets import dependencies as presets_dependencies
 from app.api.validation import dependencies
 from app.authorizers import Authorizer, Authorizers
-from app.config import ReloadingDocument, Source, install_sighup, json_path, watch
+from app.config import ReloadingDocument, Source, Stamp, install_sighup, json_path, watch
 from app.jwks import KeySetCache
 from app.keys import KeySet
 from app.observability import (ApiKeys, Observe, configure_logging, declare_rate_limited, flush_metrics,
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         elif document.last_error is not None or document.changed_on_disk():
             document.reload()
 
-    staged: list[tuple[bytes, float | None, dict[str, Authorizer]]] = []
+    staged: list[tuple[bytes, Stamp, dict[str, Authorizer]]] = []
 
     def profiles_agree(new: Profiles) -> list[tuple[str, str]]:
         # A profile an authorizer names may not go first: its decisions would all be keys_unavailable while

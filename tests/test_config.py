@@ -4,6 +4,7 @@ starts from."""
 from __future__ import annotations
 
 import json
+import os
 
 from app.config import SNAPSHOT_ENV, ConfigError, ReloadingDocument, Source
 
@@ -32,3 +33,17 @@ def test_a_worker_starting_from_the_snapshot_reads_the_file_at_its_first_poll_ev
     again = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
     assert again.value == {"a": 1} and again.changed_on_disk()
     assert again.reload() is False and "cannot read the file" in again.last_error
+
+
+def test_a_file_replaced_keeping_its_modification_time_is_seen_as_changed(tmp_path):
+    """`cp -p` and rsync keep the modification time: a secret rotated that way must not be missed by the poll
+    (and a worker respawned later would read it while its siblings did not)."""
+    path = tmp_path / "profiles.json"
+    path.write_text('{"secret": "old"}')
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), lambda data, _: json.loads(data), {})
+    before = os.stat(path)
+    assert not document.changed_on_disk()
+    path.write_text('{"secret": "new"}')
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_mtime_ns == before.st_mtime_ns
+    assert document.changed_on_disk() and document.reload() and document.value == {"secret": "new"}
