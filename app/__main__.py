@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 # the directory is set, and it reads the variable once, at import.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 WORKER_STOP_SECONDS = 20
+PR_SET_PDEATHSIG = 1  # prctl(2), Linux
 USAGE = """usage: python -m app [serve | openapi | --help]
 
   serve     start the service (default) on HOST:PORT with WORKERS processes (granian, ASGI, uvloop)
@@ -50,16 +52,16 @@ def main(argv: list[str]) -> int:
     if command != "serve":
         print(USAGE, file=sys.stderr)
         return 2
+    owned: list[str] = []  # the working directories this run made (removed on exit)
     try:
-        owned = _metrics_directory()
+        owned += [_metrics_directory()]
+        owned += [_snapshot_directory()]
+        return _serve(settings)
     except ValueError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    snapshots = _snapshot_directory()
-    try:
-        return _serve(settings)
     finally:
-        for directory in (snapshots, owned):
+        for directory in owned:
             if directory:
                 shutil.rmtree(directory, ignore_errors=True)
 
@@ -67,7 +69,8 @@ def main(argv: list[str]) -> int:
 def _metrics_directory() -> str | None:
     """Point PROMETHEUS_MULTIPROC_DIR at a directory before prometheus_client is first imported: every worker
     (forked by granian) writes its counts there and a scrape of any worker sums them. An operator's own
-    directory is used as is (emptied of a previous run's files); else a temporary one, removed on exit."""
+    directory is used (emptied of a previous run's files by `_serve`, once nothing can refuse the start: a copy
+    refused for a port in use must not wipe the running one's counts); else a temporary one, returned."""
     directory = os.environ.get(MULTIPROC_ENV)
     if not directory:
         try:
@@ -78,15 +81,21 @@ def _metrics_directory() -> str | None:
         return directory
     try:
         os.makedirs(directory, exist_ok=True)
-        for name in os.listdir(directory):
-            if name.endswith(".db"):
-                os.remove(os.path.join(directory, name))
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):  # each worker writes its counts here
             pass
     except OSError as exc:
         raise ValueError(f"{MULTIPROC_ENV}: cannot use {directory!r} as the metrics directory (workers write their "
                          f"counts there): {exc.strerror}") from None
     return None
+
+
+def _clear_metrics(only_this_process: bool) -> None:
+    """Remove a previous run's counts from the metrics directory, or (a start refused) this process's own."""
+    directory = os.environ[MULTIPROC_ENV]
+    suffix = f"_{os.getpid()}.db" if only_this_process else ".db"
+    for name in os.listdir(directory):
+        if name.endswith(suffix):
+            os.remove(os.path.join(directory, name))
 
 
 def _snapshot_directory() -> str | None:
@@ -102,10 +111,12 @@ def _snapshot_directory() -> str | None:
         directory = os.environ[SNAPSHOT_ENV] = tempfile.mkdtemp(prefix="jwt-decision-config-", dir=parent)
         return directory
     except OSError as exc:
+        if parent is not None:  # the operator asked for it: a typo must not go unnoticed
+            raise ValueError(f"{SNAPSHOT_ENV}: cannot make a directory in {parent!r}: {exc.strerror}") from None
         os.environ.pop(SNAPSHOT_ENV, None)
-        print(f"warning: no directory for configuration snapshots ({exc.strerror}): a worker respawned after a "
-              f"configuration file broke will read the broken file (set {SNAPSHOT_ENV} to a writable directory)",
-              file=sys.stderr)
+        print(f"warning: no directory for configuration snapshots ({exc.strerror}): a worker respawned while a "
+              "configuration file is broken will fail, and granian then stops the service (set "
+              f"{SNAPSHOT_ENV} to a writable directory)", file=sys.stderr)
         return None
 
 
@@ -117,19 +128,20 @@ def _serve(settings: "Settings") -> int:
 
     try:
         check_config(settings)
-    except ValueError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    problem = _cannot_listen(settings.host, settings.port)
-    if problem:
-        print(f"configuration error: HOST {settings.host}, PORT {settings.port}: {problem}", file=sys.stderr)
-        return 2
+        problem = _cannot_listen(settings.host, settings.port)
+        if problem:
+            raise ValueError(f"HOST {settings.host}, PORT {settings.port}: {problem}")
+    except ValueError:
+        _clear_metrics(only_this_process=True)
+        raise
+    _clear_metrics(only_this_process=False)
     from granian.constants import Interfaces, Loops
 
     # A worker that dies (killed, out of memory) is replaced; one dying again within seconds of its replacement
     # stops the service (granian's crash-loop rule) rather than restarting forever. A worker that does not stop
     # within WORKER_STOP_SECONDS of SIGTERM is killed.
-    os.register_at_fork(after_in_child=_default_stop_signals)
+    main_pid = os.getpid()
+    os.register_at_fork(after_in_child=lambda: _in_worker(main_pid))
     _server_class()("app.server:app_factory", factory=True, address=settings.host, port=settings.port,
             interface=Interfaces.ASGI, workers=settings.workers, loop=Loops.uvloop, log_access=False,
             websockets=False, backlog=2048, respawn_failed_workers=True,
@@ -137,12 +149,20 @@ def _serve(settings: "Settings") -> int:
     return 0
 
 
-def _default_stop_signals() -> None:
-    """In a forked worker, until granian installs its own handlers: the main process's SIGTERM/SIGINT handler,
+def _in_worker(main_pid: int) -> None:
+    """In a forked worker. Until granian installs its own handlers, the main process's SIGTERM/SIGINT handler,
     inherited, would swallow a stop sent then (a worker respawned just before the service is stopped would
-    keep the main process waiting for ever); the default ends the worker, which serves nothing yet."""
+    keep the main process waiting for ever): the default ends the worker, which serves nothing yet. And a
+    worker is told to stop when the main process dies (kill -9): unsupervised, it would go on serving, with no
+    respawn, no SIGHUP, and the port held against a restart."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the worker outlives a killed main process
+        pass
+    if os.getppid() != main_pid:  # the main process died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _cannot_listen(host: str, port: int) -> str | None:

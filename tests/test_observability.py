@@ -567,3 +567,45 @@ def test_snapshots_go_to_a_private_directory_of_the_run_inside_the_operators_dir
     finally:
         service.stop()
     assert sorted(item.name for item in operators.iterdir()) == ["jwt-decision-config-old", "profiles.json"]
+
+
+def test_a_copy_refused_for_the_port_leaves_the_running_ones_metrics_alone(tmp_path):
+    import subprocess
+    import sys
+
+    metrics = tmp_path / "metrics"
+    first = Service({"WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics)})
+    try:
+        for _ in range(5):
+            httpx.get(first.base + "/healthz", headers={"Connection": "close"})
+        time.sleep(FLUSH_SECONDS * 1.5)
+        files = sorted(os.listdir(metrics))
+        done = subprocess.run([sys.executable, "-m", "app"], cwd=Path(__file__).resolve().parent.parent,
+                              capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/usr/bin:/bin", "PORT": str(first.port),
+                                   "PROMETHEUS_MULTIPROC_DIR": str(metrics)})
+        assert done.returncode == 2 and "the port is in use" in done.stderr
+        assert sorted(os.listdir(metrics)) == files  # nothing removed, and nothing of the refused copy's left
+        scrape = samples(httpx.get(first.base + "/metrics").text)
+        assert value(scrape, "http_requests_total", method="GET", route="/healthz", status="200") >= 5
+    finally:
+        first.stop()
+
+
+def test_workers_stop_when_the_main_process_is_killed(tmp_path):
+    import signal
+
+    # A main process killed outright cannot remove its working directories: keep them in the test's.
+    service = Service({"WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+                       "JWT_DECISION_SNAPSHOT_DIR": str(tmp_path)})
+    workers = _workers(service.process.pid)
+    assert len(workers) == 2
+    os.kill(service.process.pid, signal.SIGKILL)
+    service.process.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in workers):
+        time.sleep(0.1)
+    left = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == []  # unsupervised, they would go on serving and hold the port against a restart

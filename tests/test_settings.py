@@ -111,3 +111,11 @@ def test_an_unusable_metrics_directory_stops_startup_naming_it(tmp_path):
     assert done.returncode == 2
     assert f"configuration error: PROMETHEUS_MULTIPROC_DIR: cannot use '{taken}' as the metrics directory" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_snapshot_directory_the_operator_named_but_cannot_be_used_stops_startup(tmp_path):
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    done = _serve(JWT_DECISION_SNAPSHOT_DIR=str(taken), PORT="0")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"configuration error: JWT_DECISION_SNAPSHOT_DIR: cannot make a directory in '{taken}'" in done.stderr
