@@ -283,12 +283,12 @@ async def watch(documents: list[ReloadingDocument[Any]], interval: float) -> Non
     """Poll the files' modification times (cheap, works on every filesystem). When one changed, every document
     that changed or stands refused is read again, in order (the profiles before the authorizers): a document
     refused for naming what the other lacked is taken up when the other is fixed."""
-    while True:
-        await asyncio.sleep(interval)
+    while True:  # looked at once at start: a worker started from a snapshot reads the files at once
         if any(document.changed_on_disk() for document in documents):
             for document in documents:
                 if document.changed_on_disk() or document.last_error is not None:
                     document.reload()
+        await asyncio.sleep(interval)
 
 
 def install_sighup(documents: list[ReloadingDocument[Any]]) -> None:
