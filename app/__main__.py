@@ -52,14 +52,16 @@ def main(argv: list[str]) -> int:
     if command != "serve":
         print(USAGE, file=sys.stderr)
         return 2
-    owned: list[str] = []  # the working directories this run made (removed on exit)
+    owned: list[str | None] = []  # the working directories this run made (removed on exit)
     try:
-        owned += [_metrics_directory()]
-        owned += [_snapshot_directory()]
+        try:
+            owned += [_metrics_directory()]
+            owned += [_snapshot_directory()]
+            _check(settings)
+        except ValueError as exc:  # only before serving: granian's own errors are not configuration errors
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
         return _serve(settings)
-    except ValueError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
     finally:
         for directory in owned:
             if directory:
@@ -120,7 +122,9 @@ def _snapshot_directory() -> str | None:
         return None
 
 
-def _serve(settings: "Settings") -> int:
+def _check(settings: "Settings") -> None:
+    """Everything that can refuse the start, before anything of a running copy is touched: the configuration
+    documents, then the address. Raises ValueError; then the metrics directory holds nothing of this process."""
     # Until granian installs its handler (then ours), SIGHUP's default would end the process: a reload sent
     # while the service starts is ignored instead (the file poll still sees the change).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -135,6 +139,9 @@ def _serve(settings: "Settings") -> int:
         _clear_metrics(only_this_process=True)
         raise
     _clear_metrics(only_this_process=False)
+
+
+def _serve(settings: "Settings") -> int:
     from granian.constants import Interfaces, Loops
 
     # A worker that dies (killed, out of memory) is replaced; one dying again within seconds of its replacement

@@ -3,7 +3,8 @@
 A document comes from an environment variable holding either JSON (the value starts with `{`) or a file path.
 Decoding and validation report every problem as `SOURCE: $.json.path: what was expected`, so a bad file stops
 startup with one line per mistake. `ReloadingDocument` re-reads a file on SIGHUP or when it changes (its
-modification or change time, inode or size), validates the new content first and swaps it in atomically; a bad new file keeps the old value.
+modification or change time, inode or size), validates the new content first and swaps it in atomically; a bad
+new file keeps the old value.
 """
 
 from __future__ import annotations
@@ -236,7 +237,6 @@ class ReloadingDocument(Generic[T]):
         return self.source is not None and self.source.is_file and self.source.stamp() != self._stamp
 
 
-
 # Set by `python -m app` to a private directory (removed on exit): the file documents last accepted, by variable.
 SNAPSHOT_ENV = "JWT_DECISION_SNAPSHOT_DIR"
 _UNREAD: Stamp = ("unread",)  # a stamp no file has
@@ -280,7 +280,7 @@ def _keep_snapshot(source: Source, data: bytes) -> None:
 
 
 async def watch(documents: list[ReloadingDocument[Any]], interval: float) -> None:
-    """Poll the files' modification times (cheap, works on every filesystem). When one changed, every document
+    """Poll the files' stamps (cheap, works on every filesystem). When one changed, every document
     that changed or stands refused is read again, in order (the profiles before the authorizers): a document
     refused for naming what the other lacked is taken up when the other is fixed."""
     while True:  # looked at once at start: a worker started from a snapshot reads the files at once

@@ -193,7 +193,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "JWKS_DEFAULT_AGE": ("jwks_default_age", _float(1, 86_400), "max-age without Cache-Control, s (default 600)"),
     "JWKS_COOLDOWN": ("jwks_cooldown", _float(0, 3600), "least time between unknown-kid refetches, s (default 30)"),
     "JWKS_MAX_STALE": ("jwks_max_stale", _float(0, 30 * 86_400), "longest use of a stale key set, s (default 86400)"),
-    "CONFIG_POLL_SECONDS": ("config_poll_seconds", _float(0.1, 3600), "config file change check interval, s (default 2)"),
+    "CONFIG_POLL_SECONDS": ("config_poll_seconds", _float(0.1, 3600),
+                            "config file change check interval, s (default 2)"),
 }
 
 
