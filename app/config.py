@@ -168,6 +168,7 @@ class ReloadingDocument(Generic[T]):
         self.agrees = agrees
         self.value: T = empty
         self._stamp: Stamp = None
+        self._data: bytes | None = None  # the bytes of the value served
         self.last_error: str | None = None
         if source is not None:
             self._stamp = source.stamp()
@@ -188,6 +189,7 @@ class ReloadingDocument(Generic[T]):
             try:
                 value = self._load(kept, source.label)
                 self._stamp = _UNREAD  # differs from any the file has, or its absence: the first poll reads it
+                self._data = kept
                 return value
             except ConfigError:
                 pass
@@ -195,15 +197,19 @@ class ReloadingDocument(Generic[T]):
             raise unreadable
         value = self._load(data, source.label)
         _keep_snapshot(source, data)
+        self._data = data
         return value
 
     def reload(self) -> bool:
-        """Re-read and swap in when valid; keep serving the old value on error. Returns whether it swapped."""
+        """Re-read and swap in when valid and changed; keep serving the old value on error. Returns whether it
+        swapped."""
         if self.source is None or not self.source.is_file:
             return False
         self._stamp = self.source.stamp()
         try:
             data = self.source.read()
+            if data == self._data and self.last_error is None:
+                return False  # touched, chmod-ed or linked, not changed: nothing to rebuild or log
             new = self._load(data, self.source.label)
             problems = self.agrees(new) if self.agrees is not None else []
             if problems:
@@ -227,7 +233,7 @@ class ReloadingDocument(Generic[T]):
 
     def _swap(self, data: bytes, new: T) -> None:
         assert self.source is not None
-        old, self.value, self.last_error = self.value, new, None
+        old, self.value, self.last_error, self._data = self.value, new, None, data
         _keep_snapshot(self.source, data)
         log.info("config_reloaded", source=self.source.variable)
         if self._on_change is not None:

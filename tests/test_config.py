@@ -47,3 +47,18 @@ def test_a_file_replaced_keeping_its_modification_time_is_seen_as_changed(tmp_pa
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert os.stat(path).st_mtime_ns == before.st_mtime_ns
     assert document.changed_on_disk() and document.reload() and document.value == {"secret": "new"}
+
+
+def test_a_file_touched_but_not_changed_is_not_reloaded(tmp_path):
+    """chmod, touch or a hard link change the file's stamp, not its content: nothing is rebuilt or logged."""
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+    changes: list[object] = []
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), lambda data, _: json.loads(data), {},
+                                 on_change=lambda old, new: changes.append(new))
+    os.chmod(path, 0o640)
+    os.link(path, tmp_path / "linked.json")
+    assert document.changed_on_disk()
+    assert document.reload() is False and changes == [] and not document.changed_on_disk()
+    path.write_text('{"a": 2}')
+    assert document.reload() is True and changes == [{"a": 2}]
