@@ -838,6 +838,17 @@ def test_a_rename_refused_for_a_bad_rule_is_applied_by_the_poll_once_the_authori
         assert decide(client, "api", bearer=token())["reason"] == "rule_allowed"
 
 
+def test_a_profile_inline_authorizers_name_cannot_be_removed_and_the_refusal_says_a_restart_is_needed(tmp_path,
+                                                                                                        clock):
+    path = tmp_path / "profiles.json"
+    path.write_text(json.dumps({"test-issuer": rs256_policy()}))
+    app = create_app(Settings(issuer_profiles_json=str(path), authorizers_json=json.dumps(
+        {"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "allow"}]}})), clock=clock)
+    path.write_text(json.dumps({"other": rs256_policy()}))
+    assert app.state.profiles.reload() is False
+    assert "AUTHORIZERS_JSON is inline JSON, which only a restart changes" in app.state.profiles.last_error
+
+
 def test_no_authorizers_configured_still_serves_inline_ones(clock):
     with TestClient(create_app(Settings(), clock=clock)) as client:
         body = decide(client, {"policy": rs256_policy(), "rules": [{"effect": "allow"}]}, bearer=token())

@@ -62,3 +62,18 @@ def test_a_file_touched_but_not_changed_is_not_reloaded(tmp_path):
     assert document.reload() is False and changes == [] and not document.changed_on_disk()
     path.write_text('{"a": 2}')
     assert document.reload() is True and changes == [{"a": 2}]
+
+
+def test_a_snapshot_that_cannot_be_written_is_removed_not_left_older(tmp_path, monkeypatch):
+    """A respawned worker then reads the file itself, rather than starting on a document its siblings left."""
+    snapshots = tmp_path / "snapshots"
+    snapshots.mkdir()
+    monkeypatch.setenv(SNAPSHOT_ENV, str(snapshots))
+    path = tmp_path / "profiles.json"
+    path.write_text('{"v": 1}')
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), lambda data, _: json.loads(data), {})
+    assert (snapshots / "ISSUER_PROFILES_JSON.json").exists()
+    (snapshots / f"ISSUER_PROFILES_JSON.json.{os.getpid()}").mkdir()  # the next write fails (as on a full disk)
+    path.write_text('{"v": 2}')
+    assert document.reload() is True and document.value == {"v": 2}
+    assert not (snapshots / "ISSUER_PROFILES_JSON.json").exists()
