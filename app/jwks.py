@@ -140,7 +140,6 @@ class KeySetCache:
         if entry is None:
             refused = None if uri in self._configured or uri in self._vouched else self._admit(uri, now)
             if refused is not None:
-                refused = f"{refused} within {self.settings.jwks_cooldown:g} s"
                 self._log_refusal(uri, urlsplit(uri).hostname or "", refused, now)
                 return KeyView(None, "jwks_uri", error=f"{refused}; retry later, or configure the key set in a "
                                                        "profile")
@@ -191,10 +190,12 @@ class KeySetCache:
         """None when a key set only requests name may be fetched now (counted); else why not."""
         self._admitted = [(at, host) for at, host in self._admitted if now - at < self.settings.jwks_cooldown]
         host = urlsplit(uri).hostname or ""
+        within = f"within {self.settings.jwks_cooldown:g} s"
         if sum(1 for _, other in self._admitted if other == host) >= MAX_REQUESTED_FETCHES_PER_HOST:
-            return f"more than {MAX_REQUESTED_FETCHES_PER_HOST} fetches of key sets named by requests on this host"
+            return (f"more than {MAX_REQUESTED_FETCHES_PER_HOST} fetches of key sets named by requests on this host "
+                    f"{within}")
         if len(self._admitted) >= MAX_REQUESTED_FETCHES:
-            return f"more than {MAX_REQUESTED_FETCHES} fetches of key sets named by requests"
+            return f"more than {MAX_REQUESTED_FETCHES} fetches of key sets named by requests {within}"
         self._admitted.append((now, host))
         return None
 
@@ -208,7 +209,6 @@ class KeySetCache:
         refused = self._admit(entry.uri, now)
         if refused is None:
             return None
-        refused = f"{refused} within {self.settings.jwks_cooldown:g} s"
         if now - entry.deferred_at >= self.settings.jwks_cooldown:
             entry.deferred_at = now
             self._log_refusal(entry.uri, None, refused, now)
@@ -255,8 +255,7 @@ class KeySetCache:
                 break
             state = current  # removed and added again by reloads while this request waited: wait for that one
         if state.jwks_uri not in self._configured:  # discovery is for issuer profiles only: configuration
-            self._configured.add(state.jwks_uri)
-            self._requested.pop(state.jwks_uri, None)
+            self._configure(state.jwks_uri)
         view = await self.view(state.jwks_uri, kid)
         return KeyView(view.keyset, "discovery", view.stale_seconds, view.error, view.fetched_at)
 
@@ -449,8 +448,7 @@ class KeySetCache:
     async def _load_moved(self, previous: str, jwks_uri: str) -> None:
         """Load the key set a re-read discovery document names instead of `previous`; FetchError (the new URI
         dropped again unless named elsewhere) when it cannot be, so the switch waits for a set that works."""
-        self.prefetch_discovered(jwks_uri)
-        entry = self._entries[jwks_uri]
+        entry = self._configure(jwks_uri)
         if entry.keyset is None:
             await self._refresh(entry)
         if entry.keyset is None:
@@ -464,16 +462,18 @@ class KeySetCache:
         """Background fetches at startup (and after a reload) so the first validations find their keys."""
         for uri in uris:
             self._named.add(uri)
-            self.prefetch_discovered(uri)
+            entry = self._configure(uri)
+            if entry.keyset is None and entry.inflight is None:
+                self._spawn(self._refresh(entry))
         for issuer in issuers:
             self._spawn(self.view_discovered(issuer, None))
 
-    def prefetch_discovered(self, uri: str) -> None:
+    def _configure(self, uri: str) -> Entry:
+        """The entry of a key set the configuration names or a profile's discovery found: never evicted, never
+        held to the budget of sets only requests name."""
         self._configured.add(uri)
         self._requested.pop(uri, None)
-        entry = self._entries.setdefault(uri, Entry(uri))
-        if entry.keyset is None and entry.inflight is None:
-            self._spawn(self._refresh(entry))
+        return self._entries.setdefault(uri, Entry(uri))
 
     def state(self, uri: str | None = None, issuer: str | None = None) -> dict[str, Any]:
         """`{key_state, fetched_at, age_seconds, kids, error}`; key_state is fresh, stale, unavailable or pending."""
