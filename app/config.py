@@ -103,14 +103,41 @@ def _members(pairs: list[tuple[str, Any]]) -> _Members:
     return members
 
 
+_BOM = b"\xef\xbb\xbf"
+_AT_BYTE = re.compile(r" \(byte (\d+)\)$")
+
+
+def _without_bom(data: bytes) -> bytes:
+    """RFC 8259 section 8.1 lets a parser ignore a UTF-8 byte order mark; editors on Windows write one."""
+    return data[len(_BOM):] if data.startswith(_BOM) else data
+
+
+def _not_json(exc: msgspec.DecodeError, data: bytes) -> str:
+    """msgspec's syntax error with its byte offset told as line and column, which an editor can go to."""
+    message = str(exc)
+    if not data.strip():
+        return "not valid JSON: the document is empty"
+    if message == "Input data was truncated":
+        return "not valid JSON: the document ends before it is complete (an unclosed string, array or object)"
+    match = _AT_BYTE.search(message)
+    if match is None:
+        return f"not valid JSON: {message}"
+    offset = min(int(match.group(1)), len(data))
+    start = data.rfind(b"\n", 0, offset) + 1
+    line = data.count(b"\n", 0, offset) + 1
+    column = len(data[start:offset].decode("utf-8", "replace")) + 1
+    return f"not valid JSON: {message[: match.start()]} (line {line}, column {column})"
+
+
 def decode_document(data: bytes, label: str) -> Any:
     """A configuration document's JSON. A member name given twice (at any depth) is refused: the last would win
     silently, so a second profile `acme` would replace the first without a word."""
+    data = _without_bom(data)
     try:
         document = msgspec.json.decode(data)
         tree = json.loads(data, object_pairs_hook=_members)
     except msgspec.DecodeError as exc:
-        raise ConfigError(label, [("$", f"not valid JSON: {exc}")]) from None
+        raise ConfigError(label, [("$", _not_json(exc, data))]) from None
     except (RecursionError, ValueError):  # msgspec accepted it: only nesting deeper than Python's stack is left
         raise ConfigError(label, [("$", "nested too deeply")]) from None
     problems: list[tuple[str, str]] = []
@@ -130,6 +157,7 @@ def decode_document(data: bytes, label: str) -> Any:
 
 def decode(data: bytes, type_: type[T], label: str, *, path_prefix: tuple[str | int, ...] = ()) -> T:
     """Decode JSON into a Struct type, turning msgspec's error into a ConfigError with the JSON path."""
+    data = _without_bom(data)
     try:
         return msgspec.json.decode(data, type=type_)
     except msgspec.ValidationError as exc:
@@ -140,7 +168,7 @@ def decode(data: bytes, type_: type[T], label: str, *, path_prefix: tuple[str | 
             path = json_path(*path_prefix) + path[1:]
         raise ConfigError(label, [(path, message[: match.start()] if match else message)]) from None
     except msgspec.DecodeError as exc:
-        raise ConfigError(label, [(json_path(*path_prefix), f"not valid JSON: {exc}")]) from None
+        raise ConfigError(label, [(json_path(*path_prefix), _not_json(exc, data))]) from None
 
 
 def convert(value: Any, type_: type[T], label: str, path: tuple[str | int, ...]) -> T:

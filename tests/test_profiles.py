@@ -187,6 +187,29 @@ def test_file_source_is_named_in_the_error(tmp_path):
     assert str(error.value).startswith(f"ISSUER_PROFILES_JSON ({path}): $.acme")
 
 
+@pytest.mark.parametrize(("text", "where"), [
+    ('{\n  "acme": {\n    "issuer": "https://a",,\n  }\n}', "(line 3, column 27)"),
+    ('{\n  "é": 1 x}', "expected ',' or '}' (line 2, column 10)"),  # columns count characters, not bytes
+    ('{"acme": {"issuer": "https://a"', "the document ends before it is complete"),
+    ("  \n", "the document is empty"),
+])
+def test_a_json_syntax_error_in_a_file_is_told_by_line_and_column(tmp_path, text, where):
+    path = tmp_path / "profiles.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        create_app(Settings(issuer_profiles_json=str(path)))
+    assert str(error.value).startswith(f"ISSUER_PROFILES_JSON ({path}): $: not valid JSON: ")
+    assert where in str(error.value)
+
+
+def test_a_file_saved_with_a_utf8_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "profiles.json"
+    document = {"hs": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": "x" * 32}}
+    path.write_text(json.dumps(document), encoding="utf-8-sig")  # what Windows editors write
+    app = create_app(Settings(issuer_profiles_json=str(path)))
+    assert list(app.state.documents[0].value.policies) == ["hs"]
+
+
 def test_python_m_app_refuses_to_start_with_a_bad_profile_file(tmp_path):
     path = tmp_path / "profiles.json"
     path.write_text('{"acme": {"issuer": "x", "audiences": ["a"], "allowed_algs": ["none"], "secret": "s"}}')
