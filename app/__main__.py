@@ -143,6 +143,9 @@ def _check(settings: "Settings") -> None:
 
 def _serve(settings: "Settings") -> int:
     from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+
+    from app.observability import stdlib_logging
 
     # A worker that dies (killed, out of memory) is replaced; one dying again within seconds of its replacement
     # stops the service (granian's crash-loop rule) rather than restarting forever. A worker that does not stop
@@ -151,6 +154,7 @@ def _serve(settings: "Settings") -> int:
     os.register_at_fork(after_in_child=lambda: _in_worker(main_pid))
     _server_class()("app.server:app_factory", factory=True, address=settings.host, port=settings.port,
             interface=Interfaces.ASGI, workers=settings.workers, loop=Loops.uvloop, log_access=False,
+            log_level=LogLevels(settings.log_level.lower()), log_dictconfig=stdlib_logging(settings.log_level),
             websockets=False, backlog=2048, respawn_failed_workers=True,
             workers_kill_timeout=WORKER_STOP_SECONDS).serve()
     return 0

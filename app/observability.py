@@ -254,13 +254,19 @@ _second: list[Any] = [0, ""]
 _access_sink: list[Any] = [None]
 
 
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
+
 def _timestamp(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    """ISO 8601 UTC with milliseconds; the formatted second is reused (structlog's TimeStamper costs 2-3x)."""
+    """ISO 8601 UTC with milliseconds; the formatted second is reused (structlog's TimeStamper costs 2-3x). And
+    the process id, which tells the workers apart (and matches granian's "worker-1 with PID ..." lines)."""
     now = time.time()
     second = int(now)
     if second != _second[0]:
         _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
     event["timestamp"] = f"{_second[1]}.{int((now - second) * 1000):03d}Z"
+    event["pid"] = _pid[0]
     return event
 
 
@@ -285,6 +291,29 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
         # Module loggers follow a later configure() (tests make several apps); the per-request logger is bound
         # once per app by `Observe`, so the hot path does not pay for that.
         logger_factory=factory, cache_logger_on_first_use=False)
+
+
+class StdlibToStructlog(logging.Handler):
+    """Standard-library log records (granian's own lines, a library's warning, asyncio's "exception never
+    retrieved") written by structlog, so stdout holds one format (`python -m app` installs it, `stdlib_logging`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name.lstrip("_")}
+            if record.exc_info:
+                fields["exception"] = logging.Formatter().formatException(record.exc_info)
+            structlog.get_logger().log(record.levelno, record.getMessage(), **fields)
+        except Exception:  # noqa: BLE001 - logging's own contract: report on stderr, never raise
+            self.handleError(record)
+
+
+def stdlib_logging(level: str) -> dict[str, Any]:
+    """A `logging.config.dictConfig` sending granian's loggers and the root logger through `StdlibToStructlog`."""
+    handler = {"structlog": {"()": f"{__name__}.StdlibToStructlog"}}
+    quiet = {"handlers": ["structlog"], "level": level, "propagate": False}
+    return {"version": 1, "disable_existing_loggers": False, "handlers": handler,
+            "loggers": {"_granian": quiet, "granian.access": quiet},
+            "root": {"handlers": ["structlog"], "level": max(logging.getLevelName(level), logging.WARNING)}}
 
 
 # ---------------------------------------------------------------------------------------------------- edge

@@ -7,6 +7,8 @@ import base64
 import hashlib
 import json
 import os
+import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -438,6 +440,16 @@ def test_logs_of_a_full_session_hold_token_ids_but_no_token_secret_or_key(sessio
         ("allow", "rule_allowed", "read"), ("deny", "default_deny", None)}
 
 
+def test_every_line_the_service_writes_is_json_with_the_pid_of_the_process_that_wrote_it(session):
+    lines = [json.loads(line) for line in session["log"].splitlines()]  # granian's own lines included
+    assert all(isinstance(line["pid"], int) and line["level"] and line["timestamp"] for line in lines)
+    spawned = {int(found.group(1)) for line in lines
+               if (found := re.fullmatch(r"Spawning worker-\d+ with PID: (\d+)", line["event"]))}
+    (main,) = {line["pid"] for line in lines if line["event"].startswith("Starting granian")}
+    assert len(spawned) == 2 and main not in spawned
+    assert {line["pid"] for line in lines if line["event"] == "request"} == spawned  # both workers served
+
+
 def test_request_ids_of_a_forked_worker_never_repeat_its_parents():
     """Workers are forked: each draws its own random half, so the counters they inherit cannot collide."""
     from app.observability import new_request_id
@@ -470,7 +482,8 @@ def _workers(pid: int) -> set[int]:
 def test_a_worker_that_dies_is_replaced_and_the_service_keeps_answering():
     import signal
 
-    service = Service({"WORKERS": "2"})
+    output = tempfile.TemporaryFile()
+    service = Service({"WORKERS": "2"}, output)
     try:
         before = _workers(service.process.pid)
         assert len(before) == 2
@@ -486,6 +499,10 @@ def test_a_worker_that_dies_is_replaced_and_the_service_keeps_answering():
             assert httpx.get(service.base + "/healthz", headers={"Connection": "close"}).status_code == 200
     finally:
         service.stop()
+    output.seek(0)
+    lines = [json.loads(line) for line in output.read().decode().splitlines()]
+    assert any(line["level"] == "error" and line["event"].startswith("Unexpected exit from worker")
+               and line["pid"] == service.process.pid for line in lines)
 
 
 @pytest.mark.parametrize("delay", [0.02, 0.1])
