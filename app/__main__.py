@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
         try:
             owned += [_metrics_directory()]
             owned += [_snapshot_directory()]
-            _check(settings)
+            settings = _check(settings)
         except ValueError as exc:  # only before serving: granian's own errors are not configuration errors
             print(f"configuration error: {exc}", file=sys.stderr)
             return 2
@@ -122,9 +122,13 @@ def _snapshot_directory() -> str | None:
         return None
 
 
-def _check(settings: "Settings") -> None:
+def _check(settings: "Settings") -> "Settings":
     """Everything that can refuse the start, before anything of a running copy is touched: the configuration
-    documents, then the address. Raises ValueError; then the metrics directory holds nothing of this process."""
+    documents, then the address. Raises ValueError; then the metrics directory holds nothing of this process.
+    Returns the settings to serve with: `PORT=0` is replaced by the free port found, which granian then logs, and
+    which every worker binds (each would otherwise bind a port of its own, with SO_REUSEPORT)."""
+    import msgspec
+
     # Until granian installs its handler (then ours), SIGHUP's default would end the process: a reload sent
     # while the service starts is ignored instead (the file poll still sees the change).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -132,13 +136,12 @@ def _check(settings: "Settings") -> None:
 
     try:
         check_config(settings)
-        problem = _cannot_listen(settings.host, settings.port)
-        if problem:
-            raise ValueError(f"HOST {settings.host}, PORT {settings.port}: {problem}")
+        port = _free_to_listen(settings.host, settings.port)
     except ValueError:
         _clear_metrics(only_this_process=True)
         raise
     _clear_metrics(only_this_process=False)
+    return msgspec.structs.replace(settings, port=port)
 
 
 def _serve(settings: "Settings") -> int:
@@ -176,20 +179,21 @@ def _in_worker(main_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _cannot_listen(host: str, port: int) -> str | None:
-    """Why the service could not listen on host:port, else None. granian's workers bind with SO_REUSEPORT, which
-    would let a second copy of the service start on a port the first holds and take half its connections (and
-    an address this machine does not have ends in a traceback): a plain bind finds both first."""
+def _free_to_listen(host: str, port: int) -> int:
+    """The port the service can listen on at host (a free one for 0), else ValueError saying why. granian's
+    workers bind with SO_REUSEPORT, which would let a second copy of the service start on a port the first holds
+    and take half its connections (and an address this machine does not have ends in a traceback): a plain
+    bind finds both first."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:  # raises too where IPv6 is disabled
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a previous run's TIME_WAIT is no obstacle
             probe.bind((host, port))
+            return int(probe.getsockname()[1])
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            return "the port is in use by another process (is the service already running?)"
-        return f"cannot listen there: {exc.strerror}"
-    return None
+        why = ("the port is in use by another process (is the service already running?)"
+               if exc.errno == errno.EADDRINUSE else f"cannot listen there: {exc.strerror}")
+        raise ValueError(f"HOST {host}, PORT {port}: {why}") from None
 
 
 def _server_class() -> Any:

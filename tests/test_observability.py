@@ -626,3 +626,32 @@ def test_workers_stop_when_the_main_process_is_killed(tmp_path):
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == []  # unsupervised, they would go on serving and hold the port against a restart
+
+
+def test_port_0_serves_every_worker_on_one_free_port_and_logs_it(tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "service.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "app"], cwd=Path(__file__).resolve().parent.parent,
+                                   env={"PATH": "/usr/bin:/bin", "PORT": "0", "WORKERS": "2"}, stdout=output,
+                                   stderr=subprocess.STDOUT)
+    try:
+        deadline, port = time.monotonic() + 30, None
+        while port is None and time.monotonic() < deadline and process.poll() is None:
+            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())
+            port = int(found.group(1)) if found else time.sleep(0.1)
+        assert port, log.read_text()
+        served: set[int] = set()
+        while len(served) < 2 and time.monotonic() < deadline:  # new connections land on either worker
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"Connection": "close"})
+            except httpx.TransportError:  # a worker still starting
+                time.sleep(0.1)
+            written = log.read_text().split("\n")[:-1]  # whole lines only
+            served = {line["pid"] for line in map(json.loads, written) if line["event"] == "request"}
+        assert len(served) == 2  # each worker would otherwise have bound a port of its own
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
