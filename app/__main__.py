@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 WORKER_STOP_SECONDS = 20
 PR_SET_PDEATHSIG = 1  # prctl(2), Linux
+WORKING_PREFIXES = ("jwt-decision-metrics-", "jwt-decision-config-")  # the working directories a run makes
+OWNER_FILE = ".owner"  # in each: "<pid> <start time>" of the run that made it
 USAGE = """usage: python -m app [serve | openapi | --help]
 
   serve     start the service (default) on HOST:PORT with WORKERS processes (granian, ASGI, uvloop)
@@ -55,8 +57,11 @@ def main(argv: list[str]) -> int:
     owned: list[str | None] = []  # the working directories this run made (removed on exit)
     try:
         try:
+            _remove_stale_directories()
             owned += [_metrics_directory()]
             owned += [_snapshot_directory()]
+            for directory in owned:
+                _mark_owner(directory)
             settings = _check(settings)
         except ValueError as exc:  # only before serving: granian's own errors are not configuration errors
             print(f"configuration error: {exc}", file=sys.stderr)
@@ -68,6 +73,52 @@ def main(argv: list[str]) -> int:
                 shutil.rmtree(directory, ignore_errors=True)
 
 
+def _process_started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22), None if there is none: with
+    the pid, it names one process even after the pid is reused (in a container the service is always PID 1)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _mark_owner(directory: str | None) -> None:
+    """Name this process in a working directory it made, so that a later run can tell it was left behind."""
+    if directory is None:
+        return
+    try:
+        with open(os.path.join(directory, OWNER_FILE), "w") as handle:
+            handle.write(f"{os.getpid()} {_process_started(os.getpid())}")
+    except OSError:  # then it is left to the operator if this run is killed outright
+        pass
+
+
+def _remove_stale_directories() -> None:
+    """A run killed outright (kill -9, the OOM killer) cannot remove its working directories; the snapshots hold
+    the profiles' secrets. Remove those of this user whose owning process is gone, in the temporary directory and
+    the operator's JWT_DECISION_SNAPSHOT_DIR. A directory naming no owner (being made, or not one of ours) stays."""
+    from app.config import SNAPSHOT_ENV
+
+    if _process_started(os.getpid()) is None:  # no /proc: whether an owner lives cannot be told
+        return
+    parents = {tempfile.gettempdir(), os.environ.get(SNAPSHOT_ENV) or tempfile.gettempdir()}
+    for parent in parents:
+        try:
+            entries = [entry for entry in os.scandir(parent) if entry.name.startswith(WORKING_PREFIXES)
+                       and entry.is_dir(follow_symlinks=False) and entry.stat().st_uid == os.getuid()]
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                with open(os.path.join(entry.path, OWNER_FILE)) as handle:
+                    pid, started = handle.read().split()
+                if _process_started(int(pid)) != started:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            except (OSError, ValueError):
+                continue
+
+
 def _metrics_directory() -> str | None:
     """Point PROMETHEUS_MULTIPROC_DIR at a directory before prometheus_client is first imported: every worker
     (forked by granian) writes its counts there and a scrape of any worker sums them. An operator's own
@@ -76,7 +127,7 @@ def _metrics_directory() -> str | None:
     directory = os.environ.get(MULTIPROC_ENV)
     if not directory:
         try:
-            directory = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="jwt-decision-metrics-")
+            directory = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix=WORKING_PREFIXES[0])
         except OSError as exc:
             raise ValueError(f"cannot create a temporary metrics directory ({exc.strerror}): set {MULTIPROC_ENV} "
                              "to a writable directory") from None
@@ -110,7 +161,7 @@ def _snapshot_directory() -> str | None:
 
     parent = os.environ.get(SNAPSHOT_ENV) or None
     try:
-        directory = os.environ[SNAPSHOT_ENV] = tempfile.mkdtemp(prefix="jwt-decision-config-", dir=parent)
+        directory = os.environ[SNAPSHOT_ENV] = tempfile.mkdtemp(prefix=WORKING_PREFIXES[1], dir=parent)
         return directory
     except OSError as exc:
         if parent is not None:  # the operator asked for it: a typo must not go unnoticed

@@ -655,3 +655,40 @@ def test_port_0_serves_every_worker_on_one_free_port_and_logs_it(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_run_removes_the_working_directories_a_killed_run_left_behind(tmp_path):
+    """A main process killed outright leaves its metrics and snapshot directories (the snapshots hold the
+    profiles' secrets); the next run removes those whose owner is gone, and nothing else."""
+    import signal
+    import subprocess
+
+    killed = Service({"TMPDIR": str(tmp_path)})
+    left = sorted(item.name for item in tmp_path.iterdir())
+    assert [name.rsplit("-", 1)[0] for name in left] == ["jwt-decision-config", "jwt-decision-metrics"]
+    workers = _workers(killed.process.pid)
+    os.kill(killed.process.pid, signal.SIGKILL)
+    killed.process.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in workers):
+        time.sleep(0.05)  # they follow the main process
+    sleeper = subprocess.Popen(["sleep", "60"])  # a live owner: another copy still running
+    (tmp_path / "jwt-decision-config-running").mkdir()
+    (tmp_path / "jwt-decision-config-running" / ".owner").write_text(
+        f"{sleeper.pid} {(Path(f'/proc/{sleeper.pid}/stat').read_text().rsplit(')', 1)[1].split()[19])}")
+    (tmp_path / "jwt-decision-config-unowned").mkdir()  # not named by a run: not ours to judge
+    (tmp_path / "jwt-decision-metrics-reused").mkdir()  # its pid lives, but it is another process now
+    (tmp_path / "jwt-decision-metrics-reused" / ".owner").write_text(f"{sleeper.pid} 1")
+    try:
+        after = Service({"TMPDIR": str(tmp_path)})
+        try:
+            kept = {item.name for item in tmp_path.iterdir()}
+        finally:
+            after.stop()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not kept & set(left) and not kept & {"jwt-decision-metrics-reused"}
+    assert {"jwt-decision-config-running", "jwt-decision-config-unowned"} < kept and len(kept) == 4
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["jwt-decision-config-running",
+                                                                 "jwt-decision-config-unowned"]
