@@ -183,7 +183,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "LOG_LEVEL": ("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "DEBUG/INFO/WARNING/ERROR"),
     "LOG_FORMAT": ("log_format", _choice("json", "console"), "json (default) or console"),
     "HOST": ("host", _host, "listen address (default 127.0.0.1)"),
-    "PORT": ("port", _int(0, 65535), "listen port (default 8000)"),
+    "PORT": ("port", _int(0, 65535), "listen port (default 8000; 0 picks a free one, logged in granian's "
+             "`Listening at` line and shared by every worker)"),
     "WORKERS": ("workers", _int(1, 64), "worker processes (default 1)"),
     "JWKS_CONNECT_TIMEOUT": ("jwks_connect_timeout", _float(0.05, 60), "key-set connect timeout, s (default 2)"),
     "JWKS_TOTAL_TIMEOUT": ("jwks_total_timeout", _float(0.05, 120), "key-set fetch timeout, s (default 5)"),
