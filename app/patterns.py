@@ -58,10 +58,27 @@ def found(compiled: Any, text: str) -> bool:
     return bool(compiled._regexp.Match(_UNANCHORED, encoded, 0, len(encoded))[0] != _NO_MATCH)
 
 
+class _Anything(tuple):  # type: ignore[type-arg]
+    """The value of a variable a deny rule could not resolve (`ANYTHING`): it stands for any non-empty text, so a
+    condition using it holds when some value would make it hold. Equal to itself only (not to `()`)."""
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+ANYTHING: Value = _Anything()
+_ANY_TEXT = "(?s:.+)"
+
+
 def escape(value: Value) -> str:
     """A variable's value as a literal: a string escaped, an array an alternation of escaped elements."""
     if isinstance(value, str):
         return re2.escape(value)
+    if value is ANYTHING:
+        return _ANY_TEXT
     return "(?:" + "|".join(re2.escape(item) for item in value) + ")"
 
 
@@ -242,7 +259,9 @@ def _exact(pieces: tuple[str, ...], variables: dict[str, Value], text: str) -> b
         if end < len(before) or not text.startswith(before) or not text.endswith(after):
             return False
         value, middle = variables[name], text[len(before):end]
-        return middle == value if isinstance(value, str) else middle in value
+        if isinstance(value, str):
+            return middle == value
+        return None if value is ANYTHING else middle in value
     whole = _joined(pieces, variables)
     return None if whole is None else text == whole
 

@@ -17,8 +17,8 @@ import msgspec
 
 from app.checks.claims import granted_scopes
 from app.paths import percent_encode_non_ascii
-from app.patterns import (MISSING, Pattern, PatternError, Value, json_text, resolve_pointer, scope_words, splits_words,
-                          texts)
+from app.patterns import (ANYTHING, MISSING, Pattern, PatternError, Value, json_text, resolve_pointer, scope_words,
+                          splits_words, texts)
 from app.ruleset import ClaimValues, Condition, Effect, Rule, RuleDoc, Variable, compile_rules
 
 __all__ = ["Facts", "Verdict", "RuleResult", "RuleSet", "evaluate", "match_rule", "combine", "load_rules"]
@@ -141,7 +141,7 @@ def uses(condition: Condition | Pattern | None) -> frozenset[str]:
     return uses(condition.name) | uses(condition.value)
 
 
-_FAILS_CLOSED = "fails closed: a deny rule holds on what it cannot evaluate"
+_FAILS_CLOSED = "fails closed: in a deny rule it stands for any value"
 
 
 def _ambiguous(pairs: list[tuple[str, list[str]]]) -> str | None:
@@ -217,11 +217,19 @@ def _claim_values(entry: ClaimValues, facts: Facts, explain: bool) -> tuple[bool
 
 def _unevaluated(rule: Rule, field: str, pattern: Pattern | None, why: str, explain: bool
                  ) -> tuple[bool, dict[str, Any] | None]:
-    """A condition of a deny rule that cannot be evaluated (a variable it uses is unresolved, or its substituted
-    pattern cannot be built): it holds, so that the deny is not skipped at the client's choosing."""
+    """A condition of a deny rule that cannot be evaluated (a `must_absent` condition using an unresolved variable,
+    or a substituted pattern RE2 cannot build): it holds, so that the deny is not skipped at the client's choosing."""
     assert rule.effect == "deny"
     return True, ({"field": field, "held": True, "pattern": pattern.text if pattern is not None else None,
                    "unresolved": f"{why}: {_FAILS_CLOSED}"} if explain else None)
+
+
+def _noted(outcome: tuple[bool, dict[str, Any] | None], missing: frozenset[str]) -> tuple[bool, dict[str, Any] | None]:
+    """A condition evaluated with unresolved variables standing for any value: the trace says so."""
+    held, detail = outcome
+    if detail is not None and missing:
+        detail["unresolved"] = f"variable {', '.join(sorted(missing))} unresolved: {_FAILS_CLOSED}"
+    return held, detail
 
 
 def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict[str, Value] | None,
@@ -229,8 +237,10 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
     """Every non-scope condition of a rule, lazily (`display` set: explain). The set lookups (methods, `claims`
     values) come before the patterns, so that most rules that do not match exit without running RE2.
 
-    `unresolved` (deny rules only): variables that could not be resolved; a condition using one holds. A pattern
-    RE2 cannot build once substituted raises PatternError in an allow rule and holds in a deny rule."""
+    `unresolved` (deny rules only): variables that could not be resolved, `ANYTHING` in `variables`. A condition
+    using one holds when some value would make it hold: a `must_exist` pattern is searched with any text in the
+    variable's place (`^/orgs/{{org}}/billing$` still only on such paths), and a `must_absent` one holds. A
+    pattern RE2 cannot build once substituted raises PatternError in an allow rule and holds in a deny rule."""
     explain = display is not None
     deny = rule.effect == "deny"
     if rule.methods is not None:
@@ -241,7 +251,7 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
         yield _claim_values(entry, facts, explain)
     if rule.path is not None:
         missing = uses(rule.path) & unresolved
-        if missing:
+        if missing and not rule.path_exists:
             yield _unevaluated(rule, "path", rule.path, f"variable {', '.join(sorted(missing))} unresolved", explain)
         else:
             try:
@@ -252,17 +262,17 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
                 yield _unevaluated(rule, "path", rule.path, f"pattern with variables could not be compiled: {exc}",
                                    explain)
             else:
-                yield held, ({"field": "path", "held": held, "pattern": rule.path.shown(display),
-                              "actual": facts.path, "presence": "must_exist" if rule.path_exists else "must_absent"}
-                             if display is not None else None)
+                yield _noted((held, {"field": "path", "held": held, "pattern": rule.path.shown(display),
+                                     "actual": facts.path, "presence": "must_exist" if rule.path_exists
+                                     else "must_absent"} if display is not None else None), missing)
     for condition in (*rule.headers, *rule.query, *rule.token):
         missing = uses(condition) & unresolved
-        if missing:
+        if missing and not condition.exists:
             yield _unevaluated(rule, condition.field, condition.value or condition.name,
                                f"variable {', '.join(sorted(missing))} unresolved", explain)
             continue
         try:
-            outcome = _condition(condition, facts, variables, display, rule.effect)
+            outcome = _noted(_condition(condition, facts, variables, display, rule.effect), missing)
         except PatternError as exc:
             if not deny:
                 raise
@@ -286,15 +296,16 @@ def match_rule(rule: Rule, facts: Facts, explain: bool = False) -> RuleResult:
                 # request: there is no token to hold it against, and allowing anonymous access takes a rule.
                 result.unresolved = reasons[-1]
                 return result
-            unresolved.add(variable.name)  # fail closed: a deny rule's conditions using it hold
+            unresolved.add(variable.name)  # fail closed: in a deny rule it stands for any value
             continue
         result.variables[variable.name] = value
     if reasons:
         result.unresolved = "; ".join(reasons) + f" ({_FAILS_CLOSED})"
-    display = _display(rule, facts, result.variables) if explain else None
+    anything = dict.fromkeys(unresolved, ANYTHING)
+    display = {**_display(rule, facts, result.variables), **anything} if explain else None
     held_all = True
     try:
-        for held, detail in _checks(rule, facts, result.variables, display, frozenset(unresolved)):
+        for held, detail in _checks(rule, facts, {**result.variables, **anything}, display, frozenset(unresolved)):
             if result.conditions is not None and detail is not None:
                 result.conditions.append(detail)
             if not held:
@@ -402,7 +413,8 @@ def in_path(variables: dict[str, Value]) -> dict[str, Value]:
     if all(value.isascii() and "%" not in value if isinstance(value, str)
            else all(item.isascii() and "%" not in item for item in value) for value in variables.values()):
         return variables
-    return {name: _spelled_in_path(value) if isinstance(value, str) else tuple(map(_spelled_in_path, value))
+    return {name: _spelled_in_path(value) if isinstance(value, str)
+            else value if value is ANYTHING else tuple(map(_spelled_in_path, value))
             for name, value in variables.items()}
 
 
@@ -525,13 +537,13 @@ def _scoped(rule: Rule, facts: Facts, variables: dict[str, Value], unresolved: s
 
 def _deny_matcher(rule: Rule, getters: tuple[tuple[str, Callable[[Facts], Value | None]], ...],
                   checks: tuple[Check, ...]) -> Matcher:
-    """A deny rule with variables, failing closed as `match_rule` does: a condition that uses an unresolved
-    variable, or whose substituted pattern RE2 cannot build, holds (otherwise a client could skip the deny by
-    sending a header twice, or a value too long to substitute)."""
-    used = (*(frozenset() for _ in rule.claims),  # `claims` entries compare exact values: no variable
-            *((uses(rule.path),) if rule.path is not None else ()),
-            *(uses(item) for item in rule.conditions))
-    paired = tuple(zip(checks, used))
+    """A deny rule with variables, failing closed as `match_rule` does: an unresolved variable stands for any
+    value (a `must_absent` condition using it holds), and a condition whose substituted pattern RE2 cannot build
+    holds (otherwise a client could skip the deny by sending a header twice, or a value too long to substitute)."""
+    used = (*((frozenset(), True) for _ in rule.claims),  # `claims` entries compare exact values: no variable
+            *(((uses(rule.path), rule.path_exists),) if rule.path is not None else ()),
+            *((uses(item), item.exists) for item in rule.conditions))
+    paired = tuple((check, names, exists) for check, (names, exists) in zip(checks, used))
     from_claims = frozenset(variable.name for variable in rule.variables if variable.source == "jwtClaim")
 
     def match(facts: Facts) -> RuleResult | None:
@@ -545,11 +557,12 @@ def _deny_matcher(rule: Rule, getters: tuple[tuple[str, Callable[[Facts], Value 
                 unresolved.add(name)
             else:
                 variables[name] = value
-        for check, names in paired:
-            if unresolved and not unresolved.isdisjoint(names):
+        matching = {**variables, **dict.fromkeys(unresolved, ANYTHING)} if unresolved else variables
+        for check, names, exists in paired:
+            if unresolved and not exists and not unresolved.isdisjoint(names):
                 continue  # holds: fails closed
             try:
-                if not check(facts, variables):
+                if not check(facts, matching):
                     return None
             except PatternError:
                 continue  # holds: fails closed
