@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import re2
 
 MAX_JSON_DEPTH = 64
+# Objects and arrays in a header or payload: far above any issuer's tokens (a Keycloak token listing 500 clients'
+# roles holds ~1,000), low enough that decoding them costs about what validating a large valid token does.
+MAX_JSON_CONTAINERS = 1024
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _DECODE = msgspec.json.decode
@@ -91,18 +95,41 @@ def b64url_decode(segment: str, name: str) -> bytes:
     return binascii.a2b_base64(segment.encode("ascii").translate(_TO_STANDARD) + _PADDING[remainder])
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of decoded JSON, iteratively (the value already decoded, so it is bounded)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in node.values())
-        elif isinstance(node, list):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in node)
-    return deepest
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def _nested_at_most(depth: int) -> Any:
+    """RE2 for bracket sequences well nested at most `depth` deep: a regular language (one state per level), so
+    RE2 decides it in one linear pass."""
+    pattern = ""
+    for _ in range(depth):
+        pattern = r"(?:\[" + pattern + r"\])*"
+    return re2.compile(pattern.encode())
+
+
+_WITHIN_DEPTH = _nested_at_most(MAX_JSON_DEPTH)
+
+
+def _shape_problem(data: bytes, name: str) -> MalformedToken | None:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH or holding more than MAX_JSON_CONTAINERS objects and arrays,
+    read from its bytes before it is decoded (validation.md: a hostile token costs no more than a valid one).
+    Decoding costs a Python object per container (and the garbage collector's visits to them): a forged 16 KB
+    token of 5,400 nested arrays cost 10-25x a valid one, in a walk of the decoded value and in its decoding.
+    Strings removed, the brackets left are the nesting; brackets that do not even balance are left to the
+    decoder, which says the text is not JSON."""
+    skeleton = _JSON_STRING.sub(b"", data).translate(_SQUARE, _NOT_BRACKETS)
+    opened = skeleton.count(b"[")
+    if opened * 2 != len(skeleton):
+        return None
+    if _WITHIN_DEPTH.fullmatch(skeleton) is None:
+        return MalformedToken(f"the {name} is nested deeper than {MAX_JSON_DEPTH} levels",
+                              {"segment": name, "max_depth": MAX_JSON_DEPTH})
+    if opened > MAX_JSON_CONTAINERS:
+        return MalformedToken(f"the {name} holds more than {MAX_JSON_CONTAINERS} objects and arrays",
+                              {"segment": name, "containers": opened, "max_containers": MAX_JSON_CONTAINERS})
+    return None
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -123,6 +150,10 @@ def decode_json_object(data: bytes, name: str) -> dict[str, Any]:
     reject JWSs with duplicate Header Parameter names or use a JSON parser that returns only the lexically last
     duplicate member name". We reject.
     """
+    if data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH:  # else neither limit can be reached
+        problem = _shape_problem(data, name)
+        if problem is not None:
+            raise problem
     try:
         value = _DECODE(data)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError, ValueError) as exc:
@@ -133,11 +164,7 @@ def decode_json_object(data: bytes, name: str) -> dict[str, Any]:
             f"the {name} is JSON but not an object", {"segment": name, "json_type": type(value).__name__}
         )
     # Fast path: a byte-identical re-encoding proves there were no duplicate names (a duplicate would have been
-    # dropped from the dict, so the re-encoding would be shorter). Few brackets prove the depth is small.
-    if data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
-        raise MalformedToken(
-            f"the {name} is nested deeper than {MAX_JSON_DEPTH} levels", {"segment": name, "max_depth": MAX_JSON_DEPTH}
-        )
+    # dropped from the dict, so the re-encoding would be shorter).
     if _ENCODE(value) != data:
         try:
             json.loads(data, object_pairs_hook=_no_duplicates)
@@ -162,11 +189,13 @@ _HEADERS_MAX = 256
 
 def _json_object_fast(data: bytes) -> dict[str, Any] | None:
     """`decode_json_object` for the common case, or None for anything it might refuse (it then explains)."""
+    if data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH and _shape_problem(data, "") is not None:
+        return None  # not decoded: the explaining path refuses it undecoded
     try:
         value = _DECODE(data)
     except Exception:  # noqa: BLE001 - any doubt goes to the explaining path, which catches precisely
         return None
-    if type(value) is not dict or data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH or _ENCODE(value) != data:
+    if type(value) is not dict or _ENCODE(value) != data:
         return None
     return value
 

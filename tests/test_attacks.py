@@ -380,6 +380,44 @@ def test_nesting_limit_is_64_levels(client, levels, malformed):
     assert response.json()["valid"] is not malformed
 
 
+def test_brackets_inside_strings_are_neither_nesting_nor_containers(client):
+    payload = json.dumps({**claims(), "note": "[{" * 2000, "deep": [[[["]]]]"]]]]}).encode()
+    response = client.post(URL, json={"token": signed_raw(b'{"alg":"RS256","kid":"rs256-1"}', payload),
+                                      "policy": rs256_policy()})
+    assert response.json()["valid"] is True
+
+
+@pytest.mark.parametrize("count, malformed", [(1024, False), (1025, True)])
+def test_more_than_1024_objects_and_arrays_is_malformed(client, count, malformed):
+    many = json.dumps({**claims(), "roles": [["r"]] * (count - 2)}).encode()  # the payload and its array: 2 more
+    response = client.post(URL, json={"token": signed_raw(b'{"alg":"RS256","kid":"rs256-1"}', many),
+                                      "policy": rs256_policy()})
+    assert response.json()["valid"] is not malformed
+    if malformed:
+        finding = assert_malformed(response.json())
+        assert finding["evidence"] == {"segment": "payload", "containers": count, "max_containers": 1024}
+
+
+def test_a_payload_too_deep_or_too_full_is_refused_without_decoding_it(client, monkeypatch):
+    """Decoding costs a Python object per container: a forged token of thousands of nested arrays cost 10-25x a
+    valid one. Such a payload is refused from its bytes, and a clean one is decoded once."""
+    import app.token
+
+    decoded: list[bytes] = []
+    real = app.token._DECODE
+    monkeypatch.setattr(app.token, "_DECODE", lambda data: decoded.append(data) or real(data))
+    header = b'{"alg":"RS256","kid":"rs256-1"}'
+    for payload in (b'{"p":[' + b",".join([b"[" * 60 + b"]" * 60] * 90) + b"]}",
+                    b'{"p":[' + b",".join([b"[[]]"] * 2000) + b"]}"):
+        decoded.clear()
+        assert_malformed(verdict(client, signed_raw(header, payload)))
+        assert payload not in decoded
+    decoded.clear()
+    clean = json.dumps({**claims(), "groups": [[str(index)] for index in range(100)]}, separators=(",", ":")).encode()
+    assert client.post(URL, json={"token": signed_raw(header, clean), "policy": rs256_policy()}).json()["valid"]
+    assert decoded.count(clean) == 1
+
+
 @pytest.mark.parametrize("prefix", ["Bearer ", "bearer ", "BEARER "])
 def test_bearer_prefix_left_in_is_malformed_with_a_remediation(client, prefix):
     finding = assert_malformed(verdict(client, prefix + rs256_token()))
