@@ -179,10 +179,13 @@ def test_oversized_body_is_413_problem_json(client):
     assert problem["code"] == "BODY_TOO_LARGE"
 
 
-def test_unknown_profile_is_404_listing_known_ids(client):
-    problem = _problem(client.post(URL, json={"token": "x", "issuer_profile_id": "nope"}), 404)
+@pytest.mark.parametrize("profile_id", ["nope", "acme/prod", "", "-acme"])
+def test_unknown_profile_is_404_listing_known_ids(client, profile_id):
+    """Even an id no profile could have (validation.md: an unknown id is 404 with the known ids, not a 422)."""
+    problem = _problem(client.post(URL, json={"token": "x", "issuer_profile_id": profile_id}), 404)
     assert problem["code"] == "ISSUER_PROFILE_NOT_FOUND"
     assert isinstance(problem["known"], list)
+    assert (repr(profile_id) in problem["detail"]) is (profile_id == "nope")  # what no id is, is not echoed
 
 
 def test_unknown_route_and_wrong_method_are_problem_json(client):

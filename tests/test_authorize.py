@@ -559,8 +559,9 @@ def test_forward_auth_unknown_authorizer_is_404_problem(client):
 
 # Request errors
 
-def test_unknown_authorizer_id_is_404_with_known_ids(client):
-    response = client.post(URL, json={"authorizer": "nope", "request": {"method": "GET", "path": "/"}})
+@pytest.mark.parametrize("authorizer_id", ["nope", "bad id!"])
+def test_unknown_authorizer_id_is_404_with_known_ids(client, authorizer_id):
+    response = client.post(URL, json={"authorizer": authorizer_id, "request": {"method": "GET", "path": "/"}})
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
@@ -575,11 +576,11 @@ def test_unknown_authorizer_id_is_404_with_known_ids(client):
     ({"authorizer": "orgs", "request": {"method": "GET", "path": "/", "headers": {"a": 1}}},
      ["body", "request", "headers"]),
     ({"authorizer": "orgs", "request": {"method": "GET", "path": "/"}, "extra": 1}, ["body"]),
-    ({"authorizer": "bad id!", "request": {"method": "GET", "path": "/"}}, ["body", "authorizer"]),
+    ({"authorizer": "x" * 129, "request": {"method": "GET", "path": "/"}}, ["body", "authorizer"]),
     ({"authorizer": {"policy": rs256_policy(), "rules": [{"effect": "maybe"}]},
       "request": {"method": "GET", "path": "/"}},
      ["body", "authorizer", "rules", 0, "effect"]),
-], ids=["no-request", "no-path", "method-type", "header-type", "unknown-field", "bad-id", "bad-effect"])
+], ids=["no-request", "no-path", "method-type", "header-type", "unknown-field", "id-too-long", "bad-effect"])
 def test_malformed_requests_are_422_problems(client, body, loc):
     response = client.post(URL, json=body)
     assert response.status_code == 422, response.text
