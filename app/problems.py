@@ -94,9 +94,19 @@ def _validation_type(message: str) -> str:
     return "value_error"
 
 
+# msgspec names a missing or unknown field in its message, at the object's path: FastAPI's `loc` ends with it.
+_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]*)`$")
+
+
+def _field_loc(key: str | None, message: str) -> list[str | int]:
+    named = _FIELD.match(message)
+    return _loc(key) + [named.group(1)] if named else _loc(key)
+
+
 def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     items = exc.extra if isinstance(exc.extra, list) else []
-    errors = [ErrorItem(_loc(item.get("key")), str(item.get("message")), _validation_type(str(item.get("message"))))
+    errors = [ErrorItem(_field_loc(item.get("key"), str(item.get("message"))), str(item.get("message")),
+                        _validation_type(str(item.get("message"))))
               if item.get("message") != "'data'" else
               # Litestar's KeyError for the `data` it could not build from an empty body
               ErrorItem(["body"], "the body is empty; a JSON object is expected", "missing")

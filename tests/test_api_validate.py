@@ -118,10 +118,10 @@ def _problem(response, status):
     ({"token": "x", "policy": rs256_policy(public_key="-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----")},
      ["body", "policy", "public_key"]),
     ({"token": "x", "policy": rs256_policy(secret="s" * 40)}, ["body", "policy"]),
-    ({"token": "x", "policy": rs256_policy(unknown=1)}, ["body", "policy"]),
+    ({"token": "x", "policy": rs256_policy(unknown=1)}, ["body", "policy", "unknown"]),  # FastAPI's loc
     ({"token": "x", "policy": rs256_policy(), "issuer_profile_id": "p"}, ["body"]),
     ({"token": "x"}, ["body"]),
-    ({"policy": rs256_policy()}, ["body"]),
+    ({"policy": rs256_policy()}, ["body", "token"]),
     ({"token": "x", "policy": rs256_policy(jwks_uri="https://keys.example.com/jwks.json", public_key=None)},
      ["body", "policy", "jwks_uri"]),
     ({"token": "x", "policy": rs256_policy(public_key=None, jwks={"keys": [{**key_for("RS256").jwk, "alg": "RS384"}]})},
