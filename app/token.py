@@ -95,7 +95,9 @@ def b64url_decode(segment: str, name: str) -> bytes:
     return binascii.a2b_base64(segment.encode("ascii").translate(_TO_STANDARD) + _PADDING[remainder])
 
 
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# A string, or an unclosed one to the end of the text: requiring the closing quote made every `"` of an unclosed
+# run rescan the rest of it (quadratic: 1.4 s for a forged 16 KB token; found by a review).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _SQUARE = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 
