@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import errno
 import os
 import shutil
@@ -21,7 +22,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 WORKER_STOP_SECONDS = 20
 PR_SET_PDEATHSIG = 1  # prctl(2), Linux
 WORKING_PREFIXES = ("jwt-decision-metrics-", "jwt-decision-config-")  # the working directories a run makes
-OWNER_FILE = ".owner"  # in each: "<pid> <start time>" of the run that made it
+OWNER_FILE = ".owner"  # in each, locked by the run that made it for as long as it lives
 USAGE = """usage: python -m app [serve | openapi | --help]
 
   serve     start the service (default) on HOST:PORT with WORKERS processes (granian, ASGI, uvloop)
@@ -73,35 +74,34 @@ def main(argv: list[str]) -> int:
                 shutil.rmtree(directory, ignore_errors=True)
 
 
-def _process_started(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22), None if there is none: with
-    the pid, it names one process even after the pid is reused (in a container the service is always PID 1)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+_held: list[int] = []  # the open, locked owner files of this run's working directories (held until exit)
 
 
 def _mark_owner(directory: str | None) -> None:
-    """Name this process in a working directory it made, so that a later run can tell it was left behind."""
+    """Hold a lock on an owner file in a working directory this run made, for as long as the run lives: a later
+    run removes the directory only if it can take that lock. A lock, not a pid, because a pid names a process
+    only in its own PID namespace (a copy in a container is PID 1 there, and unknown here) and on its own host
+    (a shared volume). The file is locked before it gets its name, so no run ever sees it unlocked."""
     if directory is None:
         return
+    path = os.path.join(directory, OWNER_FILE)
     try:
-        with open(os.path.join(directory, OWNER_FILE), "w") as handle:
-            handle.write(f"{os.getpid()} {_process_started(os.getpid())}")
+        handle = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(handle, f"{os.getpid()}\n".encode())  # for people: which process made it
+        os.rename(path + ".new", path)
+        _held.append(handle)
     except OSError:  # then it is left to the operator if this run is killed outright
         pass
 
 
 def _remove_stale_directories() -> None:
     """A run killed outright (kill -9, the OOM killer) cannot remove its working directories; the snapshots hold
-    the profiles' secrets. Remove those of this user whose owning process is gone, in the temporary directory and
-    the operator's JWT_DECISION_SNAPSHOT_DIR. A directory naming no owner (being made, or not one of ours) stays."""
+    the profiles' secrets. Remove those of this user whose owner file is no longer locked, in the temporary
+    directory and the operator's JWT_DECISION_SNAPSHOT_DIR. A directory without an owner file (being made, or not
+    one of ours) stays, and so does one whose run still lives, in any PID namespace."""
     from app.config import SNAPSHOT_ENV
 
-    if _process_started(os.getpid()) is None:  # no /proc: whether an owner lives cannot be told
-        return
     parents = {tempfile.gettempdir(), os.environ.get(SNAPSHOT_ENV) or tempfile.gettempdir()}
     for parent in parents:
         try:
@@ -111,12 +111,16 @@ def _remove_stale_directories() -> None:
             continue
         for entry in entries:
             try:
-                with open(os.path.join(entry.path, OWNER_FILE)) as handle:
-                    pid, started = handle.read().split()
-                if _process_started(int(pid)) != started:
-                    shutil.rmtree(entry.path, ignore_errors=True)
-            except (OSError, ValueError):
+                handle = os.open(os.path.join(entry.path, OWNER_FILE), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
                 continue
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(entry.path, ignore_errors=True)  # its run is gone: nobody else holds the lock
+            except OSError:  # locked: its run lives
+                pass
+            finally:
+                os.close(handle)
 
 
 def _metrics_directory() -> str | None:

@@ -659,9 +659,10 @@ def test_port_0_serves_every_worker_on_one_free_port_and_logs_it(tmp_path):
 
 def test_a_run_removes_the_working_directories_a_killed_run_left_behind(tmp_path):
     """A main process killed outright leaves its metrics and snapshot directories (the snapshots hold the
-    profiles' secrets); the next run removes those whose owner is gone, and nothing else."""
+    profiles' secrets); the next run removes those whose run no longer holds the lock on their owner file, and
+    nothing else: not a directory of a run still alive (whatever its PID namespace), nor one without an owner."""
+    import fcntl
     import signal
-    import subprocess
 
     killed = Service({"TMPDIR": str(tmp_path)})
     left = sorted(item.name for item in tmp_path.iterdir())
@@ -671,24 +672,19 @@ def test_a_run_removes_the_working_directories_a_killed_run_left_behind(tmp_path
     killed.process.wait()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in workers):
-        time.sleep(0.05)  # they follow the main process
-    sleeper = subprocess.Popen(["sleep", "60"])  # a live owner: another copy still running
-    (tmp_path / "jwt-decision-config-running").mkdir()
-    (tmp_path / "jwt-decision-config-running" / ".owner").write_text(
-        f"{sleeper.pid} {(Path(f'/proc/{sleeper.pid}/stat').read_text().rsplit(')', 1)[1].split()[19])}")
+        time.sleep(0.05)  # they follow the main process, and with them the lock
+    running = tmp_path / "jwt-decision-config-running"  # another copy's, alive: it holds its lock
+    running.mkdir()
+    (running / ".owner").write_text("1 1\n")  # its pid and start time, in a namespace of its own: no process here
     (tmp_path / "jwt-decision-config-unowned").mkdir()  # not named by a run: not ours to judge
-    (tmp_path / "jwt-decision-metrics-reused").mkdir()  # its pid lives, but it is another process now
-    (tmp_path / "jwt-decision-metrics-reused" / ".owner").write_text(f"{sleeper.pid} 1")
-    try:
+    with open(running / ".owner") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         after = Service({"TMPDIR": str(tmp_path)})
         try:
             kept = {item.name for item in tmp_path.iterdir()}
         finally:
             after.stop()
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    assert not kept & set(left) and not kept & {"jwt-decision-metrics-reused"}
+    assert not kept & set(left)
     assert {"jwt-decision-config-running", "jwt-decision-config-unowned"} < kept and len(kept) == 4
     assert sorted(item.name for item in tmp_path.iterdir()) == ["jwt-decision-config-running",
                                                                  "jwt-decision-config-unowned"]
