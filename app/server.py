@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging.config
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ from app.jwks import KeySetCache
 from app.keys import KeySet
 from app.observability import (ApiKeys, Observe, configure_logging, declare_rate_limited, flush_metrics,
                                flush_metrics_periodically, observe_validation, record_cache_lookup,
-                               record_key_set_fetch)
+                               record_key_set_fetch, stdlib_logging)
 from app.presets import load_presets
 from app.problems import EXCEPTION_HANDLERS
 from app.ratelimit import Budgets
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
                                      path="/_schema", render_plugins=[JsonRenderPlugin(path="/litestar.json")],
                                      description=openapi.DESCRIPTION, use_handler_docstrings=False),
         debug=False,
+        logging_config=None,  # Litestar's would replace the root logger's handler with plain text on stderr
     )
     # Outside routing and exception handling, so every answer (404, 413 and 401 included) is counted and logged;
     # inside that, the hot routes' common case without Litestar's request and response handling.
@@ -179,6 +181,8 @@ def app_factory() -> Litestar:
     collector's sight: a full collection walked all of it, a pause of tens of milliseconds in the middle of
     serving (measured: p99 of cached validations 15-21 ms against 17-31 ms without, in alternated runs)."""
     app = create_app()
+    # Standard-library records (a library's warning, asyncio's) as JSON lines too, however granian was started.
+    logging.config.dictConfig(stdlib_logging(app.state.settings.log_level))
     gc.freeze()
     return app
 

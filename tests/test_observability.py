@@ -701,3 +701,21 @@ def test_a_served_worker_keeps_what_startup_built_out_of_the_garbage_collectors_
                           env={"PATH": "/usr/bin:/bin", "LOG_LEVEL": "ERROR"})
     frozen, walked = map(int, done.stdout.split())
     assert frozen > 20_000 and walked < frozen // 10, done.stdout
+
+
+def test_a_libraries_warning_in_a_served_worker_is_a_json_line_with_its_pid():
+    """Litestar's own logging configuration replaced the root logger's handler in each worker: a library's or
+    asyncio's warning came out as plain text on stderr. Found by a review."""
+    import subprocess
+    import sys
+
+    script = ("import logging; from litestar.testing import TestClient; from app.server import app_factory\n"
+              "with TestClient(app_factory()) as client:\n"
+              "    client.get('/healthz')\n"
+              "    logging.getLogger('some.library').warning('a library warning %s', 7)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    (warning,) = [line for line in lines if line["event"] == "a library warning 7"]
+    assert warning["level"] == "warning" and warning["logger"] == "some.library" and isinstance(warning["pid"], int)
