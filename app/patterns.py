@@ -295,12 +295,65 @@ def _exact_pieces(text: str, flags: str) -> tuple[tuple[str, ...], bool] | None:
     return tuple(_unescape(part) if index % 2 == 0 else part for index, part in enumerate(parts)), subtree
 
 
+def misplaced_variable(text: str) -> str | None:
+    """Why a `{{variable}}` of the pattern would not be matched as the literal text it is substituted as, else
+    None: inside a character class or `\\Q...\\E`, after a backslash, or against a brace (a `{n}` count). There
+    its value is not text in sequence (`[{{t}}]` is a set of characters), so neither its escaping nor a deny
+    rule's "any value" for an unresolved variable would mean what it says."""
+    index, in_class, in_quote = 0, False, False
+    while index < len(text):
+        variable = VARIABLE.match(text, index)
+        if in_quote:
+            if text.startswith("\\E", index):
+                in_quote = False
+                index += 2
+            elif variable:
+                return f"{{{{{variable.group(1)}}}}} is inside \\Q...\\E"
+            else:
+                index += 1
+            continue
+        if variable:
+            name = f"{{{{{variable.group(1)}}}}}"
+            if in_class:
+                return f"{name} is inside a character class [...]"
+            if text[index - 1:index] == "{" or text[variable.end():variable.end() + 1] == "}":
+                return f"{name} stands against a brace (a {{n}} count?)"
+            index = variable.end()
+            continue
+        char = text[index]
+        if char == "\\":
+            if text.startswith("\\Q", index):
+                in_quote = True
+            elif VARIABLE.match(text, index + 1):
+                return f"{{{{{VARIABLE.match(text, index + 1).group(1)}}}}} follows a backslash"  # type: ignore
+            index += 2
+        elif in_class:
+            if text.startswith("[:", index):  # [[:alpha:]]
+                end = text.find(":]", index + 2)
+                index = end + 2 if end >= 0 else index + 1
+            else:
+                in_class = char != "]"
+                index += 1
+        elif char == "[":
+            in_class = True
+            index += 1
+            index += text.startswith("^", index)
+            index += text.startswith("]", index)  # `[]...]` and `[^]...]`: the first `]` is a member
+        else:
+            index += 1
+    return None
+
+
 def compile_pattern(text: str, flags: str, declared: frozenset[str]) -> Pattern:
-    """Compile at load. Raises PatternError for an RE2 refusal or an undeclared `{{variable}}`."""
+    """Compile at load. Raises PatternError for an RE2 refusal, an undeclared `{{variable}}` or one placed where
+    its value would not be literal text (`misplaced_variable`)."""
     names = tuple(dict.fromkeys(VARIABLE.findall(text)))
     unknown = [name for name in names if name not in declared]
     if unknown:
         raise PatternError(f"uses undeclared variable(s) {', '.join(unknown)}; declare them in 'variables'")
+    misplaced = misplaced_variable(text) if names else None
+    if misplaced is not None:
+        raise PatternError(f"{misplaced}: a variable's value is matched as literal text, so it must stand on its own")
     if not names:
         compiled = _compile(text, flags)
         literal = _LITERAL.fullmatch(text)

@@ -553,6 +553,28 @@ def test_bad_rules_fail_loading_with_their_location(rule, loc, message):
     assert problem.loc == loc and message in problem.msg
 
 
+@pytest.mark.parametrize("pattern, why", [
+    ("^/files/[{{t}}]/", "inside a character class"), (r"^/files/\Q{{t}}\E/", "inside \\Q...\\E"),
+    (r"^/files/\{{t}}", "follows a backslash"), ("^/a{{{t}}}", "against a brace"),
+    ("^[[:alpha:]{{t}}]", "inside a character class"),
+])
+def test_a_variable_where_its_value_would_not_be_literal_text_fails_loading(pattern, why):
+    """Found by a review: in `[{{t}}]` a value is a set of characters, and in a deny rule an unresolved variable's
+    "any value" was seven literal characters there, so withholding the header skipped a deny a value applies."""
+    with pytest.raises(RuleError) as info:
+        load_rules([{"id": "own", "effect": "deny", "path": {"path": {"pattern": pattern}},
+                     "variables": [{"name": "t", "source": "header", "key": "x-t"}]}])
+    (problem,) = info.value.problems
+    assert problem.loc == (0, "path", "path", "pattern") and why in problem.msg and "stand on its own" in problem.msg
+
+
+@pytest.mark.parametrize("pattern", ["^/files/{{t}}/", "^[[:alpha:]]{{t}}$", r"\Qx\E{{t}}", "a{2}{{t}}+",
+                                     r"^\\{{t}}$"])
+def test_a_variable_standing_on_its_own_loads(pattern):
+    load_rules([{"effect": "deny", "path": {"path": {"pattern": pattern}},
+                 "variables": [{"name": "t", "source": "header", "key": "x-t"}]}])
+
+
 def test_every_bad_pattern_is_reported_not_only_the_first():
     with pytest.raises(RuleError) as info:
         load_rules([{"effect": "allow", "path": {"pattern": "(a)\\1"}},
