@@ -82,6 +82,14 @@ def escape(value: Value) -> str:
     return "(?:" + "|".join(re2.escape(item) for item in value) + ")"
 
 
+def _atom(value: Value) -> str:
+    """A value as it is put into a pattern: one group, so nothing around it reaches inside. A quantifier after
+    `{{t}}` repeats the value, not its last character, and an escape before it (`\\0`, `\\x4`) cannot take its
+    first characters as digits; so the value is matched as literal text, and a deny rule's "any value" covers
+    every value (found by a review: `^\\0{{t}}$` with `7` matched a BEL, `{{t}}{0,0}` dropped a last letter)."""
+    return escape(value) if not isinstance(value, str) else "(?:" + re2.escape(value) + ")"
+
+
 # What the substituted patterns may hold per worker. Values can be chosen by clients (a header or query variable),
 # so a bound on the count alone is not one on memory: RE2's program for a 1,024-character case-insensitive
 # literal is ~180 KB (each letter a class), 4,096 of them 700 MB. The cost of an entry is estimated from its
@@ -114,7 +122,7 @@ class _SubstitutedCache:
             return entry[0]
         self.misses += 1
         lookup = dict(zip(names, values))
-        source = VARIABLE.sub(lambda match: escape(lookup[match.group(1)]), template)
+        source = VARIABLE.sub(lambda match: _atom(lookup[match.group(1)]), template)
         compiled = _compile(source, flags)
         cost = _cost(source, compiled)
         if cost > self.budget // 8:
@@ -360,7 +368,7 @@ def compile_pattern(text: str, flags: str, declared: frozenset[str]) -> Pattern:
         # Without `i` and `m`, RE2's `^...$` around plain characters matches that exact text and nothing else.
         exact = _unescape(literal.group(1)) if literal and not set(flags) & {"i", "m"} else None
         return Pattern(text, flags, (), compiled, exact, literal_prefix(text, flags))
-    _compile(VARIABLE.sub("x", text), flags)  # syntax check with a literal in each variable's place
+    _compile(VARIABLE.sub("(?:x)", text), flags)  # syntax check with a value in each variable's place
     exact = _exact_pieces(text, flags)
     return Pattern(text, flags, names, None, None, literal_prefix(text, flags), *(exact or (None, False)))
 

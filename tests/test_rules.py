@@ -983,3 +983,37 @@ def test_explain_never_changes_the_decision(seed):
             plain, explained = evaluate(rules, request, default), evaluate(rules, request, default, explain=True)
             assert (plain.effect, plain.reason, plain.rule, plain.missing_scopes) == (
                 explained.effect, explained.reason, explained.rule, explained.missing_scopes), (request, rules)
+
+
+_AROUND_A_VARIABLE = [r"^\0{{t}}$", r"^/f/\12{{t}}$", r"^/a/{{t}}{0,0}x$", r"^/a/{{t}}+$", r"\b{{t}}\b", r"^/a/{{t}}?$",
+                      r"(?i)^/A/{{t}}$", r"^/a/{{t}}|^/b$", r"^/a/{{t}}{2}$", r"^/(a|{{t}})/x$", r"^/a/{{t}}\d$",
+                      r"^/a/{{t}}(/.*)?$", r"^/{{t}}/{{t}}$"]
+_VALUES = ["7", "3", "bc", "ab", "a-", "A", "b", "x", "1", ".", "a/b", "é"]
+
+
+@pytest.mark.parametrize("pattern", _AROUND_A_VARIABLE)
+def test_withholding_a_variable_never_skips_a_deny_that_some_value_applies(pattern):
+    """Found by reviews: a value was not always literal text where it stood (`\\0{{t}}` with `7` is a BEL,
+    `{{t}}{0,0}` dropped the value's last letter only), so the deny rule's "any value" missed what a value
+    matched. Substituted as one group, a value is text in sequence wherever a pattern loads."""
+    rules = load_rules([{"id": "deny-t", "effect": "deny", "path": {"path": {"pattern": pattern}},
+                         "variables": [{"name": "t", "source": "header", "key": "x-t"}]},
+                        {"id": "all", "effect": "allow"}])
+    paths = {"\x07", "/f/S", "/f/\n3", "/a/bx", "/a/x", "/a/", "/b", "/a/abab", "/a/a-", "/A/a", "/a/bb"} | {
+        f"/a/{value}{suffix}" for value in _VALUES for suffix in ("", "x", "1", "/y", value)} | {
+        f"/{value}/x" for value in _VALUES} | {f"/{value}/{value}" for value in _VALUES}
+    for path in paths:
+        for explain in (False, True):
+            withheld = evaluate(rules, facts(path=path, claims={"sub": "u"}), "deny", explain=explain)
+            for value in _VALUES:
+                given = evaluate(rules, facts(path=path, headers={"x-t": value}, claims={"sub": "u"}), "deny",
+                                 explain=explain)
+                if given.rule is not None and given.rule.id == "deny-t":
+                    assert withheld.rule is not None and withheld.rule.id == "deny-t", (path, value, explain)
+
+
+def test_a_quantifier_after_a_variable_repeats_the_whole_value():
+    (rule,) = load_rules([{"effect": "allow", "path": {"pattern": "^/a/{{t}}+$"},
+                           "variables": [{"name": "t", "source": "header", "key": "x-t"}]}])
+    for path, matched in (("/a/abab", True), ("/a/ab", True), ("/a/abb", False)):
+        assert match_rule(rule, facts(path=path, headers={"x-t": "ab"})).matched is matched
