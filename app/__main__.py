@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import errno
@@ -85,14 +86,20 @@ def _mark_owner(directory: str | None) -> None:
     if directory is None:
         return
     path = os.path.join(directory, OWNER_FILE)
+    handle = None
     try:
         handle = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # shared with the forked workers: the lock lasts
         os.write(handle, f"{os.getpid()}\n".encode())  # for people: which process made it
         os.rename(path + ".new", path)
         _held.append(handle)
-    except OSError:  # then it is left to the operator if this run is killed outright
-        pass
+    except OSError as exc:
+        if handle is not None:
+            os.close(handle)
+            with contextlib.suppress(OSError):
+                os.remove(path + ".new")
+        print(f"warning: cannot lock an owner file in {directory} ({exc.strerror}): should this run be killed "
+              "outright, the next one will not remove the directory", file=sys.stderr)
 
 
 def _remove_stale_directories() -> None:

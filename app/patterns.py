@@ -191,7 +191,7 @@ class Pattern:
         """The pattern as matched, for the trace."""
         if not self.names:
             return self.text
-        return VARIABLE.sub(lambda match: escape(variables[match.group(1)]), self.text)
+        return VARIABLE.sub(lambda match: _atom(variables[match.group(1)]), self.text)  # as matched
 
 
 def _has_alternation(text: str) -> bool:

@@ -183,6 +183,7 @@ def app_factory() -> Litestar:
     app = create_app()
     # Standard-library records (a library's warning, asyncio's) as JSON lines too, however granian was started.
     logging.config.dictConfig(stdlib_logging(app.state.settings.log_level))
+    logging.captureWarnings(True)  # warnings.warn(...) as log records, so as JSON lines too
     gc.freeze()
     return app
 
