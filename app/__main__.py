@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import errno
+import fcntl
 import os
 import shutil
 import signal
