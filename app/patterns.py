@@ -316,12 +316,12 @@ def misplaced_variable(text: str) -> str | None:
                 in_quote = False
                 index += 2
             elif variable:
-                return f"{{{{{variable.group(1)}}}}} is inside \\Q...\\E"
+                return f"{variable.group()} is inside \\Q...\\E"
             else:
                 index += 1
             continue
         if variable:
-            name = f"{{{{{variable.group(1)}}}}}"
+            name = variable.group()  # `{{t}}`
             if in_class:
                 return f"{name} is inside a character class [...]"
             if text[index - 1:index] == "{" or text[variable.end():variable.end() + 1] == "}":
@@ -332,8 +332,8 @@ def misplaced_variable(text: str) -> str | None:
         if char == "\\":
             if text.startswith("\\Q", index):
                 in_quote = True
-            elif VARIABLE.match(text, index + 1):
-                return f"{{{{{VARIABLE.match(text, index + 1).group(1)}}}}} follows a backslash"  # type: ignore
+            elif escaped := VARIABLE.match(text, index + 1):
+                return f"{escaped.group()} follows a backslash"
             index += 2
         elif in_class:
             if text.startswith("[:", index):  # [[:alpha:]]
