@@ -65,15 +65,17 @@ def _shown(facts: Facts, name: str, value: str) -> str:
 
 def _display(rule: Rule, facts: Facts, variables: dict[str, Value]) -> dict[str, Value]:
     """Variable values as the trace may show them: none read from a credential header or holding the token."""
+    secrets = [secret for secret in facts.secrets if secret]
     shown: dict[str, Value] = {}
     for variable in rule.variables:
-        if variable.name not in variables:  # unresolved (a deny rule then fails closed without it)
+        value = variables.get(variable.name)
+        if value is None:  # unresolved (a deny rule then fails closed without it)
             continue
-        value = variables[variable.name]
-        items = (value,) if isinstance(value, str) else value
         secret = variable.source == "header" and (variable.key or "") in SECRET_HEADERS
-        shown[variable.name] = ("[redacted]" if secret or any(_shown(facts, "", item) != item for item in items)
-                                else value)
+        if not secret and secrets:
+            secret = any(item in value if isinstance(value, str) else any(item in part for part in value)
+                         for item in secrets)
+        shown[variable.name] = "[redacted]" if secret else value
     return shown
 
 
@@ -410,9 +412,14 @@ def in_path(variables: dict[str, Value]) -> dict[str, Value]:
     """Variables as a normalised path spells them (app.paths.normalise_path): `%` as `%25`, non-ASCII characters
     percent-encoded (UTF-8, upper case). So a claim `münchen` matches the path `/orgs/m%C3%BCnchen`, and a claim
     `m%C3%BCnchen` does not (one tenant's id cannot spell another's path)."""
-    if all(value.isascii() and "%" not in value if isinstance(value, str)
-           else all(item.isascii() and "%" not in item for item in value) for value in variables.values()):
-        return variables
+    for value in variables.values():
+        if isinstance(value, str):
+            if not value.isascii() or "%" in value:
+                break
+        elif not all(item.isascii() and "%" not in item for item in value):  # ANYTHING iterates as nothing
+            break
+    else:
+        return variables  # the common case: nothing to spell differently
     return {name: _spelled_in_path(value) if isinstance(value, str)
             else value if value is ANYTHING else tuple(map(_spelled_in_path, value))
             for name, value in variables.items()}
@@ -422,6 +429,8 @@ def _path_check(pattern: Pattern, exists: bool) -> Check:
     literal, search = pattern.literal, pattern.search
     if literal is not None:
         return lambda facts, variables: (facts.path == literal) == exists
+    if not pattern.names:  # the variables are not read: nothing to spell as a path would
+        return lambda facts, variables: search(variables, facts.path) == exists
     return lambda facts, variables: search(in_path(variables), facts.path) == exists
 
 

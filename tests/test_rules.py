@@ -671,6 +671,18 @@ def test_trace_shows_each_condition_with_normalised_path_and_claim_values_but_ne
     assert token not in repr(verdict.trace) and token not in repr(verdict.variables)
 
 
+@pytest.mark.parametrize("explain", [False, True])
+def test_a_claim_array_variable_holding_the_token_is_redacted_and_one_without_it_is_shown(explain):
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+    rules = load_rules([{**ORG_RULE, "variables": [{"name": "orgId", "source": "jwtClaim", "key": "orgs"}]}])
+    for orgs, shown in ((["acme", f"x{token}x"], "[redacted]"), (["acme", "globex"], ["acme", "globex"])):
+        verdict = evaluate(rules, facts(path="/v1/organisations/acme", claims={"orgs": orgs}, secrets=("", token)),
+                           "deny", explain=explain)
+        assert verdict.effect == "allow"
+        assert (list(verdict.variables["orgId"]) if shown != "[redacted]" else verdict.variables["orgId"]) == shown
+        assert token not in repr(verdict.variables) and token not in repr(verdict.trace)
+
+
 def test_without_explain_there_is_no_trace():
     assert evaluate(load_rules([ORG_RULE]), facts(), "deny").trace is None
 
