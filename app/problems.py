@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sysconfig
+import traceback
 from typing import Any
 
 import msgspec
@@ -148,10 +151,41 @@ INTERNAL = ProblemDetails("urn:jwt-decision:problem:internal", "Internal error",
                           "The service failed to process this request.", "INTERNAL")
 
 
+def frames(exc: BaseException, limit: int = 12) -> list[str]:
+    """Where an exception was raised, innermost last, as `file:line in function` (the last `limit` frames): enough
+    to find the bug, and nothing the request put in it (no message, no local variable, no source line)."""
+    where = []
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        code = frame.f_code
+        where.append(f"{_short(code.co_filename)}:{line} in {code.co_name}")
+    return where[-limit:]
+
+
+def _roots() -> tuple[str, ...]:
+    """Where code is loaded from, longest first: installed packages, the standard library, this checkout."""
+    paths = sysconfig.get_paths()
+    found = {os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+             *(paths[name] for name in ("purelib", "platlib", "stdlib", "platstdlib") if name in paths)}
+    return tuple(sorted((root.rstrip(os.sep) + os.sep for root in found), key=len, reverse=True))
+
+
+_ROOTS = _roots()
+
+
+def _short(filename: str) -> str:
+    """A file as its path in its package or this project (`app/rules.py`, `litestar/app.py`, `json/decoder.py`),
+    not where this machine installed it."""
+    for root in _ROOTS:
+        if filename.startswith(root):
+            return filename[len(root):]
+    return os.path.basename(filename)
+
+
 def log_unexpected(exc: Exception, scope: Any) -> None:
-    # A bug of ours: log the exception type and the route only (never the request, which may carry tokens, nor
-    # its path: under forward-auth that is the protected application's URL).
-    log.error("unhandled_exception", error_type=type(exc).__name__, route=scope.get("path_template") or "unmatched")
+    # A bug of ours: log the exception type, where it was raised and the route only (never its message or the
+    # request, which may carry tokens, nor its path: under forward-auth that is the protected application's URL).
+    log.error("unhandled_exception", error_type=type(exc).__name__, where=frames(exc),
+              route=scope.get("path_template") or "unmatched")
 
 
 # What Litestar's JSON body decoding lets escape besides msgspec.DecodeError: invalid UTF-8 inside a string and

@@ -315,6 +315,10 @@ def test_an_exception_in_a_hot_route_is_answered_500_as_litestar_answers_it_and_
         logged = [json.loads(line) for line in output.splitlines() if '"unhandled_exception"' in line]
         assert len(logged) == 2 and logged[0]["route"] == logged[1]["route"] != "unmatched"
         assert all(line["error_type"] == "RuntimeError" and "path" not in line for line in logged)
+        # Where it was raised, to find the bug by: files and functions, innermost last, never the message.
+        assert all(line["where"][-1].startswith("tests/test_fastpath.py:") and line["where"][-1].endswith(" in broken")
+                   and any(frame.startswith("app/") for frame in line["where"]) for line in logged)
+        assert "a bug" not in output
         assert "report-4711" not in output and GOOD not in output  # the protected URL and the token stay out
 
 
