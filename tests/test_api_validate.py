@@ -142,6 +142,23 @@ def test_request_errors_are_422_problem_json_with_loc(client, body, loc):
         assert "fits none of the configured keys" in problem["errors"][0]["msg"]
 
 
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("require_exp", "false", "bool"), ("require_exp", 0, "bool"), ("require_exp", "False", "bool"),
+    ("clock_skew_seconds", "300", "int"), ("clock_skew_seconds", 5.0, "int"), ("max_ttl_seconds", "10", "int | null"),
+    ("audiences", [AUDIENCE, 1], "str"),
+])
+def test_a_wrong_typed_policy_field_is_422_never_coerced_into_a_weaker_policy(client, field, value, expected):
+    """validation.md section 1: wrong types are request errors. The fast path decodes strictly and hands such a
+    body to Litestar, whose own conversion coerced `"false"` or `0` into False: a token without `exp` was valid."""
+    no_exp = {key: item for key, item in claims().items() if key != "exp"}
+    body = {"token": mint(no_exp, key_for("RS256")), "policy": rs256_policy(**{field: value})}
+    problem = _problem(client.post(URL, json=body), 422)
+    wrong = value[1] if isinstance(value, list) else value
+    where = ["body", "policy", field] + ([1] if isinstance(value, list) else [])
+    assert problem["errors"] == [{"loc": where, "msg": f"Expected `{expected}`, got `{type(wrong).__name__}`",
+                                  "type": "type_error"}]
+
+
 def test_an_encryption_key_beside_the_signing_key_of_an_inline_set_is_kept_out_of_the_way(client):
     """Sets copied from an IdP publish encryption keys too (`use: enc` or `key_ops` without `verify`)."""
     signing = key_for("RS256")

@@ -332,6 +332,19 @@ def test_claims_to_headers_scalars_arrays_objects_pointers_and_no_crlf(client):
         "X-First-Role": "admin", "X-Evil": "xSet-Cookie: a=b"}
 
 
+def test_a_wrong_typed_field_of_an_inline_authorizer_is_422_not_an_allow(client):
+    """The same strictness as /v1/validate/jwt: `"require_exp": "false"` is refused, not read as False (it
+    allowed a token without `exp`)."""
+    no_exp = {key: item for key, item in claims().items() if key != "exp"}
+    response = client.post(URL, json={"authorizer": {"policy": rs256_policy(require_exp="false"),
+                                                     "rules": [{"effect": "allow"}]},
+                                      "token": mint(no_exp, key_for("RS256")),
+                                      "request": {"method": "GET", "path": "/"}})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == [{"loc": ["body", "authorizer", "policy", "require_exp"],
+                                          "msg": "Expected `bool`, got `str`", "type": "type_error"}]
+
+
 # Explain
 
 @pytest.mark.parametrize("padding", ["", "\n", "  "])

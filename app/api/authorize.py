@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody
 from msgspec import Meta
 
 from app import examples
-from app.api import json_response
+from app.api import json_response, strict_body
 from app.authorize import Decision, OriginalRequest, authorize
 from app.authorizers import AUTHORIZER_ID, Authorizer, AuthorizerDoc, Authorizers
 from app.config import END
@@ -66,7 +66,8 @@ class AuthorizeController(Controller):
     tags = ["authorization"]
 
     @post("/authorize", operation_id="authorize", summary="Decide whether a request is allowed",
-          description=examples.AUTHORIZE_DESCRIPTION, status_code=200, responses=examples.responses("authorize"))
+          description=examples.AUTHORIZE_DESCRIPTION, status_code=200, responses=examples.responses("authorize"),
+          before_request=strict_body(AuthorizeRequest))
     async def authorize(self, authorizers: NamedDependency[Authorizers], data: JSONBody[AuthorizeRequest]
                         ) -> Response[Decision]:
         return json_response(await decide(authorizers, data))

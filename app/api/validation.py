@@ -11,7 +11,7 @@ from litestar.params import JSONBody
 from msgspec import Meta
 
 from app import examples
-from app.api import json_response
+from app.api import json_response, strict_body
 from app.inspect import InspectResult, inspect_token
 from app.observability import annotate
 from app.policy import PolicyError, VerifyPolicy
@@ -67,14 +67,15 @@ class ValidationController(Controller):
 
     @post("/validate/jwt", operation_id="validateJwt", summary="Validate a JWT against a policy or issuer profile",
           description=examples.VALIDATE_DESCRIPTION, status_code=200,
-          responses=examples.responses("validate"))
+          responses=examples.responses("validate"), before_request=strict_body(ValidateRequest))
     async def validate_jwt(self, verifier: NamedDependency[Verifier],
                            data: JSONBody[ValidateRequest]
                            ) -> Response[ValidationResult]:
         return json_response(await validate(verifier, data))
 
     @post("/inspect/token", operation_id="inspectToken", summary="Decode a token without validating it",
-          description=examples.INSPECT_DESCRIPTION, status_code=200, responses=examples.responses("inspect"))
+          description=examples.INSPECT_DESCRIPTION, status_code=200, responses=examples.responses("inspect"),
+          before_request=strict_body(InspectRequest))
     async def inspect(self, verifier: NamedDependency[Verifier],
                       data: JSONBody[InspectRequest]
                       ) -> InspectResult:
