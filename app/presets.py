@@ -227,7 +227,10 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         scheme, _, rest = self.issuer.partition("://")
         host = rest.split("/", 1)[0]
         if _PLACEHOLDER.sub("", host) != "":  # the provider's domain is fixed (cognito-idp.{region}.amazonaws.com)
-            given = urlsplit(issuer)
+            try:
+                given = urlsplit(issuer)
+            except ValueError:  # "https://[x": not a URL at all (urlsplit refuses an unclosed IPv6 bracket)
+                return f"{shape}; the issuer given is not a URL"
             origin = _issuer_regex(f"{scheme}://{host}", loose=True)
             if not origin.fullmatch(f"{given.scheme}://{given.netloc.lower()}"):
                 return (f"{shape}, on {scheme}://{host}; for another issuer of this provider (an Entra v1 issuer, "

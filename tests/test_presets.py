@@ -321,6 +321,22 @@ def profile_problems(profile: dict[str, Any]) -> str:
     return str(error.value)
 
 
+@pytest.mark.parametrize("preset", ["cognito", "entra_id", "firebase", "github_actions"])
+def test_a_fixed_host_preset_with_an_issuer_that_is_not_a_url_is_one_problem_line_among_the_others(preset):
+    """`https://[x` made urlsplit raise: startup printed only "Invalid IPv6 URL", without the source, the path or
+    the document's other problems. Found by a review."""
+    with pytest.raises(ConfigError) as error:
+        load_profiles(json.dumps({"acme": {"preset": preset, "issuer": "https://[x", "audiences": ["x"]},
+                                  "other": {"issuer": "https://issuer.example", "audiences": ["x"],
+                                            "allowed_algs": ["none"], "secret": "s" * 40}}).encode(),
+                      "ISSUER_PROFILES_JSON", PRESETS)
+    lines = str(error.value).splitlines()
+    assert lines[0].startswith(f"ISSUER_PROFILES_JSON: $.acme.issuer: the {preset} preset's issuers")
+    assert lines[0].endswith("the issuer given is not a URL; fix the issuer, or give 'parameters', or a key source "
+                             "of its own (jwks_uri, discovery: true)")
+    assert len(lines) == 2 and lines[1].startswith("ISSUER_PROFILES_JSON: $.other.allowed_algs[0]: ")
+
+
 @pytest.mark.parametrize("issuer, message", [
     ("https://gitlab.acme.com/", "'https://gitlab.acme.com' would fit (a trailing slash is part of the issuer"),
     ("https://GitLab.acme.com", "gitlab_host: expected a host name such as 'gitlab.example.com' (host names are "
