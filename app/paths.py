@@ -1,8 +1,8 @@
 """Request-target normalisation before rule matching (RFC 3986 section 6.2.2), refusing what proxies disagree on.
 
 A rule written for `/v1/organisations/acme` must see the path the upstream will serve, whatever spelling the
-client chose: dot segments are removed, percent-encoded unreserved characters are decoded, repeated slashes
-merge. Spellings whose meaning differs between servers (an encoded slash or backslash, a NUL, a backslash) are
+client chose: dot segments are removed, percent-encoded characters a path may hold as themselves are decoded,
+repeated slashes merge. Spellings whose meaning differs between servers (an encoded slash or backslash, a NUL, a backslash) are
 refused outright rather than guessed at.
 """
 
@@ -12,6 +12,13 @@ import re
 from urllib.parse import parse_qsl
 
 UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")  # RFC 3986 2.3
+# The characters a path segment may hold as themselves (RFC 3986 3.3 `pchar`: unreserved, sub-delims, ':' and '@';
+# ';' is refused, see below) are matched as themselves whichever way they were sent. RFC 3986 6.2.2.2 decodes
+# only the unreserved ones, but the applications behind a proxy decode every escape before routing (WSGI's
+# PATH_INFO, ASGI's `path`, Go's URL.Path, servlet paths): a deny rule on `^/users/@me/secret$` must hold for
+# `/users/%40me/secret`, which they serve as that very path (found by a review). Escapes of characters a path
+# cannot hold as themselves (`%2F`, `%3F`, `%23`, `%25`, `%20`, ...) stay escaped, or are refused.
+DECODED = UNRESERVED | frozenset("!$&'()*+,=:@")
 PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _SLASHES = re.compile(r"/{2,}")
 # %2F and %5C are slashes some upstreams decode before routing; %00 ends strings in C. Raw spaces and control
@@ -26,10 +33,10 @@ class PathRejected(ValueError):
     """The path cannot be matched safely (reason `path_rejected`)."""
 
 
-def _decode_unreserved(match: re.Match[str]) -> str:
+def _decode(match: re.Match[str]) -> str:
     char = chr(int(match.group(1), 16))
-    # RFC 3986 6.2.2.1/6.2.2.2: decode unreserved characters, upper-case the hex digits of the others.
-    return char if char in UNRESERVED else "%" + match.group(1).upper()
+    # RFC 3986 6.2.2.1/6.2.2.2: decode what a path holds as itself (DECODED), upper-case the hex digits of the rest.
+    return char if char in DECODED else "%" + match.group(1).upper()
 
 
 def percent_encode_non_ascii(text: str, encoding: str = "utf-8") -> str:
@@ -76,8 +83,8 @@ def parse_query(query: str) -> tuple[tuple[str, str], ...]:
 
 
 def normalise_path(path: str) -> str:
-    """The path rules see: unreserved characters decoded, other escapes and non-ASCII characters as upper-case
-    %XX (UTF-8), repeated slashes merged, dot segments removed.
+    """The path rules see: escapes of characters a path may hold as themselves decoded (DECODED), other escapes
+    and non-ASCII characters as upper-case %XX (UTF-8), repeated slashes merged, dot segments removed.
 
     Raises PathRejected for an encoded slash, backslash, NUL or semicolon, a raw backslash, space, control
     character, `#` or `;`, a malformed percent escape, or a path not starting with `/`.
@@ -94,6 +101,6 @@ def normalise_path(path: str) -> str:
                            "character with no single meaning")
     if "%" not in path and "//" not in path and "/." not in path:
         return path  # nothing to decode, merge or remove (a dot segment always follows a slash)
-    decoded = PERCENT.sub(_decode_unreserved, path)
+    decoded = PERCENT.sub(_decode, path)
     # Merge first, as nginx does (merge_slashes), so `/a//../b` means what the upstream serves.
     return _SLASHES.sub("/", remove_dot_segments(_SLASHES.sub("/", decoded)))

@@ -16,7 +16,7 @@ import msgspec
 from msgspec import Meta, field
 
 from app.config import END
-from app.paths import PERCENT, UNRESERVED, percent_encode_non_ascii
+from app.paths import DECODED, PERCENT, percent_encode_non_ascii
 from app.patterns import FLAGS, Pattern, PatternError, compile_pattern, parse_pointer
 from app.policy import Problem
 
@@ -312,9 +312,9 @@ def _tokens(pattern: str) -> Iterator[tuple[str, str, int | None]]:
 
 def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
     """Why a path pattern can never match a normalised path (app.paths), with the spelling to use, or None.
-    Normalised paths are ASCII (other characters percent-encoded in UTF-8, upper case, RFC 3987 3.1), spell an
-    unreserved character as itself (RFC 3986 6.2.2.2) and other escapes in upper case (6.2.2.1). Character
-    classes are read for non-ASCII characters written as such only: `[^\\x{80}-\\x{10FFFF}]` (ASCII only) is a
+    Normalised paths are ASCII (other characters percent-encoded in UTF-8, upper case, RFC 3987 3.1), spell a
+    character a path may hold unescaped as itself (app.paths.DECODED) and other escapes in upper case (6.2.2.1).
+    Character classes are read for non-ASCII characters written as such only: `[^\\x{80}-\\x{10FFFF}]` (ASCII only) is a
     fine pattern."""
     outside: list[str] = []
     for kind, text, code in _tokens(pattern):
@@ -345,9 +345,10 @@ def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
     insensitive = "i" in flags or _INLINE_I.search(pattern) is not None
     for match in PERCENT.finditer("".join(outside)):
         char = chr(int(match.group(1), 16))
-        if char in UNRESERVED:
-            return (f"paths are matched with unreserved characters decoded: write {match.group(0)!r} as {char!r}"
-                    + (" (escaped for RE2: '\\.')" if char == "." else ""))
+        if char in DECODED:
+            return (f"paths are matched with the escapes of characters a path may hold as themselves (unreserved, "
+                    f"sub-delims, ':' and '@') decoded: write {match.group(0)!r} as {char!r}"
+                    + (f" (escaped for RE2: '\\{char}')" if char in ".$()*+" else ""))
         if match.group(1) != match.group(1).upper() and not insensitive:
             return (f"paths are matched with percent escapes in upper case: write {match.group(0)!r} as "
                     f"{match.group(0).upper()!r}")
