@@ -21,9 +21,9 @@ from msgspec import Meta
 from app.config import END, ConfigError, ReloadingDocument, Source, Stamp, convert, decode_document, json_path
 from app.patterns import PatternError, parse_pointer
 from app.policy import CompiledPolicy, PolicyError, Problem, VerifyPolicy, compile_policy
-from app.ratelimit import Budgets, RateLimit, RateLimitDoc, compile_rate_limit
+from app.ratelimit import Budgets, RateLimit, RateLimitDoc, ScratchBudgets, compile_rate_limit
 from app.rules import RuleSet
-from app.ruleset import Effect, RuleDoc, RuleError, compile_rules
+from app.ruleset import Effect, RuleDoc, RuleError, compile_rules, count_patterns
 from app.verifier import Verifier
 
 AUTHORIZER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}" + END)
@@ -31,6 +31,11 @@ HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}" + END)  # RFC 911
 HeaderName = Annotated[str, Meta(pattern=HEADER_NAME.pattern)]
 ParamName = Annotated[str, Meta(min_length=1, max_length=128)]
 INLINE_CACHE_SIZE = 256
+# Compiled patterns the cached inline authorizers may hold in all (each up to ~23 KiB of RE2 state, see
+# app.patterns.UNTRUSTED_MAX_MEM); an authorizer with more than an eighth of them is compiled for its request only.
+INLINE_CACHE_PATTERNS = 1024
+# Hits after which the inline authorizers' rate-limit counts start over (app.ratelimit.ScratchBudgets).
+INLINE_RATE_HITS = 10_000
 
 
 class TokenSourceDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -139,8 +144,9 @@ def _claims_to_headers(mapping: dict[str, str], problems: list[Problem]
 
 def compile_authorizer(doc: AuthorizerDoc, authorizer_id: str, *, budget: str | None = None,
                        trust: Callable[[VerifyPolicy], CompiledPolicy],
-                       profile_exists: Callable[[str], bool]) -> Authorizer:
-    """Resolve and compile one authorizer. Raises PolicyError listing every problem, located in `doc`."""
+                       profile_exists: Callable[[str], bool], untrusted: bool = False) -> Authorizer:
+    """Resolve and compile one authorizer. Raises PolicyError listing every problem, located in `doc`.
+    `untrusted`: a caller sent it (its patterns get app.patterns.UNTRUSTED_MAX_MEM)."""
     problems: list[Problem] = []
     policy = None
     if (doc.issuer_profile_id is None) == (doc.policy is None):
@@ -156,7 +162,7 @@ def compile_authorizer(doc: AuthorizerDoc, authorizer_id: str, *, budget: str | 
     headers = _claims_to_headers(doc.claims_to_headers, problems)
     rules = RuleSet(())
     try:
-        rules = RuleSet(compile_rules(doc.rules))
+        rules = RuleSet(compile_rules(doc.rules, untrusted=untrusted))
     except RuleError as exc:
         problems.extend(Problem(("rules", *problem.loc), problem.msg, problem.type) for problem in exc.problems)
     rate_limit = compile_rate_limit(doc.rate_limit) if doc.rate_limit is not None else None
@@ -218,7 +224,9 @@ class Authorizers:
         self.document: ReloadingDocument[dict[str, Authorizer]] = ReloadingDocument(
             source, lambda data, label: load_authorizers(data, label, self.profile_exists), {},
             on_change=(lambda old, new: on_change(jwks_uris(old), jwks_uris(new))) if on_change else None)
-        self._inline: OrderedDict[str, Authorizer] = OrderedDict()
+        self.inline_budgets = ScratchBudgets(INLINE_RATE_HITS)
+        self._inline: OrderedDict[str, tuple[Authorizer, int]] = OrderedDict()  # with its count of patterns
+        self._inline_patterns = 0
 
     def on_disk(self, profile_exists: Callable[[str], bool]
                 ) -> tuple[bytes, Stamp, dict[str, Authorizer]] | None:
@@ -254,11 +262,19 @@ class Authorizers:
         cached = self._inline.get(fingerprint)
         if cached is not None:
             self._inline.move_to_end(fingerprint)
-            return cached
+            return cached[0]
         authorizer = compile_authorizer(doc, "inline", budget=f"inline:{fingerprint}", trust=self.inline_trust,
-                                        profile_exists=self.profile_exists)
-        self._inline[fingerprint] = authorizer
-        if len(self._inline) > INLINE_CACHE_SIZE:
-            self._inline.popitem(last=False)
+                                        profile_exists=self.profile_exists, untrusted=True)
+        size = count_patterns(authorizer.rules)
+        if size > INLINE_CACHE_PATTERNS // 8:
+            return authorizer  # compiled for this request only: keeping it would push out everything else
+        self._inline[fingerprint] = (authorizer, size)
+        self._inline_patterns += size
+        while len(self._inline) > INLINE_CACHE_SIZE or self._inline_patterns > INLINE_CACHE_PATTERNS:
+            self._inline_patterns -= self._inline.popitem(last=False)[1][1]
         return authorizer
+
+    def inline_cached(self) -> tuple[int, int]:
+        """How many inline authorizers are kept, and their compiled patterns."""
+        return len(self._inline), self._inline_patterns
 

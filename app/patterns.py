@@ -26,6 +26,16 @@ SUBSTITUTED_CACHE_SIZE = 4096
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # RE2 would print refused patterns to stderr; we report them with their JSON path
 _OPTIONS.never_capture = True  # rules ask "does it match", never for groups: RE2 takes its fastest paths
+# Patterns a caller wrote (an inline authorizer of POST /v1/authorize, which needs no credentials unless API_KEYS
+# is set) get a smaller memory budget. RE2 keeps a lazily built DFA with each compiled pattern, up to about two
+# thirds of `max_mem` (8 MiB by default): a pattern built to blow it up (`^/(a|b)*a(a|b){12}.*z$`) held ~1.5 MiB
+# after one search of a 6,000-character path, so 100 such rules in one request grew a worker by 156 MB and the
+# cache of inline authorizers kept it (found by a review). With 128 KiB a pattern holds ~23 KiB at most (RE2 then
+# searches without its DFA, still in linear time), and alternations of 2,000 words or 1,000-character literals
+# under `i` still compile.
+UNTRUSTED_MAX_MEM = 128 << 10
+_UNTRUSTED = re2.Options()
+_UNTRUSTED.log_errors, _UNTRUSTED.never_capture, _UNTRUSTED.max_mem = False, True, UNTRUSTED_MAX_MEM
 _UNANCHORED = re2._Anchor.UNANCHORED
 _NO_MATCH = (-1, -1)
 
@@ -43,9 +53,9 @@ def _source(text: str, flags: str) -> str:
     return f"(?{inline}){text}" if inline else text
 
 
-def _compile(text: str, flags: str) -> Any:
+def _compile(text: str, flags: str, untrusted: bool = False) -> Any:
     try:
-        return re2.compile(_source(text, flags), _OPTIONS)
+        return re2.compile(_source(text, flags), _UNTRUSTED if untrusted else _OPTIONS)
     except re2.error as exc:
         detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise PatternError(f"RE2 refuses this pattern: {detail}") from None
@@ -121,8 +131,7 @@ class _SubstitutedCache:
             self._entries.move_to_end(key)
             return entry[0]
         self.misses += 1
-        lookup = dict(zip(names, values))
-        source = VARIABLE.sub(lambda match: _atom(lookup[match.group(1)]), template)
+        source = _substituted(template, names, values)
         compiled = _compile(source, flags)
         cost = _cost(source, compiled)
         if cost > self.budget // 8:
@@ -140,6 +149,11 @@ class _SubstitutedCache:
 
     def cache_info(self) -> Any:
         return self.CacheInfo(self.hits, self.misses, len(self._entries), self.bytes)
+
+
+def _substituted(template: str, names: tuple[str, ...], values: tuple[Value, ...]) -> str:
+    lookup = dict(zip(names, values))
+    return VARIABLE.sub(lambda match: _atom(lookup[match.group(1)]), template)
 
 
 _compile_substituted = _SubstitutedCache(SUBSTITUTED_CACHE_SIZE, SUBSTITUTED_CACHE_BYTES)
@@ -162,6 +176,9 @@ class Pattern:
     exact: tuple[str, ...] | None = None
     # With `exact`: the pattern ended in `(/.*)?$` (a path and everything under it, the org-isolation shape).
     subtree: bool = False
+    # Written by a caller (an inline authorizer): compiled with UNTRUSTED_MAX_MEM, and substituted per use, never
+    # kept in the shared cache (where a caller's patterns would push out the configured ones).
+    untrusted: bool = False
 
     def search(self, variables: dict[str, Value], text: str) -> bool:
         if self.literal is not None:
@@ -184,8 +201,10 @@ class Pattern:
         """The RE2 object for these variable values (compiled once per distinct value set)."""
         if not self.names:
             return self.compiled
-        return _compile_substituted(self.text, self.flags, self.names,
-                                    tuple(variables[name] for name in self.names))
+        values = tuple(variables[name] for name in self.names)
+        if self.untrusted:
+            return _compile(_substituted(self.text, self.names, values), self.flags, True)
+        return _compile_substituted(self.text, self.flags, self.names, values)
 
     def shown(self, variables: dict[str, Value]) -> str:
         """The pattern as matched, for the trace."""
@@ -352,9 +371,9 @@ def misplaced_variable(text: str) -> str | None:
     return None
 
 
-def compile_pattern(text: str, flags: str, declared: frozenset[str]) -> Pattern:
+def compile_pattern(text: str, flags: str, declared: frozenset[str], untrusted: bool = False) -> Pattern:
     """Compile at load. Raises PatternError for an RE2 refusal, an undeclared `{{variable}}` or one placed where
-    its value would not be literal text (`misplaced_variable`)."""
+    its value would not be literal text (`misplaced_variable`). `untrusted`: a caller wrote it (see Pattern)."""
     names = tuple(dict.fromkeys(VARIABLE.findall(text)))
     unknown = [name for name in names if name not in declared]
     if unknown:
@@ -363,14 +382,15 @@ def compile_pattern(text: str, flags: str, declared: frozenset[str]) -> Pattern:
     if misplaced is not None:
         raise PatternError(f"{misplaced}: a variable's value is matched as literal text, so it must stand on its own")
     if not names:
-        compiled = _compile(text, flags)
+        compiled = _compile(text, flags, untrusted)
         literal = _LITERAL.fullmatch(text)
         # Without `i` and `m`, RE2's `^...$` around plain characters matches that exact text and nothing else.
         exact = _unescape(literal.group(1)) if literal and not set(flags) & {"i", "m"} else None
-        return Pattern(text, flags, (), compiled, exact, literal_prefix(text, flags))
-    _compile(VARIABLE.sub("(?:x)", text), flags)  # syntax check with a value in each variable's place
+        return Pattern(text, flags, (), compiled, exact, literal_prefix(text, flags), untrusted=untrusted)
+    _compile(VARIABLE.sub("(?:x)", text), flags, untrusted)  # syntax check with a value in each variable's place
     exact = _exact_pieces(text, flags)
-    return Pattern(text, flags, names, None, None, literal_prefix(text, flags), *(exact or (None, False)))
+    return Pattern(text, flags, names, None, None, literal_prefix(text, flags), *(exact or (None, False)),
+                   untrusted=untrusted)
 
 
 def json_text(value: Any) -> str:

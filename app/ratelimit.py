@@ -202,3 +202,24 @@ class Budgets:
                 await client.aclose()
             except Exception:  # noqa: BLE001 - closing a dead connection must not fail shutdown
                 pass
+
+
+class ScratchBudgets(Budgets):
+    """The budgets of inline authorizers (POST /v1/authorize with an authorizer object, for trying rules out):
+    counted in this worker's memory, never in RATE_LIMIT_STORAGE, and all forgotten after `max_hits` hits. A
+    caller chooses an inline authorizer's limits, and its budget is named after the document, so with the shared
+    storage every variation of a document made keys that lived as long as their window (a day for `per_day`),
+    in the Redis instance the configured authorizers count in (found by a review). Forgetting bounds the keys
+    (at most one per window a hit touches) and moving-window entries to a few per hit since the last reset."""
+
+    def __init__(self, max_hits: int) -> None:
+        super().__init__("memory://")
+        self.max_hits = max_hits
+        self.hits_since_reset = 0
+
+    async def hit(self, authorizer: str, limit: RateLimit, claims: dict[str, Any] | None) -> RateLimitState:
+        self.hits_since_reset += 1
+        if self.hits_since_reset > self.max_hits:
+            self.storage.reset()
+            self.hits_since_reset = 1
+        return await super().hit(authorizer, limit, claims)

@@ -153,8 +153,9 @@ class RuleError(ValueError):
 
 
 class _Compiler:
-    def __init__(self, index: int, doc: RuleDoc) -> None:
+    def __init__(self, index: int, doc: RuleDoc, untrusted: bool) -> None:
         self.index = index
+        self.untrusted = untrusted
         self.flags = doc.regex_flags
         self.declared = frozenset(variable.name for variable in doc.variables)
         self.problems: list[Problem] = []
@@ -164,7 +165,7 @@ class _Compiler:
 
     def pattern(self, text: str, loc: tuple[str | int, ...], extra_flags: str = "") -> Pattern | None:
         try:
-            return compile_pattern(text, self.flags + extra_flags, self.declared)
+            return compile_pattern(text, self.flags + extra_flags, self.declared, self.untrusted)
         except PatternError as exc:
             self.problem(loc, str(exc))
             return None
@@ -355,14 +356,21 @@ def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
     return None
 
 
-def compile_rules(docs: Sequence[RuleDoc]) -> tuple[Rule, ...]:
-    """Compile a rule list once. Raises RuleError listing every problem, each with its location."""
+def compile_rules(docs: Sequence[RuleDoc], *, untrusted: bool = False) -> tuple[Rule, ...]:
+    """Compile a rule list once. Raises RuleError listing every problem, each with its location. `untrusted`: a
+    caller wrote them (app.patterns.Pattern)."""
     problems: list[Problem] = []
     rules = []
     for index, doc in enumerate(docs):
-        compiler = _Compiler(index, doc)
+        compiler = _Compiler(index, doc, untrusted)
         rules.append(compiler.rule(doc))
         problems.extend(compiler.problems)
     if problems:
         raise RuleError(problems)
     return tuple(rules)
+
+
+def count_patterns(rules: Sequence[Rule]) -> int:
+    """The compiled patterns a rule list holds (each keeps RE2 state of its own)."""
+    return sum((rule.path is not None) + sum((item.name is not None) + (item.value is not None)
+                                             for item in rule.conditions) for rule in rules)

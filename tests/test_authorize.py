@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -343,6 +344,63 @@ def test_a_wrong_typed_field_of_an_inline_authorizer_is_422_not_an_allow(client)
     assert response.status_code == 422, response.text
     assert response.json()["errors"] == [{"loc": ["body", "authorizer", "policy", "require_exp"],
                                           "msg": "Expected `bool`, got `str`", "type": "type_error"}]
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_an_inline_authorizer_built_to_blow_up_re2_state_grows_the_worker_by_little(client):
+    """RE2 keeps a lazily built DFA with each compiled pattern, up to ~2/3 of its max_mem (8 MiB by default):
+    inline rules built for it grew a worker by ~1.5 MB each after one long path, and the inline cache kept them.
+    A caller's patterns get a small budget (RE2 then searches without its DFA, still in linear time)."""
+    from app.patterns import UNTRUSTED_MAX_MEM
+
+    rules = [{"effect": "deny", "path": {"pattern": f"^/(a|b)*a(a|b){{12}}.{{0,{n}}}z$"}} for n in range(40)]
+    doc = {"policy": rs256_policy(), "anonymous": "rules", "rules": [*rules, {"effect": "allow"}]}
+    choice = random.Random(6000).choice
+    path = "/" + "".join(choice("ab") for _ in range(6000))  # no period a DFA could settle into
+    before = _rss_mib()
+    assert decide(client, doc, path=path)["reason"] == "rule_allowed"
+    assert _rss_mib() - before < 20  # ~1 MiB now; ~60 MiB with RE2's default budget
+    authorizers = client.app.state.authorizers
+    (compiled,) = [authorizer for authorizer, _ in authorizers._inline.values()]
+    assert {rule.path.compiled.options.max_mem for rule in compiled.rules if rule.path} == {UNTRUSTED_MAX_MEM}
+    configured = [rule.path.compiled for name in authorizers.ids() for rule in authorizers.get(name).rules
+                  if rule.path is not None and rule.path.compiled is not None]
+    assert configured and all(compiled.options.max_mem == 8 << 20 for compiled in configured)  # RE2's default
+
+
+def test_the_inline_authorizer_cache_is_bounded_by_the_patterns_it_holds(client):
+    from app.authorizers import INLINE_CACHE_PATTERNS
+
+    authorizers = client.app.state.authorizers
+    for n in range(40):  # 40 x 100 patterns: more than the budget, each kept (100 <= 1024 / 8)
+        rules = [{"effect": "deny", "path": {"pattern": f"^/x{n}-{i}$"}, "headers": [{"name": {"pattern": "^a$"}}]}
+                 for i in range(50)]
+        assert decide(client, {"policy": rs256_policy(), "anonymous": "rules", "rules": rules})["reason"] \
+            == "token_missing"  # anonymous, and no rule allows it
+        kept, patterns = authorizers.inline_cached()
+        assert patterns <= INLINE_CACHE_PATTERNS and patterns == 100 * kept
+    assert kept == INLINE_CACHE_PATTERNS // 100
+    big = [{"effect": "deny", "path": {"pattern": f"^/y-{i}$"}} for i in range(INLINE_CACHE_PATTERNS // 8 + 1)]
+    assert decide(client, {"policy": rs256_policy(), "anonymous": "rules", "rules": big})["reason"] == "token_missing"
+    assert authorizers.inline_cached() == (kept, patterns)  # answered, not kept
+
+
+def test_inline_rate_limits_count_apart_from_the_shared_storage_and_start_over_after_enough_hits(client):
+    """A caller names an inline authorizer's budget (its document) and its windows: with the shared storage every
+    variation made keys that lived as long as their window. They are counted in this worker apart, and forgotten
+    after INLINE_RATE_HITS hits."""
+    authorizers = client.app.state.authorizers
+    authorizers.inline_budgets.max_hits = 3
+    doc = {"policy": rs256_policy(), "rules": [{"effect": "allow"}], "rate_limit": {"per_minute": 2}}
+    answers = [decide(client, doc, bearer=token())["reason"] for _ in range(4)]
+    assert answers == ["rule_allowed", "rule_allowed", "rate_limited", "rule_allowed"]  # the 4th: counts reset
+    assert not authorizers.budgets.storage.storage and authorizers.inline_budgets.storage.storage
+    configured = [decide(client, "api-standard", bearer=token(**{PLAN: "free"}))["reason"] for _ in range(2)]
+    assert configured == ["rule_allowed", "rule_allowed"] and authorizers.budgets.storage.storage
 
 
 # Explain

@@ -88,8 +88,9 @@ async def decide(authorizers: Authorizers, data: AuthorizeRequest) -> Decision:
     headers = tuple((name.lower(), value) for name, values in data.request.headers.items()
                     for value in ([values] if isinstance(values, str) else values))
     original = OriginalRequest(data.request.method, data.request.path, headers)
-    decision = await authorize(authorizer, original, verifier=authorizers.verifier,
-                               budgets=authorizers.budgets, token=data.token, explain=data.explain)
+    budgets = authorizers.budgets if isinstance(data.authorizer, str) else authorizers.inline_budgets
+    decision = await authorize(authorizer, original, verifier=authorizers.verifier, budgets=budgets,
+                               token=data.token, explain=data.explain)
     observe_decision(decision)
     return decision
 
