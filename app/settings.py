@@ -175,7 +175,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "RATE_LIMIT_STORAGE": ("rate_limit_storage", _storage, "memory:// (default) or redis://host:port/db"),
     "MAX_TOKEN_BYTES": ("max_token_bytes", _int(256, 1 << 20), "largest token decoded (default 16384)"),
     "MAX_BODY_BYTES": ("max_body_bytes", _int(1024, 16 << 20), "largest request body (default 65536)"),
-    "READY_REQUIRES_KEYS": ("ready_requires_keys", _bool, "/readyz waits for every profile's key set"),
+    "READY_REQUIRES_KEYS": ("ready_requires_keys", _bool, "/readyz waits for every profile's (and authorizer's own) key set"),
     "VERIFIED_TOKEN_CACHE_SIZE": ("verified_token_cache_size", _int(0, 10_000_000),
                                   "verified-token cache entries per worker (default 10000, 0 disables)"),
     "API_KEYS": ("api_keys", _api_keys,

@@ -456,6 +456,30 @@ def test_readyz_reports_profile_key_state_and_waits_for_keys_when_required(serve
         assert response.json()["profiles"]["acme"]["key_state"] in ("pending", "unavailable")
 
 
+def test_readyz_waits_for_the_key_set_of_an_authorizer_with_a_policy_of_its_own(server, monkeypatch):
+    """Found by a review: an authorizer trusting its own jwks_uri answered keys_unavailable to everyone while
+    /readyz, which only looked at profiles, said ready."""
+    import app.jwks as jwks_module
+
+    monkeypatch.setattr(jwks_module, "MAINTAIN_SECONDS", 0.1)
+    authorizers = json.dumps({"api": {"policy": profile(server, jwks_uri=server.url("/missing")),
+                                      "rules": [{"effect": "allow"}]},
+                              "ok": {"policy": profile(server), "rules": [{"effect": "allow"}]}})
+    with TestClient(create_app(Settings(authorizers_json=authorizers, ready_requires_keys=True))) as client:
+        time.sleep(0.3)
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.json()["profiles"] == {}
+        states = {name: item["key_state"] for name, item in response.json()["authorizers"].items()}
+        assert states["api"] in ("pending", "unavailable") and states["ok"] == "fresh"
+        server.documents["/missing"] = jwks(key_for("RS256", "k1"))
+        for _ in range(60):
+            response = client.get("/readyz")
+            if response.status_code == 200:
+                break
+            time.sleep(0.1)
+        assert response.status_code == 200 and response.json()["authorizers"]["api"]["key_state"] == "fresh"
+
+
 def test_a_service_that_started_during_an_idp_outage_becomes_ready_without_any_request(server, monkeypatch):
     """Gated on /readyz, it gets no traffic: the failed startup fetch is retried in the background."""
     import app.jwks as jwks_module

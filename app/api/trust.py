@@ -41,6 +41,9 @@ class Readiness(msgspec.Struct):
     profiles: dict[str, KeySetState]
     rate_limit_storage: dict[str, Any]
     config_errors: list[str]
+    # The authorizers that trust a policy of their own (not a profile's), by id: their key sets gate readiness
+    # like a profile's, or every request they decide would be keys_unavailable while the service says ready.
+    authorizers: dict[str, KeySetState] = {}
 
 
 def key_state(keys: KeySetCache, policy: CompiledPolicy) -> KeySetState:
@@ -73,17 +76,21 @@ class TrustController(Controller):
             for profile_id, policy in sorted(profiles.policies.items())])
 
     @get("/readyz", operation_id="readyz", summary="Readiness",
-         description="200 when configuration is loaded (and, with READY_REQUIRES_KEYS, every profile's key set is "
-                     "usable), else 503. Reports each profile's key-set state and the rate-limit storage state.")
+         description="200 when configuration is loaded (and, with READY_REQUIRES_KEYS, the key set of every profile "
+                     "and of every authorizer with a policy of its own is usable), else 503. Reports their key-set "
+                     "state and the rate-limit storage state.")
     async def readyz(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
         state = request.app.state
         profiles = {profile_id: key_state(state.key_sets, policy)
                     for profile_id, policy in sorted(state.profiles.value.policies.items())}
+        authorizers = {authorizer_id: key_state(state.key_sets, authorizer.policy)
+                       for authorizer_id, authorizer in sorted(state.authorizers.document.value.items())
+                       if authorizer.policy is not None}
         storage_probe = getattr(state, "rate_limit_state", None)
         storage = await storage_probe() if storage_probe is not None else {"backend": "none", "ok": True}
         errors = [document.last_error for document in state.documents if document.last_error]
         ready = True
         if state.settings.ready_requires_keys:
-            ready = all(item.key_state in ("fresh", "stale") for item in profiles.values())
-        body = Readiness("ready" if ready else "not_ready", True, profiles, storage, errors)
+            ready = all(item.key_state in ("fresh", "stale") for item in [*profiles.values(), *authorizers.values()])
+        body = Readiness("ready" if ready else "not_ready", True, profiles, storage, errors, authorizers)
         return Response(body, status_code=200 if ready else 503)
