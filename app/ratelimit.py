@@ -81,7 +81,10 @@ class RateLimitState(msgspec.Struct, frozen=True):
     storage_error: bool = False
 
     def headers(self) -> dict[str, str]:
-        """RateLimit-* (draft-ietf-httpapi-ratelimit-headers) and Retry-After (RFC 9110 10.2.3) when refused."""
+        """RateLimit-* (draft-ietf-httpapi-ratelimit-headers) and Retry-After (RFC 9110 10.2.3) when refused.
+        After a storage failure nothing was counted: no budget is advertised (a full one, as before, was a lie)."""
+        if self.storage_error:
+            return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
         headers = {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(self.remaining),
                    "RateLimit-Reset": str(self.reset)}
         if self.retry_after is not None:

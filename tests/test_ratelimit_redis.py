@@ -121,6 +121,9 @@ def test_redis_down_on_storage_error_decides_without_a_5xx(redis, on_error, allo
         assert (body["allowed"], body["reason"]) == (allowed, reason)
         assert body["rate_limit"]["storage_error"] is True
     assert forward.status_code == (200 if allowed else 429)
+    # Nothing was counted: no RateLimit-* budget is advertised (it said a full one); a refusal says when to retry.
+    assert not any(name.lower().startswith("ratelimit-") for name in forward.headers)
+    assert ("retry-after" in forward.headers) is (not allowed)
     assert budgets.storage_errors == 4
     assert ready.status_code < 500
     assert ready.json()["rate_limit_storage"] == {"backend": "redis", "ok": False, "storage_errors": 4}
