@@ -2,8 +2,8 @@
 
 A rule written for `/v1/organisations/acme` must see the path the upstream will serve, whatever spelling the
 client chose: dot segments are removed, percent-encoded characters a path may hold as themselves are decoded,
-repeated slashes merge. Spellings whose meaning differs between servers (an encoded slash or backslash, a NUL, a backslash) are
-refused outright rather than guessed at.
+repeated slashes merge. Spellings whose meaning differs between servers (an encoded slash or backslash, a NUL, a
+backslash) are refused outright rather than guessed at.
 """
 
 from __future__ import annotations

@@ -46,6 +46,10 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
     own = {key: value for key, value in raw.items() if key not in _EXTRA_FIELDS}
     if name is None:
         return own
+    # A key source written as its default (`"discovery": false`, `"jwks_uri": null`) is not one of the profile's
+    # own: it says what leaving it out says, so the preset's key set stays (it was dropped, and the profile refused
+    # for having no key source; found by a review).
+    own = {key: value for key, value in own.items() if not (key in KEY_SOURCES and (value is None or value is False))}
     if not isinstance(name, str) or name not in presets:
         problems.append((json_path(profile_id, "preset"),
                          f"unknown preset {name!r}; known presets: {', '.join(sorted(presets))}"))

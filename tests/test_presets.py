@@ -353,6 +353,17 @@ def test_a_gitlab_profile_whose_issuer_is_a_near_miss_is_refused_not_given_gitla
     assert message in problems
 
 
+@pytest.mark.parametrize("default", [{"discovery": False}, {"jwks_uri": None}, {"secret": None},
+                                     {"public_key": None, "jwks": None}])
+def test_a_key_source_written_as_its_default_keeps_the_presets_key_set(default):
+    """`"discovery": false` says what leaving it out says; it dropped the preset's jwks_uri and the profile was
+    refused for having no key source. Found by a review."""
+    document = json.dumps({"acme": {"preset": "auth0", "issuer": "https://acme.us.auth0.com/",
+                                    "audiences": ["https://api.acme.com"], **default}})
+    policy = load_profiles(document.encode(), "ISSUER_PROFILES_JSON", PRESETS).policies["acme"]
+    assert (policy.key_source, policy.jwks_uri) == ("jwks_uri", "https://acme.us.auth0.com/.well-known/jwks.json")
+
+
 def test_a_gitlab_profile_keeps_the_default_host_without_an_issuer_and_uses_discovery_for_another_shape():
     def policy(profile: dict[str, Any]) -> Any:
         document = json.dumps({"acme": {"audiences": ["https://api.acme.com"], "preset": "gitlab", **profile}})
