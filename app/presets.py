@@ -158,6 +158,10 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     notes: Annotated[str, Meta(min_length=1, max_length=4096)]
     parameters: dict[Name, Annotated[str, Meta(min_length=1, max_length=500)]] = {}
     defaults: dict[Name, str] = {}
+    # Claims one of which a profile should require a value of: where anyone can get a token from the issuer with
+    # the audience they choose (every repository on GitHub, every project on gitlab.com), a profile that pins none
+    # accepts them all. Loading such a profile logs `profile_not_pinned`.
+    pin_one_of: list[Annotated[str, Meta(min_length=1, max_length=200)]] = []
 
     def template(self) -> dict[str, Any]:
         return _ordered({**copy.deepcopy(self.policy), "issuer": copy.deepcopy(self.issuer),

@@ -173,6 +173,12 @@ def load_profiles(data: bytes, label: str, presets: dict[str, Any]) -> Profiles:
         policies[profile_id] = compiled
         descriptions[profile_id] = description
         presets_used[profile_id] = raw.get("preset")
+        pins = presets[raw["preset"]].pin_one_of if raw.get("preset") in presets else []
+        if pins and not any(claim in policy.required_custom_claims for claim in pins):
+            log.warning("profile_not_pinned", profile=profile_id, preset=raw["preset"], pin_one_of=pins,
+                        hint="anyone can get a token from this issuer with the audience they choose: require the "
+                             "value of one of these claims in required_custom_claims (or check it in every rule "
+                             "of the authorizers using this profile)")
     if problems:
         raise ConfigError(label, problems)
     return Profiles(policies, descriptions, presets_used)

@@ -364,6 +364,26 @@ def test_a_key_source_written_as_its_default_keeps_the_presets_key_set(default):
     assert (policy.key_source, policy.jwks_uri) == ("jwks_uri", "https://acme.us.auth0.com/.well-known/jwks.json")
 
 
+@pytest.mark.parametrize("preset, pin", [("github_actions", {"repository": "acme/api"}),
+                                         ("github_actions", {"repository_owner_id": "4242"}),
+                                         ("gitlab", {"project_path": "acme/api"})])
+def test_a_ci_preset_profile_that_pins_no_repository_is_loaded_with_a_warning(preset, pin):
+    """Every repository on GitHub (every project on gitlab.com) can get a token with the audience it chooses: a
+    profile that requires none of their identifying claims accepts them all. Found by a review."""
+    import structlog
+
+    def warnings(profile: dict[str, Any]) -> list[dict[str, Any]]:
+        document = json.dumps({"ci": {"preset": preset, "audiences": ["api://deploy"], **profile}})
+        with structlog.testing.capture_logs() as logs:
+            load_profiles(document.encode(), "ISSUER_PROFILES_JSON", PRESETS)
+        return [item for item in logs if item["event"] == "profile_not_pinned"]
+
+    (warning,) = warnings({})
+    assert warning["profile"] == "ci" and warning["log_level"] == "warning" and set(pin) <= set(warning["pin_one_of"])
+    assert warnings({"required_custom_claims": pin}) == []
+    assert warnings({"required_custom_claims": {"ref": "refs/heads/main"}})  # a branch name is no one's identity
+
+
 def test_a_gitlab_profile_keeps_the_default_host_without_an_issuer_and_uses_discovery_for_another_shape():
     def policy(profile: dict[str, Any]) -> Any:
         document = json.dumps({"acme": {"audiences": ["https://api.acme.com"], "preset": "gitlab", **profile}})
