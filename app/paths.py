@@ -12,13 +12,15 @@ import re
 from urllib.parse import parse_qsl
 
 UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")  # RFC 3986 2.3
-# The characters a path segment may hold as themselves (RFC 3986 3.3 `pchar`: unreserved, sub-delims, ':' and '@';
-# ';' is refused, see below) are matched as themselves whichever way they were sent. RFC 3986 6.2.2.2 decodes
-# only the unreserved ones, but the applications behind a proxy decode every escape before routing (WSGI's
-# PATH_INFO, ASGI's `path`, Go's URL.Path, servlet paths): a deny rule on `^/users/@me/secret$` must hold for
-# `/users/%40me/secret`, which they serve as that very path (found by a review). Escapes of characters a path
-# cannot hold as themselves (`%2F`, `%3F`, `%23`, `%25`, `%20`, ...) stay escaped, or are refused.
-DECODED = UNRESERVED | frozenset("!$&'()*+,=:@")
+# The characters a normalised path holds as themselves: printable ASCII but for the path's structure (`/` the
+# separator, `?` the query, `%` an escape) and what is refused anyway (`#`, `;`, `\`). The escape of any of them is
+# decoded, so that every path an application serves has one spelling: applications decode every escape before
+# routing (WSGI's PATH_INFO, ASGI's `path`, Go's URL.Path, servlet paths), so a deny rule on
+# `^/users/@me/secret$` must hold for `/users/%40me/secret`, and one on `^/a\|b$` for `/a%7Cb` (RFC 3986 6.2.2.2
+# decodes only the unreserved characters; the others were bypasses, found by a review). Escapes of the rest
+# (`%2F`, `%3F`, `%23`, `%25`, `%20`, control characters) stay escaped, in upper case, or are refused.
+DECODED = frozenset(map(chr, range(0x21, 0x7F))) - frozenset("/?#%;\\")
+_SPELLED = re.compile(r"[^!-~]|[?#%;\\]")  # a character a normalised path cannot hold as itself
 PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _SLASHES = re.compile(r"/{2,}")
 # %2F and %5C are slashes some upstreams decode before routing; %00 ends strings in C. Raw spaces and control
@@ -47,6 +49,20 @@ def percent_encode_non_ascii(text: str, encoding: str = "utf-8") -> str:
         return text
     return "".join(char if char < "\x80" else "".join(f"%{byte:02X}" for byte in char.encode(encoding))
                    for char in text)
+
+
+def spell_as_path(text: str) -> str:
+    """`text` as a normalised path spells it: DECODED characters and `/` as themselves, every other character as
+    the upper-case %XX escapes of its UTF-8 bytes (`a b?` as `a%20b%3F`, `é` as `%C3%A9`)."""
+    if _SPELLED.search(text) is None:
+        return text
+    return "".join(char if char in DECODED or char == "/" else "".join(f"%{byte:02X}" for byte in char.encode(
+        "utf-8", "surrogatepass")) for char in text)
+
+
+def spelled_as_itself(text: str) -> bool:
+    """Whether `spell_as_path(text)` is `text`."""
+    return _SPELLED.search(text) is None
 
 
 def remove_dot_segments(path: str) -> str:

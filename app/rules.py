@@ -16,7 +16,7 @@ from typing import Any, Literal
 import msgspec
 
 from app.checks.claims import granted_scopes
-from app.paths import percent_encode_non_ascii
+from app.paths import spell_as_path, spelled_as_itself
 from app.patterns import (ANYTHING, MISSING, Pattern, PatternError, Value, json_text, resolve_pointer, scope_words,
                           splits_words, texts)
 from app.ruleset import ClaimValues, Condition, Effect, Rule, RuleDoc, Variable, compile_rules
@@ -404,24 +404,20 @@ def _claim_check(entry: ClaimValues) -> Check:
     return held
 
 
-def _spelled_in_path(text: str) -> str:
-    return percent_encode_non_ascii(text.replace("%", "%25"))
-
-
 def in_path(variables: dict[str, Value]) -> dict[str, Value]:
-    """Variables as a normalised path spells them (app.paths.normalise_path): `%` as `%25`, non-ASCII characters
-    percent-encoded (UTF-8, upper case). So a claim `münchen` matches the path `/orgs/m%C3%BCnchen`, and a claim
-    `m%C3%BCnchen` does not (one tenant's id cannot spell another's path)."""
+    """Variables as a normalised path spells them (app.paths.spell_as_path): `%` as `%25`, a space as `%20`,
+    non-ASCII characters percent-encoded (UTF-8, upper case). So a claim `münchen` matches the path
+    `/orgs/m%C3%BCnchen`, and a claim `m%C3%BCnchen` does not (one tenant's id cannot spell another's path)."""
     for value in variables.values():
         if isinstance(value, str):
-            if not value.isascii() or "%" in value:
+            if not spelled_as_itself(value):
                 break
-        elif not all(item.isascii() and "%" not in item for item in value):  # ANYTHING iterates as nothing
+        elif not all(map(spelled_as_itself, value)):  # ANYTHING iterates as nothing
             break
     else:
         return variables  # the common case: nothing to spell differently
-    return {name: _spelled_in_path(value) if isinstance(value, str)
-            else value if value is ANYTHING else tuple(map(_spelled_in_path, value))
+    return {name: spell_as_path(value) if isinstance(value, str)
+            else value if value is ANYTHING else tuple(map(spell_as_path, value))
             for name, value in variables.items()}
 
 

@@ -347,9 +347,9 @@ def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
     for match in PERCENT.finditer("".join(outside)):
         char = chr(int(match.group(1), 16))
         if char in DECODED:
-            return (f"paths are matched with the escapes of characters a path may hold as themselves (unreserved, "
-                    f"sub-delims, ':' and '@') decoded: write {match.group(0)!r} as {char!r}"
-                    + (f" (escaped for RE2: '\\{char}')" if char in ".$()*+" else ""))
+            return (f"paths are matched with the escapes of the characters a path holds as themselves decoded: "
+                    f"write {match.group(0)!r} as {char!r}"
+                    + (f" (escaped for RE2: '\\{char}')" if char in ".$()*+[]^{}|" else ""))
         if match.group(1) != match.group(1).upper() and not insensitive:
             return (f"paths are matched with percent escapes in upper case: write {match.group(0)!r} as "
                     f"{match.group(0).upper()!r}")

@@ -46,10 +46,12 @@ def matches(rule: dict[str, Any], **kw: Any) -> bool:
     ("/café/ü", "/caf%C3%A9/%C3%BC"),
     ("/", "/"),
     ("/users/%40me/x%3Ay%2cz%21%24%26%27%28%29%2A%2B%3D", "/users/@me/x:y,z!$&'()*+="),
-    ("/a%3fb%23c%25d%20e%5B%5D%7B%22", "/a%3Fb%23c%25d%20e%5B%5D%7B%22"),
+    ("/a%3fb%23c%25d%20e%0a", "/a%3Fb%23c%25d%20e%0A"),
+    ("/a%5B%5D%7B%7D%7C%22%3C%3E%5E%60", '/a[]{}|"<>^`'),
 ], ids=["plain", "dot-dot", "encoded-dot-dot", "dot", "trailing-dot-dot", "above-root", "repeated-slashes",
         "merge-before-dots", "unreserved-decoded", "other-escapes-uppercased", "non-ascii-as-utf8-escapes", "root",
-        "sub-delims-colon-at-decoded", "characters-a-path-cannot-hold-stay-escaped"])
+        "sub-delims-colon-at-decoded", "characters-a-path-cannot-hold-stay-escaped",
+        "other-printable-ascii-decoded"])
 def test_path_normalisation(raw, expected):
     assert normalise_path(raw) == expected
 
@@ -68,13 +70,14 @@ def test_ambiguous_paths_are_rejected(raw):
 
 
 @pytest.mark.parametrize("raw", ["/users/@me/secret", "/users/%40me/secret", "/users/%40me%2Fsecret",
-                                 "/v1/items%3AbatchDelete", "/files/a%2Cb"])
+                                 "/v1/items%3AbatchDelete", "/files/a%2Cb", "/files/a%7Cb", "/files/a|b"])
 def test_a_deny_rule_written_with_a_reserved_character_holds_for_its_escape(raw):
     """Applications decode `%40` before routing, so `/users/%40me/secret` is served as `/users/@me/secret`: a deny
     rule on the raw spelling must hold for the escaped one (it did not: found by a review)."""
     rules = load_rules([{"effect": "deny", "path": {"pattern": "^/users/@me/secret$"}},
                         {"effect": "deny", "path": {"pattern": "^/v1/items:batchDelete$"}},
-                        {"effect": "deny", "path": {"pattern": "^/files/a,b$"}}, {"effect": "allow"}])
+                        {"effect": "deny", "path": {"pattern": "^/files/a,b$"}},
+                        {"effect": "deny", "path": {"pattern": "^/files/a\\|b$"}}, {"effect": "allow"}])
     try:
         path = normalise_path(raw)
     except PathRejected:  # an encoded slash: refused before any rule
@@ -316,6 +319,19 @@ def test_a_non_ascii_claim_value_matches_the_path_as_normalised(org, flags):
     assert evaluate(rules, alias, "deny", explain=True).effect == "deny"
     own = facts(path=normalise_path("/v1/organisations/a%25b"), claims={"https://myapp.com/org_id": "a%b"})
     assert evaluate(rules, own, "deny").effect == "allow"
+
+
+@pytest.mark.parametrize("org, path", [("acme corp", "/v1/organisations/acme%20corp"),
+                                       ("a|b", "/v1/organisations/a%7Cb"), ("a|b", "/v1/organisations/a|b"),
+                                       ("what?", "/v1/organisations/what%3F"), ("x@y", "/v1/organisations/x%40y")])
+@pytest.mark.parametrize("explain", [False, True])
+def test_a_claim_value_matches_its_path_however_the_client_escaped_it(org, path, explain):
+    """A value is spelled as normalisation spells a path: a character a path holds as itself as itself, the others
+    escaped (a space as `%20`); before, a claim `acme corp` never matched its own organisation's path."""
+    rules = load_rules([ORG_RULE])
+    held = evaluate(rules, facts(path=normalise_path(path), claims={"https://myapp.com/org_id": org}), "deny",
+                    explain=explain)
+    assert held.effect == "allow"
 
 
 @pytest.mark.parametrize("claims, why", [
