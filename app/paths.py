@@ -18,17 +18,19 @@ UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 # routing (WSGI's PATH_INFO, ASGI's `path`, Go's URL.Path, servlet paths), so a deny rule on
 # `^/users/@me/secret$` must hold for `/users/%40me/secret`, and one on `^/a\|b$` for `/a%7Cb` (RFC 3986 6.2.2.2
 # decodes only the unreserved characters; the others were bypasses, found by a review). Escapes of the rest
-# (`%2F`, `%3F`, `%23`, `%25`, `%20`, control characters) stay escaped, in upper case, or are refused.
+# (`%3F`, `%23`, `%25`, `%20`) stay escaped, in upper case; `%2F`, `%5C`, `%3B` and control characters are refused.
 DECODED = frozenset(map(chr, range(0x21, 0x7F))) - frozenset("/?#%;\\")
 _SPELLED = re.compile(r"[^!-~]|[?#%;\\]")  # a character a normalised path cannot hold as itself
 PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _SLASHES = re.compile(r"/{2,}")
-# %2F and %5C are slashes some upstreams decode before routing; %00 ends strings in C. Raw spaces and control
-# characters (never in a request target; a space is what two joined X-Forwarded-Uri values look like), `#` and
-# a malformed `%` have no single meaning either. `;` starts path parameters that Tomcat, Jetty and Spring strip
+# %2F and %5C are slashes some upstreams decode before routing; %00 ends strings in C, and the escape of any other
+# control character has no single meaning either: Python's `$` matches before a final newline, so Starlette and
+# FastAPI serve `/admin%0A` as `/admin` while `^/admin$` does not match it (found by a review). Raw spaces and
+# control characters (never in a request target; a space is what two joined X-Forwarded-Uri values look like),
+# `#` and a malformed `%` have no single meaning either. `;` starts path parameters that Tomcat, Jetty and Spring strip
 # from each segment before routing (`/admin;x/users` is served as `/admin/users`, `/a/..;/admin` as `/admin`),
 # so it and its escape are refused too, as Spring Security's StrictHttpFirewall does. All are refused.
-_REFUSED = re.compile(r"%(?:2f|5c|00|3b)|\\|[\x00-\x20\x7f#;]|%(?![0-9A-Fa-f]{2})", re.IGNORECASE)
+_REFUSED = re.compile(r"%(?:2f|5c|3b|[01][0-9a-f]|7f)|\\|[\x00-\x20\x7f#;]|%(?![0-9A-Fa-f]{2})", re.IGNORECASE)
 
 
 class PathRejected(ValueError):
@@ -102,8 +104,8 @@ def normalise_path(path: str) -> str:
     """The path rules see: escapes of characters a path may hold as themselves decoded (DECODED), other escapes
     and non-ASCII characters as upper-case %XX (UTF-8), repeated slashes merged, dot segments removed.
 
-    Raises PathRejected for an encoded slash, backslash, NUL or semicolon, a raw backslash, space, control
-    character, `#` or `;`, a malformed percent escape, or a path not starting with `/`.
+    Raises PathRejected for an encoded slash, backslash, semicolon or control character (NUL included), a raw
+    backslash, space, control character, `#` or `;`, a malformed percent escape, or a path not starting with `/`.
     """
     if not path.startswith("/"):
         raise PathRejected("the path does not start with '/'")
@@ -113,8 +115,8 @@ def normalise_path(path: str) -> str:
         except UnicodeEncodeError:
             raise PathRejected("the path is not valid Unicode") from None
     if _REFUSED.search(path):
-        raise PathRejected("the path contains an encoded slash, backslash or NUL, a path parameter (';'), or a "
-                           "character with no single meaning")
+        raise PathRejected("the path contains an encoded slash, backslash or control character, a path parameter "
+                           "(';'), or a character with no single meaning")
     if "%" not in path and "//" not in path and "/." not in path:
         return path  # nothing to decode, merge or remove (a dot segment always follows a slash)
     decoded = PERCENT.sub(_decode, path)
