@@ -209,13 +209,19 @@ def jwks_uris(authorizers: dict[str, Authorizer]) -> set[str]:
             if authorizer.policy is not None and authorizer.policy.jwks_uri is not None}
 
 
+def discovery_issuers(authorizers: dict[str, Authorizer]) -> set[str]:
+    return {authorizer.policy.issuers[0] for authorizer in authorizers.values()
+            if authorizer.policy is not None and authorizer.policy.key_source == "discovery"}
+
+
 class Authorizers:
     """The configured authorizers (reloading with their file), inline ones by fingerprint, and what deciding
     needs besides: the verifier and the rate-limit budgets (one object, so a route has one dependency)."""
 
     def __init__(self, source: Source | None, *, verifier: Verifier, budgets: Budgets,
-                 on_change: Callable[[set[str], set[str]], None] | None = None) -> None:
-        """`on_change(old, new)`: after a reload, the key-set URIs the authorizers named before and now."""
+                 on_change: Callable[[set[str], set[str], set[str], set[str]], None] | None = None) -> None:
+        """`on_change(old, new, old_issuers, new_issuers)`: after a reload, the key-set URIs the authorizers'
+        own policies named before and now, and the issuers whose key sets they find by discovery."""
         self.verifier = verifier
         self.budgets = budgets
         # Profiles are looked up live: a reload of ISSUER_PROFILES_JSON applies at once.
@@ -223,7 +229,8 @@ class Authorizers:
         self.inline_trust: Callable[[VerifyPolicy], CompiledPolicy] = verifier.compile_inline
         self.document: ReloadingDocument[dict[str, Authorizer]] = ReloadingDocument(
             source, lambda data, label: load_authorizers(data, label, self.profile_exists), {},
-            on_change=(lambda old, new: on_change(jwks_uris(old), jwks_uris(new))) if on_change else None)
+            on_change=(lambda old, new: on_change(jwks_uris(old), jwks_uris(new), discovery_issuers(old),
+                                                  discovery_issuers(new))) if on_change else None)
         self.inline_budgets = ScratchBudgets(INLINE_RATE_HITS)
         self._inline: OrderedDict[str, tuple[Authorizer, int]] = OrderedDict()  # with its count of patterns
         self._inline_patterns = 0
@@ -255,6 +262,10 @@ class Authorizers:
     def jwks_uris(self) -> set[str]:
         """The key sets the configured authorizers' own policies name (profiles' key sets are the profiles')."""
         return jwks_uris(self.document.value)
+
+    def discovery_issuers(self) -> set[str]:
+        """The issuers whose key sets the configured authorizers' own policies find by discovery."""
+        return discovery_issuers(self.document.value)
 
     def inline(self, doc: AuthorizerDoc) -> Authorizer:
         """Compile an authorizer sent in a request (its jwks_uri under JWKS_URI_ALLOWLIST). Raises PolicyError."""

@@ -70,7 +70,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         verifier.profiles = new.policies
         # Key sets an authorizer's own policy names stay, whatever the profiles say.
         keys.forget(old.jwks_uris() - new.jwks_uris() - authorizers.jwks_uris(),
-                    old.discovery_issuers() - new.discovery_issuers(), new.jwks_uris() | authorizers.jwks_uris())
+                    old.discovery_issuers() - new.discovery_issuers() - authorizers.discovery_issuers(),
+                    new.jwks_uris() | authorizers.jwks_uris())
         keys.prefetch(sorted(new.jwks_uris()), sorted(new.discovery_issuers()))
         # The authorizers follow at once: exactly the document profiles_agree checked when both files changed (a
         # profile renamed), else a reload when they were refused for naming a profile that only now exists.
@@ -110,10 +111,11 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     verifier.profiles = profiles.value.policies
     documents: list[ReloadingDocument[Any]] = [profiles]
     # After the profiles: an authorizer's issuer_profile_id must name a loaded profile (resolved per request).
-    def authorizers_changed(old: set[str], new: set[str]) -> None:
+    def authorizers_changed(old: set[str], new: set[str], old_issuers: set[str], new_issuers: set[str]) -> None:
         # Key sets the profiles name stay, whatever the authorizers say.
-        keys.forget(old - new - profiles.value.jwks_uris())
-        keys.prefetch(sorted(new), [])
+        keys.forget(old - new - profiles.value.jwks_uris(),
+                    old_issuers - new_issuers - profiles.value.discovery_issuers(), new | profiles.value.jwks_uris())
+        keys.prefetch(sorted(new), sorted(new_issuers))
         declare_rate_limited(authorizers.rate_limited())
         if profiles.last_error is not None:  # refused while the authorizers named a profile it drops
             profiles.reload()
@@ -126,7 +128,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         keys.prefetch(sorted(profiles.value.jwks_uris() | authorizers.jwks_uris()),
-                      sorted(profiles.value.discovery_issuers()))
+                      sorted(profiles.value.discovery_issuers() | authorizers.discovery_issuers()))
         files = [document for document in documents if document.source is not None and document.source.is_file]
         tasks = [asyncio.ensure_future(watch(files, settings.config_poll_seconds))] if files else []
         tasks.append(asyncio.ensure_future(flush_metrics_periodically()))

@@ -462,15 +462,19 @@ def test_readyz_waits_for_the_key_set_of_an_authorizer_with_a_policy_of_its_own(
     import app.jwks as jwks_module
 
     monkeypatch.setattr(jwks_module, "MAINTAIN_SECONDS", 0.1)
+    issuer = server.url("/tenant")  # and one finding its keys by discovery: fetched at startup like a profile's
+    server.documents["/tenant/.well-known/openid-configuration"] = {"issuer": issuer, "jwks_uri": server.url(PATH)}
+    discovered = {"issuer": issuer, "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "discovery": True}
     authorizers = json.dumps({"api": {"policy": profile(server, jwks_uri=server.url("/missing")),
                                       "rules": [{"effect": "allow"}]},
-                              "ok": {"policy": profile(server), "rules": [{"effect": "allow"}]}})
+                              "ok": {"policy": profile(server), "rules": [{"effect": "allow"}]},
+                              "disc": {"policy": discovered, "rules": [{"effect": "allow"}]}})
     with TestClient(create_app(Settings(authorizers_json=authorizers, ready_requires_keys=True))) as client:
         time.sleep(0.3)
         response = client.get("/readyz")
         assert response.status_code == 503 and response.json()["profiles"] == {}
         states = {name: item["key_state"] for name, item in response.json()["authorizers"].items()}
-        assert states["api"] in ("pending", "unavailable") and states["ok"] == "fresh"
+        assert states["api"] in ("pending", "unavailable") and states["ok"] == states["disc"] == "fresh"
         server.documents["/missing"] = jwks(key_for("RS256", "k1"))
         for _ in range(60):
             response = client.get("/readyz")
