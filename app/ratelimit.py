@@ -223,6 +223,9 @@ class ScratchBudgets(Budgets):
     async def hit(self, authorizer: str, limit: RateLimit, claims: dict[str, Any] | None) -> RateLimitState:
         self.hits_since_reset += 1
         if self.hits_since_reset > self.max_hits:
-            self.storage.reset()
+            # A new store, not reset() in place: the old one's expiry thread may be walking its dictionaries
+            # (clearing them under it raised KeyError there; found by a review). It ends with its last walk.
+            self.storage = _storage("memory://")
+            self.moving = SyncMovingWindow(self.storage)
             self.hits_since_reset = 1
         return await super().hit(authorizer, limit, claims)
