@@ -23,7 +23,7 @@ from app.patterns import PatternError, parse_pointer
 from app.policy import CompiledPolicy, PolicyError, Problem, VerifyPolicy, compile_policy
 from app.ratelimit import Budgets, RateLimit, RateLimitDoc, ScratchBudgets, compile_rate_limit
 from app.rules import RuleSet
-from app.ruleset import Effect, RuleDoc, RuleError, compile_rules, count_patterns
+from app.ruleset import Effect, RuleDoc, RuleError, compile_rules, retained_bytes
 from app.verifier import Verifier
 
 AUTHORIZER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}" + END)
@@ -31,9 +31,10 @@ HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}" + END)  # RFC 911
 HeaderName = Annotated[str, Meta(pattern=HEADER_NAME.pattern)]
 ParamName = Annotated[str, Meta(min_length=1, max_length=128)]
 INLINE_CACHE_SIZE = 256
-# Compiled patterns the cached inline authorizers may hold in all (each up to ~23 KiB of RE2 state, see
-# app.patterns.UNTRUSTED_MAX_MEM); an authorizer with more than an eighth of them is compiled for its request only.
-INLINE_CACHE_PATTERNS = 1024
+# What the compiled patterns of the cached inline authorizers may hold in all, estimated (app.ruleset.retained_bytes:
+# program and DFA, see app.patterns.UNTRUSTED_MAX_MEM); an authorizer estimated at more than an eighth of it is
+# compiled for its request only. A count of patterns was no bound: a 4,000-character pattern under `i` holds ~136 KiB.
+INLINE_CACHE_BYTES = 32 << 20
 # Hits after which the inline authorizers' rate-limit counts start over (app.ratelimit.ScratchBudgets).
 INLINE_RATE_HITS = 10_000
 
@@ -232,8 +233,8 @@ class Authorizers:
             on_change=(lambda old, new: on_change(jwks_uris(old), jwks_uris(new), discovery_issuers(old),
                                                   discovery_issuers(new))) if on_change else None)
         self.inline_budgets = ScratchBudgets(INLINE_RATE_HITS)
-        self._inline: OrderedDict[str, tuple[Authorizer, int]] = OrderedDict()  # with its count of patterns
-        self._inline_patterns = 0
+        self._inline: OrderedDict[str, tuple[Authorizer, int]] = OrderedDict()  # with its estimated bytes
+        self._inline_bytes = 0
 
     def on_disk(self, profile_exists: Callable[[str], bool]
                 ) -> tuple[bytes, Stamp, dict[str, Authorizer]] | None:
@@ -276,16 +277,16 @@ class Authorizers:
             return cached[0]
         authorizer = compile_authorizer(doc, "inline", budget=f"inline:{fingerprint}", trust=self.inline_trust,
                                         profile_exists=self.profile_exists, untrusted=True)
-        size = count_patterns(authorizer.rules)
-        if size > INLINE_CACHE_PATTERNS // 8:
+        size = retained_bytes(authorizer.rules)
+        if size > INLINE_CACHE_BYTES // 8:
             return authorizer  # compiled for this request only: keeping it would push out everything else
         self._inline[fingerprint] = (authorizer, size)
-        self._inline_patterns += size
-        while len(self._inline) > INLINE_CACHE_SIZE or self._inline_patterns > INLINE_CACHE_PATTERNS:
-            self._inline_patterns -= self._inline.popitem(last=False)[1][1]
+        self._inline_bytes += size
+        while len(self._inline) > INLINE_CACHE_SIZE or self._inline_bytes > INLINE_CACHE_BYTES:
+            self._inline_bytes -= self._inline.popitem(last=False)[1][1]
         return authorizer
 
     def inline_cached(self) -> tuple[int, int]:
-        """How many inline authorizers are kept, and their compiled patterns."""
-        return len(self._inline), self._inline_patterns
+        """How many inline authorizers are kept, and the bytes their compiled patterns are estimated to hold."""
+        return len(self._inline), self._inline_bytes
 

@@ -30,10 +30,11 @@ _OPTIONS.never_capture = True  # rules ask "does it match", never for groups: RE
 # is set) get a smaller memory budget. RE2 keeps a lazily built DFA with each compiled pattern, up to about two
 # thirds of `max_mem` (8 MiB by default): a pattern built to blow it up (`^/(a|b)*a(a|b){12}.*z$`) held ~1.5 MiB
 # after one search of a 6,000-character path, so 100 such rules in one request grew a worker by 156 MB and the
-# cache of inline authorizers kept it (found by a review). With 128 KiB a pattern holds ~23 KiB at most (RE2 then
-# searches without its DFA, still in linear time), and alternations of 2,000 words or 1,000-character literals
-# under `i` still compile.
+# cache of inline authorizers kept it (found by a review). With 128 KiB such a pattern held ~52 KiB (RE2 then
+# searches without its DFA, still in linear time); alternations of 1,000 six-letter words and 8,000-character
+# literals under `i` still compile, 2,000 random words no longer do ("pattern too large").
 UNTRUSTED_MAX_MEM = 128 << 10
+UNTRUSTED_DFA_BYTES = 64 << 10  # what one untrusted pattern's DFA is counted as (see pattern_bytes)
 _UNTRUSTED = re2.Options()
 _UNTRUSTED.log_errors, _UNTRUSTED.never_capture, _UNTRUSTED.max_mem = False, True, UNTRUSTED_MAX_MEM
 _UNANCHORED = re2._Anchor.UNANCHORED
@@ -149,6 +150,16 @@ class _SubstitutedCache:
 
     def cache_info(self) -> Any:
         return self.CacheInfo(self.hits, self.misses, len(self._entries), self.bytes)
+
+
+def pattern_bytes(pattern: Pattern) -> int:
+    """What a compiled pattern may hold, estimated as for the substituted cache (`_cost`, from its source and
+    program) plus, for an untrusted one that RE2 searches, the DFA it may build. One with variables is compiled per
+    use: it holds nothing between requests; a literal one is compared as text: RE2 never builds its DFA."""
+    if pattern.compiled is None:
+        return 1024
+    searched = pattern.untrusted and pattern.literal is None
+    return _cost(pattern.text, pattern.compiled) + (UNTRUSTED_DFA_BYTES if searched else 0)
 
 
 def _substituted(template: str, names: tuple[str, ...], values: tuple[Value, ...]) -> str:

@@ -17,7 +17,7 @@ from msgspec import Meta, field
 
 from app.config import END
 from app.paths import DECODED, PERCENT, percent_encode_non_ascii
-from app.patterns import FLAGS, Pattern, PatternError, compile_pattern, parse_pointer
+from app.patterns import FLAGS, Pattern, PatternError, compile_pattern, parse_pointer, pattern_bytes
 from app.policy import Problem
 
 Presence = Literal["must_exist", "present", "must_absent", "must_not_exist", "absent"]
@@ -370,7 +370,8 @@ def compile_rules(docs: Sequence[RuleDoc], *, untrusted: bool = False) -> tuple[
     return tuple(rules)
 
 
-def count_patterns(rules: Sequence[Rule]) -> int:
-    """The compiled patterns a rule list holds (each keeps RE2 state of its own)."""
-    return sum((rule.path is not None) + sum((item.name is not None) + (item.value is not None)
-                                             for item in rule.conditions) for rule in rules)
+def retained_bytes(rules: Sequence[Rule]) -> int:
+    """What the compiled patterns of a rule list may hold (app.patterns.pattern_bytes)."""
+    patterns = [pattern for rule in rules for pattern in (rule.path, *(part for item in rule.conditions
+                                                                        for part in (item.name, item.value)))]
+    return sum(pattern_bytes(pattern) for pattern in patterns if pattern is not None)
