@@ -37,6 +37,11 @@ class Facts(msgspec.Struct, frozen=True, gc=False):
     query: tuple[tuple[str, str], ...]
     claims: dict[str, Any] | None
     secrets: tuple[str, ...] = ()  # values to hide from the trace (the token)
+    # Set by `evaluate` for an anonymous request under `default_effect: allow`: a deny rule's claim variable then
+    # stands for any value like any other unresolved one, since no allow rule is needed for the request to pass
+    # and withholding the token must not skip the deny (found by a review). Under `deny` the rule does not match,
+    # as the contract says: allowing such a request takes an allow rule.
+    anonymous_deny_holds: bool = False
 
 
 class RuleResult(msgspec.Struct, gc=False):
@@ -293,9 +298,10 @@ def match_rule(rule: Rule, facts: Facts, explain: bool = False) -> RuleResult:
         value, why = _variable_value(variable, facts)
         if value is None:
             reasons.append(f"variable {variable.name}: {why}")
-            if rule.effect != "deny" or (variable.source == "jwtClaim" and facts.claims is None):
+            if rule.effect != "deny" or (variable.source == "jwtClaim" and facts.claims is None
+                                         and not facts.anonymous_deny_holds):
                 # An allow rule does not match (fail closed). Nor does a deny rule reading a claim of an anonymous
-                # request: there is no token to hold it against, and allowing anonymous access takes a rule.
+                # request under `default_effect: deny`: allowing it takes an allow rule (see Facts).
                 result.unresolved = reasons[-1]
                 return result
             unresolved.add(variable.name)  # fail closed: in a deny rule it stands for any value
@@ -557,8 +563,8 @@ def _deny_matcher(rule: Rule, getters: tuple[tuple[str, Callable[[Facts], Value 
         for name, get in getters:
             value = get(facts)
             if value is None:
-                if facts.claims is None and name in from_claims:
-                    return None  # an anonymous request: the deny rule does not match (see match_rule)
+                if facts.claims is None and name in from_claims and not facts.anonymous_deny_holds:
+                    return None  # an anonymous request: the deny rule does not match (see Facts)
                 unresolved.add(name)
             else:
                 variables[name] = value
@@ -625,6 +631,8 @@ def load_rules(value: list[dict[str, Any]]) -> RuleSet:
 def evaluate(rules: Sequence[Rule], facts: Facts, default_effect: Effect = "deny", *, explain: bool = False
              ) -> Verdict:
     """Match every rule, combine (deny overrides), and say which rule decided and, with explain, why."""
+    if facts.claims is None and default_effect == "allow" and not facts.anonymous_deny_holds:
+        facts = msgspec.structs.replace(facts, anonymous_deny_holds=True)
     if explain:
         results = [match_rule(rule, facts, explain) for rule in rules]
     else:

@@ -411,6 +411,22 @@ def test_a_deny_rule_reading_a_claim_does_not_deny_anonymous_requests_public_pat
                         explain=explain).effect == "allow"
 
 
+@pytest.mark.parametrize("explain", [False, True])
+def test_under_default_allow_withholding_the_token_does_not_skip_a_deny_reading_a_claim(explain):
+    """With `default_effect: allow` no allow rule is needed, so a deny rule that skipped anonymous requests let a
+    client past it by dropping its token: GET /orgs/victim/billing was denied with a token and allowed without
+    one (found by a review). There the claim stands for any value, as for a token lacking it."""
+    rules = load_rules([ISOLATION_GUARD])
+    anonymous = evaluate(rules, facts(path="/orgs/victim/billing", claims=None), "allow", explain=explain)
+    assert (anonymous.effect, anonymous.rule.id) == ("deny", "isolation")
+    assert evaluate(rules, facts(path="/orgs/victim/billing", claims={}), "allow", explain=explain).effect == "deny"
+    assert evaluate(rules, facts(path="/orgs/acme/billing", claims={"org": "acme"}), "allow",
+                    explain=explain).effect == "allow"
+    # Under `deny` an allow rule decides, and the deny still does not match an anonymous request (the contract).
+    public = load_rules([ISOLATION_GUARD, {"id": "public", "effect": "allow", "path": {"pattern": "^/public/"}}])
+    assert evaluate(public, facts(path="/public/readme", claims=None), "deny", explain=explain).effect == "allow"
+
+
 @pytest.mark.parametrize("pattern", ["^/organisations/{{org}}/secret$", "^/o/{{org}}/secret$"])
 def test_an_unresolved_variable_in_a_deny_rule_stands_for_any_value_with_or_without_explain(pattern):
     """Found by a review: the path index skipped the deny rule when the path could not start with the pattern's
