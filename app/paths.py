@@ -67,6 +67,14 @@ def spelled_as_itself(text: str) -> bool:
     return _SPELLED.search(text) is None
 
 
+def trailing_twin(path: str) -> str | None:
+    """The path's other spelling for frameworks that serve both with one handler (Litestar, Express, Spring MVC 5
+    by default): without its trailing slash, or with one; None for the root."""
+    if path == "/":
+        return None
+    return path[:-1] if path.endswith("/") else path + "/"
+
+
 def remove_dot_segments(path: str) -> str:
     """RFC 3986 section 5.2.4, "Remove Dot Segments", for an absolute path."""
     output: list[str] = []

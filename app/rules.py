@@ -16,7 +16,7 @@ from typing import Any, Literal
 import msgspec
 
 from app.checks.claims import granted_scopes
-from app.paths import spell_as_path, spelled_as_itself
+from app.paths import spell_as_path, spelled_as_itself, trailing_twin
 from app.patterns import (ANYTHING, MISSING, Pattern, PatternError, Value, json_text, resolve_pointer, scope_words,
                           splits_words, texts)
 from app.ruleset import ClaimValues, Condition, Effect, Rule, RuleDoc, Variable, compile_rules
@@ -262,16 +262,18 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
             yield _unevaluated(rule, "path", rule.path, f"variable {', '.join(sorted(missing))} unresolved", explain)
         else:
             try:
-                held = rule.path.search(in_path(variables), facts.path) == rule.path_exists
+                held, spelling = path_held(rule.path, in_path(variables), facts.path, rule.path_exists, deny)
             except PatternError as exc:
                 if not deny:
                     raise
                 yield _unevaluated(rule, "path", rule.path, f"pattern with variables could not be compiled: {exc}",
                                    explain)
             else:
-                yield _noted((held, {"field": "path", "held": held, "pattern": rule.path.shown(display),
-                                     "actual": facts.path, "presence": "must_exist" if rule.path_exists
-                                     else "must_absent"} if display is not None else None), missing)
+                detail = {"field": "path", "held": held, "pattern": rule.path.shown(display), "actual": facts.path,
+                          "presence": "must_exist" if rule.path_exists else "must_absent"} if explain else None
+                if detail is not None and spelling is not None:
+                    detail["matched_as"] = spelling  # the trailing twin (see path_held)
+                yield _noted((held, detail), missing)
     for condition in (*rule.headers, *rule.query, *rule.token):
         missing = uses(condition) & unresolved
         if missing and not condition.exists:
@@ -427,10 +429,44 @@ def in_path(variables: dict[str, Value]) -> dict[str, Value]:
             for name, value in variables.items()}
 
 
-def _path_check(pattern: Pattern, exists: bool) -> Check:
+def path_held(pattern: Pattern, variables: dict[str, Value], path: str, exists: bool, deny: bool
+              ) -> tuple[bool, str | None]:
+    """Whether a path condition holds, and the spelling that decided it when not the path itself.
+
+    Many frameworks serve `/admin/` with the handler of `/admin` (Litestar, Express, Spring MVC 5) and some the
+    reverse, so the path's trailing twin (app.paths.trailing_twin) counts where it makes the rule fail closed: a
+    deny rule's `must_exist` holds when either spelling matches (`^/admin$` covers `/admin/`: found by a review),
+    and an allow rule's `must_absent` only when neither does. An allow rule's `must_exist` takes the path as it is,
+    and so does a deny rule's `must_absent` (else a deny on everything outside `^/public$` would deny `/public`,
+    whose twin is outside)."""
+    if pattern.search(variables, path):
+        return exists, None
+    if deny == exists:
+        twin = trailing_twin(path)
+        if twin is not None and pattern.search(variables, twin):
+            return exists, twin
+    return not exists, None
+
+
+def _path_check(pattern: Pattern, exists: bool, deny: bool) -> Check:
     literal, search = pattern.literal, pattern.search
     if literal is not None:
-        return lambda facts, variables: (facts.path == literal) == exists
+        twin = trailing_twin(literal) if deny == exists else None
+        if twin is not None and trailing_twin(twin) != literal:  # "" or "//": no path has them as its twin
+            twin = None
+        return lambda facts, variables: (facts.path == literal or facts.path == twin) == exists
+    if deny == exists:  # path_held without its tuple: the twin counts
+        spelled = bool(pattern.names)
+
+        def held(facts: Facts, variables: dict[str, Value]) -> bool:
+            if spelled:
+                variables = in_path(variables)
+            path = facts.path
+            if search(variables, path):
+                return exists
+            twin = trailing_twin(path)
+            return (twin is not None and search(variables, twin)) == exists
+        return held
     if not pattern.names:  # the variables are not read: nothing to spell as a path would
         return lambda facts, variables: search(variables, facts.path) == exists
     return lambda facts, variables: search(in_path(variables), facts.path) == exists
@@ -507,7 +543,7 @@ def _matcher(rule: Rule) -> Matcher:
     getters = tuple((variable.name, _variable_getter(variable)) for variable in rule.variables)
     checks: tuple[Check, ...] = (
         *map(_claim_check, rule.claims),
-        *((_path_check(rule.path, rule.path_exists),) if rule.path is not None else ()),
+        *((_path_check(rule.path, rule.path_exists, rule.effect == "deny"),) if rule.path is not None else ()),
         *(_token_check(item) if item.kind == "token" else _pair_check(item, rule.effect) for item in rule.conditions))
     if rule.effect == "deny" and getters:
         return _deny_matcher(rule, getters, checks)
@@ -605,7 +641,7 @@ class RuleSet(tuple):  # type: ignore[type-arg]
                 self._unbucketed.append(position)
         self._methods = frozenset(method for rule in self if rule.methods is not None for method in rule.methods)
         self._matchers = tuple(_matcher(rule) for rule in self)
-        self._selected: dict[tuple[str, str | None], tuple[Matcher, ...]] = {}
+        self._selected: dict[tuple[str, str | None, str | None], tuple[Matcher, ...]] = {}
 
     def select(self, method: str, path: str) -> tuple[Matcher, ...]:
         """The matchers of the rules that can match `method` (upper-case) on `path`, in order (memoised per
@@ -614,10 +650,17 @@ class RuleSet(tuple):  # type: ignore[type-arg]
         bucket: str | None = path[:BUCKET]
         if bucket not in self._by_bucket:
             bucket = None
-        selected = self._selected.get((known_method, bucket))
+        # A path condition may be decided on the path's trailing twin (path_held), whose first BUCKET characters
+        # differ from the path's only when it is that short.
+        twin = trailing_twin(path) if len(path) <= BUCKET else None
+        other = twin[:BUCKET] if twin is not None and twin[:BUCKET] != bucket else None
+        if other not in self._by_bucket:
+            other = None
+        selected = self._selected.get((known_method, bucket, other))
         if selected is None:
-            positions = sorted(self._unbucketed + (self._by_bucket[bucket] if bucket is not None else []))
-            selected = self._selected[known_method, bucket] = tuple(
+            positions = sorted({*self._unbucketed, *(self._by_bucket[bucket] if bucket is not None else ()),
+                                *(self._by_bucket[other] if other is not None else ())})
+            selected = self._selected[known_method, bucket, other] = tuple(
                 self._matchers[position] for position in positions
                 if self[position].methods is None or known_method in self[position].methods)
         return selected

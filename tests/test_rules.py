@@ -87,6 +87,32 @@ def test_a_deny_rule_written_with_a_reserved_character_holds_for_its_escape(raw)
     assert evaluate(rules, facts(path=path), "deny").reason == "rule_denied"
 
 
+@pytest.mark.parametrize("explain", [False, True])
+def test_a_trailing_slash_counts_where_the_rule_would_otherwise_fail_open(explain):
+    """Litestar, Express and Spring MVC 5 serve `/admin/` with the handler of `/admin` (Express the reverse too):
+    `^/admin$` let `/admin/` through a deny (found by a review). The path's twin counts for a deny's must_exist
+    and an allow's must_absent; an allow's must_exist and a deny's must_absent take the path as it is."""
+    def decide(rules: list[dict[str, Any]], path: str, default: str) -> tuple[str, str]:
+        verdict = evaluate(load_rules(rules), facts(path=path), default, explain=explain)
+        return verdict.effect, verdict.reason
+
+    deny = [{"effect": "deny", "path": {"pattern": "^/admin$"}}, {"effect": "deny", "path": {"pattern": "^/ops/$"}},
+            {"effect": "deny", "path": {"pattern": "^/a[0-9]$"}}, ALLOW_ALL]
+    for path in ("/admin", "/admin/", "/ops/", "/ops", "/a1/", "/a1"):
+        assert decide(deny, path, "allow") == ("deny", "rule_denied"), path
+    assert decide(deny, "/admin/x", "allow") == ("allow", "rule_allowed")
+    public = [{"effect": "allow", "path": {"pattern": "^/public$"}}]
+    assert decide(public, "/public", "deny")[0] == "allow" and decide(public, "/public/", "deny")[0] == "deny"
+    all_but_admin = [{"effect": "allow", "path": {"pattern": "^/admin$", "presence": "absent"}}]
+    assert [decide(all_but_admin, path, "deny")[0] for path in ("/x", "/admin", "/admin/")] == ["allow", "deny", "deny"]
+    outside = [{"effect": "deny", "path": {"pattern": "^/public$", "presence": "absent"}}, ALLOW_ALL]
+    assert [decide(outside, path, "deny")[0] for path in ("/public", "/public/", "/x")] == ["allow", "deny", "deny"]
+    if explain:
+        trace = evaluate(load_rules(deny), facts(path="/admin/"), "allow", explain=True).trace
+        assert trace[0]["conditions"][0] == {"field": "path", "held": True, "pattern": "^/admin$",
+                                             "actual": "/admin/", "presence": "must_exist", "matched_as": "/admin"}
+
+
 def test_remove_dot_segments_rfc3986_examples():
     # RFC 3986 section 5.2.4 walks through these two.
     assert remove_dot_segments("/a/b/c/./../../g") == "/a/g"
@@ -993,10 +1019,12 @@ def test_a_path_pattern_spelling_a_non_ascii_character_is_refused_however_it_is_
 # explain adds a trace, nothing else. Random rule sets over the dialect's corners (variables from each source,
 # unresolved and array values, presence both ways, flags, long literal prefixes the index buckets by).
 _PATHS = ["/", "/admin", "/admin/x", "/Admin/x", "/abcdefgh", "/abcdefghij/k", "/v1/orgs/acme", "/v1/orgs/acme/r",
-          "/v1/orgs/evil", "/v1/orgs/a%C3%A9", "/v1/orgs/"]
+          "/v1/orgs/evil", "/v1/orgs/a%C3%A9", "/v1/orgs/", "/admin/", "/abcdefg", "/abcdefg/", "/abcdef/",
+          "/abcdef", "/abcdefgh/", "/abcdefghij/k/", "/v1/orgs/acme/", "/admin/x/"]  # trailing twins, short ones too
 _PATTERNS = ["^/admin", "^/admin/x$", "admin", "^/abcdefgh", "^/abcdefghij/k$", "^/v1/orgs/{{o}}$",
              "^/v1/orgs/{{o}}(/.*)?$", "^/v1/orgs/{{o}}/r$", "^/V1/orgs/", "^/v1/orgs/(acme|evil)$", "^/abcdefg?h",
-             "^/v1/orgs/{{o}}{{o}}$", "^$", "^/admin/x|^/v1"]
+             "^/v1/orgs/{{o}}{{o}}$", "^$", "^/admin/x|^/v1", "^/abcdefg/$", "^/abcdef$", "^/abcdef/$", "^/admin/$",
+             "^/abcdefgh$"]
 _CLAIM_SETS = [None, {}, {"org": "acme", "scope": "read write"}, {"org": ["acme", "evil"], "scp": ["admin"]},
                {"org": "a\u00e9"}, {"org": 1, "n": 1, "ra": {"roles": ["admin", "banned"]}},
                {"org": "", "scope": "write"}, {"org": True, "scp": "read admin"}, {"org": {"x": 1}}]
