@@ -615,14 +615,25 @@ def test_workers_stop_when_the_main_process_is_killed(tmp_path):
     # A main process killed outright cannot remove its working directories: keep them in the test's.
     service = Service({"WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
                        "JWT_DECISION_SNAPSHOT_DIR": str(tmp_path)})
+    deadline = time.monotonic() + 15  # one worker answering made the service ready; on a busy machine the
+    while len(_workers(service.process.pid)) < 2 and time.monotonic() < deadline:  # other may still be starting
+        time.sleep(0.1)
     workers = _workers(service.process.pid)
     assert len(workers) == 2
     os.kill(service.process.pid, signal.SIGKILL)
     service.process.wait()
+
+    def running(pid: int) -> bool:  # an exited worker may stay a zombie until its new parent reaps it
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rpartition(")")[2].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in workers):
+    while time.monotonic() < deadline and any(running(pid) for pid in workers):
         time.sleep(0.1)
-    left = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+    left = [pid for pid in workers if running(pid)]
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == []  # unsupervised, they would go on serving and hold the port against a restart
