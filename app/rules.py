@@ -269,10 +269,12 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
                 yield _unevaluated(rule, "path", rule.path, f"pattern with variables could not be compiled: {exc}",
                                    explain)
             else:
-                detail = {"field": "path", "held": held, "pattern": rule.path.shown(display), "actual": facts.path,
-                          "presence": "must_exist" if rule.path_exists else "must_absent"} if explain else None
-                if detail is not None and spelling is not None:
-                    detail["matched_as"] = spelling  # the trailing twin (see path_held)
+                detail = None
+                if display is not None:  # the pattern with the values spelled as they were matched (in_path)
+                    detail = {"field": "path", "held": held, "pattern": rule.path.shown(in_path(display)),
+                              "actual": facts.path, "presence": "must_exist" if rule.path_exists else "must_absent"}
+                    if spelling is not None:
+                        detail["matched_as"] = spelling  # the trailing twin (see path_held)
                 yield _noted((held, detail), missing)
     for condition in (*rule.headers, *rule.query, *rule.token):
         missing = uses(condition) & unresolved

@@ -397,6 +397,10 @@ def test_the_inline_authorizer_cache_is_bounded_by_what_its_patterns_hold(client
             == "token_missing"
     assert authorizers.inline_cached() == before  # answered, not kept
     assert _rss_mib() - rss < 20
+    bare = [{"effect": "deny"}] * 3000  # no pattern at all: the rules themselves hold ~2 MB
+    assert decide(client, {"policy": rs256_policy(), "anonymous": "rules", "rules": bare})["reason"] \
+        == "token_missing"
+    assert authorizers.inline_cached() == before
 
 
 def test_inline_rate_limits_count_apart_from_the_shared_storage_and_start_over_after_enough_hits(client):

@@ -113,6 +113,14 @@ def test_a_trailing_slash_counts_where_the_rule_would_otherwise_fail_open(explai
                                              "actual": "/admin/", "presence": "must_exist", "matched_as": "/admin"}
 
 
+def test_the_trace_shows_a_path_pattern_with_its_values_spelled_as_matched():
+    rules = load_rules([{"id": "own", "effect": "deny", "path": {"path": {"pattern": "^/orgs/{{o}}$"}},
+                         "variables": [{"name": "o", "source": "header", "key": "x-o"}]}])
+    verdict = evaluate(rules, facts(path="/orgs/acme%20corp", headers={"x-o": "acme corp"}), "allow", explain=True)
+    (condition,) = verdict.trace[0]["conditions"]
+    assert condition["held"] is True and condition["pattern"] == r"^/orgs/(?:acme\%20corp)$"
+
+
 def test_remove_dot_segments_rfc3986_examples():
     # RFC 3986 section 5.2.4 walks through these two.
     assert remove_dot_segments("/a/b/c/./../../g") == "/a/g"
@@ -137,8 +145,15 @@ def test_a_deny_rule_on_get_covers_head_and_an_allow_rule_does_not():
     ("^/caf\\%c3\\%a9$", "write '%c3' as '%C3'"),
     ("^/users/%40me$", "write '%40' as '@'"),
     ("^/a%2Bb$", "write '%2B' as '+' (escaped for RE2: '\\+')"),
+    ("^/x%0a$", "no path holds '%0a': a path with it is refused (path_rejected) before any rule"),
+    ("^/x%3B$", "no path holds '%3B'"),
+    ("^/docs/my notes$", "paths are matched with ' ' escaped: write '%20'"),
+    ("^/docs/a\\Qb c\\E", "write '%20'"),
+    ("^/search\\?q=1", "'?' escaped (the query is split off before matching): write '%3F'"),
+    ("^/a#b$", "write '%23'"),
 ], ids=["lower-case-escape", "escaped-unreserved", "escaped-dot", "re2-escaped-percent", "escaped-at",
-        "escaped-plus"])
+        "escaped-plus", "escaped-newline", "escaped-semicolon", "raw-space", "quoted-space", "escaped-question-mark",
+        "hash"])
 def test_a_path_pattern_whose_escape_can_never_match_a_normalised_path_is_refused(pattern, problem):
     with pytest.raises(RuleError, match=re.escape(problem)):
         load_rules([{"effect": "deny", "path": {"pattern": pattern}}])
