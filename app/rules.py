@@ -420,7 +420,7 @@ def in_path(variables: dict[str, Value]) -> dict[str, Value]:
     `/orgs/m%C3%BCnchen`, and a claim `m%C3%BCnchen` does not (one tenant's id cannot spell another's path)."""
     for value in variables.values():
         if isinstance(value, str):
-            if not spelled_as_itself(value):
+            if not (value.isalnum() and value.isascii()) and not spelled_as_itself(value):  # `acme`: at once
                 break
         elif not all(map(spelled_as_itself, value)):  # ANYTHING iterates as nothing
             break
@@ -458,7 +458,7 @@ def _path_check(pattern: Pattern, exists: bool, deny: bool) -> Check:
             twin = None
         return lambda facts, variables: (facts.path == literal or facts.path == twin) == exists
     if deny == exists:  # path_held without its tuple: the twin counts
-        spelled = bool(pattern.names)
+        spelled, prefix, folded = bool(pattern.names), pattern.prefix or "", "i" in pattern.flags
 
         def held(facts: Facts, variables: dict[str, Value]) -> bool:
             if spelled:
@@ -466,8 +466,13 @@ def _path_check(pattern: Pattern, exists: bool, deny: bool) -> Check:
             path = facts.path
             if search(variables, path):
                 return exists
-            twin = trailing_twin(path)
-            return (twin is not None and search(variables, twin)) == exists
+            if path == "/":
+                return not exists
+            twin = path[:-1] if path[-1] == "/" else path + "/"  # trailing_twin, inline
+            head = twin[:len(prefix)]  # the prefix test of Pattern.search, without its call (most twins fail it)
+            if head != prefix and (not folded or (twin.isascii() and head.lower() != prefix)):
+                return not exists
+            return search(variables, twin) == exists
         return held
     if not pattern.names:  # the variables are not read: nothing to spell as a path would
         return lambda facts, variables: search(variables, facts.path) == exists
