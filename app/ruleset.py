@@ -311,11 +311,6 @@ def _tokens(pattern: str) -> Iterator[tuple[str, str, int | None]]:
             index += 1
 
 
-_OPERATORS = frozenset(".^$|?*+(){}")  # a plain character of a pattern that is no literal text
-# Characters a normalised path only holds escaped (app.paths), with why.
-_ESCAPED_IN_PATHS = {" ": "", "#": "", "?": " (the query is split off before matching)"}
-
-
 def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
     """Why a path pattern can never match a normalised path (app.paths), with the spelling to use, or None.
     Normalised paths are ASCII (other characters percent-encoded in UTF-8, upper case, RFC 3987 3.1), spell a
@@ -348,24 +343,17 @@ def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
                 example = "\ufffd"
             return (f"paths are matched with non-ASCII characters percent-encoded (UTF-8, upper case): write "
                     f"{example!r} as {percent_encode_non_ascii(example)!r}")
-    literal = "".join(text for kind, text, _ in _tokens(pattern) if kind == "literal") + "".join(
-        text for kind, text, _ in _tokens(pattern) if kind == "char" and text not in _OPERATORS) + "".join(
-        item for item, (kind, _, _) in zip(outside, _tokens(pattern)) if kind == "escape" and item != "\0")
-    for char in literal:
-        if char in _ESCAPED_IN_PATHS:
-            return (f"paths are matched with {char!r} escaped{_ESCAPED_IN_PATHS[char]}: write "
-                    f"'%{ord(char):02X}'")
     insensitive = "i" in flags or _INLINE_I.search(pattern) is not None
     for match in PERCENT.finditer("".join(outside)):
         char = chr(int(match.group(1), 16))
-        if ord(char) < 0x20 or char in "\x7f/\\;":
-            return (f"no path holds {match.group(0)!r}: a path with it is refused (path_rejected) before any "
-                    "rule")
         if char in DECODED:
             return (f"paths are matched with the escapes of the characters a path holds as themselves decoded: "
                     f"write {match.group(0)!r} as {char!r}"
                     + (f" (escaped for RE2: '\\{char}')" if char in ".$()*+[]^{}|" else ""))
         if match.group(1) != match.group(1).upper() and not insensitive:
+            if ord(char) < 0x20 or char in "\x7f/\\;":  # upper case would not help: such paths are refused
+                return (f"no path holds {match.group(0)!r} in any case: a path with it is refused (path_rejected) "
+                        "before any rule")
             return (f"paths are matched with percent escapes in upper case: write {match.group(0)!r} as "
                     f"{match.group(0).upper()!r}")
     return None

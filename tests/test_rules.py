@@ -121,6 +121,16 @@ def test_the_trace_shows_a_path_pattern_with_its_values_spelled_as_matched():
     assert condition["held"] is True and condition["pattern"] == r"^/orgs/(?:acme\%20corp)$"
 
 
+@pytest.mark.parametrize("pattern", [r"^/api/users(?:/|\?|$)", r"^/login(\?.*)?$", "^/search( results)?$",
+                                     "^/admin(%0A)?$", "^/a(#.*)?$"])
+def test_a_path_pattern_with_an_optional_piece_no_path_holds_still_loads(pattern):
+    """Found by a review of a check that refused any pattern holding a space, `#`, `\?` or `%0A` anywhere: in
+    an optional group or one branch of an alternation they are dead text, and the rest of the pattern matches."""
+    rules = load_rules([{"effect": "deny", "path": {"pattern": pattern}}, {"effect": "allow"}])
+    path = normalise_path(pattern.lstrip("^").split("(")[0])
+    assert evaluate(rules, facts(path=path), "deny").reason == "rule_denied"
+
+
 def test_remove_dot_segments_rfc3986_examples():
     # RFC 3986 section 5.2.4 walks through these two.
     assert remove_dot_segments("/a/b/c/./../../g") == "/a/g"
@@ -145,15 +155,9 @@ def test_a_deny_rule_on_get_covers_head_and_an_allow_rule_does_not():
     ("^/caf\\%c3\\%a9$", "write '%c3' as '%C3'"),
     ("^/users/%40me$", "write '%40' as '@'"),
     ("^/a%2Bb$", "write '%2B' as '+' (escaped for RE2: '\\+')"),
-    ("^/x%0a$", "no path holds '%0a': a path with it is refused (path_rejected) before any rule"),
-    ("^/x%3B$", "no path holds '%3B'"),
-    ("^/docs/my notes$", "paths are matched with ' ' escaped: write '%20'"),
-    ("^/docs/a\\Qb c\\E", "write '%20'"),
-    ("^/search\\?q=1", "'?' escaped (the query is split off before matching): write '%3F'"),
-    ("^/a#b$", "write '%23'"),
+    ("^/x%0a$", "no path holds '%0a' in any case: a path with it is refused (path_rejected) before any rule"),
 ], ids=["lower-case-escape", "escaped-unreserved", "escaped-dot", "re2-escaped-percent", "escaped-at",
-        "escaped-plus", "escaped-newline", "escaped-semicolon", "raw-space", "quoted-space", "escaped-question-mark",
-        "hash"])
+        "escaped-plus", "escaped-newline-lower-case"])
 def test_a_path_pattern_whose_escape_can_never_match_a_normalised_path_is_refused(pattern, problem):
     with pytest.raises(RuleError, match=re.escape(problem)):
         load_rules([{"effect": "deny", "path": {"pattern": pattern}}])
