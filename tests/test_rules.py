@@ -124,7 +124,7 @@ def test_the_trace_shows_a_path_pattern_with_its_values_spelled_as_matched():
 @pytest.mark.parametrize("pattern", [r"^/api/users(?:/|\?|$)", r"^/login(\?.*)?$", "^/search( results)?$",
                                      "^/admin(%0A)?$", "^/a(#.*)?$"])
 def test_a_path_pattern_with_an_optional_piece_no_path_holds_still_loads(pattern):
-    """Found by a review of a check that refused any pattern holding a space, `#`, `\?` or `%0A` anywhere: in
+    """Found by a review of a check that refused any pattern holding a space, `#`, `\\?` or `%0A` anywhere: in
     an optional group or one branch of an alternation they are dead text, and the rest of the pattern matches."""
     rules = load_rules([{"effect": "deny", "path": {"pattern": pattern}}, {"effect": "allow"}])
     path = normalise_path(pattern.lstrip("^").split("(")[0])
