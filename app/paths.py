@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl
 
-UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")  # RFC 3986 2.3
 # The characters a normalised path holds as themselves: printable ASCII but for the path's structure (`/` the
 # separator, `?` the query, `%` an escape) and what is refused anyway (`#`, `;`, `\`). The escape of any of them is
 # decoded, so that every path an application serves has one spelling: applications decode every escape before
