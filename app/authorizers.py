@@ -31,9 +31,10 @@ HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}" + END)  # RFC 911
 HeaderName = Annotated[str, Meta(pattern=HEADER_NAME.pattern)]
 ParamName = Annotated[str, Meta(min_length=1, max_length=128)]
 INLINE_CACHE_SIZE = 256
-# What the compiled patterns of the cached inline authorizers may hold in all, estimated (app.ruleset.retained_bytes:
-# program and DFA, see app.patterns.UNTRUSTED_MAX_MEM); an authorizer estimated at more than an eighth of it is
-# compiled for its request only. A count of patterns was no bound: a 4,000-character pattern under `i` holds ~136 KiB.
+# What the compiled rules of the cached inline authorizers may hold in all, estimated (app.ruleset.retained_bytes:
+# each rule, its patterns' programs and DFAs, see app.patterns.UNTRUSTED_MAX_MEM); an authorizer estimated at more
+# than an eighth of it is compiled for its request only. A count of patterns was no bound: a 4,000-character
+# pattern under `i` holds ~136 KiB.
 INLINE_CACHE_BYTES = 32 << 20
 # Hits after which the inline authorizers' rate-limit counts start over (app.ratelimit.ScratchBudgets).
 INLINE_RATE_HITS = 10_000
@@ -287,6 +288,6 @@ class Authorizers:
         return authorizer
 
     def inline_cached(self) -> tuple[int, int]:
-        """How many inline authorizers are kept, and the bytes their compiled patterns are estimated to hold."""
+        """How many inline authorizers are kept, and the bytes their compiled rules are estimated to hold."""
         return len(self._inline), self._inline_bytes
 
