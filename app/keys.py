@@ -13,6 +13,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import msgspec
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -176,12 +177,14 @@ class KeySet:
 
 def key_set(keys: list[KeyEntry] | tuple[KeyEntry, ...], fetched_at: float | None = None,
             skipped: tuple[str, ...] = ()) -> KeySet:
+    # Each key's fields as a JSON array: self-delimiting, and `null` is not `"None"`. Joined with `|` they were
+    # ambiguous, so a set could keep the version of a set it replaced (a `kid` holding `a|RSA|...;b`, an `alg`
+    # changed to "None") and the verified-token cache kept answering for a removed key (found by a review).
     digest = hashlib.sha256()
     for key in keys:
-        digest.update(f"{key.kid}|{key.kty}|{key.crv}|{key.alg}|{key.use}|{key.key_ops}|{key.thumbprint}|"
-                      f"{key.size};".encode())
-        if key.kty == "oct":
-            digest.update(hashlib.sha256(key.key).digest())
+        secret = hashlib.sha256(key.key).hexdigest() if key.kty == "oct" else None
+        digest.update(msgspec.json.encode([key.kid, key.kty, key.crv, key.alg, key.use, key.key_ops, key.thumbprint,
+                                           key.size, secret]))
     return KeySet(tuple(keys), digest.hexdigest()[:16], fetched_at, skipped)
 
 

@@ -98,3 +98,18 @@ def test_malformed_tokens_are_not_cached():
     cache, compiled = VerifiedCache(100), policy()
     run("not.a.token", compiled, cache)
     assert len(cache) == 0
+
+
+def test_a_key_set_that_differs_in_any_field_gets_a_new_version():
+    """The version keys the verified-token cache: a set that kept the version of the set it replaced kept a removed
+    key's cached answers. Fields joined with `|` were ambiguous (a crafted `kid`, or `alg` "None" against none at
+    all). Found by a review."""
+    k1, k2 = key_for("RS256", "a").jwk, key_for("RS256", "b").jwk
+    first = keys_module.key_set([keys_module.jwk_key(k1, allow_oct=False), keys_module.jwk_key(k2, allow_oct=False)])
+    thumbprint = first.keys[0].thumbprint
+    crafted = {**k2, "kid": f"a|RSA|None|None|sig|None|{thumbprint}|2048;b"}
+    assert keys_module.key_set([keys_module.jwk_key(crafted, allow_oct=False)]).version != first.version
+    plain = keys_module.key_set([keys_module.jwk_key(k1, allow_oct=False)])
+    named = keys_module.key_set([keys_module.jwk_key({**k1, "alg": "None"}, allow_oct=False)])
+    assert plain.version != named.version
+    assert keys_module.key_set([keys_module.jwk_key(k1, allow_oct=False)]).version == plain.version  # stable
