@@ -103,12 +103,19 @@ def normalise_typ(value: str) -> str:
 
 
 def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
+    """Whether a URL's host is this machine: `localhost` (and `*.localhost`, RFC 6761, with or without the final
+    dot), a loopback address, or an address that reaches this host all the same on Linux: the unspecified one
+    (`0.0.0.0`, `::`) and IPv4-mapped loopback (`::ffff:127.0.0.1`). Those two passed as remote, so a remote
+    issuer's discovery could send this service to its own ports (found by a review)."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(name)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return any(item is not None and (item.is_loopback or item.is_unspecified) for item in (address, mapped))
 
 
 def key_set_label(uri: str) -> str:

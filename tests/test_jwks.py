@@ -638,9 +638,13 @@ def test_new_urls_on_many_hosts_are_bounded_in_all(clock):
     assert cache._admit("https://t99.example.com/jwks.json", clock.now) is None
 
 
-async def test_a_remote_issuer_s_discovery_may_not_send_the_service_to_its_own_loopback_ports():
+@pytest.mark.parametrize("target", ["http://127.0.0.1:6379/internal/admin?x=1", "https://0.0.0.0:8443/jwks",
+                                    "https://[::ffff:127.0.0.1]:8443/jwks", "https://[::]:8443/jwks",
+                                    "https://localhost.:8443/jwks", "https://api.localhost/jwks"])
+async def test_a_remote_issuer_s_discovery_may_not_send_the_service_to_its_own_loopback_ports(target):
     """The loopback exemption (http, any port) is for local issuers. A remote IdP's discovery document naming
-    http://127.0.0.1:6379/... would make this service probe its own host (the outcome shows in /readyz).
+    http://127.0.0.1:6379/... would make this service probe its own host (the outcome shows in /readyz); so would
+    0.0.0.0 or ::ffff:127.0.0.1, which reach this host on Linux (found by a review).
     The remote IdP cannot be real here: an httpx MockTransport stands for it, and records what was asked."""
     import httpx
 
@@ -650,7 +654,7 @@ async def test_a_remote_issuer_s_discovery_may_not_send_the_service_to_its_own_l
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(str(request.url))
-        body = {"issuer": "https://idp.example.com", "jwks_uri": "http://127.0.0.1:6379/internal/admin?x=1"}
+        body = {"issuer": "https://idp.example.com", "jwks_uri": target}
         return httpx.Response(200, stream=httpx.ByteStream(json.dumps(body).encode()))
 
     cache = KeySetCache(Settings(), client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
