@@ -198,6 +198,7 @@ class ReloadingDocument(Generic[T]):
         self._stamp: Stamp = None
         self._data: bytes | None = None  # the bytes of the value served
         self.last_error: str | None = None
+        self.refused_at: list[Stamp] | None = None  # see `watch`
         if source is not None:
             self._stamp = source.stamp()
             self.value = self._first_load(source)
@@ -316,12 +317,20 @@ def _keep_snapshot(source: Source, data: bytes) -> None:
 async def watch(documents: list[ReloadingDocument[Any]], interval: float) -> None:
     """Poll the files' stamps (cheap, works on every filesystem). When one changed, every document
     that changed or stands refused is read again, in order (the profiles before the authorizers): a document
-    refused for naming what the other lacked is taken up when the other is fixed."""
+    refused for naming what the other lacked is taken up when the other is fixed.
+
+    A refused document also remembers the stamps of all the files as they were before the poll that refused it,
+    and is read again once any of them differs. A reload may read the other file while it is being written (the
+    profiles check the authorizers as they read now): refused for a half-written file, both documents stood
+    refused with nothing left to change on disk, until the next edit (a test failed so, once in a while)."""
     while True:  # looked at once at start: a worker started from a snapshot reads the files at once
-        if any(document.changed_on_disk() for document in documents):
+        stamps = [document.source.stamp() if document.source is not None else None for document in documents]
+        if any(document.changed_on_disk() or (document.last_error is not None and document.refused_at != stamps)
+               for document in documents):
             for document in documents:
                 if document.changed_on_disk() or document.last_error is not None:
                     document.reload()
+                    document.refused_at = stamps if document.last_error is not None else None
         await asyncio.sleep(interval)
 
 

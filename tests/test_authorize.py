@@ -928,6 +928,45 @@ def test_a_rename_refused_for_a_bad_rule_is_applied_by_the_poll_once_the_authori
         assert decide(client, "api", bearer=token())["reason"] == "rule_allowed"
 
 
+def test_a_rename_whose_authorizers_file_was_read_half_written_is_applied_by_a_later_poll(tmp_path, clock):
+    """The profiles' reload reads the authorizers file to check the pair; read while being written, it refuses
+    the profiles, the authorizers are then refused for naming a profile not there, and nothing was left to change
+    on disk: both stood refused until the next edit (the test above failed so, once in a while). A refused
+    document is read again once any file's stamp differs from what it was before the poll that refused it."""
+    import time
+
+    profiles_path, authorizers_path = tmp_path / "profiles.json", tmp_path / "authorizers.json"
+    profiles_path.write_text(json.dumps({"old-name": rs256_policy()}))
+    authorizers_path.write_text(json.dumps({"api": {"issuer_profile_id": "old-name", "rules": [{"effect": "allow"}]}}))
+    app = create_app(Settings(issuer_profiles_json=str(profiles_path), authorizers_json=str(authorizers_path),
+                              config_poll_seconds=0.05), clock=clock)
+    authorizers = app.state.authorizers
+    real, calls = authorizers.on_disk, []
+
+    def half_written(profile_exists: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # the writer is still at it: its last write lands after this read
+            stamp = time.time() + 30
+            os.utime(authorizers_path, (stamp, stamp))
+            return None
+        return real(profile_exists)
+
+    authorizers.on_disk = half_written
+    profiles_path.write_text(json.dumps({"new-name": rs256_policy()}))
+    authorizers_path.write_text(json.dumps({"api": {"issuer_profile_id": "new-name", "rules": [{"effect": "allow"}]}}))
+    for path, ahead in ((profiles_path, 10), (authorizers_path, 20)):
+        os.utime(path, (time.time() + ahead, time.time() + ahead))
+    with TestClient(app) as client:
+        for _ in range(100):
+            if len(calls) >= 2 and not any(item.last_error for item in app.state.documents):
+                break
+            time.sleep(0.05)
+        assert len(calls) >= 2  # refused once for the half-written read, then read again
+        assert [item.last_error for item in app.state.documents] == [None, None]
+        assert list(app.state.profiles.value.policies) == ["new-name"]
+        assert decide(client, "api", bearer=token())["reason"] == "rule_allowed"
+
+
 def test_a_profile_inline_authorizers_name_cannot_be_removed_and_the_refusal_says_a_restart_is_needed(tmp_path,
                                                                                                         clock):
     path = tmp_path / "profiles.json"
