@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from litestar.testing import TestClient
@@ -437,14 +438,20 @@ def test_a_sighup_while_the_service_starts_does_not_end_it():
         process.wait(timeout=10)
 
 
+def readiness(client: TestClient[Any], tries: int = 60, pause: float = 0.1) -> Any:
+    """/readyz once it answers 200, or its last answer after `tries` polls `pause` seconds apart."""
+    for _ in range(tries):
+        response = client.get("/readyz")
+        if response.status_code == 200:
+            break
+        time.sleep(pause)
+    return response
+
+
 def test_readyz_reports_profile_key_state_and_waits_for_keys_when_required(server):
     document = json.dumps({"acme": profile(server)})
     with TestClient(create_app(Settings(issuer_profiles_json=document, ready_requires_keys=True))) as client:
-        for _ in range(50):
-            response = client.get("/readyz")
-            if response.status_code == 200:
-                break
-            time.sleep(0.05)
+        response = readiness(client, tries=50, pause=0.05)
         assert response.status_code == 200
         assert response.json()["profiles"]["acme"]["key_state"] == "fresh"
     server.mode = "500"
@@ -476,11 +483,7 @@ def test_readyz_waits_for_the_key_set_of_an_authorizer_with_a_policy_of_its_own(
         states = {name: item["key_state"] for name, item in response.json()["authorizers"].items()}
         assert states["api"] in ("pending", "unavailable") and states["ok"] == states["disc"] == "fresh"
         server.documents["/missing"] = jwks(key_for("RS256", "k1"))
-        for _ in range(60):
-            response = client.get("/readyz")
-            if response.status_code == 200:
-                break
-            time.sleep(0.1)
+        response = readiness(client)
         assert response.status_code == 200 and response.json()["authorizers"]["api"]["key_state"] == "fresh"
 
 
@@ -495,11 +498,7 @@ def test_a_service_that_started_during_an_idp_outage_becomes_ready_without_any_r
         time.sleep(0.3)
         assert client.get("/readyz").status_code == 503
         server.mode = "ok"  # the IdP is back; nobody calls /v1/*
-        for _ in range(60):
-            response = client.get("/readyz")
-            if response.status_code == 200:
-                break
-            time.sleep(0.1)
+        response = readiness(client)
         assert response.status_code == 200 and response.json()["profiles"]["acme"]["key_state"] == "fresh"
         assert server.hit_count(PATH) >= 2
 
