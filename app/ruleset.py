@@ -17,7 +17,7 @@ from msgspec import Meta, field
 
 from app.config import END
 from app.paths import DECODED, PERCENT, percent_encode_non_ascii
-from app.patterns import FLAGS, Pattern, PatternError, compile_pattern, parse_pointer, pattern_bytes
+from app.patterns import FLAGS, VARIABLE, Pattern, PatternError, compile_pattern, parse_pointer, pattern_bytes
 from app.policy import Problem
 
 Presence = Literal["must_exist", "present", "must_absent", "must_not_exist", "absent"]
@@ -240,6 +240,11 @@ class _Compiler:
                     self.problem(loc, problem)
                 else:
                     path = self.pattern(text, loc)
+                    # Read once RE2 has accepted the pattern: what RE2 refuses is reported as RE2 says it.
+                    needed = None if path is None else _Requirement(VARIABLE.sub("x", text)).needed()
+                    if needed is not None:
+                        self.problem(loc, _never_held(needed))
+                        path = None
             path_exists = doc.path.presence not in _ABSENT
         headers = tuple(self.pair(item, ("headers", i)) for i, item in enumerate(doc.headers))
         query = tuple(self.pair(item, ("query", i)) for i, item in enumerate(doc.query))
@@ -357,6 +362,194 @@ def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
             return (f"paths are matched with percent escapes in upper case: write {match.group(0)!r} as "
                     f"{match.group(0).upper()!r}")
     return None
+
+
+HELD = DECODED | {"/", "%"}  # the characters a normalised path holds as themselves
+# An escape no path holds: a path spelling it is refused before any rule (app.paths).
+_REFUSED_ESCAPE = re.compile(r"%(?:2F|5C|3B|[01][0-9A-F]|7F)", re.IGNORECASE)
+_CONTROL_ESCAPES = {"a": "\a", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_REPEAT = re.compile(r"\{(\d+)(?:,\d*)?\}")
+_CLASS_ESCAPE = re.compile(r"\\(?:x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|([0-7]{1,3})|(.))", re.DOTALL)
+
+
+_Needed = tuple[str, str]  # (text as the pattern spells it, the text a path would need)
+
+
+class _Unread(Exception):
+    """Pattern syntax the requirement reader does not follow (RE2 judges it)."""
+
+
+class _Requirement:
+    """Reads a path pattern's structure (alternation, groups, repetition) from `_tokens` to find text that every
+    match needs and no normalised path holds: a character outside HELD (`\\?`, a space, `#`, `;`, a backslash, a
+    control character) or a refused escape (`%0A`, `%2F`). Text in an optional piece (`(\\?.*)?`, `x*`, one
+    branch of an alternation whose other branch is fine) is not needed, so `^/api/users(?:/|\\?|$)` loads. Only
+    certain verdicts count: a character class is needed-and-unheld only when every member is a plain unheld
+    character, and syntax it does not follow means "can match" (RE2 refuses what is invalid)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.tokens = list(_tokens(pattern))
+        self.index = 0
+
+    def needed(self) -> _Needed | None:
+        """The first needed text no path holds, as the pattern spells it and as a path would, or None."""
+        try:
+            found = self.alternation()
+        except _Unread:
+            return None
+        return found if self.index == len(self.tokens) else None
+
+    def peek(self, text: str) -> bool:
+        return self.index < len(self.tokens) and self.tokens[self.index][:2] == ("char", text)
+
+    def alternation(self) -> _Needed | None:
+        branches = [self.sequence()]
+        while self.peek("|"):
+            self.index += 1
+            branches.append(self.sequence())
+        return None if None in branches else branches[0]
+
+    def sequence(self) -> _Needed | None:
+        found, run = None, ""  # run: consecutive single characters, for an escape spelled across them (%0A)
+        while self.index < len(self.tokens) and not self.peek("|") and not self.peek(")"):
+            kind, text, code = self.tokens[self.index]
+            needed = self.atom()
+            after = self.index
+            optional = self.repetition()
+            char = _single_char(kind, text, code)
+            if char is not None and self.index == after:
+                run += char
+                escape = _REFUSED_ESCAPE.search(run)
+                if escape and found is None:
+                    found = escape.group(0), escape.group(0)
+            else:
+                run = ""
+            if needed is not None and not optional and found is None:
+                found = needed
+        return found
+
+    def repetition(self) -> bool:
+        """Consume a repetition operator after an atom; True when it allows none (`*`, `?`, `{0,n}`)."""
+        if self.peek("*") or self.peek("?"):
+            optional = True
+            self.index += 1
+        elif self.peek("+"):
+            optional = False
+            self.index += 1
+        elif self.peek("{"):
+            text = ""
+            for kind, char, _ in self.tokens[self.index:self.index + 24]:
+                text += char if kind == "char" else "\0"
+                if char == "}":
+                    break
+            count = _REPEAT.match(text)
+            if count is None or count.end() != len(text):
+                return False  # a literal brace: RE2 reads `{` without a valid count as itself
+            optional = int(count.group(1)) == 0
+            self.index += len(text)
+        else:
+            return False
+        if self.peek("?"):  # lazy: the same language
+            self.index += 1
+        return optional
+
+    def atom(self) -> _Needed | None:
+        kind, text, code = self.tokens[self.index]
+        self.index += 1
+        if kind == "literal":
+            unheld = next((char for char in text if char not in HELD), None)
+            return None if unheld is None else ("\\Q" + text + "\\E", unheld)
+        if kind == "class":
+            return _unheld_class(text)
+        if kind == "escape":
+            if text == "\\s":
+                return text, " "  # whitespace, of which a path holds none
+            char = _single_char(kind, text, code)
+            return (text, char) if char is not None and char not in HELD else None
+        if text == "(":
+            return self.group()
+        if text in "*+?)|":
+            raise _Unread  # a repetition with nothing to repeat, an unbalanced parenthesis
+        return None if text in HELD or text in ".^$" else (text, text)
+
+    def group(self) -> _Needed | None:
+        if self.peek("?"):  # (?flags), (?flags:...), (?P<name>...), (?<name>...)
+            self.index += 1
+            header = ""
+            while self.index < len(self.tokens) and not self.peek(")") and not self.peek(":"):
+                header += self.tokens[self.index][1]
+                self.index += 1
+                if header.endswith(">"):
+                    break
+            if not re.fullmatch(r"[A-Za-z-]*|P?<\w+>", header):
+                raise _Unread  # look-around, back-references: RE2 refuses them
+            if self.peek(")"):
+                self.index += 1
+                return None  # flags only: matches the empty text
+            if self.peek(":"):
+                self.index += 1
+        found = self.alternation()
+        if not self.peek(")"):
+            raise _Unread
+        self.index += 1
+        return found
+
+
+def _single_char(kind: str, text: str, code: int | None) -> str | None:
+    """The one character a token from `_tokens` stands for (`a`, `\\?`, `\\x3F`, `\\n`), or None (`.`, `\\d`, a
+    class, a group's parenthesis, an anchor)."""
+    if kind == "char":
+        return None if text in "().^$|*+?" else text
+    if kind == "escape":
+        if code is not None:
+            return chr(code)
+        return _CONTROL_ESCAPES.get(text[1:]) or (text[1] if len(text) == 2 and not text[1].isalnum() else None)
+    return None
+
+
+def _unheld_class(text: str) -> _Needed | None:
+    """`text` (a whole `[...]`) when each of its members is a plain character a path never holds, else None."""
+    if text.startswith("[^") or "[:" in text:
+        return None
+    body, members, index = text[1:-1], [], 0
+    while index < len(body):
+        if body[index] == "\\":
+            match = _CLASS_ESCAPE.match(body, index)
+            if match is None:
+                return None
+            digits = match.group(1) or match.group(2)
+            single = match.group(4)
+            if digits or match.group(3):
+                members.append(chr(int(digits, 16) if digits else int(match.group(3), 8)))
+            elif single in _CONTROL_ESCAPES:
+                members.append(_CONTROL_ESCAPES[single])
+            elif single.isalnum():
+                return None  # \d, \w, \pL ...: a family
+            else:
+                members.append(single)
+            index = match.end()
+        elif body[index] == "-" and members and index + 1 < len(body):
+            return None  # a range: left alone
+        else:
+            members.append(body[index])
+            index += 1
+    return (text, members[0]) if members and not any(member in HELD for member in members) else None
+
+
+_NEVER_HELD_HINTS = {
+    " ": "paths spell a space as '%20'",
+    "?": "a path is matched without its query: test the query with a 'query' condition ('%3F' is an escaped '?' "
+         "in the path)",
+    "#": "a fragment never reaches the server ('%23' is an escaped '#' in the path)",
+}
+
+
+def _never_held(needed: _Needed) -> str:
+    """Why a pattern needing `needed` (from `_Requirement`) can never match, with what to write instead."""
+    spelled, char = needed
+    hint = _NEVER_HELD_HINTS.get(char, "a path holding it is refused (path_rejected) before any rule")
+    return (f"this pattern can never match: every match needs {spelled!r} outside any optional piece, and no "
+            f"normalised path holds it ({hint})")
 
 
 def compile_rules(docs: Sequence[RuleDoc], *, untrusted: bool = False) -> tuple[Rule, ...]:
