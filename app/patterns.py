@@ -251,6 +251,8 @@ def literal_prefix(text: str, flags: str) -> str | None:
         if char == "\\":
             following = text[index + 1:index + 2]
             if not following or following.isalnum() or not following.isascii():
+                if following == "Q" and chars:  # an empty `\Q\E` is no atom either: `\?\Q\E?` is `\??`
+                    chars.pop()
                 break
             chars.append(following)
             index += 2

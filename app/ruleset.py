@@ -8,7 +8,7 @@ every JSON Pointer parsed, and reports each problem with its location (`[3, "pat
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Literal
 
@@ -241,7 +241,8 @@ class _Compiler:
                 else:
                     path = self.pattern(text, loc)
                     # Read once RE2 has accepted the pattern: what RE2 refuses is reported as RE2 says it.
-                    needed = None if path is None else _Requirement(VARIABLE.sub("x", text)).needed()
+                    insensitive = "i" in self.flags or _INLINE_I.search(text) is not None
+                    needed = None if path is None else _Requirement(VARIABLE.sub("x", text), insensitive).needed()
                     if needed is not None:
                         self.problem(loc, _never_held(needed))
                         path = None
@@ -385,11 +386,18 @@ class _Requirement:
     control character) or a refused escape (`%0A`, `%2F`). Text in an optional piece (`(\\?.*)?`, `x*`, one
     branch of an alternation whose other branch is fine) is not needed, so `^/api/users(?:/|\\?|$)` loads. Only
     certain verdicts count: a character class is needed-and-unheld only when every member is a plain unheld
-    character, and syntax it does not follow means "can match" (RE2 refuses what is invalid)."""
+    character (under `i`, a non-ASCII one may fold into ASCII: RE2 matches `k` with U+212A), and syntax it does
+    not follow means "can match" (RE2 refuses what is invalid): a repetition after an atom that matches nothing
+    (`(?i)?`, `\\Q\\E*`, which RE2 applies to the atom before), groups nested deeper than MAX_DEPTH."""
 
-    def __init__(self, pattern: str) -> None:
+    MAX_DEPTH = 64  # RE2 takes ~1,000 nested groups in 4,096 characters; the reader recurses per group
+
+    def __init__(self, pattern: str, insensitive: bool) -> None:
         self.tokens = list(_tokens(pattern))
         self.index = 0
+        self.depth = 0
+        self.empty = False  # the last atom matches only the empty text
+        self.held = HELD if not insensitive else _FoldedHeld()
 
     def needed(self) -> _Needed | None:
         """The first needed text no path holds, as the pattern spells it and as a path would, or None."""
@@ -416,6 +424,8 @@ class _Requirement:
             needed = self.atom()
             after = self.index
             optional = self.repetition()
+            if self.empty and self.index != after:
+                raise _Unread  # RE2 applies this repetition to the atom before
             char = _single_char(kind, text, code)
             if char is not None and self.index == after:
                 run += char
@@ -456,21 +466,27 @@ class _Requirement:
     def atom(self) -> _Needed | None:
         kind, text, code = self.tokens[self.index]
         self.index += 1
+        self.empty = kind == "literal" and not text  # `\\Q\\E`; a flags-only group sets it too
         if kind == "literal":
-            unheld = next((char for char in text if char not in HELD), None)
+            unheld = next((char for char in text if char not in self.held), None)
             return None if unheld is None else ("\\Q" + text + "\\E", unheld)
         if kind == "class":
-            return _unheld_class(text)
+            return _unheld_class(text, self.held)
         if kind == "escape":
             if text == "\\s":
                 return text, " "  # whitespace, of which a path holds none
             char = _single_char(kind, text, code)
-            return (text, char) if char is not None and char not in HELD else None
+            return (text, char) if char is not None and char not in self.held else None
         if text == "(":
-            return self.group()
+            self.depth += 1
+            if self.depth > self.MAX_DEPTH:
+                raise _Unread
+            found = self.group()
+            self.depth -= 1
+            return found
         if text in "*+?)|":
             raise _Unread  # a repetition with nothing to repeat, an unbalanced parenthesis
-        return None if text in HELD or text in ".^$" else (text, text)
+        return None if text in self.held or text in ".^$" else (text, text)
 
     def group(self) -> _Needed | None:
         if self.peek("?"):  # (?flags), (?flags:...), (?P<name>...), (?<name>...)
@@ -485,13 +501,15 @@ class _Requirement:
                 raise _Unread  # look-around, back-references: RE2 refuses them
             if self.peek(")"):
                 self.index += 1
-                return None  # flags only: matches the empty text
+                self.empty = True  # flags only: matches the empty text
+                return None
             if self.peek(":"):
                 self.index += 1
         found = self.alternation()
         if not self.peek(")"):
             raise _Unread
         self.index += 1
+        self.empty = False  # a group is an atom, even `(?:)`
         return found
 
 
@@ -507,7 +525,14 @@ def _single_char(kind: str, text: str, code: int | None) -> str | None:
     return None
 
 
-def _unheld_class(text: str) -> _Needed | None:
+class _FoldedHeld:
+    """HELD under `i`: a non-ASCII character may fold into an ASCII letter (U+212A K, U+017F s), so it counts."""
+
+    def __contains__(self, char: object) -> bool:
+        return isinstance(char, str) and (char in HELD or not char.isascii())
+
+
+def _unheld_class(text: str, held: Container[str]) -> _Needed | None:
     """`text` (a whole `[...]`) when each of its members is a plain character a path never holds, else None."""
     if text.startswith("[^") or "[:" in text:
         return None
@@ -533,7 +558,7 @@ def _unheld_class(text: str) -> _Needed | None:
         else:
             members.append(body[index])
             index += 1
-    return (text, members[0]) if members and not any(member in HELD for member in members) else None
+    return (text, members[0]) if members and not any(member in held for member in members) else None
 
 
 _NEVER_HELD_HINTS = {
