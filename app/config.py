@@ -23,6 +23,8 @@ import structlog
 
 T = TypeVar("T")
 log = structlog.get_logger("app.config")
+_NOT_A_PATH = ("{", "[", '"', "'")
+_PATH_LIKE = re.compile(r"[^\x00-\x1f\x7f\"'{}\[\]]{1,1024}")
 _MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
 
 
@@ -66,14 +68,25 @@ class Source:
 
     @property
     def is_file(self) -> bool:
-        return not self.value.lstrip().startswith("{")
+        """JSON text starts with `{`; a value starting as other JSON or quoted (`'{...}'`, as an env file or a
+        compose file can leave it) is read as JSON too, so that its error is a JSON one, not "no such file"
+        with the whole value (and the secrets in it) as the file's name."""
+        return not self.value.lstrip().startswith(_NOT_A_PATH)
 
     @property
     def label(self) -> str:
-        return f"{self.variable} ({self.value})" if self.is_file else self.variable
+        if not self.is_file:
+            return self.variable
+        # A path is named; a value that does not look like one may be a document or a secret put in by mistake.
+        shown = _PATH_LIKE.fullmatch(self.value) and ("/" in self.value or self.value.endswith(".json"))
+        return f"{self.variable} ({self.value})" if shown else f"{self.variable} (a file path, not shown: it does " \
+            "not look like one)"
 
     def read(self) -> bytes:
         if not self.is_file:
+            if self.value.lstrip().startswith("'"):
+                raise ConfigError(self.label, [("$", "not valid JSON: the value starts with a single quote (an env "
+                                                     "file or a compose file keeps quotes): remove the quotes")])
             return self.value.encode()
         try:
             with open(self.value, "rb") as handle:
@@ -122,17 +135,34 @@ def _not_json(exc: msgspec.DecodeError, data: bytes) -> str:
     match = _AT_BYTE.search(message)
     if match is None:
         return f"not valid JSON: {message}"
-    offset = min(int(match.group(1)), len(data))
+    return f"not valid JSON: {message[: match.start()]} ({_position(data, int(match.group(1)))})"
+
+
+def _position(data: bytes, offset: int) -> str:
+    offset = min(offset, len(data))
     start = data.rfind(b"\n", 0, offset) + 1
     line = data.count(b"\n", 0, offset) + 1
     column = len(data[start:offset].decode("utf-8", "replace")) + 1
-    return f"not valid JSON: {message[: match.start()]} (line {line}, column {column})"
+    return f"line {line}, column {column}"
+
+
+def _not_utf8(data: bytes) -> str | None:
+    """Where the document stops being UTF-8 (RFC 8259 section 8.1), or None. msgspec's own error for it is a
+    UnicodeDecodeError without the document's offset, which read as "nested too deeply" here before."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not valid JSON: the text is not UTF-8 ({_position(data, exc.start)})"
+    return None
 
 
 def decode_document(data: bytes, label: str) -> Any:
     """A configuration document's JSON. A member name given twice (at any depth) is refused: the last would win
     silently, so a second profile `acme` would replace the first without a word."""
     data = _without_bom(data)
+    not_utf8 = _not_utf8(data)
+    if not_utf8 is not None:
+        raise ConfigError(label, [("$", not_utf8)])
     try:
         document = msgspec.json.decode(data)
         tree = json.loads(data, object_pairs_hook=_members)
@@ -158,6 +188,9 @@ def decode_document(data: bytes, label: str) -> Any:
 def decode(data: bytes, type_: type[T], label: str, *, path_prefix: tuple[str | int, ...] = ()) -> T:
     """Decode JSON into a Struct type, turning msgspec's error into a ConfigError with the JSON path."""
     data = _without_bom(data)
+    not_utf8 = _not_utf8(data)
+    if not_utf8 is not None:
+        raise ConfigError(label, [(json_path(*path_prefix), not_utf8)])
     try:
         return msgspec.json.decode(data, type=type_)
     except msgspec.ValidationError as exc:

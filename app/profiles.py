@@ -51,8 +51,11 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
     # for having no key source; found by a review).
     own = {key: value for key, value in own.items() if not (key in KEY_SOURCES and (value is None or value is False))}
     if not isinstance(name, str) or name not in presets:
+        # Named only when it looks like a name: a value pasted into the wrong field (a secret) is not echoed.
+        shown = f" {name!r}" if isinstance(name, str) and re.fullmatch(r"[a-z0-9_-]{1,32}", name) else (
+            "" if isinstance(name, str) else " (expected a string)")
         problems.append((json_path(profile_id, "preset"),
-                         f"unknown preset {name!r}; known presets: {', '.join(sorted(presets))}"))
+                         f"unknown preset{shown}; known presets: {', '.join(sorted(presets))}"))
         return None
     preset = presets[name]
     parameters = raw.get("parameters")

@@ -57,6 +57,10 @@ def write(path: Path, document: dict) -> None:
      "ISSUER_PROFILES_JSON: $.acme: Object contains unknown field `clock_skew`"),
     ({"bad id!": {"issuer": ISSUER}}, "ISSUER_PROFILES_JSON: $[\"bad id!\"]: a profile id matches"),
     ({"acme": {"preset": "nope", "audiences": [AUDIENCE]}}, "ISSUER_PROFILES_JSON: $.acme.preset: unknown preset"),
+    ({"acme": {"preset": "SECRET+pasted/into=the-wrong-field", "audiences": [AUDIENCE]}},
+     "ISSUER_PROFILES_JSON: $.acme.preset: unknown preset; known presets: auth0"),
+    ({"acme": {"preset": ["SECRET"], "audiences": [AUDIENCE]}},
+     "ISSUER_PROFILES_JSON: $.acme.preset: unknown preset (expected a string); known presets: auth0"),
     ({"acme": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
                "jwks_uri": "http://keys.example.com/jwks.json"}},
      "ISSUER_PROFILES_JSON: $.acme.jwks_uri: jwks_uri must use https"),
@@ -95,7 +99,7 @@ def write(path: Path, document: dict) -> None:
                "audiences": [AUDIENCE]}},
      "ISSUER_PROFILES_JSON: $.acme.issuer: the gitlab preset derives the key set from one issuer: give 'parameters', "
      "or a key source of its own (jwks_uri)"),
-], ids=["alg-none", "alg-not-fitting-secret", "wrong-type", "unknown-field", "bad-id", "unknown-preset", "http-url",
+], ids=["alg-none", "alg-not-fitting-secret", "wrong-type", "unknown-field", "bad-id", "unknown-preset", "unknown-preset-not-echoed", "unknown-preset-not-a-string", "http-url",
         "id-with-trailing-newline", "auth0-issuer-without-slash", "entra-domain-not-guid", "cognito-pool-region",
         "discovery-issuer-list", "discovery-issuer-http", "discovery-issuer-not-a-url", "discovery-issuer-malformed",
         "discovery-issuer-query", "firebase-project-with-underscore", "firebase-issuer-trailing-slash",
@@ -201,6 +205,29 @@ def test_a_json_syntax_error_in_a_file_is_told_by_line_and_column(tmp_path, text
         create_app(Settings(issuer_profiles_json=str(path)))
     assert str(error.value).startswith(f"ISSUER_PROFILES_JSON ({path}): $: not valid JSON: ")
     assert where in str(error.value)
+
+
+def test_a_file_that_is_not_utf8_is_told_by_line_and_column(tmp_path):
+    """Found by a review: msgspec's UnicodeDecodeError was read as "nested too deeply"."""
+    path = tmp_path / "profiles.json"
+    path.write_bytes(b'{\n  "hs": {"issuer": "https://a\xff"}}')
+    with pytest.raises(ConfigError) as error:
+        create_app(Settings(issuer_profiles_json=str(path)))
+    assert str(error.value) == f"ISSUER_PROFILES_JSON ({path}): $: not valid JSON: the text is not UTF-8 (line 2, column 30)"
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("'{\"hs\": {\"secret\": \"SECRET-in-a-quoted-value-0123456789\"}}'", "$: not valid JSON: the value starts with a "
+                                                                        "single quote"),
+    ('["SECRET-in-an-array-0123456789"]', "$: expected an object"),
+    ("SECRET-not-a-path-0123456789", "(a file path, not shown: it does not look like one): $: cannot read the file"),
+], ids=["quoted", "array", "not-a-path"])
+def test_a_value_that_is_neither_a_document_nor_a_path_is_never_echoed(value, problem):
+    """Found by a review: any value not starting with `{` was read as a file path and named in the error, so a
+    document quoted by an env file printed its secrets."""
+    with pytest.raises(ConfigError) as error:
+        create_app(Settings(issuer_profiles_json=value))
+    assert problem in str(error.value) and "SECRET" not in str(error.value), str(error.value)
 
 
 def test_a_file_saved_with_a_utf8_byte_order_mark_loads(tmp_path):
