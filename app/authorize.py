@@ -10,14 +10,16 @@ and forward-auth, which turns it into a status and headers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
+from msgspec.structs import replace
 
 from app.authorizers import Authorizer, TokenSource
 from app.findings import Finding, Status
-from app.paths import PathRejected, normalise_path, parse_query, split_target
+from app.paths import PathRejected, parse_query, path_spellings, split_target
 from app.patterns import MISSING, json_text, resolve_pointer
 from app.ratelimit import Budgets, RateLimitState
 from app.rules import Facts, Verdict, evaluate
@@ -25,7 +27,9 @@ from app.verifier import Verifier
 
 Reason = Literal["path_rejected", "invalid_request", "token_missing", "token_invalid", "keys_unavailable",
                  "rule_denied", "default_deny", "rule_allowed", "default_allow", "rate_limited"]
-_CONTROL = str.maketrans({code: None for code in [*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F]})
+# What a header value cannot carry as it is: a control character (a tab inside is fine), or white space at
+# either end, which proxies and applications strip (RFC 9110 5.5).
+_UNCARRIED = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +124,9 @@ def extract_tokens(sources: tuple[TokenSource, ...], headers: tuple[tuple[str, s
 
 
 def header_value(value: Any) -> str | None:
-    """Scalars as text, arrays joined by `,`, objects as JSON; no control characters (no CR/LF smuggling)."""
+    """Scalars as text, arrays joined by `,`, objects as JSON; None (the header left out) for a text a header
+    cannot carry exactly: deleting its control characters, as this did, let `admin\\x00` or ` admin ` reach the
+    upstream as `admin` (found by a review), and CR/LF would smuggle a header."""
     if value is None or value is MISSING:
         return None
     if isinstance(value, str):
@@ -129,8 +135,9 @@ def header_value(value: Any) -> str | None:
         text = ",".join(item if isinstance(item, str) else json_text(item) for item in value)
     else:
         text = json_text(value)
-    # A printable text has no control character (the common case, without translate's per-character table).
-    return text if text.isprintable() else text.translate(_CONTROL)
+    if text.isprintable() and text[:1] != " " and text[-1:] != " ":
+        return text  # the common case, without the regular expression
+    return None if _UNCARRIED.search(text) else text
 
 
 def claims_to_headers(authorizer: Authorizer, claims: dict[str, Any]) -> dict[str, str]:
@@ -158,7 +165,7 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
 
     raw_path, query_text = split_target(request.target)
     try:
-        path = normalise_path(raw_path)
+        path, dotted = path_spellings(raw_path)
     except PathRejected as exc:
         return deny("path_rejected", 400, trace=_trace("path", request, None, str(exc)) if explain else None)
     query = parse_query(query_text)
@@ -195,9 +202,15 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
                         trace=_trace("validate", request, path, result.summary, source) if explain else None)
         claims, expires_in = result.claims or {}, result.expires_in
 
-    verdict = evaluate(authorizer.rules, Facts(request.method.upper(), path, request.headers, query, claims,
-                                               (token, token.strip()) if token else ()),
-                       authorizer.default_effect, explain=explain)
+    facts = Facts(request.method.upper(), path, request.headers, query, claims, (token, token.strip()) if token else ())
+    verdict = evaluate(authorizer.rules, facts, authorizer.default_effect, explain=explain)
+    if dotted is not None and verdict.effect == "allow":
+        # Some upstreams serve the path with its dot segments as sent (app.paths.path_spellings): allowed only
+        # when that spelling is allowed too, so `/admin/../x` gets past no deny on /admin and no allow on /x
+        # lets it reach /admin's handler.
+        as_sent = evaluate(authorizer.rules, replace(facts, path=dotted), authorizer.default_effect, explain=explain)
+        if as_sent.effect == "deny":
+            verdict, path = as_sent, dotted
     rule = verdict.rule
     common: dict[str, Any] = {
         "rule": RuleRef(rule.id, rule.index, rule.effect, rule.priority, rule.notes) if rule is not None else None,

@@ -114,6 +114,17 @@ def normalise_path(path: str) -> str:
     Raises PathRejected for an encoded slash, backslash, semicolon or control character (NUL included), a raw
     backslash, space, control character, `#` or `;`, a malformed percent escape, or a path not starting with `/`.
     """
+    return path_spellings(path)[0]
+
+
+def path_spellings(path: str) -> tuple[str, str | None]:
+    """`normalise_path(path)` and, when removing dot segments changed it, the path without that step (escapes
+    decoded, slashes merged, `.` and `..` kept as sent), else None.
+
+    Upstreams disagree on dot segments: nginx's `proxy_pass` without a URI passes the target as sent, and
+    Litestar, Starlette or Express route `/admin/../x` under `/admin/` where nginx or Go would serve `/x` (found
+    by a review, end to end behind nginx). Rules see the normalised path; the other spelling may only add a deny
+    (app.authorize). Raises PathRejected as normalise_path does."""
     if not path.startswith("/"):
         raise PathRejected("the path does not start with '/'")
     if not path.isascii():
@@ -125,7 +136,8 @@ def normalise_path(path: str) -> str:
         raise PathRejected("the path contains an encoded slash, backslash or control character, a path parameter "
                            "(';'), or a character with no single meaning")
     if "%" not in path and "//" not in path and "/." not in path:
-        return path  # nothing to decode, merge or remove (a dot segment always follows a slash)
-    decoded = PERCENT.sub(_decode, path)
+        return path, None  # nothing to decode, merge or remove (a dot segment always follows a slash)
     # Merge first, as nginx does (merge_slashes), so `/a//../b` means what the upstream serves.
-    return _SLASHES.sub("/", remove_dot_segments(_SLASHES.sub("/", decoded)))
+    merged = _SLASHES.sub("/", PERCENT.sub(_decode, path))
+    normalised = _SLASHES.sub("/", remove_dot_segments(merged))
+    return normalised, merged if merged != normalised else None

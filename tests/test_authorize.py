@@ -319,18 +319,56 @@ def test_anonymous_rules_mode_allows_public_paths_without_a_token(client):
     assert decide(client, doc, path="/public/a", bearer=forged())["reason"] == "token_invalid"
 
 
+@pytest.mark.parametrize("default, rules, path, expected", [
+    ("allow", [{"id": "no-admin", "effect": "deny", "path": {"pattern": "^/admin(/.*)?$"}}], "/admin/../x",
+     ("deny", "rule_denied", 403, "no-admin")),
+    ("allow", [{"id": "no-admin", "effect": "deny", "path": {"pattern": "^/admin(/.*)?$"}}], "/admin/%2e%2e/x",
+     ("deny", "rule_denied", 403, "no-admin")),
+    ("allow", [{"id": "no-admin", "effect": "deny", "path": {"pattern": "^/admin(/.*)?$"}}], "/x/../admin",
+     ("deny", "rule_denied", 403, "no-admin")),
+    ("allow", [{"id": "no-admin", "effect": "deny", "path": {"pattern": "^/admin(/.*)?$"}}], "/x/./y",
+     ("allow", "default_allow", 200, None)),
+    ("deny", [{"id": "public", "effect": "allow", "path": {"pattern": "^/public(/.*)?$"}}], "/admin/../public/x",
+     ("deny", "default_deny", 403, None)),
+    ("deny", [{"id": "public", "effect": "allow", "path": {"pattern": "^/public(/.*)?$"}}], "/public/./x",
+     ("allow", "rule_allowed", 200, "public")),
+    ("deny", [{"id": "public", "effect": "allow", "path": {"pattern": "^/public(/.*)?$"}}], "/public/a/../b",
+     ("allow", "rule_allowed", 200, "public")),
+], ids=["deny-under-dots", "deny-under-encoded-dots", "deny-after-dots", "dots-allowed-elsewhere",
+        "allow-reached-through-dots", "allow-with-dot", "allow-within-allowed"])
+def test_a_path_with_dot_segments_is_allowed_only_when_its_spelling_as_sent_is_allowed_too(client, default, rules,
+                                                                                              path, expected):
+    """Found by a review, end to end: behind nginx's `proxy_pass` without a URI the upstream gets the target as
+    sent, and Litestar, Starlette or Express route `/admin/../x` under `/admin/`. Rules decide on the normalised
+    path (dot segments removed); the spelling as sent may only turn an allow into a deny."""
+    doc = {"policy": rs256_policy(), "default_effect": default, "rules": rules}
+    body = decide(client, doc, path=path, bearer=token(), explain=True)
+    assert summary(body) == expected
+    if expected[0] == "deny" and "/../" in path and path.startswith("/admin/"):
+        assert body["trace"]["path"] == path.replace("%2e%2e", "..")  # decided on the spelling as sent
+
+
 # claims_to_headers
 
 def test_claims_to_headers_scalars_arrays_objects_pointers_and_no_crlf(client):
     doc = {"policy": rs256_policy(), "rules": [{"effect": "allow"}],
            "claims_to_headers": {"sub": "X-User-Id", "roles": "X-Roles", "n": "X-N", "flag": "X-Flag",
                                  "obj": "X-Obj", "/realm_access/roles/0": "X-First-Role", "evil": "X-Evil",
-                                 "absent": "X-Absent"}}
+                                 "absent": "X-Absent", "tabbed": "X-Tabbed", "name": "X-Name"}}
     bearer = token(sub="user-42", roles=["a", "b", 3], n=7, flag=True, obj={"k": "v"},
-                   realm_access={"roles": ["admin"]}, evil="x\r\nSet-Cookie: a=b")
+                   realm_access={"roles": ["admin"]}, evil="x\r\nSet-Cookie: a=b", tabbed="a\tb", name="Zoë")
     assert decide(client, doc, bearer=bearer)["headers"] == {
         "X-User-Id": "user-42", "X-Roles": "a,b,3", "X-N": "7", "X-Flag": "true", "X-Obj": '{"k":"v"}',
-        "X-First-Role": "admin", "X-Evil": "xSet-Cookie: a=b"}
+        "X-First-Role": "admin", "X-Tabbed": "a\tb", "X-Name": "Zoë"}
+
+
+@pytest.mark.parametrize("sub", ["admin\x00", "ad\x01min", "ad\rmin", " admin", "admin ", "admin\t", "admin\x7f"])
+def test_a_claim_value_a_header_cannot_carry_exactly_is_left_out_not_trimmed(client, sub):
+    """Found by a review, end to end behind nginx: control characters were deleted and nginx strips white space
+    at the ends, so these tokens reached the upstream as `X-User-Id: admin`."""
+    doc = {"policy": rs256_policy(), "rules": [{"effect": "allow"}], "claims_to_headers": {"sub": "X-User-Id"}}
+    body = decide(client, doc, bearer=token(sub=sub))
+    assert body["decision"] == "allow" and body["headers"] == {}
 
 
 def test_a_wrong_typed_field_of_an_inline_authorizer_is_422_not_an_allow(client):
@@ -464,6 +502,16 @@ def test_forward_auth_uses_x_forwarded_method_and_uri(client):
         "X-Forwarded-Uri": "/v1/organisations/acme"})
     assert denied.status_code == 403 and "X-User-Id" not in denied.headers
     assert denied.headers["WWW-Authenticate"] == 'Bearer realm="orgs", error="insufficient_scope"'
+
+
+@pytest.mark.parametrize("method", ["DELETE,GET", "DELETE, GET", "GET DELETE", "DEL\tETE", "DÉLETE"])
+def test_forward_auth_refuses_an_original_method_that_names_no_single_method(client, method):
+    """Found by a review: a comma-joined X-Forwarded-Method (the combined form of a repeated header) was taken as
+    a method no rule names, so a deny on DELETE did not apply and the request was allowed."""
+    response = client.get("/v1/forward-auth/orgs", headers={
+        "Authorization": f"Bearer {token(**{ORG: 'acme'})}", "X-Forwarded-Method": method.encode(),
+        "X-Forwarded-Uri": "/v1/organisations/acme"})
+    assert response.status_code == 400 and response.json()["reason"] == "path_rejected"
 
 
 def test_forward_auth_original_headers_and_missing_token(client):
