@@ -160,7 +160,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     )
     # Outside routing and exception handling, so every answer (404, 413 and 401 included) is counted and logged;
     # inside that, the hot routes' common case without Litestar's request and response handling.
-    app.asgi_handler = Observe(FastPath(app.asgi_handler, verifier, authorizers, api_keys, settings.max_body_bytes))
+    app.asgi_handler = Observe(FastPath(app.asgi_handler, verifier, authorizers, api_keys, settings.max_body_bytes),
+                              app.routes)
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.key_sets = keys

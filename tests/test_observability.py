@@ -292,6 +292,19 @@ def test_metric_labels_stay_bounded_and_never_show_a_credential_or_a_dropped_key
     assert ("jwks_key_set_age_seconds", frozenset({("jwks_uri", label)})) not in dropped
 
 
+def test_a_wrong_method_on_a_route_is_counted_under_that_route_not_as_unmatched():
+    """Found by a review: Litestar names the route only once the method matched, so a 405 was counted among the
+    404 scans."""
+    with TestClient(create_app(Settings())) as client:
+        assert client.get("/v1/validate/jwt").status_code == 405
+        assert client.post("/v1/presets/auth0").status_code == 405
+        assert client.delete("/nowhere/at-all").status_code == 404
+        metrics = samples(client.get("/metrics").text)
+    assert value(metrics, "http_requests_total", route="/v1/validate/jwt", method="GET", status="405") == 1
+    assert value(metrics, "http_requests_total", route="/v1/presets/{provider}", method="POST", status="405") == 1
+    assert value(metrics, "http_requests_total", route="unmatched", method="DELETE", status="404") == 1
+
+
 def test_metrics_are_served_as_prometheus_text_with_one_charset():
     with TestClient(create_app(Settings())) as client:
         response = client.get("/metrics")
