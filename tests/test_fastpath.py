@@ -51,7 +51,7 @@ def _pair(**settings: Any) -> tuple[Any, Any]:
     """The app as served and the same app without the fast path."""
     served = create_app(Settings(**settings), clock=FixedClock())
     plain = create_app(Settings(**settings), clock=FixedClock())
-    plain.asgi_handler = Observe(plain.asgi_handler.app.app)
+    plain.asgi_handler = Observe(plain.asgi_handler.app.app, plain.routes)
     return served, plain
 
 
