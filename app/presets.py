@@ -237,8 +237,11 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 return f"{shape}; the issuer given is not a URL"
             origin = _issuer_regex(f"{scheme}://{host}", loose=True)
             if not origin.fullmatch(f"{given.scheme}://{given.netloc.lower()}"):
-                return (f"{shape}, on {scheme}://{host}; for another issuer of this provider (an Entra v1 issuer, "
-                        "say) give 'parameters'")
+                # Parameters fill the preset's key-set URL for an issuer of another shape (an Entra v1 issuer);
+                # a preset without them has one key set, the host's (found by a review: GitHub Enterprise Server
+                # with `parameters: {}` loaded github.com's keys).
+                return (f"{shape}, on {scheme}://{host}" + ("; for another issuer of this provider (an Entra v1 "
+                        "issuer, say) give 'parameters'" if self.parameters else ""))
         for other in (issuer + "/", issuer.rstrip("/")):
             if other != issuer and self.parameters_from_issuer(other) is not None:
                 return f"{shape}: {other!r} would fit (a trailing slash is part of the issuer, compared exactly)"

@@ -332,9 +332,27 @@ def test_a_fixed_host_preset_with_an_issuer_that_is_not_a_url_is_one_problem_lin
                       "ISSUER_PROFILES_JSON", PRESETS)
     lines = str(error.value).splitlines()
     assert lines[0].startswith(f"ISSUER_PROFILES_JSON: $.acme.issuer: the {preset} preset's issuers")
-    assert lines[0].endswith("the issuer given is not a URL; fix the issuer, or give 'parameters', or a key source "
+    parameters = "'parameters', or " if PRESETS[preset].parameters else ""  # github_actions takes none
+    assert lines[0].endswith(f"the issuer given is not a URL; fix the issuer, or give {parameters}a key source "
                              "of its own (jwks_uri, discovery: true)")
     assert len(lines) == 2 and lines[1].startswith("ISSUER_PROFILES_JSON: $.other.allowed_algs[0]: ")
+
+
+@pytest.mark.parametrize("parameters", [None, {}])
+def test_a_preset_without_parameters_never_lends_its_key_set_to_another_host(parameters):
+    """Found by a review: a GitHub Enterprise Server issuer was told to "give 'parameters'", and with
+    `parameters: {}` the profile loaded with github.com's key set, so none of its tokens could ever validate."""
+    profile = {"preset": "github_actions", "issuer": "https://ghe.acme.com/_services/token",
+               "required_custom_claims": {"repository_owner_id": "1"}}
+    if parameters is not None:
+        profile["parameters"] = parameters
+    with pytest.raises(ConfigError) as error:
+        load_profiles(json.dumps({"ci": {"audiences": ["https://api.acme.com"], **profile}}).encode(),
+                      "ISSUER_PROFILES_JSON", PRESETS)
+    assert str(error.value) == (
+        "ISSUER_PROFILES_JSON: $.ci.issuer: the github_actions preset's issuers look like "
+        "'https://token.actions.githubusercontent.com', on https://token.actions.githubusercontent.com; fix the issuer, "
+        "or give a key source of its own (jwks_uri, discovery: true)")
 
 
 @pytest.mark.parametrize("issuer, message", [
