@@ -117,13 +117,17 @@ async def _ready(value: Any) -> Any:
 def budget_key(authorizer: str, limit: RateLimit, claims: dict[str, Any] | None) -> tuple[str, ...]:
     """One budget per authorizer, or per claim value: its JSON text hashed (bounded keys, no separator games; the
     JSON keeps types apart, so `5` and `"5"`, or `"null"` and `null`, are different budgets). Requests without
-    the claim (anonymous ones included) share one budget of their own."""
+    the claim (anonymous ones included) share one budget of their own. A moving window's budget is named apart
+    from a fixed one's: limits names both alike, and in Redis a counter and a list under one name made the other
+    strategy's script fail (WRONGTYPE) on every request for up to a window after a reload switched strategies,
+    a storage error each time (found by a review)."""
+    head = (authorizer, "moving") if limit.moving else (authorizer,)
     if limit.claim is None:
-        return (authorizer,)
+        return head
     value = (claims or {}).get(limit.claim, MISSING)
     if value is MISSING:
-        return (authorizer, "claim", limit.claim, "missing")
-    return (authorizer, "claim", limit.claim, hashlib.sha256(msgspec.json.encode(value)).hexdigest()[:32])
+        return (*head, "claim", limit.claim, "missing")
+    return (*head, "claim", limit.claim, hashlib.sha256(msgspec.json.encode(value)).hexdigest()[:32])
 
 
 class Budgets:
@@ -160,7 +164,16 @@ class Budgets:
         if limit.moving:
             stats = await _ready(self.moving.get_window_stats(item, *key))
             return max(0, math.ceil(stats.reset_time - now))
-        return max(0, math.ceil(await _ready(self.storage.get_expiry(item.key_for(*key))) - now))
+        return max(0, math.ceil(await self._seconds_left(item.key_for(*key), now)))
+
+    async def _seconds_left(self, key: str, now: float) -> float:
+        """Until a fixed window's counter expires. limits reads Redis's TTL (whole seconds, rounded) and adds its
+        own later clock, so a fresh one-second window said 2 (found by a review): PTTL tells milliseconds."""
+        bridge = getattr(self.storage, "bridge", None)
+        if bridge is not None:
+            milliseconds = await bridge.get_connection().pttl(bridge.prefixed_key(key))
+            return max(0, milliseconds) / 1000
+        return await _ready(self.storage.get_expiry(key)) - now
 
     async def hit(self, authorizer: str, limit: RateLimit, claims: dict[str, Any] | None) -> RateLimitState:
         """Consume one request from the budget and report the window that refused, or the one closest to

@@ -96,6 +96,36 @@ def test_two_instances_share_one_budget(redis, strategy):
     assert answers[10]["reason"] == "rate_limited" and answers[10]["rate_limit"]["retry_after"] >= 1
 
 
+def test_switching_the_strategy_keeps_the_limit_enforced(redis):
+    """Found by a review: limits names a fixed and a moving window's budget alike, and in Redis the other
+    strategy's script then failed on the key (WRONGTYPE) until it expired: every request a storage error, so
+    allowed (or, with on_storage_error: deny, all refused) for up to a day, while /readyz said ok."""
+    with ExitStack() as stack:
+        (fixed,) = instances(stack, redis, 1, per_day=3)
+        assert [decide(fixed)["allowed"] for _ in range(4)] == [True, True, True, False]
+        (moving,) = instances(stack, redis, 1, per_day=3, strategy="moving-window")
+        answers = [decide(moving) for _ in range(4)]
+        storage_errors = moving.app.state.authorizers.budgets.storage_errors
+    assert [answer["allowed"] for answer in answers] == [True, True, True, False]
+    assert not any(answer["rate_limit"]["storage_error"] for answer in answers) and storage_errors == 0
+
+
+def test_a_fixed_window_in_redis_says_when_it_reopens_to_the_second(redis):
+    """Found by a review: a fresh one-second window said `RateLimit-Reset: 2` (and `Retry-After: 2`), a minute
+    61: limits reads Redis's TTL in whole seconds and adds a later clock."""
+    with ExitStack() as stack:
+        (client,) = instances(stack, redis, 1, per_second=2)
+        headers = {"Authorization": f"Bearer {mint(claims(), key_for('RS256'))}"}
+        answers = [client.get("/v1/forward-auth/api", headers=headers) for _ in range(3)]
+        (minute,) = instances(stack, redis, 1, per_minute=5, key="claim:sub")
+        first = decide(minute, sub="fresh-minute")
+    if answers[2].status_code != 429:  # the three requests straddled a second: the window started over
+        pytest.skip("the requests straddled a window")
+    assert [answer.headers["RateLimit-Reset"] for answer in answers] == ["1", "1", "1"]
+    assert answers[2].headers["Retry-After"] == "1"
+    assert first["rate_limit"]["reset"] == 60
+
+
 def test_claim_keyed_budgets_are_shared_per_claim_value(redis):
     with ExitStack() as stack:
         first, second = instances(stack, redis, 2, per_minute=3, key="claim:sub")
