@@ -130,12 +130,19 @@ def header_value(value: Any) -> str | None:
     if value is None or value is MISSING:
         return None
     if isinstance(value, str):
-        text = value
-    elif isinstance(value, list):
-        text = ",".join(item if isinstance(item, str) else json_text(item) for item in value)
-    else:
-        text = json_text(value)
-    if text.isprintable() and text[:1] != " " and text[-1:] != " ":
+        return _carried(value)
+    if isinstance(value, list):
+        # Upstreams split a list header on commas and trim each element (RFC 9110 5.6.1): an element that is
+        # empty, holds a comma or is padded (`[" admin"]` read as `admin`) would be read as something else.
+        items = [item if isinstance(item, str) else json_text(item) for item in value]
+        if any(not item or "," in item or _carried(item) is None for item in items):
+            return None
+        return ",".join(items)
+    return _carried(json_text(value))
+
+
+def _carried(text: str) -> str | None:
+    if text.isprintable() and text.strip(" ") == text:
         return text  # the common case, without the regular expression
     return None if _UNCARRIED.search(text) else text
 

@@ -71,22 +71,25 @@ class Source:
         """JSON text starts with `{`; a value starting as other JSON or quoted (`'{...}'`, as an env file or a
         compose file can leave it) is read as JSON too, so that its error is a JSON one, not "no such file"
         with the whole value (and the secrets in it) as the file's name."""
-        return not self.value.lstrip().startswith(_NOT_A_PATH)
+        return not self.value.lstrip("\ufeff \t\r\n").startswith(_NOT_A_PATH)
 
     @property
     def label(self) -> str:
         if not self.is_file:
             return self.variable
-        # A path is named; a value that does not look like one may be a document or a secret put in by mistake.
-        shown = _PATH_LIKE.fullmatch(self.value) and ("/" in self.value or self.value.endswith(".json"))
-        return f"{self.variable} ({self.value})" if shown else f"{self.variable} (a file path, not shown: it does " \
-            "not look like one)"
+        # A path is named; a value that does not look like one may be a document or a secret put in by mistake
+        # (a base64 secret holds `/` often: its "directory" does not exist).
+        shown = _PATH_LIKE.fullmatch(self.value) and ("/" in self.value or self.value.endswith(".json")) and \
+            os.path.isdir(os.path.dirname(self.value) or ".")
+        return f"{self.variable} ({self.value})" if shown else f"{self.variable} (the value, not shown: it does " \
+            "not look like a file path)"
 
     def read(self) -> bytes:
         if not self.is_file:
-            if self.value.lstrip().startswith("'"):
-                raise ConfigError(self.label, [("$", "not valid JSON: the value starts with a single quote (an env "
-                                                     "file or a compose file keeps quotes): remove the quotes")])
+            text = self.value.strip("\ufeff \t\r\n")
+            if text.startswith("'") or (text.startswith('"') and text.endswith('"')):
+                raise ConfigError(self.label, [("$", "not valid JSON: the value is in quotes (an env file or a "
+                                                     "compose file keeps them): remove the quotes")])
             return self.value.encode()
         try:
             with open(self.value, "rb") as handle:

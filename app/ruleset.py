@@ -428,7 +428,7 @@ class _Requirement:
                 raise _Unread  # RE2 applies this repetition to the atom before
             char = _single_char(kind, text, code)
             if char is not None and self.index == after:
-                run += char
+                run = run[-2:] + char  # an escape is three characters: the earlier ones were searched already
                 escape = _REFUSED_ESCAPE.search(run)
                 if escape and found is None:
                     found = escape.group(0), escape.group(0)

@@ -371,6 +371,17 @@ def test_a_claim_value_a_header_cannot_carry_exactly_is_left_out_not_trimmed(cli
     assert body["decision"] == "allow" and body["headers"] == {}
 
 
+@pytest.mark.parametrize("roles, header", [
+    (["viewer", " admin"], None), (["viewer", "admin,root"], None), (["viewer", ""], None), (["a\x00"], None),
+    (["viewer", "admin"], "viewer,admin"), (["viewer", 3, True], "viewer,3,true"), ([], ""),
+])
+def test_an_array_claim_is_carried_only_when_a_list_parser_reads_its_elements_back(client, roles, header):
+    """Found by a review: `["viewer", " admin"]` was sent as `viewer, admin`, which an upstream splitting on
+    commas and trimming (RFC 9110 5.6.1) reads as `admin`."""
+    doc = {"policy": rs256_policy(), "rules": [{"effect": "allow"}], "claims_to_headers": {"roles": "X-Roles"}}
+    assert decide(client, doc, bearer=token(roles=roles))["headers"].get("X-Roles") == header
+
+
 def test_a_wrong_typed_field_of_an_inline_authorizer_is_422_not_an_allow(client):
     """The same strictness as /v1/validate/jwt: `"require_exp": "false"` is refused, not read as False (it
     allowed a token without `exp`)."""
@@ -512,6 +523,18 @@ def test_forward_auth_refuses_an_original_method_that_names_no_single_method(cli
         "Authorization": f"Bearer {token(**{ORG: 'acme'})}", "X-Forwarded-Method": method.encode(),
         "X-Forwarded-Uri": "/v1/organisations/acme"})
     assert response.status_code == 400 and response.json()["reason"] == "path_rejected"
+
+
+@pytest.mark.parametrize("method, expected", [
+    ("VERSION-CONTROL", (403, "default_deny")), ("UPDATEREDIRECTREF", (403, "default_deny")),
+    ("get", (200, "rule_allowed")),
+])
+def test_forward_auth_takes_any_method_that_is_an_rfc9110_token(client, method, expected):
+    """Decided, not refused: the org-isolation rule allows GET and POST only."""
+    response = client.get("/v1/forward-auth/orgs", headers={
+        "Authorization": f"Bearer {token(**{ORG: 'acme'})}", "X-Forwarded-Method": method,
+        "X-Forwarded-Uri": "/v1/organisations/acme"})
+    assert (response.status_code, response.json()["reason"]) == expected
 
 
 def test_forward_auth_original_headers_and_missing_token(client):

@@ -217,11 +217,13 @@ def test_a_file_that_is_not_utf8_is_told_by_line_and_column(tmp_path):
 
 
 @pytest.mark.parametrize("value, problem", [
-    ("'{\"hs\": {\"secret\": \"SECRET-in-a-quoted-value-0123456789\"}}'", "$: not valid JSON: the value starts with a "
-                                                                        "single quote"),
+    ("'{\"hs\": {\"secret\": \"SECRET-in-a-quoted-value-0123456789\"}}'", "$: not valid JSON: the value is in quotes"),
+    ('"/etc/SECRET/profiles.json"', "$: not valid JSON: the value is in quotes"),
     ('["SECRET-in-an-array-0123456789"]', "$: expected an object"),
-    ("SECRET-not-a-path-0123456789", "(a file path, not shown: it does not look like one): $: cannot read the file"),
-], ids=["quoted", "array", "not-a-path"])
+    ("SECRET-not-a-path-0123456789", "(the value, not shown: it does not look like a file path): $: cannot read"),
+    ("q8Zr/7b2Kf0xLw9PnV4sT1uY6cE3hJ5aM8dG2iO0kRw=SECRET", "(the value, not shown: it does not look like a file path)"),
+    ("\ufeff{\"hs\": {\"secret\": \"SECRET-after-a-byte-order-mark\", \"issuer\": 1}}", "$.hs"),
+], ids=["quoted", "quoted-path", "array", "not-a-path", "base64-with-a-slash", "byte-order-mark"])
 def test_a_value_that_is_neither_a_document_nor_a_path_is_never_echoed(value, problem):
     """Found by a review: any value not starting with `{` was read as a file path and named in the error, so a
     document quoted by an env file printed its secrets."""

@@ -99,9 +99,9 @@ async def decide(authorizers: Authorizers, data: AuthorizeRequest) -> Decision:
 
 _METHOD_NAMES = ("x-forwarded-method", "x-original-method")
 _URI_NAMES = ("x-forwarded-uri", "x-original-uri")
-# What /v1/authorize accepts as a method: `DELETE,GET` (a proxy that appends joins a client's header to its own
-# with a comma) named no method and skipped a deny on DELETE (found by a review).
-_METHOD = re.compile(r"[A-Za-z]{1,16}")
+# A method is an RFC 9110 token (VERSION-CONTROL, UPDATEREDIRECTREF): `DELETE,GET` (a proxy that appends joins a
+# client's header to its own with a comma) named no method and skipped a deny on DELETE (found by a review).
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 
 
 def _single(found: list[tuple[str, str, bytes]]) -> tuple[str, bytes] | None:
@@ -142,7 +142,8 @@ def original_request(scope: Any, authorizer_id: str) -> OriginalRequest:
         method_found, target = _single(methods), _single(uris)
     except ValueError:
         return OriginalRequest(own, "", tuple(headers))  # an empty target is rejected as path_rejected
-    if method_found and method_found[0] and not _METHOD.fullmatch(method_found[0]):
+    if method_found and method_found[0] and not (method_found[0].isalpha() and method_found[0].isascii()
+                                                 and len(method_found[0]) <= 32 or _METHOD.fullmatch(method_found[0])):
         return OriginalRequest(own, "", tuple(headers))  # refused as path_rejected, as an ambiguous header is
     method = method_found[0] if method_found and method_found[0] else own  # an empty header: as if absent
     if target is not None:  # its raw bytes: the text may have been read as UTF-8
