@@ -11,7 +11,7 @@ from app.checks.claims import is_id_token
 from app.checks.time import numeric_date
 from app.findings import INSPECT_CODES
 from app.keys import SYMMETRIC
-from app.token import MalformedToken, has_bearer_prefix, parse, token_id
+from app.token import WHITESPACE, MalformedToken, has_bearer_prefix, parse, token_id
 
 WARNING = "Decoded does not mean validated: nothing here is verified. Use /v1/validate/jwt before trusting any claim."
 LONG_LIFETIME_SECONDS = 24 * 3600
@@ -91,10 +91,10 @@ def _details(codes: list[str], reasons: dict[str, str] | None = None) -> list[De
 
 
 def inspect_token(raw: str, now: float, max_token_bytes: int) -> InspectResult:
-    raw = raw.strip()
+    raw = raw.strip(WHITESPACE)
     tid = token_id(raw)
     prefix = has_bearer_prefix(raw)
-    candidate = raw[7:].strip() if prefix else raw
+    candidate = raw[7:].strip(WHITESPACE) if prefix else raw
     try:
         token = parse(candidate, max_token_bytes)
     except MalformedToken as exc:

@@ -73,9 +73,16 @@ def token_id(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+# What "surrounding whitespace is ignored" (validation.md) ignores: HTTP's and JSON's white space. Python's
+# str.strip() also took U+001C-U+001F, NBSP, NEL and U+2028 (found by a review): a string no JWS parser
+# accepts validated.
+WHITESPACE = " \t\r\n"
+
+
 def has_bearer_prefix(raw: str) -> bool:
-    """The `Bearer ` scheme left in, or the scheme alone (a header whose token is missing)."""
-    return raw[:7].lower() == "bearer " or raw.strip().lower() == "bearer"
+    """The `Bearer` scheme left in (followed by a space or a tab), or the scheme alone (a header whose token is
+    missing)."""
+    return (raw[:6].lower() == "bearer" and raw[6:7] in (" ", "\t")) or raw.strip(WHITESPACE).lower() == "bearer"
 
 
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
@@ -278,7 +285,7 @@ def parse(raw: str, max_bytes: int) -> ParsedToken:
         raise MalformedToken(
             "the token is larger than MAX_TOKEN_BYTES", {"size_bytes": size, "max_bytes": max_bytes}
         )
-    if not raw.strip():
+    if not raw.strip(WHITESPACE):
         raise MalformedToken("the token is empty", {"size_bytes": size},
                              "Send the token itself; an empty string often means a header or variable was not set.")
     if has_bearer_prefix(raw):

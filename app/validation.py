@@ -21,7 +21,7 @@ from app.checks.time import check_lifetime, numeric_date, time_findings, time_wi
 from app.findings import CHECK_ORDER, Finding, Status, finding
 from app.keys import ALGORITHMS, MAX_KEYS_TRIED, MIN_RSA_BITS, KeyView
 from app.policy import CompiledPolicy, normalise_typ
-from app.token import MalformedToken, ParsedToken, parse
+from app.token import WHITESPACE, MalformedToken, ParsedToken, parse
 
 # `time` has no check here: it depends on `now`, so `_assemble` decides it on every call (cache hits too).
 CHECKS: tuple[tuple[str, Check | None], ...] = (
@@ -299,7 +299,7 @@ def _assemble(verified: Verified, policy: CompiledPolicy, keys: KeyView, now: fl
 def validate(raw: str, policy: CompiledPolicy, keys: KeyView, now: float, *, max_token_bytes: int,
              cache: VerifiedCache | None = None) -> ValidationResult:
     """Validate a compact JWT against a compiled policy and the keys known now."""
-    raw = raw.strip()
+    raw = raw.strip(WHITESPACE)
     digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).digest()
     tid = digest[:8].hex()
     keyset = keys.keyset

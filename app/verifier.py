@@ -7,7 +7,7 @@ from typing import Callable, Protocol
 
 from app.keys import KeyView
 from app.policy import CompiledPolicy, PolicyCache, VerifyPolicy
-from app.token import b64url_decode, decode_json_object, MalformedToken
+from app.token import WHITESPACE, MalformedToken, b64url_decode, decode_json_object
 from app.validation import ValidationResult, VerifiedCache, validate
 
 
@@ -26,7 +26,7 @@ def header_kid(raw: str, allowed_algs: frozenset[str], max_bytes: int) -> str | 
     within MAX_TOKEN_BYTES, ASCII, three segments, and its header names an allowed algorithm. A token validation
     refuses before looking for a key (validation.md: an oversized token is not even decoded) costs the IdP
     nothing."""
-    raw = raw.strip()  # as validation reads it
+    raw = raw.strip(WHITESPACE)  # as validation reads it
     if len(raw) > max_bytes or not raw.isascii() or raw.count(".") != 2:
         return None
     head = raw.partition(".")[0]

@@ -54,6 +54,26 @@ def test_any_token_string_answers_200_malformed(client, token):
     assert all(body["statuses"][name] == "skip" for name in CHECK_ORDER[1:])
 
 
+@pytest.mark.parametrize("before, after, valid", [
+    (" \t\r\n", "\n ", True), ("\x1c", "\x1f", False), ("\xa0", "", False), ("", "\u2028", False),
+    ("\x0b", "", False), ("\u3000", "\x85", False),
+], ids=["http-and-json-white-space", "separators", "nbsp", "line-separator", "vertical-tab", "ideographic-nel"])
+def test_only_white_space_around_a_token_is_ignored(client, before, after, valid):
+    """Found by a review: Python's str.strip() also took information separators, NBSP, NEL and U+2028, so a
+    string no JWS parser accepts validated, with the same token id as the token."""
+    body = client.post(URL, json={"token": before + rs256_token() + after, "policy": rs256_policy()}).json()
+    assert body["valid"] is valid
+    if not valid:
+        assert [item["code"] for item in body["findings"]] == ["MALFORMED_TOKEN"]
+
+
+@pytest.mark.parametrize("prefix", ["Bearer ", "bearer\t", "BEARER  "])
+def test_a_bearer_scheme_left_in_is_named_whatever_the_white_space_after_it(client, prefix):
+    body = client.post(URL, json={"token": prefix + rs256_token(), "policy": rs256_policy()}).json()
+    (finding,) = body["findings"]
+    assert finding["code"] == "MALFORMED_TOKEN" and "Bearer" in finding["remediation"], finding
+
+
 def _raw_json(value: dict) -> bytes:
     """`value` as JSON with `@S@` inside a string turned into a lone UTF-16 surrogate escape (RFC 8259 8.2 allows
     it; no JSON encoder writes one, so the bytes are spliced)."""
