@@ -29,6 +29,7 @@ Reason = Literal["path_rejected", "invalid_request", "token_missing", "token_inv
                  "rule_denied", "default_deny", "rule_allowed", "default_allow", "rate_limited"]
 # What a header value cannot carry as it is: a control character (a tab inside is fine), or white space at
 # either end, which proxies and applications strip (RFC 9110 5.5).
+_LIST_SPECIALS = re.compile(r'[,"\\]')
 _UNCARRIED = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]\Z")
 
 
@@ -132,10 +133,11 @@ def header_value(value: Any) -> str | None:
     if isinstance(value, str):
         return _carried(value)
     if isinstance(value, list):
-        # Upstreams split a list header on commas and trim each element (RFC 9110 5.6.1): an element that is
-        # empty, holds a comma or is padded (`[" admin"]` read as `admin`) would be read as something else.
+        # Upstreams split a list header on commas and trim each element (RFC 9110 5.6.1), and some unquote a
+        # quoted-string: an element that is empty, padded (`[" admin"]` read as `admin`), or holds a comma, a
+        # quote or a backslash (`["\"admin\""]` read as `admin`) would be read as something else.
         items = [item if isinstance(item, str) else json_text(item) for item in value]
-        if any(not item or "," in item or _carried(item) is None for item in items):
+        if any(not item or _LIST_SPECIALS.search(item) or _carried(item) is None for item in items):
             return None
         return ",".join(items)
     return _carried(json_text(value))

@@ -24,6 +24,7 @@ import structlog
 T = TypeVar("T")
 log = structlog.get_logger("app.config")
 _NOT_A_PATH = ("{", "[", '"', "'")
+_TOKEN_LIKE = re.compile(r"(?=[^/]*[0-9])(?=[^/]*[A-Z])(?=[^/]*[a-z])[A-Za-z0-9+=_-]{20,}")
 _PATH_LIKE = re.compile(r"[^\x00-\x1f\x7f\"'{}\[\]]{1,1024}")
 _MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
 
@@ -71,16 +72,18 @@ class Source:
         """JSON text starts with `{`; a value starting as other JSON or quoted (`'{...}'`, as an env file or a
         compose file can leave it) is read as JSON too, so that its error is a JSON one, not "no such file"
         with the whole value (and the secrets in it) as the file's name."""
-        return not self.value.lstrip("\ufeff \t\r\n").startswith(_NOT_A_PATH)
+        return not self.value.lstrip().lstrip("\ufeff").lstrip().startswith(_NOT_A_PATH)
 
     @property
     def label(self) -> str:
         if not self.is_file:
             return self.variable
-        # A path is named; a value that does not look like one may be a document or a secret put in by mistake
-        # (a base64 secret holds `/` often: its "directory" does not exist).
-        shown = _PATH_LIKE.fullmatch(self.value) and ("/" in self.value or self.value.endswith(".json")) and \
-            os.path.isdir(os.path.dirname(self.value) or ".")
+        # A path is named (an unmounted volume's is what the operator needs to see); a value that does not look
+        # like one may be a secret put in by mistake: a base64 one holds `/` often, so a long mixed-case run of
+        # token characters between slashes hides the value too.
+        value = self.value
+        shown = _PATH_LIKE.fullmatch(value) and (value.startswith(("/", "./", "../", "~")) or value.endswith(
+            ".json")) and not any(_TOKEN_LIKE.fullmatch(part) for part in value.split("/"))
         return f"{self.variable} ({self.value})" if shown else f"{self.variable} (the value, not shown: it does " \
             "not look like a file path)"
 

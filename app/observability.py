@@ -347,6 +347,9 @@ def request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     return new_request_id()
 
 
+_SLASHES = re.compile(r"/{2,}")
+
+
 def route_templates(routes: Iterable[Any]) -> list[tuple[re.Pattern[str], str]]:
     """Each Litestar route's template with a regular expression of the paths it serves, plain routes first (as
     Litestar prefers them), for answers Litestar gives before naming the route: a 405 (the path matched, not the
@@ -372,7 +375,13 @@ class Observe:
         self.sink = _access_sink[0]
         self.templates = route_templates(routes)
 
-    def template(self, path: str) -> str:
+    def template(self, scope: Any) -> str:
+        """The route of a 405's path, read as Litestar routes it: without the root path, slashes merged, no
+        trailing slash."""
+        path, root = scope["path"], scope.get("root_path") or ""
+        if root and path.startswith(root):
+            path = path[len(root):]
+        path = _SLASHES.sub("/", path).rstrip("/") or "/"
         return next((template for pattern, template in self.templates if pattern.fullmatch(path)), "unmatched")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -397,7 +406,7 @@ class Observe:
         finally:
             _fields.reset(reset)
             seconds = time.perf_counter() - started
-            route = scope.get("path_template") or (self.template(scope["path"]) if status == 405 else "unmatched")
+            route = scope.get("path_template") or (self.template(scope) if status == 405 else "unmatched")
             method = scope["method"] if scope["method"] in HTTP_METHODS else "OTHER"  # labels stay bounded
             record_request(route, method, status, seconds)
             # The route, not the path: under forward-auth the path is the protected application's own URL.

@@ -219,6 +219,12 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             _substitute(item, values) if isinstance(item, str) else item for item in template_audiences]
         return _ordered(policy)
 
+    @property
+    def fixed_keys(self) -> bool:
+        """Whether the key set is one URL whatever the parameters (github_actions, google, firebase): then
+        parameters cannot give another issuer its own keys."""
+        return "{" not in self.jwks_uri
+
     def near_miss(self, issuer: str) -> str | None:
         """Why an issuer that almost has this preset's shape does not (a trailing slash, a parameter of the wrong
         kind, a Cognito pool in another region, another host where the provider's is fixed), or None when it is
@@ -241,7 +247,7 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 # a preset without them has one key set, the host's (found by a review: GitHub Enterprise Server
                 # with `parameters: {}` loaded github.com's keys).
                 return (f"{shape}, on {scheme}://{host}" + ("; for another issuer of this provider (an Entra v1 "
-                        "issuer, say) give 'parameters'" if self.parameters else ""))
+                        "issuer, say) give 'parameters'" if not self.fixed_keys else ""))
         for other in (issuer + "/", issuer.rstrip("/")):
             if other != issuer and self.parameters_from_issuer(other) is not None:
                 return f"{shape}: {other!r} would fit (a trailing slash is part of the issuer, compared exactly)"

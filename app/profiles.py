@@ -88,7 +88,7 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
                  reason="the issuer does not have the preset's shape, so its key set is found by OIDC discovery")
         base.pop("jwks_uri")
         base["discovery"] = True
-    elif isinstance(own.get("issuer"), str) and ("parameters" not in raw or not preset.parameters) \
+    elif isinstance(own.get("issuer"), str) and ("parameters" not in raw or preset.fixed_keys) \
             and preset.parameters_from_issuer(own["issuer"]) is None:
         # The preset's key set is one fixed URL (firebase, google): nothing above looked at the issuer, and one
         # that nearly has the preset's shape is a typo that would never validate. Another shape on the
@@ -104,7 +104,7 @@ def _near_miss(profile_id: str, preset: Preset, issuer: str, problems: list[tupl
     near_miss = preset.near_miss(issuer)
     if near_miss is not None:
         problems.append((json_path(profile_id, "issuer"), f"{near_miss}; fix the issuer, or give "
-                         + ("'parameters', or " if preset.parameters else "")
+                         + ("'parameters', or " if not preset.fixed_keys else "")
                          + "a key source of its own (jwks_uri, discovery: true)"))
     return near_miss is not None
 

@@ -117,11 +117,12 @@ async def _ready(value: Any) -> Any:
 def budget_key(authorizer: str, limit: RateLimit, claims: dict[str, Any] | None) -> tuple[str, ...]:
     """One budget per authorizer, or per claim value: its JSON text hashed (bounded keys, no separator games; the
     JSON keeps types apart, so `5` and `"5"`, or `"null"` and `null`, are different budgets). Requests without
-    the claim (anonymous ones included) share one budget of their own. A moving window's budget is named apart
-    from a fixed one's: limits names both alike, and in Redis a counter and a list under one name made the other
-    strategy's script fail (WRONGTYPE) on every request for up to a window after a reload switched strategies,
-    a storage error each time (found by a review)."""
-    head = (authorizer, "moving") if limit.moving else (authorizer,)
+    the claim (anonymous ones included) share one budget of their own. The strategy is part of the name: limits
+    names a fixed and a moving window's budget alike, and in Redis a counter and a list under one name made the
+    other strategy's script fail (WRONGTYPE) on every request for up to a window after a reload switched
+    strategies, a storage error each time (found by a review). Both are tagged, so no name an earlier version
+    wrote is used again: budgets started over once with that version."""
+    head = (authorizer, "moving" if limit.moving else "fixed")
     if limit.claim is None:
         return head
     value = (claims or {}).get(limit.claim, MISSING)

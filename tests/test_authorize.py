@@ -373,6 +373,7 @@ def test_a_claim_value_a_header_cannot_carry_exactly_is_left_out_not_trimmed(cli
 
 @pytest.mark.parametrize("roles, header", [
     (["viewer", " admin"], None), (["viewer", "admin,root"], None), (["viewer", ""], None), (["a\x00"], None),
+    (['"admin"', "viewer"], None), (['viewer"', '"admin'], None), (["a\\b"], None),
     (["viewer", "admin"], "viewer,admin"), (["viewer", 3, True], "viewer,3,true"), ([], ""),
 ])
 def test_an_array_claim_is_carried_only_when_a_list_parser_reads_its_elements_back(client, roles, header):

@@ -296,10 +296,11 @@ def test_a_wrong_method_on_a_route_is_counted_under_that_route_not_as_unmatched(
     """Found by a review: Litestar names the route only once the method matched, so a 405 was counted among the
     404 scans."""
     series = [("/v1/validate/jwt", "GET", "405"), ("/v1/presets/{provider}", "POST", "405"),
-              ("unmatched", "DELETE", "404")]
+              ("unmatched", "DELETE", "404"), ("/healthz", "POST", "405")]
     with TestClient(create_app(Settings())) as client:
         before = samples(client.get("/metrics").text)
-        assert client.get("/v1/validate/jwt").status_code == 405
+        assert client.get("/v1/validate/jwt/").status_code == 405  # routed as Litestar routes it: no trailing /
+        assert client.post("/healthz/").status_code == 405
         assert client.post("/v1/presets/auth0").status_code == 405
         assert client.delete("/nowhere/at-all").status_code == 404
         after = samples(client.get("/metrics").text)

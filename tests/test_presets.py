@@ -332,7 +332,7 @@ def test_a_fixed_host_preset_with_an_issuer_that_is_not_a_url_is_one_problem_lin
                       "ISSUER_PROFILES_JSON", PRESETS)
     lines = str(error.value).splitlines()
     assert lines[0].startswith(f"ISSUER_PROFILES_JSON: $.acme.issuer: the {preset} preset's issuers")
-    parameters = "'parameters', or " if PRESETS[preset].parameters else ""  # github_actions takes none
+    parameters = "'parameters', or " if not PRESETS[preset].fixed_keys else ""  # github_actions, firebase: one key set
     assert lines[0].endswith(f"the issuer given is not a URL; fix the issuer, or give {parameters}a key source "
                              "of its own (jwks_uri, discovery: true)")
     assert len(lines) == 2 and lines[1].startswith("ISSUER_PROFILES_JSON: $.other.allowed_algs[0]: ")
@@ -341,7 +341,8 @@ def test_a_fixed_host_preset_with_an_issuer_that_is_not_a_url_is_one_problem_lin
 @pytest.mark.parametrize("parameters", [None, {}])
 def test_a_preset_without_parameters_never_lends_its_key_set_to_another_host(parameters):
     """Found by a review: a GitHub Enterprise Server issuer was told to "give 'parameters'", and with
-    `parameters: {}` the profile loaded with github.com's key set, so none of its tokens could ever validate."""
+    `parameters: {}` the profile loaded with github.com's key set, so none of its tokens could ever validate.
+    Firebase, whose key set is one URL whatever its project, is in the next test."""
     profile = {"preset": "github_actions", "issuer": "https://ghe.acme.com/_services/token",
                "required_custom_claims": {"repository_owner_id": "1"}}
     if parameters is not None:
@@ -353,6 +354,15 @@ def test_a_preset_without_parameters_never_lends_its_key_set_to_another_host(par
         "ISSUER_PROFILES_JSON: $.ci.issuer: the github_actions preset's issuers look like "
         "'https://token.actions.githubusercontent.com', on https://token.actions.githubusercontent.com; fix the issuer, "
         "or give a key source of its own (jwks_uri, discovery: true)")
+
+
+def test_a_preset_whose_key_set_is_one_url_never_lends_it_to_another_host_whatever_the_parameters():
+    with pytest.raises(ConfigError) as error:
+        load_profiles(json.dumps({"fb": {"preset": "firebase", "issuer": "https://auth.example.com/acme-prod",
+                                         "parameters": {"project_id": "acme-prod"}, "audiences": ["acme-prod"]}}
+                                 ).encode(), "ISSUER_PROFILES_JSON", PRESETS)
+    assert str(error.value).startswith("ISSUER_PROFILES_JSON: $.fb.issuer: the firebase preset's issuers look like ")
+    assert str(error.value).endswith("; fix the issuer, or give a key source of its own (jwks_uri, discovery: true)")
 
 
 @pytest.mark.parametrize("issuer, message", [

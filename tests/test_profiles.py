@@ -222,14 +222,25 @@ def test_a_file_that_is_not_utf8_is_told_by_line_and_column(tmp_path):
     ('["SECRET-in-an-array-0123456789"]', "$: expected an object"),
     ("SECRET-not-a-path-0123456789", "(the value, not shown: it does not look like a file path): $: cannot read"),
     ("q8Zr/7b2Kf0xLw9PnV4sT1uY6cE3hJ5aM8dG2iO0kRw=SECRET", "(the value, not shown: it does not look like a file path)"),
+    ("/7b2Kf0xLw9PnV4sT1uY6cE3hJ5aM8dG2iO0kRw=SECRET", "(the value, not shown: it does not look like a file path)"),
     ("\ufeff{\"hs\": {\"secret\": \"SECRET-after-a-byte-order-mark\", \"issuer\": 1}}", "$.hs"),
-], ids=["quoted", "quoted-path", "array", "not-a-path", "base64-with-a-slash", "byte-order-mark"])
+], ids=["quoted", "quoted-path", "array", "not-a-path", "base64-with-a-slash", "base64-from-a-slash", "byte-order-mark"])
 def test_a_value_that_is_neither_a_document_nor_a_path_is_never_echoed(value, problem):
     """Found by a review: any value not starting with `{` was read as a file path and named in the error, so a
     document quoted by an env file printed its secrets."""
     with pytest.raises(ConfigError) as error:
         create_app(Settings(issuer_profiles_json=value))
     assert problem in str(error.value) and "SECRET" not in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize("path", ["/etc/authz/profiles.json", "conf/profiles.json", "./missing/p.json", "~/p.json",
+                                  "/srv/my config/profiles"])
+def test_a_file_path_that_cannot_be_read_is_named(path):
+    """An unmounted volume is the common case: its path is what the operator needs to see (a review of the
+    first version, which named a path only when its directory existed)."""
+    with pytest.raises(ConfigError) as error:
+        create_app(Settings(issuer_profiles_json=path))
+    assert str(error.value) == f"ISSUER_PROFILES_JSON ({path}): $: cannot read the file: No such file or directory"
 
 
 def test_a_file_saved_with_a_utf8_byte_order_mark_loads(tmp_path):

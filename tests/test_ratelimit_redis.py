@@ -100,9 +100,14 @@ def test_switching_the_strategy_keeps_the_limit_enforced(redis):
     """Found by a review: limits names a fixed and a moving window's budget alike, and in Redis the other
     strategy's script then failed on the key (WRONGTYPE) until it expired: every request a storage error, so
     allowed (or, with on_storage_error: deny, all refused) for up to a day, while /readyz said ok."""
+    import redis as redis_client
+
+    # What the version before wrote for either strategy (a moving window's list) under the name both shared.
+    redis_client.Redis.from_url(redis.url).rpush("LIMITS:LIMITER/api/3/1/day", "1")
     with ExitStack() as stack:
         (fixed,) = instances(stack, redis, 1, per_day=3)
         assert [decide(fixed)["allowed"] for _ in range(4)] == [True, True, True, False]
+        assert fixed.app.state.authorizers.budgets.storage_errors == 0
         (moving,) = instances(stack, redis, 1, per_day=3, strategy="moving-window")
         answers = [decide(moving) for _ in range(4)]
         storage_errors = moving.app.state.authorizers.budgets.storage_errors
