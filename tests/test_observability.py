@@ -636,7 +636,7 @@ def test_workers_stop_when_the_main_process_is_killed(tmp_path):
     while len(_workers(service.process.pid)) < 2 and time.monotonic() < deadline:  # other may still be starting
         time.sleep(0.1)
     workers = _workers(service.process.pid)
-    assert len(workers) == 2
+    assert len(workers) == 2, workers
     os.kill(service.process.pid, signal.SIGKILL)
     service.process.wait()
 
@@ -651,9 +651,20 @@ def test_workers_stop_when_the_main_process_is_killed(tmp_path):
     while time.monotonic() < deadline and any(running(pid) for pid in workers):
         time.sleep(0.1)
     left = [pid for pid in workers if running(pid)]
+    states = {pid: _process_state(pid) for pid in left}  # what a worker still running was doing, for a failure
     for pid in left:
         os.kill(pid, signal.SIGKILL)
-    assert left == []  # unsupervised, they would go on serving and hold the port against a restart
+    assert left == [], states  # unsupervised, they would go on serving and hold the port against a restart
+
+
+def _process_state(pid: int) -> str:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    wanted = ("State:", "PPid:", "SigPnd:", "ShdPnd:", "SigBlk:", "SigCgt:", "Threads:")
+    return "; ".join([line for line in status if line.startswith(wanted)] + [f"wchan: {wchan}"])
 
 
 def test_port_0_serves_every_worker_on_one_free_port_and_logs_it(tmp_path):
