@@ -113,6 +113,7 @@ PROBLEM_CODES: dict[str, str] = {
     "UNAUTHORIZED": "A valid X-API-Key is required.",
     "NOT_FOUND": "No such route.",
     "METHOD_NOT_ALLOWED": "The route does not accept this method.",
+    "INTERNAL": "The service failed to process this request (logged with where it was raised).",
 }
 
 

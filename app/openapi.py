@@ -3,6 +3,7 @@ catalogue, served at /openapi.json with a Swagger UI from files the package ship
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,101 @@ def _api_keys(doc: dict[str, Any], required: bool) -> None:
                     operation["security"] = security
 
 
+_HEADERS = {
+    "X-Request-Id": ("The request's id: the client's X-Request-Id when it is a plain token of up to 128 "
+                     "characters, else a new one. Logs carry it.", {"type": "string"}),
+    "WWW-Authenticate": ("RFC 6750: `Bearer realm=\"<authorizer>\"` with `error` (`invalid_token`, "
+                         "`insufficient_scope`, `invalid_request`), `error_description` and `scope` where they "
+                         "apply; `ApiKey header=\"X-API-Key\"` when the service's own key is missing.",
+                         {"type": "string"}),
+    "Cache-Control": ("`private, max-age=<cache_ttl>` on an allow that may be cached, else `no-store`.",
+                      {"type": "string"}),
+    "Retry-After": ("Seconds until the refusing rate-limit window reopens.", {"type": "integer", "minimum": 1}),
+    "RateLimit-Limit": ("The window closest to exhaustion: its size (sent when a rate limit applies and its "
+                        "storage answered).", {"type": "integer"}),
+    "RateLimit-Remaining": ("Requests left in that window.", {"type": "integer", "minimum": 0}),
+    "RateLimit-Reset": ("Seconds until that window starts over.", {"type": "integer", "minimum": 0}),
+}
+_RATE_LIMIT = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+# Forward-auth's headers per status (the decision's `claims_to_headers` come with a 200 too, named by each authorizer).
+_FORWARD_HEADERS = {"200": ("Cache-Control", *_RATE_LIMIT), "400": ("Cache-Control",),
+                    "401": ("Cache-Control", "WWW-Authenticate"),
+                    "403": ("Cache-Control", "WWW-Authenticate", "Retry-After", *_RATE_LIMIT),
+                    "404": ("Cache-Control",), "429": ("Cache-Control", "Retry-After", *_RATE_LIMIT)}
+_FORWARD_METHODS = ("head", "post", "put", "patch", "delete", "options")
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
+
+
+def _header_refs(names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
+def _complete(doc: dict[str, Any]) -> None:
+    """What Litestar's generator leaves out or gets wrong, found by an audit of the document against real answers:
+    forward-auth's other methods (any method is decided) and its headers, X-Request-Id on every answer, the
+    API-key 401, /readyz's 503, inspect's 413, 400s in the problem+json shape they are sent in, component
+    examples generated at random (a ProblemDetails example with a code outside the enum), a `rule: null` lost
+    from the forward-auth examples, the inspect codes' enum."""
+    components = doc.setdefault("components", {})
+    components["headers"] = {name: {"description": text, "schema": schema} for name, (text, schema) in
+                             _HEADERS.items()}
+    for schema in components.get("schemas", {}).values():
+        schema.pop("examples", None)
+    paths = doc.get("paths", {})
+    for path, path_item in paths.items():
+        forward = path.startswith("/v1/forward-auth/")
+        for operation in [value for value in path_item.values() if isinstance(value, dict)]:
+            responses = operation.setdefault("responses", {})
+            if needs_api_key(path) and "401" not in responses:
+                responses["401"] = {"description": "X-API-Key missing or unknown (when the service sets API_KEYS)",
+                                    "content": copy.deepcopy(_PROBLEM)}
+            elif needs_api_key(path):
+                responses["401"].setdefault("content", {}).update(copy.deepcopy(_PROBLEM))
+            bad = responses.get("400")
+            if bad is not None and not forward:
+                responses["400"] = {"description": "A request Litestar cannot read (not about the body, which is "
+                                                   "422)", "content": copy.deepcopy(_PROBLEM)}
+            for status, response in responses.items():
+                headers = response.setdefault("headers", {})
+                headers.update(_header_refs(("X-Request-Id",)))
+                if forward:
+                    headers.update(_header_refs(_FORWARD_HEADERS.get(status, ())))
+                elif status == "401":
+                    headers.update(_header_refs(("WWW-Authenticate",)))
+                for content in response.get("content", {}).values():
+                    for example in content.get("examples", {}).values():
+                        value = example.get("value")
+                        if forward and isinstance(value, dict) and "decision" in value:
+                            value.setdefault("rule", None)
+        if forward and "get" in path_item:
+            for method in _FORWARD_METHODS:
+                operation = copy.deepcopy(path_item["get"])
+                operation["operationId"] += method.capitalize()
+                operation["summary"] = f"{operation.get('summary', 'Forward-auth')} ({method.upper()})"
+                path_item.setdefault(method, operation)
+            for operation in [value for value in path_item.values() if isinstance(value, dict)]:
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("name") == "path" and parameter.get("in") == "path":
+                        parameter["description"] = (
+                            "The original request's path (Envoy's path_prefix form), slashes as they are: an "
+                            "escaped slash (%2F) is refused as path_rejected. Its query string is the request's.")
+    readyz = paths.get("/readyz", {}).get("get", {}).get("responses", {})
+    if "200" in readyz:
+        readyz["503"] = {**copy.deepcopy(readyz["200"]), "description": "Not ready: with READY_REQUIRES_KEYS, a "
+                         "configured key set not usable yet; the body says which"}
+        readyz["503"]["content"]["application/json"].pop("examples", None)
+    inspect = paths.get("/v1/inspect/token", {}).get("post", {}).get("responses", {})
+    too_large = paths.get("/v1/validate/jwt", {}).get("post", {}).get("responses", {}).get("413")
+    if too_large is not None:
+        inspect.setdefault("413", copy.deepcopy(too_large))
+    schemas = components.get("schemas", {})
+    inspect_code = {"$ref": "#/components/schemas/InspectCode"}
+    if "suspicious_warnings" in schemas.get("InspectResult", {}).get("properties", {}):
+        schemas["InspectResult"]["properties"]["suspicious_warnings"]["items"] = inspect_code
+    if "code" in schemas.get("Detail", {}).get("properties", {}):
+        schemas["Detail"]["properties"]["code"] = dict(inspect_code)
+
+
 def document(app: Litestar) -> dict[str, Any]:
     """The complete document: Litestar's schema plus 200 examples and the code enums."""
     doc: dict[str, Any] = app.openapi_schema.to_schema()
@@ -75,6 +171,7 @@ def document(app: Litestar) -> dict[str, Any]:
                 for content in ok.get("content", {}).values():
                     content["examples"] = {"example": {"summary": example.summary, "value": example.value}}
     _api_keys(doc, bool(getattr(getattr(app.state, "settings", None), "api_keys", ())))
+    _complete(doc)
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas["FindingCode"] = _code_schema("FindingCode", VALIDATION_CODES)
     schemas["InspectCode"] = _code_schema("InspectCode", INSPECT_CODES)

@@ -58,3 +58,37 @@ def test_the_api_key_scheme_is_declared_on_every_guarded_route_and_required_only
             guarded = path.startswith("/v1/") and not path.startswith("/v1/presets")
             for operation in item.values():
                 assert operation.get("security") == (expected if guarded else None), (keys, path)
+
+
+def test_the_document_names_every_method_status_and_header_forward_auth_answers_with():
+    """Found by an audit of the document against real answers: forward-auth was documented for GET only and no
+    response header was documented anywhere."""
+    from litestar.testing import TestClient
+
+    from app.server import create_app
+    from app.settings import Settings
+    from tests.conftest import rs256_policy
+
+    fixture = ROOT / "tests" / "fixtures" / "authorizers.json"
+    settings = Settings(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}), authorizers_json=str(fixture))
+    with TestClient(create_app(settings)) as client:
+        doc = client.get("/openapi.json").json()
+        answers = {method: client.request(method, "/v1/forward-auth/orgs", headers={"X-Forwarded-Uri": "/x"})
+                   for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+    item = doc["paths"]["/v1/forward-auth/{authorizer}"]
+    documented_headers = {name.lower() for name in doc["components"]["headers"]}
+    for method, answer in answers.items():
+        response = item[method.lower()]["responses"][str(answer.status_code)]
+        sent = {name.lower() for name in answer.headers} & documented_headers
+        assert sent and sent <= {name.lower() for name in response["headers"]}, (method, sent)
+    assert {"200", "503"} <= set(doc["paths"]["/readyz"]["get"]["responses"])
+    assert not [name for name, schema in doc["components"]["schemas"].items() if "examples" in schema]
+    assert "INTERNAL" in doc["components"]["schemas"]["ProblemCode"]["enum"]
+    for path_item in doc["paths"].values():
+        for operation in path_item.values():
+            for status, response in operation["responses"].items():
+                assert "X-Request-Id" in response["headers"], status
+                for content in response.get("content", {}).values():
+                    for example in content.get("examples", {}).values():
+                        if content["schema"].get("$ref", "").endswith("/ForwardAuthBody"):
+                            assert set(example["value"]) == {"decision", "reason", "rule"}, example
