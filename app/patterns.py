@@ -421,7 +421,9 @@ def texts(value: Any, words: bool = False) -> list[str]:
     its JSON text, an array each element's texts. Objects and null offer nothing, so they never match."""
     if isinstance(value, str):
         parts = scope_words(value) if words else []
-        return [value, *parts] if len(parts) > 1 else [value]
+        # Its words whenever splitting changes anything: `"admin "` offered only itself, so a deny on the word
+        # `admin` missed while requiredScopes granted it (found by a review).
+        return [value, *parts] if parts != [value] and parts else [value]
     if isinstance(value, (bool, int, float)):
         return [json_text(value)]
     if isinstance(value, list):

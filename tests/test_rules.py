@@ -310,10 +310,28 @@ def test_numbers_and_booleans_match_as_json_text(value, pattern, expected):
     ({"scp": "openid read:reports"}, True),
     ({"scp": ["read:reports"]}, True),
     ({"other": "openid read:reports"}, False),
-], ids=["scope-words", "scp-string-words", "scp-array", "other-claims-are-not-split"])
+    ({"scope": "read:reports "}, True),
+    ({"scp": "  read:reports"}, True),
+], ids=["scope-words", "scp-string-words", "scp-array", "other-claims-are-not-split", "one-padded-word",
+        "one-word-after-spaces"])
 def test_scope_and_string_scp_also_match_word_by_word(claims, expected):
     rule = {"token": [{"claim": {"pattern": "^(scope|scp|other)$"}, "value": {"pattern": "^read:reports$"}}]}
     assert matches(rule, claims=claims) is expected
+
+
+@pytest.mark.parametrize("scope", ["admin", "admin ", " admin", "admin  "])
+def test_a_deny_on_a_scope_word_holds_whatever_spaces_surround_it(scope):
+    """Found by a review: `"admin "` offered only itself to patterns, so a deny on the word `admin` was skipped
+    while requiredScopes, which splits the string, granted `admin` to the allow rule."""
+    rules = load_rules([
+        {"id": "no-admin-scope", "effect": "deny", "token": [{"claim": {"pattern": "^scope$"},
+                                                             "value": {"pattern": "^admin$"}}]},
+        {"id": "admin-needs-scope", "effect": "allow", "requiredScopes": ["admin"]},
+        {"id": "gloo", "effect": "allow", "claims": [{"key": "scope", "notValues": ["admin"]}]}])
+    verdict = evaluate(rules, facts(claims={"sub": "u", "scope": scope}), "deny", explain=False)
+    assert (verdict.effect, verdict.rule.id if verdict.rule else None) == ("deny", "no-admin-scope")
+    gloo = load_rules([{"id": "gloo", "effect": "allow", "claims": [{"key": "scope", "notValues": ["admin"]}]}])
+    assert evaluate(gloo, facts(claims={"sub": "u", "scope": scope}), "deny").reason == "default_deny"
 
 
 def test_token_condition_reaches_nested_claims_by_json_pointer():
