@@ -77,8 +77,23 @@ _FORWARD_HEADERS = {"200": ("Cache-Control", *_RATE_LIMIT), "400": ("Cache-Contr
                     "401": ("Cache-Control", "WWW-Authenticate"),
                     "403": ("Cache-Control", "WWW-Authenticate", "Retry-After", *_RATE_LIMIT),
                     "404": ("Cache-Control",), "429": ("Cache-Control", "Retry-After", *_RATE_LIMIT)}
-_FORWARD_METHODS = ("head", "post", "put", "patch", "delete", "options")
+_FORWARD_METHODS = ("head", "post", "put", "patch", "delete", "options", "trace")
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
+
+
+def _drop_examples(schema: Any) -> None:
+    """Litestar's generated examples are random text (a ProblemDetails code outside its enum, status 9275)."""
+    if isinstance(schema, dict):
+        schema.pop("examples", None)
+        for key, value in schema.items():
+            if key == "properties" and isinstance(value, dict):  # its keys are names: a property may be "examples"
+                for member in value.values():
+                    _drop_examples(member)
+            else:
+                _drop_examples(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _drop_examples(value)
 
 
 def _header_refs(names: tuple[str, ...]) -> dict[str, Any]:
@@ -95,7 +110,7 @@ def _complete(doc: dict[str, Any]) -> None:
     components["headers"] = {name: {"description": text, "schema": schema} for name, (text, schema) in
                              _HEADERS.items()}
     for schema in components.get("schemas", {}).values():
-        schema.pop("examples", None)
+        _drop_examples(schema)
     paths = doc.get("paths", {})
     for path, path_item in paths.items():
         forward = path.startswith("/v1/forward-auth/")
@@ -110,6 +125,8 @@ def _complete(doc: dict[str, Any]) -> None:
             if bad is not None and not forward:
                 responses["400"] = {"description": "A request Litestar cannot read (not about the body, which is "
                                                    "422)", "content": copy.deepcopy(_PROBLEM)}
+            elif bad is not None:  # path_rejected as a decision, or a request Litestar cannot read (a bad Host)
+                bad.setdefault("content", {}).update(copy.deepcopy(_PROBLEM))
             for status, response in responses.items():
                 headers = response.setdefault("headers", {})
                 headers.update(_header_refs(("X-Request-Id",)))
@@ -127,6 +144,9 @@ def _complete(doc: dict[str, Any]) -> None:
                 operation = copy.deepcopy(path_item["get"])
                 operation["operationId"] += method.capitalize()
                 operation["summary"] = f"{operation.get('summary', 'Forward-auth')} ({method.upper()})"
+                if method == "head":  # the same status and headers, no body
+                    for response in operation["responses"].values():
+                        response.pop("content", None)
                 path_item.setdefault(method, operation)
             for operation in [value for value in path_item.values() if isinstance(value, dict)]:
                 for parameter in operation.get("parameters", []):

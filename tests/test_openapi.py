@@ -74,7 +74,7 @@ def test_the_document_names_every_method_status_and_header_forward_auth_answers_
     with TestClient(create_app(settings)) as client:
         doc = client.get("/openapi.json").json()
         answers = {method: client.request(method, "/v1/forward-auth/orgs", headers={"X-Forwarded-Uri": "/x"})
-                   for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+                   for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
     item = doc["paths"]["/v1/forward-auth/{authorizer}"]
     documented_headers = {name.lower() for name in doc["components"]["headers"]}
     for method, answer in answers.items():
@@ -82,7 +82,8 @@ def test_the_document_names_every_method_status_and_header_forward_auth_answers_
         sent = {name.lower() for name in answer.headers} & documented_headers
         assert sent and sent <= {name.lower() for name in response["headers"]}, (method, sent)
     assert {"200", "503"} <= set(doc["paths"]["/readyz"]["get"]["responses"])
-    assert not [name for name, schema in doc["components"]["schemas"].items() if "examples" in schema]
+    assert "examples" not in json.dumps(doc["components"]["schemas"])  # Litestar's were random text
+    assert all("content" not in response for response in item["head"]["responses"].values())
     assert "INTERNAL" in doc["components"]["schemas"]["ProblemCode"]["enum"]
     for path_item in doc["paths"].values():
         for operation in path_item.values():
