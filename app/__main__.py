@@ -229,16 +229,19 @@ def _in_worker(main_pid: int) -> None:
     """In a forked worker. Until granian installs its own handlers, the main process's SIGTERM/SIGINT handler,
     inherited, would swallow a stop sent then (a worker respawned just before the service is stopped would
     keep the main process waiting for ever): the default ends the worker, which serves nothing yet. And a
-    worker is told to stop when the main process dies (kill -9): unsupervised, it would go on serving, with no
-    respawn, no SIGHUP, and the port held against a restart."""
+    worker is killed when the main process dies (kill -9): unsupervised, it would go on serving, with no
+    respawn, no SIGHUP, and the port held against a restart. SIGKILL, not SIGTERM: granian's SIGTERM handler
+    hangs for good when the signal arrives while the worker is still in its lifespan startup (its
+    WorkerSignal.set() waits on a lock in a single-threaded process; found with gdb on the worker a flaky test
+    left behind), and a main process killed outright leaves nothing for a graceful stop to report to anyway."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: the worker outlives a killed main process
         pass
     if os.getppid() != main_pid:  # the main process died before the line above
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _free_to_listen(host: str, port: int) -> int:
