@@ -90,6 +90,18 @@ def test_alg_missing_or_not_an_allowed_name_is_algorithm_invalid(client, header)
     assert body["statuses"]["key"] == "skip"
 
 
+@pytest.mark.parametrize("use, kid, hint", [
+    ("sig", "rs256-2", "The policy's own key set has no key with this kid"),
+    ("enc", "rs256-1", "No key with this kid fits RS256: check the key's `alg`, `use` (sig)"),
+], ids=["unknown-kid", "encryption-key"])
+def test_kid_not_found_in_a_policys_own_key_set_says_what_to_fix(client, use, kid, hint):
+    """Found by a spec audit: with an inline set the finding had no remediation (there is nothing to refetch)."""
+    token = mint(claims(), key_for("RS256"), kid=False, header={"kid": kid})
+    keys = [{**jwks(key_for("RS256"))["keys"][0], "use": use}, jwks(key_for("RS256", "rs256-other"))["keys"][0]]
+    body = verdict(client, token, rs256_policy(public_key=None, jwks={"keys": keys}))
+    assert only(body, "KID_NOT_FOUND")["remediation"].startswith(hint)
+
+
 @pytest.mark.parametrize("kid", [["rs256-1"], 1, {"kid": "rs256-1"}, "rs256-2"], ids=["array", "number", "object", "unknown"])
 def test_kid_that_is_not_a_known_string_is_kid_not_found_against_a_key_set(client, kid):
     token = mint(claims(), key_for("RS256"), kid=False, header={"kid": kid})

@@ -79,6 +79,14 @@ def check_key(ctx: Context) -> list[Finding]:
             remediation = (f"The key set was last fetched {evidence['fetched_seconds_ago']} s ago. If the issuer "
                            "rotated its keys, an unknown kid triggers a refetch at most once per cooldown; a kid "
                            "that stays unknown means the token comes from another tenant or issuer.")
+        elif kid is not None and kid not in keys.keyset.kids:
+            # A set of the policy's own (inline `jwks`): nothing to refetch; the set or the token's issuer is wrong.
+            remediation = ("The policy's own key set has no key with this kid: add the issuer's current key to "
+                           "it, or check that the token comes from the issuer you meant (another tenant signs "
+                           "with other keys).")
+        else:
+            remediation = (f"No key {'with this kid ' if kid is not None else ''}fits {algorithm.name}: check the "
+                           "key's `alg`, `use` (sig) and `key_ops` (verify) against the token's `alg`.")
         message = (f"no key with kid {kid!r} fits {algorithm.name}" if kid is not None
                    else f"no key in the set fits {algorithm.name}")
         findings.append(finding("KID_NOT_FOUND", message, evidence, remediation))
