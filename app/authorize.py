@@ -29,8 +29,9 @@ Reason = Literal["path_rejected", "invalid_request", "token_missing", "token_inv
                  "rule_denied", "default_deny", "rule_allowed", "default_allow", "rate_limited"]
 # What a header value cannot carry as it is: a control character (a tab inside is fine), or white space at
 # either end, which proxies and applications strip (RFC 9110 5.5).
-_LIST_SPECIALS = re.compile(r'[,"\\]')
 _UNCARRIED = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]\Z")
+# What a list element cannot hold: the separator, and what starts or escapes a quoted-string (RFC 9110 5.6).
+_LIST_SPECIALS = re.compile(r'[,"\\]')
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,7 +99,8 @@ def write(path: Path, document: dict) -> None:
                "audiences": [AUDIENCE]}},
      "ISSUER_PROFILES_JSON: $.acme.issuer: the gitlab preset derives the key set from one issuer: give 'parameters', "
      "or a key source of its own (jwks_uri)"),
-], ids=["alg-none", "alg-not-fitting-secret", "wrong-type", "unknown-field", "bad-id", "unknown-preset", "unknown-preset-not-echoed", "unknown-preset-not-a-string", "http-url",
+], ids=["alg-none", "alg-not-fitting-secret", "wrong-type", "unknown-field", "bad-id", "unknown-preset",
+        "unknown-preset-not-echoed", "unknown-preset-not-a-string", "http-url",
         "id-with-trailing-newline", "auth0-issuer-without-slash", "entra-domain-not-guid", "cognito-pool-region",
         "discovery-issuer-list", "discovery-issuer-http", "discovery-issuer-not-a-url", "discovery-issuer-malformed",
         "discovery-issuer-query", "firebase-project-with-underscore", "firebase-issuer-trailing-slash",
@@ -213,7 +214,8 @@ def test_a_file_that_is_not_utf8_is_told_by_line_and_column(tmp_path):
     path.write_bytes(b'{\n  "hs": {"issuer": "https://a\xff"}}')
     with pytest.raises(ConfigError) as error:
         create_app(Settings(issuer_profiles_json=str(path)))
-    assert str(error.value) == f"ISSUER_PROFILES_JSON ({path}): $: not valid JSON: the text is not UTF-8 (line 2, column 30)"
+    assert str(error.value) == (f"ISSUER_PROFILES_JSON ({path}): $: not valid JSON: the text is not UTF-8 "
+                                "(line 2, column 30)")
 
 
 @pytest.mark.parametrize("value, problem", [
@@ -224,7 +226,8 @@ def test_a_file_that_is_not_utf8_is_told_by_line_and_column(tmp_path):
     ("q8Zr/7b2Kf0xLw9PnV4sT1uY6cE3hJ5aM8dG2iO0kRw=SECRET", "(the value, not shown: it does not look like a file path)"),
     ("/7b2Kf0xLw9PnV4sT1uY6cE3hJ5aM8dG2iO0kRw=SECRET", "(the value, not shown: it does not look like a file path)"),
     ("\ufeff{\"hs\": {\"secret\": \"SECRET-after-a-byte-order-mark\", \"issuer\": 1}}", "$.hs"),
-], ids=["quoted", "quoted-path", "array", "not-a-path", "base64-with-a-slash", "base64-from-a-slash", "byte-order-mark"])
+], ids=["quoted", "quoted-path", "array", "not-a-path", "base64-with-a-slash", "base64-from-a-slash",
+        "byte-order-mark"])
 def test_a_value_that_is_neither_a_document_nor_a_path_is_never_echoed(value, problem):
     """Found by a review: any value not starting with `{` was read as a file path and named in the error, so a
     document quoted by an env file printed its secrets."""

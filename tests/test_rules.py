@@ -149,8 +149,8 @@ def test_a_path_pattern_with_an_optional_piece_no_path_holds_still_loads(pattern
     (r"^/a\?(?:)*", r"'\\?'", "test the query"),
     ("^/orgs/{{org}}/x y$", "' '", "paths spell a space as '%20'"),
 ], ids=["query", "space", "hex-space", "fragment", "semicolon", "backslash", "newline", "whitespace-class",
-        "escaped-newline", "escaped-slash", "class-of-unheld", "both-branches", "counted", "quoted", "empty-group-repeated",
-        "with-variable"])
+        "escaped-newline", "escaped-slash", "class-of-unheld", "both-branches", "counted", "quoted",
+        "empty-group-repeated", "with-variable"])
 def test_a_path_pattern_whose_required_text_no_path_holds_is_refused(pattern, needed, hint):
     """Such a pattern loaded and never matched: a deny rule written with it never fired. What a match needs is
     read from the pattern's structure, so text in an optional piece is not needed (see the test above)."""
