@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import swagger_ui_bundle
 from litestar import Litestar, MediaType, Request, get
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.static_files import create_static_files_router
 
 from app import examples
@@ -207,12 +208,25 @@ def document_json(app: Litestar) -> bytes:
     return msgspec.json.format(msgspec.json.encode(document(app)), indent=2) + b"\n"
 
 
+def served(app: Litestar) -> bytes:
+    """The document as served, built once per app."""
+    cached = getattr(app.state, "openapi_document", None)
+    if cached is None:
+        cached = app.state.openapi_document = document_json(app)
+    return cached
+
+
 @get("/openapi.json", include_in_schema=False, media_type=MediaType.JSON, sync_to_thread=False)
 def openapi_json(request: Request[Any, Any, Any]) -> bytes:
-    cached = getattr(request.app.state, "openapi_document", None)
-    if cached is None:
-        cached = request.app.state.openapi_document = document_json(request.app)
-    return cached
+    return served(request.app)
+
+
+class DocumentPlugin(JsonRenderPlugin):
+    """Litestar's own schema routes (/_schema, /_schema/litestar.json) answer this document too: they served the
+    generator's raw output, without the security scheme, the code enums or the examples (found by an audit)."""
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        return served(request.app)
 
 
 @get("/docs", include_in_schema=False, media_type=MediaType.HTML, sync_to_thread=False)

@@ -14,7 +14,6 @@ from typing import Any, Callable
 import httpx
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 
 from app import openapi
 from app.api import ApiRequest, route_handlers
@@ -153,7 +152,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="JWT validation and authorization decisions", version=VERSION,
-                                     path="/_schema", render_plugins=[JsonRenderPlugin(path="/litestar.json")],
+                                     path="/_schema",
+                                     render_plugins=[openapi.DocumentPlugin(path=["/litestar.json", "/openapi.json"])],
                                      description=openapi.DESCRIPTION, use_handler_docstrings=False),
         debug=False,
         logging_config=None,  # Litestar's would replace the root logger's handler with plain text on stderr

@@ -93,3 +93,11 @@ def test_the_document_names_every_method_status_and_header_forward_auth_answers_
                     for example in content.get("examples", {}).values():
                         if content["schema"].get("$ref", "").endswith("/ForwardAuthBody"):
                             assert set(example["value"]) == {"decision", "reason", "rule"}, example
+
+
+def test_litestars_own_schema_routes_serve_the_same_document(client):
+    """Found by an audit: /_schema and its JSON routes served the generator's raw output, without the security
+    scheme, the code enums or the examples."""
+    served = client.get("/openapi.json").content
+    assert [client.get(path).content == served for path in ("/_schema", "/_schema/litestar.json",
+                                                            "/_schema/openapi.json")] == [True, True, True]
