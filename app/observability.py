@@ -34,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 
+from app.paths import SLASHES
 from app.policy import key_set_label
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -347,9 +348,6 @@ def request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     return new_request_id()
 
 
-_SLASHES = re.compile(r"/{2,}")
-
-
 def route_templates(routes: Iterable[Any]) -> list[tuple[re.Pattern[str], str]]:
     """Each Litestar route's template with a regular expression of the paths it serves, plain routes first (as
     Litestar prefers them), for answers Litestar gives before naming the route: a 405 (the path matched, not the
@@ -381,7 +379,7 @@ class Observe:
         path, root = scope["path"], scope.get("root_path") or ""
         if root and path.startswith(root):
             path = path[len(root):]
-        path = _SLASHES.sub("/", path).rstrip("/") or "/"
+        path = SLASHES.sub("/", path).rstrip("/") or "/"
         return next((template for pattern, template in self.templates if pattern.fullmatch(path)), "unmatched")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

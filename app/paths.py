@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 DECODED = frozenset(map(chr, range(0x21, 0x7F))) - frozenset("/?#%;\\")
 _SPELLED = re.compile(r"[^!-~]|[?#%;\\]")  # a character a normalised path cannot hold as itself
 PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
-_SLASHES = re.compile(r"/{2,}")
+SLASHES = re.compile(r"/{2,}")
 # %2F and %5C are slashes some upstreams decode before routing; %00 ends strings in C, and the escape of any other
 # control character has no single meaning either: Python's `$` matches before a final newline, so Starlette and
 # FastAPI serve `/admin%0A` as `/admin` while `^/admin$` does not match it (found by a review). Raw spaces and
@@ -138,6 +138,6 @@ def path_spellings(path: str) -> tuple[str, str | None]:
     if "%" not in path and "//" not in path and "/." not in path:
         return path, None  # nothing to decode, merge or remove (a dot segment always follows a slash)
     # Merge first, as nginx does (merge_slashes), so `/a//../b` means what the upstream serves.
-    merged = _SLASHES.sub("/", PERCENT.sub(_decode, path))
-    normalised = _SLASHES.sub("/", remove_dot_segments(merged))
+    merged = SLASHES.sub("/", PERCENT.sub(_decode, path))
+    normalised = SLASHES.sub("/", remove_dot_segments(merged))
     return normalised, merged if merged != normalised else None

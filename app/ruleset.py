@@ -277,6 +277,12 @@ _ESCAPE_TOKEN = re.compile(r"\\(?:x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|([0-
 _INLINE_I = re.compile(r"\(\?[a-zA-Z]*i")  # (?i) or (?si:...): case-insensitivity turned on inside a pattern
 
 
+def _escape_code(match: re.Match[str]) -> int | None:
+    """The character code an `_ESCAPE_TOKEN` match spells (\\x{e9}, \\xe9, octal \\351), else None."""
+    digits = match.group(1) or match.group(2)
+    return int(digits, 16) if digits else int(match.group(3), 8) if match.group(3) else None
+
+
 def _tokens(pattern: str) -> Iterator[tuple[str, str, int | None]]:
     """The pattern as RE2 reads it, coarsely: ("char", c, None) for a plain character, ("literal", text, None)
     for a \\Q...\\E section, ("escape", text, code) with the character code it spells (None: not a character),
@@ -295,9 +301,7 @@ def _tokens(pattern: str) -> Iterator[tuple[str, str, int | None]]:
                 yield "escape", "\\", None
                 index += 1
                 continue
-            digits = match.group(1) or match.group(2)
-            code = int(digits, 16) if digits else int(match.group(3), 8) if match.group(3) else None
-            yield "escape", match.group(0), code
+            yield "escape", match.group(0), _escape_code(match)
             index = match.end()
         elif char == "[":
             cursor = index + 1
@@ -370,7 +374,6 @@ HELD = DECODED | {"/", "%"}  # the characters a normalised path holds as themsel
 _REFUSED_ESCAPE = re.compile(r"%(?:2F|5C|3B|[01][0-9A-F]|7F)", re.IGNORECASE)
 _CONTROL_ESCAPES = {"a": "\a", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _REPEAT = re.compile(r"\{(\d+)(?:,\d*)?\}")
-_CLASS_ESCAPE = re.compile(r"\\(?:x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|([0-7]{1,3})|(.))", re.DOTALL)
 
 
 _Needed = tuple[str, str]  # (text as the pattern spells it, the text a path would need)
@@ -539,19 +542,11 @@ def _unheld_class(text: str, held: Container[str]) -> _Needed | None:
     body, members, index = text[1:-1], [], 0
     while index < len(body):
         if body[index] == "\\":
-            match = _CLASS_ESCAPE.match(body, index)
-            if match is None:
-                return None
-            digits = match.group(1) or match.group(2)
-            single = match.group(4)
-            if digits or match.group(3):
-                members.append(chr(int(digits, 16) if digits else int(match.group(3), 8)))
-            elif single in _CONTROL_ESCAPES:
-                members.append(_CONTROL_ESCAPES[single])
-            elif single.isalnum():
+            match = _ESCAPE_TOKEN.match(body, index)
+            char = None if match is None else _single_char("escape", match.group(0), _escape_code(match))
+            if match is None or char is None:
                 return None  # \d, \w, \pL ...: a family
-            else:
-                members.append(single)
+            members.append(char)
             index = match.end()
         elif body[index] == "-" and members and index + 1 < len(body):
             return None  # a range: left alone

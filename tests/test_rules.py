@@ -1053,14 +1053,14 @@ def test_a_deny_after_a_thousand_indexed_allows_still_overrides():
 @given(path=st.lists(st.sampled_from(["/", "//", ".", "..", "a", "%41", "%2e", "%2E%2e", "%7e", "%20", "~", "é", "%40",
                                       "%3a", "@"]), max_size=8).map(lambda parts: "/" + "".join(parts)))
 def test_a_path_left_as_it_is_is_one_the_full_normalisation_leaves_as_it_is(path):
-    from app.paths import PERCENT, _SLASHES, _decode, percent_encode_non_ascii
+    from app.paths import PERCENT, SLASHES, _decode, percent_encode_non_ascii
 
     try:
         normalised = normalise_path(path)
     except PathRejected:
         return
     escaped = PERCENT.sub(_decode, percent_encode_non_ascii(path))
-    full = _SLASHES.sub("/", remove_dot_segments(_SLASHES.sub("/", escaped)))
+    full = SLASHES.sub("/", remove_dot_segments(SLASHES.sub("/", escaped)))
     assert normalised == full
 
 
