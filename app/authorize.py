@@ -23,6 +23,7 @@ from app.paths import PathRejected, parse_query, path_spellings, split_target
 from app.patterns import MISSING, json_text, resolve_pointer
 from app.ratelimit import Budgets, RateLimitState
 from app.rules import Facts, Verdict, evaluate
+from app.token import WHITESPACE
 from app.verifier import Verifier
 
 Reason = Literal["path_rejected", "invalid_request", "token_missing", "token_invalid", "keys_unavailable",
@@ -95,16 +96,18 @@ def www_authenticate(realm: str, error: str | None = None, description: str | No
 def _cookies(header: str) -> list[tuple[str, str]]:
     pairs = []
     for part in header.split(";"):
-        name, sep, value = part.strip().partition("=")
+        name, sep, value = part.strip(WHITESPACE).partition("=")
         if sep:
-            pairs.append((name.strip(), value.strip().strip('"')))
+            pairs.append((name.strip(WHITESPACE), value.strip(WHITESPACE).strip('"')))
     return pairs
 
 
 def extract_tokens(sources: tuple[TokenSource, ...], headers: tuple[tuple[str, str], ...],
                    query: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
     """Every token present, as (source label, token). RFC 6750 section 2: "Clients MUST NOT use more than one
-    method to transmit the token in each request", so the caller refuses more than one."""
+    method to transmit the token in each request", so the caller refuses more than one. Only the white space
+    validation ignores around a token is taken off (app.token.WHITESPACE): `str.strip()` also took NBSP, NEL and
+    U+2028, so `Bearer <token>\u00a0` was decided on a token `/v1/validate/jwt` refuses as malformed."""
     found: list[tuple[str, str]] = []
     for source in sources:
         if source.kind == "header":
@@ -113,8 +116,8 @@ def extract_tokens(sources: tuple[TokenSource, ...], headers: tuple[tuple[str, s
                 if name != source.name:
                     continue
                 if value[:len(prefix)].lower() == prefix:
-                    found.append((source.label, value[len(prefix):].strip()))
-                elif prefix.strip() and value.strip().lower() == prefix.strip():
+                    found.append((source.label, value[len(prefix):].strip(WHITESPACE)))
+                elif prefix.strip() and value.strip(WHITESPACE).lower() == prefix.strip():
                     found.append((source.label, ""))  # the scheme alone: a token was meant but is empty
         elif source.kind == "query":
             found.extend((source.label, value) for name, value in query if name == source.name)

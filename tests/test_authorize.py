@@ -304,6 +304,24 @@ def test_token_sources(client, sources, request_headers, path, reason):
     assert decide(client, doc, path=path.replace("{t}", bearer), headers=headers)["reason"] == reason
 
 
+@pytest.mark.parametrize("sources, header, template", [
+    ([], "Authorization", "Bearer {t}{w}"),
+    ([{"header": "X-Token"}], "X-Token", "{w}{t}"),
+    ([{"cookie": "at"}], "Cookie", "at={t}{w}"),
+], ids=["bearer", "custom-header", "cookie"])
+@pytest.mark.parametrize("white, allowed", [(" \t", True), ("\u00a0", False), ("\u2028", False), ("\x85", False)],
+                         ids=["space-and-tab", "nbsp", "line-separator", "nel"])
+def test_only_the_white_space_validation_ignores_is_taken_off_a_token(client, sources, header, template, white,
+                                                                     allowed):
+    """Python's str.strip() also took NBSP, NEL and U+2028, so a token that /v1/validate/jwt refuses as malformed
+    was decided as valid here."""
+    doc = _sources_doc(*sources) if sources else {"policy": rs256_policy(), "rules": [{"effect": "allow"}]}
+    body = decide(client, doc, headers={header: template.format(t=token(), w=white)})
+    assert body["reason"] == ("rule_allowed" if allowed else "token_invalid")
+    if not allowed:
+        assert [item["code"] for item in body["validation"]["findings"]] == ["MALFORMED_TOKEN"]
+
+
 def test_explicit_token_field_is_used_instead_of_the_sources(client):
     body = decide(client, "orgs", path="/v1/organisations/acme", token=token(**{ORG: "acme"}))
     assert body["allowed"] is True
