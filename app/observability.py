@@ -348,6 +348,15 @@ def request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     return new_request_id()
 
 
+def routed_path(scope: Any) -> str:
+    """The path Litestar's router matches (`litestar._asgi.asgi_router`): after the root path, without slashes at
+    either end, repeated slashes merged."""
+    path, root = scope["path"], scope.get("root_path") or ""
+    if root:
+        path = path.split(root, 1)[-1]
+    return SLASHES.sub("/", "/" + path.strip("/"))
+
+
 def route_templates(routes: Iterable[Any]) -> list[tuple[re.Pattern[str], str]]:
     """Each Litestar route's template with a regular expression of the paths it serves, plain routes first (as
     Litestar prefers them), for answers Litestar gives before naming the route: a 405 (the path matched, not the
@@ -374,12 +383,8 @@ class Observe:
         self.templates = route_templates(routes)
 
     def template(self, scope: Any) -> str:
-        """The route of a 405's path, read as Litestar routes it: without the root path, slashes merged, no
-        trailing slash."""
-        path, root = scope["path"], scope.get("root_path") or ""
-        if root and path.startswith(root):
-            path = path[len(root):]
-        path = SLASHES.sub("/", path).rstrip("/") or "/"
+        """The route of a 405's path, read as Litestar routes it."""
+        path = routed_path(scope)
         return next((template for pattern, template in self.templates if pattern.fullmatch(path)), "unmatched")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

@@ -595,6 +595,26 @@ def test_forward_auth_decides_methods_litestar_does_not_route(clock, form):
         assert fresh.request("PROPFIND", "/v1/forward-auth/nope", headers=auth).status_code == 404
 
 
+@pytest.mark.parametrize("spelling", ["/v1/forward-auth/gw", "//v1/forward-auth/gw", "/v1//forward-auth/gw/",
+                                      "/v1/forward-auth//gw"])
+def test_forward_auth_decides_on_the_method_sent_however_its_url_is_spelled(clock, spelling):
+    """Found by a review: Litestar merges slashes, so `//v1/forward-auth/gw` reaches forward-auth too, but a HEAD
+    there was handed on as GET and allowed by a GET-only rule; a PROPFIND got a 405."""
+    doc = {"gw": {"policy": rs256_policy(), "default_effect": "deny",
+                  "rules": [{"id": "read", "effect": "allow", "methods": ["GET"], "path": {"pattern": "^/pub/"}},
+                            {"id": "dav", "effect": "allow", "methods": ["PROPFIND"], "path": {"pattern": "^/dav/"}}]}}
+    auth = {"Authorization": f"Bearer {token()}"}
+    with TestClient(create_app(Settings(authorizers_json=json.dumps(doc)), clock=clock)) as fresh:
+        def ask(method: str, target: str) -> Any:
+            return fresh.request(method, "http://testserver" + spelling, headers={**auth, "X-Forwarded-Uri": target})
+        assert ask("GET", "/pub/x").status_code == 200
+        head = ask("HEAD", "/pub/x")
+        assert (head.status_code, head.headers["WWW-Authenticate"]) == (
+            403, 'Bearer realm="gw", error="insufficient_scope"')
+        assert ask("PROPFIND", "/dav/x").status_code == 200
+        assert ask("PROPFIND", "/pub/x").status_code == 403
+
+
 def test_a_method_litestar_cannot_route_is_counted_under_its_forward_auth_route(clock):
     """The fast path hands an unknown authorizer to Litestar, as GET: the route it matched is still the label."""
     series = 'http_requests_total{method="OTHER",route="/v1/forward-auth/{authorizer}",status="404"} '
