@@ -308,9 +308,15 @@ class KeySetCache:
         for index, problem in problems:
             log.warning("jwks_key_skipped", uri=key_set_label(entry.uri), index=index, problem=problem)
         if not entries:
-            self._failed(entry, f"no usable key in the set ({len(problems)} skipped)", started)
+            # A well-formed set without a usable key is the IdP's word, not a failed fetch: the keys it stopped
+            # publishing stop validating now. Kept as stale-if-error, they validated for up to JWKS_MAX_STALE after
+            # an IdP emptied its set (found by a review).
+            old, entry.keyset = entry.keyset, None
+            self._failed(entry, f"the key set has no usable key ({len(problems)} skipped)", started)
             if self.on_fetch:
                 self.on_fetch(entry.uri, "empty")
+            if old is not None and self.on_change is not None:
+                self.on_change(entry.uri, old, key_set([], fetched_at=self.clock()))
             return
         now = self.clock()
         old = entry.keyset

@@ -283,6 +283,35 @@ async def test_removed_key_stops_validating_after_the_refresh(verifier, server, 
     assert codes(result) == ["KID_NOT_FOUND"]
 
 
+@pytest.mark.parametrize("published", [{"keys": []}, {"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "k1"}]}],
+                         ids=["empty", "nothing-usable"])
+async def test_a_set_the_idp_empties_stops_validating_its_old_keys_at_the_refresh(server, clock, published):
+    """Found by a review: an answer without a usable key was taken for a failed fetch, so the keys the IdP had
+    withdrawn kept validating (stale-if-error) for up to JWKS_MAX_STALE. Verdicts cached under them go too."""
+    changes = []
+    cache = KeySetCache(SETTINGS, clock=clock, on_change=lambda uri, old, new: changes.append((old and old.kids, new.kids)))
+    verifier = Verifier(max_token_bytes=16384, cache_size=1000, keys=cache, clock=clock)
+    try:
+        policy, old = remote_policy(server.url(PATH)), token("k1")
+        assert (await verifier.validate(old, policy)).valid
+        server.documents[PATH] = published
+        clock.now += 601
+        await verifier.validate(old, policy)  # triggers the background refresh
+        for _ in range(100):
+            if cache.state(server.url(PATH))["key_state"] == "unavailable":
+                break
+            await asyncio.sleep(0.05)
+        result = await verifier.validate(old, policy)
+        assert codes(result) == ["JWKS_UNAVAILABLE"]
+        assert "no usable key" in result.findings[0].evidence["reason"], result.findings[0]
+        assert changes == [(None, ["k1"]), (["k1"], [])]  # the server empties the verdicts of the old set
+        server.documents[PATH] = jwks(key_for("RS256", "k1"))  # the IdP publishes again: back without a restart
+        clock.now += 301
+        assert (await verifier.validate(old, policy)).valid
+    finally:
+        await cache.aclose()
+
+
 ISSUER_PATH = "/tenant"
 
 
