@@ -539,6 +539,37 @@ def test_a_kid_shared_by_more_than_4_keys_is_not_tried_against_each(client, keys
         assert "share kid 'shared'" in body["findings"][0]["message"]
 
 
+def _integer(value: int) -> str:
+    return b64(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+
+@pytest.mark.parametrize("form", ["jwk", "pem"])
+@pytest.mark.parametrize("modulus_bits, exponent, says", [
+    (3072, (1 << 3069) + 1, "exponent"), (2048, (1 << 32) + 1, "exponent"), (8200, 65537, "8200 bits"),
+], ids=["3070-bit-exponent", "33-bit-exponent", "8200-bit-modulus"])
+def test_an_rsa_key_that_makes_each_verification_slow_is_refused(client, form, modulus_bits, exponent, says):
+    """Found by a review: with a 3,070-bit exponent each verify took ~7.5 ms (a 2048-bit key with e = 65537:
+    ~0.02), so a caller's own key made every forged token cost 30x a valid one, blocking the event loop."""
+    import secrets
+
+    modulus = secrets.randbits(modulus_bits) | (1 << (modulus_bits - 1)) | 1  # a key's shape: never verified with
+    public = rsa.RSAPublicNumbers(exponent, modulus).public_key()
+    key_source = ({"jwks": {"keys": [{"kty": "RSA", "kid": "k", "n": _integer(modulus), "e": _integer(exponent)}]}}
+                  if form == "jwk" else {"public_key": public.public_bytes(
+                      serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()})
+    response = client.post(URL, json={"token": rs256_token(), "policy": rs256_policy(**{"public_key": None,
+                                                                                        **key_source})})
+    assert response.status_code == 422
+    assert says in response.json()["detail"], response.json()
+
+
+def test_an_rsa_key_of_4096_bits_with_exponent_3_is_still_accepted(client):
+    signer = SigningKey("RS256", rsa.generate_private_key(public_exponent=3, key_size=4096), "big")
+    body = client.post(URL, json={"token": mint(claims(), signer),
+                                  "policy": rs256_policy(public_key=signer.public_pem)})
+    assert body.json()["valid"] is True
+
+
 def test_hmac_secret_shorter_than_32_bytes_is_a_warning_and_still_valid(client):
     secret = "only-24-bytes-of-secret!"
     token = mint(claims(), SigningKey("HS256", secret.encode(), "k"))

@@ -289,7 +289,8 @@ async def test_a_set_the_idp_empties_stops_validating_its_old_keys_at_the_refres
     """Found by a review: an answer without a usable key was taken for a failed fetch, so the keys the IdP had
     withdrawn kept validating (stale-if-error) for up to JWKS_MAX_STALE. Verdicts cached under them go too."""
     changes = []
-    cache = KeySetCache(SETTINGS, clock=clock, on_change=lambda uri, old, new: changes.append((old and old.kids, new.kids)))
+    cache = KeySetCache(SETTINGS, clock=clock,
+                        on_change=lambda uri, old, new: changes.append((old and old.kids, new.kids)))
     verifier = Verifier(max_token_bytes=16384, cache_size=1000, keys=cache, clock=clock)
     try:
         policy, old = remote_policy(server.url(PATH)), token("k1")
