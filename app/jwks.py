@@ -17,7 +17,7 @@ from collections import OrderedDict
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import httpx
 import msgspec
@@ -78,6 +78,17 @@ def _inflater(encoding: str) -> Callable[[bytes, int], bytes] | None:
 
 class FetchError(Exception):
     """A fetch that produced no usable document; the message is safe to show (no body content)."""
+
+
+def _host(parts: SplitResult) -> str:
+    """The host a URL names: `IDP.example.com.` is `idp.example.com`."""
+    return (parts.hostname or "").rstrip(".")
+
+
+def _port(parts: SplitResult) -> int | None:
+    """The port a URL names, its scheme's default written out or not (a redirect to `https://idp:443/` stays on
+    the origin; found by a review)."""
+    return parts.port or {"https": 443, "http": 80}.get(parts.scheme)
 
 
 @dataclass
@@ -361,10 +372,12 @@ class KeySetCache:
                         if problem:
                             raise FetchError(f"redirect to a URL that {problem}")
                         parts = urlsplit(target)
-                        if (parts.hostname, parts.port) != (origin.hostname, origin.port):
-                            raise FetchError(f"redirect to another host ({parts.hostname}) refused")
                         if origin.scheme == "https" and parts.scheme != "https":
                             raise FetchError("redirect from https to http refused")
+                        if _host(parts) != _host(origin):
+                            raise FetchError(f"redirect to another host ({parts.hostname}) refused")
+                        if _port(parts) != _port(origin):
+                            raise FetchError(f"redirect to another port ({_port(parts)}) refused")
                         url = target
                         continue
                     if response.status_code != 200:
@@ -438,8 +451,12 @@ class KeySetCache:
             raise FetchError(f"discovery document {url}: not a JSON object")
         metadata = OpenIDProviderMetadata(document)
         if metadata.get("issuer") != issuer:
-            raise FetchError(f"discovery document issuer {metadata.get('issuer')!r} differs from the "
-                             f"configured issuer {issuer!r}; refusing its jwks_uri")
+            # Shown cut short: the document is the IdP's (or whoever answers), and the reason goes into every
+            # validation's evidence, /readyz and the logs (a 400,000-character issuer went into each; found by a review).
+            shown = repr(metadata.get("issuer"))
+            shown = shown if len(shown) <= 200 else shown[:200] + "... (cut)"
+            raise FetchError(f"discovery document issuer {shown} differs from the configured issuer {issuer!r}; "
+                             "refusing its jwks_uri")
         if not is_loopback_host(host):
             metadata.validate_issuer()
         jwks_uri = metadata.get("jwks_uri")

@@ -119,8 +119,10 @@ def is_loopback_host(host: str) -> bool:
 
 
 def key_set_label(uri: str) -> str:
-    """A `jwks_uri` as shown outside (the /metrics label, logs, /v1/profiles): scheme, host, port and path; never
-    userinfo, query or fragment, which may hold a credential."""
+    """A `jwks_uri` as shown outside (the /metrics label, logs, /v1/profiles): scheme, host, port, path and the
+    query's parameter names; never userinfo, fragment or a query value, which may hold a credential. The names
+    keep `?token=` and `?sig=` sets apart: with the query dropped they shared one label, where one's successes
+    hid the other's failures from an alert on key-set age (found by a review)."""
     try:
         parts = urlsplit(uri)
         port = f":{parts.port}" if parts.port is not None else ""
@@ -128,7 +130,9 @@ def key_set_label(uri: str) -> str:
         return "invalid-url"
     host = parts.hostname or "?"
     host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    query = "&".join(name + "=..." if sep else "..." for name, sep, _ in
+                     (item.partition("=") for item in parts.query.split("&"))) if parts.query else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}" + (f"?{query}" if query else "")
 
 
 def check_key_set_url(url: str) -> str | None:

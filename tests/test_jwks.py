@@ -257,6 +257,30 @@ async def test_redirect_on_the_same_host_is_followed(verifier, server):
     assert (await verifier.validate(token("k1"), remote_policy(server.url(PATH)))).valid
 
 
+@pytest.mark.parametrize("location, error", [
+    ("https://idp.example.com:443/b", None), ("https://IDP.example.com./b", None),
+    ("https://idp.example.com:8443/b", "redirect to another port (8443) refused"),
+    ("https://other.example.com/b", "redirect to another host (other.example.com) refused"),
+    ("http://idp.example.com/b", "redirect to a URL that must use https"),
+], ids=["default-port-written", "upper-case-and-final-dot", "other-port", "other-host", "downgrade"])
+async def test_a_redirect_is_followed_only_on_the_same_origin_however_it_is_spelled(clock, location, error):
+    """Found by a review: `https://idp.example.com:443/b` was refused as "another host". An https origin on the
+    default port cannot be served on 127.0.0.1 here, so this one test answers through httpx's MockTransport."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/a":
+            return httpx.Response(302, headers={"Location": location})
+        return httpx.Response(200, stream=httpx.ByteStream(json.dumps(jwks(key_for("RS256", "k1"))).encode()))
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer), follow_redirects=False)
+    cache = KeySetCache(SETTINGS, client=client, clock=clock)
+    try:
+        view = await cache.view("https://idp.example.com/a", None)
+        assert (view.keyset.kids == ["k1"]) if error is None else (error in (view.error or "")), view
+    finally:
+        await cache.aclose()
+        await client.aclose()
+
+
 async def test_bad_entries_are_skipped_individually(verifier, server):
     server.documents[PATH] = {"keys": [{"kty": "RSA", "n": "!!", "e": "AQAB", "kid": "broken"},
                                        {"kty": "oct", "k": "c2VjcmV0", "kid": "sym"},
@@ -456,13 +480,16 @@ async def test_closing_the_cache_cancels_a_discovery_read_again_in_flight(verifi
     assert reading.cancelled()
 
 
-async def test_discovery_document_with_another_issuer_is_refused(verifier, server):
+@pytest.mark.parametrize("other", ["{issuer}/", "x" * 100_000], ids=["trailing-slash", "100k-characters"])
+async def test_discovery_document_with_another_issuer_is_refused(verifier, server, other):
     issuer = server.url(ISSUER_PATH)
-    server.documents[ISSUER_PATH + "/.well-known/openid-configuration"] = discovery_document(server, issuer + "/")
+    server.documents[ISSUER_PATH + "/.well-known/openid-configuration"] = discovery_document(
+        server, other.format(issuer=issuer))
     result = await verifier.validate(mint(claims(iss=issuer), key_for("RS256", "k1"), kid="k1"),
                                      discovery_policy(issuer))
     assert codes(result) == ["JWKS_UNAVAILABLE"]
-    assert "differs from the configured issuer" in result.findings[0].evidence["reason"]
+    reason = result.findings[0].evidence["reason"]
+    assert "differs from the configured issuer" in reason and len(reason) < 500, reason[:600]
     assert server.hit_count(PATH) == 0
 
 
@@ -553,7 +580,7 @@ async def test_a_caller_spending_the_budget_cannot_hold_back_the_rotation_of_a_s
             await cache.view(server.url(f"{PATH}?junk=0"), "random-again")
     assert server.hit_count(PATH) == fetched + 1  # the rotation's refetch only
     deferred = [line for line in logs if line["event"] == "jwks_fetch_deferred"]
-    assert len(deferred) == 1 and deferred[0]["uri"] == server.url(PATH)  # once per cooldown; never the query
+    assert len(deferred) == 1 and deferred[0]["uri"] == server.url(PATH) + "?junk=..."  # once per cooldown; no value
 
 
 async def test_only_a_valid_token_vouches_and_url_variants_of_one_set_are_vouched_once(verifier, server, clock):

@@ -19,6 +19,7 @@ from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.observability import FLUSH_SECONDS, metrics_text
+from app.policy import key_set_label
 from app.server import create_app
 from app.settings import Settings
 from tests.conftest import AUDIENCE, ISSUER, claims, rs256_policy
@@ -280,7 +281,7 @@ def test_metric_labels_stay_bounded_and_never_show_a_credential_or_a_dropped_key
     assert value(metrics, "http_requests_total", route="unmatched", method="OTHER", status="405") + value(
         metrics, "http_requests_total", route="unmatched", method="OTHER", status="404") >= 1
     assert "FROBNICATE" not in text
-    label = server.url("/labels.json")
+    label = server.url("/labels.json") + "?access_token=..."
     assert value(metrics, "jwks_last_success_timestamp_seconds", jwks_uri=label) > 0
     # Only an inline policy named this set: no age, which would come and go with the worker answering the scrape
     # (the one that fetched it, or another). Configured sets have theirs (the tests above and below).
@@ -290,6 +291,19 @@ def test_metric_labels_stay_bounded_and_never_show_a_credential_or_a_dropped_key
     dropped = samples(metrics_text(held=[]).decode())
     assert value(dropped, "jwks_last_success_timestamp_seconds", jwks_uri=label) > 0
     assert ("jwks_key_set_age_seconds", frozenset({("jwks_uri", label)})) not in dropped
+
+
+@pytest.mark.parametrize("uri, label", [
+    ("https://idp.example.com/jwks", "https://idp.example.com/jwks"),
+    ("https://user:pass@idp.example.com:8443/jwks?token=s3cr3t&sig=s1gn4ture#x",
+     "https://idp.example.com:8443/jwks?token=...&sig=..."),
+    ("https://idp.example.com/jwks?s3cr3t", "https://idp.example.com/jwks?..."),
+    ("https://[::1", "invalid-url"),
+], ids=["plain", "credentials", "bare-query-value", "not-a-url"])
+def test_a_key_set_is_labelled_by_its_query_names_never_its_credentials(uri, label):
+    """Found by a review: with the query dropped, `?token=` and `?sig=` sets shared one label, so one's successes
+    hid the other's failures from an alert on key-set age."""
+    assert key_set_label(uri) == label
 
 
 def test_a_wrong_method_on_a_route_is_counted_under_that_route_not_as_unmatched():

@@ -598,7 +598,7 @@ def test_a_jwks_uri_query_string_is_kept_out_of_logs_and_the_profile_list(server
         assert app.state.key_sets.state(uri)["key_state"] == "fresh"
         listed = client.get("/v1/profiles").json()["profiles"][0]
         metrics = client.get("/metrics").text
-    assert listed["jwks_uri"] == server.url(PATH)
+    assert listed["jwks_uri"] == server.url(PATH) + "?api_key=..."
     logged = capsys.readouterr().out
     assert "jwks_fetched" in logged and server.url(PATH) in logged
     assert "TOPSECRET" not in logged + metrics
