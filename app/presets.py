@@ -48,6 +48,9 @@ _HOST = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z
 _REGION = r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}"
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 MAX_AUDIENCES = 64
+# What a provider's name looks like: a text that does not is never echoed (a token or a secret pasted into the
+# wrong place, a 7,000-character path segment).
+NAME_LIKE = re.compile(r"[a-z0-9_-]{1,32}")
 
 
 def _host_hint(value: str) -> str | None:

@@ -16,6 +16,7 @@ import structlog
 
 from app.config import END, ConfigError, convert, decode_document, json_path
 from app.policy import CompiledPolicy, PolicyError, VerifyPolicy, compile_policy
+from app.presets import NAME_LIKE
 
 if TYPE_CHECKING:
     from app.presets import Preset
@@ -52,7 +53,7 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
     own = {key: value for key, value in own.items() if not (key in KEY_SOURCES and (value is None or value is False))}
     if not isinstance(name, str) or name not in presets:
         # Named only when it looks like a name: a value pasted into the wrong field (a secret) is not echoed.
-        shown = f" {name!r}" if isinstance(name, str) and re.fullmatch(r"[a-z0-9_-]{1,32}", name) else (
+        shown = f" {name!r}" if isinstance(name, str) and NAME_LIKE.fullmatch(name) else (
             "" if isinstance(name, str) else " (expected a string)")
         problems.append((json_path(profile_id, "preset"),
                          f"unknown preset{shown}; known presets: {', '.join(sorted(presets))}"))

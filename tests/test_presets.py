@@ -184,6 +184,15 @@ def test_unknown_provider_is_404_listing_the_known_ones(client):
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
     assert body["code"] == "PRESET_NOT_FOUND" and body["known"] == PROVIDERS
+    assert body["detail"] == "No preset for provider 'auth1'."
+
+
+@pytest.mark.parametrize("segment", ["eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "A" * 7000])
+def test_an_unknown_provider_that_is_no_name_is_not_echoed(client, segment):
+    """Found by a review: a token (or 7,000 characters) in the path came back in the problem's detail."""
+    response = client.get(f"/v1/presets/{segment}")
+    assert response.status_code == 404 and segment[:20] not in response.text
+    assert response.json()["detail"] == "No preset for provider by that name."
 
 
 BAD_VALUES = [

@@ -47,7 +47,11 @@ class ApiRequest(Request[Any, Any, Any]):
                 raise
         try:
             value = json.loads(body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        except UnicodeDecodeError:  # said as msgspec's path says it (app.problems), not in the codec's words
+            raise SerializationException("the body is not valid UTF-8") from None
+        except RecursionError:
+            raise SerializationException("the body is nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError: where the text stops being JSON
             raise SerializationException(str(exc)) from None
         where = _surrogate_outside_token(value)
         if where is not None:

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, QueryParameter
 
 from app import examples
-from app.presets import ParameterError, Preset
+from app.presets import NAME_LIKE, ParameterError, Preset
 from app.problems import ApiError, request_invalid
 from app.policy import Problem
 
@@ -62,7 +62,8 @@ class PresetController(Controller):
         # `audience` is declared for the OpenAPI document; it is read below with the preset's own parameters.
         preset = presets.get(provider)
         if preset is None:
-            raise ApiError(404, "PRESET_NOT_FOUND", "Preset not found", f"No preset for provider {provider!r}.",
+            named = repr(provider) if NAME_LIKE.fullmatch(provider) else "by that name"  # never echo what no name is
+            raise ApiError(404, "PRESET_NOT_FOUND", "Preset not found", f"No preset for provider {named}.",
                            known=sorted(presets))
         params: dict[str, list[str]] = {}
         for name, value in request.query_params.multi_items():
