@@ -81,14 +81,24 @@ class FetchError(Exception):
 
 
 def _host(parts: SplitResult) -> str:
-    """The host a URL names: `IDP.example.com.` is `idp.example.com`."""
+    """The host a URL names: `IDP.example.com.` is `idp.example.com` (the fetch budgets count it as one host)."""
     return (parts.hostname or "").rstrip(".")
 
 
-def _port(parts: SplitResult) -> int | None:
-    """The port a URL names, its scheme's default written out or not (a redirect to `https://idp:443/` stays on
-    the origin; found by a review)."""
-    return parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+def _same_port(parts: SplitResult, origin: SplitResult) -> bool:
+    """Whether a redirect stays on the origin's port, its scheme's default written out or not (`https://idp:443/`
+    was refused; found by a review). An upgrade to https on loopback keeps the port as written."""
+    if parts.scheme != origin.scheme:
+        return parts.port == origin.port
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    return (parts.port or default) == (origin.port or default)
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """A value the IdP (or whoever answers) chose, for a reason that goes into every validation's evidence,
+    /readyz and the logs: cut short (a 100,000-character issuer went into each; found by a review)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "... (cut)"
 
 
 @dataclass
@@ -151,7 +161,7 @@ class KeySetCache:
         if entry is None:
             refused = None if uri in self._configured or uri in self._vouched else self._admit(uri, now)
             if refused is not None:
-                self._log_refusal(uri, urlsplit(uri).hostname or "", refused, now)
+                self._log_refusal(uri, _host(urlsplit(uri)), refused, now)
                 return KeyView(None, "jwks_uri", error=f"{refused}; retry later, or configure the key set in a "
                                                        "profile")
             entry = self._entry(uri)
@@ -187,7 +197,7 @@ class KeySetCache:
         entry = self._entries.get(uri)
         if entry is None or entry.keyset is None or uri in self._configured:
             return
-        host = urlsplit(uri).hostname or ""
+        host = _host(urlsplit(uri))
         same_host = [other for other, item in self._vouched.items() if item[0] == host]
         if any(self._vouched[other][1] == entry.keyset.version for other in same_host):
             return  # a variant of a set already vouched for
@@ -200,7 +210,7 @@ class KeySetCache:
     def _admit(self, uri: str, now: float) -> str | None:
         """None when a key set only requests name may be fetched now (counted); else why not."""
         self._admitted = [(at, host) for at, host in self._admitted if now - at < self.settings.jwks_cooldown]
-        host = urlsplit(uri).hostname or ""
+        host = _host(urlsplit(uri))
         within = f"within {self.settings.jwks_cooldown:g} s"
         if sum(1 for _, other in self._admitted if other == host) >= MAX_REQUESTED_FETCHES_PER_HOST:
             return (f"more than {MAX_REQUESTED_FETCHES_PER_HOST} fetches of key sets named by requests on this host "
@@ -375,9 +385,9 @@ class KeySetCache:
                         if origin.scheme == "https" and parts.scheme != "https":
                             raise FetchError("redirect from https to http refused")
                         if _host(parts) != _host(origin):
-                            raise FetchError(f"redirect to another host ({parts.hostname}) refused")
-                        if _port(parts) != _port(origin):
-                            raise FetchError(f"redirect to another port ({_port(parts)}) refused")
+                            raise FetchError(f"redirect to another host ({_shown(parts.hostname)}) refused")
+                        if not _same_port(parts, origin):
+                            raise FetchError(f"redirect to another port ({parts.port or 'its default'}) refused")
                         url = target
                         continue
                     if response.status_code != 200:
@@ -451,12 +461,8 @@ class KeySetCache:
             raise FetchError(f"discovery document {url}: not a JSON object")
         metadata = OpenIDProviderMetadata(document)
         if metadata.get("issuer") != issuer:
-            # Shown cut short: the document is the IdP's (or whoever answers), and the reason goes into every
-            # validation's evidence, /readyz and the logs (a 400,000-character issuer went into each; found by a review).
-            shown = repr(metadata.get("issuer"))
-            shown = shown if len(shown) <= 200 else shown[:200] + "... (cut)"
-            raise FetchError(f"discovery document issuer {shown} differs from the configured issuer {issuer!r}; "
-                             "refusing its jwks_uri")
+            raise FetchError(f"discovery document issuer {_shown(metadata.get('issuer'))} differs from the "
+                             f"configured issuer {issuer!r}; refusing its jwks_uri")
         if not is_loopback_host(host):
             metadata.validate_issuer()
         jwks_uri = metadata.get("jwks_uri")

@@ -186,8 +186,10 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                                                            "parameter or separate them with commas)"))
             elif name not in self.parameters:
                 takes = ", ".join([*self.parameters, "audience"])
-                problems.append(Problem((name,), f"unknown parameter {name!r}; the {self.provider} preset takes "
-                                                 f"{takes}", "extra_forbidden"))
+                named = NAME_LIKE.fullmatch(name) is not None  # a text no name is (a token) is never echoed
+                problems.append(Problem((name if named else "parameter",),
+                                        f"unknown parameter{f' {name!r}' if named else ''}; the {self.provider} "
+                                        f"preset takes {takes}", "extra_forbidden"))
             elif len(items) != 1:
                 problems.append(Problem((name,), "given more than once"))
                 values[name] = ""

@@ -545,8 +545,9 @@ def _integer(value: int) -> str:
 
 @pytest.mark.parametrize("form", ["jwk", "pem"])
 @pytest.mark.parametrize("modulus_bits, exponent, says", [
-    (3072, (1 << 3069) + 1, "exponent"), (2048, (1 << 32) + 1, "exponent"), (8200, 65537, "8200 bits"),
-], ids=["3070-bit-exponent", "33-bit-exponent", "8200-bit-modulus"])
+    (3072, (1 << 3069) + 1, "exponent"), (8192, (1 << 32) - 1, "exponent"), (2048, 65539, "exponent"),
+    (8200, 65537, "8200 bits"),
+], ids=["3070-bit-exponent", "32-bit-exponent", "just-above-65537", "8200-bit-modulus"])
 def test_an_rsa_key_that_makes_each_verification_slow_is_refused(client, form, modulus_bits, exponent, says):
     """Found by a review: with a 3,070-bit exponent each verify took ~7.5 ms (a 2048-bit key with e = 65537:
     ~0.02), so a caller's own key made every forged token cost 30x a valid one, blocking the event loop."""

@@ -257,24 +257,37 @@ async def test_redirect_on_the_same_host_is_followed(verifier, server):
     assert (await verifier.validate(token("k1"), remote_policy(server.url(PATH)))).valid
 
 
-@pytest.mark.parametrize("location, error", [
-    ("https://idp.example.com:443/b", None), ("https://IDP.example.com./b", None),
-    ("https://idp.example.com:8443/b", "redirect to another port (8443) refused"),
-    ("https://other.example.com/b", "redirect to another host (other.example.com) refused"),
-    ("http://idp.example.com/b", "redirect to a URL that must use https"),
-], ids=["default-port-written", "upper-case-and-final-dot", "other-port", "other-host", "downgrade"])
-async def test_a_redirect_is_followed_only_on_the_same_origin_however_it_is_spelled(clock, location, error):
-    """Found by a review: `https://idp.example.com:443/b` was refused as "another host". An https origin on the
-    default port cannot be served on 127.0.0.1 here, so this one test answers through httpx's MockTransport."""
+def _answering(location: str) -> httpx.AsyncClient:
+    """A client whose every host answers `/a` with a redirect to `location` and anything else with a key set: an
+    https origin on its default port, or a host name other than localhost, cannot be served on 127.0.0.1 here, so
+    the tests of those answer through httpx's MockTransport."""
     def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/a":
             return httpx.Response(302, headers={"Location": location})
         return httpx.Response(200, stream=httpx.ByteStream(json.dumps(jwks(key_for("RS256", "k1"))).encode()))
 
-    client = httpx.AsyncClient(transport=httpx.MockTransport(answer), follow_redirects=False)
+    return httpx.AsyncClient(transport=httpx.MockTransport(answer), follow_redirects=False)
+
+
+@pytest.mark.parametrize("origin, location, error", [
+    ("https://idp.example.com/a", "https://idp.example.com:443/b", None),
+    ("https://idp.example.com/a", "https://IDP.example.com./b", None),
+    ("http://localhost/a", "https://localhost/b", None),
+    ("https://idp.example.com/a", "https://idp.example.com:8443/b", "redirect to another port (8443) refused"),
+    ("https://idp.example.com:8443/a", "https://idp.example.com/b", "redirect to another port (its default) refused"),
+    ("https://idp.example.com/a", "https://other.example.com/b", "redirect to another host ('other.example.com')"),
+    ("https://idp.example.com/a", f"https://{'x' * 5000}.example.com/b", "redirect to another host ('xxx"),
+    ("https://idp.example.com/a", "http://idp.example.com/b", "redirect to a URL that must use https"),
+], ids=["default-port-written", "upper-case-and-final-dot", "loopback-upgrade", "other-port", "default-port-left-out",
+        "other-host", "long-host", "downgrade"])
+async def test_a_redirect_is_followed_only_on_the_same_origin_however_it_is_spelled(clock, origin, location, error):
+    """Found by reviews: `https://idp.example.com:443/b` was refused as "another host", and a redirect's host went
+    into every answer at any length."""
+    client = _answering(location)
     cache = KeySetCache(SETTINGS, client=client, clock=clock)
     try:
-        view = await cache.view("https://idp.example.com/a", None)
+        view = await cache.view(origin, None)
+        assert error is None or len(view.error or "") < 400, view.error
         assert (view.keyset.kids == ["k1"]) if error is None else (error in (view.error or "")), view
     finally:
         await cache.aclose()
@@ -531,6 +544,20 @@ async def test_urls_only_requests_name_cost_the_idp_a_bounded_number_of_fetches_
     clock.now += 31
     assert (await cache.view(server.url(f"{PATH}?n=60"), "k1")).keyset is not None
     await cache.aclose()
+
+
+async def test_a_host_spelled_with_a_final_dot_shares_its_budget(clock):
+    """Found by a review: `idp.example.com.` counted as another host, doubling what requests could make it fetch."""
+    client = _answering("https://idp.example.com/b")
+    cache = KeySetCache(SETTINGS, client=client, clock=clock)
+    try:
+        for index in range(4):
+            assert (await cache.view(f"https://idp.example.com/jwks{index}", None)).keyset is not None
+        view = await cache.view("https://IDP.example.com./jwks9", None)
+        assert view.keyset is None and "on this host" in (view.error or ""), view
+    finally:
+        await cache.aclose()
+        await client.aclose()
 
 
 async def test_cycling_random_kids_through_cached_request_named_key_sets_is_held_to_the_same_budget(server, clock):

@@ -264,6 +264,15 @@ def test_unknown_missing_or_repeated_parameter_is_422(client, query, loc, kind):
     assert [(error["loc"], error["type"]) for error in response.json()["errors"]] == [(loc, kind)]
 
 
+def test_an_unknown_parameter_that_is_no_name_is_not_echoed(client):
+    """Found by a review: a token given as a query parameter's name came back in the 422's detail and loc."""
+    secret = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    response = client.get(f"/v1/presets/auth0?tenant_domain=acme.us.auth0.com&audience=x&{secret}=1")
+    assert response.status_code == 422 and "eyJ" not in response.text
+    assert [(error["loc"], error["type"]) for error in response.json()["errors"]] == [
+        (["query", "parameter"], "extra_forbidden")]
+
+
 def test_unknown_parameter_message_lists_what_the_preset_takes():
     with pytest.raises(ParameterError) as error:
         PRESETS["cognito"].fill({"pool": "x"})
