@@ -30,7 +30,7 @@ USAGE = """usage: python -m app [serve | openapi | --help]
   openapi   print the OpenAPI 3.1 document (openapi/openapi.json is this output, committed)
 
   Working directories (default: new temporary ones, removed on exit):
-  PROMETHEUS_MULTIPROC_DIR     where workers write their metrics (emptied of *.db files at start)
+  PROMETHEUS_MULTIPROC_DIR     where workers write their metrics (emptied of *.db files at start; one per copy)
   JWT_DECISION_SNAPSHOT_DIR    where a private directory of the accepted configuration documents is made
 """
 
@@ -75,6 +75,7 @@ def main(argv: list[str]) -> int:
                 shutil.rmtree(directory, ignore_errors=True)
 
 
+METRICS_LOCK = ".jwt-decision.lock"  # in an operator's metrics directory: locked by the run that uses it
 _held: list[int] = []  # the open, locked owner files of this run's working directories (held until exit)
 
 
@@ -144,12 +145,23 @@ def _metrics_directory() -> str | None:
                              "to a writable directory") from None
         return directory
     try:
-        os.makedirs(directory, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory)  # not its parents: a typo in them is refused, not made
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):  # each worker writes its counts here
             pass
+        handle = os.open(os.path.join(directory, METRICS_LOCK), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise ValueError(f"{MULTIPROC_ENV}: cannot use {directory!r} as the metrics directory (workers write their "
                          f"counts there): {exc.strerror}") from None
+    try:  # held by this run and its forked workers until exit
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(handle)
+        # A second copy would empty the first one's counts at its start, and then both would scrape the sum of
+        # the two (found by a review): refused, whatever its port.
+        raise ValueError(f"{MULTIPROC_ENV}: {directory!r} is the metrics directory of another running copy of the "
+                         "service; give each copy (each replica) its own directory") from None
+    _held.append(handle)
     return None
 
 

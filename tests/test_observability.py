@@ -617,7 +617,11 @@ def test_snapshots_go_to_a_private_directory_of_the_run_inside_the_operators_dir
     assert sorted(item.name for item in operators.iterdir()) == ["jwt-decision-config-old", "profiles.json"]
 
 
-def test_a_copy_refused_for_the_port_leaves_the_running_ones_metrics_alone(tmp_path):
+@pytest.mark.parametrize("port", ["same", "another"])
+def test_a_second_copy_is_refused_the_first_ones_metrics_directory_and_leaves_it_alone(tmp_path, port):
+    """Found by a review: a copy sharing the directory on another port (a volume shared by replicas) emptied the
+    running one's counts at its start, and both then served the sum of the two. One refused for the port in use
+    emptied them too, before the lock."""
     import subprocess
     import sys
 
@@ -630,14 +634,23 @@ def test_a_copy_refused_for_the_port_leaves_the_running_ones_metrics_alone(tmp_p
         files = sorted(os.listdir(metrics))
         done = subprocess.run([sys.executable, "-m", "app"], cwd=Path(__file__).resolve().parent.parent,
                               capture_output=True, text=True, timeout=60,
-                              env={"PATH": "/usr/bin:/bin", "PORT": str(first.port),
+                              env={"PATH": "/usr/bin:/bin", "PORT": str(first.port) if port == "same" else "0",
                                    "PROMETHEUS_MULTIPROC_DIR": str(metrics)})
-        assert done.returncode == 2 and "the port is in use" in done.stderr
+        assert done.returncode == 2 and "metrics directory of another running copy" in done.stderr, done.stderr
         assert sorted(os.listdir(metrics)) == files  # nothing removed, and nothing of the refused copy's left
         scrape = samples(httpx.get(first.base + "/metrics").text)
         assert value(scrape, "http_requests_total", method="GET", route="/healthz", status="200") >= 5
     finally:
         first.stop()
+    # The directory is free again once the first copy stopped; one whose parent does not exist is not made.
+    again = Service({"PROMETHEUS_MULTIPROC_DIR": str(metrics)})
+    again.stop()
+    done = subprocess.run([sys.executable, "-m", "app"], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "PORT": "0",
+                               "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "typo" / "metrics")})
+    assert done.returncode == 2 and "No such file or directory" in done.stderr, done.stderr
+    assert not (tmp_path / "typo").exists()
 
 
 def test_workers_stop_when_the_main_process_is_killed(tmp_path):
