@@ -137,11 +137,26 @@ def _not_json(exc: msgspec.DecodeError, data: bytes) -> str:
     if not data.strip():
         return "not valid JSON: the document is empty"
     if message == "Input data was truncated":
-        return "not valid JSON: the document ends before it is complete (an unclosed string, array or object)"
+        return f"not valid JSON: {_unclosed(data)}"
     match = _AT_BYTE.search(message)
     if match is None:
         return f"not valid JSON: {message}"
     return f"not valid JSON: {message[: match.start()]} ({_position(data, int(match.group(1)))})"
+
+
+def _unclosed(data: bytes) -> str:
+    """What a truncated document leaves open, and where: the standard library's parser names a string's start
+    and the end of anything else (its messages name positions, never the text)."""
+    try:
+        json.loads(data)
+    except json.JSONDecodeError as exc:
+        if exc.msg.startswith("Unterminated string"):
+            return f"the document ends inside a string that starts at line {exc.lineno}, column {exc.colno}"
+        return (f"the document ends (line {exc.lineno}, column {exc.colno}) before every array and object is "
+                "closed")
+    except (ValueError, RecursionError):
+        pass
+    return "the document ends before it is complete (an unclosed string, array or object)"
 
 
 def _position(data: bytes, offset: int) -> str:
@@ -203,9 +218,10 @@ def decode(data: bytes, type_: type[T], label: str, *, path_prefix: tuple[str | 
         message = str(exc)
         match = _MSGSPEC_PATH.search(message)
         path = match.group(1) if match else "$"
+        problem = _with_choices(message[: match.start()] if match else message, type_, path)
         if path_prefix:
             path = json_path(*path_prefix) + path[1:]
-        raise ConfigError(label, [(path, message[: match.start()] if match else message)]) from None
+        raise ConfigError(label, [(path, problem)]) from None
     except msgspec.DecodeError as exc:
         raise ConfigError(label, [(json_path(*path_prefix), _not_json(exc, data))]) from None
 
@@ -218,7 +234,37 @@ def convert(value: Any, type_: type[T], label: str, path: tuple[str | int, ...])
         message = str(exc)
         match = _MSGSPEC_PATH.search(message)
         inner = match.group(1)[1:] if match else ""
-        raise ConfigError(label, [(json_path(*path) + inner, message[: match.start()] if match else message)]) from None
+        problem = _with_choices(message[: match.start()] if match else message, type_, "$" + inner)
+        raise ConfigError(label, [(json_path(*path) + inner, problem)]) from None
+
+
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _with_choices(problem: str, type_: Any, path: str) -> str:
+    """msgspec's "Invalid enum value 'permit'" with what was expected ("expected one of 'allow', 'deny'"), read
+    from the type at the error's JSON path; any other problem as it is."""
+    if not problem.startswith("Invalid enum value"):
+        return problem
+    info: Any = msgspec.inspect.type_info(type_)
+    for name, index in _STEP.findall(path):
+        found = None
+        for candidate in getattr(info, "types", (info,)):  # a union: the member that has this step
+            if name and isinstance(candidate, msgspec.inspect.StructType):
+                found = next((field.type for field in candidate.fields if field.encode_name == name), None)
+            elif name and isinstance(candidate, msgspec.inspect.DictType):
+                found = candidate.value_type
+            elif index and isinstance(candidate, (msgspec.inspect.ListType, msgspec.inspect.TupleType,
+                                                  msgspec.inspect.VarTupleType)):
+                found = getattr(candidate, "item_type", None)
+            if found is not None:
+                break
+        if found is None:
+            return problem
+        info = found
+    values = [value for candidate in getattr(info, "types", (info,))
+              if isinstance(candidate, msgspec.inspect.LiteralType) for value in candidate.values]
+    return f"{problem}: expected one of {', '.join(map(repr, values))}" if values else problem
 
 
 class ReloadingDocument(Generic[T]):

@@ -58,8 +58,8 @@ def freshness(headers: httpx.Headers, now: float, settings: Settings) -> float:
         expires = _http_date(headers["expires"])
         date = _http_date(headers.get("date", ""))
         lifetime = 0.0 if expires is None else expires - (now if date is None else date)
-    else:
-        return settings.jwks_default_age
+    else:  # clamped too: JWKS_MAX_AGE=60 left a set without cache headers fresh for the default 600 s
+        lifetime = settings.jwks_default_age
     # Age given twice arrives joined ("100, 100"): the first counts (RFC 9110 5.3 and 9111 5.1).
     remaining = lifetime - (_seconds(headers.get("age", "").split(",")[0]) or 0)
     return min(max(remaining, settings.jwks_min_age), settings.jwks_max_age)

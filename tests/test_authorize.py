@@ -871,6 +871,22 @@ def test_bad_authorizers_document_stops_startup_with_json_path(document, expecte
     assert expected in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("rule, expected", [
+    ({"id": "r", "effect": "permit"}, "$.api.rules[0].effect: Invalid enum value 'permit': expected one of 'allow', "
+                                      "'deny'"),
+    ({"effect": "allow", "path": {"pattern": "^/", "presence": "sometimes"}},
+     "$.api.rules[0].path.presence: Invalid enum value 'sometimes': expected one of 'absent', 'must_absent', "
+     "'must_exist', 'must_not_exist', 'present'"),
+    ({"effect": "allow", "variables": [{"name": "x", "source": "cookie", "key": "y"}]},
+     "$.api.rules[0].variables[0].source: Invalid enum value 'cookie': expected one of 'header', 'jwtClaim', 'query'"),
+], ids=["effect", "presence", "variable-source"])
+def test_a_value_outside_a_fixed_set_is_told_with_the_values_expected(rule, expected):
+    """Found by a review: "Invalid enum value 'permit'" did not say that `allow` and `deny` were expected."""
+    with pytest.raises(ConfigError) as info:
+        _load({"api": {"issuer_profile_id": "test-issuer", "rules": [rule]}})
+    assert expected in str(info.value), str(info.value)
+
+
 def test_an_authorizer_id_given_twice_is_refused_not_silently_replaced():
     from app.authorizers import load_authorizers
 

@@ -12,6 +12,15 @@ from tests.conftest import NOW
 SETTINGS = Settings(jwks_min_age=300, jwks_max_age=86_400, jwks_default_age=600)
 
 
+@pytest.mark.parametrize("settings, expected", [
+    (Settings(jwks_max_age=60, jwks_min_age=0), 60), (Settings(jwks_default_age=10), 300),
+    (Settings(jwks_default_age=1200), 1200),
+], ids=["ceiling", "floor", "within"])
+def test_the_default_lifetime_is_clamped_like_any_other(settings, expected):
+    """Found by a review: an operator's JWKS_MAX_AGE=60 did not apply to a set served without cache headers."""
+    assert freshness(httpx.Headers({}), NOW, settings) == expected
+
+
 @pytest.mark.parametrize("header, expected", [
     ({"cache-control": "public, max-age=3600"}, 3600),
     ({"cache-control": "max-age=10"}, 300),
