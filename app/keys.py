@@ -242,7 +242,7 @@ def _entry_for_public_key(public: Any, kid: str | None = None) -> KeyEntry:
     if isinstance(public, rsa.RSAPublicKey):
         if public.key_size > MAX_RSA_BITS:
             raise KeyError_(f"the RSA modulus has {public.key_size} bits, more than the {MAX_RSA_BITS} accepted "
-                            "(each verification would cost hundreds of times a 2048-bit one)")
+                            "(each verification would cost tens of times a 2048-bit one, or more)")
         if public.public_numbers().e > MAX_RSA_EXPONENT:
             raise KeyError_("the RSA public exponent is larger than 65537, the one issuers use (a larger exponent "
                             "makes each verification cost more, up to hundreds of times)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import ipaddress
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -118,6 +119,9 @@ def is_loopback_host(host: str) -> bool:
     return any(item is not None and (item.is_loopback or item.is_unspecified) for item in (address, mapped))
 
 
+_QUERY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")  # a name shown in a label: anything longer may be a secret
+
+
 def key_set_label(uri: str) -> str:
     """A `jwks_uri` as shown outside (the /metrics label, logs, /v1/profiles): scheme, host, port, path and the
     query's parameter names; never userinfo, fragment or a query value, which may hold a credential. The names
@@ -130,7 +134,7 @@ def key_set_label(uri: str) -> str:
         return "invalid-url"
     host = parts.hostname or "?"
     host = f"[{host}]" if ":" in host else host
-    query = "&".join(name + "=..." if sep else "..." for name, sep, _ in
+    query = "&".join(name + "=..." if sep and _QUERY_NAME.fullmatch(name) else "..." for name, sep, _ in
                      (item.partition("=") for item in parts.query.split("&"))) if parts.query else ""
     return f"{parts.scheme}://{host}{port}{parts.path}" + (f"?{query}" if query else "")
 

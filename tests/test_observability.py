@@ -298,8 +298,10 @@ def test_metric_labels_stay_bounded_and_never_show_a_credential_or_a_dropped_key
     ("https://user:pass@idp.example.com:8443/jwks?token=s3cr3t&sig=s1gn4ture#x",
      "https://idp.example.com:8443/jwks?token=...&sig=..."),
     ("https://idp.example.com/jwks?s3cr3t", "https://idp.example.com/jwks?..."),
+    ("https://idp.example.com/jwks?tenant=a&eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0=1",
+     "https://idp.example.com/jwks?tenant=...&..."),
     ("https://[::1", "invalid-url"),
-], ids=["plain", "credentials", "bare-query-value", "not-a-url"])
+], ids=["plain", "credentials", "bare-query-value", "a-name-that-is-no-name", "not-a-url"])
 def test_a_key_set_is_labelled_by_its_query_names_never_its_credentials(uri, label):
     """Found by a review: with the query dropped, `?token=` and `?sig=` sets shared one label, so one's successes
     hid the other's failures from an alert on key-set age."""
