@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from app.checks.claims import is_id_token
-from app.checks.time import numeric_date
+from app.checks.time import in_milliseconds, numeric_date
 from app.findings import INSPECT_CODES
 from app.keys import SYMMETRIC
 from app.token import WHITESPACE, MalformedToken, has_bearer_prefix, parse, token_id
@@ -59,6 +59,10 @@ def _codes(header: dict[str, Any], claims: dict[str, Any], now: float,
     exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
     if "exp" not in claims:
         codes.append("EXP_MISSING")
+    elif in_milliseconds(exp):
+        codes.append("EXP_MISSING")
+        reasons["EXP_MISSING"] = ("`exp` is after the year 9999, a date in milliseconds rather than seconds: "
+                                  "validators that read it as seconds let the token live for millennia.")
     elif not numeric_date(exp):
         codes.append("EXP_MISSING")
         reasons["EXP_MISSING"] = ("`exp` is not a NumericDate (a JSON number of seconds): validators refuse the "

@@ -144,6 +144,22 @@ def test_nbf_and_iat_of_the_wrong_type_are_claim_invalid(claim, value):
     assert finding.evidence["claim"] == claim
 
 
+@pytest.mark.parametrize("claim, value, invalid", [
+    *((claim, value, True) for claim in ("exp", "nbf", "iat") for value in ((NOW + 3600) * 1000, 253_402_300_800)),
+    ("exp", 253_402_300_799, False), ("exp", 4_102_444_800, False),
+], ids=[f"{claim}-{kind}" for claim in ("exp", "nbf", "iat") for kind in ("milliseconds", "year-10000")]
+    + ["exp-last-second-of-9999", "exp-year-2100"])
+def test_a_time_claim_after_the_year_9999_is_named_as_milliseconds(claim, value, invalid):
+    """Found by a review: `exp` in milliseconds made a token valid, without a finding, for 55,000 years."""
+    result = run(mint(claims(**{claim: value}), key_for("RS256")))
+    assert result.valid is not invalid
+    if invalid:
+        finding = only(result, "CLAIM_INVALID")
+        assert finding.evidence == {"claim": claim, "actual": value, "max": 253_402_300_799}
+        assert "milliseconds" in finding.message and "divided by 1000" in finding.remediation
+        assert codes(result) == ["CLAIM_INVALID"]
+
+
 def test_float_exp_is_a_valid_numeric_date_and_expires_at_its_boundary():
     assert run(mint(claims(exp=NOW - SKEW + 0.5), key_for("RS256"))).valid is True
     assert "TOKEN_EXPIRED" in codes(run(mint(claims(exp=NOW - SKEW - 0.5), key_for("RS256"))))

@@ -9,13 +9,22 @@ from app.findings import Finding, finding
 from app.policy import CompiledPolicy
 
 INT64_MAX = 2**63 - 1
+# 9999-12-31T23:59:59Z. Later is no date a token means: it is milliseconds (or microseconds) since the epoch,
+# which made a token expire in 55,000 years, silently valid meanwhile (found by a review).
+LAST_DATE = 253_402_300_799
 _MISSING = object()
 NEAR_MISS_SECONDS = 300
 
 
 def numeric_date(value: Any) -> bool:
-    """RFC 7519 section 2: a NumericDate is "A JSON numeric value" - so never a string or a boolean."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and -INT64_MAX <= value <= INT64_MAX
+    """RFC 7519 section 2: a NumericDate is "A JSON numeric value" - so never a string or a boolean - "representing
+    the number of seconds from 1970-01-01T00:00:00Z UTC", so not after the year 9999 either."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -INT64_MAX <= value <= LAST_DATE
+
+
+def in_milliseconds(value: Any) -> bool:
+    """A number that is no NumericDate only for being after the year 9999."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > LAST_DATE
 
 
 def _near_miss(seconds: float, claim: str) -> str | None:
@@ -68,6 +77,11 @@ def time_findings(claims: dict[str, Any], policy: CompiledPolicy, now: float) ->
             value = claims[name]
             if numeric_date(value):
                 valid[name] = value
+            elif in_milliseconds(value):
+                findings.append(finding("CLAIM_INVALID", f"'{name}' is after the year 9999: a date in milliseconds, "
+                                        "not seconds?", {"claim": name, "actual": value, "max": LAST_DATE},
+                                        f"Send '{name}' in seconds since the epoch (milliseconds divided by 1000).",
+                                        check="time"))
             else:
                 findings.append(finding("CLAIM_INVALID", f"'{name}' must be a NumericDate (a JSON number)",
                                         {"claim": name, "actual": value if not isinstance(value, str) else value[:64],
