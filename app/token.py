@@ -79,6 +79,28 @@ def token_id(raw: str) -> str:
 WHITESPACE = " \t\r\n"
 
 
+# An Authorization header's text pasted whole, or the scheme spelled with a colon: "Bearer: <token>".
+_HEADER_TEXT = re.compile(r"(?i)(?:authorization\s*:\s*)?bearer\s*:|authorization\s*:")
+_QUOTES = "\"'`"
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def _wrapping(raw: str) -> "MalformedToken | None":
+    """A token wrapped in something a developer can remove: quotes (a JSON-encoded string, an env file), or URL
+    encoding. Their hints were the base64url alphabet's and the opaque token's (found by a review)."""
+    if raw[:1] in _QUOTES or raw[-1:] in _QUOTES:
+        inner = raw.strip(_QUOTES + "\\")
+        return MalformedToken(
+            "the token is wrapped in quotes", {"quote": raw[0] if raw[:1] in _QUOTES else raw[-1]},
+            "Send the token without its quotes (a JSON-encoded string, or an env file, keeps them)"
+            + (", and without the 'Bearer ' scheme." if has_bearer_prefix(inner) else "."))
+    if _ESCAPE.search(raw):
+        return MalformedToken(
+            "the token is URL-encoded (it holds %XX escapes)", {"escapes": len(_ESCAPE.findall(raw))},
+            "URL-decode it first: a JWT's characters never need escaping.")
+    return None
+
+
 def has_bearer_prefix(raw: str) -> bool:
     """The `Bearer` scheme left in (followed by a space or a tab), or the scheme alone (a header whose token is
     missing)."""
@@ -98,17 +120,24 @@ def b64url_decode(segment: str, name: str) -> bytes:
     Canonical means the unused low bits of the last character are zero (RFC 4648 section 3.5): 4 of them when
     the length is 2 mod 4, 2 when it is 3 mod 4. Checking that one character replaces a re-encoding."""
     remainder = len(segment) % 4
-    if remainder == 1 or not _B64URL.fullmatch(segment):
+    if not _B64URL.fullmatch(segment):
         raise MalformedToken(
             f"the {name} segment is not base64url without padding",
             {"segment": name, "length": len(segment)},
             "Use the URL-safe alphabet (A-Z a-z 0-9 - _) and strip '=' padding.",
         )
+    if remainder == 1:  # no encoder writes this length: characters were lost
+        raise MalformedToken(
+            f"the {name} segment has a length no base64url encoding has (one more than a multiple of 4)",
+            {"segment": name, "length": len(segment)},
+            "Characters are missing: was the token cut short (a log line, a display width, a copy)?",
+        )
     if remainder and _SIX_BITS[segment[-1]] & (0x0F if remainder == 2 else 0x03):
         raise MalformedToken(
             f"the {name} segment has non-canonical base64url trailing bits",
             {"segment": name},
-            "Encode with a standard base64url encoder; the last character carries unused bits that must be zero.",
+            "Encode with a standard base64url encoder; the last character carries unused bits that must be zero. "
+            "If the issuer's tokens validate elsewhere, this one was probably cut short.",
         )
     return binascii.a2b_base64(segment.encode("ascii").translate(_TO_STANDARD) + _PADDING[remainder])
 
@@ -293,6 +322,21 @@ def parse(raw: str, max_bytes: int) -> ParsedToken:
             "the token starts with the 'Bearer ' scheme",
             {"prefix": raw[:6]},
             "Send only the token: strip the 'Bearer ' prefix of the Authorization header before validating.",
+        )
+    if _HEADER_TEXT.match(raw):
+        raise MalformedToken(
+            "the token starts with an Authorization header's text ('Authorization:' or 'Bearer:')",
+            {"prefix": raw[:raw.index(":") + 1][:32]},
+            "Send only the token: what follows 'Bearer ' in the Authorization header.",
+        )
+    wrapped = _wrapping(raw)
+    if wrapped is not None:
+        raise wrapped
+    if raw.endswith(("...", "\u2026")):
+        raise MalformedToken(
+            "the token ends with '...': it was cut short",
+            {"size_bytes": size},
+            "Send the whole token: logs and displays often shorten long values.",
         )
     if not raw.isascii():
         raise MalformedToken("the token contains non-ASCII characters", {"size_bytes": size})

@@ -247,7 +247,7 @@ def test_stripped_signature_is_invalid(client):
     token = rs256_token().rsplit(".", 1)[0] + "."
     body = verdict(client, token)
     finding = only(body, "SIGNATURE_INVALID")
-    assert "stripped" in finding["message"]
+    assert "stripped" in finding["message"] and "removed" in finding["remediation"]
     assert body["statuses"]["signature"] == "fail"
 
 
@@ -445,6 +445,36 @@ def test_a_payload_too_deep_or_too_full_is_refused_without_decoding_it(client, m
 def test_bearer_prefix_left_in_is_malformed_with_a_remediation(client, prefix):
     finding = assert_malformed(verdict(client, prefix + rs256_token()))
     assert "Bearer" in finding["remediation"] and "strip" in finding["remediation"]
+
+
+@pytest.mark.parametrize("wrap, says, hint", [
+    (lambda t: f'"{t}"', "wrapped in quotes", "without its quotes"),
+    (lambda t: f'\\"{t}\\"', "wrapped in quotes", "without its quotes"),
+    (lambda t: f'"Bearer {t}"', "wrapped in quotes", "without the 'Bearer ' scheme"),
+    (lambda t: f"Bearer: {t}", "an Authorization header's text", "what follows 'Bearer '"),
+    (lambda t: f"Authorization: Bearer {t}", "an Authorization header's text", "what follows 'Bearer '"),
+    (lambda t: t.replace(".", "%2E"), "URL-encoded", "URL-decode it first"),
+    (lambda t: t[:80] + "...", "cut short", "Send the whole token"),
+    (lambda t: t[:80] + "\u2026", "cut short", "Send the whole token"),
+    (lambda t: t[:-1], "a length no base64url encoding has", "cut short"),
+    (lambda t: t[:-4], "non-canonical base64url trailing bits", "cut short"),
+], ids=["quoted", "escaped-quotes", "quoted-bearer", "bearer-colon", "header-line", "url-encoded", "dots",
+        "ellipsis", "signature-one-short", "signature-four-short"])
+def test_a_token_wrapped_or_cut_short_is_told_what_happened(client, wrap, says, hint):
+    """Found by a review: these got the base64url alphabet's hint ("strip '=' padding"), an opaque token's, or a
+    JWE's ("it is an encrypted JWE": a log line's `...` makes five segments)."""
+    finding = assert_malformed(verdict(client, wrap(rs256_token())))
+    assert says in finding["message"] and hint in finding["remediation"], finding
+    assert "eyJ" not in json.dumps(finding)
+
+
+def test_a_signature_of_the_wrong_length_is_named_as_cut_short(client):
+    token = rs256_token()
+    head, _, signature = token.rpartition(".")
+    cut = head + "." + b64(base64.urlsafe_b64decode(signature + "==")[:-2])  # 254 bytes of 256
+    finding = only(verdict(client, cut), "SIGNATURE_INVALID")
+    assert finding["evidence"]["signature_bytes"] == 254 and finding["evidence"]["expected_bytes"] == 256
+    assert "cut short" in finding["remediation"]
 
 
 @pytest.mark.parametrize("token, says", [("", "the token is empty"), ("  ", "the token is empty"),

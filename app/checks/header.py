@@ -134,7 +134,8 @@ def check_signature(ctx: Context) -> list[Finding]:
         if not strong:
             return [_weak_rsa(key) for key in weak]
         return [finding("SIGNATURE_INVALID", "the signature segment is empty (stripped signature)",
-                        {"alg": algorithm.name})]
+                        {"alg": algorithm.name}, "A signed token has a signature after its second '.': this one was "
+                        "removed (as in an 'alg: none' forgery), or lost when the token was copied.")]
     for key in () if ctx.signature_failed else strong:
         if algorithm.verify(key.key, token.signing_input, token.signature):
             ctx.key_used = key
@@ -148,8 +149,27 @@ def check_signature(ctx: Context) -> list[Finding]:
     if signed_by_weak or not strong:
         return [_weak_rsa(key) for key in signed_by_weak or weak]
     present = [name for name in HEADER_KEY_PARAMETERS if name in token.header]
+    sizes = {_signature_bytes(algorithm.name, key) for key in strong}
+    expected = sizes.pop() if len(sizes) == 1 else None
+    evidence = {"alg": algorithm.name, "kid": strong[0].kid, "keys_tried": len(strong),
+                "signature_bytes": len(token.signature)}
+    if expected is not None and expected != len(token.signature):  # a verify could never have succeeded
+        return [finding("SIGNATURE_INVALID", f"the signature has {len(token.signature)} bytes where {algorithm.name} "
+                        f"with the configured key makes {expected}", {**evidence, "expected_bytes": expected},
+                        "The token was cut short (a log line, a display width, a copy), or its signature mangled.")]
     return [finding(
-        "SIGNATURE_INVALID", "the signature does not verify with the configured key",
-        {"alg": algorithm.name, "kid": strong[0].kid, "keys_tried": len(strong)},
+        "SIGNATURE_INVALID", "the signature does not verify with the configured key", evidence,
         "The token names its own key in its header; that key is never trusted." if present else
         "The token was altered, or signed by another key (another tenant, environment, or a rotated key).")]
+
+
+_FIXED_SIGNATURE_BYTES = {"ES256": 64, "ES384": 96, "ES512": 132, "Ed25519": 64, "Ed448": 114}
+
+
+def _signature_bytes(alg: str, key: KeyEntry) -> int | None:
+    """How many bytes a signature of `alg` with `key` has (RFC 7518 3.2-3.5, RFC 8037 3.1), when fixed."""
+    if key.kty == "RSA":
+        return (key.size + 7) // 8
+    if key.kty == "oct":
+        return ALGORITHMS[alg].hash_bytes or None
+    return _FIXED_SIGNATURE_BYTES.get(alg if key.kty == "EC" else key.crv or "")
