@@ -126,8 +126,15 @@ def test_hs256_macd_with_the_rsa_public_key_is_refused_as_key_confusion(client, 
     body = verdict(client, token, policy)
     finding = only(body, "ALGORITHM_INVALID")
     assert finding["evidence"] == {"expected": ["RS256"], "actual": "HS256"}
-    assert "key-confusion" in finding["remediation"]
+    assert "key-confusion" in finding["remediation"] and "switch its signing algorithm to RS256" in finding["remediation"]
     assert body["statuses"]["signature"] == "skip"
+
+
+def test_the_key_confusion_hint_names_the_policys_own_algorithms(client):
+    """Found by a review: against an ES256 policy the hint said to switch to RS256."""
+    forger = SigningKey("HS256", key_for("ES256").public_pem.encode(), "k")
+    finding = only(verdict(client, mint(claims(), forger), es256_policy()), "ALGORITHM_INVALID")
+    assert "switch its signing algorithm to ES256 and" in finding["remediation"]
 
 
 @pytest.mark.parametrize("placement", ["secret-pem", "secret-jwk", "secret-certificate", "secret-ssh", "oct-jwk-pem"])

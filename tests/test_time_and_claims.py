@@ -64,7 +64,15 @@ def test_expired_by_one_second_beyond_skew_fails_with_evidence_and_clock_skew_re
     assert finding.evidence["now"] == NOW
     assert finding.evidence["missed_by_seconds"] == 1
     assert finding.evidence["clock_skew_seconds"] == SKEW
-    assert "clock skew" in finding.remediation and "1 s" in finding.remediation
+    assert "clock is behind" in finding.remediation and "1 s" in finding.remediation
+    assert "get a fresh one" in finding.remediation  # the usual cause of a token a moment past 'exp'
+
+
+@pytest.mark.parametrize("skew, offers_raising", [(60, True), (300, False)])
+def test_raising_the_skew_is_offered_only_below_its_maximum(skew, offers_raising):
+    """Found by a review: at 300 the hint still said "raise clock_skew_seconds (max 300)"."""
+    finding = only(run(rs256_token(nbf=NOW + skew + 5), clock_skew_seconds=skew), "TOKEN_NOT_YET_VALID")
+    assert ("raise clock_skew_seconds" in finding.remediation) is offers_raising, finding.remediation
 
 
 def test_long_expired_token_gets_refresh_remediation_not_clock_skew():
@@ -398,11 +406,17 @@ def test_required_scopes_are_found_in_scope_scp_or_permissions(grant):
     assert result.valid is True, codes(result)
 
 
-@pytest.mark.parametrize("grant", [{"scope": ["read:users", "write:users"]}, {"permissions": "read:users write:users"}],
-                         ids=["scope-as-array", "permissions-as-string"])
-def test_scopes_in_the_wrong_shape_are_not_granted(grant):
+@pytest.mark.parametrize("grant, hint", [
+    ({"scope": ["read:users", "write:users"]}, "in a 'scope' array"),
+    ({"permissions": "read:users write:users"}, "in a 'permissions' string"),
+    ({"scope": "read:users,write:users"}, "separates scopes with commas"),
+    ({"scp": "openid,read:users"}, "'scp' separates scopes with commas"),
+], ids=["scope-as-array", "permissions-as-string", "comma-separated-scope", "comma-separated-scp"])
+def test_scopes_in_the_wrong_shape_are_not_granted_and_the_hint_says_where_they_are(grant, hint):
+    """Found by a review: the hint sent developers to the IdP's console to grant a scope the token held."""
     result = run(rs256_token(**grant), required_scopes=["read:users"])
     assert codes(result) == ["SCOPE_MISSING"]
+    assert hint in result.findings[0].remediation and "Grant the scope" not in result.findings[0].remediation
 
 
 def test_every_missing_scope_is_its_own_finding_with_required_granted_missing():

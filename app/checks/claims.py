@@ -220,6 +220,23 @@ def check_required_claims_for(policy: CompiledPolicy, claims: dict[str, Any]) ->
             findings.append(finding("SCOPE_MISSING", f"scope {scope!r} is not granted",
                                     {"scope": scope, "required": list(policy.required_scopes), **shown,
                                      "missing": missing},
+                                    _unread_scope(claims, scope) or
                                     "Grant the scope to the client at the IdP (Auth0: enable RBAC and 'Add "
                                     "Permissions in the Access Token' for 'permissions')."))
     return findings
+
+
+def _unread_scope(claims: dict[str, Any], scope: str) -> str | None:
+    """Where the token does carry `scope`, in a shape `granted_scopes` does not read (found by a review: the hint
+    sent developers to the IdP's console to grant what the token held)."""
+    for name in ("scope", "scp", "permissions"):
+        value = claims.get(name)
+        if isinstance(value, list) and name == "scope" and scope in value:
+            return ("The token holds this scope in a 'scope' array; 'scope' is one space-separated string (RFC "
+                    "8693 4.2, RFC 9068 2.2.3). Fix the claim at the IdP, or send the array as 'scp'.")
+        if isinstance(value, str) and name == "permissions" and scope in value.split():
+            return "The token holds this scope in a 'permissions' string; 'permissions' is an array (Auth0 RBAC)."
+        if isinstance(value, str) and name != "permissions" and scope in (part.strip() for part in value.split(",")):
+            return (f"The token's '{name}' separates scopes with commas; they are separated by spaces (RFC 6749 "
+                    "3.3). Fix the claim at the IdP.")
+    return None

@@ -29,7 +29,7 @@ def check_algorithm(ctx: Context) -> list[Finding]:
         if alg in SYMMETRIC and not any(name in SYMMETRIC for name in policy.allowed_algs):
             remediation = (f"{alg} against a policy for asymmetric keys: either a key-confusion attack (a token "
                            "MACed with the public key as the HMAC secret) or an IdP/application set to sign with "
-                           "HS256; switch its signing algorithm to RS256 and use its public keys.")
+                           f"{alg}; switch its signing algorithm to {' or '.join(allowed)} and use its public keys.")
         elif any(alg.lower() == name.lower() for name in policy.allowed_algs):
             remediation = "Algorithm names are case-sensitive (RFC 7518): 'RS256', not 'rs256'."
         elif alg in ALGORITHMS:

@@ -27,11 +27,16 @@ def in_milliseconds(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > LAST_DATE
 
 
-def _near_miss(seconds: float, claim: str) -> str | None:
+def _near_miss(seconds: float, claim: str, skew: float) -> str | None:
+    """The hint for a time claim missed by a little: clock skew, and for `exp` a token that just expired (the
+    usual cause). Raising the skew is offered only below its maximum (found by a review)."""
     if seconds <= NEAR_MISS_SECONDS:
         by = "less than a second" if seconds < 1 else "only 1 second" if seconds < 2 else f"only {int(seconds)} seconds"
-        return (f"'{claim}' missed by {by}: probably clock skew between the issuer and this "
-                "service. Sync both clocks with NTP, or raise clock_skew_seconds (max 300).")
+        fix = "Sync both clocks with NTP" + (", or raise clock_skew_seconds (max 300)." if skew < 300 else ".")
+        if claim == "exp":
+            return (f"'exp' missed by {by}: the token has just expired (get a fresh one, refreshing before 'exp'), "
+                    f"or the issuer's clock is behind this service's. {fix}")
+        return f"'{claim}' missed by {by}: probably clock skew between the issuer and this service. {fix}"
     return None
 
 
@@ -96,7 +101,8 @@ def time_findings(claims: dict[str, Any], policy: CompiledPolicy, now: float) ->
             findings.append(finding("TOKEN_EXPIRED", "the token has expired",
                                     {"claim": "exp", "exp": exp, "now": now_i, "clock_skew_seconds": skew,
                                      "expired_seconds_ago": int(now - exp), "missed_by_seconds": int(missed)},
-                                    _near_miss(missed, "exp") or "Get a fresh token (refresh it before it expires)."))
+                                    _near_miss(missed, "exp", skew)
+                                    or "Get a fresh token (refresh it before it expires)."))
     elif "exp" not in claims and policy.require_exp:
         findings.append(finding("REQUIRED_CLAIM_MISSING", "'exp' is missing: the token would never expire",
                                 {"claim": "exp"}, "Issue tokens with an 'exp', or set require_exp to false "
@@ -105,12 +111,12 @@ def time_findings(claims: dict[str, Any], policy: CompiledPolicy, now: float) ->
         missed = valid["nbf"] - (now + skew)
         findings.append(finding("TOKEN_NOT_YET_VALID", "the token is not valid yet ('nbf' is in the future)",
                                 {"claim": "nbf", "nbf": valid["nbf"], "now": now_i, "clock_skew_seconds": skew,
-                                 "missed_by_seconds": int(missed)}, _near_miss(missed, "nbf")))
+                                 "missed_by_seconds": int(missed)}, _near_miss(missed, "nbf", skew)))
     if "iat" in valid and valid["iat"] > now + skew:
         missed = valid["iat"] - (now + skew)
         findings.append(finding("TOKEN_ISSUED_IN_FUTURE", "'iat' is in the future",
                                 {"claim": "iat", "iat": valid["iat"], "now": now_i, "clock_skew_seconds": skew,
-                                 "missed_by_seconds": int(missed)}, _near_miss(missed, "iat")))
+                                 "missed_by_seconds": int(missed)}, _near_miss(missed, "iat", skew)))
     return findings
 
 
