@@ -350,6 +350,26 @@ async def test_a_set_the_idp_empties_stops_validating_its_old_keys_at_the_refres
         await cache.aclose()
 
 
+@pytest.mark.parametrize("reload", ["removed", "replaced"])
+async def test_a_validation_waiting_for_keys_when_a_reload_changes_its_profile_is_answered_by_the_new_one(
+        verifier, server, reload):
+    """Found by a review: a validation that began before the reload finished valid, with the removed (or old)
+    issuer's keys, after the new profiles were in force."""
+    server.documents["/new.json"] = jwks(key_for("RS256", "k2"))
+    old = remote_policy(server.url(PATH))
+    verifier.profiles = {"p": old}
+    server.mode, server.slow_seconds = "slow", 0.3  # within the test settings' 0.5 s timeout
+    waiting = asyncio.ensure_future(verifier.validate(token("k1"), old, "p"))
+    await asyncio.sleep(0.1)
+    verifier.profiles = {} if reload == "removed" else {"p": remote_policy(server.url("/new.json"))}
+    result = await waiting
+    assert not result.valid
+    if reload == "removed":
+        assert codes(result) == ["JWKS_UNAVAILABLE"] and "removed by a reload" in result.findings[0].evidence["reason"]
+    else:
+        assert codes(result) == ["KID_NOT_FOUND"] and result.findings[0].evidence["known_kids"] == ["k2"]
+
+
 ISSUER_PATH = "/tenant"
 
 
