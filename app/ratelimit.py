@@ -33,8 +33,22 @@ from app.settings import SettingsError
 log = structlog.get_logger("app.ratelimit")
 Amount = Annotated[int, Meta(ge=1, le=1_000_000_000)]
 # Shortest window first: a request refused by a short window does not consume the longer windows' budgets.
-_WINDOWS = (("per_second", RateLimitItemPerSecond), ("per_minute", RateLimitItemPerMinute),
-            ("per_hour", RateLimitItemPerHour), ("per_day", RateLimitItemPerDay))
+def _counted_whatever_the_amount(window: type[RateLimitItem]) -> type[RateLimitItem]:
+    """A window whose storage key leaves out its amount: limits puts it in, so a reload that lowered a limit
+    during abuse gave every client a fresh budget (and raising it back brought the old counts back; found by a
+    review). The same requests are counted whatever the limit they are held to."""
+    class Window(window):  # type: ignore[misc,valid-type]
+        def key_for(self, *identifiers: str) -> str:  # type: ignore[override]  # budget_key's texts
+            return "/".join([self.namespace, *identifiers, str(self.multiples), self.GRANULARITY.name])
+
+    Window.__name__ = Window.__qualname__ = window.__name__
+    return Window
+
+
+_WINDOWS = (("per_second", _counted_whatever_the_amount(RateLimitItemPerSecond)),
+            ("per_minute", _counted_whatever_the_amount(RateLimitItemPerMinute)),
+            ("per_hour", _counted_whatever_the_amount(RateLimitItemPerHour)),
+            ("per_day", _counted_whatever_the_amount(RateLimitItemPerDay)))
 REDIS_TIMEOUT_SECONDS = 0.5
 
 

@@ -115,6 +115,24 @@ def test_switching_the_strategy_keeps_the_limit_enforced(redis):
     assert not any(answer["rate_limit"]["storage_error"] for answer in answers) and storage_errors == 0
 
 
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
+def test_a_limit_changed_by_a_reload_keeps_counting_the_same_requests(redis, strategy):
+    """Found by a review: the amount was part of the budget's name, so lowering a limit during abuse (a reload,
+    here a second instance with the new document) gave every client a fresh budget, and raising it back brought
+    the old counts back."""
+    with ExitStack() as stack:
+        (before,) = instances(stack, redis, 1, per_day=5, strategy=strategy)
+        assert [decide(before)["allowed"] for _ in range(3)] == [True] * 3
+        (lowered,) = instances(stack, redis, 1, per_day=3, strategy=strategy)
+        refused = decide(lowered)
+        (raised,) = instances(stack, redis, 1, per_day=5, strategy=strategy)
+        answers = [decide(raised)["allowed"] for _ in range(3)]
+    assert refused["reason"] == "rate_limited" and refused["rate_limit"]["limit"] == 3
+    # A fixed window counts the refused request too (its counter is incremented, then compared), a moving window
+    # only what it let through: 4 or 3 of the 5 are spent.
+    assert answers == ([True, False, False] if strategy == "fixed-window" else [True, True, False])
+
+
 def test_a_fixed_window_in_redis_says_when_it_reopens_to_the_second(redis):
     """Found by a review: a fresh one-second window said `RateLimit-Reset: 2` (and `Retry-After: 2`), a minute
     61: limits reads Redis's TTL in whole seconds and adds a later clock."""
