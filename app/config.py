@@ -331,6 +331,7 @@ class ReloadingDocument(Generic[T]):
         except ConfigError as exc:
             self.last_error = str(exc)
             log.error("config_reload_failed", source=self.source.variable, problems=str(exc).splitlines()[:20])
+            self._follow_siblings()
             return False
         except Exception as exc:  # noqa: BLE001 - a loader bug must not end the watch: keep the old document
             self.last_error = f"{self.source.label}: $: the document could not be loaded ({type(exc).__name__})"
@@ -338,6 +339,26 @@ class ReloadingDocument(Generic[T]):
             return False
         self._swap(data, new)
         return True
+
+    def _follow_siblings(self) -> None:
+        """With a file refused, take the document the other workers accepted last (the snapshot) when it is not
+        the one served here. Each worker polls on its own: one that missed a version its siblings accepted (A,
+        B for a moment, then a broken C) served A while they served B for as long as the file stayed broken
+        (found by a review). The file stays refused (`last_error`), and the snapshot is not written again."""
+        assert self.source is not None
+        kept = _snapshot(self.source)
+        if kept is None or kept == self._data:
+            return
+        try:
+            new = self._load(kept, self.source.label)
+            if self.agrees is not None and self.agrees(new):
+                return
+        except Exception:  # noqa: BLE001 - a snapshot that no longer loads: keep what is served
+            return
+        old, self.value, self._data = self.value, new, kept
+        log.info("config_reloaded", source=self.source.variable, taken_from="the other workers' last accepted")
+        if self._on_change is not None:
+            self._on_change(old, new)
 
     def adopt(self, data: bytes, stamp: Stamp, value: T) -> None:
         """Swap in a value loaded from `data` read at `stamp`, which the caller checked against the other

@@ -35,6 +35,34 @@ def test_a_worker_starting_from_the_snapshot_reads_the_file_at_its_first_poll_ev
     assert again.reload() is False and "cannot read the file" in again.last_error
 
 
+def test_a_worker_that_missed_a_version_its_siblings_accepted_takes_it_when_the_file_breaks(tmp_path, monkeypatch):
+    """Found by a review: each worker polls on its own, and one that missed B (A, B for a moment, then a broken
+    C) went on serving A while the others served B, for as long as the file stayed broken."""
+    monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path))
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+
+    def load(data: bytes, label: str) -> dict:
+        document = json.loads(data)
+        if not isinstance(document.get("a"), int):
+            raise ConfigError(label, [("$.a", "expected an integer")])
+        return document
+
+    changes: list[object] = []
+    quick = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    slow = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {},
+                             on_change=lambda old, new: changes.append(new))
+    path.write_text('{"a": 2}')
+    assert quick.reload() is True
+    path.write_text('{"a": "broken"}')
+    assert slow.reload() is False and "$.a" in slow.last_error  # refused, and said so in /readyz
+    assert slow.value == {"a": 2} and changes == [{"a": 2}]
+    assert quick.reload() is False and quick.value == {"a": 2}
+    path.write_text('{"a": 3}')
+    assert slow.reload() is True and quick.reload() is True and slow.value == quick.value == {"a": 3}
+    assert slow.last_error is None
+
+
 def test_a_file_replaced_keeping_its_modification_time_is_seen_as_changed(tmp_path):
     """`cp -p` and rsync keep the modification time: a secret rotated that way must not be missed by the poll
     (and a worker respawned later would read it while its siblings did not)."""
