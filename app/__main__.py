@@ -149,7 +149,9 @@ def _metrics_directory() -> str | None:
             os.mkdir(directory)  # not its parents: a typo in them is refused, not made
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):  # each worker writes its counts here
             pass
-        handle = os.open(os.path.join(directory, METRICS_LOCK), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Read-only, and readable by all: a copy run as another user (a volume kept across an image's USER change)
+        # can still lock a file an earlier run made (found by a review). It holds nothing.
+        handle = os.open(os.path.join(directory, METRICS_LOCK), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise ValueError(f"{MULTIPROC_ENV}: cannot use {directory!r} as the metrics directory (workers write their "
                          f"counts there): {exc.strerror}") from None

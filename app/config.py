@@ -152,8 +152,8 @@ def _unclosed(data: bytes) -> str:
     except json.JSONDecodeError as exc:
         if exc.msg.startswith("Unterminated string"):
             return f"the document ends inside a string that starts at line {exc.lineno}, column {exc.colno}"
-        return (f"the document ends (line {exc.lineno}, column {exc.colno}) before every array and object is "
-                "closed")
+        end = _position(data, max(0, len(data.rstrip()) - 1))  # its last character, not where json.loads stopped
+        return f"the document ends ({end}) before every value, array and object in it is complete"
     except (ValueError, RecursionError):
         pass
     return "the document ends before it is complete (an unclosed string, array or object)"
@@ -246,6 +246,8 @@ def _with_choices(problem: str, type_: Any, path: str) -> str:
     from the type at the error's JSON path; any other problem as it is."""
     if not problem.startswith("Invalid enum value"):
         return problem
+    if len(problem) > 100:  # msgspec quotes the value whole: a pasted token or a megabyte (found by a review)
+        problem = problem[:80] + "...' (cut)"
     info: Any = msgspec.inspect.type_info(type_)
     for name, index in _STEP.findall(path):
         found = None

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -653,6 +654,40 @@ def test_a_second_copy_is_refused_the_first_ones_metrics_directory_and_leaves_it
                                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "typo" / "metrics")})
     assert done.returncode == 2 and "No such file or directory" in done.stderr, done.stderr
     assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="running as another user takes root")
+def test_a_copy_run_as_another_user_can_lock_the_metrics_directory_an_earlier_run_used():
+    """Found by a review: the lock file was opened for writing, mode 0600, so a copy run as another user (a volume
+    kept across an image's USER change) was refused a directory it could write to."""
+    import subprocess
+    import sys
+
+    from tests.service import free_port
+
+    shared = tempfile.mkdtemp()  # not under pytest's tmp_path, which only its owner may enter
+    try:
+        os.chmod(shared, 0o777)
+        Service({"PROMETHEUS_MULTIPROC_DIR": shared}).stop()  # root's run leaves its lock file behind
+        port = free_port()
+        process = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                                    "-m", "app"], cwd=Path(__file__).resolve().parent.parent,
+                                   env={"PATH": "/usr/bin:/bin", "PORT": str(port),
+                                        "PROMETHEUS_MULTIPROC_DIR": shared},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline, healthy = time.monotonic() + 30, False
+            while not healthy and time.monotonic() < deadline and process.poll() is None:
+                try:
+                    healthy = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            assert healthy, process.stderr.read().decode() if process.poll() is not None else "not healthy in 30 s"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_workers_stop_when_the_main_process_is_killed(tmp_path):

@@ -196,7 +196,8 @@ def test_file_source_is_named_in_the_error(tmp_path):
 @pytest.mark.parametrize(("text", "where"), [
     ('{\n  "acme": {\n    "issuer": "https://a",,\n  }\n}', "(line 3, column 27)"),
     ('{\n  "é": 1 x}', "expected ',' or '}' (line 2, column 10)"),  # columns count characters, not bytes
-    ('{"acme": {"issuer": "https://a"', "the document ends (line 1, column 32) before every array and object"),
+    ('{"acme": {"issuer": "https://a"', "the document ends (line 1, column 31) before every value, array and"),
+    ('{\n  "acme": {"require_exp": tru', "the document ends (line 2, column 29) before every value"),
     ('{"acme": {\n  "secret": "truncated', "ends inside a string that starts at line 2, column 13"),
     ("  \n", "the document is empty"),
 ])
