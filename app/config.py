@@ -325,7 +325,12 @@ class ReloadingDocument(Generic[T]):
         try:
             data = self.source.read()
             if data == self._data and self.last_error is None:
-                return False  # touched, chmod-ed or linked, not changed: nothing to rebuild or log
+                # Touched, chmod-ed or linked, not changed: nothing to rebuild or log. Or changed back before this
+                # worker looked (A, B for a moment, A): the snapshot, which the other workers follow when the file
+                # breaks, says A again (found by a review: they took the B the operator had reverted).
+                if _snapshot(self.source) not in (None, data):
+                    _keep_snapshot(self.source, data)
+                return False
             new = self._load(data, self.source.label)
             problems = self.agrees(new) if self.agrees is not None else []
             if problems:

@@ -79,16 +79,17 @@ class Verifier:
 
     async def validate(self, raw: str, policy: CompiledPolicy, profile: str | None = None) -> ValidationResult:
         keys = await self.key_view(policy, raw)
-        if profile is not None and self.profiles.get(profile) is not policy:
+        while profile is not None and self.profiles.get(profile) is not policy:
             # A reload replaced or removed the profile while this validation waited for its keys: answered with the
-            # profile in force now, not with the old issuer's keys (found by a review).
+            # profile in force now, not with the old issuer's keys (found by a review). Reloads are seconds apart
+            # at least (one per poll or SIGHUP), so this ends.
             current = self.profiles.get(profile)
             if current is None:
                 keys = KeyView(None, policy.key_source, error="the issuer profile was removed by a reload while this "
                                                               "validation waited for its key set")
-            else:
-                policy = current
-                keys = await self.key_view(policy, raw)
+                break
+            policy = current
+            keys = await self.key_view(policy, raw)
         result = validate(raw, policy, keys, self.clock(), max_token_bytes=self.max_token_bytes, cache=self.cache)
         result.profile = profile
         if result.valid and policy.jwks_uri is not None:

@@ -475,6 +475,20 @@ def test_a_token_wrapped_or_cut_short_is_told_what_happened(client, wrap, says, 
     assert "eyJ" not in json.dumps(finding)
 
 
+def test_a_signature_longer_than_the_key_makes_is_named_for_what_it_is(client):
+    """Found by a review: these were called cut short. A larger RSA key (another tenant) and a DER-encoded ECDSA
+    signature make longer signatures than the configured key."""
+    larger = SigningKey("RS256", rsa.generate_private_key(public_exponent=65537, key_size=3072), None)
+    finding = only(verdict(client, mint(claims(), larger, kid=None)), "SIGNATURE_INVALID")
+    assert (finding["evidence"]["signature_bytes"], finding["evidence"]["expected_bytes"]) == (384, 256)
+    assert "another, larger key" in finding["remediation"]
+    signer = key_for("ES256")
+    head = mint(claims(), signer).rpartition(".")[0]
+    der = signer.private.sign(head.encode(), ec.ECDSA(hashes.SHA256()))
+    finding = only(verdict(client, head + "." + b64(der), es256_policy()), "SIGNATURE_INVALID")
+    assert "DER-encoded" in finding["remediation"] and finding["evidence"]["expected_bytes"] == 64
+
+
 def test_a_signature_of_the_wrong_length_is_named_as_cut_short(client):
     token = rs256_token()
     head, _, signature = token.rpartition(".")

@@ -63,6 +63,30 @@ def test_a_worker_that_missed_a_version_its_siblings_accepted_takes_it_when_the_
     assert slow.last_error is None
 
 
+def test_a_version_reverted_before_every_worker_saw_it_is_not_followed_when_the_file_breaks(tmp_path, monkeypatch):
+    """Found by a review: B lived on disk for less than a poll, so only one worker took it; the file went back to
+    A, then broke, and the other worker followed the snapshot to the B the operator had reverted."""
+    monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path))
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+
+    def load(data: bytes, label: str) -> dict:
+        document = json.loads(data)
+        if not isinstance(document.get("a"), int):
+            raise ConfigError(label, [("$.a", "expected an integer")])
+        return document
+
+    quick = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    slow = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    path.write_text('{"a": 2}')
+    assert quick.reload() is True
+    path.write_text('{"a": 1}')  # reverted before the slow worker looked
+    assert slow.reload() is False and slow.value == {"a": 1}
+    path.write_text('{"a": "broken"}')
+    assert slow.reload() is False and slow.value == {"a": 1}
+    assert quick.reload() is False and quick.value == {"a": 1}  # the quick worker follows the revert too
+
+
 def test_a_file_replaced_keeping_its_modification_time_is_seen_as_changed(tmp_path):
     """`cp -p` and rsync keep the modification time: a secret rotated that way must not be missed by the poll
     (and a worker respawned later would read it while its siblings did not)."""

@@ -154,8 +154,13 @@ def check_signature(ctx: Context) -> list[Finding]:
     evidence = {"alg": algorithm.name, "kid": strong[0].kid, "keys_tried": len(strong),
                 "signature_bytes": len(token.signature)}
     if expected is not None and expected != len(token.signature):  # a verify could never have succeeded
+        longer = len(token.signature) > expected
         return [finding("SIGNATURE_INVALID", f"the signature has {len(token.signature)} bytes where {algorithm.name} "
                         f"with the configured key makes {expected}", {**evidence, "expected_bytes": expected},
+                        "The signature is DER-encoded: a JWS carries the raw r || s (RFC 7518 3.4)."
+                        if longer and algorithm.kty == "EC" else
+                        "The token was signed by another, larger key (another tenant, environment, or a rotated key)."
+                        if longer else
                         "The token was cut short (a log line, a display width, a copy), or its signature mangled.")]
     return [finding(
         "SIGNATURE_INVALID", "the signature does not verify with the configured key", evidence,
