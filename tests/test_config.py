@@ -9,18 +9,20 @@ import os
 from app.config import SNAPSHOT_ENV, ConfigError, ReloadingDocument, Source
 
 
+def load(data: bytes, label: str) -> dict:
+    """A document whose `a` must be an integer: `{"a": "broken"}` is refused."""
+    document = json.loads(data)
+    if not isinstance(document.get("a"), int):
+        raise ConfigError(label, [("$.a", "expected an integer")])
+    return document
+
+
 def test_a_worker_starting_from_the_snapshot_reads_the_file_at_its_first_poll_even_when_it_is_gone(
         tmp_path, monkeypatch):
     """What a respawned worker does (app.config): the snapshot when the file reads otherwise, then the file."""
     monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path))
     path = tmp_path / "profiles.json"
     path.write_text('{"a": 1}')
-
-    def load(data: bytes, label: str) -> dict:
-        document = json.loads(data)
-        if not isinstance(document.get("a"), int):
-            raise ConfigError(label, [("$.a", "expected an integer")])
-        return document
 
     first = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
     assert (tmp_path / "ISSUER_PROFILES_JSON.json").read_bytes() == b'{"a": 1}'
@@ -41,12 +43,6 @@ def test_a_worker_that_missed_a_version_its_siblings_accepted_takes_it_when_the_
     monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path))
     path = tmp_path / "profiles.json"
     path.write_text('{"a": 1}')
-
-    def load(data: bytes, label: str) -> dict:
-        document = json.loads(data)
-        if not isinstance(document.get("a"), int):
-            raise ConfigError(label, [("$.a", "expected an integer")])
-        return document
 
     changes: list[object] = []
     quick = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
@@ -69,12 +65,6 @@ def test_a_version_reverted_before_every_worker_saw_it_is_not_followed_when_the_
     monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path))
     path = tmp_path / "profiles.json"
     path.write_text('{"a": 1}')
-
-    def load(data: bytes, label: str) -> dict:
-        document = json.loads(data)
-        if not isinstance(document.get("a"), int):
-            raise ConfigError(label, [("$.a", "expected an integer")])
-        return document
 
     quick = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
     slow = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
