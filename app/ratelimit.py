@@ -32,7 +32,8 @@ from app.settings import SettingsError
 
 log = structlog.get_logger("app.ratelimit")
 Amount = Annotated[int, Meta(ge=1, le=1_000_000_000)]
-# Shortest window first: a request refused by a short window does not consume the longer windows' budgets.
+
+
 def _counted_whatever_the_amount(window: type[RateLimitItem]) -> type[RateLimitItem]:
     """A window whose storage key leaves out its amount: limits puts it in, so a reload that lowered a limit
     during abuse gave every client a fresh budget (and raising it back brought the old counts back; found by a
@@ -45,6 +46,7 @@ def _counted_whatever_the_amount(window: type[RateLimitItem]) -> type[RateLimitI
     return Window
 
 
+# Shortest window first: a request refused by a short window does not consume the longer windows' budgets.
 _WINDOWS = (("per_second", _counted_whatever_the_amount(RateLimitItemPerSecond)),
             ("per_minute", _counted_whatever_the_amount(RateLimitItemPerMinute)),
             ("per_hour", _counted_whatever_the_amount(RateLimitItemPerHour)),
