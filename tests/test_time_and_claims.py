@@ -466,6 +466,15 @@ def test_a_required_claim_sent_as_null_is_missing():
             ] == ["CLAIM_INVALID"]
 
 
+@pytest.mark.parametrize("require_exp, checks", [(True, ["time"]), (False, ["required_claims"])])
+def test_a_missing_exp_listed_in_required_claims_is_reported_once(require_exp, checks):
+    """Found by a review: with require_exp, the time check and required_claims both reported it."""
+    result = run(mint({key: value for key, value in claims().items() if key != "exp"}, key_for("RS256")),
+                 required_claims=["exp"], require_exp=require_exp)
+    assert [(item.code, item.check) for item in result.findings] == [("REQUIRED_CLAIM_MISSING", check)
+                                                                     for check in checks]
+
+
 def test_required_claims_status_is_skip_when_nothing_is_required():
     assert run(rs256_token()).statuses["required_claims"] == "skip"
 
