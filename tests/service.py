@@ -50,10 +50,16 @@ class Service:
         raise RuntimeError("python -m app did not become healthy in 30 s")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 15)
+
+
+def stop_process(process: "subprocess.Popen[Any]", timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL after `timeout` s: a test never leaves a service behind (its workers follow a killed
+    main process)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

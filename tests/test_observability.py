@@ -26,7 +26,7 @@ from app.settings import Settings
 from tests.conftest import AUDIENCE, ISSUER, claims, rs256_policy
 from tests.keyserver import KeyServer
 from tests.mint import jwks, key_for, mint
-from tests.service import Service
+from tests.service import Service, free_port, stop_process
 
 SECRET = "obs-hmac-secret-0123456789-abcdefghijklmnop"
 
@@ -663,8 +663,6 @@ def test_a_copy_run_as_another_user_can_lock_the_metrics_directory_an_earlier_ru
     import subprocess
     import sys
 
-    from tests.service import free_port
-
     shared = tempfile.mkdtemp()  # not under pytest's tmp_path, which only its owner may enter
     try:
         os.chmod(shared, 0o777)
@@ -684,8 +682,7 @@ def test_a_copy_run_as_another_user_can_lock_the_metrics_directory_an_earlier_ru
                     time.sleep(0.1)
             assert healthy, process.stderr.read().decode() if process.poll() is not None else "not healthy in 30 s"
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            stop_process(process)
     finally:
         shutil.rmtree(shared, ignore_errors=True)
 
@@ -788,8 +785,7 @@ def test_port_0_serves_every_worker_on_one_free_port_and_logs_it(tmp_path):
             served = {line["pid"] for line in map(json.loads, written) if line["event"] == "request"}
         assert len(served) == 2  # each worker would otherwise have bound a port of its own
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_process(process)
 
 
 def test_a_run_removes_the_working_directories_a_killed_run_left_behind(tmp_path):

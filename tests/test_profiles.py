@@ -21,6 +21,7 @@ from app.settings import Settings
 from tests.conftest import AUDIENCE, ISSUER, claims
 from tests.keyserver import KeyServer
 from tests.mint import jwks, key_for, mint
+from tests.service import free_port, stop_process
 
 PATH = "/jwks.json"
 
@@ -409,14 +410,6 @@ def test_a_reload_dropping_a_profile_keeps_the_key_set_a_discovery_profile_still
         assert server.hit_count(PATH) == fetched
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_sighup_reloads_the_profile_file_of_a_running_service_in_place(tmp_path, server):
     """Sent to the main process (PID 1 in a container): a good file is swapped in without refetching the key sets
     it keeps, a bad one leaves the service running on the old profiles."""
@@ -464,8 +457,7 @@ def test_sighup_reloads_the_profile_file_of_a_running_service_in_place(tmp_path,
         assert process.poll() is None
         assert [ids() for _ in range(20)] == [["renamed"]] * 20
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process, 10)
 
 
 def test_a_sighup_while_the_service_starts_does_not_end_it():
@@ -479,8 +471,7 @@ def test_a_sighup_while_the_service_starts_does_not_end_it():
         time.sleep(2.0)
         assert process.poll() is None
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process, 10)
 
 
 def readiness(client: TestClient[Any], tries: int = 60, pause: float = 0.1) -> Any:

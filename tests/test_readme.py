@@ -18,6 +18,7 @@ import pytest
 
 from app.findings import code_table_markdown
 from app.settings import settings_table_markdown
+from tests.service import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -86,8 +87,7 @@ def service() -> Any:
         except httpx.HTTPError:
             time.sleep(0.1)
     yield port
-    process.terminate()
-    process.wait(timeout=10)
+    stop_process(process, 10)
 
 
 def test_curl_session_runs_as_documented(service):
