@@ -215,13 +215,7 @@ def decode(data: bytes, type_: type[T], label: str, *, path_prefix: tuple[str | 
     try:
         return msgspec.json.decode(data, type=type_)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        match = _MSGSPEC_PATH.search(message)
-        path = match.group(1) if match else "$"
-        problem = _with_choices(message[: match.start()] if match else message, type_, path)
-        if path_prefix:
-            path = json_path(*path_prefix) + path[1:]
-        raise ConfigError(label, [(path, problem)]) from None
+        raise ConfigError(label, [_validation_problem(exc, type_, path_prefix)]) from None
     except msgspec.DecodeError as exc:
         raise ConfigError(label, [(json_path(*path_prefix), _not_json(exc, data))]) from None
 
@@ -231,11 +225,16 @@ def convert(value: Any, type_: type[T], label: str, path: tuple[str | int, ...])
     try:
         return msgspec.convert(value, type=type_)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        match = _MSGSPEC_PATH.search(message)
-        inner = match.group(1)[1:] if match else ""
-        problem = _with_choices(message[: match.start()] if match else message, type_, "$" + inner)
-        raise ConfigError(label, [(json_path(*path) + inner, problem)]) from None
+        raise ConfigError(label, [_validation_problem(exc, type_, path)]) from None
+
+
+def _validation_problem(exc: msgspec.ValidationError, type_: Any, prefix: tuple[str | int, ...]) -> tuple[str, str]:
+    """msgspec's error as (JSON path under `prefix`, problem): its message ends with where, `- at `$...``."""
+    message = str(exc)
+    match = _MSGSPEC_PATH.search(message)
+    inner = match.group(1) if match else "$"
+    problem = _with_choices(message[: match.start()] if match else message, type_, inner)
+    return json_path(*prefix) + inner[1:], problem
 
 
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")

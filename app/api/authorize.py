@@ -142,8 +142,7 @@ def original_request(scope: Any, authorizer_id: str) -> OriginalRequest:
         method_found, target = _single(methods), _single(uris)
     except ValueError:
         return OriginalRequest(own, "", tuple(headers))  # an empty target is rejected as path_rejected
-    if method_found and method_found[0] and not (method_found[0].isalpha() and method_found[0].isascii()
-                                                 and len(method_found[0]) <= 32 or _METHOD.fullmatch(method_found[0])):
+    if method_found and method_found[0] and not _METHOD.fullmatch(method_found[0]):
         return OriginalRequest(own, "", tuple(headers))  # refused as path_rejected, as an ambiguous header is
     method = method_found[0] if method_found and method_found[0] else own  # an empty header: as if absent
     if target is not None:  # its raw bytes: the text may have been read as UTF-8
