@@ -45,6 +45,11 @@ Template = Annotated[str, Meta(min_length=1, max_length=512)]
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"  # 1 to 65535
 _HOST = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?(?::" + _PORT + ")?"
+_IPV4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# A server the operator runs (Keycloak, self-managed GitLab) may also be reached at an IPv4 address or at a name of
+# one label (`keycloak:8443` inside a cluster).
+_SELF_HOSTED = r"(?:" + _IPV4 + r"|(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?)(?::" + \
+    _PORT + ")?"
 _REGION = r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}"
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 MAX_AUDIENCES = 64
@@ -112,8 +117,9 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 PARAMETER_KINDS: dict[str, Kind] = {
     "tenant_domain": Kind(_HOST, "a host name", "acme.us.auth0.com", _host_hint),
     "okta_domain": Kind(_HOST, "a host name", "acme.okta.com", _host_hint),
-    "host": Kind(_HOST, "a host name (with an optional port)", "sso.example.com", _host_hint),
-    "gitlab_host": Kind(_HOST, "a host name", "gitlab.example.com", _host_hint),
+    "host": Kind(_SELF_HOSTED, "a host name or IPv4 address (with an optional port)", "sso.example.com", _host_hint),
+    "gitlab_host": Kind(_SELF_HOSTED, "a host name or IPv4 address (with an optional port)", "gitlab.example.com",
+                        _host_hint),
     "authorization_server_id": Kind(r"[A-Za-z0-9]{1,64}", "an authorization server id", "default"),
     "region": Kind(_REGION, "an AWS region", "us-east-1"),
     "user_pool_id": Kind(_REGION + r"_[A-Za-z0-9]{1,55}", "a Cognito user pool id", "us-east-1_AbC123xyZ"),

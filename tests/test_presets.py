@@ -219,6 +219,10 @@ BAD_VALUES = [
     ("keycloak", "host", "sso.acme.com:08443", "without leading zeros"),
     ("keycloak", "host", "sso.acme.com:\uff18\uff14\uff14\uff13", "in ASCII digits"),
     ("gitlab", "gitlab_host", "gitlab.acme.com:99999", "a port is a number from 1 to 65535"),
+    ("keycloak", "host", "10.0.0.256", "a host name or IPv4 address"),
+    ("keycloak", "host", "sso.acme.com.", "a host name or IPv4 address"),
+    ("keycloak", "host", "sso@evil.example", "a host name or IPv4 address"),
+    ("okta", "okta_domain", "10.0.0.5", "a host name"),  # a SaaS domain is never an address
 ]
 GOOD = {"auth0": {"tenant_domain": "acme.us.auth0.com"},
         "okta": {"okta_domain": "acme.okta.com", "authorization_server_id": "default"},
@@ -247,6 +251,24 @@ def test_a_host_parameter_takes_a_port_from_1_to_65535(client, port):
     response = client.get("/v1/presets/keycloak", params=params)
     assert response.status_code == 200, response.text
     assert response.json()["issuer"] == f"https://sso.acme.com:{port}/realms/acme"
+
+
+@pytest.mark.parametrize("host", ["10.0.0.5:8443", "keycloak:8443", "keycloak"])
+def test_a_self_hosted_server_may_be_named_by_an_ipv4_address_or_a_single_label(client, host):
+    """A Keycloak or GitLab inside a network is often reached at an address or a cluster name: the preset takes
+    them (it refused them, and a profile with such an issuer was refused as a near miss). Found by a review."""
+    params = {"host": host, "realm": "acme", "audience": "https://api.acme.com"}
+    response = client.get("/v1/presets/keycloak", params=params)
+    assert response.status_code == 200, response.text
+    assert response.json()["issuer"] == f"https://{host}/realms/acme"
+    document = json.dumps({"sso": {"preset": "keycloak", "issuer": f"https://{host}/realms/acme",
+                                   "audiences": ["orders-api"]}})
+    policy = load_profiles(document.encode(), "ISSUER_PROFILES_JSON", PRESETS).policies["sso"]
+    assert policy.jwks_uri == f"https://{host}/realms/acme/protocol/openid-connect/certs"
+    gitlab = json.dumps({"ci": {"preset": "gitlab", "issuer": f"https://{host}", "audiences": ["api://deploy"],
+                                "required_custom_claims": {"project_path": "acme/api"}}})
+    assert load_profiles(gitlab.encode(), "ISSUER_PROFILES_JSON", PRESETS).policies["ci"].jwks_uri == \
+        f"https://{host}/oauth/discovery/keys"
 
 
 @pytest.mark.parametrize("query, loc, kind", [
@@ -385,10 +407,10 @@ def test_a_preset_whose_key_set_is_one_url_never_lends_it_to_another_host_whatev
 
 @pytest.mark.parametrize("issuer, message", [
     ("https://gitlab.acme.com/", "'https://gitlab.acme.com' would fit (a trailing slash is part of the issuer"),
-    ("https://GitLab.acme.com", "gitlab_host: expected a host name such as 'gitlab.example.com' (host names are "
-                                "lower case in issuers)"),
-    ("https://gitlab.acme.com:99999", "gitlab_host: expected a host name such as 'gitlab.example.com' (a port is a "
-                                      "number from 1 to 65535"),
+    ("https://GitLab.acme.com", "gitlab_host: expected a host name or IPv4 address (with an optional port) such as "
+                                "'gitlab.example.com' (host names are lower case in issuers)"),
+    ("https://gitlab.acme.com:99999", "gitlab_host: expected a host name or IPv4 address (with an optional port) "
+                                      "such as 'gitlab.example.com' (a port is a number from 1 to 65535"),
 ], ids=["trailing-slash", "upper-case", "port-out-of-range"])
 def test_a_gitlab_profile_whose_issuer_is_a_near_miss_is_refused_not_given_gitlab_com_keys(issuer, message):
     """The preset's default host (gitlab.com) filled the key-set URL, so a mistyped issuer loaded silently with
@@ -412,10 +434,13 @@ def test_a_key_source_written_as_its_default_keeps_the_presets_key_set(default):
 
 @pytest.mark.parametrize("preset, pin", [("github_actions", {"repository": "acme/api"}),
                                          ("github_actions", {"repository_owner_id": "4242"}),
-                                         ("gitlab", {"project_path": "acme/api"})])
-def test_a_ci_preset_profile_that_pins_no_repository_is_loaded_with_a_warning(preset, pin):
-    """Every repository on GitHub (every project on gitlab.com) can get a token with the audience it chooses: a
-    profile that requires none of their identifying claims accepts them all. Found by a review."""
+                                         ("gitlab", {"project_path": "acme/api"}),
+                                         ("google", {"email": "deployer@acme-prod.iam.gserviceaccount.com"}),
+                                         ("google", {"hd": "acme.com"})])
+def test_a_preset_profile_that_pins_no_caller_is_loaded_with_a_warning(preset, pin):
+    """Every repository on GitHub (every project on gitlab.com, every Google Cloud service account) can get a token
+    with the audience it chooses: a profile that requires none of their identifying claims accepts them all.
+    Found by reviews (Google's service-account identity tokens by the second)."""
     import structlog
 
     def warnings(profile: dict[str, Any]) -> list[dict[str, Any]]:
@@ -428,6 +453,27 @@ def test_a_ci_preset_profile_that_pins_no_repository_is_loaded_with_a_warning(pr
     assert warning["profile"] == "ci" and warning["log_level"] == "warning" and set(pin) <= set(warning["pin_one_of"])
     assert warnings({"required_custom_claims": pin}) == []
     assert warnings({"required_custom_claims": {"ref": "refs/heads/main"}})  # a branch name is no one's identity
+    if preset == "github_actions":  # the reusable workflow that ran, which any repository may call
+        assert warnings({"required_custom_claims": {
+            "job_workflow_ref": "acme/shared/.github/workflows/deploy.yml@refs/heads/main"}})
+
+
+def test_cognito_id_tokens_validate_with_the_overrides_its_notes_give():
+    """The notes say how to validate ID tokens on purpose; following them left `client_id` required, which ID
+    tokens do not carry, so every one was refused. Found by a review."""
+    notes = PRESETS["cognito"].notes
+    assert 'required_claims to ["sub", "token_use"]' in notes and "TOKEN_KIND_MISMATCH" in notes
+    case = CASES["cognito"]
+    client_id = case["claims"]["client_id"]
+    id_token = {**case["claims"], "client_id": None, "scope": None, "aud": client_id, "token_use": "id",
+                "email": "jane@acme.com", "cognito:username": "jane"}
+    overrides = {"audience_claim": "aud", "required_claims": ["sub", "token_use"],
+                 "required_custom_claims": {"token_use": "id"}, "required_scopes": []}
+    result = run(case, policy=overrides, claims=id_token)
+    assert result.valid, result.findings
+    assert codes(result, "warning") == ["TOKEN_KIND_MISMATCH"]
+    overrides.pop("required_claims")
+    assert codes(run(case, policy=overrides, claims=id_token), "error") == ["REQUIRED_CLAIM_MISSING"]
 
 
 def test_a_gitlab_profile_keeps_the_default_host_without_an_issuer_and_uses_discovery_for_another_shape():
