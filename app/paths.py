@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 # decodes only the unreserved characters; the others were bypasses, found by a review). Escapes of the rest
 # (`%3F`, `%23`, `%25`, `%20`) stay escaped, in upper case; `%2F`, `%5C`, `%3B` and control characters are refused.
 DECODED = frozenset(map(chr, range(0x21, 0x7F))) - frozenset("/?#%;\\")
-_SPELLED = re.compile(r"[^!-~]|[?#%;\\]")  # a character a normalised path cannot hold as itself
+_SPELLED = re.compile(r"[^!-~]|[/?#%;\\]")  # a character a variable's value cannot hold as itself in a path
 PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 SLASHES = re.compile(r"/{2,}")
 # %2F and %5C are slashes some upstreams decode before routing; %00 ends strings in C, and the escape of any other
@@ -53,11 +53,13 @@ def percent_encode_non_ascii(text: str, encoding: str = "utf-8") -> str:
 
 
 def spell_as_path(text: str) -> str:
-    """`text` as a normalised path spells it: DECODED characters and `/` as themselves, every other character as
-    the upper-case %XX escapes of its UTF-8 bytes (`a b?` as `a%20b%3F`, `é` as `%C3%A9`)."""
+    """`text` (a variable's value) as a normalised path spells it: DECODED characters as themselves, every other
+    character as the upper-case %XX escapes of its UTF-8 bytes (`a b?` as `a%20b%3F`, `é` as `%C3%A9`). A `/` too,
+    as `%2F`, which no normalised path holds (`path_spellings` refuses it): a value stands for text within one
+    segment, so a claim `victim/reports` cannot reach another organisation's paths (found by a review)."""
     if _SPELLED.search(text) is None:
         return text
-    return "".join(char if char in DECODED or char == "/" else "".join(f"%{byte:02X}" for byte in char.encode(
+    return "".join(char if char in DECODED else "".join(f"%{byte:02X}" for byte in char.encode(
         "utf-8", "surrogatepass")) for char in text)
 
 

@@ -433,6 +433,50 @@ def test_a_non_ascii_claim_value_matches_the_path_as_normalised(org, flags):
     assert evaluate(rules, own, "deny").effect == "allow"
 
 
+@pytest.mark.parametrize("org", ["victim/reports", ["acme", "victim/reports"]], ids=["string", "array"])
+@pytest.mark.parametrize("flags", ["", "i", "s"], ids=["as-text", "folded", "by-re2"])
+@pytest.mark.parametrize("explain", [False, True])
+def test_a_claim_value_holding_a_slash_never_reaches_another_organisations_paths(org, flags, explain):
+    """A value stands for text within one path segment: its `/` is spelled `%2F`, which no normalised path holds.
+    A self-chosen org slug `victim/reports` reached `/v1/organisations/victim/reports/q1`. Found by a review."""
+    rules = load_rules([{**ORG_RULE, "regexFlags": flags}])
+    claims = {"https://myapp.com/org_id": org}
+    for path in ("/v1/organisations/victim/reports/q1", "/v1/organisations/victim/reports"):
+        assert evaluate(rules, facts(path=path, claims=claims), "deny", explain=explain).effect == "deny", path
+    if isinstance(org, list):
+        assert evaluate(rules, facts(path="/v1/organisations/acme/x", claims=claims), "deny",
+                        explain=explain).effect == "allow"
+    # A deny rule keeping users out of other organisations' paths holds for such a user everywhere.
+    outside = load_rules([{"effect": "deny", "regexFlags": flags,
+                           "path": {"path": {"pattern": "^/v1/organisations/{{orgId}}(/.*)?$"}, "presence": "absent"},
+                           "variables": ORG_RULE["variables"]}, {"effect": "allow"}])
+    verdict = evaluate(outside, facts(path="/v1/organisations/victim/reports/q1", claims=claims), "deny",
+                       explain=explain)
+    assert verdict.effect == "deny"
+
+
+@pytest.mark.parametrize("org, tenant", [("\u212aacme", "kacme"), ("\u017fecret", "secret"),
+                                         ("\u2126mega", "\u03c9mega"), (["x", "\u212aacme"], "kacme")])
+@pytest.mark.parametrize("where", ["headers", "query"])
+@pytest.mark.parametrize("explain", [False, True])
+def test_under_the_i_flag_a_non_ascii_value_never_folds_into_another_tenants_text(org, tenant, where, explain):
+    """RE2 folds some non-ASCII letters into ASCII ones (the Kelvin sign with `k`): a claim `\u212aacme` matched
+    `x-tenant: kacme` under `i`. A value's non-ASCII characters now match as themselves; ASCII letters still
+    fold, as `i` asks. Found by a review."""
+    condition = {"name": {"pattern": "^x-tenant$"}, "value": {"pattern": "^{{org}}$"}, "presence": "must_exist"}
+    rules = load_rules([{"effect": "allow", "regexFlags": "i", where: [condition],
+                         "variables": [{"name": "org", "source": "jwtClaim", "key": "org"}]}])
+    claims = {"org": org}
+    assert evaluate(rules, facts(claims=claims, **{where: {"x-tenant": tenant}}), "deny",
+                    explain=explain).effect == "deny"
+    own = org if isinstance(org, str) else org[1]
+    assert evaluate(rules, facts(claims=claims, **{where: {"x-tenant": own}}), "deny", explain=explain).effect == "allow"
+    ascii_rules = load_rules([{"effect": "allow", "regexFlags": "i", where: [condition],
+                               "variables": [{"name": "org", "source": "jwtClaim", "key": "org"}]}])
+    assert evaluate(ascii_rules, facts(claims={"org": "Acme"}, **{where: {"x-tenant": "aCME"}}), "deny",
+                    explain=explain).effect == "allow"
+
+
 @pytest.mark.parametrize("org, path", [("acme corp", "/v1/organisations/acme%20corp"),
                                        ("a|b", "/v1/organisations/a%7Cb"), ("a|b", "/v1/organisations/a|b"),
                                        ("what?", "/v1/organisations/what%3F"), ("x@y", "/v1/organisations/x%40y")])
