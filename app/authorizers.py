@@ -167,9 +167,13 @@ def compile_authorizer(doc: AuthorizerDoc, authorizer_id: str, *, budget: str | 
         rules = RuleSet(compile_rules(doc.rules, untrusted=untrusted))
     except RuleError as exc:
         problems.extend(Problem(("rules", *problem.loc), problem.msg, problem.type) for problem in exc.problems)
-    rate_limit = compile_rate_limit(doc.rate_limit) if doc.rate_limit is not None else None
-    if doc.rate_limit is not None and rate_limit is None:
-        problems.append(Problem(("rate_limit",), "set at least one of per_second, per_minute, per_hour, per_day"))
+    rate_limit = None
+    try:
+        rate_limit = compile_rate_limit(doc.rate_limit) if doc.rate_limit is not None else None
+        if doc.rate_limit is not None and rate_limit is None:
+            problems.append(Problem(("rate_limit",), "set at least one of per_second, per_minute, per_hour, per_day"))
+    except PatternError as exc:
+        problems.append(Problem(("rate_limit", "key"), str(exc)))
     if problems:
         raise PolicyError(problems)
     return Authorizer(authorizer_id, budget or authorizer_id, doc.issuer_profile_id, policy, sources,

@@ -27,7 +27,7 @@ from limits.strategies import MovingWindowRateLimiter as SyncMovingWindow
 from msgspec import Meta
 
 from app.config import END
-from app.patterns import MISSING
+from app.patterns import MISSING, parse_pointer, resolve_pointer
 from app.settings import SettingsError
 
 log = structlog.get_logger("app.ratelimit")
@@ -71,18 +71,24 @@ class RateLimit:
 
     items: tuple[RateLimitItem, ...]
     moving: bool
-    claim: str | None  # None: one budget for the authorizer
+    claim: str | None  # None: one budget for the authorizer; as written (a name, or a JSON Pointer)
     deny_on_storage_error: bool
     status: int
+    pointer: tuple[str, ...] = ()  # the claim's path: ("sub",), or ("org", "id") for `claim:/org/id`
 
 
 def compile_rate_limit(doc: RateLimitDoc) -> RateLimit | None:
-    """None when no window is set (a `rate_limit` with only options limits nothing; the loader refuses it)."""
+    """None when no window is set (a `rate_limit` with only options limits nothing; the loader refuses it).
+    `claim:/org/id` is a JSON Pointer (RFC 6901), as in claims_to_headers: it was read as a claim named `/org/id`,
+    which no token has, so every user shared the one budget of requests without the claim (found by a review).
+    Raises PatternError for a malformed pointer."""
     items = tuple(factory(getattr(doc, name)) for name, factory in _WINDOWS if getattr(doc, name) is not None)
     if not items:
         return None
     claim = doc.key.removeprefix("claim:") if doc.key.startswith("claim:") else None
-    return RateLimit(items, doc.strategy == "moving-window", claim, doc.on_storage_error == "deny", doc.status)
+    pointer = () if claim is None else parse_pointer(claim) if claim.startswith("/") else (claim,)
+    return RateLimit(items, doc.strategy == "moving-window", claim, doc.on_storage_error == "deny", doc.status,
+                     pointer)
 
 
 class RateLimitState(msgspec.Struct, frozen=True):
@@ -141,7 +147,8 @@ def budget_key(authorizer: str, limit: RateLimit, claims: dict[str, Any] | None)
     head = (authorizer, "moving" if limit.moving else "fixed")
     if limit.claim is None:
         return head
-    value = (claims or {}).get(limit.claim, MISSING)
+    pointer = limit.pointer
+    value = (claims or {}).get(pointer[0], MISSING) if len(pointer) == 1 else resolve_pointer(claims or {}, pointer)
     if value is MISSING:
         return (*head, "claim", limit.claim, "missing")
     return (*head, "claim", limit.claim, hashlib.sha256(msgspec.json.encode(value)).hexdigest()[:32])

@@ -198,6 +198,21 @@ def test_claim_budgets_keep_claim_values_of_different_types_apart():
     assert key({"org": "acme"}) == key({"org": "acme", "sub": "x"}) != key({"org": "beta"})
 
 
+def test_a_claim_budget_named_by_a_json_pointer_is_one_budget_per_value(client):
+    """`claim:/org/id` names a nested claim, as a pointer does in claims_to_headers: it was read as a claim named
+    `/org/id`, so every user shared one budget and one tenant could exhaust everyone's. Found by a review."""
+    doc = {"policy": rs256_policy(), "rules": [{"id": "all", "effect": "allow"}],
+           "rate_limit": {"per_minute": 2, "key": "claim:/org/id"}}
+    attacker, victim = token(org={"id": "attacker"}), token(org={"id": "victim"})
+    assert [decide(client, doc, bearer=attacker)["allowed"] for _ in range(3)] == [True, True, False]
+    assert decide(client, doc, bearer=victim)["allowed"]
+    bad = {**doc, "rate_limit": {"per_minute": 2, "key": "claim:/org~2id"}}
+    response = client.post("/v1/authorize", json={"authorizer": bad, "request": {"method": "GET", "path": "/"}})
+    assert response.status_code == 422
+    assert any(error["loc"][-2:] == ["rate_limit", "key"] and "'~' must be followed by 0 or 1" in error["msg"]
+               for error in response.json()["errors"]), response.json()
+
+
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
 def test_every_window_must_have_room_and_the_closest_to_exhaustion_is_reported(client, strategy):
     doc = {"policy": rs256_policy(), "rules": [{"id": "all", "effect": "allow"}],
