@@ -17,7 +17,8 @@ from msgspec import Meta, field
 
 from app.config import END
 from app.paths import DECODED, PERCENT, percent_encode_non_ascii
-from app.patterns import FLAGS, VARIABLE, Pattern, PatternError, compile_pattern, parse_pointer, pattern_bytes
+from app.patterns import (FLAGS, VARIABLE, Pattern, PatternError, compile_pattern, literal_prefix, parse_pointer,
+                          pattern_bytes)
 from app.policy import Problem
 
 Presence = Literal["must_exist", "present", "must_absent", "must_not_exist", "absent"]
@@ -170,7 +171,17 @@ class _Compiler:
             self.problem(loc, str(exc))
             return None
 
+    def literal(self, text: str | None, loc: tuple[str | int, ...]) -> None:
+        """Variables are substituted in patterns only: elsewhere `{{org}}` is compared as that text, so a deny
+        rule with `anyScopes: ["{{org}}:admin"]` never matched and loaded silently (found by a review)."""
+        match = VARIABLE.search(text) if text is not None else None
+        if match is not None:
+            self.problem(loc, f"variables are substituted in patterns only: here {match.group(0)!r} would be "
+                              f"compared as that text; compare the value with a condition whose value pattern is "
+                              f"'^{match.group(0)}$'")
+
     def pointer(self, text: str, loc: tuple[str | int, ...]) -> tuple[str, ...] | None:
+        self.literal(text, loc)
         try:
             return parse_pointer(text)
         except PatternError as exc:
@@ -203,6 +214,9 @@ class _Compiler:
         if doc.values is None and doc.not_values is None:
             self.problem(loc, "one of 'values' or 'notValues' is required")
         pointer = (doc.key,) if doc.key is not None else self.pointer(doc.pointer or "/", (*loc, "pointer"))
+        for field_name, items in (("values", doc.values), ("notValues", doc.not_values)):
+            for position, item in enumerate(items or ()):
+                self.literal(item, (*loc, field_name, position))
         values = frozenset(doc.values) if doc.values is not None else None
         not_values = frozenset(doc.not_values) if doc.not_values is not None else None
         return ClaimValues(f"claims[{loc[1]}]", pointer or (), values, not_values)
@@ -216,6 +230,7 @@ class _Compiler:
                 pointer = self.pointer(doc.pointer, (*loc, "pointer"))
         elif doc.key is None or doc.pointer is not None:
             self.problem(loc, f"a {doc.source} variable needs 'key' (the {doc.source} name) and no 'pointer'")
+        self.literal(doc.key, (*loc, "key"))
         key = doc.key.lower() if doc.key is not None and doc.source == "header" else doc.key
         return Variable(doc.name, doc.source, key, pointer)
 
@@ -235,7 +250,7 @@ class _Compiler:
             else:
                 text, loc = (nested.pattern, ("path", "path", "pattern")) if nested is not None else \
                     (flat or "", ("path", "pattern"))
-                problem = _unmatchable_path_pattern(text, self.flags)
+                problem = _unmatchable_path_pattern(text, self.flags) or _path_start_problem(text, self.flags)
                 if problem is not None:  # it could never match a normalised path: say how to write it
                     self.problem(loc, problem)
                 else:
@@ -247,18 +262,31 @@ class _Compiler:
                         self.problem(loc, _never_held(needed))
                         path = None
             path_exists = doc.path.presence not in _ABSENT
+        for field_name, scopes in (("requiredScopes", doc.required_scopes), ("anyScopes", doc.any_scopes)):
+            for position, scope in enumerate(scopes):
+                self.literal(scope, (field_name, position))
         headers = tuple(self.pair(item, ("headers", i)) for i, item in enumerate(doc.headers))
         query = tuple(self.pair(item, ("query", i)) for i, item in enumerate(doc.query))
         token = tuple(self.token(item, ("token", i)) for i, item in enumerate(doc.token))
+        claims = tuple(self.claim_values(item, ("claims", i)) for i, item in enumerate(doc.claims))
+        variables = tuple(self.variable(item, ("variables", i)) for i, item in enumerate(doc.variables))
+        if not self.problems:  # (a pattern refused says nothing of the names it uses)
+            patterns = [path, *(item for condition in headers + query + token
+                                for item in (condition.name, condition.value))]
+            used = {name for pattern in patterns if pattern is not None for name in pattern.names}
+            for position, variable in enumerate(doc.variables):
+                if variable.name not in used:
+                    # Unused, it still decided: an allow rule whose variable cannot be resolved does not match.
+                    self.problem(("variables", position, "name"),
+                                 f"variable {variable.name!r} is used in no pattern: write {{{{{variable.name}}}}} "
+                                 "in a path, headers, query or token pattern, or remove it")
         return Rule(
             index=self.index, id=doc.id, effect=doc.effect, priority=doc.priority, notes=doc.notes,
             methods=_methods(doc),
             path=path, path_exists=path_exists, headers=headers, query=query, token=token,
             conditions=headers + query + token,
-            claims=tuple(self.claim_values(item, ("claims", i)) for i, item in enumerate(doc.claims)),
-            required_scopes=tuple(dict.fromkeys(doc.required_scopes)),
-            any_scopes=tuple(dict.fromkeys(doc.any_scopes)),
-            variables=tuple(self.variable(item, ("variables", i)) for i, item in enumerate(doc.variables)),
+            claims=claims, required_scopes=tuple(dict.fromkeys(doc.required_scopes)),
+            any_scopes=tuple(dict.fromkeys(doc.any_scopes)), variables=variables,
         )
 
 
@@ -319,6 +347,23 @@ def _tokens(pattern: str) -> Iterator[tuple[str, str, int | None]]:
         else:
             yield "char", char, None
             index += 1
+
+
+def _path_start_problem(pattern: str, flags: str) -> str | None:
+    """Why a pattern anchored at the start of the path can never match one, from the text every match starts
+    with: a normalised path starts with `/` and holds no `//` (slashes are merged). `^admin(/.*)?$` loaded, and a
+    deny rule written so never denied anything (found by a review)."""
+    prefix = literal_prefix(pattern, flags)
+    if prefix is None:
+        return None
+    if not prefix.startswith("/"):
+        _, scheme, rest = pattern[1:].partition("://")
+        fixed = "^/" + (rest.partition("/")[2] if scheme else pattern[1:])
+        return (f"every match starts with {prefix[:40]!r}, and a path starts with '/' (without the scheme, the "
+                f"host or the query): write {fixed[:60]!r}")
+    if "//" in prefix:
+        return "slashes are merged before matching (`//` is read as `/`): write '/' for '//'"
+    return None
 
 
 def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
