@@ -32,6 +32,25 @@ def matches(rule: dict[str, Any], **kw: Any) -> bool:
 
 # Path normalisation (RFC 3986 5.2.4 and 6.2.2)
 
+@pytest.mark.parametrize("byte", range(0x100))
+def test_every_escape_in_any_case_is_decoded_or_upper_cased_or_refused(byte):
+    """RFC 3986 6.2.2.1-2, for each of the 256 escapes written four ways: a character a path holds as itself is
+    decoded, any other stays an escape in upper case, and the escapes no path holds are refused. The same in a
+    long non-ASCII path, which skips the per-escape work when no escape changes."""
+    from app.paths import DECODED
+
+    char, upper = chr(byte), f"{byte:02X}"
+    expected = char if char in DECODED else f"%{upper}"
+    for digits in {upper, upper.lower(), upper[0].lower() + upper[1], upper[0] + upper[1].lower()}:
+        for prefix in ("/x/", "/caf\u00e9/" * 50):
+            path = f"{prefix}%{digits}/y"
+            if byte < 0x20 or byte == 0x7F or char in "/\\;":
+                with pytest.raises(PathRejected):
+                    normalise_path(path)
+                continue
+            whole = normalise_path(prefix) + "y" if char == "." else normalise_path(prefix) + expected + "/y"
+            assert normalise_path(path) == whole, digits  # (`%2E` is a dot segment, removed)
+
 @pytest.mark.parametrize("raw, expected", [
     ("/v1/organisations/acme", "/v1/organisations/acme"),
     ("/v1/organisations/acme/../evil", "/v1/organisations/evil"),
