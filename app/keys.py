@@ -263,6 +263,12 @@ def pem_key(text: str) -> KeyEntry:
     data = text.strip().encode("utf-8")
     if b"PRIVATE KEY" in data:
         raise KeyError_("this is a private key; configure the public key (never share the private key)")
+    blocks = data.count(b"-----BEGIN ")
+    if blocks > 1:
+        # Only one would be used, a certificate before a key whatever their order: a pasted bundle trusted a key
+        # other than the one the operator sees first (found by a review).
+        raise KeyError_(f"{blocks} PEM blocks, where one key is expected: give one public key or certificate (a "
+                        "certificate chain's first, the signer's), or several keys as a 'jwks'")
     try:
         if b"-----BEGIN CERTIFICATE-----" in data:
             public = x509.load_pem_x509_certificate(data).public_key()

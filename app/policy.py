@@ -202,6 +202,27 @@ def _discovery_issuer(issuer: str | list[str]) -> list[Problem]:
                                  "{issuer}/.well-known/openid-configuration)")] if problem else []
 
 
+# A media type as `typ` names it (RFC 6838 4.2 restricted names), "application/" optional: `at+jwt`, `dpop+jwt`.
+_MEDIA_NAME = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE = re.compile(f"{_MEDIA_NAME}(?:/{_MEDIA_NAME})?")
+# Registered claims with a check of their own: as the audience claim, they would turn the audience check into a
+# second look at the issuer or a time (found by a review: audience_claim "iss" with the issuer as audience).
+_NOT_AUDIENCE = ("iss", "sub", "exp", "nbf", "iat", "jti")
+
+
+def _claim_problems(policy: VerifyPolicy) -> list[Problem]:
+    problems = []
+    if policy.token_type is not None and not _MEDIA_TYPE.fullmatch(normalise_typ(policy.token_type)):
+        problems.append(Problem(("token_type",), "expected a media type such as 'at+jwt' or 'application/at+jwt' "
+                                                 "(letters, digits and !#$&^_.+- without spaces)"))
+    if policy.audience_claim in _NOT_AUDIENCE:
+        problems.append(Problem(("audience_claim",), f"'{policy.audience_claim}' has a check of its own; "
+                                                     "audience_claim names the claim holding the audience: 'aud', or "
+                                                     "the client id claim of access tokens without one (Cognito's "
+                                                     "'client_id')"))
+    return problems
+
+
 def compile_policy(policy: VerifyPolicy, *, inline: bool, allowlist: tuple[str, ...] = ()) -> CompiledPolicy:
     """Check a policy's consistency and load its keys. Raises PolicyError listing every problem."""
     problems: list[Problem] = []
@@ -239,6 +260,7 @@ def compile_policy(policy: VerifyPolicy, *, inline: bool, allowlist: tuple[str, 
     elif source == "discovery":
         problems.extend(_discovery_issuer(policy.issuer))
     problems.extend(_compile_algorithms(policy, source, static, fit=not problems))
+    problems.extend(_claim_problems(policy))
     if problems:
         raise PolicyError(problems)
     issuers = (policy.issuer,) if isinstance(policy.issuer, str) else tuple(policy.issuer)

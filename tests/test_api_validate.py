@@ -157,15 +157,37 @@ def _problem(response, status):
     ({"token": "x", "policy": rs256_policy(public_key=None,
                                            jwks={"keys": [{**key_for("RS256").jwk, "key_ops": ["encrypt"]}]})},
      ["body", "policy", "allowed_algs", 0]),
+    # Found by a review: a typ normalising to nothing matched an empty or blank `typ`, and an audience claim that
+    # another check reads turned the audience check off.
+    ({"token": "x", "policy": rs256_policy(token_type="application/")}, ["body", "policy", "token_type"]),
+    ({"token": "x", "policy": rs256_policy(token_type=" ")}, ["body", "policy", "token_type"]),
+    ({"token": "x", "policy": rs256_policy(token_type="at+jwt ")}, ["body", "policy", "token_type"]),
+    ({"token": "x", "policy": rs256_policy(audience_claim="iss")}, ["body", "policy", "audience_claim"]),
+    ({"token": "x", "policy": rs256_policy(audience_claim="exp")}, ["body", "policy", "audience_claim"]),
 ], ids=["token-not-string", "alg-none", "alg-NONE-second", "alg-not-fitting-rsa-key", "hs-with-public-key",
         "skew-too-large", "no-audiences", "bad-pem", "two-key-sources", "unknown-field", "policy-and-profile",
-        "neither", "no-token", "jwks-uri-not-allowlisted", "jwk-alg-disagrees", "jwk-use-enc", "jwk-key-ops-encrypt"])
+        "neither", "no-token", "jwks-uri-not-allowlisted", "jwk-alg-disagrees", "jwk-use-enc", "jwk-key-ops-encrypt",
+        "typ-empty-once-normalised", "typ-blank", "typ-with-space", "audience-claim-iss", "audience-claim-exp"])
 def test_request_errors_are_422_problem_json_with_loc(client, body, loc):
     problem = _problem(client.post(URL, json=body), 422)
     assert problem["errors"][0]["loc"] == loc
     assert problem["errors"][0]["msg"]
     if isinstance(body.get("policy"), dict) and "jwks" in body["policy"]:
         assert "fits none of the configured keys" in problem["errors"][0]["msg"]
+
+
+def test_a_public_key_holding_several_pem_blocks_is_refused_rather_than_one_used(client):
+    """Only one block was used (a certificate anywhere won over a key before it): a pasted bundle trusted a key
+    other than the one the operator sees first. Found by a review."""
+    first, second = key_for("RS256", "first"), key_for("RS256", "second")
+    problem = _problem(client.post(URL, json={"token": "x", "policy": rs256_policy(
+        public_key=first.public_pem + second.public_pem)}), 422)
+    (error,) = problem["errors"]
+    assert error["loc"] == ["body", "policy", "public_key"]
+    assert error["msg"].startswith("2 PEM blocks, where one key is expected")
+    one = client.post(URL, json={"token": mint(claims(), second), "policy": rs256_policy(
+        public_key="Bag Attributes: from openssl\n" + second.public_pem)}).json()
+    assert one["valid"], one["findings"]  # text around the one block is fine
 
 
 @pytest.mark.parametrize(("field", "value", "expected"), [
