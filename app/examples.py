@@ -51,12 +51,14 @@ _RESPONSES: dict[str, dict[int, tuple[str, Any]]] = {
             "findings": [
                 {"code": "AUDIENCE_MISMATCH", "check": "audience", "severity": "error", "message": "'aud' is missing",
                  "evidence": {"claim": "aud", "expected": ["https://api.example.com"], "actual": None},
-                 "remediation": "Request the token with your API's audience."},
+                 "remediation": "Without an audience the token was not minted for an API (Auth0: a token requested "
+                                "without the 'audience' parameter is opaque or an ID token). Request it with your "
+                                "API's audience."},
                 {"code": "TOKEN_EXPIRED", "check": "time", "severity": "error", "message": "the token has expired",
                  "evidence": {"claim": "exp", "exp": 1300819380, "now": 1700000000, "clock_skew_seconds": 60,
                               "expired_seconds_ago": 399180620, "missed_by_seconds": 399180560},
                  "remediation": "Get a fresh token (refresh it before it expires)."}],
-            "token_id": "8d4ef6536dc8895f", "profile": None,
+            "token_id": "8d4ef6536dc8895f",
             "header": {"typ": "JWT", "alg": "HS256"},
             "claims": {"iss": "joe", "exp": 1300819380, "http://example.com/is_root": True},
             "key": {"kid": None, "source": "jwks", "thumbprint": None}, "expires_in": -399180620}),
@@ -80,11 +82,14 @@ _RESPONSES: dict[str, dict[int, tuple[str, Any]]] = {
                         "payload": {"iss": "joe", "exp": 1300819380, "http://example.com/is_root": True},
                         "signature_segment": "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"},
             "validated": False,
-            "warning": "Decoded does not mean validated: nothing here is verified.",
+            "warning": "Decoded does not mean validated: nothing here is verified. Use /v1/validate/jwt before "
+                       "trusting any claim.",
             "token_id": "8d4ef6536dc8895f",
             "suspicious_warnings": ["ALG_SYMMETRIC", "EXPIRED", "AUD_MISSING"],
             "details": [{"code": "ALG_SYMMETRIC", "message": "`alg` is HS*: anyone holding the shared secret can "
-                         "mint tokens."}]}),
+                         "mint tokens."},
+                        {"code": "EXPIRED", "message": "`exp` is in the past."},
+                        {"code": "AUD_MISSING", "message": "No `aud` claim."}]}),
         422: ("The request is invalid", {
             "type": "urn:jwt-decision:problem:request-invalid", "title": "Invalid request", "status": 422,
             "detail": "The request body is invalid: Expected `str`, got `int` (at body.token).",
@@ -221,8 +226,10 @@ _RESPONSES["authorize"] = {
         "allowed": False, "decision": "deny", "status": 403, "reason": "rule_denied", "authorizer": "api-premium",
         "rule": {"id": "tier-check", "index": 0, "effect": "deny", "priority": 0,
                  "notes": "Standard proxy: free and standard plans only"},
-        "variables": {}, "validation": {"valid": True, "statuses": {"format": "pass", "signature": "pass"},
-                                        "findings": []},
+        "variables": {}, "validation": {"valid": True, "statuses": {
+            "format": "pass", "algorithm": "pass", "key": "pass", "signature": "pass", "issuer": "pass",
+            "audience": "pass", "time": "pass", "lifetime": "skip", "token_type": "skip", "required_claims": "pass"},
+            "findings": []},
         "headers": {}, "www_authenticate": "Bearer realm=\"api-premium\", error=\"insufficient_scope\"",
         "rate_limit": None, "cache_ttl": 0, "trace": None}),
     422: ("The request or its inline authorizer is invalid", {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import msgspec
 import swagger_ui_bundle
@@ -74,7 +74,7 @@ _HEADERS = {
 }
 _RATE_LIMIT = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 # Forward-auth's headers per status (the decision's `claims_to_headers` come with a 200 too, named by each authorizer).
-_FORWARD_HEADERS = {"200": ("Cache-Control", *_RATE_LIMIT), "400": ("Cache-Control",),
+_FORWARD_HEADERS = {"200": ("Cache-Control", *_RATE_LIMIT), "400": ("Cache-Control", "WWW-Authenticate"),
                     "401": ("Cache-Control", "WWW-Authenticate"),
                     "403": ("Cache-Control", "WWW-Authenticate", "Retry-After", *_RATE_LIMIT),
                     "404": ("Cache-Control",), "429": ("Cache-Control", "Retry-After", *_RATE_LIMIT)}
@@ -122,15 +122,19 @@ def _complete(doc: dict[str, Any]) -> None:
                                     "content": copy.deepcopy(_PROBLEM)}
             elif needs_api_key(path):
                 responses["401"].setdefault("content", {}).update(copy.deepcopy(_PROBLEM))
-            bad = responses.get("400")
-            if bad is not None and not forward:
+            # Litestar answers 400 to a request it cannot read (a malformed Host header) on every route.
+            bad = responses.setdefault("400", {"description": "A request Litestar cannot read (a malformed Host "
+                                                              "header)", "content": copy.deepcopy(_PROBLEM)})
+            if not forward:
                 responses["400"] = {"description": "A request Litestar cannot read (not about the body, which is "
                                                    "422)", "content": copy.deepcopy(_PROBLEM)}
-            elif bad is not None:  # path_rejected as a decision, or a request Litestar cannot read (a bad Host)
+            else:  # path_rejected as a decision, or a request Litestar cannot read (a bad Host)
                 bad.setdefault("content", {}).update(copy.deepcopy(_PROBLEM))
             for status, response in responses.items():
                 headers = response.setdefault("headers", {})
                 headers.update(_header_refs(("X-Request-Id",)))
+                if "application/problem+json" in response.get("content", {}):
+                    headers.update(_header_refs(("Cache-Control",)))  # no-store (app.problems.problem_response)
                 if forward:
                     headers.update(_header_refs(_FORWARD_HEADERS.get(status, ())))
                 elif status == "401":
@@ -172,6 +176,48 @@ def _complete(doc: dict[str, Any]) -> None:
         schemas["Detail"]["properties"]["code"] = dict(inspect_code)
 
 
+def _structs(base: type = msgspec.Struct) -> Iterator[type]:
+    for cls in base.__subclasses__():
+        yield cls
+        yield from _structs(cls)
+
+
+def _closed_objects(schemas: dict[str, Any]) -> None:
+    """`additionalProperties: false` on the schemas of Structs that refuse unknown fields (a request naming one is
+    answered 422 `extra_forbidden`); a name two Structs share is left open unless both refuse."""
+    forbid: dict[str, bool] = {}
+    for cls in _structs():
+        name, closed = cls.__name__, bool(cls.__struct_config__.forbid_unknown_fields)
+        forbid[name] = forbid.get(name, True) and closed
+    for name, schema in schemas.items():
+        if forbid.get(name) and schema.get("type") == "object":
+            schema["additionalProperties"] = False
+
+
+def _preset_parameters(operation: dict[str, Any] | None) -> None:
+    """The presets' own query parameters (tenant_domain, region...): each preset takes some of them, and an
+    unknown one is 422. Litestar sees only `audience`, the one the handler declares."""
+    from app.presets import PARAMETER_KINDS, load_presets
+    from app.server import PRESETS_DIR
+
+    if operation is None:
+        return
+    taken: dict[str, list[str]] = {}
+    for preset in sorted(load_presets(PRESETS_DIR).values(), key=lambda item: item.provider):
+        for name in preset.parameters:
+            taken.setdefault(name, []).append(preset.provider)
+    declared = {parameter.get("name") for parameter in operation.get("parameters", [])}
+    for name, providers in sorted(taken.items()):
+        if name in declared:
+            continue
+        kind = PARAMETER_KINDS[name]
+        operation.setdefault("parameters", []).append({
+            "name": name, "in": "query", "required": False, "schema": {"type": "string", "maxLength": 255},
+            "description": f"{kind.expected[0].upper()}{kind.expected[1:]}, such as {kind.sample!r}; taken by "
+                           f"the {', '.join(providers)} preset{'s' if len(providers) > 1 else ''} (an unknown "
+                           "parameter is 422; a preset's own parameters are listed by GET /v1/presets)."})
+
+
 def document(app: Litestar) -> dict[str, Any]:
     """The complete document: Litestar's schema plus 200 examples and the code enums."""
     doc: dict[str, Any] = app.openapi_schema.to_schema()
@@ -193,6 +239,8 @@ def document(app: Litestar) -> dict[str, Any]:
                     content["examples"] = {"example": {"summary": example.summary, "value": example.value}}
     _api_keys(doc, bool(getattr(getattr(app.state, "settings", None), "api_keys", ())))
     _complete(doc)
+    _closed_objects(doc.get("components", {}).get("schemas", {}))
+    _preset_parameters(doc.get("paths", {}).get("/v1/presets/{provider}", {}).get("get"))
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas["FindingCode"] = _code_schema("FindingCode", VALIDATION_CODES)
     schemas["InspectCode"] = _code_schema("InspectCode", INSPECT_CODES)

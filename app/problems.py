@@ -55,8 +55,9 @@ class ApiError(Exception):
 
 
 def problem_response(problem: ProblemDetails, headers: dict[str, str] | None = None) -> Response[bytes]:
+    """A problem+json answer, never to be cached (a forward-auth proxy caching auth answers keeps none of these)."""
     return Response(msgspec.json.encode(problem), status_code=problem.status, media_type=PROBLEM_JSON,
-                    headers=headers)
+                    headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 def policy_errors(exc: PolicyError, prefix: tuple[str | int, ...]) -> list[ErrorItem]:

@@ -101,3 +101,66 @@ def test_litestars_own_schema_routes_serve_the_same_document(client):
     served = client.get("/openapi.json").content
     assert [client.get(path).content == served for path in ("/_schema", "/_schema/litestar.json",
                                                             "/_schema/openapi.json")] == [True, True, True]
+
+
+def test_the_success_examples_are_what_the_service_answers_to_the_first_request_example(client):
+    """Found by an audit: the examples had drifted (a `profile: null` the answer leaves out, a shortened hint, an
+    inspect answer with one detail of three). The client's clock is the examples' `now`."""
+    from app import examples
+    from app.findings import CHECK_ORDER
+
+    for name, url in (("validate", "/v1/validate/jwt"), ("inspect", "/v1/inspect/token")):
+        answer = client.post(url, json=examples.request_examples(name)[0].value)
+        assert answer.status_code == 200 and answer.json() == examples.success_example(name).value, name
+    statuses = examples.success_example("authorize").value["validation"]["statuses"]
+    assert list(statuses) == list(CHECK_ORDER)
+
+
+def test_every_status_and_header_sent_outside_forward_auth_is_declared():
+    """Found by an audit: a bad Host is 400 on every route, problem answers carry Cache-Control, forward-auth's
+    400 for two tokens carries WWW-Authenticate; none was declared."""
+    from litestar.testing import TestClient
+
+    from app.server import create_app
+    from app.settings import Settings
+    from tests.conftest import rs256_policy
+
+    fixture = ROOT / "tests" / "fixtures" / "authorizers.json"
+    settings = Settings(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}), authorizers_json=str(fixture))
+    with TestClient(create_app(settings)) as client:
+        doc = client.get("/openapi.json").json()
+        documented_headers = {name.lower() for name in doc["components"]["headers"]}
+        requests: list[tuple[str, str, list[tuple[str, str]], int]] = [
+            ("GET", path, [("Host", "bad host")], 400) for path in ("/healthz", "/readyz", "/v1/presets")]
+        requests += [("GET", "/v1/forward-auth/api-standard", [("Authorization", "Bearer a"),
+                                                               ("X-Forwarded-Uri", "/x?access_token=b")], 400),
+                     ("GET", "/v1/forward-auth/nope", [], 404), ("GET", "/v1/presets/nope", [], 404),
+                     ("GET", "/v1/presets/auth0?tenant_domain=acme.us.auth0.com", [], 422)]
+        for method, url, headers, status in requests:
+            answer = client.request(method, url, headers=headers)
+            assert answer.status_code == status, (url, answer.text)
+            template = "/v1/forward-auth/{authorizer}" if url.startswith("/v1/forward-auth/") else \
+                "/v1/presets/{provider}" if url.startswith("/v1/presets/") else url.split("?")[0]
+            response = doc["paths"][template][method.lower()]["responses"].get(str(answer.status_code))
+            assert response is not None, (url, answer.status_code)
+            sent = {name.lower() for name in answer.headers} & documented_headers
+            assert sent <= {name.lower() for name in response["headers"]}, (url, sent)
+            if answer.headers["content-type"].startswith("application/problem+json"):
+                assert answer.headers["cache-control"] == "no-store", url
+            elif url.startswith("/v1/forward-auth/api-standard"):  # two tokens
+                assert 'error="invalid_request"' in answer.headers["www-authenticate"]
+    declared = {parameter["name"] for parameter in doc["paths"]["/v1/presets/{provider}"]["get"]["parameters"]}
+    from app.presets import load_presets
+    from app.server import PRESETS_DIR
+
+    assert {name for preset in load_presets(PRESETS_DIR).values() for name in preset.parameters} <= declared
+
+
+def test_request_schemas_say_unknown_fields_are_refused(client):
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for name in ("ValidateRequest", "VerifyPolicy", "AuthorizeRequest", "RequestDoc", "AuthorizerDoc", "RuleDoc"):
+        assert schemas[name]["additionalProperties"] is False, name
+    assert "additionalProperties" not in schemas["ValidationResult"]
+    answer = client.post("/v1/validate/jwt", json={"token": "x", "issuer_profile_id": "p", "zzz": 1})
+    assert answer.status_code == 422 and answer.json()["errors"][0]["type"] == "extra_forbidden"

@@ -198,4 +198,4 @@ class FastPath:
 async def _internal_error(scope: Any, send: Any, exc: Exception) -> None:
     """What `app.problems.on_unexpected` answers, without running the request a second time through Litestar."""
     log_unexpected(exc, scope)
-    await _answer(send, 500, _encode(INTERNAL), media_type=PROBLEM_JSON.encode())
+    await _answer(send, 500, _encode(INTERNAL), [(b"cache-control", b"no-store")], media_type=PROBLEM_JSON.encode())
