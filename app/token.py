@@ -66,6 +66,15 @@ class ParsedToken:
     signing_input: bytes
     signature: bytes
     signature_segment: str = field(repr=False)
+    weight: int = 0  # an upper bound of the decoded header's and claims' memory, in bytes (`decoded_weight`)
+
+
+def decoded_weight(data: bytes) -> int:
+    """An upper bound, in bytes, of what decoding this JSON text holds in memory: its own bytes, and 64 a value
+    (a float, an int, a short string, a dict's or a list's slot; counted by the separators and brackets before
+    it). A 16 KiB payload of `0.5,0.5,...` decodes into ~150 KB of floats: the verified-token cache is bounded by
+    these weights, not only by its count of entries (found by a review)."""
+    return len(data) + 64 * (data.count(b",") + data.count(b":") + data.count(b"{") + data.count(b"[") + 1)
 
 
 def token_id(raw: str) -> str:
@@ -242,7 +251,7 @@ def _safe_detail(exc: BaseException) -> str:
 # Headers already decoded and proved well-formed, by their segment: an issuer signs every token with the same
 # few headers, so the common case skips their decoding. Bounded, and emptied when full (a flood of distinct
 # headers only costs the memo its hits). The dicts are shared: like a verified-token cache hit, never mutated.
-_HEADERS: dict[str, dict[str, Any]] = {}
+_HEADERS: dict[str, tuple[dict[str, Any], int]] = {}  # by segment: the header and its decoded_weight
 _HEADERS_MAX = 256
 
 
@@ -282,26 +291,28 @@ def _parse_fast(raw: str, max_bytes: int) -> ParsedToken | None:
         if remainder > 1 and segment[-1] in _SIX_BITS and _SIX_BITS[segment[-1]] & (0x0F if remainder == 2 else 0x03):
             return None
     try:
-        header = _HEADERS.get(header_b64)
-        if header is None:
+        known = _HEADERS.get(header_b64)
+        if known is None:
             if not header_b64:
                 return None
-            header = _json_object_fast(_strict_b64url(header_b64))
+            data = _strict_b64url(header_b64)
+            header = _json_object_fast(data)
             if header is None:
                 return None
             if len(_HEADERS) >= _HEADERS_MAX:
                 _HEADERS.clear()
-            _HEADERS[header_b64] = header
+            known = _HEADERS[header_b64] = (header, decoded_weight(data))
         if not payload_b64:
             return None
-        claims = _json_object_fast(_strict_b64url(payload_b64))
+        payload = _strict_b64url(payload_b64)
+        claims = _json_object_fast(payload)
         if claims is None:
             return None
         signature = _strict_b64url(signature_b64)
     except binascii.Error:
         return None
-    return ParsedToken(header, claims, raw[:len(header_b64) + 1 + len(payload_b64)].encode(), signature,
-                       signature_b64)
+    return ParsedToken(known[0], claims, raw[:len(header_b64) + 1 + len(payload_b64)].encode(), signature,
+                       signature_b64, known[1] + decoded_weight(payload))
 
 
 def parse(raw: str, max_bytes: int) -> ParsedToken:
@@ -328,6 +339,13 @@ def parse(raw: str, max_bytes: int) -> ParsedToken:
             "the token starts with an Authorization header's text ('Authorization:' or 'Bearer:')",
             {"prefix": raw[:raw.index(":") + 1][:32]},
             "Send only the token: what follows 'Bearer ' in the Authorization header.",
+        )
+    if raw.startswith("{") and raw.rstrip(WHITESPACE).endswith("}"):
+        raise MalformedToken(
+            "the token is a JSON object: the JWS JSON serialization (RFC 7515 section 7.2), not the compact form",
+            {"size_bytes": size},
+            "Send the compact serialization, header.payload.signature (each base64url); a JWT is always compact "
+            "(RFC 7519 section 1).",
         )
     wrapped = _wrapping(raw)
     if wrapped is not None:
@@ -360,9 +378,11 @@ def parse(raw: str, max_bytes: int) -> ParsedToken:
     for name, segment in zip(_SEGMENT_NAMES[:2], (header_b64, payload_b64)):
         if not segment:
             raise MalformedToken(f"the {name} segment is empty", {"segment": name})
-    header = decode_json_object(b64url_decode(header_b64, "header"), "header")
+    header_json = b64url_decode(header_b64, "header")
+    header = decode_json_object(header_json, "header")
     try:
-        claims = decode_json_object(b64url_decode(payload_b64, "payload"), "payload")
+        payload = b64url_decode(payload_b64, "payload")
+        claims = decode_json_object(payload, "payload")
     except MalformedToken as exc:
         exc.header = header
         raise
@@ -377,4 +397,5 @@ def parse(raw: str, max_bytes: int) -> ParsedToken:
         signing_input=raw[:len(header_b64) + 1 + len(payload_b64)].encode("ascii"),
         signature=signature,
         signature_segment=signature_b64,
+        weight=decoded_weight(header_json) + decoded_weight(payload),
     )

@@ -96,13 +96,23 @@ class VerifiedCache:
 
     Bad signatures are cached too, so replaying a forged token costs no RSA work. Entries of a key set that
     changed are unreachable (its version is part of the key) and age out; `forget_version` drops them at once.
+
+    Bounded twice: by `size` entries, and by `max_bytes` (BYTES_PER_ENTRY a slot by default) of their estimated
+    memory, ENTRY_OVERHEAD plus the parsed token's `weight` (an upper bound of its decoded header and claims).
+    Counting entries alone let 10,000 forged 16 KiB tokens of `0.5,0.5,...` hold 1.7 GB (found by a review);
+    realistic tokens weigh 1-8 KiB, so the count is what bounds the cache in practice.
     """
 
-    def __init__(self, size: int) -> None:
+    ENTRY_OVERHEAD = 768  # the key, the Verified struct and its KeyInfo, the LRU's node
+    BYTES_PER_ENTRY = 6 * 1024
+
+    def __init__(self, size: int, max_bytes: int | None = None) -> None:
         self.size = size
+        self.max_bytes = size * self.BYTES_PER_ENTRY if max_bytes is None else max_bytes
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[tuple[bytes, str, str], Verified] = OrderedDict()
+        self._entries: OrderedDict[tuple[bytes, str, str], tuple[Verified, int]] = OrderedDict()
         # Told of every lookup (True for a hit); the app factory points it at the Prometheus counters.
         self.on_lookup: Callable[[bool], None] | None = None
 
@@ -115,18 +125,23 @@ class VerifiedCache:
             self._entries.move_to_end(key)
         if self.on_lookup is not None:
             self.on_lookup(entry is not None)
-        return entry
+        return entry[0] if entry is not None else None
 
-    def put(self, key: tuple[bytes, str, str], entry: Verified) -> None:
-        if self.size <= 0:
+    def put(self, key: tuple[bytes, str, str], entry: Verified, weight: int = 0) -> None:
+        cost = self.ENTRY_OVERHEAD + weight
+        if self.size <= 0 or cost > self.max_bytes:
             return
-        self._entries[key] = entry
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        previous = self._entries.pop(key, None)
+        if previous is not None:
+            self.bytes -= previous[1]
+        self._entries[key] = (entry, cost)
+        self.bytes += cost
+        while len(self._entries) > self.size or self.bytes > self.max_bytes:
+            self.bytes -= self._entries.popitem(last=False)[1][1]
 
     def forget_version(self, version: str) -> None:
         for key in [key for key in self._entries if key[2] == version]:
-            del self._entries[key]
+            self.bytes -= self._entries.pop(key)[1]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -318,5 +333,5 @@ def validate(raw: str, policy: CompiledPolicy, keys: KeyView, now: float, *, max
     # KID_NOT_FOUND's evidence says when the set was fetched and how long ago (a refetch may keep the version),
     # so that verdict is not kept; it costs no signature work to make again.
     if cache_key is not None and not any(item.code == "KID_NOT_FOUND" for item in verified.to_key):
-        cache.put(cache_key, verified)  # type: ignore[union-attr]
+        cache.put(cache_key, verified, token.weight)  # type: ignore[union-attr]
     return _assemble(verified, policy, keys, now, tid)

@@ -137,6 +137,20 @@ def test_the_key_confusion_hint_names_the_policys_own_algorithms(client):
     assert "switch its signing algorithm to ES256 and" in finding["remediation"]
 
 
+def test_an_hs256_token_naming_a_public_key_of_a_mixed_set_is_called_key_confusion(client):
+    """A set with an HMAC key and an RSA key allows both families; a token claiming HS256 with the RSA key's kid
+    got the generic "check the key's alg, use, key_ops" hint. Found by a review."""
+    rsa_key, hmac_key = key_for("RS256"), key_for("HS256", "hmac-1")
+    policy = rs256_policy(public_key=None, allowed_algs=["RS256", "HS256"],
+                          jwks={"keys": [*jwks(rsa_key)["keys"], *jwks(hmac_key)["keys"]]})
+    forged = mint(claims(), SigningKey("HS256", rsa_key.public_pem.encode(), rsa_key.kid))
+    finding = only(verdict(client, forged, policy), "KID_NOT_FOUND")
+    assert "is an RSA public key, and the token claims HS256" in finding["remediation"]
+    assert "key-confusion" in finding["remediation"]
+    wrong_kid = mint(claims(), SigningKey("HS256", hmac_key.private, "no-such-kid"))
+    assert "key-confusion" not in (only(verdict(client, wrong_kid, policy), "KID_NOT_FOUND")["remediation"] or "")
+
+
 @pytest.mark.parametrize("placement", ["secret-pem", "secret-jwk", "secret-certificate", "secret-ssh", "oct-jwk-pem"])
 def test_a_public_key_given_as_the_hmac_secret_is_refused(client, placement):
     """With the IdP's public key pasted as `secret`, anyone holding that public key could mint HS256 tokens that
@@ -274,12 +288,26 @@ def test_tampered_payload_is_invalid_and_its_claims_are_still_reported(client):
     assert body["statuses"]["issuer"] == "pass"  # claim checks still run; valid is false regardless
 
 
-@pytest.mark.parametrize("crit", [["exp"], ["b64"], "exp"], ids=["unknown-name", "b64-not-implemented", "not-a-list"])
-def test_unknown_crit_is_refused(client, crit):
+@pytest.mark.parametrize("crit, evidence, says", [
+    (["exp"], ["exp"], "No JWS extension is implemented here"),
+    (["b64"], ["b64"], "RFC 7797 unencoded payloads"),
+    (["kid", "exp"], ["kid", "exp"], "kid is defined by RFC 7515 itself"),
+    ("exp", '"exp"', "malformed"),
+    ([], "[]", "malformed"),
+    (None, "null", "malformed"),
+    ({"a": 1}, '{"a":1}', "malformed"),
+    (["exp", 1], '["exp",1]', "malformed"),
+], ids=["unknown-name", "b64-not-implemented", "registered-name", "not-a-list", "empty", "null", "object",
+        "not-all-strings"])
+def test_any_crit_is_refused_and_the_finding_says_which_rule_it_breaks(client, crit, evidence, says):
+    """Found by a review: an empty list was said to list extensions, and the evidence was Python's repr of the
+    header (`['None']`, `["{'a': 1}"]`) with no hint."""
     token = mint(claims(), key_for("RS256"), header={"crit": crit, "exp": 1})
     body = verdict(client, token)
-    assert "CRIT_UNSUPPORTED" in codes(body)
-    assert body["statuses"]["key"] == "fail"
+    (found,) = [item for item in body["findings"] if item["code"] == "CRIT_UNSUPPORTED"]
+    assert body["statuses"]["key"] == "fail" and not body["valid"]
+    assert found["evidence"] == {"crit": evidence}
+    assert says in found["message"] + (found["remediation"] or "")
 
 
 # --- format -----------------------------------------------------------------------------------------------------
@@ -465,8 +493,10 @@ def test_bearer_prefix_left_in_is_malformed_with_a_remediation(client, prefix):
     (lambda t: t[:80] + "\u2026", "cut short", "Send the whole token"),
     (lambda t: t[:-1], "a length no base64url encoding has", "cut short"),
     (lambda t: t[:-4], "non-canonical base64url trailing bits", "cut short"),
+    (lambda t: json.dumps(dict(zip(("protected", "payload", "signature"), t.split(".")))),
+     "JWS JSON serialization", "Send the compact serialization"),
 ], ids=["quoted", "escaped-quotes", "quoted-bearer", "bearer-colon", "header-line", "url-encoded", "dots",
-        "ellipsis", "signature-one-short", "signature-four-short"])
+        "ellipsis", "signature-one-short", "signature-four-short", "json-serialization"])
 def test_a_token_wrapped_or_cut_short_is_told_what_happened(client, wrap, says, hint):
     """Found by a review: these got the base64url alphabet's hint ("strip '=' padding"), an opaque token's, or a
     JWE's ("it is an encrypted JWE": a log line's `...` makes five segments)."""

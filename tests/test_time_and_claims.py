@@ -411,7 +411,11 @@ def test_required_scopes_are_found_in_scope_scp_or_permissions(grant):
     ({"permissions": "read:users write:users"}, "in a 'permissions' string"),
     ({"scope": "read:users,write:users"}, "separates scopes with commas"),
     ({"scp": "openid,read:users"}, "'scp' separates scopes with commas"),
-], ids=["scope-as-array", "permissions-as-string", "comma-separated-scope", "comma-separated-scp"])
+    ({"scope": "openid\tread:users"}, "other white space than the space character"),
+    ({"scope": "read:users\u00a0admin"}, "other white space than the space character"),
+    ({"scp": "openid\nread:users"}, "'scp' separates scopes with other white space"),
+], ids=["scope-as-array", "permissions-as-string", "comma-separated-scope", "comma-separated-scp",
+        "tab-separated-scope", "nbsp-separated-scope", "newline-separated-scp"])
 def test_scopes_in_the_wrong_shape_are_not_granted_and_the_hint_says_where_they_are(grant, hint):
     """Found by a review: the hint sent developers to the IdP's console to grant a scope the token held."""
     result = run(rs256_token(**grant), required_scopes=["read:users"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -113,3 +114,52 @@ def test_a_key_set_that_differs_in_any_field_gets_a_new_version():
     named = keys_module.key_set([keys_module.jwk_key({**k1, "alg": "None"}, allow_oct=False)])
     assert plain.version != named.version
     assert keys_module.key_set([keys_module.jwk_key(k1, allow_oct=False)]).version == plain.version  # stable
+
+
+_HOSTILE_PAYLOADS = {  # JSON texts that decode into far more memory than their size, each ~12 KB
+    "floats": "[" + ",".join(["0.5"] * 3000) + "]",
+    "empty-objects": "[" + ",".join(["{}"] * 1000) + "]",
+    "short-strings": "[" + ",".join(f'"{index:02x}"' for index in range(2400)) + "]",
+    "object-members": "{" + ",".join(f'"{index:03x}":{index}' for index in range(1400)) + "}",
+    "large-ints": "[" + ",".join([str(10**30)] * 380) + "]",
+    "realistic": json.dumps(claims(scope="openid read:users", roles=["admin", "billing"], org={"id": "acme"})),
+}
+
+
+@pytest.mark.parametrize("shape", list(_HOSTILE_PAYLOADS))
+def test_a_tokens_weight_bounds_the_memory_its_decoded_claims_hold(shape):
+    """The cache is bounded by these weights: they must never be lower than what decoding really holds."""
+    import tracemalloc
+
+    import msgspec
+
+    from app.token import decoded_weight
+
+    text = _HOSTILE_PAYLOADS[shape].encode()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        held = msgspec.json.decode(text)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held is not None and after - before <= decoded_weight(text), (after - before, decoded_weight(text))
+
+
+def test_forged_tokens_of_hostile_shape_cannot_fill_memory_beyond_the_byte_budget(rsa_calls):
+    """Found by a review: 10,000 forged 16 KiB tokens of `0.5,0.5,...` (bad signatures are cached too) held
+    1.7 GB per worker. Entries are charged their weight; the cache holds at most BYTES_PER_ENTRY a slot."""
+    cache, compiled = VerifiedCache(40), policy()
+    forger = key_for("RS256", "forger")
+    floats = [0.5] * 2500
+    for index in range(40):
+        result = run(mint(claims(jti=str(index), x=floats), forger), compiled, cache)
+        assert [item.code for item in result.findings if item.severity == "error"] == ["SIGNATURE_INVALID"]
+    assert cache.bytes <= cache.max_bytes == 40 * VerifiedCache.BYTES_PER_ENTRY
+    assert 0 < len(cache) < 40
+    realistic = [mint(claims(jti=f"r{index}"), key_for("RS256")) for index in range(40)]
+    for token in realistic:
+        run(token, compiled, cache)
+    assert len(cache) == 40  # realistic tokens fill every slot: the count bounds them, not the bytes
+    run(realistic[-1], compiled, cache)
+    assert len(rsa_calls) == 40 + 40  # the last token replayed: no signature work

@@ -241,4 +241,9 @@ def _unread_scope(claims: dict[str, Any], scope: str) -> str | None:
         if isinstance(value, str) and name != "permissions" and scope in (part.strip() for part in value.split(",")):
             return (f"The token's '{name}' separates scopes with commas; they are separated by spaces (RFC 6749 "
                     "3.3). Fix the claim at the IdP.")
+        if isinstance(value, str) and name != "permissions" and scope in value.split():
+            # str.split() also splits at tabs, line breaks and other Unicode white space (NBSP...).
+            return (f"The token's '{name}' separates scopes with other white space than the space character (a tab, "
+                    "a line break or a no-break space); RFC 6749 3.3 separates them by spaces (%x20). Fix the claim "
+                    "at the IdP.")
     return None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time as _time
+from typing import Any
+
+import msgspec
 
 from app.checks import Context
 from app.findings import Finding, finding
@@ -40,6 +43,33 @@ def check_algorithm(ctx: Context) -> list[Finding]:
     return []
 
 
+def _crit_finding(crit: Any) -> Finding:
+    """CRIT_UNSUPPORTED, saying which of RFC 7515 4.1.11's rules the header breaks: no extension is implemented
+    here, so any well-formed `crit` fails too. The evidence is JSON text, never Python's repr of it."""
+    if not (isinstance(crit, list) and crit and all(isinstance(name, str) for name in crit)):
+        return finding("CRIT_UNSUPPORTED", "the 'crit' header is malformed: it must be a non-empty array of "
+                       "extension names (RFC 7515 section 4.1.11), so the token must be rejected",
+                       {"crit": msgspec.json.encode(crit).decode()[:200]},
+                       "The issuer's JOSE library wrote an invalid header; a token without 'crit' is what is expected.")
+    names = [name[:64] for name in crit[:10]]
+    registered = [name for name in names if name in _REGISTERED_HEADERS]
+    if "b64" in names:
+        hint = ("RFC 7797 unencoded payloads (b64: false) are not supported: ask the issuer for a standard JWS, whose "
+                "payload is base64url-encoded.")
+    elif registered:
+        hint = (f"{', '.join(registered)} {'is' if len(registered) == 1 else 'are'} defined by RFC 7515 itself and must "
+                "not be listed in 'crit': the issuer's JOSE library wrote an invalid header.")
+    else:
+        hint = "No JWS extension is implemented here: the issuer must not mark one as critical for this audience."
+    return finding("CRIT_UNSUPPORTED", "the header lists critical extensions this service does not implement, so "
+                   "the token must be rejected", {"crit": names}, hint)
+
+
+# Header parameters RFC 7515 (and RFC 7516) define, which 4.1.11 says `crit` must not list.
+_REGISTERED_HEADERS = frozenset({"alg", "jku", "jwk", "kid", "x5u", "x5c", "x5t", "x5t#S256", "typ", "cty", "crit",
+                                 "enc", "zip", "epk", "apu", "apv", "iv", "tag", "p2s", "p2c"})
+
+
 def check_key(ctx: Context) -> list[Finding]:
     """RFC 7515 section 4.1.11: "If any of the listed extension Header Parameters are not understood and supported
     by the recipient, then the JWS is invalid." Keys named by the token itself are never used (RFC 8725 3.10)."""
@@ -47,11 +77,7 @@ def check_key(ctx: Context) -> list[Finding]:
     assert algorithm is not None  # gated on check_algorithm
     findings: list[Finding] = []
     if "crit" in header:
-        crit = header["crit"]
-        names = crit if isinstance(crit, list) else [crit]
-        findings.append(finding("CRIT_UNSUPPORTED", "the header lists critical extensions this service does not "
-                                "implement, so the token must be rejected",
-                                {"crit": [str(name)[:64] for name in names[:10]]}))
+        findings.append(_crit_finding(header["crit"]))
     present = [name for name in HEADER_KEY_PARAMETERS if name in header]
     if present:
         findings.append(finding("HEADER_KEY_IGNORED", "the header names its own key; it was ignored (only the "
@@ -87,6 +113,13 @@ def check_key(ctx: Context) -> list[Finding]:
         else:
             remediation = (f"No key {'with this kid ' if kid is not None else ''}fits {algorithm.name}: check the "
                            "key's `alg`, `use` (sig) and `key_ops` (verify) against the token's `alg`.")
+            named = [key.kty for key in keys.keyset.keys if key.kid == kid and key.kty != "oct"]
+            if kid is not None and algorithm.name in SYMMETRIC and named:
+                # An HMAC keyed with the public key the kid names: the key-confusion attack (RFC 8725 2.1, 3.1).
+                remediation = (f"The key with this kid is an {named[0]} public key, and the token claims "
+                               f"{algorithm.name}: an HMAC made with a public key is a key-confusion attempt (RFC "
+                               "8725 section 2.1) or a broken issuer. Such a token is never accepted; an HMAC key "
+                               "of the set has a kid of its own.")
         message = (f"no key with kid {kid!r} fits {algorithm.name}" if kid is not None
                    else f"no key in the set fits {algorithm.name}")
         findings.append(finding("KID_NOT_FOUND", message, evidence, remediation))

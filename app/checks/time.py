@@ -23,8 +23,14 @@ def numeric_date(value: Any) -> bool:
 
 
 def in_milliseconds(value: Any) -> bool:
-    """A number that is no NumericDate only for being after the year 9999."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > LAST_DATE
+    """A number after the year 9999 that is the year 9999 or earlier in milliseconds, micro- or nanoseconds."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and LAST_DATE < value <= LAST_DATE * 10**9
+
+
+def out_of_range(value: Any) -> bool:
+    """A number too large (or too small) to be a date in any unit: a 400-digit `exp` is no date in milliseconds."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not numeric_date(value) \
+        and not in_milliseconds(value)
 
 
 def _near_miss(seconds: float, claim: str, skew: float) -> str | None:
@@ -87,6 +93,12 @@ def time_findings(claims: dict[str, Any], policy: CompiledPolicy, now: float) ->
                                         "not seconds?", {"claim": name, "actual": value, "max": LAST_DATE},
                                         f"Send '{name}' in seconds since the epoch (milliseconds divided by 1000).",
                                         check="time"))
+            elif out_of_range(value):
+                digits = len(str(int(value))) if value == value and abs(value) != float("inf") else None
+                findings.append(finding("CLAIM_INVALID", f"'{name}' is a number no date is, in any unit",
+                                        {"claim": name, "digits": digits, "max": LAST_DATE},
+                                        f"Send '{name}' as seconds since the epoch; the issuer's token library "
+                                        "wrote a number out of any range.", check="time"))
             else:
                 findings.append(finding("CLAIM_INVALID", f"'{name}' must be a NumericDate (a JSON number)",
                                         {"claim": name, "actual": value if not isinstance(value, str) else value[:64],
