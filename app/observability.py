@@ -369,6 +369,9 @@ def route_templates(routes: Iterable[Any]) -> list[tuple[re.Pattern[str], str]]:
     return sorted(matchers, key=lambda matcher: "{" in matcher[1])
 
 
+REQUEST_ID = "jwt_decision.request_id"  # the request's id (bytes) in its ASGI scope, for lines logged inside it
+
+
 class Observe:
     """ASGI wrapper around Litestar's handler: request id, timing, the metrics and the log line of a request.
 
@@ -392,7 +395,7 @@ class Observe:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        rid = request_id(scope["headers"])
+        rid = scope[REQUEST_ID] = request_id(scope["headers"])
         status = 500
 
         async def send_with_id(message: Any) -> None:
@@ -409,7 +412,8 @@ class Observe:
         finally:
             _fields.reset(reset)
             seconds = time.perf_counter() - started
-            route = scope.get("path_template") or (self.template(scope) if status == 405 else "unmatched")
+            # A 405, and a 401 for the API key (answered before routing), name the route the path matches.
+            route = scope.get("path_template") or (self.template(scope) if status in (401, 405) else "unmatched")
             method = scope["method"] if scope["method"] in HTTP_METHODS else "OTHER"  # labels stay bounded
             record_request(route, method, status, seconds)
             # The route, not the path: under forward-auth the path is the protected application's own URL.

@@ -41,7 +41,7 @@ def _code_schema(title: str, codes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _api_keys(doc: dict[str, Any], required: bool) -> None:
-    """The X-API-Key scheme, on every route the API_KEYS guard covers: required when this service has keys, else
+    """The X-API-Key scheme, on every route the API_KEYS gate covers: required when this service has keys, else
     optional (`{}`: no key is also accepted), so that the committed document and a client generated from it
     know the header either way."""
     doc.setdefault("components", {})["securitySchemes"] = {"apiKey": {

@@ -20,6 +20,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 
+from app.observability import REQUEST_ID
 from app.policy import PolicyError, Problem
 
 PROBLEM_JSON = "application/problem+json"
@@ -185,8 +186,10 @@ def _short(filename: str) -> str:
 def log_unexpected(exc: Exception, scope: Any) -> None:
     # A bug of ours: log the exception type, where it was raised and the route only (never its message or the
     # request, which may carry tokens, nor its path: under forward-auth that is the protected application's URL).
+    request_id = scope.get(REQUEST_ID)  # set by Observe: the error line and its request line share it
     log.error("unhandled_exception", error_type=type(exc).__name__, where=frames(exc),
-              route=scope.get("path_template") or "unmatched")
+              route=scope.get("path_template") or "unmatched",
+              request_id=request_id.decode() if isinstance(request_id, bytes) else None)
 
 
 # What Litestar's JSON body decoding lets escape besides msgspec.DecodeError: invalid UTF-8 inside a string and

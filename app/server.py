@@ -19,7 +19,7 @@ from app import openapi
 from app.api import ApiRequest, route_handlers
 from app.api.authorize import dependencies as authorize_dependencies
 from app.api.fastpath import FastPath
-from app.api.operations import api_key_guard
+from app.api.operations import ApiKeyGate
 from app.api.presets import dependencies as presets_dependencies
 from app.api.validation import dependencies
 from app.authorizers import Authorizer, Authorizers
@@ -146,7 +146,6 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     app = Litestar(
         route_handlers=[*route_handlers(), *openapi.routes()],
         request_class=ApiRequest,
-        guards=[api_key_guard(api_keys)] if api_keys else [],
         dependencies={**dependencies(verifier), **authorize_dependencies(authorizers), **presets_dependencies(presets)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
@@ -160,7 +159,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     )
     # Outside routing and exception handling, so every answer (404, 413 and 401 included) is counted and logged;
     # inside that, the hot routes' common case without Litestar's request and response handling.
-    app.asgi_handler = Observe(FastPath(app.asgi_handler, verifier, authorizers, api_keys, settings.max_body_bytes),
+    handler = ApiKeyGate(app.asgi_handler, api_keys) if api_keys else app.asgi_handler
+    app.asgi_handler = Observe(FastPath(handler, verifier, authorizers, api_keys, settings.max_body_bytes),
                               app.routes)
     app.state.settings = settings
     app.state.verifier = verifier

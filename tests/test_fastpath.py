@@ -315,6 +315,9 @@ def test_an_exception_in_a_hot_route_is_answered_500_as_litestar_answers_it_and_
         logged = [json.loads(line) for line in output.splitlines() if '"unhandled_exception"' in line]
         assert len(logged) == 2 and logged[0]["route"] == logged[1]["route"] != "unmatched"
         assert all(line["error_type"] == "RuntimeError" and "path" not in line for line in logged)
+        # Each error line names its request's id (found by a review: with several workers only pid and time did).
+        requests = [json.loads(line) for line in output.splitlines() if '"event":"request"' in line]
+        assert [line["request_id"] for line in logged] == [line["request_id"] for line in requests]
         # Where it was raised, to find the bug by: files and functions, innermost last, never the message.
         assert all(line["where"][-1].startswith("tests/test_fastpath.py:") and line["where"][-1].endswith(" in broken")
                    and any(frame.startswith("app/") for frame in line["where"]) for line in logged)

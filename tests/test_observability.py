@@ -19,7 +19,7 @@ import pytest
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.observability import FLUSH_SECONDS, metrics_text
+from app.observability import FLUSH_SECONDS, flush_metrics, metrics_text
 from app.policy import key_set_label
 from app.server import create_app
 from app.settings import Settings
@@ -149,6 +149,26 @@ def test_api_keys_refuse_v1_calls_without_a_configured_key(guarded, headers):
         assert response.status_code == 401, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json()["code"] == "UNAUTHORIZED"
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "k-three"}])
+def test_without_a_key_no_v1_answer_tells_which_routes_and_methods_exist(guarded, headers):
+    """Found by a review: Litestar's guard runs after routing, so a request without a key got 404 for a route
+    that does not exist and 405 for a method a route does not take. Every one is now 401, counted under the route
+    its path matches."""
+    for method, path in (("GET", "/v1/validate/jwt"), ("HEAD", "/v1/authorize"), ("GET", "/v1/inspect/token"),
+                         ("GET", "/v1/nonexistent"), ("DELETE", "/v1/profiles"), ("GET", "/v1//validate/jwt/")):
+        response = guarded.request(method, path, headers=headers)
+        assert response.status_code == 401, (method, path, response.status_code)
+        assert response.headers["www-authenticate"] == 'ApiKey header="X-API-Key"'
+        if method != "HEAD":
+            assert response.json()["code"] == "UNAUTHORIZED"
+    assert guarded.get("/v1/validate/jwt", headers={"X-API-Key": "k-one"}).status_code == 405
+    assert guarded.get("/v1/nonexistent", headers={"X-API-Key": "k-one"}).status_code == 404
+    assert guarded.get("/v1/presets/nope").status_code == 404  # public: no key needed
+    flush_metrics()
+    counted = samples(metrics_text().decode())
+    assert value(counted, "http_requests_total", route="/v1/validate/jwt", method="GET", status="401") >= 1
 
 
 def test_api_keys_accept_any_configured_key_and_leave_public_routes_open(guarded):

@@ -1,4 +1,4 @@
-"""Operations: liveness, Prometheus metrics, and the API-key guard on `/v1/*`."""
+"""Operations: liveness, Prometheus metrics, and the API-key gate on `/v1/*`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Response, get
-from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
-from litestar.handlers import BaseRouteHandler
 
 from app import examples
-from app.observability import CONTENT_TYPE, ApiKeys, flush_metrics, metrics_text, needs_api_key
-from app.problems import ApiError
+from app.observability import CONTENT_TYPE, ApiKeys, flush_metrics, metrics_text, needs_api_key, routed_path
+from app.problems import PROBLEM_JSON, ApiError
 from app.verifier import Verifier
 
 
@@ -44,18 +42,33 @@ class OperationsController(Controller):
         return Response(text, media_type=CONTENT_TYPE)
 
 
-def api_key_guard(keys: ApiKeys) -> Any:
-    """A Litestar guard: with API_KEYS set, `/v1/*` (presets excepted) needs a configured key in X-API-Key.
-    Not `Authorization`: in forward-auth that header carries the user's token."""
+class ApiKeyGate:
+    """ASGI layer in front of Litestar's router: with API_KEYS set, `/v1/*` (presets excepted) needs a configured
+    key in X-API-Key (every X-API-Key line, when repeated). Not `Authorization`: in forward-auth that header
+    carries the user's token. Before routing, so that a request without a key learns nothing from the answer: a
+    route guard ran after routing, and 404 and 405 answers told which routes and methods exist (found by a
+    review). `app.api.fastpath` checks the key the same way before answering itself."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        if not needs_api_key(connection.scope["path"]):
-            return
-        presented = connection.headers.get("x-api-key")
-        if not keys.accepts(presented):
-            raise ApiError(401, "UNAUTHORIZED", "API key required",
-                           "This route needs a valid X-API-Key header." if presented is None
-                           else "The X-API-Key header does not match a configured key.",
-                           headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+    def __init__(self, app: Any, keys: ApiKeys) -> None:
+        self.app, self.keys = app, keys
 
-    return guard
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and needs_api_key(routed_path(scope)):
+            presented = [value for name, value in scope["headers"] if name == b"x-api-key"]
+            if not presented or not all(self.keys.accepts(value.decode("latin-1")) for value in presented):
+                refused = api_key_refused(bool(presented))
+                headers = [(b"cache-control", b"no-store"), (b"www-authenticate", b'ApiKey header="X-API-Key"')]
+                body = msgspec.json.encode(refused.problem)
+                await send({"type": "http.response.start", "status": 401, "headers": [
+                    *headers, (b"content-type", PROBLEM_JSON.encode()), (b"content-length", b"%d" % len(body))]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def api_key_refused(presented: bool) -> ApiError:
+    """The 401 for a missing or unknown X-API-Key, answered by ApiKeyGate."""
+    return ApiError(401, "UNAUTHORIZED", "API key required",
+                    "The X-API-Key header does not match a configured key." if presented
+                    else "This route needs a valid X-API-Key header.",
+                    headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
