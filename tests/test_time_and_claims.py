@@ -168,6 +168,16 @@ def test_a_time_claim_after_the_year_9999_is_named_as_milliseconds(claim, value,
         assert codes(result) == ["CLAIM_INVALID"]
 
 
+@pytest.mark.parametrize("value, digits", [(10**400, 401), (253_402_300_799 * 10**9 + 1, 21), (-(2**63), 19),
+                                           (1e300, 301)], ids=["400-digits", "past-nanoseconds", "below-int64",
+                                                               "float-1e300"])
+def test_a_time_claim_no_date_in_any_unit_is_not_called_milliseconds(value, digits):
+    """Found by a review: a 400-digit `exp` was asked "a date in milliseconds?"."""
+    finding = only(run(mint(claims(exp=value), key_for("RS256"))), "CLAIM_INVALID")
+    assert "no date is, in any unit" in finding.message and "milliseconds" not in finding.message
+    assert finding.evidence == {"claim": "exp", "digits": digits, "max": 253_402_300_799}
+
+
 def test_float_exp_is_a_valid_numeric_date_and_expires_at_its_boundary():
     assert run(mint(claims(exp=NOW - SKEW + 0.5), key_for("RS256"))).valid is True
     assert "TOKEN_EXPIRED" in codes(run(mint(claims(exp=NOW - SKEW - 0.5), key_for("RS256"))))

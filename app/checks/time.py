@@ -94,7 +94,7 @@ def time_findings(claims: dict[str, Any], policy: CompiledPolicy, now: float) ->
                                         f"Send '{name}' in seconds since the epoch (milliseconds divided by 1000).",
                                         check="time"))
             elif out_of_range(value):
-                digits = len(str(int(value))) if value == value and abs(value) != float("inf") else None
+                digits = len(str(abs(int(value)))) if value == value and abs(value) != float("inf") else None
                 findings.append(finding("CLAIM_INVALID", f"'{name}' is a number no date is, in any unit",
                                         {"claim": name, "digits": digits, "max": LAST_DATE},
                                         f"Send '{name}' as seconds since the epoch; the issuer's token library "
