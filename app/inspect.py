@@ -71,10 +71,19 @@ def _codes(header: dict[str, Any], claims: dict[str, Any], now: float,
         codes.append("LONG_LIFETIME")
     if numeric_date(exp) and exp <= now:
         codes.append("EXPIRED")
-    if numeric_date(nbf) and nbf > now:
-        codes.append("NOT_YET_VALID")
-    if numeric_date(iat) and iat > now:
-        codes.append("IAT_IN_FUTURE")
+    for name, value, code in (("nbf", nbf, "NOT_YET_VALID"), ("iat", iat, "IAT_IN_FUTURE")):
+        if name not in claims:
+            continue
+        if numeric_date(value):
+            if value > now:
+                codes.append(code)
+            continue
+        # Validation refuses these (CLAIM_INVALID): an inspection that said nothing of them was found by a review.
+        codes.append(code)
+        reasons[code] = (f"`{name}` is after the year 9999, a date in milliseconds rather than seconds?: "
+                         "validators refuse the token" if in_milliseconds(value) else
+                         f"`{name}` is not a NumericDate (a JSON number of seconds since the epoch, within the year "
+                         "9999): validators refuse the token")
     aud = claims.get("aud")
     if aud is None:
         codes.append("AUD_MISSING")

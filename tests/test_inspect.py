@@ -108,7 +108,13 @@ def test_long_lifetime_is_over_24_hours(client, iat, exp, long):
     ("exp", None, "EXP_MISSING", "never expires"),
     ("aud", [], "AUD_MISSING", "names no audience"),
     ("aud", 42, "AUD_MISSING", "names no audience"),
-], ids=["exp-as-string", "exp-absent", "aud-empty-array", "aud-number"])
+    # Found by a review: validation refuses these, and the inspection said nothing of them.
+    ("nbf", str(NOW - 60), "NOT_YET_VALID", "not a NumericDate"),
+    ("nbf", (NOW - 60) * 1000, "NOT_YET_VALID", "milliseconds"),
+    ("iat", True, "IAT_IN_FUTURE", "not a NumericDate"),
+    ("iat", 253_402_300_800, "IAT_IN_FUTURE", "after the year 9999"),
+], ids=["exp-as-string", "exp-absent", "aud-empty-array", "aud-number", "nbf-as-string", "nbf-in-milliseconds",
+        "iat-boolean", "iat-after-9999"])
 def test_a_claim_present_but_unusable_is_flagged_like_an_absent_one(client, claim, value, code, says):
     body = inspect(client, rs(**{claim: value}))
     assert code in body["suspicious_warnings"]
