@@ -69,12 +69,15 @@ class ParsedToken:
     weight: int = 0  # an upper bound of the decoded header's and claims' memory, in bytes (`decoded_weight`)
 
 
+_SEPARATORS = b",:{["
+
+
 def decoded_weight(data: bytes) -> int:
     """An upper bound, in bytes, of what decoding this JSON text holds in memory: its own bytes, and 64 a value
     (a float, an int, a short string, a dict's or a list's slot; counted by the separators and brackets before
     it). A 16 KiB payload of `0.5,0.5,...` decodes into ~150 KB of floats: the verified-token cache is bounded by
     these weights, not only by its count of entries (found by a review)."""
-    return len(data) + 64 * (data.count(b",") + data.count(b":") + data.count(b"{") + data.count(b"[") + 1)
+    return len(data) * 65 - 64 * len(data.translate(None, _SEPARATORS)) + 64  # 64 a separator or bracket
 
 
 def token_id(raw: str) -> str:
@@ -311,8 +314,9 @@ def _parse_fast(raw: str, max_bytes: int) -> ParsedToken | None:
         signature = _strict_b64url(signature_b64)
     except binascii.Error:
         return None
+    weight = known[1] + len(payload) * 65 - 64 * len(payload.translate(None, _SEPARATORS)) + 64  # decoded_weight
     return ParsedToken(known[0], claims, raw[:len(header_b64) + 1 + len(payload_b64)].encode(), signature,
-                       signature_b64, known[1] + decoded_weight(payload))
+                       signature_b64, weight)
 
 
 def parse(raw: str, max_bytes: int) -> ParsedToken:

@@ -89,6 +89,7 @@ class Verified(msgspec.Struct, frozen=True, gc=False):
     # lower <= now + skew (upper None: never).
     upper: Any
     lower: Any
+    weight: int = 0  # the parsed token's weight (app.token.decoded_weight): what the cache charges for it
 
 
 class VerifiedCache:
@@ -98,7 +99,7 @@ class VerifiedCache:
     changed are unreachable (its version is part of the key) and age out; `forget_version` drops them at once.
 
     Bounded twice: by `size` entries, and by `max_bytes` (BYTES_PER_ENTRY a slot by default) of their estimated
-    memory, ENTRY_OVERHEAD plus the parsed token's `weight` (an upper bound of its decoded header and claims).
+    memory, ENTRY_OVERHEAD plus the entry's `weight` (an upper bound of its decoded header and claims).
     Counting entries alone let 10,000 forged 16 KiB tokens of `0.5,0.5,...` hold 1.7 GB (found by a review);
     realistic tokens weigh 1-8 KiB, so the count is what bounds the cache in practice.
     """
@@ -112,7 +113,7 @@ class VerifiedCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[tuple[bytes, str, str], tuple[Verified, int]] = OrderedDict()
+        self._entries: OrderedDict[tuple[bytes, str, str], Verified] = OrderedDict()
         # Told of every lookup (True for a hit); the app factory points it at the Prometheus counters.
         self.on_lookup: Callable[[bool], None] | None = None
 
@@ -125,23 +126,25 @@ class VerifiedCache:
             self._entries.move_to_end(key)
         if self.on_lookup is not None:
             self.on_lookup(entry is not None)
-        return entry[0] if entry is not None else None
+        return entry
 
-    def put(self, key: tuple[bytes, str, str], entry: Verified, weight: int = 0) -> None:
-        cost = self.ENTRY_OVERHEAD + weight
+    def put(self, key: tuple[bytes, str, str], entry: Verified) -> None:
+        cost = self.ENTRY_OVERHEAD + entry.weight
         if self.size <= 0 or cost > self.max_bytes:
             return
-        previous = self._entries.pop(key, None)
+        entries = self._entries
+        previous = entries.get(key)  # (none: `validate` looks up and stores without an await between)
         if previous is not None:
-            self.bytes -= previous[1]
-        self._entries[key] = (entry, cost)
+            self.bytes -= self.ENTRY_OVERHEAD + previous.weight
+        entries[key] = entry
         self.bytes += cost
-        while len(self._entries) > self.size or self.bytes > self.max_bytes:
-            self.bytes -= self._entries.popitem(last=False)[1][1]
+        if len(entries) > self.size or self.bytes > self.max_bytes:
+            while len(entries) > self.size or self.bytes > self.max_bytes:
+                self.bytes -= self.ENTRY_OVERHEAD + entries.popitem(last=False)[1].weight
 
     def forget_version(self, version: str) -> None:
         for key in [key for key in self._entries if key[2] == version]:
-            self.bytes -= self._entries.pop(key)[1]
+            self.bytes -= self.ENTRY_OVERHEAD + self._entries.pop(key).weight
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -185,8 +188,8 @@ def _malformed(exc: MalformedToken, tid: str) -> ValidationResult:
 
 
 def _verified(header: dict[str, Any], claims: dict[str, Any], key: KeyInfo | None,
-              results: dict[str, list[Finding] | None], statuses: dict[str, Status], policy: CompiledPolicy
-              ) -> Verified:
+              results: dict[str, list[Finding] | None], statuses: dict[str, Status], policy: CompiledPolicy,
+              weight: int) -> Verified:
     def collect(names: tuple[str, ...]) -> tuple[Finding, ...]:
         return tuple(item for name in names for item in (results.get(name) or ()))
 
@@ -195,7 +198,7 @@ def _verified(header: dict[str, Any], claims: dict[str, Any], key: KeyInfo | Non
     findings = to_key + to_audience + after_time
     valid, summary = summarise(list(findings))
     return Verified(header, claims, key, to_key, to_audience, after_time, statuses, findings, valid, summary,
-                    *_times(claims, policy))
+                    *_times(claims, policy), weight)
 
 
 def _times(claims: dict[str, Any], policy: CompiledPolicy) -> tuple[Any, Any, Any]:
@@ -220,7 +223,7 @@ def _run_static(ctx: Context) -> Verified:
     # The key the answer names: the one that verified; none when no key did (a candidate is not "the key").
     key = ctx.key_used
     key_info = KeyInfo(key.kid, ctx.keys.source, key.thumbprint) if key is not None else None
-    return _verified(ctx.token.header, ctx.token.claims, key_info, results, statuses, ctx.policy)
+    return _verified(ctx.token.header, ctx.token.claims, key_info, results, statuses, ctx.policy, ctx.token.weight)
 
 
 # The statuses of a token that passes everything, by which optional checks the policy has (they skip otherwise).
@@ -291,7 +294,7 @@ def _clean(token: ParsedToken, policy: CompiledPolicy, keys: KeyView) -> Verifie
         return None if weak else False
     statuses = _CLEAN[(policy.max_ttl is not None, policy.token_type is not None, required)]
     return Verified(header, claims, KeyInfo(used.kid, keys.source, used.thumbprint), (), (), (), statuses, (), True,
-                    VALID_SUMMARY, *_times(claims, policy))
+                    VALID_SUMMARY, *_times(claims, policy), token.weight)
 
 
 def _assemble(verified: Verified, policy: CompiledPolicy, keys: KeyView, now: float, tid: str) -> ValidationResult:
@@ -333,5 +336,5 @@ def validate(raw: str, policy: CompiledPolicy, keys: KeyView, now: float, *, max
     # KID_NOT_FOUND's evidence says when the set was fetched and how long ago (a refetch may keep the version),
     # so that verdict is not kept; it costs no signature work to make again.
     if cache_key is not None and not any(item.code == "KID_NOT_FOUND" for item in verified.to_key):
-        cache.put(cache_key, verified, token.weight)  # type: ignore[union-attr]
+        cache.put(cache_key, verified)  # type: ignore[union-attr]
     return _assemble(verified, policy, keys, now, tid)
