@@ -217,13 +217,20 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
 
     facts = Facts(request.method.upper(), path, request.headers, query, claims, (token, token.strip()) if token else ())
     verdict = evaluate(authorizer.rules, facts, authorizer.default_effect, explain=explain)
-    if dotted is not None and verdict.effect == "allow":
-        # Some upstreams serve the path with its dot segments as sent (app.paths.path_spellings): allowed only
-        # when that spelling is allowed too, so `/admin/../x` gets past no deny on /admin and no allow on /x
-        # lets it reach /admin's handler.
-        as_sent = evaluate(authorizer.rules, replace(facts, path=dotted), authorizer.default_effect, explain=explain)
-        if as_sent.effect == "deny":
-            verdict, path = as_sent, dotted
+    if verdict.effect == "allow" and (dotted is not None or ";" in query_text):
+        # Upstreams read some requests another way, and an allow holds only when every reading is allowed: the
+        # path with its dot segments as sent (app.paths.path_spellings), so `/admin/../x` gets past no deny on
+        # /admin and no allow on /x lets it reach /admin's handler; and a query split at `;` too (Rack 2, older
+        # Python and Java servlet parsers), so `?a=1;debug=1` gets past no deny on `debug` (found by a review).
+        split = parse_query(query_text.replace(";", "&")) if ";" in query_text else None
+        readings = [replace(facts, path=dotted)] if dotted is not None else []
+        if split is not None:
+            readings += [replace(facts, query=split), *([replace(facts, path=dotted, query=split)] if dotted else [])]
+        for reading in readings:
+            other = evaluate(authorizer.rules, reading, authorizer.default_effect, explain=explain)
+            if other.effect == "deny":
+                verdict, path = other, reading.path
+                break
     rule = verdict.rule
     common: dict[str, Any] = {
         "rule": RuleRef(rule.id, rule.index, rule.effect, rule.priority, rule.notes) if rule is not None else None,
