@@ -65,14 +65,15 @@ def percent_encode_non_ascii(text: str, encoding: str = "utf-8") -> str:
     return text.encode(encoding).decode("latin-1").translate(_HIGH_ESCAPES)
 
 
-def spell_as_path(text: str) -> str:
+def spell_as_path(text: str, slash: bool = False) -> str:
     """`text` (a variable's value) as a normalised path spells it: DECODED characters as themselves, every other
     character as the upper-case %XX escapes of its UTF-8 bytes (`a b?` as `a%20b%3F`, `é` as `%C3%A9`). A `/` too,
-    as `%2F`, which no normalised path holds (`path_spellings` refuses it): a value stands for text within one
-    segment, so a claim `victim/reports` cannot reach another organisation's paths (found by a review)."""
+    as `%2F`, which no normalised path holds (`path_spellings` refuses it), so the value stands for text within one
+    segment, unless `slash` keeps it (app.rules.in_path says when)."""
     if _SPELLED.search(text) is None:
         return text
-    return text.encode("utf-8", "surrogatepass").decode("latin-1").translate(_SPELL_ESCAPES)
+    spelled = text.encode("utf-8", "surrogatepass").decode("latin-1").translate(_SPELL_ESCAPES)
+    return spelled.replace("%2F", "/") if slash else spelled
 
 
 def spelled_as_itself(text: str) -> bool:

@@ -262,7 +262,8 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
             yield _unevaluated(rule, "path", rule.path, f"variable {', '.join(sorted(missing))} unresolved", explain)
         else:
             try:
-                held, spelling = path_held(rule.path, in_path(variables), facts.path, rule.path_exists, deny)
+                held, spelling = path_held(rule.path, in_path(variables, rule.slashes), facts.path, rule.path_exists,
+                                           deny)
             except PatternError as exc:
                 if not deny:
                     raise
@@ -271,7 +272,7 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
             else:
                 detail = None
                 if display is not None:  # the pattern with the values spelled as they were matched (in_path)
-                    detail = {"field": "path", "held": held, "pattern": rule.path.shown(in_path(display)),
+                    detail = {"field": "path", "held": held, "pattern": rule.path.shown(in_path(display, rule.slashes)),
                               "actual": facts.path, "presence": "must_exist" if rule.path_exists else "must_absent"}
                     if spelling is not None:
                         detail["matched_as"] = spelling  # the trailing twin (see path_held)
@@ -414,10 +415,17 @@ def _claim_check(entry: ClaimValues) -> Check:
     return held
 
 
-def in_path(variables: dict[str, Value]) -> dict[str, Value]:
+def in_path(variables: dict[str, Value], slashes: frozenset[str]) -> dict[str, Value]:
     """Variables as a normalised path spells them (app.paths.spell_as_path): `%` as `%25`, a space as `%20`,
     non-ASCII characters percent-encoded (UTF-8, upper case). So a claim `münchen` matches the path
-    `/orgs/m%C3%BCnchen`, and a claim `m%C3%BCnchen` does not (one tenant's id cannot spell another's path)."""
+    `/orgs/m%C3%BCnchen`, and a claim `m%C3%BCnchen` does not (one tenant's id cannot spell another's path).
+
+    A `/` in a value is `%2F`, which no path holds, except for the variables in `slashes` (Rule.slashes). Where a
+    match lets a request through (an allow rule's `must_exist`, a deny rule's `must_absent`) a value stands for
+    text within one segment, so a self-chosen org slug `victim/reports` cannot reach `/orgs/victim/reports` (found
+    by a review), unless the variable says `multiSegment` (GitLab's `project_path`); where a match stops one (a
+    deny rule's `must_exist`, an allow rule's `must_absent`) it keeps its slashes, which only makes the rule more
+    careful (a deny on a GitHub `repository` `octo/app`: found by the next review)."""
     for value in variables.values():
         if isinstance(value, str):
             if not (value.isalnum() and value.isascii()) and not spelled_as_itself(value):  # `acme`: at once
@@ -426,8 +434,8 @@ def in_path(variables: dict[str, Value]) -> dict[str, Value]:
             break
     else:
         return variables  # the common case: nothing to spell differently
-    return {name: spell_as_path(value) if isinstance(value, str)
-            else value if value is ANYTHING else tuple(map(spell_as_path, value))
+    return {name: spell_as_path(value, name in slashes) if isinstance(value, str)
+            else value if value is ANYTHING else tuple(spell_as_path(item, name in slashes) for item in value)
             for name, value in variables.items()}
 
 
@@ -450,7 +458,7 @@ def path_held(pattern: Pattern, variables: dict[str, Value], path: str, exists: 
     return not exists, None
 
 
-def _path_check(pattern: Pattern, exists: bool, deny: bool) -> Check:
+def _path_check(pattern: Pattern, exists: bool, deny: bool, slashes: frozenset[str]) -> Check:
     literal, search = pattern.literal, pattern.search
     if literal is not None:
         twin = trailing_twin(literal) if deny == exists else None
@@ -462,7 +470,7 @@ def _path_check(pattern: Pattern, exists: bool, deny: bool) -> Check:
 
         def held(facts: Facts, variables: dict[str, Value]) -> bool:
             if spelled:
-                variables = in_path(variables)
+                variables = in_path(variables, slashes)
             path = facts.path
             if search(variables, path):
                 return exists
@@ -476,7 +484,7 @@ def _path_check(pattern: Pattern, exists: bool, deny: bool) -> Check:
         return held
     if not pattern.names:  # the variables are not read: nothing to spell as a path would
         return lambda facts, variables: search(variables, facts.path) == exists
-    return lambda facts, variables: search(in_path(variables), facts.path) == exists
+    return lambda facts, variables: search(in_path(variables, slashes), facts.path) == exists
 
 
 def _pair_check(condition: Condition, effect: Effect) -> Check:
@@ -550,7 +558,7 @@ def _matcher(rule: Rule) -> Matcher:
     getters = tuple((variable.name, _variable_getter(variable)) for variable in rule.variables)
     checks: tuple[Check, ...] = (
         *map(_claim_check, rule.claims),
-        *((_path_check(rule.path, rule.path_exists, rule.effect == "deny"),) if rule.path is not None else ()),
+        *((_path_check(rule.path, rule.path_exists, rule.effect == "deny", rule.slashes),) if rule.path is not None else ()),
         *(_token_check(item) if item.kind == "token" else _pair_check(item, rule.effect) for item in rule.conditions))
     if rule.effect == "deny" and getters:
         return _deny_matcher(rule, getters, checks)

@@ -76,6 +76,8 @@ class VariableDoc(_Doc):
     source: Literal["jwtClaim", "header", "query"]
     key: Name | None = None
     pointer: Annotated[str, Meta(max_length=1024)] | None = None
+    # In an allow rule's path, may the value span segments (its `/` matching `/`)? See app.rules.in_path.
+    multi_segment: bool = field(default=False, name="multiSegment")
 
 
 class RuleDoc(_Doc):
@@ -143,6 +145,7 @@ class Rule:
     any_scopes: tuple[str, ...]
     variables: tuple[Variable, ...]
     conditions: tuple[Condition, ...] = ()  # headers, query, token: the evaluation order (set by compile)
+    slashes: frozenset[str] = frozenset()  # variables whose `/` stays `/` in the path (app.rules.in_path)
 
 
 class RuleError(ValueError):
@@ -287,6 +290,10 @@ class _Compiler:
             conditions=headers + query + token,
             claims=claims, required_scopes=tuple(dict.fromkeys(doc.required_scopes)),
             any_scopes=tuple(dict.fromkeys(doc.any_scopes)), variables=variables,
+            # A `/` matches `/` where that can only make the rule more careful (a deny that must hold, an allow
+            # that must not), or where the variable says `multiSegment`; elsewhere it is `%2F` (app.rules.in_path).
+            slashes=frozenset(item.name for item in doc.variables
+                              if (doc.effect == "deny") == path_exists or item.multi_segment),
         )
 
 

@@ -474,6 +474,33 @@ def test_a_claim_value_holding_a_slash_never_reaches_another_organisations_paths
     assert verdict.effect == "deny"
 
 
+@pytest.mark.parametrize("explain", [False, True])
+def test_a_deny_rule_keeps_the_slashes_of_a_value_and_multi_segment_lets_an_allow_rule_keep_them(explain):
+    """Found by a review of the `%2F` spelling: a deny on `^/repos/{{repo}}/settings` fed by GitHub's
+    `repository: octo-org/octo-repo` never matched any more; and an allow on GitLab's `project_path` needs a way to
+    match `group/app`."""
+    repo = [{"name": "repo", "source": "jwtClaim", "key": "repository"}]
+    deny = load_rules([{"effect": "deny", "path": {"pattern": "^/repos/{{repo}}/settings(/.*)?$"}, "variables": repo},
+                       {"effect": "allow"}])
+    claims = {"repository": "octo-org/octo-repo"}
+    assert evaluate(deny, facts(path="/repos/octo-org/octo-repo/settings", claims=claims), "deny",
+                    explain=explain).effect == "deny"
+    assert evaluate(deny, facts(path="/repos/octo-org/octo-repo/issues", claims=claims), "deny",
+                    explain=explain).effect == "allow"
+    project = [{"name": "p", "source": "jwtClaim", "key": "project_path"}]
+    allow = {"effect": "allow", "path": {"pattern": "^/projects/{{p}}/deploy$"}, "variables": project}
+    gitlab = {"project_path": "group/app"}
+    request = facts(path="/projects/group/app/deploy", claims=gitlab)
+    assert evaluate(load_rules([allow]), request, "deny", explain=explain).effect == "deny"
+    spanning = load_rules([{**allow, "variables": [{**project[0], "multiSegment": True}]}])
+    assert evaluate(spanning, request, "deny", explain=explain).effect == "allow"
+    # An allow rule's must_absent keeps the slashes too: "anything outside your project" stays outside it.
+    outside = load_rules([{"effect": "allow", "path": {"pattern": "^/projects/{{p}}(/.*)?$", "presence": "absent"},
+                           "variables": project}])
+    assert evaluate(outside, request, "deny", explain=explain).effect == "deny"
+    assert evaluate(outside, facts(path="/projects/other/x", claims=gitlab), "deny", explain=explain).effect == "allow"
+
+
 @pytest.mark.parametrize("org, tenant", [("\u212aacme", "kacme"), ("\u017fecret", "secret"),
                                          ("\u2126mega", "\u03c9mega"), (["x", "\u212aacme"], "kacme")])
 @pytest.mark.parametrize("where", ["headers", "query"])
