@@ -84,32 +84,48 @@ ANYTHING: Value = _Anything()
 _ANY_TEXT = "(?s:.+)"
 
 
-def _literal(text: str) -> str:
-    """`text` as RE2 matches it literally, its non-ASCII characters case-sensitively even under `i`: RE2 folds
-    some of them into ASCII letters (the Kelvin sign with `k`, long s with `s`), so a claim `\u212aacme` matched
-    the header `x-tenant: kacme` of another tenant (found by a review). ASCII letters still fold, as the rule's
-    `i` asks."""
+# What RE2 folds together under `i` beyond ASCII case: the Kelvin sign with k, long s with s, and non-ASCII
+# letters with others. In a variable's value under `i`, k and s match their two ASCII cases only, and every
+# non-ASCII character itself only.
+_FOLD_PINNED = {"k": "(?-i:[kK])", "K": "(?-i:[kK])", "s": "(?-i:[sS])", "S": "(?-i:[sS])"}
+
+
+def _literal(text: str, folded: bool = False) -> str:
+    """`text` as RE2 matches it literally. Under `i` (`folded`) only ASCII case is ignored: RE2 folds more (the
+    Kelvin sign with `k`, long s with `s`), so a claim `\u212aacme` matched the header `x-tenant: kacme` of another
+    tenant, and a claim `kacme` the header `\u212aacme` (found by two reviews)."""
     escaped = re2.escape(text)
-    if text.isascii():
+    if not folded:
         return escaped
-    return "".join(char if char < "\x80" else f"(?-i:{char})" for char in escaped)
+    return "".join(_FOLD_PINNED.get(char, char) if char < "\x80" else f"(?-i:{char})" for char in escaped)
 
 
-def escape(value: Value) -> str:
+def escape(value: Value, folded: bool = False) -> str:
     """A variable's value as a literal: a string escaped, an array an alternation of escaped elements."""
     if isinstance(value, str):
-        return _literal(value)
+        return _literal(value, folded)
     if value is ANYTHING:
         return _ANY_TEXT
-    return "(?:" + "|".join(map(_literal, value)) + ")"
+    return "(?:" + "|".join(_literal(item, folded) for item in value) + ")"
 
 
-def _atom(value: Value) -> str:
+def _atom(value: Value, folded: bool = False) -> str:
     """A value as it is put into a pattern: one group, so nothing around it reaches inside. A quantifier after
     `{{t}}` repeats the value, not its last character, and an escape before it (`\\0`, `\\x4`) cannot take its
     first characters as digits; so the value is matched as literal text, and a deny rule's "any value" covers
     every value (found by a review: `^\\0{{t}}$` with `7` matched a BEL, `{{t}}{0,0}` dropped a last letter)."""
-    return escape(value) if not isinstance(value, str) else "(?:" + _literal(value) + ")"
+    return escape(value, folded) if not isinstance(value, str) else "(?:" + _literal(value, folded) + ")"
+
+
+# Case-insensitivity turned on or off inside a pattern: `(?i)`, `(?si:...)`, `(?-i)`. With variables it may only
+# be the whole pattern's, leading, so that whether a value is folded is known (`folds`).
+_I_MODIFIER = re.compile(r"\(\?[a-zA-Z-]*i[a-zA-Z-]*[:)]")
+_LEADING_I = re.compile(r"\^?\(\?[a-zA-Z]*i[a-zA-Z]*\)")
+
+
+def folds(template: str, flags: str) -> bool:
+    """Whether the values put into this template are matched case-insensitively."""
+    return "i" in flags or _LEADING_I.match(template) is not None
 
 
 # What the substituted patterns may hold per worker. Values can be chosen by clients (a header or query variable),
@@ -143,7 +159,7 @@ class _SubstitutedCache:
             self._entries.move_to_end(key)
             return entry[0]
         self.misses += 1
-        source = _substituted(template, names, values)
+        source = _substituted(template, names, values, folds(template, flags))
         compiled = _compile(source, flags)
         cost = _cost(source, compiled)
         if cost > self.budget // 8:
@@ -173,9 +189,9 @@ def pattern_bytes(pattern: Pattern) -> int:
     return _cost(pattern.text, pattern.compiled) + (UNTRUSTED_DFA_BYTES if searched else 0)
 
 
-def _substituted(template: str, names: tuple[str, ...], values: tuple[Value, ...]) -> str:
+def _substituted(template: str, names: tuple[str, ...], values: tuple[Value, ...], folded: bool) -> str:
     lookup = dict(zip(names, values))
-    return VARIABLE.sub(lambda match: _atom(lookup[match.group(1)]), template)
+    return VARIABLE.sub(lambda match: _atom(lookup[match.group(1)], folded), template)
 
 
 _compile_substituted = _SubstitutedCache(SUBSTITUTED_CACHE_SIZE, SUBSTITUTED_CACHE_BYTES)
@@ -225,14 +241,16 @@ class Pattern:
             return self.compiled
         values = tuple(variables[name] for name in self.names)
         if self.untrusted:
-            return _compile(_substituted(self.text, self.names, values), self.flags, True)
+            return _compile(_substituted(self.text, self.names, values, folds(self.text, self.flags)), self.flags,
+                            True)
         return _compile_substituted(self.text, self.flags, self.names, values)
 
     def shown(self, variables: dict[str, Value]) -> str:
         """The pattern as matched, for the trace."""
         if not self.names:
             return self.text
-        return VARIABLE.sub(lambda match: _atom(variables[match.group(1)]), self.text)  # as matched
+        folded = folds(self.text, self.flags)
+        return VARIABLE.sub(lambda match: _atom(variables[match.group(1)], folded), self.text)  # as matched
 
 
 def _has_alternation(text: str) -> bool:
@@ -405,6 +423,11 @@ def compile_pattern(text: str, flags: str, declared: frozenset[str], untrusted: 
     misplaced = misplaced_variable(text) if names else None
     if misplaced is not None:
         raise PatternError(f"{misplaced}: a variable's value is matched as literal text, so it must stand on its own")
+    modifiers = _I_MODIFIER.findall(text) if names else []
+    leading = _LEADING_I.match(text)
+    if modifiers and not (len(modifiers) == 1 and leading is not None and leading.group(0).endswith(modifiers[0])):
+        raise PatternError("with variables, case-insensitivity is the whole pattern's or none: use regexFlags i or a "
+                           "leading (?i), not (?i) or (?-i) for a part of it")
     if not names:
         compiled = _compile(text, flags, untrusted)
         literal = _LITERAL.fullmatch(text)
