@@ -179,8 +179,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
                             "/readyz waits for every profile's (and authorizer's own) key set"),
     "VERIFIED_TOKEN_CACHE_SIZE": ("verified_token_cache_size", _int(0, 10_000_000),
                                   "verified-token cache entries per worker (default 10000, 0 disables); the entries "
-                                  "also share a budget of 6 KiB each of estimated memory, so tokens crafted to decode "
-                                  "large hold at most ~60 MB per worker at the default"),
+                                  "also share a budget of 12 KiB each of estimated memory (an overestimate), so tokens "
+                                  "crafted to decode large hold under ~100 MB per worker at the default"),
     "API_KEYS": ("api_keys", _api_keys,
                  "comma-separated keys (16+ characters each) required in X-API-Key for /v1/* (except presets)"),
     "LOG_LEVEL": ("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "DEBUG/INFO/WARNING/ERROR"),

@@ -73,11 +73,13 @@ _SEPARATORS = b",:{["
 
 
 def decoded_weight(data: bytes) -> int:
-    """An upper bound, in bytes, of what decoding this JSON text holds in memory: its own bytes, and 64 a value
-    (a float, an int, a short string, a dict's or a list's slot; counted by the separators and brackets before
-    it). A 16 KiB payload of `0.5,0.5,...` decodes into ~150 KB of floats: the verified-token cache is bounded by
-    these weights, not only by its count of entries (found by a review)."""
-    return len(data) * 65 - 64 * len(data.translate(None, _SEPARATORS)) + 64  # 64 a separator or bracket
+    """An upper bound, in bytes, of what decoding this JSON text holds in memory: its bytes (twice when it holds
+    non-ASCII text, which CPython stores in 2 or 4 bytes a character), and 96 a value (a float, an int, a short
+    string, a dict's or a list's slot; counted by the separators and brackets before it). A 16 KiB payload of
+    `0.5,0.5,...` decodes into ~150 KB of floats: the verified-token cache is bounded by these weights, not only by
+    its count of entries (found by a review; tests/test_verified_cache.py measures the bound on hostile shapes)."""
+    values = len(data) - len(data.translate(None, _SEPARATORS)) + 1
+    return (len(data) if data.isascii() else 2 * len(data)) + 96 * values
 
 
 def token_id(raw: str) -> str:
@@ -256,6 +258,9 @@ def _safe_detail(exc: BaseException) -> str:
 # headers only costs the memo its hits). The dicts are shared: like a verified-token cache hit, never mutated.
 _HEADERS: dict[str, tuple[dict[str, Any], int]] = {}  # by segment: the header and its decoded_weight
 _HEADERS_MAX = 256
+# A header weighing more (decoded_weight) is not memoised: 256 hostile headers of a 16 KiB token held ~30 MB a
+# worker (found by a review). Real headers (alg, kid, typ, maybe x5t) weigh well under 1 KiB.
+_HEADER_WEIGHT_MAX = 4096
 
 
 def _json_object_fast(data: bytes) -> dict[str, Any] | None:
@@ -302,9 +307,11 @@ def _parse_fast(raw: str, max_bytes: int) -> ParsedToken | None:
             header = _json_object_fast(data)
             if header is None:
                 return None
-            if len(_HEADERS) >= _HEADERS_MAX:
-                _HEADERS.clear()
-            known = _HEADERS[header_b64] = (header, decoded_weight(data))
+            known = (header, decoded_weight(data))
+            if known[1] <= _HEADER_WEIGHT_MAX:  # memoised: realistic headers only (the memo is bounded by both)
+                if len(_HEADERS) >= _HEADERS_MAX:
+                    _HEADERS.clear()
+                _HEADERS[header_b64] = known
         if not payload_b64:
             return None
         payload = _strict_b64url(payload_b64)
@@ -314,9 +321,8 @@ def _parse_fast(raw: str, max_bytes: int) -> ParsedToken | None:
         signature = _strict_b64url(signature_b64)
     except binascii.Error:
         return None
-    weight = known[1] + len(payload) * 65 - 64 * len(payload.translate(None, _SEPARATORS)) + 64  # decoded_weight
     return ParsedToken(known[0], claims, raw[:len(header_b64) + 1 + len(payload_b64)].encode(), signature,
-                       signature_b64, weight)
+                       signature_b64, known[1] + decoded_weight(payload))
 
 
 def parse(raw: str, max_bytes: int) -> ParsedToken:

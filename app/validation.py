@@ -100,12 +100,13 @@ class VerifiedCache:
 
     Bounded twice: by `size` entries, and by `max_bytes` (BYTES_PER_ENTRY a slot by default) of their estimated
     memory, ENTRY_OVERHEAD plus the entry's `weight` (an upper bound of its decoded header and claims).
-    Counting entries alone let 10,000 forged 16 KiB tokens of `0.5,0.5,...` hold 1.7 GB (found by a review);
-    realistic tokens weigh 1-8 KiB, so the count is what bounds the cache in practice.
+    Counting entries alone let 10,000 forged 16 KiB tokens of `0.5,0.5,...` hold 1.7 GB (found by a review). The
+    weight overestimates (by ~2x for a realistic token of ~3 KiB, a Keycloak token ~8 KiB): such tokens fill every
+    slot, and tokens with hundreds of groups (~20 KiB) share the budget, fewer of them kept.
     """
 
     ENTRY_OVERHEAD = 768  # the key, the Verified struct and its KeyInfo, the LRU's node
-    BYTES_PER_ENTRY = 6 * 1024
+    BYTES_PER_ENTRY = 12 * 1024
 
     def __init__(self, size: int, max_bytes: int | None = None) -> None:
         self.size = size
