@@ -80,7 +80,7 @@ def _codes(header: dict[str, Any], claims: dict[str, Any], now: float,
             continue
         # Validation refuses these (CLAIM_INVALID): an inspection that said nothing of them was found by a review.
         codes.append(code)
-        reasons[code] = (f"`{name}` is after the year 9999, a date in milliseconds rather than seconds?: "
+        reasons[code] = (f"`{name}` is after the year 9999 (a date in milliseconds rather than seconds?), so "
                          "validators refuse the token" if in_milliseconds(value) else
                          f"`{name}` is not a NumericDate (a JSON number of seconds since the epoch, within the year "
                          "9999): validators refuse the token")

@@ -174,17 +174,19 @@ class _Compiler:
             self.problem(loc, str(exc))
             return None
 
-    def literal(self, text: str | None, loc: tuple[str | int, ...]) -> None:
+    def literal(self, text: str | None, loc: tuple[str | int, ...], compared: bool = True) -> None:
         """Variables are substituted in patterns only: elsewhere `{{org}}` is compared as that text, so a deny
-        rule with `anyScopes: ["{{org}}:admin"]` never matched and loaded silently (found by a review)."""
+        rule with `anyScopes: ["{{org}}:admin"]` never matched and loaded silently (found by a review). `compared`:
+        the text is a value compared with the token's (else a name, which no condition can stand for)."""
         match = VARIABLE.search(text) if text is not None else None
         if match is not None:
             self.problem(loc, f"variables are substituted in patterns only: here {match.group(0)!r} would be "
-                              f"compared as that text; compare the value with a condition whose value pattern is "
-                              f"'^{match.group(0)}$'")
+                              "read as that text" + (f"; compare the value with a condition whose value pattern is "
+                                                      f"'^{match.group(0)}$'" if compared else
+                                                      "; name a claim, header or query parameter as written"))
 
     def pointer(self, text: str, loc: tuple[str | int, ...]) -> tuple[str, ...] | None:
-        self.literal(text, loc)
+        self.literal(text, loc, compared=False)
         try:
             return parse_pointer(text)
         except PatternError as exc:
@@ -216,6 +218,7 @@ class _Compiler:
             self.problem(loc, "exactly one of 'key' or 'pointer' is required")
         if doc.values is None and doc.not_values is None:
             self.problem(loc, "one of 'values' or 'notValues' is required")
+        self.literal(doc.key, (*loc, "key"), compared=False)
         pointer = (doc.key,) if doc.key is not None else self.pointer(doc.pointer or "/", (*loc, "pointer"))
         for field_name, items in (("values", doc.values), ("notValues", doc.not_values)):
             for position, item in enumerate(items or ()):
@@ -233,7 +236,7 @@ class _Compiler:
                 pointer = self.pointer(doc.pointer, (*loc, "pointer"))
         elif doc.key is None or doc.pointer is not None:
             self.problem(loc, f"a {doc.source} variable needs 'key' (the {doc.source} name) and no 'pointer'")
-        self.literal(doc.key, (*loc, "key"))
+        self.literal(doc.key, (*loc, "key"), compared=False)
         key = doc.key.lower() if doc.key is not None and doc.source == "header" else doc.key
         return Variable(doc.name, doc.source, key, pointer)
 

@@ -351,11 +351,19 @@ def parse(raw: str, max_bytes: int) -> ParsedToken:
             "Send only the token: what follows 'Bearer ' in the Authorization header.",
         )
     if raw.startswith("{") and raw.rstrip(WHITESPACE).endswith("}"):
+        try:
+            members = _DECODE(raw.encode("utf-8", "surrogatepass"))
+        except Exception:  # noqa: BLE001 - not JSON after all: named as a JSON-looking text below
+            members = None
+        serialized = isinstance(members, dict) and "payload" in members and (
+            "signature" in members or "signatures" in members)
         raise MalformedToken(
-            "the token is a JSON object: the JWS JSON serialization (RFC 7515 section 7.2), not the compact form",
+            "the token is a JSON object: the JWS JSON serialization (RFC 7515 section 7.2), not the compact form"
+            if serialized else "the token is a JSON object (claims, a key or a response?), not a JWT",
             {"size_bytes": size},
             "Send the compact serialization, header.payload.signature (each base64url); a JWT is always compact "
-            "(RFC 7519 section 1).",
+            "(RFC 7519 section 1)." if serialized else
+            "Send the token itself: header.payload.signature, three base64url segments joined by dots.",
         )
     wrapped = _wrapping(raw)
     if wrapped is not None:

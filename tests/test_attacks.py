@@ -495,8 +495,12 @@ def test_bearer_prefix_left_in_is_malformed_with_a_remediation(client, prefix):
     (lambda t: t[:-4], "non-canonical base64url trailing bits", "cut short"),
     (lambda t: json.dumps(dict(zip(("protected", "payload", "signature"), t.split(".")))),
      "JWS JSON serialization", "Send the compact serialization"),
+    (lambda t: json.dumps({"sub": "1234", "exp": 1}), "a JSON object (claims, a key or a response?)",
+     "Send the token itself"),
+    (lambda t: json.dumps({"access_token": t, "token_type": "Bearer"}), "a JSON object", "Send the token itself"),
 ], ids=["quoted", "escaped-quotes", "quoted-bearer", "bearer-colon", "header-line", "url-encoded", "dots",
-        "ellipsis", "signature-one-short", "signature-four-short", "json-serialization"])
+        "ellipsis", "signature-one-short", "signature-four-short", "json-serialization", "json-claims",
+        "token-response"])
 def test_a_token_wrapped_or_cut_short_is_told_what_happened(client, wrap, says, hint):
     """Found by a review: these got the base64url alphabet's hint ("strip '=' padding"), an opaque token's, or a
     JWE's ("it is an encrypted JWE": a log line's `...` makes five segments)."""

@@ -826,7 +826,9 @@ ORG = {"name": "org", "source": "jwtClaim", "key": "org"}
     ({"token": [{"claim": {"pointer": "/orgs/{{org}}"}}], "path": {"pattern": "^/{{org}}"}, "variables": [ORG]},
      (1, "token", 0, "claim", "pointer"), "substituted in patterns only"),
     ({"path": {"pattern": "^/{{org}}"}, "variables": [{**ORG, "key": "{{tenant}}"}]}, (1, "variables", 0, "key"),
-     "substituted in patterns only"),
+     "name a claim, header or query parameter as written"),
+    ({"claims": [{"key": "a{{org}}", "values": ["x"]}], "path": {"pattern": "^/{{org}}"}, "variables": [ORG]},
+     (1, "claims", 0, "key"), "substituted in patterns only"),
     ({"path": {"pattern": "^/admin$"}, "variables": [ORG]}, (1, "variables", 0, "name"), "used in no pattern"),
     ({"path": {"pattern": "^admin(/.*)?$"}}, (1, "path", "pattern"), "a path starts with '/' (without the scheme, "
      "the host or the query): write '^/admin(/.*)?$'"),
@@ -836,7 +838,7 @@ ORG = {"name": "org", "source": "jwtClaim", "key": "org"}
 ], ids=["backreference", "lookahead", "lookbehind", "claim-name-backreference", "undeclared-variable",
         "unknown-flag", "bad-pointer", "claim-selector-empty", "claims-without-values", "header-variable-without-key",
         "path-without-pattern", "variable-in-scope", "variable-in-required-scope", "variable-in-claim-values",
-        "variable-in-pointer", "variable-in-variable-key", "unused-variable", "path-without-slash",
+        "variable-in-pointer", "variable-in-variable-key", "variable-in-claims-key", "unused-variable", "path-without-slash",
         "path-with-scheme-and-host", "path-with-double-slash"])
 def test_bad_rules_fail_loading_with_their_location(rule, loc, message):
     with pytest.raises(RuleError) as info:
