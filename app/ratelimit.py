@@ -8,6 +8,7 @@ round trip never blocks the event loop). A storage that fails is counted and log
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import math
@@ -52,6 +53,9 @@ _WINDOWS = (("per_second", _counted_whatever_the_amount(RateLimitItemPerSecond))
             ("per_hour", _counted_whatever_the_amount(RateLimitItemPerHour)),
             ("per_day", _counted_whatever_the_amount(RateLimitItemPerDay)))
 REDIS_TIMEOUT_SECONDS = 0.5
+# A whole decision's storage work (a round trip or two a window): a slow Redis, each command just inside its
+# timeout, made one decision take seconds (found by a review).
+DECISION_DEADLINE_SECONDS = 1.0
 
 
 class RateLimitDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -168,21 +172,49 @@ class Budgets:
     def backend(self) -> str:
         return "memory" if self.uri.startswith("memory://") else "redis"
 
-    async def _consume(self, limit: RateLimit, key: tuple[str, ...]) -> tuple[RateLimitItem | None, dict[int, int]]:
-        """Hit each window, shortest first, stopping at the first that refuses. Fixed windows use the storage's
-        atomic increment directly (what limits' FixedWindowRateLimiter.hit does), which also tells how many
-        are left: one round trip per window instead of three."""
+    async def _consume(self, limit: RateLimit, key: tuple[str, ...]) -> tuple[int | None, dict[int, int]]:
+        """Take one request from every window, or from none: the index of the window that refuses (None when all
+        admit it) and, for fixed windows, each window's count. A refused request spends no window (found by a
+        review: it used up the shorter ones, so a client retrying while a long window was exhausted kept spending
+        them). Fixed windows use the storage's atomic increment directly (what limits' FixedWindowRateLimiter.hit
+        does, one round trip a window, which also tells how many are left) and give it back when a window refuses;
+        moving windows are tested first (a hit cannot be given back), so only two requests racing for the last
+        place can spend a shorter window."""
         used: dict[int, int] = {}
-        for index, item in enumerate(limit.items):
-            if limit.moving:
+        if limit.moving:
+            for index, item in enumerate(limit.items):
+                if not await _ready(self.moving.test(item, *key)):
+                    return index, used
+            for index, item in enumerate(limit.items):
                 if not await _ready(self.moving.hit(item, *key)):
-                    return item, used
-                continue
+                    return index, used
+            return None, used
+        for index, item in enumerate(limit.items):
             count = await _ready(self.storage.incr(item.key_for(*key), item.get_expiry(), amount=1))
             used[index] = count
             if count > item.amount:
-                return item, used
+                for earlier in range(index + 1):
+                    await self._give_back(limit.items[earlier], key)
+                return index, used
         return None, used
+
+    async def _give_back(self, item: RateLimitItem, key: tuple[str, ...]) -> None:
+        name = item.key_for(*key)
+        if await _ready(self.storage.incr(name, item.get_expiry(), amount=-1)) < 0:  # it expired in between
+            await _ready(self.storage.incr(name, item.get_expiry(), amount=1))
+
+    async def _exhausted(self, limit: RateLimit, index: int, key: tuple[str, ...]) -> list[int]:
+        """The windows from the refusing one on that admit no request now: the next request waits for all."""
+        found = [index]
+        for later in range(index + 1, len(limit.items)):
+            item = limit.items[later]
+            if limit.moving:
+                left = (await _ready(self.moving.get_window_stats(item, *key))).remaining
+            else:
+                left = item.amount - await _ready(self.storage.get(item.key_for(*key)))
+            if left <= 0:
+                found.append(later)
+        return found
 
     async def _reset(self, limit: RateLimit, item: RateLimitItem, key: tuple[str, ...], now: float) -> int:
         if limit.moving:
@@ -204,19 +236,8 @@ class Budgets:
         exhaustion."""
         key = budget_key(authorizer, limit, claims)
         try:
-            refused, used = await self._consume(limit, key)
-            now = time.time()
-            if refused is not None:
-                reset = max(1, await self._reset(limit, refused, key, now))
-                return RateLimitState(True, refused.amount, 0, reset, str(refused), retry_after=reset)
-            if limit.moving:
-                remaining = [(await _ready(self.moving.get_window_stats(item, *key))).remaining for item in limit.items]
-            else:
-                remaining = [max(0, item.amount - used[index]) for index, item in enumerate(limit.items)]
-            index = min(range(len(limit.items)), key=lambda position: remaining[position])
-            item = limit.items[index]
-            return RateLimitState(False, item.amount, remaining[index], await self._reset(limit, item, key, now),
-                                  str(item))
+            async with asyncio.timeout(DECISION_DEADLINE_SECONDS):
+                return await self._decide(limit, key)
         except Exception as exc:  # noqa: BLE001 - any storage failure: count, log, let the authorizer decide
             self.storage_errors += 1
             log.warning("rate_limit_storage_error", authorizer=authorizer, backend=self.backend,
@@ -225,6 +246,26 @@ class Budgets:
             if limit.deny_on_storage_error:
                 return RateLimitState(True, first.amount, 0, 1, str(first), retry_after=1, storage_error=True)
             return RateLimitState(False, first.amount, first.amount, 0, str(first), storage_error=True)
+
+    async def _decide(self, limit: RateLimit, key: tuple[str, ...]) -> RateLimitState:
+        refused, used = await self._consume(limit, key)
+        now = time.time()
+        if refused is not None:
+            # Retry-After is when every exhausted window has room again (the refusing one may reopen first).
+            resets = [(max(1, await self._reset(limit, limit.items[index], key, now)), index)
+                      for index in await self._exhausted(limit, refused, key)]
+            reset, index = max(resets)
+            item = limit.items[index]
+            return RateLimitState(True, item.amount, 0, reset, str(item), retry_after=reset)
+        if limit.moving:
+            remaining = [(await _ready(self.moving.get_window_stats(item, *key))).remaining for item in limit.items]
+        else:
+            remaining = [max(0, item.amount - used[index]) for index, item in enumerate(limit.items)]
+        # The window closest to exhaustion; on a tie the longer one (it takes longer to come back).
+        index = min(range(len(limit.items)), key=lambda position: (remaining[position], -position))
+        item = limit.items[index]
+        return RateLimitState(False, item.amount, remaining[index], await self._reset(limit, item, key, now),
+                              str(item))
 
     async def state(self) -> dict[str, Any]:
         """For /readyz: the backend, whether it answers now, and the storage errors counted so far."""
