@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -95,10 +96,26 @@ class Source:
                                                      "compose file keeps them): remove the quotes")])
             return self.value.encode()
         try:
-            with open(self.value, "rb") as handle:
-                return handle.read()
+            # Without blocking, and only a regular file of at most MAX_CONFIG_BYTES: a FIFO at the path hung startup,
+            # and on a reload froze the worker's event loop for good; /dev/zero read until memory ran out (found by
+            # a review).
+            descriptor = os.open(self.value, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             raise ConfigError(self.label, [("$", f"cannot read the file: {exc.strerror}")]) from None
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            os.close(descriptor)
+            raise ConfigError(self.label, [("$", "cannot read the file: not a regular file")])
+        with os.fdopen(descriptor, "rb") as handle:
+            if status.st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(self.label, [("$", f"the file is larger than {MAX_CONFIG_BYTES >> 20} MiB")])
+            try:
+                data = handle.read(MAX_CONFIG_BYTES + 1)
+            except OSError as exc:
+                raise ConfigError(self.label, [("$", f"cannot read the file: {exc.strerror}")]) from None
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(self.label, [("$", f"the file is larger than {MAX_CONFIG_BYTES >> 20} MiB")])
+        return data
 
     def stamp(self) -> Stamp:
         """What tells a changed file: modification and change times, inode and size (`cp -p` or rsync keep the
@@ -108,6 +125,9 @@ class Source:
         except OSError:
             return None
         return (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_size) if stat else None
+
+
+MAX_CONFIG_BYTES = 16 << 20  # a configuration file (profiles, authorizers): far more than 1,000 rules take
 
 
 class _Members(dict):  # type: ignore[type-arg]

@@ -119,3 +119,31 @@ def test_a_snapshot_that_cannot_be_written_is_removed_not_left_older(tmp_path, m
     path.write_text('{"v": 2}')
     assert document.reload() is True and document.value == {"v": 2}
     assert not (snapshots / "ISSUER_PROFILES_JSON.json").exists()
+
+
+def test_a_path_that_is_no_regular_file_or_too_large_is_refused_without_waiting_or_reading_it_all(tmp_path):
+    """Found by a review: a FIFO at the path hung startup (and, on a reload, the worker's event loop for good);
+    /dev/zero was read until memory ran out."""
+    import pytest
+
+    from app.config import MAX_CONFIG_BYTES
+
+    fifo = tmp_path / "profiles.json"
+    os.mkfifo(fifo)
+    for path, says in ((str(fifo), "not a regular file"), ("/dev/zero", "not a regular file"),
+                       (str(tmp_path), "not a regular file")):
+        with pytest.raises(ConfigError) as info:
+            Source("ISSUER_PROFILES_JSON", path).read()
+        assert f"$: cannot read the file: {says}" in str(info.value), path
+    large = tmp_path / "large.json"
+    with open(large, "wb") as handle:
+        handle.truncate(MAX_CONFIG_BYTES + 1)
+    with pytest.raises(ConfigError) as info:
+        Source("ISSUER_PROFILES_JSON", str(large)).read()
+    assert f"the file is larger than {MAX_CONFIG_BYTES >> 20} MiB" in str(info.value)
+    fifo.unlink()
+    fifo.write_text('{"a": 1}')
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(fifo)), load, {})
+    fifo.unlink()
+    os.mkfifo(fifo)
+    assert document.reload() is False and "not a regular file" in document.last_error and document.value == {"a": 1}
