@@ -18,7 +18,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from app.config import END, ConfigError, ReloadingDocument, Source, Stamp, convert, decode_document, json_path
+from app.config import (END, ConfigError, ReloadingDocument, Source, Stamp, convert, decode_document, json_path,
+                        shown_word)
 from app.patterns import PatternError, parse_pointer
 from app.policy import CompiledPolicy, PolicyError, Problem, VerifyPolicy, compile_policy
 from app.ratelimit import Budgets, RateLimit, RateLimitDoc, ScratchBudgets, compile_rate_limit
@@ -127,7 +128,9 @@ def _claims_to_headers(mapping: dict[str, str], problems: list[Problem]
     seen: set[str] = set()
     for claim, header in mapping.items():
         if not HEADER_NAME.match(header):
-            problems.append(Problem(("claims_to_headers", claim), f"{header!r} is not a header name (RFC 9110 5.1)"))
+            named = shown_word(header)  # a value that is no header name may be anything pasted there
+            problems.append(Problem(("claims_to_headers", claim), f"{named or 'the value'} is not a header name "
+                                    "(RFC 9110 5.1: letters, digits and !#$%&'*+-.^_`|~, no spaces)"))
             continue
         if header.lower() in RESERVED_HEADERS:
             problems.append(Problem(("claims_to_headers", claim), f"{header!r} is a header the answer sets itself"))

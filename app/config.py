@@ -260,13 +260,24 @@ def _validation_problem(exc: msgspec.ValidationError, type_: Any, prefix: tuple[
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
+_WORD = re.compile(r"[A-Za-z][A-Za-z_-]{0,23}")
+
+
+def shown_word(value: str) -> str | None:
+    """`value` quoted when it looks like a mistyped word (letters, `_`, `-`; at most 24), else None: a value in the
+    wrong field may be a secret, a key or a token, and configuration errors are logged and shown by /readyz."""
+    return repr(value) if _WORD.fullmatch(value) else None
+
+
 def _with_choices(problem: str, type_: Any, path: str) -> str:
     """msgspec's "Invalid enum value 'permit'" with what was expected ("expected one of 'allow', 'deny'"), read
     from the type at the error's JSON path; any other problem as it is."""
     if not problem.startswith("Invalid enum value"):
         return problem
-    if len(problem) > 100:  # msgspec quotes the value whole: a pasted token or a megabyte (found by a review)
-        problem = problem[:80] + "...' (cut)"
+    # msgspec quotes the value whole: a pasted token, a secret typed into the wrong field, a megabyte. It is shown
+    # only when it looks like a mistyped word (found by reviews: the message reaches logs and /readyz).
+    if shown_word(problem[len("Invalid enum value "):].strip("'\"")) is None:
+        problem = "Invalid enum value (not shown: it is no short word)"
     info: Any = msgspec.inspect.type_info(type_)
     for name, index in _STEP.findall(path):
         found = None

@@ -930,13 +930,29 @@ def test_bad_authorizers_document_stops_startup_with_json_path(document, expecte
      "'must_exist', 'must_not_exist', 'present'"),
     ({"effect": "allow", "variables": [{"name": "x", "source": "cookie", "key": "y"}]},
      "$.api.rules[0].variables[0].source: Invalid enum value 'cookie': expected one of 'header', 'jwtClaim', 'query'"),
-    ({"effect": "eyJhbGciOiJIUzI1NiJ9." + "A" * 100_000}, "...' (cut): expected one of 'allow', 'deny'"),
-], ids=["effect", "presence", "variable-source", "a-long-value-cut"])
+    ({"effect": "eyJhbGciOiJIUzI1NiJ9." + "A" * 100_000},
+     "$.api.rules[0].effect: Invalid enum value (not shown: it is no short word): expected one of 'allow', 'deny'"),
+    ({"effect": "Sup3rS3cretHmacKey_ABCdef0123456789xyzQQ"}, "Invalid enum value (not shown: it is no short word)"),
+], ids=["effect", "presence", "variable-source", "a-long-value-not-shown", "a-secret-not-shown"])
 def test_a_value_outside_a_fixed_set_is_told_with_the_values_expected(rule, expected):
-    """Found by a review: "Invalid enum value 'permit'" did not say that `allow` and `deny` were expected."""
+    """Found by a review: "Invalid enum value 'permit'" did not say that `allow` and `deny` were expected. A value
+    that is no mistyped word is not shown (found by another: a secret typed into `effect` reached the logs and
+    /readyz)."""
     with pytest.raises(ConfigError) as info:
         _load({"api": {"issuer_profile_id": "test-issuer", "rules": [rule]}})
     assert expected in str(info.value) and len(str(info.value)) < 300, str(info.value)[:400]
+    assert "S3cret" not in str(info.value) and "eyJ" not in str(info.value)
+
+
+def test_a_claims_to_headers_value_that_is_no_header_name_is_not_echoed():
+    secret = "hmac-Sup3rS3cret-0123456789 "
+    with pytest.raises(ConfigError) as info:
+        _load({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": secret}}})
+    assert "$.api.claims_to_headers.sub: the value is not a header name" in str(info.value)
+    assert "S3cret" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        _load({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "Content-Length"}}})
+    assert "'Content-Length' is a header the answer sets itself" in str(info.value)
 
 
 def test_an_authorizer_id_given_twice_is_refused_not_silently_replaced():
