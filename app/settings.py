@@ -92,7 +92,7 @@ def _host_globs(text: str) -> tuple[str, ...]:
     why. An IPv6 address (a glob with two colons or more, `fd00::*`) may be written in brackets."""
     globs = []
     for glob in _list(text):
-        if glob.count(":") >= 2:  # IPv6: hosts are compared without the brackets of a URL
+        if glob.count(":") >= 2 and "://" not in glob:  # IPv6 (a URL such as https://h:443 is told below)
             if glob.startswith("[") and glob.endswith("]"):
                 glob = glob[1:-1]
             if any(character in glob for character in "/@?#[]"):

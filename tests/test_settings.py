@@ -30,6 +30,9 @@ from tests.service import Service
     ({"JWKS_URI_ALLOWLIST": "*.example.com, https://login.example.org"},
      "JWKS_URI_ALLOWLIST: 'https://login.example.org' is not a host glob"),
     ({"JWKS_URI_ALLOWLIST": "keys.example.com:443"}, "JWKS_URI_ALLOWLIST: 'keys.example.com:443' is not a host glob"),
+    # Found by a review: two colons sent a URL with a port down the IPv6 branch ("write an IPv6 address alone").
+    ({"JWKS_URI_ALLOWLIST": "https://keys.example.com:443"}, "is not a host glob: write the host alone, such as "
+                                                             r"\*.example.com"),
     ({"RATE_LIMIT_STORAGE": "redis://user:hunter2@127.0.0.1:63x9/0"}, "RATE_LIMIT_STORAGE: the port must be a number"),
     ({"RATE_LIMIT_STORAGE": "redis://127.0.0.1/0"}, "RATE_LIMIT_STORAGE: must name a host and a port"),
     ({"RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379/cache"}, "RATE_LIMIT_STORAGE: the database, after the port"),
@@ -37,7 +40,8 @@ from tests.service import Service
     ({"RATE_LIMIT_STORAGE": "re\tdis://127.0.0.1:6379/0"}, "RATE_LIMIT_STORAGE: .* without spaces or control"),
 ], ids=["port-not-a-number", "api-keys-empty", "api-keys-blank", "api-key-not-ascii", "host-name", "host-bad-ip",
         "every-problem", "min-age-above-max-age", "connect-above-total-timeout", "port-fullwidth-digits",
-        "port-underscore", "float-nan", "api-key-short", "allowlist-url", "allowlist-port", "storage-bad-port",
+        "port-underscore", "float-nan", "api-key-short", "allowlist-url", "allowlist-port", "allowlist-url-with-port",
+        "storage-bad-port",
         "storage-no-port", "storage-named-db", "storage-other-scheme", "storage-control-character"])
 def test_a_bad_setting_is_refused_naming_the_variable(environ, message):
     with pytest.raises(SettingsError, match=message) as info:
