@@ -19,7 +19,7 @@ import msgspec
 from msgspec import Meta
 
 from app.config import (END, ConfigError, ReloadingDocument, Source, Stamp, convert, decode_document, json_path,
-                        shown_word)
+                        shown_word, worded)
 from app.patterns import PatternError, parse_pointer
 from app.policy import CompiledPolicy, PolicyError, Problem, VerifyPolicy, compile_policy
 from app.ratelimit import Budgets, RateLimit, RateLimitDoc, ScratchBudgets, compile_rate_limit
@@ -27,8 +27,10 @@ from app.rules import RuleSet
 from app.ruleset import Effect, RuleDoc, RuleError, compile_rules, retained_bytes
 from app.verifier import Verifier
 
-AUTHORIZER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}" + END)
-HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}" + END)  # RFC 9110 5.1: a token
+AUTHORIZER_ID_WORDS = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or a digit"
+AUTHORIZER_ID = re.compile(worded(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}" + END, AUTHORIZER_ID_WORDS))
+HEADER_NAME = re.compile(worded(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}" + END,  # RFC 9110 5.1: a token
+                                "a header name (RFC 9110 5.1: letters, digits and !#$%&'*+-.^_`|~, no spaces)"))
 HeaderName = Annotated[str, Meta(pattern=HEADER_NAME.pattern)]
 ParamName = Annotated[str, Meta(min_length=1, max_length=128)]
 INLINE_CACHE_SIZE = 256
@@ -198,7 +200,7 @@ def load_authorizers(data: bytes, label: str, profile_exists: Callable[[str], bo
     authorizers: dict[str, Authorizer] = {}
     for authorizer_id, raw in document.items():
         if not AUTHORIZER_ID.match(authorizer_id):
-            problems.append((json_path(authorizer_id), f"an authorizer id matches {AUTHORIZER_ID.pattern}"))
+            problems.append((json_path(authorizer_id), f"an authorizer id is {AUTHORIZER_ID_WORDS}"))
             continue
         try:
             doc = convert(raw, AuthorizerDoc, label, (authorizer_id,))

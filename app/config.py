@@ -34,6 +34,18 @@ _MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
 # in Python (and msgspec's `Meta(pattern=...)` searches with Python's `re`), so `"GET\n"` or `"X-User\n"` would
 # pass a `^...$` pattern.
 END = r"(?![\s\S])"
+# What a `Meta(pattern=...)` means, in words: msgspec's "Expected `str` matching regex '^[A-Za-z]{1,16}(?![\s\S])'"
+# is told as "expected an HTTP method such as GET" (found by a review).
+_PATTERN_WORDS: dict[str, str] = {}
+
+
+def worded(pattern: str, words: str) -> str:
+    """`pattern`, remembered with what it means for error messages (`_validation_problem`)."""
+    _PATTERN_WORDS[pattern] = words
+    return pattern
+
+
+METHOD = worded(r"^[A-Za-z]{1,16}" + END, "an HTTP method such as GET (1 to 16 letters)")
 
 
 class ConfigError(ValueError):
@@ -254,6 +266,10 @@ def _validation_problem(exc: msgspec.ValidationError, type_: Any, prefix: tuple[
     match = _MSGSPEC_PATH.search(message)
     inner = match.group(1) if match else "$"
     problem = _with_choices(message[: match.start()] if match else message, type_, inner)
+    if problem.startswith("Expected `str` matching regex "):
+        pattern = next((pattern for pattern in _PATTERN_WORDS if repr(pattern) in problem or pattern in problem), None)
+        if pattern is not None:
+            problem = f"expected {_PATTERN_WORDS[pattern]}"
     return json_path(*prefix) + inner[1:], problem
 
 

@@ -37,10 +37,11 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
-from app.config import END, ConfigError, convert, decode, json_path
+from app.config import END, ConfigError, convert, decode, json_path, worded
 from app.policy import PolicyError, Problem, VerifyPolicy, compile_policy
 
-Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}" + END)]
+Name = Annotated[str, Meta(pattern=worded(r"^[a-z][a-z0-9_]{0,31}" + END, "a name: 1 to 32 lower-case letters, "
+                                          "digits or '_', starting with a letter"))]
 Template = Annotated[str, Meta(min_length=1, max_length=512)]
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"  # 1 to 65535

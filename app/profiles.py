@@ -152,7 +152,7 @@ def load_profiles(data: bytes, label: str, presets: dict[str, Any]) -> Profiles:
     presets_used: dict[str, str | None] = {}
     for profile_id, raw in document.items():
         if not PROFILE_ID.match(profile_id):
-            problems.append((json_path(profile_id), "a profile id matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))
+            problems.append((json_path(profile_id), "a profile id is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or a digit"))
             continue
         if not isinstance(raw, dict):
             problems.append((json_path(profile_id), "expected an object (a policy with optional preset)"))

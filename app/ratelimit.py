@@ -27,7 +27,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter as SyncMovingWindow
 from msgspec import Meta
 
-from app.config import END
+from app.config import END, worded
 from app.patterns import MISSING, parse_pointer, resolve_pointer
 from app.settings import SettingsError
 
@@ -64,7 +64,8 @@ class RateLimitDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     per_hour: Amount | None = None
     per_day: Amount | None = None
     strategy: Literal["fixed-window", "moving-window"] = "fixed-window"
-    key: Annotated[str, Meta(pattern=r"^(authorizer|claim:.{1,256})" + END)] = "authorizer"
+    key: Annotated[str, Meta(pattern=worded(r"^(authorizer|claim:.{1,256})" + END, "'authorizer', or 'claim:' and "
+                                            "a claim name or a JSON Pointer (claim:sub, claim:/org/id)"))] = "authorizer"
     on_storage_error: Literal["allow", "deny"] = "allow"
     status: Literal[429, 403] = 429
 

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, field
 
-from app.config import END
+from app.config import END, METHOD, worded
 from app.paths import DECODED, PERCENT, percent_encode_non_ascii
 from app.patterns import (FLAGS, VARIABLE, Pattern, PatternError, compile_pattern, literal_prefix, parse_pointer,
                           pattern_bytes)
@@ -72,7 +72,8 @@ class ClaimValuesDoc(_Doc):
 
 
 class VariableDoc(_Doc):
-    name: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}" + END)]
+    name: Annotated[str, Meta(pattern=worded(r"^[A-Za-z_][A-Za-z0-9_]{0,63}" + END, "a variable name: 1 to 64 "
+                                             "letters, digits or '_', not starting with a digit"))]
     source: Literal["jwtClaim", "header", "query"]
     key: Name | None = None
     pointer: Annotated[str, Meta(max_length=1024)] | None = None
@@ -83,7 +84,7 @@ class VariableDoc(_Doc):
 class RuleDoc(_Doc):
     effect: Effect
     id: Short | None = None
-    methods: Annotated[list[Annotated[str, Meta(pattern=r"^[A-Za-z]{1,16}" + END)]], Meta(max_length=16)] = []
+    methods: Annotated[list[Annotated[str, Meta(pattern=METHOD)]], Meta(max_length=16)] = []
     path: PathDoc | None = None
     headers: Annotated[list[PairDoc], Meta(max_length=64)] = []
     query: Annotated[list[PairDoc], Meta(max_length=64)] = []

@@ -889,7 +889,7 @@ def _load(document: Any, **settings: Any) -> None:
     ({"api": {"issuer_profile_id": "test-issuer", "anonymous": "maybe"}}, "AUTHORIZERS_JSON: $.api.anonymous:"),
     ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "Bad Header"}}},
      "AUTHORIZERS_JSON: $.api.claims_to_headers.sub:"),
-    ({"bad id": {}}, 'AUTHORIZERS_JSON: $["bad id"]: an authorizer id matches'),
+    ({"bad id": {}}, 'AUTHORIZERS_JSON: $["bad id"]: an authorizer id is 1 to 64 letters'),
     ({"api": {"policy": {**rs256_policy(), "allowed_algs": ["none"]}}},
      "AUTHORIZERS_JSON: $.api.policy.allowed_algs[0]: 'none' is never allowed"),
     ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"a": "X-A", "b": "x-a"}}},
@@ -900,7 +900,7 @@ def _load(document: Any, **settings: Any) -> None:
      "AUTHORIZERS_JSON: $.api.claims_to_headers.sub: 'cache-control' is a header the answer sets itself"),
     ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "X-User\n"}}},
      "AUTHORIZERS_JSON: $.api.claims_to_headers.sub:"),
-    ({"api\n": {}}, 'AUTHORIZERS_JSON: $["api\\n"]: an authorizer id matches'),
+    ({"api\n": {}}, 'AUTHORIZERS_JSON: $["api\\n"]: an authorizer id is 1 to 64 letters'),
     ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "deny", "methods": ["DELETE\n"]}]}},
      "AUTHORIZERS_JSON: $.api.rules[0].methods[0]:"),
     ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "deny", "path": {"pattern": "^/café"}}]}},
@@ -942,6 +942,20 @@ def test_a_value_outside_a_fixed_set_is_told_with_the_values_expected(rule, expe
         _load({"api": {"issuer_profile_id": "test-issuer", "rules": [rule]}})
     assert expected in str(info.value) and len(str(info.value)) < 300, str(info.value)[:400]
     assert "S3cret" not in str(info.value) and "eyJ" not in str(info.value)
+
+
+@pytest.mark.parametrize("authorizer, expected", [
+    ({"rules": [{"effect": "allow", "methods": ["G E T"]}]},
+     "$.api.rules[0].methods[0]: expected an HTTP method such as GET"),
+    ({"rules": [{"effect": "allow", "variables": [{"name": "1x", "source": "jwtClaim", "key": "org"}]}]},
+     "$.api.rules[0].variables[0].name: expected a variable name: 1 to 64 letters"),
+    ({"rate_limit": {"per_minute": 5, "key": "sub"}}, "$.api.rate_limit.key: expected 'authorizer', or 'claim:'"),
+], ids=["method", "variable-name", "rate-limit-key"])
+def test_a_value_of_the_wrong_shape_is_told_in_words_not_as_the_regex(authorizer, expected):
+    """Found by a review: "Expected `str` matching regex '^[A-Za-z]{1,16}(?![\\s\\S])'"."""
+    with pytest.raises(ConfigError) as info:
+        _load({"api": {"issuer_profile_id": "test-issuer", **authorizer}})
+    assert expected in str(info.value) and "regex" not in str(info.value), str(info.value)
 
 
 def test_a_claims_to_headers_value_that_is_no_header_name_is_not_echoed():

@@ -56,7 +56,7 @@ def write(path: Path, document: dict) -> None:
     ({"acme": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": "x" * 32,
                "clock_skew": 5}},
      "ISSUER_PROFILES_JSON: $.acme: Object contains unknown field `clock_skew`"),
-    ({"bad id!": {"issuer": ISSUER}}, "ISSUER_PROFILES_JSON: $[\"bad id!\"]: a profile id matches"),
+    ({"bad id!": {"issuer": ISSUER}}, "ISSUER_PROFILES_JSON: $[\"bad id!\"]: a profile id is 1 to 64 letters"),
     ({"acme": {"preset": "nope", "audiences": [AUDIENCE]}}, "ISSUER_PROFILES_JSON: $.acme.preset: unknown preset"),
     ({"acme": {"preset": "SECRET+pasted/into=the-wrong-field", "audiences": [AUDIENCE]}},
      "ISSUER_PROFILES_JSON: $.acme.preset: unknown preset; known presets: auth0"),
@@ -65,7 +65,7 @@ def write(path: Path, document: dict) -> None:
     ({"acme": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
                "jwks_uri": "http://keys.example.com/jwks.json"}},
      "ISSUER_PROFILES_JSON: $.acme.jwks_uri: jwks_uri must use https"),
-    ({"acme\n": {"issuer": ISSUER}}, 'ISSUER_PROFILES_JSON: $["acme\\n"]: a profile id matches'),
+    ({"acme\n": {"issuer": ISSUER}}, 'ISSUER_PROFILES_JSON: $["acme\\n"]: a profile id is 1 to 64 letters'),
     ({"acme": {"preset": "auth0", "issuer": "https://acme.us.auth0.com", "audiences": [AUDIENCE]}},
      "ISSUER_PROFILES_JSON: $.acme.issuer: the auth0 preset's issuers look like 'https://{tenant_domain}/': "
      "'https://acme.us.auth0.com/' would fit"),

@@ -17,7 +17,7 @@ from app import examples
 from app.api import json_response, strict_body
 from app.authorize import Decision, OriginalRequest, authorize
 from app.authorizers import AUTHORIZER_ID, Authorizer, AuthorizerDoc, Authorizers
-from app.config import END
+from app.config import METHOD
 from app.observability import observe_decision
 from app.paths import percent_encode_non_ascii
 from app.policy import PolicyError
@@ -34,7 +34,7 @@ ORIGINAL_METHOD = "jwt_decision.original_method"
 class RequestDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The request to authorize: its method, target (path and query as sent) and headers."""
 
-    method: Annotated[str, Meta(pattern=r"^[A-Za-z]{1,16}" + END)]
+    method: Annotated[str, Meta(pattern=METHOD)]
     path: Annotated[str, Meta(min_length=1, max_length=1 << 20)]
     headers: Annotated[dict[str, str | list[str]], Meta(max_length=256)] = {}
 
