@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import signal
@@ -27,7 +28,7 @@ log = structlog.get_logger("app.config")
 _NOT_A_PATH = ("{", "[", '"', "'")
 _TOKEN_LIKE = re.compile(r"(?=[^/]*[0-9])(?=[^/]*[A-Z])(?=[^/]*[a-z])[A-Za-z0-9+=_-]{20,}")
 _PATH_LIKE = re.compile(r"[^\x00-\x1f\x7f\"'{}\[\]]{1,1024}")
-_MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
+_MSGSPEC_PATH = re.compile(r" - at (`key` in )?`(\$[^`]*)`$")  # "`key` in": a member name of that object
 
 
 # The end of the text, in Python's `re` and ECMA-262 (OpenAPI) alike. `$` also matches before a final newline
@@ -172,8 +173,16 @@ def _not_json(exc: msgspec.DecodeError, data: bytes) -> str:
         return f"not valid JSON: {_unclosed(data)}"
     match = _AT_BYTE.search(message)
     if match is None:
+        if message.startswith("Number out of range"):  # msgspec names no position, only `$[...][...]`
+            huge = next((found for found in _NUMBER.finditer(data) if math.isinf(float(found.group(0)))), None)
+            if huge is not None:
+                return ("not valid JSON: a number out of range, beyond a 64-bit float "
+                        f"({_position(data, huge.start())})")
         return f"not valid JSON: {message}"
     return f"not valid JSON: {message[: match.start()]} ({_position(data, int(match.group(1)))})"
+
+
+_NUMBER = re.compile(rb"-?\d+(?:\.\d+)?[eE][+-]?\d+")
 
 
 def _unclosed(data: bytes) -> str:
@@ -264,8 +273,10 @@ def _validation_problem(exc: msgspec.ValidationError, type_: Any, prefix: tuple[
     """msgspec's error as (JSON path under `prefix`, problem): its message ends with where, `- at `$...``."""
     message = str(exc)
     match = _MSGSPEC_PATH.search(message)
-    inner = match.group(1) if match else "$"
+    inner = match.group(2) if match else "$"
     problem = _with_choices(message[: match.start()] if match else message, type_, inner)
+    if match and match.group(1):
+        problem = f"a member name: {problem}"
     if problem.startswith("Expected `str` matching regex "):
         pattern = next((pattern for pattern in _PATTERN_WORDS if repr(pattern) in problem or pattern in problem), None)
         if pattern is not None:

@@ -112,6 +112,20 @@ def test_bad_profile_document_stops_startup_with_source_json_path_and_problem(do
     assert expected in str(error.value)
 
 
+@pytest.mark.parametrize("text, expected", [
+    ('{"acme": {"issuer": "https://x",\n  "clock_skew_seconds": 1e999}}',
+     "ISSUER_PROFILES_JSON: $: not valid JSON: a number out of range, beyond a 64-bit float (line 2, column 25)"),
+    ('{"acme": {"issuer": "https://x", "audiences": ["a"], "allowed_algs": ["HS256"], "secret": "' + "s" * 40 +
+     '", "required_custom_claims": {"' + "k" * 300 + '": 1}}}',
+     "ISSUER_PROFILES_JSON: $.acme.required_custom_claims: a member name: Expected `str` of length <= 256"),
+], ids=["number-out-of-range", "member-name-too-long"])
+def test_a_problem_msgspec_places_by_its_own_notation_is_told_with_a_position(text, expected):
+    """Found by a review: these were told "at `$[...][...]`" and "at `key` in `$.required_custom_claims`"."""
+    with pytest.raises(ConfigError) as error:
+        create_app(Settings(issuer_profiles_json=text))
+    assert expected in str(error.value), str(error.value)[:300]
+
+
 @pytest.mark.parametrize("preset, issuer", [
     ("cognito", "https://cognito-idp.us-east-1.amazonaws.co/us-east-1_AbCdEf123"),
     ("entra_id", "https://login.microsoftonline.co/0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90/v2.0"),
