@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from app.config import (END, ConfigError, ReloadingDocument, Source, Stamp, convert, decode_document, json_path,
-                        shown_word, worded)
+from app.config import (END, ConfigError, ReloadingDocument, Source, Stamp, convert_each_field,
+                        decode_document, json_path, shown_word, worded)
 from app.patterns import PatternError, parse_pointer
 from app.policy import CompiledPolicy, PolicyError, Problem, VerifyPolicy, compile_policy
 from app.ratelimit import Budgets, RateLimit, RateLimitDoc, ScratchBudgets, compile_rate_limit
@@ -202,12 +202,12 @@ def load_authorizers(data: bytes, label: str, profile_exists: Callable[[str], bo
         if not AUTHORIZER_ID.match(authorizer_id):
             problems.append((json_path(authorizer_id), f"an authorizer id is {AUTHORIZER_ID_WORDS}"))
             continue
+        doc = convert_each_field(raw, AuthorizerDoc, label, authorizer_id, problems)
+        if doc is None:
+            continue
         try:
-            doc = convert(raw, AuthorizerDoc, label, (authorizer_id,))
             authorizers[authorizer_id] = compile_authorizer(doc, authorizer_id, trust=_configured_policy,
                                                             profile_exists=profile_exists)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
         except PolicyError as exc:
             problems.extend((json_path(authorizer_id, *problem.loc), problem.msg) for problem in exc.problems)
     if problems:

@@ -269,6 +269,43 @@ def convert(value: Any, type_: type[T], label: str, path: tuple[str | int, ...])
         raise ConfigError(label, [_validation_problem(exc, type_, path)]) from None
 
 
+_FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems: list[tuple[str, str]]) -> T | None:
+    """`raw` (the member `key` of a document) as `type_`, or None with one problem per bad field: msgspec stops
+    at the first, so each bad field is reported and set aside in turn (one line per problem, not one per
+    restart; found by reviews, for profiles, then for authorizers)."""
+    if not isinstance(raw, dict):
+        try:
+            return convert(raw, type_, label, (key,))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return None
+    candidate, before = dict(raw), len(problems)
+    set_aside: set[str] = set()
+    prefix = json_path(key)
+    while True:
+        try:
+            value = convert(candidate, type_, label, (key,))
+        except ConfigError as exc:
+            path, message = exc.problems[0]
+            missing = _MISSING.search(message)
+            if missing is not None and missing.group(1) in set_aside:
+                return None  # a field set aside above: already reported
+            problems.append((path, message))
+            field = _UNKNOWN.search(message) if path == prefix else \
+                _FIELD.match(path[len(prefix):]) if path.startswith(prefix) else None
+            if field is None or field.group(1) not in candidate:
+                return None
+            del candidate[field.group(1)]
+            set_aside.add(field.group(1))
+            continue
+        return value if len(problems) == before else None
+
+
 def _validation_problem(exc: msgspec.ValidationError, type_: Any, prefix: tuple[str | int, ...]) -> tuple[str, str]:
     """msgspec's error as (JSON path under `prefix`, problem): its message ends with where, `- at `$...``."""
     message = str(exc)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from app.config import END, ConfigError, convert, decode_document, json_path
+from app.config import END, ConfigError, convert_each_field, decode_document, json_path
 from app.policy import CompiledPolicy, PolicyError, VerifyPolicy, compile_policy
 from app.presets import NAME_LIKE
 
@@ -110,37 +110,6 @@ def _near_miss(profile_id: str, preset: Preset, issuer: str, problems: list[tupl
     return near_miss is not None
 
 
-_FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)")
-_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
-_MISSING = re.compile(r"missing required field `([^`]+)`")
-
-
-def _convert_reporting_each_field(merged: dict[str, Any], label: str, profile_id: str,
-                                  problems: list[tuple[str, str]]) -> VerifyPolicy | None:
-    """The profile as a VerifyPolicy, or None with one problem per bad field: msgspec stops at the first, so each
-    bad field is reported and set aside in turn (one line per problem, not one per restart)."""
-    candidate, before = dict(merged), len(problems)
-    set_aside: set[str] = set()
-    prefix = json_path(profile_id)
-    while True:
-        try:
-            policy = convert(candidate, VerifyPolicy, label, (profile_id,))
-        except ConfigError as exc:
-            path, message = exc.problems[0]
-            missing = _MISSING.search(message)
-            if missing is not None and missing.group(1) in set_aside:
-                return None  # a field set aside above: already reported
-            problems.append((path, message))
-            field = _UNKNOWN.search(message) if path == prefix else \
-                _FIELD.match(path[len(prefix):]) if path.startswith(prefix) else None
-            if field is None or field.group(1) not in candidate:
-                return None
-            del candidate[field.group(1)]
-            set_aside.add(field.group(1))
-            continue
-        return policy if len(problems) == before else None
-
-
 def load_profiles(data: bytes, label: str, presets: dict[str, Any]) -> Profiles:
     """Decode and compile every profile; raise one ConfigError listing every problem."""
     document = decode_document(data, label)
@@ -165,7 +134,7 @@ def load_profiles(data: bytes, label: str, presets: dict[str, Any]) -> Profiles:
         if merged is None:
             continue
         try:
-            policy = _convert_reporting_each_field(merged, label, profile_id, problems)
+            policy = convert_each_field(merged, VerifyPolicy, label, profile_id, problems)
             if policy is None:
                 continue
             compiled = compile_policy(policy, inline=False)

@@ -958,6 +958,18 @@ def test_a_value_of_the_wrong_shape_is_told_in_words_not_as_the_regex(authorizer
     assert expected in str(info.value) and "regex" not in str(info.value), str(info.value)
 
 
+def test_every_bad_field_of_an_authorizer_is_reported_at_once():
+    """Found by a review: only the first problem was reported, so fixing a document took one restart a problem."""
+    with pytest.raises(ConfigError) as info:
+        _load({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "permit"}], "ruls": [],
+                       "default_effect": "maybe"}, "other": {"issuer_profile_id": "test-issuer", "anonymous": 5}})
+    lines = str(info.value).splitlines()
+    assert any("$.api.rules[0].effect: Invalid enum value 'permit'" in line for line in lines), lines
+    assert any("$.api: Object contains unknown field `ruls`" in line for line in lines), lines
+    assert any("$.api.default_effect: Invalid enum value 'maybe'" in line for line in lines), lines
+    assert any("$.other.anonymous:" in line for line in lines), lines
+
+
 def test_a_claims_to_headers_value_that_is_no_header_name_is_not_echoed():
     secret = "hmac-Sup3rS3cret-0123456789 "
     with pytest.raises(ConfigError) as info:
