@@ -295,6 +295,12 @@ def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems:
             missing = _MISSING.search(message)
             if missing is not None and missing.group(1) in set_aside:
                 return None  # a field set aside above: already reported
+            if missing is not None and path == prefix:  # every required field missing, in one line
+                info: Any = msgspec.inspect.type_info(type_)
+                absent = [field.encode_name for field in getattr(info, "fields", ())
+                          if field.required and field.encode_name not in candidate]
+                if len(absent) > 1:
+                    message = "Object missing required fields " + ", ".join(f"`{name}`" for name in absent)
             problems.append((path, message))
             field = _UNKNOWN.search(message) if path == prefix else \
                 _FIELD.match(path[len(prefix):]) if path.startswith(prefix) else None

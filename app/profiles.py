@@ -121,15 +121,15 @@ def load_profiles(data: bytes, label: str, presets: dict[str, Any]) -> Profiles:
     presets_used: dict[str, str | None] = {}
     for profile_id, raw in document.items():
         if not PROFILE_ID.match(profile_id):
-            problems.append((json_path(profile_id), "a profile id is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or a digit"))
+            problems.append((json_path(profile_id), "a profile id is 1 to 64 letters, digits, '.', '_' or '-', "
+                                                    "starting with a letter or a digit"))
             continue
         if not isinstance(raw, dict):
             problems.append((json_path(profile_id), "expected an object (a policy with optional preset)"))
             continue
         description = raw.get("description")
         if description is not None and not isinstance(description, str):
-            problems.append((json_path(profile_id, "description"), "expected a string"))
-            continue
+            problems.append((json_path(profile_id, "description"), "expected a string"))  # and the rest is read
         merged = _merge_preset(profile_id, raw, presets, problems)
         if merged is None:
             continue

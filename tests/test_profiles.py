@@ -176,7 +176,9 @@ def test_every_problem_is_reported_not_only_the_first():
      ["$.acme.jwks_uri: jwks_uri must use https", "$.acme.allowed_algs[0]: 'none' is never allowed"]),
     ({"issuer": ISSUER, "allowed_algs": ["HS256"], "secret": "x" * 32, "bogus": 1},
      ["$.acme: Object contains unknown field `bogus`", "$.acme: Object missing required field `audiences`"]),
-], ids=["two-wrong-types", "http-uri-and-alg-none", "unknown-and-missing"])
+    ({"description": 5}, ["$.acme.description: expected a string",
+                          "$.acme: Object missing required fields `issuer`, `audiences`, `allowed_algs`"]),
+], ids=["two-wrong-types", "http-uri-and-alg-none", "unknown-and-missing", "every-missing-field-at-once"])
 def test_every_problem_of_one_profile_is_a_line_of_its_own(profile, expected):
     with pytest.raises(ConfigError) as error:
         create_app(Settings(issuer_profiles_json=json.dumps({"acme": profile})))
