@@ -8,7 +8,6 @@ round trip never blocks the event loop). A storage that fails is counted and log
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import math
@@ -52,10 +51,7 @@ _WINDOWS = (("per_second", _counted_whatever_the_amount(RateLimitItemPerSecond))
             ("per_minute", _counted_whatever_the_amount(RateLimitItemPerMinute)),
             ("per_hour", _counted_whatever_the_amount(RateLimitItemPerHour)),
             ("per_day", _counted_whatever_the_amount(RateLimitItemPerDay)))
-REDIS_TIMEOUT_SECONDS = 0.5
-# A whole decision's storage work (a round trip or two a window): a slow Redis, each command just inside its
-# timeout, made one decision take seconds (found by a review).
-DECISION_DEADLINE_SECONDS = 1.0
+REDIS_TIMEOUT_SECONDS = 0.5  # a decision is one Redis round trip (one script), so this bounds what it waits
 
 
 class RateLimitDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -159,6 +155,80 @@ def budget_key(authorizer: str, limit: RateLimit, claims: dict[str, Any] | None)
     return (*head, "claim", limit.claim, hashlib.sha256(msgspec.json.encode(value)).hexdigest()[:32])
 
 
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """A budget after a request: the window that refused it (None: taken from every window), then per window the
+    requests counted and the seconds until it has room again."""
+
+    refused: int | None
+    counts: list[int]
+    resets: list[float]
+
+
+# Take one request from every fixed window, or from none when one is full, in one atomic step: the same counters
+# as limits' fixed windows (a key per window, expiring a window after its first request). KEYS: the windows;
+# ARGV: their expiries, then their amounts. Returns the 1-based window that refused (0: none), the counts, the
+# milliseconds to each key's expiry.
+_TAKE_FIXED = """
+local n = #KEYS
+local refused = 0
+local counts = {}
+for i = 1, n do
+  counts[i] = tonumber(redis.call('get', KEYS[i]) or '0')
+  if refused == 0 and counts[i] >= tonumber(ARGV[n + i]) then refused = i end
+end
+local out = {refused}
+for i = 1, n do
+  if refused == 0 then
+    counts[i] = redis.call('incr', KEYS[i])
+    if counts[i] == 1 then redis.call('expire', KEYS[i], ARGV[i]) end
+  end
+  out[1 + i] = counts[i]
+  out[1 + n + i] = redis.call('pttl', KEYS[i])
+end
+return out
+"""
+
+# The same for moving windows, on limits' layout (a list per window, newest timestamp first, trimmed to the
+# amount). ARGV: now, the expiries, the amounts. Returns the window that refused (0: none), each window's count
+# of requests inside it, and its oldest request's timestamp (as text: Lua numbers would lose the fraction).
+_TAKE_MOVING = """
+local now = tonumber(ARGV[1])
+local n = #KEYS
+local function window(key, expiry, amount)
+  local low, high, found = 0, amount - 1, nil
+  while low <= high do
+    local mid = math.floor((low + high) / 2)
+    local value = tonumber(redis.call('lindex', key, mid))
+    if value and value >= now - expiry then found = mid; low = mid + 1 else high = mid - 1 end
+  end
+  if found then return found + 1, redis.call('lindex', key, found) end
+  return 0, ARGV[1]
+end
+local refused = 0
+local counts, oldest = {}, {}
+for i = 1, n do
+  counts[i], oldest[i] = window(KEYS[i], tonumber(ARGV[1 + i]), tonumber(ARGV[1 + n + i]))
+  if refused == 0 and counts[i] >= tonumber(ARGV[1 + n + i]) then refused = i end
+end
+if refused == 0 then
+  for i = 1, n do
+    redis.call('lpush', KEYS[i], ARGV[1])
+    redis.call('ltrim', KEYS[i], 0, tonumber(ARGV[1 + n + i]) - 1)
+    redis.call('expire', KEYS[i], ARGV[1 + i])
+    if counts[i] == 0 then oldest[i] = ARGV[1] end
+    counts[i] = counts[i] + 1
+  end
+end
+local out = {refused}
+for i = 1, n do
+  out[1 + i] = counts[i]
+  out[1 + n + i] = oldest[i]
+end
+return out
+"""
+
+
 class Budgets:
     """The rate-limit budgets in the configured storage; one instance per app (per worker)."""
 
@@ -168,77 +238,66 @@ class Budgets:
         memory = uri.startswith("memory://")
         self.moving: Any = (SyncMovingWindow if memory else MovingWindowRateLimiter)(self.storage)
         self.storage_errors = 0
+        self._scripts: tuple[Any, Any] | None = None  # _TAKE_FIXED and _TAKE_MOVING, registered at first use
 
     @property
     def backend(self) -> str:
         return "memory" if self.uri.startswith("memory://") else "redis"
 
-    async def _consume(self, limit: RateLimit, key: tuple[str, ...]) -> tuple[int | None, dict[int, int]]:
-        """Take one request from every window, or from none: the index of the window that refuses (None when all
-        admit it) and, for fixed windows, each window's count. A refused request spends no window (found by a
-        review: it used up the shorter ones, so a client retrying while a long window was exhausted kept spending
-        them). Fixed windows use the storage's atomic increment directly (what limits' FixedWindowRateLimiter.hit
-        does, one round trip a window, which also tells how many are left) and give it back when a window refuses;
-        moving windows are tested first (a hit cannot be given back), so only two requests racing for the last
-        place can spend a shorter window."""
-        used: dict[int, int] = {}
+    def _take_in_memory(self, limit: RateLimit, key: tuple[str, ...], now: float) -> _Taken:
+        """Every window or none, in this worker's memory: no await between the reads and the writes, so no other
+        decision of the worker comes between them."""
+        names = [item.key_for(*key) for item in limit.items]
         if limit.moving:
-            for index, item in enumerate(limit.items):
-                if not await _ready(self.moving.test(item, *key)):
-                    return index, used
-            for index, item in enumerate(limit.items):
-                if not await _ready(self.moving.hit(item, *key)):
-                    return index, used
-            return None, used
-        for index, item in enumerate(limit.items):
-            count = await _ready(self.storage.incr(item.key_for(*key), item.get_expiry(), amount=1))
-            used[index] = count
-            if count > item.amount:
-                for earlier in range(index + 1):
-                    await self._give_back(limit.items[earlier], key)
-                return index, used
-        return None, used
+            refused = next((index for index, item in enumerate(limit.items)
+                            if not self.moving.test(item, *key)), None)
+            if refused is None:
+                for item in limit.items:
+                    self.moving.hit(item, *key)
+            stats = [self.moving.get_window_stats(item, *key) for item in limit.items]
+            return _Taken(refused, [item.amount - stat.remaining for item, stat in zip(limit.items, stats)],
+                          [max(0.0, stat.reset_time - now) for stat in stats])
+        counts = [self.storage.get(name) for name in names]
+        refused = next((index for index, item in enumerate(limit.items) if counts[index] >= item.amount), None)
+        if refused is None:
+            counts = [self.storage.incr(name, item.get_expiry()) for name, item in zip(names, limit.items)]
+        return _Taken(refused, counts, [max(0.0, self.storage.get_expiry(name) - now) if count else
+                                        float(item.get_expiry()) for name, count, item in
+                                        zip(names, counts, limit.items)])
 
-    async def _give_back(self, item: RateLimitItem, key: tuple[str, ...]) -> None:
-        name = item.key_for(*key)
-        if await _ready(self.storage.incr(name, item.get_expiry(), amount=-1)) < 0:  # it expired in between
-            await _ready(self.storage.incr(name, item.get_expiry(), amount=1))
-
-    async def _exhausted(self, limit: RateLimit, index: int, key: tuple[str, ...]) -> list[int]:
-        """The windows from the refusing one on that admit no request now: the next request waits for all."""
-        found = [index]
-        for later in range(index + 1, len(limit.items)):
-            item = limit.items[later]
-            if limit.moving:
-                left = (await _ready(self.moving.get_window_stats(item, *key))).remaining
-            else:
-                left = item.amount - await _ready(self.storage.get(item.key_for(*key)))
-            if left <= 0:
-                found.append(later)
-        return found
-
-    async def _reset(self, limit: RateLimit, item: RateLimitItem, key: tuple[str, ...], now: float) -> int:
+    async def _take_in_redis(self, limit: RateLimit, key: tuple[str, ...], now: float) -> _Taken:
+        """Every window or none, in one Lua script (one round trip, atomic in Redis): a refused request spends no
+        window and two workers cannot both take a last place."""
+        bridge = self.storage.bridge
+        if self._scripts is None:
+            connection = bridge.get_connection()
+            self._scripts = (connection.register_script(_TAKE_FIXED), connection.register_script(_TAKE_MOVING))
+        names = [bridge.prefixed_key(item.key_for(*key)) for item in limit.items]
+        expiries = [item.get_expiry() for item in limit.items]
+        amounts = [item.amount for item in limit.items]
+        count = len(names)
         if limit.moving:
-            stats = await _ready(self.moving.get_window_stats(item, *key))
-            return max(0, math.ceil(stats.reset_time - now))
-        return max(0, math.ceil(await self._seconds_left(item.key_for(*key), now)))
-
-    async def _seconds_left(self, key: str, now: float) -> float:
-        """Until a fixed window's counter expires. limits reads Redis's TTL (whole seconds, rounded) and adds its
-        own later clock, so a fresh one-second window said 2 (found by a review): PTTL tells milliseconds."""
-        bridge = getattr(self.storage, "bridge", None)
-        if bridge is not None:
-            milliseconds = await bridge.get_connection().pttl(bridge.prefixed_key(key))
-            return max(0, milliseconds) / 1000
-        return await _ready(self.storage.get_expiry(key)) - now
+            out = await self._scripts[1](keys=names, args=[repr(now), *expiries, *amounts])
+            counts = [int(value) for value in out[1:1 + count]]
+            oldest = [float(value) for value in out[1 + count:]]
+            resets = [max(0.0, first + expiry - now) if used else 0.0
+                      for first, expiry, used in zip(oldest, expiries, counts)]
+        else:
+            out = await self._scripts[0](keys=names, args=[*expiries, *amounts])
+            counts = [int(value) for value in out[1:1 + count]]
+            resets = [int(left) / 1000 if int(left) >= 0 else float(expiry)
+                      for left, expiry in zip(out[1 + count:], expiries)]
+        return _Taken(int(out[0]) - 1 if int(out[0]) else None, counts, resets)
 
     async def hit(self, authorizer: str, limit: RateLimit, claims: dict[str, Any] | None) -> RateLimitState:
-        """Consume one request from the budget and report the window that refused, or the one closest to
-        exhaustion."""
+        """Take one request from every window of the budget, or from none when one is exhausted (found by a review:
+        a refused request used up the shorter windows), and report the window that refuses for longest, or the
+        one closest to exhaustion."""
         key = budget_key(authorizer, limit, claims)
         try:
-            async with asyncio.timeout(DECISION_DEADLINE_SECONDS):
-                return await self._decide(limit, key)
+            now = time.time()
+            taken = (self._take_in_memory(limit, key, now) if self.backend == "memory"
+                     else await self._take_in_redis(limit, key, now))
         except Exception as exc:  # noqa: BLE001 - any storage failure: count, log, let the authorizer decide
             self.storage_errors += 1
             log.warning("rate_limit_storage_error", authorizer=authorizer, backend=self.backend,
@@ -247,26 +306,17 @@ class Budgets:
             if limit.deny_on_storage_error:
                 return RateLimitState(True, first.amount, 0, 1, str(first), retry_after=1, storage_error=True)
             return RateLimitState(False, first.amount, first.amount, 0, str(first), storage_error=True)
-
-    async def _decide(self, limit: RateLimit, key: tuple[str, ...]) -> RateLimitState:
-        refused, used = await self._consume(limit, key)
-        now = time.time()
-        if refused is not None:
+        items = limit.items
+        if taken.refused is not None:
             # Retry-After is when every exhausted window has room again (the refusing one may reopen first).
-            resets = [(max(1, await self._reset(limit, limit.items[index], key, now)), index)
-                      for index in await self._exhausted(limit, refused, key)]
-            reset, index = max(resets)
-            item = limit.items[index]
-            return RateLimitState(True, item.amount, 0, reset, str(item), retry_after=reset)
-        if limit.moving:
-            remaining = [(await _ready(self.moving.get_window_stats(item, *key))).remaining for item in limit.items]
-        else:
-            remaining = [max(0, item.amount - used[index]) for index, item in enumerate(limit.items)]
+            reset, index = max((max(1, math.ceil(taken.resets[index])), index) for index, item in enumerate(items)
+                               if taken.counts[index] >= item.amount or index == taken.refused)
+            return RateLimitState(True, items[index].amount, 0, reset, str(items[index]), retry_after=reset)
+        remaining = [max(0, item.amount - count) for item, count in zip(items, taken.counts)]
         # The window closest to exhaustion; on a tie the longer one (it takes longer to come back).
-        index = min(range(len(limit.items)), key=lambda position: (remaining[position], -position))
-        item = limit.items[index]
-        return RateLimitState(False, item.amount, remaining[index], await self._reset(limit, item, key, now),
-                              str(item))
+        index = min(range(len(items)), key=lambda position: (remaining[position], -position))
+        return RateLimitState(False, items[index].amount, remaining[index], max(0, math.ceil(taken.resets[index])),
+                              str(items[index]))
 
     async def state(self) -> dict[str, Any]:
         """For /readyz: the backend, whether it answers now, and the storage errors counted so far."""

@@ -198,26 +198,6 @@ def test_claim_budgets_keep_claim_values_of_different_types_apart():
     assert key({"org": "acme"}) == key({"org": "acme", "sub": "x"}) != key({"org": "beta"})
 
 
-def test_a_slow_storage_is_a_storage_error_once_the_decision_deadline_passes():
-    """Found by a review: with each Redis command just inside its own timeout, a decision over four windows took
-    seconds. The whole storage work of a decision has one deadline; past it, on_storage_error decides."""
-    import asyncio
-
-    from app.ratelimit import DECISION_DEADLINE_SECONDS, Budgets, RateLimitDoc, compile_rate_limit
-
-    class Slow:
-        async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-            await asyncio.sleep(DECISION_DEADLINE_SECONDS / 3)
-            return 1
-
-    budgets = Budgets("memory://")
-    budgets.storage = Slow()
-    limit = compile_rate_limit(RateLimitDoc(per_second=9, per_minute=9, per_hour=9, per_day=9,
-                                            on_storage_error="deny"))
-    state = asyncio.run(budgets.hit("api", limit, {"sub": "x"}))
-    assert state.storage_error and state.limited and budgets.storage_errors == 1
-
-
 def test_a_claim_budget_named_by_a_json_pointer_is_one_budget_per_value(client):
     """`claim:/org/id` names a nested claim, as a pointer does in claims_to_headers: it was read as a claim named
     `/org/id`, so every user shared one budget and one tenant could exhaust everyone's. Found by a review."""
