@@ -174,15 +174,18 @@ def _not_json(exc: msgspec.DecodeError, data: bytes) -> str:
     match = _AT_BYTE.search(message)
     if match is None:
         if message.startswith("Number out of range"):  # msgspec names no position, only `$[...][...]`
-            huge = next((found for found in _NUMBER.finditer(data) if math.isinf(float(found.group(0)))), None)
+            huge = next((found for found in _NUMBER.finditer(data)
+                         if found.group(1) and math.isinf(float(found.group(1)))), None)
             if huge is not None:
                 return ("not valid JSON: a number out of range, beyond a 64-bit float "
-                        f"({_position(data, huge.start())})")
+                        f"({_position(data, huge.start(1))})")
+            return "not valid JSON: a number out of range, beyond a 64-bit float"
         return f"not valid JSON: {message}"
     return f"not valid JSON: {message[: match.start()]} ({_position(data, int(match.group(1)))})"
 
 
-_NUMBER = re.compile(rb"-?\d+(?:\.\d+)?[eE][+-]?\d+")
+# A JSON string (skipped) or a number (group 1): a number's position is never one inside a string.
+_NUMBER = re.compile(rb'"(?:[^"\\]|\\.)*"|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)')
 
 
 def _unclosed(data: bytes) -> str:

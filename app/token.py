@@ -73,13 +73,16 @@ _SEPARATORS = b",:{["
 
 
 def decoded_weight(data: bytes) -> int:
-    """An upper bound, in bytes, of what decoding this JSON text holds in memory: its bytes (twice when it holds
-    non-ASCII text, which CPython stores in 2 or 4 bytes a character), and 96 a value (a float, an int, a short
-    string, a dict's or a list's slot; counted by the separators and brackets before it). A 16 KiB payload of
+    """An upper bound, in bytes, of what decoding this JSON text holds in memory: its bytes (four times when it
+    holds non-ASCII text, which CPython stores in up to 4 bytes a character), and 96 a value (a float, an int, a
+    short string, a dict's or a list's slot; counted by the separators and brackets before it). A 16 KiB payload of
     `0.5,0.5,...` decodes into ~150 KB of floats: the verified-token cache is bounded by these weights, not only by
     its count of entries (found by a review; tests/test_verified_cache.py measures the bound on hostile shapes)."""
     values = len(data) - len(data.translate(None, _SEPARATORS)) + 1
-    return (len(data) if data.isascii() else 2 * len(data)) + 96 * values
+    # One character outside Latin-1 (raw, or escaped as \uXXXX) makes CPython store its whole string at up to 4
+    # bytes a character (found by a review: a 12,000-character string ending in an escaped emoji held 4x).
+    wide = not data.isascii() or b"\\u" in data
+    return (4 * len(data) if wide else len(data)) + 96 * values
 
 
 def token_id(raw: str) -> str:

@@ -397,6 +397,16 @@ def test_a_query_is_allowed_only_when_its_reading_split_at_semicolons_is_allowed
     assert summary(decide(client, doc, path=path, bearer=token())) == expected
 
 
+def test_a_query_token_found_differently_when_split_at_semicolons_is_an_ambiguous_request(client):
+    """Found by a review: the `;` reading ignored tokens, so `?access_token=A&x=1;access_token=F` was decided on A
+    while Rack 2 hands its application F."""
+    good, forged = token(**{PLAN: "free"}), "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.c2ln"
+    body = decide(client, "api-standard", path=f"/x?access_token={good}&x=1;access_token={forged}", headers={})
+    assert (body["decision"], body["reason"], body["status"]) == ("deny", "invalid_request", 400)
+    same = decide(client, "api-standard", path=f"/x?a=1;b=2&access_token={good}", headers={})
+    assert same["allowed"], same
+
+
 # claims_to_headers
 
 def test_claims_to_headers_scalars_arrays_objects_pointers_and_no_crlf(client):

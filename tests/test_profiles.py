@@ -118,7 +118,11 @@ def test_bad_profile_document_stops_startup_with_source_json_path_and_problem(do
     ('{"acme": {"issuer": "https://x", "audiences": ["a"], "allowed_algs": ["HS256"], "secret": "' + "s" * 40 +
      '", "required_custom_claims": {"' + "k" * 300 + '": 1}}}',
      "ISSUER_PROFILES_JSON: $.acme.required_custom_claims: a member name: Expected `str` of length <= 256"),
-], ids=["number-out-of-range", "member-name-too-long"])
+    ('{"acme": {"description": "see 1e999",\n  "clock_skew_seconds": 2e999}}',
+     "not valid JSON: a number out of range, beyond a 64-bit float (line 2, column 25)"),
+    ('{"acme": {"clock_skew_seconds": 1' + "0" * 400 + '.5}}',
+     "ISSUER_PROFILES_JSON: $: not valid JSON: a number out of range, beyond a 64-bit float (line 1, column 33)"),
+], ids=["number-out-of-range", "member-name-too-long", "not-the-one-in-a-string", "without-an-exponent"])
 def test_a_problem_msgspec_places_by_its_own_notation_is_told_with_a_position(text, expected):
     """Found by a review: these were told "at `$[...][...]`" and "at `key` in `$.required_custom_claims`"."""
     with pytest.raises(ConfigError) as error:

