@@ -244,7 +244,7 @@ class Budgets:
     def backend(self) -> str:
         return "memory" if self.uri.startswith("memory://") else "redis"
 
-    def _take_in_memory(self, limit: RateLimit, key: tuple[str, ...], now: float) -> _Taken:
+    def _take_in_memory(self, limit: RateLimit, key: tuple[str, ...]) -> _Taken:
         """Every window or none, in this worker's memory: no await between the reads and the writes, so no other
         decision of the worker comes between them."""
         names = [item.key_for(*key) for item in limit.items]
@@ -255,12 +255,21 @@ class Budgets:
                 for item in limit.items:
                     self.moving.hit(item, *key)
             stats = [self.moving.get_window_stats(item, *key) for item in limit.items]
-            return _Taken(refused, [item.amount - stat.remaining for item, stat in zip(limit.items, stats)],
-                          [max(0.0, stat.reset_time - now) for stat in stats])
+            now = time.time()  # after the writes: their clock is the one the windows started on
+            resets = []
+            for name, item, stat in zip(names, limit.items, stats):
+                # A full window has room when its amount-th newest request leaves, not its oldest: after a reload
+                # lowered the amount they differ (found by a review), as in _TAKE_MOVING.
+                events = self.storage.events.get(name, ())
+                last = events[item.amount - 1].atime if len(events) >= item.amount else None
+                full = last is not None and last >= now - item.get_expiry()
+                resets.append(max(0.0, (last + item.get_expiry() if full else stat.reset_time) - now))
+            return _Taken(refused, [item.amount - stat.remaining for item, stat in zip(limit.items, stats)], resets)
         counts = [self.storage.get(name) for name in names]
         refused = next((index for index, item in enumerate(limit.items) if counts[index] >= item.amount), None)
         if refused is None:
             counts = [self.storage.incr(name, item.get_expiry()) for name, item in zip(names, limit.items)]
+        now = time.time()  # after the writes (a reset read from an earlier clock said 61 s for a fresh minute)
         return _Taken(refused, counts, [max(0.0, self.storage.get_expiry(name) - now) if count else
                                         float(item.get_expiry()) for name, count, item in
                                         zip(names, counts, limit.items)])
@@ -296,7 +305,7 @@ class Budgets:
         key = budget_key(authorizer, limit, claims)
         try:
             now = time.time()
-            taken = (self._take_in_memory(limit, key, now) if self.backend == "memory"
+            taken = (self._take_in_memory(limit, key) if self.backend == "memory"
                      else await self._take_in_redis(limit, key, now))
         except Exception as exc:  # noqa: BLE001 - any storage failure: count, log, let the authorizer decide
             self.storage_errors += 1

@@ -198,6 +198,39 @@ def test_claim_budgets_keep_claim_values_of_different_types_apart():
     assert key({"org": "acme"}) == key({"org": "acme", "sub": "x"}) != key({"org": "beta"})
 
 
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
+def test_in_memory_a_fresh_window_resets_in_its_length_and_a_lowered_moving_window_in_time(monkeypatch, strategy):
+    """Found by a review: a fresh minute said `RateLimit-Reset: 61` (a clock read before the window started), and
+    after a reload lowered a moving window's amount, Retry-After named the oldest request's leaving instead of
+    the amount-th newest's, so clients came back too early and were refused again."""
+    import asyncio
+    import time
+
+    from app.ratelimit import Budgets, RateLimitDoc, compile_rate_limit
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    budgets = Budgets("memory://")
+    hit = lambda amount: asyncio.run(budgets.hit("api", compile_rate_limit(  # noqa: E731
+        RateLimitDoc(per_minute=amount, strategy=strategy)), None))
+    first = hit(10)
+    assert (first.limited, first.reset, first.remaining) == (False, 60, 9)
+    for _ in range(9):
+        clock[0] += 5
+        assert not hit(10).limited
+    clock[0] += 5  # 10 requests at 0, 5, ... 45 s; now 50 s, and the limit is lowered to 3
+    refused = hit(3)
+    assert refused.limited
+    if strategy == "moving-window":  # room again when the 3rd newest (35 s) leaves: at 95 s
+        assert refused.retry_after == 45
+        clock[0] += 44.9
+        assert hit(3).limited
+        clock[0] += 0.2
+        assert not hit(3).limited
+    else:  # the fixed window started at 0 s and ends at 60 s
+        assert refused.retry_after == 10
+
+
 def test_a_claim_budget_named_by_a_json_pointer_is_one_budget_per_value(client):
     """`claim:/org/id` names a nested claim, as a pointer does in claims_to_headers: it was read as a claim named
     `/org/id`, so every user shared one budget and one tenant could exhaust everyone's. Found by a review."""
