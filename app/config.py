@@ -59,16 +59,37 @@ class ConfigError(ValueError):
 
 
 def json_path(*parts: str | int) -> str:
-    """`$.acme-auth0.allowed_algs[0]`; names that are not plain identifiers are bracketed."""
+    """`$.acme-auth0.allowed_algs[0]`; names that are not plain identifiers are bracketed, and one longer than any
+    id (MAX_SHOWN_NAME) is not shown: a token or a secret pasted as a member name reached logs and /readyz (found
+    by a review)."""
     path = "$"
     for part in parts:
         if isinstance(part, int):
             path += f"[{part}]"
+        elif len(part) > MAX_SHOWN_NAME:
+            path += f"[<a name of {len(part)} characters>]"
         elif re.fullmatch(r"[A-Za-z0-9_.-]+", part) and "." not in part:
             path += f".{part}"
         else:
             path += "[" + msgspec.json.encode(part).decode() + "]"
     return path
+
+
+MAX_SHOWN_NAME = 64  # the longest profile or authorizer id
+_UNKNOWN_FIELD = re.compile(r"unknown field `(.*)`\Z", re.DOTALL)
+
+
+def without_secrets(message: str) -> str:
+    """msgspec's message with the text it quotes from the input kept only when it looks like a name: an unknown
+    field's name, a value outside a fixed set (a token or a secret pasted there reached answers, logs and /readyz;
+    found by reviews)."""
+    unknown = _UNKNOWN_FIELD.search(message)
+    if unknown is not None and shown_word(unknown.group(1)) is None:
+        return message[:unknown.start()] + "unknown field (its name is not shown: it is no short name)"
+    if message.startswith("Invalid enum value") and \
+            shown_word(message[len("Invalid enum value "):].strip("'\"")) is None:
+        return "Invalid enum value (not shown: it is no short word)"
+    return message
 
 
 Stamp = tuple[int, int, int, int] | tuple[str] | None
@@ -345,12 +366,9 @@ def shown_word(value: str) -> str | None:
 def _with_choices(problem: str, type_: Any, path: str) -> str:
     """msgspec's "Invalid enum value 'permit'" with what was expected ("expected one of 'allow', 'deny'"), read
     from the type at the error's JSON path; any other problem as it is."""
+    problem = without_secrets(problem)
     if not problem.startswith("Invalid enum value"):
         return problem
-    # msgspec quotes the value whole: a pasted token, a secret typed into the wrong field, a megabyte. It is shown
-    # only when it looks like a mistyped word (found by reviews: the message reaches logs and /readyz).
-    if shown_word(problem[len("Invalid enum value "):].strip("'\"")) is None:
-        problem = "Invalid enum value (not shown: it is no short word)"
     info: Any = msgspec.inspect.type_info(type_)
     for name, index in _STEP.findall(path):
         found = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -299,7 +300,9 @@ def jwk_key(jwk: Any, *, allow_oct: bool) -> KeyEntry:
         if not allow_oct:
             raise KeyError_("symmetric 'oct' keys are only accepted in an inline jwks")
     elif kty not in ("RSA", "EC", "OKP"):
-        raise KeyError_(f"unsupported kty {kty!r}" if isinstance(kty, str) else "'kty' is missing")
+        # The value is named only when it is short and plain: a key's material pasted there is not echoed.
+        raise KeyError_((f"unsupported kty {kty!r}" if re.fullmatch(r"[A-Za-z0-9-]{1,16}", kty) else
+                         "unsupported kty") if isinstance(kty, str) else "'kty' is missing")
     elif "d" in jwk or any(name in jwk for name in ("p", "q", "dp", "dq", "qi")):
         raise KeyError_("this JWK contains private key parameters; publish only the public key")
     try:

@@ -20,6 +20,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 
+from app.config import shown_word, without_secrets
 from app.observability import REQUEST_ID
 from app.policy import PolicyError, Problem
 
@@ -105,13 +106,17 @@ _FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]
 
 def _field_loc(key: str | None, message: str) -> list[str | int]:
     named = _FIELD.match(message)
-    return _loc(key) + [named.group(1)] if named else _loc(key)
+    if named is None:
+        return _loc(key)
+    # An unknown field's name (FastAPI's loc), unless it is no short word: a token or secret pasted as a name.
+    name = named.group(1)
+    return _loc(key) + [name if shown_word(name) is not None else f"<a name of {len(name)} characters>"]
 
 
 def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     items = exc.extra if isinstance(exc.extra, list) else []
-    errors = [ErrorItem(_field_loc(item.get("key"), str(item.get("message"))), str(item.get("message")),
-                        _validation_type(str(item.get("message"))))
+    errors = [ErrorItem(_field_loc(item.get("key"), str(item.get("message"))),
+                        without_secrets(str(item.get("message"))), _validation_type(str(item.get("message"))))
               if item.get("message") != "'data'" else
               # Litestar's KeyError for the `data` it could not build from an empty body
               ErrorItem(["body"], "the body is empty; a JSON object is expected", "missing")

@@ -86,6 +86,13 @@ def _list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def _shown(entry: str) -> str:
+    """An allowlist entry as an error quotes it: without what follows `@` or `?` (a password, a key in a query)."""
+    if "@" in entry or "?" in entry:
+        return "an entry with credentials or a query"
+    return repr(entry)
+
+
 def _host_globs(text: str) -> tuple[str, ...]:
     """Host name globs (`*.example.com`, `[kl]eys.example.com`), matched against a jwks_uri's host alone: an entry
     with a scheme, a port, a path or credentials would never match anything, and the operator would not learn
@@ -96,9 +103,9 @@ def _host_globs(text: str) -> tuple[str, ...]:
             if glob.startswith("[") and glob.endswith("]"):
                 glob = glob[1:-1]
             if any(character in glob for character in "/@?#[]"):
-                raise ValueError(f"{glob!r} is not a host glob: write an IPv6 address alone, such as fd00::1")
+                raise ValueError(f"{_shown(glob)} is not a host glob: write an IPv6 address alone, such as fd00::1")
         elif any(character in glob for character in ":/@?#") or not glob.isascii() or not glob.isprintable():
-            raise ValueError(f"{glob!r} is not a host glob: write the host alone, such as *.example.com (no scheme, "
+            raise ValueError(f"{_shown(glob)} is not a host glob: write the host alone, such as *.example.com (no scheme, "
                              "port or path)")
         globs.append(glob.lower())
     return tuple(globs)

@@ -870,3 +870,36 @@ def test_a_libraries_warning_in_a_served_worker_is_a_json_line_with_its_pid():
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     (warning,) = [line for line in lines if line["event"] == "a library warning 7"]
     assert warning["level"] == "warning" and warning["logger"] == "some.library" and isinstance(warning["pid"], int)
+
+
+def test_a_token_or_secret_pasted_where_a_name_or_word_belongs_is_never_echoed():
+    """Found by a review hunting for secrets in answers, logs and /readyz: an unknown field named by a token, a
+    token as a profile id, a secret as an enum value or a JWK's kty, credentials in JWKS_URI_ALLOWLIST."""
+    import pytest
+
+    from app.config import ConfigError
+    from app.settings import SettingsError, load_settings
+
+    token = mint(claims(), key_for("RS256"))
+    secret = "hmac-Sup3rS3cret-0123456789-abcdef"
+    with TestClient(create_app(Settings())) as client:
+        answers = [
+            client.post("/v1/validate/jwt", json={"token": "x", "issuer_profile_id": "p", token: 1}),
+            client.post("/v1/inspect/token", json={"token": "x", secret: 1}),
+            client.post("/v1/authorize", json={"authorizer": {"policy": rs256_policy(), "rules": [
+                {"effect": token}]}, "request": {"method": "GET", "path": "/"}}),
+            client.post("/v1/validate/jwt", json={"token": "x", "policy": rs256_policy(
+                public_key=None, jwks={"keys": [{"kty": secret, "n": "x", "e": "AQAB"}]})}),
+        ]
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        assert token not in answer.text and secret not in answer.text and token[:16] not in answer.text
+    documents = [{token: rs256_policy()}, {"acme": {**rs256_policy(), secret: 1}},
+                 {"acme": rs256_policy(public_key=None, jwks={"keys": [{"kty": secret}]})}]
+    for document in documents:
+        with pytest.raises(ConfigError) as info:
+            create_app(Settings(issuer_profiles_json=json.dumps(document)))
+        assert token not in str(info.value) and secret not in str(info.value), str(info.value)[:300]
+    with pytest.raises(SettingsError) as error:
+        load_settings({"JWKS_URI_ALLOWLIST": f"https://user:{secret}@idp.example.com"})
+    assert secret not in str(error.value) and "an entry with credentials or a query" in str(error.value)
