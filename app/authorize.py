@@ -163,7 +163,9 @@ def claims_to_headers(authorizer: Authorizer, claims: dict[str, Any]) -> dict[st
 
 
 def _trace(stage: str, request: OriginalRequest, path: str | None, detail: str | None = None,
-           source: str | None = None, verdict: Verdict | None = None) -> dict[str, Any]:
+           source: str | None = None, verdict: Verdict | None = None, token: str | None = None) -> dict[str, Any]:
+    if token and path and token.strip(WHITESPACE) in path:  # a token in the path is not shown (found by a review)
+        path = "[redacted]"
     return {"stage": stage, "method": request.method, "path": path, "detail": detail, "token_source": source,
             "combining": "deny-overrides", "rules": verdict.trace if verdict is not None else []}
 
@@ -210,7 +212,8 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
         if policy is None:  # the profile was removed by a reload since this authorizer was loaded
             return deny("keys_unavailable", 401, www_authenticate=www_authenticate(
                 realm, "invalid_token", "ISSUER_PROFILE_NOT_FOUND"),
-                trace=_trace("validate", request, path, "issuer profile not configured", source) if explain else None)
+                trace=_trace("validate", request, path, "issuer profile not configured", source, None, token)
+                if explain else None)
         result = await verifier.validate(token, policy, authorizer.profile_id)
         summary = ValidationSummary(result.valid, result.statuses, result.findings)
         if not result.valid:
@@ -218,7 +221,8 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
             reason: Reason = "keys_unavailable" if set(errors) == {"JWKS_UNAVAILABLE"} else "token_invalid"
             return deny(reason, 401, validation=summary,
                         www_authenticate=www_authenticate(realm, "invalid_token", errors[0] if errors else None),
-                        trace=_trace("validate", request, path, result.summary, source) if explain else None)
+                        trace=_trace("validate", request, path, result.summary, source, None, token)
+                        if explain else None)
         claims, expires_in = result.claims or {}, result.expires_in
 
     facts = Facts(request.method.upper(), path, request.headers, query, claims, (token, token.strip()) if token else ())
@@ -243,7 +247,7 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
         "variables": {name: list(value) if isinstance(value, tuple) else value
                       for name, value in verdict.variables.items()},
         "validation": summary,
-        "trace": _trace("rules", request, path, None, source, verdict) if explain else None,
+        "trace": _trace("rules", request, path, None, source, verdict, token) if explain else None,
     }
     if verdict.effect == "deny":
         if token is None:  # anonymous and not allowed by a rule: authenticating is what would help (RFC 6750 3.1)

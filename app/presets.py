@@ -49,8 +49,8 @@ _HOST = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z
 _IPV4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 # A server the operator runs (Keycloak, self-managed GitLab) may also be reached at an IPv4 address or at a name of
 # one label (`keycloak:8443` inside a cluster).
-_SELF_HOSTED = r"(?:" + _IPV4 + r"|(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?)(?::" + \
-    _PORT + ")?"
+_LABELS = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"  # one label or more
+_SELF_HOSTED = r"(?:" + _IPV4 + "|" + _LABELS + r")(?::" + _PORT + ")?"
 _REGION = r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}"
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 MAX_AUDIENCES = 64

@@ -54,14 +54,16 @@ _WINDOWS = (("per_second", _counted_whatever_the_amount(RateLimitItemPerSecond))
 REDIS_TIMEOUT_SECONDS = 0.5  # a decision is one Redis round trip (one script), so this bounds what it waits
 
 
+_KEY_WORDS = "'authorizer', or 'claim:' and a claim name or a JSON Pointer (claim:sub, claim:/org/id)"
+
+
 class RateLimitDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     per_second: Amount | None = None
     per_minute: Amount | None = None
     per_hour: Amount | None = None
     per_day: Amount | None = None
     strategy: Literal["fixed-window", "moving-window"] = "fixed-window"
-    key: Annotated[str, Meta(pattern=worded(r"^(authorizer|claim:.{1,256})" + END, "'authorizer', or 'claim:' and "
-                                            "a claim name or a JSON Pointer (claim:sub, claim:/org/id)"))] = "authorizer"
+    key: Annotated[str, Meta(pattern=worded(r"^(authorizer|claim:.{1,256})" + END, _KEY_WORDS))] = "authorizer"
     on_storage_error: Literal["allow", "deny"] = "allow"
     status: Literal[429, 403] = 429
 

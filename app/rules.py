@@ -273,9 +273,10 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
                 detail = None
                 if display is not None:  # the pattern with the values spelled as they were matched (in_path)
                     detail = {"field": "path", "held": held, "pattern": rule.path.shown(in_path(display, rule.slashes)),
-                              "actual": facts.path, "presence": "must_exist" if rule.path_exists else "must_absent"}
+                              "actual": _shown(facts, "", facts.path),
+                              "presence": "must_exist" if rule.path_exists else "must_absent"}
                     if spelling is not None:
-                        detail["matched_as"] = spelling  # the trailing twin (see path_held)
+                        detail["matched_as"] = _shown(facts, "", spelling)  # the trailing twin (see path_held)
                 yield _noted((held, detail), missing)
     for condition in (*rule.headers, *rule.query, *rule.token):
         missing = uses(condition) & unresolved
@@ -558,7 +559,8 @@ def _matcher(rule: Rule) -> Matcher:
     getters = tuple((variable.name, _variable_getter(variable)) for variable in rule.variables)
     checks: tuple[Check, ...] = (
         *map(_claim_check, rule.claims),
-        *((_path_check(rule.path, rule.path_exists, rule.effect == "deny", rule.slashes),) if rule.path is not None else ()),
+        *((_path_check(rule.path, rule.path_exists, rule.effect == "deny", rule.slashes),)
+          if rule.path is not None else ()),
         *(_token_check(item) if item.kind == "token" else _pair_check(item, rule.effect) for item in rule.conditions))
     if rule.effect == "deny" and getters:
         return _deny_matcher(rule, getters, checks)

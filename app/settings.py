@@ -105,8 +105,8 @@ def _host_globs(text: str) -> tuple[str, ...]:
             if any(character in glob for character in "/@?#[]"):
                 raise ValueError(f"{_shown(glob)} is not a host glob: write an IPv6 address alone, such as fd00::1")
         elif any(character in glob for character in ":/@?#") or not glob.isascii() or not glob.isprintable():
-            raise ValueError(f"{_shown(glob)} is not a host glob: write the host alone, such as *.example.com (no scheme, "
-                             "port or path)")
+            raise ValueError(f"{_shown(glob)} is not a host glob: write the host alone, such as *.example.com (no "
+                             "scheme, port or path)")
         globs.append(glob.lower())
     return tuple(globs)
 

@@ -440,6 +440,16 @@ def test_a_query_token_found_differently_when_split_at_semicolons_is_an_ambiguou
     assert same["allowed"], same
 
 
+def test_the_explain_trace_never_shows_the_token_even_in_the_path(client):
+    """Found by a review hunting for secrets: a request whose path held its own token showed it in the trace."""
+    bearer = token(**{PLAN: "free"})
+    doc = {"policy": rs256_policy(), "rules": [{"id": "all", "effect": "allow", "path": {"pattern": "^/"}}]}
+    body = decide(client, doc, path=f"/files/{bearer}", bearer=bearer, explain=True)
+    assert body["allowed"] and bearer not in json.dumps(body["trace"]), body["trace"]
+    assert body["trace"]["path"] == "[redacted]"
+    assert body["trace"]["rules"][0]["conditions"][-1]["actual"] == "[redacted]"
+
+
 # claims_to_headers
 
 def test_claims_to_headers_scalars_arrays_objects_pointers_and_no_crlf(client):

@@ -57,8 +57,9 @@ def _crit_finding(crit: Any) -> Finding:
         hint = ("RFC 7797 unencoded payloads (b64: false) are not supported: ask the issuer for a standard JWS, whose "
                 "payload is base64url-encoded.")
     elif registered:
-        hint = (f"{', '.join(registered)} {'is' if len(registered) == 1 else 'are'} defined by RFC 7515 itself and must "
-                "not be listed in 'crit': the issuer's JOSE library wrote an invalid header.")
+        verb = "is" if len(registered) == 1 else "are"
+        hint = (f"{', '.join(registered)} {verb} defined by RFC 7515 itself and must not be listed in 'crit': the "
+                "issuer's JOSE library wrote an invalid header.")
     else:
         hint = "No JWS extension is implemented here: the issuer must not mark one as critical for this audience."
     return finding("CRIT_UNSUPPORTED", "the header lists critical extensions this service does not implement, so "
