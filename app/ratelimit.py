@@ -20,7 +20,6 @@ import structlog
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerHour, RateLimitItemPerMinute
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter as SyncMovingWindow
@@ -238,7 +237,7 @@ class Budgets:
         self.uri = uri
         self.storage = _storage(uri)
         memory = uri.startswith("memory://")
-        self.moving: Any = (SyncMovingWindow if memory else MovingWindowRateLimiter)(self.storage)
+        self.moving: Any = SyncMovingWindow(self.storage) if memory else None  # Redis: _TAKE_MOVING instead
         self.storage_errors = 0
         self._scripts: tuple[Any, Any] | None = None  # _TAKE_FIXED and _TAKE_MOVING, registered at first use
 
