@@ -2,7 +2,8 @@
 
 Storage is `RATE_LIMIT_STORAGE`: `memory://` (per process: limits' synchronous memory storage, which does no
 I/O) or `redis://host:port/db` (one budget shared by every instance, through limits' asyncio Redis storage so a
-round trip never blocks the event loop). A storage that fails is counted and logged, and the authorizer's
+round trip never blocks the event loop; a decision is one Lua script on limits' key layout). A request is taken
+from every window of its budget or from none. A storage that fails is counted and logged, and the authorizer's
 `on_storage_error` decides (allow by default).
 """
 
