@@ -84,8 +84,8 @@ def without_secrets(message: str) -> str:
     field's name, a value outside a fixed set (a token or a secret pasted there reached answers, logs and /readyz;
     found by reviews)."""
     unknown = _UNKNOWN_FIELD.search(message)
-    if unknown is not None and shown_word(unknown.group(1)) is None:
-        return message[:unknown.start()] + "unknown field (its name is not shown: it is no short name)"
+    if unknown is not None and shown_name(unknown.group(1)) is None:
+        return message[:unknown.start()] + "unknown field (its name is not shown: it is no plain name)"
     if message.startswith("Invalid enum value") and \
             shown_word(message[len("Invalid enum value "):].strip("'\"")) is None:
         return "Invalid enum value (not shown: it is no short word)"
@@ -294,7 +294,6 @@ def convert(value: Any, type_: type[T], label: str, path: tuple[str | int, ...])
 
 
 _FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)")
-_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
@@ -326,12 +325,18 @@ def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems:
                 if len(absent) > 1:
                     message = "Object missing required fields " + ", ".join(f"`{name}`" for name in absent)
             problems.append((path, message))
-            field = _UNKNOWN.search(message) if path == prefix else \
-                _FIELD.match(path[len(prefix):]) if path.startswith(prefix) else None
-            if field is None or field.group(1) not in candidate:
+            name: str | None = None
+            if path == prefix and "unknown field" in message:
+                # The member the type does not have (its name may be hidden in the message: without_secrets).
+                known = {field.encode_name for field in getattr(msgspec.inspect.type_info(type_), "fields", ())}
+                name = next((member for member in candidate if member not in known), None)
+            elif path.startswith(prefix):
+                step = _FIELD.match(path[len(prefix):])
+                name = step.group(1) if step else None
+            if name is None or name not in candidate:
                 return None
-            del candidate[field.group(1)]
-            set_aside.add(field.group(1))
+            del candidate[name]
+            set_aside.add(name)
             continue
         return value if len(problems) == before else None
 
@@ -355,6 +360,15 @@ _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z_-]{0,23}")
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z_-]{0,39}[0-9]{0,3}")
+
+
+def shown_name(value: str) -> str | None:
+    """A member name quoted when it looks like a mistyped field name (`leeway2`, `clock_skew_tolerance_seconds`:
+    letters, `_`, `-`, maybe a number at the end; at most 43), else None (a token or a secret pasted as a name)."""
+    return repr(value) if _NAME.fullmatch(value) else None
 
 
 def shown_word(value: str) -> str | None:

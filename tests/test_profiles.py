@@ -182,7 +182,15 @@ def test_every_problem_is_reported_not_only_the_first():
      ["$.acme: Object contains unknown field `bogus`", "$.acme: Object missing required field `audiences`"]),
     ({"description": 5}, ["$.acme.description: expected a string",
                           "$.acme: Object missing required fields `issuer`, `audiences`, `allowed_algs`"]),
-], ids=["two-wrong-types", "http-uri-and-alg-none", "unknown-and-missing", "every-missing-field-at-once"])
+    # Found by the last review: a name hidden from the message (a token or a secret pasted as a name) stopped the
+    # reporting of the other problems, and a typo with a digit was hidden.
+    ({"issuer": ISSUER, "audiences": 7, "allowed_algs": ["HS256"], "secret": "x" * 32, "leeway2": 1},
+     ["$.acme.audiences: Expected `array`, got `int`", "$.acme: Object contains unknown field `leeway2`"]),
+    ({"issuer": ISSUER, "audiences": 7, "allowed_algs": ["HS256"], "secret": "x" * 32, "hmac-S3cret-0123456789": 1},
+     ["$.acme.audiences: Expected `array`, got `int`",
+      "$.acme: Object contains unknown field (its name is not shown: it is no plain name)"]),
+], ids=["two-wrong-types", "http-uri-and-alg-none", "unknown-and-missing", "every-missing-field-at-once",
+        "unknown-name-with-a-digit", "unknown-name-not-shown"])
 def test_every_problem_of_one_profile_is_a_line_of_its_own(profile, expected):
     with pytest.raises(ConfigError) as error:
         create_app(Settings(issuer_profiles_json=json.dumps({"acme": profile})))
