@@ -184,16 +184,18 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
     except PathRejected as exc:
         return deny("path_rejected", 400, trace=_trace("path", request, None, str(exc)) if explain else None)
     query = parse_query(query_text)
+    # The query as parsers that split at `;` too read it (Rack 2, older Python and Java servlet parsers).
+    split = parse_query(query_text.replace(";", "&")) if ";" in query_text else None
 
     source = "request.token"
     if token is None:
         found = extract_tokens(authorizer.sources, request.headers, query)
-        if ";" in query_text and any(item.kind == "query" for item in authorizer.sources):
-            # Parsers that split at `;` too (see the readings below) may find another token, or one more: the
-            # request is ambiguous (found by a review: an upstream reading the query token itself took the last one).
-            split = extract_tokens(authorizer.sources, request.headers, parse_query(query_text.replace(";", "&")))
-            if split != found:
-                found = list(dict.fromkeys([*found, *split]))
+        if split is not None and any(item.kind == "query" for item in authorizer.sources):
+            # Those parsers may find another token, or one more: the request is ambiguous (found by a review: an
+            # upstream reading the query token itself took the last one).
+            also = extract_tokens(authorizer.sources, request.headers, split)
+            if also != found:
+                found = list(dict.fromkeys([*found, *also]))
         if len(found) > 1:
             detail = "more than one token: " + ", ".join(label for label, _ in found)
             return deny("invalid_request", 400, www_authenticate=www_authenticate(realm, "invalid_request", detail),
@@ -227,12 +229,11 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
 
     facts = Facts(request.method.upper(), path, request.headers, query, claims, (token, token.strip()) if token else ())
     verdict = evaluate(authorizer.rules, facts, authorizer.default_effect, explain=explain)
-    if verdict.effect == "allow" and (dotted is not None or ";" in query_text):
+    if verdict.effect == "allow" and (dotted is not None or split is not None):
         # Upstreams read some requests another way, and an allow holds only when every reading is allowed: the
         # path with its dot segments as sent (app.paths.path_spellings), so `/admin/../x` gets past no deny on
-        # /admin and no allow on /x lets it reach /admin's handler; and a query split at `;` too (Rack 2, older
-        # Python and Java servlet parsers), so `?a=1;debug=1` gets past no deny on `debug` (found by a review).
-        split = parse_query(query_text.replace(";", "&")) if ";" in query_text else None
+        # /admin and no allow on /x lets it reach /admin's handler; and the query split at `;` too, so
+        # `?a=1;debug=1` gets past no deny on `debug` (found by a review).
         readings = [replace(facts, path=dotted)] if dotted is not None else []
         if split is not None:
             readings += [replace(facts, query=split), *([replace(facts, path=dotted, query=split)] if dotted else [])]
