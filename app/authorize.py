@@ -23,7 +23,7 @@ from app.paths import PathRejected, parse_query, path_spellings, split_target
 from app.patterns import MISSING, json_text, resolve_pointer
 from app.ratelimit import Budgets, RateLimitState
 from app.rules import Facts, Verdict, evaluate
-from app.token import WHITESPACE
+from app.token import WHITESPACE, holds_jwt
 from app.verifier import Verifier
 
 Reason = Literal["path_rejected", "invalid_request", "token_missing", "token_invalid", "keys_unavailable",
@@ -164,7 +164,7 @@ def claims_to_headers(authorizer: Authorizer, claims: dict[str, Any]) -> dict[st
 
 def _trace(stage: str, request: OriginalRequest, path: str | None, detail: str | None = None,
            source: str | None = None, verdict: Verdict | None = None, token: str | None = None) -> dict[str, Any]:
-    if token and path and token.strip(WHITESPACE) in path:  # a token in the path is not shown (found by a review)
+    if path and (holds_jwt(path) or (token and token.strip(WHITESPACE) in path)):  # (found by reviews)
         path = "[redacted]"
     return {"stage": stage, "method": request.method, "path": path, "detail": detail, "token_source": source,
             "combining": "deny-overrides", "rules": verdict.trace if verdict is not None else []}

@@ -20,6 +20,7 @@ from app.paths import spell_as_path, spelled_as_itself, trailing_twin
 from app.patterns import (ANYTHING, MISSING, Pattern, PatternError, Value, json_text, resolve_pointer, scope_words,
                           splits_words, texts)
 from app.ruleset import ClaimValues, Condition, Effect, Rule, RuleDoc, Variable, compile_rules
+from app.token import holds_jwt
 
 __all__ = ["Facts", "Verdict", "RuleResult", "RuleSet", "evaluate", "match_rule", "combine", "load_rules"]
 
@@ -63,13 +64,14 @@ class Verdict(msgspec.Struct, frozen=True, gc=False):
 
 
 def _shown(facts: Facts, name: str, value: str) -> str:
-    if name in SECRET_HEADERS or any(secret and secret in value for secret in facts.secrets):
+    if name in SECRET_HEADERS or any(secret and secret in value for secret in facts.secrets) or holds_jwt(value):
         return "[redacted]"
     return value
 
 
 def _display(rule: Rule, facts: Facts, variables: dict[str, Value]) -> dict[str, Value]:
-    """Variable values as the trace may show them: none read from a credential header or holding the token."""
+    """Variable values as the answer and the trace may show them: none read from a credential header or holding
+    the token or anything shaped like one."""
     secrets = [secret for secret in facts.secrets if secret]
     shown: dict[str, Value] = {}
     for variable in rule.variables:
@@ -77,9 +79,9 @@ def _display(rule: Rule, facts: Facts, variables: dict[str, Value]) -> dict[str,
         if value is None:  # unresolved (a deny rule then fails closed without it)
             continue
         secret = variable.source == "header" and (variable.key or "") in SECRET_HEADERS
-        if not secret and secrets:
-            secret = any(item in value if isinstance(value, str) else any(item in part for part in value)
-                         for item in secrets)
+        if not secret:
+            parts = (value,) if isinstance(value, str) else value
+            secret = any(holds_jwt(part) or any(item in part for item in secrets) for part in parts)
         shown[variable.name] = "[redacted]" if secret else value
     return shown
 

@@ -85,6 +85,17 @@ def decoded_weight(data: bytes) -> int:
     return (4 * len(data) if wide else len(data)) + 96 * values
 
 
+# A JWS or JWE in compact form, anywhere in a text: its protected header is a JSON object, so its base64url starts
+# with `eyJ` (`{"`), and a dot follows. What a trace or a variable shows is hidden when it holds one, whether or
+# not it is the request's token (a token in a query parameter no source names was shown; found by a review).
+_JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.")
+
+
+def holds_jwt(text: str) -> bool:
+    """Whether `text` contains something shaped like a compact JWT (see _JWT_SHAPED)."""
+    return "eyJ" in text and _JWT_SHAPED.search(text) is not None
+
+
 def token_id(raw: str) -> str:
     """The token's fingerprint for answers and logs: the first 16 hex characters of SHA-256 of the token."""
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16]

@@ -450,6 +450,27 @@ def test_the_explain_trace_never_shows_the_token_even_in_the_path(client):
     assert body["trace"]["rules"][0]["conditions"][-1]["actual"] == "[redacted]"
 
 
+def test_a_token_no_source_names_is_kept_out_of_the_trace_and_the_variables(client):
+    """Found by a review: under anonymous rules, a token in a query parameter that is not a token source (or in
+    the path) is not the request's token, and the trace and the variables showed it whole."""
+    other = token(**{PLAN: "free"})
+    rules = [{"id": "share", "effect": "allow", "path": {"pattern": "^/share/"},
+              "variables": [{"name": "link", "source": "query", "key": "link"}],
+              "query": [{"name": {"pattern": "^link$"}, "value": {"pattern": "^{{link}}$"}}]}]
+    doc = {"policy": rs256_policy(), "anonymous": "rules", "rules": rules}
+    for explain in (False, True):
+        body = decide(client, doc, path=f"/share/{other}?link={other}", headers={}, explain=explain)
+        assert body["allowed"] and body["variables"] == {"link": "[redacted]"}, body
+        assert other not in json.dumps(body) and "eyJ" not in json.dumps(body), body
+    trace = decide(client, doc, path=f"/share/{other}?link={other}", headers={}, explain=True)["trace"]
+    assert trace["path"] == "[redacted]"
+    fields = {condition["field"]: condition for condition in trace["rules"][0]["conditions"]}
+    assert fields["path"]["actual"] == "[redacted]", trace
+    assert fields["query[0]"]["compared"] == [{"name": "link", "values": ["[redacted]"]}], trace
+    plain = decide(client, doc, path="/share/abc?link=abc", headers={}, explain=True)
+    assert plain["variables"] == {"link": "abc"} and plain["trace"]["path"] == "/share/abc"
+
+
 # claims_to_headers
 
 def test_claims_to_headers_scalars_arrays_objects_pointers_and_no_crlf(client):
