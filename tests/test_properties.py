@@ -234,7 +234,9 @@ def _parsed(raw: str) -> Any:
         return ("malformed", exc.reason, exc.evidence, exc.remediation, exc.header, exc.claims)
 
 
-_SEGMENT_TEXT = st.text(alphabet=BASE64URL + "+/=. é\n", max_size=12)
+# '"' and '\\' too: the fast path decodes a segment as a JSON string (app.token._strict_b64url), where they would
+# end it or escape the next characters.
+_SEGMENT_TEXT = st.text(alphabet=BASE64URL + "+/=. é\n\"\\\x01", max_size=12)
 _SEGMENT_JSON = st.sampled_from([b'{"alg":"RS256"}', b'{"a":1,"a":2}', b'{ "alg": "RS256" }', b"[]", b"{", b"\xff",
                                  b'{"a":' * 70 + b"1" + b"}" * 70, b'{"a":[[[[1]]]]}', b'{"x":"\\u00e9"}', b""])
 
@@ -282,6 +284,10 @@ _TRICKY_PAYLOADS = [_deep(64), _deep(65), b'{"a":1,"a":1}', b'{ "sub": "x" }', b
     f"{_HS_HEADER}.{_PAYLOAD}.AA/A",
     f"{_HS_HEADER}.{_PAYLOAD}.AA A",
     f"{_HS_HEADER}.{_PAYLOAD}.AAé",
+    f"{_HS_HEADER}.{_PAYLOAD}.AA\\u0041A",  # a JSON escape of "A" (the fast path decodes a JSON string)
+    f"{_HS_HEADER}.{_PAYLOAD}.AA\\\"",
+    f"{_HS_HEADER}.{_PAYLOAD}.AA\"A",
+    f"{_HS_HEADER}.{_PAYLOAD}.AA\x01A",
     f"{_HS_HEADER}.{_PAYLOAD}.A",
     f"{_HS_HEADER}.{_PAYLOAD}.AAAAA",
     f".{_PAYLOAD}.AAAA",
