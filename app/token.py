@@ -72,16 +72,22 @@ class ParsedToken:
 _SEPARATORS = b",:{["
 
 
-def decoded_weight(data: bytes) -> int:
+def _separators(data: bytes) -> int:
+    """How many of `,:{[` the JSON text holds: one less than the values it can decode into, at most."""
+    return len(data) - len(data.translate(None, _SEPARATORS))
+
+
+def decoded_weight(data: bytes, separators: int | None = None) -> int:
     """An upper bound, in bytes, of what decoding this JSON text holds in memory: its bytes (four times when it
     holds non-ASCII text, which CPython stores in up to 4 bytes a character), and 96 a value (a float, an int, a
     short string, a dict's or a list's slot; counted by the separators and brackets before it). A 16 KiB payload of
     `0.5,0.5,...` decodes into ~150 KB of floats: the verified-token cache is bounded by these weights, not only by
     its count of entries (found by a review; tests/test_verified_cache.py measures the bound on hostile shapes)."""
-    values = len(data) - len(data.translate(None, _SEPARATORS)) + 1
+    values = (_separators(data) if separators is None else separators) + 1
     # One character outside Latin-1 (raw, or escaped as \uXXXX) makes CPython store its whole string at up to 4
-    # bytes a character (found by a review: a 12,000-character string ending in an escaped emoji held 4x).
-    wide = not data.isascii() or b"\\u" in data
+    # bytes a character (found by a review: a 12,000-character string ending in an escaped emoji held 4x). A
+    # backslash is looked for first: one byte is found in a fifth of the time of two.
+    wide = not data.isascii() or (data.find(b"\\") >= 0 and b"\\u" in data)
     return (4 * len(data) if wide else len(data)) + 96 * values
 
 
@@ -276,9 +282,11 @@ _HEADERS_MAX = 256
 _HEADER_WEIGHT_MAX = 4096
 
 
-def _json_object_fast(data: bytes) -> dict[str, Any] | None:
-    """`decode_json_object` for the common case, or None for anything it might refuse (it then explains)."""
-    if data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH and _shape_problem(data, "") is not None:
+def _json_object_fast(data: bytes, separators: int) -> dict[str, Any] | None:
+    """`decode_json_object` for the common case, or None for anything it might refuse (it then explains).
+    `separators` is `_separators(data)`: at most MAX_JSON_DEPTH of them leave no bracket to count."""
+    if separators > MAX_JSON_DEPTH and data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH \
+            and _shape_problem(data, "") is not None:
         return None  # not decoded: the explaining path refuses it undecoded
     try:
         value = _DECODE(data)
@@ -325,10 +333,11 @@ def _parse_fast(raw: str, max_bytes: int) -> ParsedToken | None:
             if not header_b64:
                 return None
             data = _strict_b64url(header_b64)
-            header = _json_object_fast(data)
+            separators = _separators(data)
+            header = _json_object_fast(data, separators)
             if header is None:
                 return None
-            known = (header, decoded_weight(data))
+            known = (header, decoded_weight(data, separators))
             if known[1] <= _HEADER_WEIGHT_MAX:  # memoised: realistic headers only (the memo is bounded by both)
                 if len(_HEADERS) >= _HEADERS_MAX:
                     _HEADERS.clear()
@@ -336,14 +345,15 @@ def _parse_fast(raw: str, max_bytes: int) -> ParsedToken | None:
         if not payload_b64:
             return None
         payload = _strict_b64url(payload_b64)
-        claims = _json_object_fast(payload)
+        separators = _separators(payload)
+        claims = _json_object_fast(payload, separators)
         if claims is None:
             return None
         signature = _strict_b64url(signature_b64)
     except msgspec.DecodeError:
         return None
     return ParsedToken(known[0], claims, raw[:len(header_b64) + 1 + len(payload_b64)].encode(), signature,
-                       signature_b64, known[1] + decoded_weight(payload))
+                       signature_b64, known[1] + decoded_weight(payload, separators))
 
 
 def parse(raw: str, max_bytes: int) -> ParsedToken:
