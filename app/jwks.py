@@ -27,6 +27,7 @@ from authlib.oidc.discovery import OpenIDProviderMetadata
 from app.freshness import freshness
 from app.keys import KeyError_, KeySet, KeyView, jwk_set, key_set
 from app.policy import check_key_set_url, is_loopback_host, key_set_label
+from app.problems import frames
 from app.settings import Settings
 
 log = structlog.get_logger("app.jwks")
@@ -321,7 +322,12 @@ class KeySetCache:
             if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
                 raise FetchError("the response is not a JSON object with a 'keys' array")
             entries, problems = jwk_set(document, allow_oct=False)
-        except (FetchError, KeyError_) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a set does, it is a failed fetch (with backoff, counted
+            # and shown in /readyz); anything but the two expected errors is a bug, logged
+            if not isinstance(exc, (FetchError, KeyError_)):
+                log.error("jwks_read_failed", uri=key_set_label(entry.uri), error_type=type(exc).__name__,
+                          where=frames(exc))  # where only: its message may quote the body
+                exc = FetchError(f"{type(exc).__name__}: the key set could not be read")
             self._failed(entry, str(exc), started)
             if self.on_fetch:
                 self.on_fetch(entry.uri, "error")
@@ -411,8 +417,8 @@ class KeySetCache:
                 raise FetchError(f"{type(exc).__name__}: the request failed") from None
             try:
                 return msgspec.json.decode(bytes(body)), headers
-            except (msgspec.DecodeError, RecursionError):
-                raise FetchError("the body is not JSON") from None
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # a string of bad UTF-8 raised
+                raise FetchError("the body is not JSON") from None  # UnicodeDecodeError (found by a review)
         raise FetchError("too many redirects")
 
     async def _discover(self, issuer: str, state: Discovered) -> None:

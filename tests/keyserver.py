@@ -16,7 +16,7 @@ class KeyServer:
     def __init__(self) -> None:
         self.documents: dict[str, Any] = {}
         self.headers: dict[str, dict[str, str]] = {}
-        # ok | 500 | slow | huge | not_json | redirect_other_host | redirect_same_host | redirect_bad_port | gzip
+        # ok | 500 | slow | huge | not_json | bad_utf8 | redirect_other_host | redirect_same_host | redirect_bad_port | gzip
         # | gzip_bomb
         self.mode: str = "ok"
         self.accept_encoding: str | None = None  # of the last request
@@ -70,6 +70,8 @@ class KeyServer:
             return self._send(handler, 200, bomb(), extra={"Content-Encoding": "gzip"})
         if mode == "not_json":
             return self._send(handler, 200, b"<html>maintenance</html>", "text/html")
+        if mode == "bad_utf8":  # JSON but for one byte that is not UTF-8, inside a string
+            return self._send(handler, 200, b'{"keys": [{"kty": "RSA", "kid": "\xff", "n": "AQAB", "e": "AQAB"}]}')
         if mode == "redirect_other_host":
             return self._send(handler, 302, b"", extra={"Location": f"http://localhost:{self.port}/moved{path}"})
         if mode == "redirect_bad_port":

@@ -147,7 +147,9 @@ async def test_max_age_is_honoured_then_refreshed_in_background(verifier, server
     assert server.hit_count(PATH) == 2
 
 
-BROKEN = ["down", "500", "slow", "huge", "not_json", "redirect_other_host", "redirect_bad_port"]
+# bad_utf8: msgspec raises UnicodeDecodeError, not DecodeError, for it (found by a review: the failure escaped,
+# unrecorded, with no backoff, and a request was answered 422 as if its own body were not UTF-8)
+BROKEN = ["down", "500", "slow", "huge", "not_json", "bad_utf8", "redirect_other_host", "redirect_bad_port"]
 
 
 def break_server(server: KeyServer, mode: str) -> None:
@@ -213,7 +215,7 @@ async def test_outage_without_any_set_is_jwks_unavailable_never_signature_invali
     assert result.statuses["key"] == "fail" and result.statuses["signature"] == "skip"
 
 
-@pytest.mark.parametrize("mode", ["500", "not_json"])
+@pytest.mark.parametrize("mode", ["500", "not_json", "bad_utf8"])
 async def test_failing_key_server_is_not_hammered(verifier, server, clock, mode):
     server.mode = mode
     policy = remote_policy(server.url(PATH))
