@@ -58,8 +58,18 @@ def _compile(text: str, flags: str, untrusted: bool = False) -> Any:
     try:
         return re2.compile(_source(text, flags), _UNTRUSTED if untrusted else _OPTIONS)
     except re2.error as exc:
-        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise PatternError(f"RE2 refuses this pattern: {detail}") from None
+        raise PatternError(f"RE2 refuses this pattern: {_refusal(exc)}") from None
+
+
+def _refusal(exc: re2.error) -> str:
+    """RE2's reason, without the part of the pattern it quotes unless that is a few characters (`\\q`, `**`):
+    an operator's pattern may hold a secret (`^<shared key>$` for a header), and a refused pattern's message is
+    logged and shown by /readyz ("missing ): ^(<the rest of the pattern>"; found by a review)."""
+    detail = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+    reason, _, quoted = detail.partition(": ")
+    if not quoted or len(quoted) <= 8:
+        return detail
+    return f"{reason} (in a part of {len(quoted)} characters, not shown: a pattern may hold a secret)"
 
 
 def found(compiled: Any, text: str) -> bool:

@@ -174,7 +174,9 @@ def _compile_algorithms(policy: VerifyPolicy, source: str, static: KeySet | None
             continue
         algorithm = ALGORITHMS.get(name)
         if algorithm is None:
-            problems.append(Problem(loc, f"unknown algorithm {name!r}; supported: {', '.join(ALGORITHMS)}"))
+            # Named only when it looks like one: a secret typed here is logged and shown by /readyz otherwise
+            shown = repr(name) if re.fullmatch(r"[A-Za-z0-9]{2,8}", name) else "(not shown: no algorithm name)"
+            problems.append(Problem(loc, f"unknown algorithm {shown}; supported: {', '.join(ALGORITHMS)}"))
         elif not fit:
             continue
         elif source == "secret" and name not in SYMMETRIC:

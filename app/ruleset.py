@@ -244,7 +244,8 @@ class _Compiler:
     def rule(self, doc: RuleDoc) -> Rule:
         unknown = sorted(set(doc.regex_flags) - FLAGS)
         if unknown:
-            self.problem(("regexFlags",), f"unknown flag(s) {''.join(unknown)}; accepted: i, m, s (g is ignored)")
+            shown = "".join(unknown) if all(flag.isascii() and flag.isalpha() for flag in unknown) else "(not shown)"
+            self.problem(("regexFlags",), f"unknown flag(s) {shown}; accepted: i, m, s (g is ignored)")
             self.flags = ""
         names = [variable.name for variable in doc.variables]
         if len(set(names)) != len(names):

@@ -125,6 +125,20 @@ def test_a_lone_surrogate_outside_the_token_is_refused_422_not_a_500(client, whe
     assert "only in 'token'" in problem["errors"][0]["msg"]
 
 
+def test_where_a_lone_surrogate_is_names_no_secret_pasted_as_a_member_name(client):
+    """Found by a review: this path named every member on the way in full, where the 422 of any other problem
+    names a member only when it looks like a name."""
+    secret = "Zk9vQmFyU2VjcmV0VmFsdWUxMjM0NTY3ODkwQUJDREVGR0g"
+    response = client.post(URL, content=_raw_json({"token": "x", "policy": rs256_policy(
+        required_custom_claims={secret: "@S@", "tenant": "a"})}), headers={"content-type": "application/json"})
+    problem = _problem(response, 422)
+    assert '$.policy.required_custom_claims["<a name of 47 characters>"]' in problem["errors"][0]["msg"]
+    assert secret not in response.text
+    named = client.post(URL, content=_raw_json({"token": "x", "policy": rs256_policy(
+        required_custom_claims={"tenant": "@S@"})}), headers={"content-type": "application/json"})
+    assert "$.policy.required_custom_claims.tenant" in _problem(named, 422)["errors"][0]["msg"]
+
+
 def _problem(response, status):
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/problem+json")

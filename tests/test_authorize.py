@@ -976,6 +976,36 @@ def test_bad_authorizers_document_stops_startup_with_json_path(document, expecte
     assert expected in str(info.value), str(info.value)
 
 
+SECRET = "Zk9vQmFyU2VjcmV0VmFsdWUxMjM0NTY3ODkwQUJDREVGR0g"
+
+
+@pytest.mark.parametrize("document, expected", [
+    ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "allow", "headers": [
+        {"name": {"pattern": "^x-internal-key$"}, "value": {"pattern": f"^({SECRET}$"}}]}]}},
+     "$.api.rules[0].headers[0].value.pattern: RE2 refuses this pattern: missing ) (in a part of 50 characters, "
+     "not shown: a pattern may hold a secret)"),
+    ({"api": {"policy": {**rs256_policy(), "allowed_algs": [SECRET[:32]]}}},
+     "$.api.policy.allowed_algs[0]: unknown algorithm (not shown: no algorithm name)"),
+    ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "allow", "regexFlags": "Zk9v=1"}]}},
+     "$.api.rules[0].regexFlags: unknown flag(s) (not shown)"),
+], ids=["refused-pattern", "unknown-algorithm", "unknown-flags"])
+def test_a_configuration_error_does_not_quote_a_secret_typed_into_a_pattern_or_a_name(document, expected):
+    """Found by a review: RE2's message quoted the rest of a refused pattern (a header value's pattern is where a
+    shared key goes), and an unknown algorithm or flag was quoted as typed; these messages are logged and shown by
+    /readyz. Short quotes that help stay: `\\q`, 'RS257'."""
+    with pytest.raises(ConfigError) as info:
+        _load(document)
+    assert expected in str(info.value), str(info.value)
+    assert "Zk9v" not in str(info.value)
+
+
+def test_a_short_quote_of_a_refused_pattern_or_a_mistyped_algorithm_is_kept():
+    with pytest.raises(ConfigError) as info:
+        _load({"api": {"policy": {**rs256_policy(), "allowed_algs": ["RS257"]}, "rules": [
+            {"effect": "allow", "headers": [{"name": {"pattern": "^a\\q"}}]}]}})
+    assert "unknown algorithm 'RS257'" in str(info.value) and "invalid escape sequence: \\q" in str(info.value)
+
+
 @pytest.mark.parametrize("rule, expected", [
     ({"id": "r", "effect": "permit"}, "$.api.rules[0].effect: Invalid enum value 'permit': expected one of 'allow', "
                                       "'deny'"),
