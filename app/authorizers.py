@@ -117,11 +117,16 @@ def _sources(docs: list[TokenSourceDoc] | None, problems: list[Problem]) -> tupl
     return tuple(sources)
 
 
-# Headers a forward-auth answer sets itself, or that frame the message: a claim may not supply them.
-RESERVED_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding", "connection", "keep-alive",
-                              "upgrade", "trailer", "te", "cache-control", "www-authenticate", "retry-after",
+# Headers a forward-auth answer sets itself, or that say how a proxy or a client reads or keeps it (its framing
+# and coding, hop-by-hop and caching headers): a claim may not supply them. `Content-Encoding: gzip` from a claim
+# made every client reading the answer fail to inflate it, and `Expires` or `ETag` could keep an allow in a cache
+# (found by a review).
+RESERVED_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "content-range",
+                              "content-location", "transfer-encoding", "connection", "proxy-connection", "keep-alive",
+                              "upgrade", "trailer", "te", "cache-control", "expires", "age", "etag", "last-modified",
+                              "vary", "pragma", "www-authenticate", "proxy-authenticate", "retry-after",
                               "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "x-request-id",
-                              "set-cookie", "location", "date", "server"})
+                              "set-cookie", "location", "date", "server", "strict-transport-security", "alt-svc"})
 
 
 def _claims_to_headers(mapping: dict[str, str], problems: list[Problem]

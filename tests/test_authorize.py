@@ -952,6 +952,12 @@ def _load(document: Any, **settings: Any) -> None:
      "AUTHORIZERS_JSON: $.api.claims_to_headers.sub: 'Content-Length' is a header the answer sets itself"),
     ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "cache-control"}}},
      "AUTHORIZERS_JSON: $.api.claims_to_headers.sub: 'cache-control' is a header the answer sets itself"),
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"enc": "Content-Encoding"}}},
+     "AUTHORIZERS_JSON: $.api.claims_to_headers.enc: 'Content-Encoding' is a header the answer sets itself"),
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"exp": "Expires"}}},
+     "AUTHORIZERS_JSON: $.api.claims_to_headers.exp: 'Expires' is a header the answer sets itself"),
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"x": "Proxy-Connection"}}},
+     "AUTHORIZERS_JSON: $.api.claims_to_headers.x: 'Proxy-Connection' is a header the answer sets itself"),
     ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "X-User\n"}}},
      "AUTHORIZERS_JSON: $.api.claims_to_headers.sub:"),
     ({"api\n": {}}, 'AUTHORIZERS_JSON: $["api\\n"]: an authorizer id is 1 to 64 letters'),
@@ -967,7 +973,8 @@ def _load(document: Any, **settings: Any) -> None:
      "AUTHORIZERS_JSON: $.api.rules[0].path.pattern: paths are matched with non-ASCII characters percent-encoded "
      "(UTF-8, upper case): write 'é' as '%C3%A9'"),
 ], ids=["backreference", "lookahead", "unknown-profile", "priority-range", "anonymous-value", "header-name",
-        "authorizer-id", "policy-alg-none", "header-twice", "header-framing", "header-answer",
+        "authorizer-id", "policy-alg-none", "header-twice", "header-framing", "header-answer", "header-coding",
+        "header-caching", "header-hop-by-hop",
         "header-name-trailing-newline", "authorizer-id-trailing-newline", "method-trailing-newline",
         "non-ascii-path-pattern", "non-ascii-path-pattern-hex-escape", "non-ascii-path-pattern-octal-escape"])
 def test_bad_authorizers_document_stops_startup_with_json_path(document, expected):
