@@ -528,7 +528,7 @@ class KeySetCache:
         view = self._view(entry, now)
         state = "unavailable" if view.keyset is None else "fresh" if now < entry.expires_at else "stale"
         return {"key_state": state, "fetched_at": entry.fetched_at, "age_seconds": int(now - (entry.fetched_at or now)),
-                "kids": entry.keyset.kids, "error": entry.last_error}
+                "kids": entry.keyset.shown_kids, "error": entry.last_error}
 
     async def maintain(self) -> None:
         """Keep the configured key sets usable without waiting for traffic (run for the app's lifetime): a set

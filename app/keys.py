@@ -35,6 +35,7 @@ MAX_KEYS_PER_SET = 100
 # (validation.md), and a forged token would otherwise cost one verify per key of the set, when it names no `kid`
 # or a `kid` many keys share.
 MAX_KEYS_TRIED = 4
+MAX_SHOWN_KID = 128  # characters of a kid shown (KeySet.shown_kids); real kids are 8 to ~90 (x5t, thumbprints)
 
 
 class KeyError_(ValueError):
@@ -170,6 +171,13 @@ class KeySet:
     @property
     def kids(self) -> list[str]:
         return [key.kid for key in self.keys if key.kid is not None]
+
+    @property
+    def shown_kids(self) -> list[str]:
+        """The kids as answers, /readyz and /v1/profiles show them: each cut to MAX_SHOWN_KID characters. A kid
+        has no length limit, and a set of 20 kids of 24,000 characters made every KID_NOT_FOUND answer ~480 KB
+        (found by a review)."""
+        return [kid if len(kid) <= MAX_SHOWN_KID else kid[:MAX_SHOWN_KID] + "..." for kid in self.kids]
 
     def candidates(self, algorithm: Algorithm, kid: str | None) -> list[KeyEntry]:
         """The keys that fit the algorithm (and carry `kid`, when given). The list is shared: do not mutate."""

@@ -117,6 +117,21 @@ async def test_kid_not_found_evidence_lists_known_kids_and_fetch_time(verifier, 
     assert "fetched_at" in finding.evidence and "last fetched" in finding.remediation
 
 
+async def test_kids_of_any_length_are_shown_cut_in_answers_and_in_the_key_set_state(verifier, server):
+    """Found by a review: a set of 20 keys with 24,000-character kids made every KID_NOT_FOUND answer, /readyz and
+    /v1/profiles ~480 KB. A long kid still names its key: a token carrying it validates."""
+    long_kids = [f"{index}-" + "k" * 5000 for index in range(3)]
+    server.documents[PATH] = jwks(*(key_for("RS256", kid) for kid in long_kids))
+    policy = remote_policy(server.url(PATH))
+    result = await verifier.validate(token("nope"), policy)
+    shown = result.findings[0].evidence["known_kids"]
+    assert result.findings[0].code == "KID_NOT_FOUND" and len(shown) == 3
+    assert all(kid.endswith("...") and len(kid) == 131 and long.startswith(kid[:-3])
+               for kid, long in zip(shown, long_kids))
+    assert verifier.keys.state(server.url(PATH))["kids"] == shown
+    assert (await verifier.validate(token(long_kids[1]), policy)).valid
+
+
 async def test_kid_not_found_evidence_tells_the_age_of_the_set_now_not_when_first_answered(verifier, server, clock):
     policy = remote_policy(server.url(PATH))
     assert (await verifier.validate(token("k1"), policy)).valid

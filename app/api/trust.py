@@ -48,7 +48,7 @@ class Readiness(msgspec.Struct):
 
 def key_state(keys: KeySetCache, policy: CompiledPolicy) -> KeySetState:
     if policy.static_keys is not None:
-        return KeySetState("fresh", None, None, policy.static_keys.kids)
+        return KeySetState("fresh", None, None, policy.static_keys.shown_kids)
     if policy.key_source == "discovery":
         state = keys.state(issuer=policy.issuers[0])
     else:

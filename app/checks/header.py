@@ -98,7 +98,7 @@ def check_key(ctx: Context) -> list[Finding]:
     candidates = keys.keyset.candidates(algorithm, None if single_key else kid)
     if not candidates:
         fetched_at = keys.keyset.fetched_at
-        evidence = {"kid": kid, "alg": algorithm.name, "known_kids": keys.keyset.kids[:20]}
+        evidence = {"kid": kid, "alg": algorithm.name, "known_kids": keys.keyset.shown_kids[:20]}
         remediation = None
         if fetched_at is not None:
             evidence["fetched_at"] = _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(fetched_at))
@@ -139,7 +139,7 @@ def check_key(ctx: Context) -> list[Finding]:
                            "Fix the key set.")
         findings.append(finding("KID_NOT_FOUND", message,
                                 {"kid": kid, "alg": algorithm.name, "fitting_keys": len(candidates),
-                                 "max_tried": MAX_KEYS_TRIED, "known_kids": keys.keyset.kids[:20]}, remediation))
+                                 "max_tried": MAX_KEYS_TRIED, "known_kids": keys.keyset.shown_kids[:20]}, remediation))
         return findings
     ctx.candidates = candidates
     return findings
