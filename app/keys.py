@@ -326,7 +326,26 @@ def jwk_key(jwk: Any, *, allow_oct: bool) -> KeyEntry:
         _refuse_public_material(material)
         return KeyEntry("oct", material, kid, None, alg, use, ops, None, len(material))
     entry = _entry_for_public_key(imported.public_key, kid)
+    if _certificate_disagrees(jwk.get("x5c"), entry.key):
+        raise KeyError_("the first certificate of 'x5c' holds another key than the JWK's own parameters "
+                        "(RFC 7517 4.7: they MUST match)")
     return KeyEntry(entry.kty, entry.key, kid, entry.crv, alg, use, ops, imported.thumbprint(), entry.size)
+
+
+def _certificate_disagrees(chain: Any, key: Any) -> bool:
+    """Whether `x5c`'s first certificate (RFC 7517 4.7: base64 DER, "MUST match" the JWK's other members) holds
+    another public key. Only a certificate read and found different refuses the key: the key is always taken from
+    the JWK's parameters (a certificate is never trusted for it), and an issuer's odd spelling of a certificate the
+    service does not use is no reason to drop its key. A mismatch was accepted silently (found by a review)."""
+    if not isinstance(chain, list) or not chain or not isinstance(chain[0], str):
+        return False
+    try:
+        certificate = x509.load_der_x509_certificate(binascii.a2b_base64(chain[0].encode("ascii")))
+        public = certificate.public_key()
+    except (ValueError, binascii.Error, UnicodeEncodeError, UnsupportedAlgorithm):
+        return False
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return public.public_bytes(*spki) != key.public_bytes(*spki)
 
 
 def jwk_set(document: Any, *, allow_oct: bool) -> tuple[list[KeyEntry], list[tuple[int, str]]]:

@@ -197,6 +197,20 @@ def _self_signed_certificate(key: SigningKey) -> str:
     return base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()
 
 
+def test_a_jwk_whose_certificate_holds_another_key_is_refused_and_a_matching_or_unreadable_one_is_kept():
+    """RFC 7517 4.7: the key in x5c's first certificate "MUST match" the JWK's other members. A mismatch was
+    accepted silently (found by a review); the key is always taken from `n`/`e`, never from the certificate."""
+    from app.keys import jwk_set
+
+    own, other = key_for("RS256"), key_for("RS256", "attacker")
+    for x5c, kept in (([_self_signed_certificate(other)], False), ([_self_signed_certificate(own)], True),
+                      (["not base64 DER"], True), ([], True)):
+        entries, problems = jwk_set({"keys": [{**own.jwk, "x5c": x5c}]}, allow_oct=False)
+        assert (len(entries), bool(problems)) == ((1, False) if kept else (0, True)), (x5c[:1], problems)
+        if not kept:
+            assert "holds another key" in problems[0][1]
+
+
 def _embedded(parameter: str, attacker: SigningKey) -> dict[str, Any]:
     return {
         "jwk": {"jwk": attacker.jwk},
