@@ -429,25 +429,28 @@ class ReloadingDocument(Generic[T]):
         """The document a worker starts with. A worker respawned after its service started takes the last
         document its siblings accepted (the snapshot) when the file now reads otherwise: a file broken since,
         or refused by a reload, would stop the new worker (and, by granian's crash-loop rule, the service) or
-        leave it serving another configuration. Its first poll then reads the file like any reload. Without a
+        leave it serving another configuration. Its polls then read the file when its siblings' do. Without a
         snapshot (the first start), a ConfigError stops the process."""
         try:
             data: bytes | None = source.read()
         except ConfigError as exc:
             data, unreadable = None, exc
         kept = _snapshot(source)
-        if kept is not None and kept != data:
+        if kept is not None and kept[0] != data:
             try:
-                value = self._load(kept, source.label)
-                self._stamp = _UNREAD  # differs from any the file has, or its absence: the first poll reads it
-                self._data = kept
+                value = self._load(kept[0], source.label)
+                # The stamp the siblings read it at: this worker's polls see a change when theirs do. Reading the
+                # file at once served an edit the others had not yet been told of (SIGHUP) or polled for from the
+                # new worker alone (found by a review).
+                self._stamp = kept[1]
+                self._data = kept[0]
                 return value
             except ConfigError:
                 pass
         if data is None:
             raise unreadable
         value = self._load(data, source.label)
-        _keep_snapshot(source, data)
+        _keep_snapshot(source, data, self._stamp)
         self._data = data
         return value
 
@@ -463,8 +466,9 @@ class ReloadingDocument(Generic[T]):
                 # Touched, chmod-ed or linked, not changed: nothing to rebuild or log. Or changed back before this
                 # worker looked (A, B for a moment, A): the snapshot, which the other workers follow when the file
                 # breaks, says A again (found by a review: they took the B the operator had reverted).
-                if _snapshot(self.source) not in (None, data):
-                    _keep_snapshot(self.source, data)
+                kept = _snapshot(self.source)
+                if kept is not None and kept[0] != data:
+                    _keep_snapshot(self.source, data, self._stamp)
                 return False
             new = self._load(data, self.source.label)
             problems = self.agrees(new) if self.agrees is not None else []
@@ -488,9 +492,10 @@ class ReloadingDocument(Generic[T]):
         B for a moment, then a broken C) served A while they served B for as long as the file stayed broken
         (found by a review). The file stays refused (`last_error`), and the snapshot is not written again."""
         assert self.source is not None
-        kept = _snapshot(self.source)
-        if kept is None or kept == self._data:
+        snapshot = _snapshot(self.source)
+        if snapshot is None or snapshot[0] == self._data:
             return
+        kept = snapshot[0]
         try:
             new = self._load(kept, self.source.label)
             if self.agrees is not None and self.agrees(new):
@@ -511,7 +516,7 @@ class ReloadingDocument(Generic[T]):
     def _swap(self, data: bytes, new: T) -> None:
         assert self.source is not None
         old, self.value, self.last_error, self._data = self.value, new, None, data
-        _keep_snapshot(self.source, data)
+        _keep_snapshot(self.source, data, self._stamp)
         log.info("config_reloaded", source=self.source.variable)
         if self._on_change is not None:
             self._on_change(old, new)
@@ -522,7 +527,6 @@ class ReloadingDocument(Generic[T]):
 
 # Set by `python -m app` to a private directory (removed on exit): the file documents last accepted, by variable.
 SNAPSHOT_ENV = "JWT_DECISION_SNAPSHOT_DIR"
-_UNREAD: Stamp = ("unread",)  # a stamp no file has
 
 
 def _snapshot_path(source: Source) -> str | None:
@@ -530,26 +534,30 @@ def _snapshot_path(source: Source) -> str | None:
     return os.path.join(directory, f"{source.variable}.json") if directory and source.is_file else None
 
 
-def _snapshot(source: Source) -> bytes | None:
+def _snapshot(source: Source) -> tuple[bytes, Stamp] | None:
+    """The document the workers accepted last, and the stamp of the file they read it from."""
     path = _snapshot_path(source)
     if path is None:
         return None
     try:
         with open(path, "rb") as handle:
-            return handle.read()
-    except OSError:  # none yet
+            stamp, _, data = handle.read().partition(b"\n")
+        found = msgspec.json.decode(stamp)
+    except (OSError, msgspec.DecodeError):  # none yet
         return None
+    return data, tuple(found) if isinstance(found, list) else None  # type: ignore[return-value]
 
 
-def _keep_snapshot(source: Source, data: bytes) -> None:
-    """Write the accepted document for workers respawned later (atomically: a reader sees the old or the new)."""
+def _keep_snapshot(source: Source, data: bytes, stamp: Stamp) -> None:
+    """Write the accepted document, after the stamp of the file it was read from (a line of JSON), for workers
+    respawned later (atomically: a reader sees the old or the new)."""
     path = _snapshot_path(source)
     if path is None:
         return
     partial = f"{path}.{os.getpid()}"
     try:
         with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
-            handle.write(data)  # the profiles' secrets: for the service's user alone
+            handle.write(msgspec.json.encode(stamp) + b"\n" + data)  # the profiles' secrets: for the service's user
         os.replace(partial, path)
     except OSError as exc:
         # No snapshot then, rather than an older one that would start a worker on an older document: a
@@ -571,7 +579,8 @@ async def watch(documents: list[ReloadingDocument[Any]], interval: float) -> Non
     and is read again once any of them differs. A reload may read the other file while it is being written (the
     profiles check the authorizers as they read now): refused for a half-written file, both documents stood
     refused with nothing left to change on disk, until the next edit (a test failed so, once in a while)."""
-    while True:  # looked at once at start: a worker started from a snapshot reads the files at once
+    while True:
+        await asyncio.sleep(interval)  # first: a worker respawned from a snapshot polls when its siblings do
         stamps = [document.source.stamp() if document.source is not None else None for document in documents]
         if any(document.changed_on_disk() or (document.last_error is not None and document.refused_at != stamps)
                for document in documents):
@@ -579,7 +588,6 @@ async def watch(documents: list[ReloadingDocument[Any]], interval: float) -> Non
                 if document.changed_on_disk() or document.last_error is not None:
                     document.reload()
                     document.refused_at = stamps if document.last_error is not None else None
-        await asyncio.sleep(interval)
 
 
 def install_sighup(documents: list[ReloadingDocument[Any]]) -> None:

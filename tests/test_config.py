@@ -25,7 +25,7 @@ def test_a_worker_starting_from_the_snapshot_reads_the_file_at_its_first_poll_ev
     path.write_text('{"a": 1}')
 
     first = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
-    assert (tmp_path / "ISSUER_PROFILES_JSON.json").read_bytes() == b'{"a": 1}'
+    assert (tmp_path / "ISSUER_PROFILES_JSON.json").read_bytes().endswith(b'\n{"a": 1}')
     path.write_text('{"a": "broken"}')
     assert first.reload() is False and first.value == {"a": 1}
     respawned = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
@@ -35,6 +35,29 @@ def test_a_worker_starting_from_the_snapshot_reads_the_file_at_its_first_poll_ev
     again = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
     assert again.value == {"a": 1} and again.changed_on_disk()
     assert again.reload() is False and "cannot read the file" in again.last_error
+
+
+async def test_a_respawned_worker_takes_up_an_edit_its_siblings_were_not_told_of_when_they_do(tmp_path, monkeypatch):
+    """Found by a review: a worker respawned from the snapshot read the file at once, so an edit not yet signalled
+    (SIGHUP) or polled for was served by it alone, for as long as the others' poll interval. It now starts where
+    its siblings stand, and its polls see the change when theirs do."""
+    import asyncio
+
+    from app.config import watch
+
+    monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path))
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+    sibling = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    path.write_text('{"a": 2}')  # edited; nobody told yet
+    respawned = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    assert respawned.value == sibling.value == {"a": 1}
+    task = asyncio.ensure_future(watch([respawned], 3600))  # polling rarely: SIGHUP is what tells the workers
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert respawned.value == {"a": 1} and respawned.last_error is None
+    assert respawned.changed_on_disk() and sibling.changed_on_disk()  # the same change, for both, at their polls
+    assert respawned.reload() and sibling.reload() and respawned.value == sibling.value == {"a": 2}
 
 
 def test_a_worker_that_missed_a_version_its_siblings_accepted_takes_it_when_the_file_breaks(tmp_path, monkeypatch):
