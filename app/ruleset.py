@@ -379,20 +379,12 @@ def _path_start_problem(pattern: str, flags: str) -> str | None:
 
 
 def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
-    """Why a path pattern can never match a normalised path (app.paths), with the spelling to use, or None.
-    Normalised paths are ASCII (other characters percent-encoded in UTF-8, upper case, RFC 3987 3.1), spell a
-    character a path may hold unescaped as itself (app.paths.DECODED) and other escapes in upper case (6.2.2.1).
-    Character classes are read for non-ASCII characters written as such only: `[^\\x{80}-\\x{10FFFF}]` (ASCII only) is a
-    fine pattern."""
-    outside: list[str] = []
+    """Why a path pattern can never match a normalised path (app.paths), with the spelling to use, or None: a
+    non-ASCII character, which normalised paths percent-encode (UTF-8, upper case, RFC 3987 3.1). Character
+    classes are read for non-ASCII characters written as such only: `[^\\x{80}-\\x{10FFFF}]` (ASCII only) is a
+    fine pattern. Escapes a normalised path never holds are `_Requirement`'s (it reads alternatives and optional
+    pieces: `(?:%c3|x)` can match `x`)."""
     for kind, text, code in _tokens(pattern):
-        if kind == "class":
-            outside.append("\0")
-        elif kind == "escape":  # `\%` or `\x25` is the character itself; `\d` or `\pL` stands for many
-            literal = text[1] if len(text) == 2 and not text[1].isalnum() else chr(code) if code is not None else ""
-            outside.append(literal if literal.isascii() and literal else "\0")
-        else:
-            outside.append(text)
         if kind == "class":
             # A member written as a non-ASCII character never matches (a negated class is fine: it matches ASCII)
             example = None if text.startswith("[^") else next((char for char in text if not char.isascii()), None)
@@ -410,19 +402,6 @@ def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
                 example = "\ufffd"
             return (f"paths are matched with non-ASCII characters percent-encoded (UTF-8, upper case): write "
                     f"{example!r} as {percent_encode_non_ascii(example)!r}")
-    insensitive = "i" in flags or _INLINE_I.search(pattern) is not None
-    for match in PERCENT.finditer("".join(outside)):
-        char = chr(int(match.group(1), 16))
-        if char in DECODED:
-            return (f"paths are matched with the escapes of the characters a path holds as themselves decoded: "
-                    f"write {match.group(0)!r} as {char!r}"
-                    + (f" (escaped for RE2: '\\{char}')" if char in ".$()*+[]^{}|" else ""))
-        if match.group(1) != match.group(1).upper() and not insensitive:
-            if ord(char) < 0x20 or char in "\x7f/\\;":  # upper case would not help: such paths are refused
-                return (f"no path holds {match.group(0)!r} in any case: a path with it is refused (path_rejected) "
-                        "before any rule")
-            return (f"paths are matched with percent escapes in upper case: write {match.group(0)!r} as "
-                    f"{match.group(0).upper()!r}")
     return None
 
 
@@ -430,7 +409,9 @@ HELD = DECODED | {"/", "%"}  # the characters a normalised path holds as themsel
 # An escape no path holds: a path spelling it is refused before any rule (app.paths).
 _REFUSED_ESCAPE = re.compile(r"%(?:2F|5C|3B|[01][0-9A-F]|7F)", re.IGNORECASE)
 _CONTROL_ESCAPES = {"a": "\a", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-_REPEAT = re.compile(r"\{(\d+)(?:,\d*)?\}")
+_REPEAT = re.compile(r"\{(\d+)(,\d*)?\}")
+_HEX = frozenset("0123456789ABCDEFabcdef")
+_MAX_SET = 128  # a class of more members is not spelled out (it is no escape's digit, nor a slash)
 
 
 _Needed = tuple[str, str]  # (text as the pattern spells it, the text a path would need)
@@ -457,7 +438,11 @@ class _Requirement:
         self.index = 0
         self.depth = 0
         self.empty = False  # the last atom matches only the empty text
+        self.insensitive = insensitive
         self.held = HELD if not insensitive else _FoldedHeld()
+        # The characters each position of the last atom can be, when it is a fixed run of them: `a`, `\x2F`,
+        # `[eE]`, `\Q%7\E`, or a group of such atoms (`(?:7E)`); None for anything else (`.`, `\d`, `[^/]`).
+        self.fixed: list[frozenset[str]] | None = None
 
     def needed(self) -> _Needed | None:
         """The first needed text no path holds, as the pattern spells it and as a path would, or None."""
@@ -472,34 +457,79 @@ class _Requirement:
 
     def alternation(self) -> _Needed | None:
         branches = [self.sequence()]
+        fixed = self.fixed  # one branch: the group is as fixed as its sequence
         while self.peek("|"):
             self.index += 1
             branches.append(self.sequence())
+            fixed = None
+        self.fixed = fixed
         return None if None in branches else branches[0]
 
+    def sets(self, kind: str, text: str, code: int | None) -> list[frozenset[str]] | None:
+        """The character sets of a fixed atom (see `fixed`), else None. A group's are set by `group`."""
+        if kind == "literal":
+            return [self.cased(char) for char in text]
+        if kind == "class":
+            members = _class_members(text)
+            return None if members is None else [frozenset(char for member in members for char in self.cased(member))]
+        char = _single_char(kind, text, code)
+        return None if char is None else [self.cased(char)]
+
+    def cased(self, char: str) -> frozenset[str]:
+        return frozenset((char.lower(), char.upper())) if self.insensitive and char.isascii() and char.isalpha() \
+            else frozenset(char)
+
     def sequence(self) -> _Needed | None:
-        found, run = None, ""  # run: consecutive single characters, for an escape spelled across them (%0A)
+        """The first needed text no path holds. Consecutive fixed atoms (`fixed`) are read as one run of
+        character sets, for what is spelled across them: `//` (slashes are merged), or an escape that every
+        spelling makes one a normalised path never holds (`%2[eE]`, `%(?:7E)`, `/{2}`; found by a review)."""
+        found: _Needed | None = None
+        run: list[frozenset[str]] = []
+        whole: list[frozenset[str]] | None = []  # the sequence's sets, while every atom is fixed (for a group)
         while self.index < len(self.tokens) and not self.peek("|") and not self.peek(")"):
-            kind, text, code = self.tokens[self.index]
             needed = self.atom()
-            after = self.index
-            optional = self.repetition()
+            sets, after = self.fixed, self.index
+            optional, count = self.repetition()
             if self.empty and self.index != after:
                 raise _Unread  # RE2 applies this repetition to the atom before
-            char = _single_char(kind, text, code)
-            if char is not None and self.index == after:
-                run = run[-2:] + char  # an escape is three characters: the earlier ones were searched already
-                escape = _REFUSED_ESCAPE.search(run)
-                if escape and found is None:
-                    found = escape.group(0), escape.group(0)
+            times = 1 if self.index == after else count or 0  # `?`, `*`, `+`, `{m,n}`: no fixed run across
+            if sets is None or not times:
+                run, whole = [], None
             else:
-                run = ""
+                for _ in range(min(times, 3)):
+                    for chars in sets:
+                        run = [*run[-2:], chars]
+                        spelled = self.spelled_across(run)
+                        if spelled is not None and found is None:
+                            found = spelled
+                if whole is not None:
+                    whole.extend(sets * times if times <= 8 else [])
+                    whole = whole if times <= 8 else None
             if needed is not None and not optional and found is None:
                 found = needed
+        self.fixed = whole
         return found
 
-    def repetition(self) -> bool:
-        """Consume a repetition operator after an atom; True when it allows none (`*`, `?`, `{0,n}`)."""
+    def spelled_across(self, run: list[frozenset[str]]) -> _Needed | None:
+        """`//`, or an escape no spelling of which a normalised path holds, ending `run`; else None."""
+        if len(run) >= 2 and run[-1] == run[-2] == {"/"}:
+            return "//", "//"
+        if len(run) < 3 or run[-3] != {"%"} or not (run[-2] <= _HEX and run[-1] <= _HEX):
+            return None
+        spellings = sorted(f"%{high}{low}" for high in run[-2] for low in run[-1])
+        if all(self.never_held_escape(spelling) for spelling in spellings):
+            return spellings[0], spellings[0]
+        return None
+
+    def never_held_escape(self, escape: str) -> bool:
+        """An escape a normalised path never holds: refused (`%0A`), decoded (`%7E`), or in lower case."""
+        return chr(int(escape[1:], 16)) in DECODED or _REFUSED_ESCAPE.fullmatch(escape) is not None or (
+            escape != escape.upper() and not self.insensitive)
+
+    def repetition(self) -> tuple[bool, int | None]:
+        """Consume a repetition operator after an atom: whether it allows none (`*`, `?`, `{0,n}`), and its count
+        when exact (`{3}`)."""
+        exact = None
         if self.peek("*") or self.peek("?"):
             optional = True
             self.index += 1
@@ -514,19 +544,21 @@ class _Requirement:
                     break
             count = _REPEAT.match(text)
             if count is None or count.end() != len(text):
-                return False  # a literal brace: RE2 reads `{` without a valid count as itself
+                return False, None  # a literal brace: RE2 reads `{` without a valid count as itself
             optional = int(count.group(1)) == 0
+            exact = None if count.group(2) else int(count.group(1))
             self.index += len(text)
         else:
-            return False
+            return False, None
         if self.peek("?"):  # lazy: the same language
             self.index += 1
-        return optional
+        return optional, exact
 
     def atom(self) -> _Needed | None:
         kind, text, code = self.tokens[self.index]
         self.index += 1
         self.empty = kind == "literal" and not text  # `\\Q\\E`; a flags-only group sets it too
+        self.fixed = self.sets(kind, text, code)
         if kind == "literal":
             unheld = next((char for char in text if char not in self.held), None)
             return None if unheld is None else ("\\Q" + text + "\\E", unheld)
@@ -562,6 +594,7 @@ class _Requirement:
             if self.peek(")"):
                 self.index += 1
                 self.empty = True  # flags only: matches the empty text
+                self.fixed = None
                 return None
             if self.peek(":"):
                 self.index += 1
@@ -571,6 +604,37 @@ class _Requirement:
         self.index += 1
         self.empty = False  # a group is an atom, even `(?:)`
         return found
+
+
+def _class_members(text: str) -> set[str] | None:
+    """The characters a whole `[...]` class matches, when it lists them (members, escapes of one character, small
+    ranges); None for a negated class, a named or escaped family (`[:alpha:]`, `\\d`), or a large range."""
+    if text.startswith("[^") or "[:" in text:
+        return None
+    body, members, index = text[1:-1], set(), 0
+    previous: str | None = None
+    while index < len(body):
+        if body[index] == "\\":
+            match = _ESCAPE_TOKEN.match(body, index)
+            char = None if match is None else _single_char("escape", match.group(0), _escape_code(match))
+            if match is None or char is None:
+                return None
+            index = match.end()
+        elif body[index] == "-" and previous is not None and index + 1 < len(body):
+            match = _ESCAPE_TOKEN.match(body, index + 1) if body[index + 1] == "\\" else None
+            last = body[index + 1] if match is None else _single_char("escape", match.group(0), _escape_code(match))
+            if last is None or ord(last) < ord(previous) or ord(last) - ord(previous) > _MAX_SET:
+                return None
+            members.update(map(chr, range(ord(previous), ord(last) + 1)))
+            index = index + 2 if match is None else match.end()
+            previous = None
+            continue
+        else:
+            char = body[index]
+            index += 1
+        members.add(char)
+        previous = char
+    return members if 0 < len(members) <= _MAX_SET else None
 
 
 def _single_char(kind: str, text: str, code: int | None) -> str | None:
@@ -624,7 +688,20 @@ _NEVER_HELD_HINTS = {
 def _never_held(needed: _Needed) -> str:
     """Why a pattern needing `needed` (from `_Requirement`) can never match, with what to write instead."""
     spelled, char = needed
+    if len(char) == 3 and char.startswith("%"):  # an escape (`_Requirement.spelled_across`)
+        decoded = chr(int(char[1:], 16))
+        if decoded in DECODED:
+            return (f"paths are matched with the escapes of the characters a path holds as themselves decoded: "
+                    f"write {char!r} as {decoded!r}" + (f" (escaped for RE2: '\\{decoded}')"
+                                                        if decoded in ".$()*+[]^{}|" else ""))
+        if char != char.upper():
+            if _REFUSED_ESCAPE.fullmatch(char):  # upper case would not help: such paths are refused
+                return (f"no path holds {char!r} in any case: a path with it is refused (path_rejected) before any "
+                        "rule")
+            return f"paths are matched with percent escapes in upper case: write {char!r} as {char.upper()!r}"
     hint = _NEVER_HELD_HINTS.get(char, "a path holding it is refused (path_rejected) before any rule")
+    if char == "//":
+        hint = "slashes are merged before matching: write '/' for '//'"
     return (f"this pattern can never match: every match needs {spelled!r} outside any optional piece, and no "
             f"normalised path holds it ({hint})")
 

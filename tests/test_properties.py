@@ -318,3 +318,39 @@ def test_the_cached_time_window_holds_exactly_when_the_time_check_finds_nothing(
     upper, lower = time_window(times, policy)
     inside = upper is not None and upper > now - skew and lower <= now + skew
     assert inside == (not time_findings(times, policy, now))
+
+
+# The rule loader refuses a path pattern that can never match a path rules see (app.ruleset: `//`, escapes a
+# normalised path never holds, spelled across classes, groups and counts). It must never refuse one that can:
+# a refused deny rule is an operator's error message, a refused pattern that could match is a rule they cannot
+# write.
+
+_PATTERN_PIECES = ["/", "a", "%", "2", "E", "e", "C", "3", ".", "[eE]", "[/]", "[/a]", "[2C]", "[%]", "(?:", ")",
+                   "|", "?", "*", "+", "{2}", "\\x2F", "\\Q%2\\E", "(?i)"]
+
+
+@FAST
+@given(pieces=st.lists(st.sampled_from(_PATTERN_PIECES), min_size=1, max_size=8),
+       paths=st.lists(st.text(alphabet="/a%2EeC3.", min_size=1, max_size=8), min_size=1, max_size=8),
+       flags=st.sampled_from(["", "i"]))
+def test_a_path_pattern_refused_at_load_matches_no_path_rules_see(pieces, paths, flags):
+    import re2
+
+    from app.paths import PathRejected, path_spellings
+    from app.rules import load_rules
+    from app.ruleset import RuleError
+
+    pattern = "^/" + "".join(pieces)
+    try:
+        compiled = re2.compile(("(?i)" if flags else "") + pattern)
+    except re2.error:
+        return
+    try:
+        load_rules([{"effect": "deny", "path": {"pattern": pattern}, "regexFlags": flags}])
+    except RuleError as refused:
+        for path in paths:
+            try:
+                spellings = [spelling for spelling in path_spellings("/" + path) if spelling is not None]
+            except PathRejected:
+                continue
+            assert not any(compiled.search(spelling) for spelling in spellings), (pattern, path, str(refused))

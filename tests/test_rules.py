@@ -167,9 +167,17 @@ def test_a_path_pattern_with_an_optional_piece_no_path_holds_still_loads(pattern
     (r"^/a\Qx?y\E$", r"'\\Qx?y\\E'", "test the query"),
     (r"^/a\?(?:)*", r"'\\?'", "test the query"),
     ("^/orgs/{{org}}/x y$", "' '", "paths spell a space as '%20'"),
+    # Found by a review: spelled across a class, a group or a count, these loaded, and a deny written so never
+    # denied anything.
+    ("^/a/{2}b$", "'//'", "slashes are merged before matching"),
+    ("^/a[/][/]b$", "'//'", "slashes are merged before matching"),
+    (r"^/a\x{2F}\x{2F}b$", "'//'", "slashes are merged before matching"),
+    ("^/a/.*//b", "'//'", "slashes are merged before matching"),
+    ("^/a/(?:%0[aA])", "'%0A'", "refused (path_rejected) before any rule"),
 ], ids=["query", "space", "hex-space", "fragment", "semicolon", "backslash", "newline", "whitespace-class",
         "escaped-newline", "escaped-slash", "class-of-unheld", "both-branches", "counted", "quoted",
-        "empty-group-repeated", "with-variable"])
+        "empty-group-repeated", "with-variable", "slash-counted", "slash-classes", "slash-escapes",
+        "slashes-after-any", "refused-escape-group"])
 def test_a_path_pattern_whose_required_text_no_path_holds_is_refused(pattern, needed, hint):
     """Such a pattern loaded and never matched: a deny rule written with it never fired. What a match needs is
     read from the pattern's structure, so text in an optional piece is not needed (see the test above)."""
@@ -192,6 +200,8 @@ def test_a_path_pattern_whose_required_text_no_path_holds_is_refused(pattern, ne
     (r"^/a\#(?i)?", "/a"), (r"^/a\?\Q\E?", "/a"), (r"^/a\s(?-m)*$", "/a"), (r"^/a%2F\Q\E?", "/a%20"),
     (r"(?i)^/[\x{212A}]ey$", "/key"), (r"(?i)^/[\x{17F}]ecret$", "/secret"), (r"(?i)^/[\577]ecret$", "/secret"),
     ("(?:" * 260 + "/a" + ")" * 260, "/a"),
+    (r"^/a/%[cC]3", "/a/%C3"), (r"^/a/%2[0-9]", "/a/%20"), (r"^/a/%[0-7][0-9A-F]", "/a/%20"),
+    (r"^/a(/)?/b", "/a/b"), (r"^/a[/.]/b", "/a./b"), (r"^/a/%3[fF]", "/a/%3F"), (r"^/a/(?:%C3|x)", "/a/x"),
 ])
 def test_a_path_pattern_that_some_path_matches_loads(pattern, path):
     rules = load_rules([{"effect": "deny", "path": {"pattern": pattern}}, {"effect": "allow"}])
@@ -223,8 +233,16 @@ def test_a_deny_rule_on_get_covers_head_and_an_allow_rule_does_not():
     ("^/users/%40me$", "write '%40' as '@'"),
     ("^/a%2Bb$", "write '%2B' as '+' (escaped for RE2: '\\+')"),
     ("^/x%0a$", "no path holds '%0a' in any case: a path with it is refused (path_rejected) before any rule"),
+    # Found by a review: spelled across a class, a group or a count, these loaded, and a deny written so never
+    # denied anything.
+    ("^/a/%2[e]%2[e]/b$", "write '%2e' as '.'"),
+    ("^/%7[Ee]user", "write '%7E' as '~'"),
+    ("^/%(?:7E)", "write '%7E' as '~'"),
+    ("^/[%]7E", "write '%7E' as '~'"),
+    ("^/caf%[c]3%A9", "write '%c3' as '%C3'"),
 ], ids=["lower-case-escape", "escaped-unreserved", "escaped-dot", "re2-escaped-percent", "escaped-at",
-        "escaped-plus", "escaped-newline-lower-case"])
+        "escaped-plus", "escaped-newline-lower-case", "escape-class", "escape-case-class", "escape-group",
+        "percent-class", "lower-case-class"])
 def test_a_path_pattern_whose_escape_can_never_match_a_normalised_path_is_refused(pattern, problem):
     with pytest.raises(RuleError, match=re.escape(problem)):
         load_rules([{"effect": "deny", "path": {"pattern": pattern}}])
