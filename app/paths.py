@@ -65,15 +65,20 @@ def percent_encode_non_ascii(text: str, encoding: str = "utf-8") -> str:
     return text.encode(encoding).decode("latin-1").translate(_HIGH_ESCAPES)
 
 
-def spell_as_path(text: str, slash: bool = False) -> str:
+def spell_as_path(text: str, slash: bool = False, merge: bool = False) -> str:
     """`text` (a variable's value) as a normalised path spells it: DECODED characters as themselves, every other
     character as the upper-case %XX escapes of its UTF-8 bytes (`a b?` as `a%20b%3F`, `é` as `%C3%A9`). A `/` too,
     as `%2F`, which no normalised path holds (`path_spellings` refuses it), so the value stands for text within one
-    segment, unless `slash` keeps it (app.rules.in_path says when)."""
+    segment, unless `slash` keeps it (app.rules.in_path says when). `merge`: slashes kept are merged as a path's
+    are, for a match that stops a request (a value `x//y` never matched, so a deny on it never denied; found by a
+    review); where a match lets one through, `x//y` stays what no path holds."""
     if _SPELLED.search(text) is None:
         return text
     spelled = text.encode("utf-8", "surrogatepass").decode("latin-1").translate(_SPELL_ESCAPES)
-    return spelled.replace("%2F", "/") if slash else spelled
+    if not slash:
+        return spelled
+    kept = spelled.replace("%2F", "/")
+    return SLASHES.sub("/", kept) if merge else kept
 
 
 def spelled_as_itself(text: str) -> bool:

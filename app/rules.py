@@ -264,8 +264,9 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
             yield _unevaluated(rule, "path", rule.path, f"variable {', '.join(sorted(missing))} unresolved", explain)
         else:
             try:
-                held, spelling = path_held(rule.path, in_path(variables, rule.slashes), facts.path, rule.path_exists,
-                                           deny)
+                stops = deny == rule.path_exists
+                held, spelling = path_held(rule.path, in_path(variables, rule.slashes, stops), facts.path,
+                                           rule.path_exists, deny)
             except PatternError as exc:
                 if not deny:
                     raise
@@ -274,7 +275,8 @@ def _checks(rule: Rule, facts: Facts, variables: dict[str, Value], display: dict
             else:
                 detail = None
                 if display is not None:  # the pattern with the values spelled as they were matched (in_path)
-                    detail = {"field": "path", "held": held, "pattern": rule.path.shown(in_path(display, rule.slashes)),
+                    detail = {"field": "path", "held": held,
+                              "pattern": rule.path.shown(in_path(display, rule.slashes, stops)),
                               "actual": _shown(facts, "", facts.path),
                               "presence": "must_exist" if rule.path_exists else "must_absent"}
                     if spelling is not None:
@@ -418,7 +420,7 @@ def _claim_check(entry: ClaimValues) -> Check:
     return held
 
 
-def in_path(variables: dict[str, Value], slashes: frozenset[str]) -> dict[str, Value]:
+def in_path(variables: dict[str, Value], slashes: frozenset[str], stops: bool) -> dict[str, Value]:
     """Variables as a normalised path spells them (app.paths.spell_as_path): `%` as `%25`, a space as `%20`,
     non-ASCII characters percent-encoded (UTF-8, upper case). So a claim `münchen` matches the path
     `/orgs/m%C3%BCnchen`, and a claim `m%C3%BCnchen` does not (one tenant's id cannot spell another's path).
@@ -428,7 +430,8 @@ def in_path(variables: dict[str, Value], slashes: frozenset[str]) -> dict[str, V
     text within one segment, so a self-chosen org slug `victim/reports` cannot reach `/orgs/victim/reports` (found
     by a review), unless the variable says `multiSegment` (GitLab's `project_path`); where a match stops one (a
     deny rule's `must_exist`, an allow rule's `must_absent`) it keeps its slashes, which only makes the rule more
-    careful (a deny on a GitHub `repository` `octo/app`: found by the next review)."""
+    careful (a deny on a GitHub `repository` `octo/app`: found by the next review), and `stops` (said then) merges
+    repeated slashes in it as the path's are (app.paths.spell_as_path)."""
     for value in variables.values():
         if isinstance(value, str):
             if not (value.isalnum() and value.isascii()) and not spelled_as_itself(value):  # `acme`: at once
@@ -437,8 +440,8 @@ def in_path(variables: dict[str, Value], slashes: frozenset[str]) -> dict[str, V
             break
     else:
         return variables  # the common case: nothing to spell differently
-    return {name: spell_as_path(value, name in slashes) if isinstance(value, str)
-            else value if value is ANYTHING else tuple(spell_as_path(item, name in slashes) for item in value)
+    return {name: spell_as_path(value, name in slashes, stops) if isinstance(value, str)
+            else value if value is ANYTHING else tuple(spell_as_path(item, name in slashes, stops) for item in value)
             for name, value in variables.items()}
 
 
@@ -473,7 +476,7 @@ def _path_check(pattern: Pattern, exists: bool, deny: bool, slashes: frozenset[s
 
         def held(facts: Facts, variables: dict[str, Value]) -> bool:
             if spelled:
-                variables = in_path(variables, slashes)
+                variables = in_path(variables, slashes, True)
             path = facts.path
             if search(variables, path):
                 return exists
@@ -487,7 +490,7 @@ def _path_check(pattern: Pattern, exists: bool, deny: bool, slashes: frozenset[s
         return held
     if not pattern.names:  # the variables are not read: nothing to spell as a path would
         return lambda facts, variables: search(variables, facts.path) == exists
-    return lambda facts, variables: search(in_path(variables, slashes), facts.path) == exists
+    return lambda facts, variables: search(in_path(variables, slashes, False), facts.path) == exists
 
 
 def _pair_check(condition: Condition, effect: Effect) -> Check:

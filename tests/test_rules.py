@@ -519,6 +519,27 @@ def test_a_deny_rule_keeps_the_slashes_of_a_value_and_multi_segment_lets_an_allo
     assert evaluate(outside, facts(path="/projects/other/x", claims=gitlab), "deny", explain=explain).effect == "allow"
 
 
+@pytest.mark.parametrize("explain", [False, True])
+def test_repeated_slashes_in_a_value_are_merged_where_a_match_stops_a_request_and_kept_where_it_lets_one_through(
+        explain):
+    """Found by a review: a deny on `^/orgs/{{o}}/billing$` fed `o: x//y` never matched (paths have their slashes
+    merged), so it never denied. Where a match lets a request through (a multiSegment allow), `x//y` still
+    matches no path: the rule fails closed."""
+    org = [{"name": "o", "source": "jwtClaim", "key": "org"}]
+    deny = load_rules([{"effect": "deny", "path": {"pattern": "^/orgs/{{o}}/billing$"}, "variables": org},
+                       {"effect": "allow"}])
+    for path in ("/orgs/x/y/billing", "/orgs/x/y/billing/"):
+        assert evaluate(deny, facts(path=path, claims={"org": "x//y"}), "deny", explain=explain).effect == "deny"
+    assert evaluate(deny, facts(path="/orgs/x/y/other", claims={"org": "x//y"}), "deny",
+                    explain=explain).effect == "allow"
+    spanning = load_rules([{"effect": "allow", "path": {"pattern": "^/orgs/{{o}}/billing$"},
+                            "variables": [{**org[0], "multiSegment": True}]}])
+    assert evaluate(spanning, facts(path="/orgs/x/y/billing", claims={"org": "x//y"}), "deny",
+                    explain=explain).effect == "deny"
+    assert evaluate(spanning, facts(path="/orgs/x/y/billing", claims={"org": "x/y"}), "deny",
+                    explain=explain).effect == "allow"
+
+
 @pytest.mark.parametrize("org, tenant", [("\u212aacme", "kacme"), ("\u017fecret", "secret"),
                                          ("\u2126mega", "\u03c9mega"), (["x", "\u212aacme"], "kacme"),
                                          ("kacme", "\u212aacme"), ("secret", "\u017fecret"),
