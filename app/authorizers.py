@@ -196,6 +196,9 @@ def _configured_policy(policy: VerifyPolicy) -> CompiledPolicy:
     return compile_policy(policy, inline=False)
 
 
+_STAND_IN_RULE = {"effect": "deny"}  # never served: it only keeps the other rules' places while they are checked
+
+
 def load_authorizers(data: bytes, label: str, profile_exists: Callable[[str], bool]) -> dict[str, Authorizer]:
     """Decode and compile the whole document; raise one ConfigError listing every problem."""
     document = decode_document(data, label)
@@ -207,14 +210,18 @@ def load_authorizers(data: bytes, label: str, profile_exists: Callable[[str], bo
         if not AUTHORIZER_ID.match(authorizer_id):
             problems.append((json_path(authorizer_id), f"an authorizer id is {AUTHORIZER_ID_WORDS}"))
             continue
-        doc = convert_each_field(raw, AuthorizerDoc, label, authorizer_id, problems)
+        before = len(problems)
+        # A bad rule is reported, and stands aside as a rule with no condition, so that the others are checked too
+        doc = convert_each_field(raw, AuthorizerDoc, label, authorizer_id, problems, {"rules": _STAND_IN_RULE})
         if doc is None:
             continue
         try:
-            authorizers[authorizer_id] = compile_authorizer(doc, authorizer_id, trust=_configured_policy,
-                                                            profile_exists=profile_exists)
+            compiled = compile_authorizer(doc, authorizer_id, trust=_configured_policy, profile_exists=profile_exists)
         except PolicyError as exc:
             problems.extend((json_path(authorizer_id, *problem.loc), problem.msg) for problem in exc.problems)
+        else:
+            if len(problems) == before:
+                authorizers[authorizer_id] = compiled
     if problems:
         raise ConfigError(label, problems)
     return authorizers

@@ -297,10 +297,19 @@ _FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
-def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems: list[tuple[str, str]]) -> T | None:
+_ELEMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)\[(\d+)\]")
+
+
+def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems: list[tuple[str, str]],
+                       stand_ins: dict[str, Any] | None = None) -> T | None:
     """`raw` (the member `key` of a document) as `type_`, or None with one problem per bad field: msgspec stops
     at the first, so each bad field is reported and set aside in turn (one line per problem, not one per
-    restart; found by reviews, for profiles, then for authorizers)."""
+    restart; found by reviews, for profiles, then for authorizers).
+
+    `stand_ins`, by field name: an element of that list field found bad is replaced by the stand-in rather than
+    the whole field set aside. When only elements were replaced, the value is returned although problems were
+    added (the caller compares their count), so that its other checks still run: one rule's typo hid every other
+    problem of its authorizer (a bad pattern in another rule, a reserved header)."""
     if not isinstance(raw, dict):
         try:
             return convert(raw, type_, label, (key,))
@@ -309,6 +318,7 @@ def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems:
             return None
     candidate, before = dict(raw), len(problems)
     set_aside: set[str] = set()
+    replaced: set[tuple[str, int]] = set()
     prefix = json_path(key)
     while True:
         try:
@@ -325,6 +335,16 @@ def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems:
                 if len(absent) > 1:
                     message = "Object missing required fields " + ", ".join(f"`{name}`" for name in absent)
             problems.append((path, message))
+            element = _ELEMENT.match(path[len(prefix):]) if stand_ins and path.startswith(prefix) else None
+            if element is not None and element.group(1) in stand_ins and isinstance(candidate.get(element.group(1)),
+                                                                                    list):  # type: ignore[operator]
+                field_name, index = element.group(1), int(element.group(2))
+                if (field_name, index) not in replaced and index < len(candidate[field_name]):
+                    replaced.add((field_name, index))
+                    items = list(candidate[field_name])
+                    items[index] = stand_ins[field_name]  # type: ignore[index]
+                    candidate[field_name] = items
+                    continue
             name: str | None = None
             if path == prefix and "unknown field" in message:
                 # The member the type does not have (its name may be hidden in the message: without_secrets).
@@ -338,7 +358,7 @@ def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems:
             del candidate[name]
             set_aside.add(name)
             continue
-        return value if len(problems) == before else None
+        return value if len(problems) == before or not set_aside else None
 
 
 def _validation_problem(exc: msgspec.ValidationError, type_: Any, prefix: tuple[str | int, ...]) -> tuple[str, str]:

@@ -983,6 +983,20 @@ def test_bad_authorizers_document_stops_startup_with_json_path(document, expecte
     assert expected in str(info.value), str(info.value)
 
 
+def test_every_problem_of_an_authorizer_is_told_at_once_when_one_of_its_rules_has_a_typo():
+    """A rule that did not convert (a priority out of range) hid every other problem of its authorizer: another
+    rule's refused pattern, a reserved header. The bad rule is reported and its place kept while the others are
+    checked."""
+    rules = [{"effect": "deny", "path": {"pattern": "^/(a"}}, {"effect": "allow", "priority": 5000},
+             {"effect": "permit"}, {"effect": "allow", "path": {"pattern": "^admin"}}]
+    with pytest.raises(ConfigError) as info:
+        _load({"api": {"policy": rs256_policy(), "rules": rules, "claims_to_headers": {"sub": "Content-Length"}}})
+    lines = str(info.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == [
+        "$.api.rules[1].priority", "$.api.rules[2].effect", "$.api.claims_to_headers.sub",
+        "$.api.rules[0].path.pattern", "$.api.rules[3].path.pattern"], lines
+
+
 SECRET = "Zk9vQmFyU2VjcmV0VmFsdWUxMjM0NTY3ODkwQUJDREVGR0g"
 
 
