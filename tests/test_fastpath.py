@@ -223,8 +223,9 @@ def _raw(app: Any, scope: Any, messages: list[Any]) -> list[Any]:
 
     async def run() -> None:
         async with app.lifespan():
-            await app({**scope, "type": "http", "http_version": "1.1", "scheme": "http", "query_string": b"",
-                       "root_path": "", "client": ("127.0.0.1", 5), "server": ("127.0.0.1", 8000)}, receive, send)
+            await app({"type": "http", "http_version": "1.1", "scheme": "http", "query_string": b"",
+                       "root_path": "", "client": ("127.0.0.1", 5), "server": ("127.0.0.1", 8000), **scope}, receive,
+                      send)
     asyncio.run(run())
     return sent
 
@@ -349,3 +350,69 @@ def test_without_raw_path_forward_auth_is_left_to_litestar_whose_router_normalis
     answered = _answers(served, scope, [])
     assert answered == _answers(plain, scope, [])
     assert answered[0] == 403 and b'"rule":"no-admin"' in answered[2]
+
+
+def _post(path: str, body: bytes, **scope: Any) -> dict[str, Any]:
+    return {"method": "POST", "path": path, "raw_path": path.encode(), **scope,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]}
+
+
+def test_a_final_message_without_its_optional_body_is_read_as_empty_on_every_route():
+    """Found by a review: ASGI makes `body` optional (b""), Litestar reads `message["body"]`, and a body the fast
+    path handed on (or any other POST route) was answered 500."""
+    served, _ = _pair(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}))
+    for path, document, status in (("/v1/validate/jwt", VALIDATE, 200),
+                                   ("/v1/validate/jwt", {**VALIDATE, "extra": 1}, 422),
+                                   ("/v1/inspect/token", {"token": GOOD}, 200)):
+        body = json.dumps(document).encode()
+        answered = _answers(served, _post(path, body), [{"type": "http.request", "body": body, "more_body": True},
+                                                        {"type": "http.request"}])
+        assert answered[0] == status, (path, answered)
+
+
+@pytest.mark.parametrize("depth", [65, 100, 980, 5000])
+def test_a_body_nested_deeper_than_64_levels_is_refused_the_same_way_on_both_paths(depth):
+    """Found by a review: the decoders' own bound is the interpreter's recursion limit, which depends on how deep
+    the call stack already is, so the fast path took bodies nested ~980 deep that Litestar's path refused."""
+    served, plain = _pair()
+    policy = rs256_policy(required_custom_claims={"zz": "DEEP"})
+    body = json.dumps({"token": GOOD, "policy": policy}).encode().replace(b'"DEEP"', b"[" * depth + b"]" * depth)
+    scope, messages = _post("/v1/validate/jwt", body), [{"type": "http.request", "body": body}]
+    answered = _answers(served, scope, messages)
+    assert answered[0] == 422 and answered == _answers(plain, scope, messages)
+    assert b"nested deeper than 64 levels" in answered[2]
+    shallow = body.replace(b"[" * depth + b"]" * depth, b"[" * 60 + b"]" * 60)
+    assert _answers(served, _post("/v1/validate/jwt", shallow), [{"type": "http.request", "body": shallow}])[0] == 200
+
+
+def test_under_a_root_path_the_fast_path_routes_as_litestar_does():
+    """Found by a review: the fast path compared the path with its root path in it, so it answered a path the
+    router does not serve, and forward-auth read the original path from a raw path that holds the root path."""
+    served, plain = _pair(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}),
+                          authorizers_json=str(AUTHORIZERS))
+    body = json.dumps(VALIDATE).encode()
+    messages = [{"type": "http.request", "body": body}]
+    mounted = _answers(served, _post("/jwt/v1/validate/jwt", body, root_path="/jwt"), messages)
+    assert mounted[0] == 200 and mounted == _answers(plain, _post("/jwt/v1/validate/jwt", body, root_path="/jwt"),
+                                                     messages)
+    stripped = _answers(served, _post("/v1/validate/jwt", body, root_path="/v1"), messages)
+    assert stripped[0] == 404 and stripped == _answers(plain, _post("/v1/validate/jwt", body, root_path="/v1"),
+                                                       messages)
+    target = "/auth/v1/forward-auth/orgs/v1/organisations/acme/reports"
+    scope = {"method": "GET", "path": target, "raw_path": target.encode(), "root_path": "/auth",
+             "headers": [(b"authorization", f"Bearer {GOOD}".encode())]}
+    answered = _answers(served, scope, [])
+    assert answered[0] == 200 and answered == _answers(plain, scope, [])
+
+
+def test_an_empty_method_on_forward_auth_is_decided_the_same_on_both_paths():
+    """Found by a review: the fast path decided an empty method as itself, the Litestar path as GET (an allow)."""
+    served, _ = _pair(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}),
+                      authorizers_json=str(AUTHORIZERS))
+    headers = [(b"authorization", f"Bearer {GOOD}".encode()), (b"x-forwarded-uri", b"/v1/organisations/acme")]
+    scope = {"method": "", "path": "/v1/forward-auth/orgs", "raw_path": b"/v1/forward-auth/orgs", "headers": headers}
+    fast = _answers(served, scope, [])
+    # A repeated header sends the request to Litestar's route (FastPath._headers).
+    handed = _answers(served, {**scope, "headers": [*headers, (b"content-length", b"0"), (b"content-length", b"0")]},
+                      [])
+    assert fast[0] == handed[0] == 403 and fast[2] == handed[2]

@@ -13,6 +13,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import SerializationException, ValidationException
 
 from app.config import json_path, shown_name
+from app.token import MAX_JSON_DEPTH, nested_too_deeply
 
 _encode = msgspec.json.Encoder().encode
 
@@ -41,6 +42,8 @@ class ApiRequest(Request[Any, Any, Any]):
     hands such a body here (its decoder refuses it too)."""
 
     async def json(self) -> Any:
+        if nested_too_deeply(await self.body()):
+            raise SerializationException(f"the body is nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             return await super().json()
         except SerializationException:

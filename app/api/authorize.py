@@ -137,7 +137,9 @@ def original_request(scope: Any, authorizer_id: str) -> OriginalRequest:
             methods.append((name, text, value))
         elif name in _URI_NAMES:
             uris.append((name, text, value))
-    own = scope.get(ORIGINAL_METHOD) or scope["method"]
+    own = scope.get(ORIGINAL_METHOD)
+    if own is None:  # (an empty method kept by the fast path is decided as empty, not as GET: found by a review)
+        own = scope["method"]
     try:
         method_found, target = _single(methods), _single(uris)
     except ValueError:
@@ -149,6 +151,9 @@ def original_request(scope: Any, authorizer_id: str) -> OriginalRequest:
         raw = target[1]
     else:
         path = scope.get("raw_path") or scope["path"].encode()
+        root = (scope.get("root_path") or "").encode()
+        if root and path.startswith(root):  # raw_path holds the root path (the router reads the path after it)
+            path = path[len(root):]
         segment, slash, rest = path.partition(b"?")[0][len(PREFIX):].partition(b"/")
         if segment != authorizer_id.encode():
             return OriginalRequest(method, "", tuple(headers))
