@@ -19,7 +19,7 @@ from app.checks.claims import (check_audience, check_issuer, check_required_clai
 from app.checks.header import check_algorithm, check_key, check_signature
 from app.checks.time import check_lifetime, numeric_date, time_findings, time_window
 from app.findings import CHECK_ORDER, Finding, Status, finding
-from app.keys import ALGORITHMS, MAX_KEYS_TRIED, MIN_RSA_BITS, KeyView
+from app.keys import ALGORITHMS, MAX_KEYS_TRIED, MIN_RSA_BITS, KeyEntry, KeyView
 from app.policy import CompiledPolicy, normalise_typ
 from app.token import WHITESPACE, MalformedToken, ParsedToken, parse
 
@@ -236,11 +236,12 @@ _CLEAN: dict[tuple[bool, bool, bool], dict[str, Status]] = {
     for lifetime in (False, True) for token_type in (False, True) for required in (False, True)}
 
 
-def _clean(token: ParsedToken, policy: CompiledPolicy, keys: KeyView) -> Verified | bool | None:
+def _clean(token: ParsedToken, policy: CompiledPolicy, keys: KeyView) -> Verified | tuple[KeyEntry, ...] | None:
     """The straight line for a token that passes every check: the same verdict as `_run_static`, reached
     without building evidence for checks that pass. Returns None at the first doubt (anything that would be a
     finding, a warning included), and the full pipeline then runs and explains; the signature comes last, so
-    a token failing elsewhere costs no signature work here."""
+    a token failing elsewhere costs no signature work here. When no key verifies, returns the keys it tried, for
+    the pipeline not to try them again."""
     header, claims = token.header, token.claims
     alg = header.get("alg")
     if type(alg) is not str or alg not in policy.allowed_algs:
@@ -276,23 +277,24 @@ def _clean(token: ParsedToken, policy: CompiledPolicy, keys: KeyView) -> Verifie
         if type(typ) is not str or normalise_typ(typ) != policy.token_type:
             return None
     required = bool(policy.required_claims or policy.required_custom_claims or policy.required_scopes)
-    if required and check_required_claims_for(policy, claims):
+    if required and check_required_claims_for(policy, claims, first=True):
         return None
     algorithm = ALGORITHMS[alg]
     single_key = policy.key_source in ("secret", "public_key")
-    used, weak = None, False
+    used = None
+    tried: list[KeyEntry] = []
     candidates = keyset.candidates(algorithm, None if single_key else kid)
     if not single_key and len(candidates) > MAX_KEYS_TRIED:
         return None  # KID_NOT_FOUND has something to say
     for key in candidates:
         if (key.size < algorithm.hash_bytes) if key.kty == "oct" else (key.kty == "RSA" and key.size < MIN_RSA_BITS):
-            weak = True  # WEAK_KEY may have something to say, unless a strong key verifies
-            continue
+            continue  # WEAK_KEY may have something to say, unless a strong key verifies: the pipeline tries it
         if algorithm.verify(key.key, token.signing_input, token.signature):
             used = key
             break
+        tried.append(key)
     if used is None:
-        return None if weak else False
+        return tuple(tried)  # the explaining pipeline says why, without these keys' verifies again
     statuses = _CLEAN[(policy.max_ttl is not None, policy.token_type is not None, required)]
     return Verified(header, claims, KeyInfo(used.kid, keys.source, used.thumbprint), (), (), (), statuses, (), True,
                     VALID_SUMMARY, *_times(claims, policy), token.weight)
@@ -333,7 +335,7 @@ def validate(raw: str, policy: CompiledPolicy, keys: KeyView, now: float, *, max
         return _malformed(exc, tid)
     verified = _clean(token, policy, keys)
     if not isinstance(verified, Verified):
-        verified = _run_static(Context(token, policy, keys, now, signature_failed=verified is False))
+        verified = _run_static(Context(token, policy, keys, now, tried=verified or ()))
     # KID_NOT_FOUND's evidence says when the set was fetched and how long ago (a refetch may keep the version),
     # so that verdict is not kept; it costs no signature work to make again.
     if cache_key is not None and not any(item.code == "KID_NOT_FOUND" for item in verified.to_key):

@@ -613,6 +613,27 @@ def test_a_weak_key_beside_a_strong_one_is_reported_only_when_the_token_is_check
         assert body["key"]["kid"] == strong.kid
 
 
+@pytest.mark.filterwarnings("ignore:Key size should be:UserWarning")
+@pytest.mark.parametrize("signer, verifies", [("strong-3", 3), ("weak", 4), ("other", 4)])
+def test_a_forged_token_costs_each_key_one_verify_even_beside_a_weak_key(client, signer, verifies, monkeypatch):
+    """Found by a review: with a weak key in the set, the straight line's failed verifies were not passed on, and
+    the explaining pipeline verified every strong key again (7 verifies for a forgery, 3 for a valid token)."""
+    from app import keys as keys_module
+
+    strong = [key_for("RS256", f"strong-{index}") for index in (1, 2, 3)]
+    weak = SigningKey("RS256", _weak_rsa(), "legacy")
+    key = {"strong-3": strong[2], "weak": weak, "other": key_for("RS256", "elsewhere")}[signer]
+    calls = []
+    rs256 = keys_module.ALGORITHMS["RS256"]
+    monkeypatch.setitem(keys_module.ALGORITHMS, "RS256", type(rs256)(**{
+        **{name: getattr(rs256, name) for name in rs256.__dataclass_fields__},
+        "verify": lambda *args: calls.append(1) or rs256.verify(*args)}))
+    policy = rs256_policy(public_key=None, jwks=jwks(*strong, weak))
+    body = client.post(URL, json={"token": mint(claims(jti=signer), key, kid=None), "policy": policy}).json()
+    assert len(calls) == verifies
+    assert codes(body) == {"strong-3": [], "weak": ["WEAK_KEY"], "other": ["SIGNATURE_INVALID"]}[signer]
+
+
 @pytest.mark.parametrize("keys, expected", [(4, []), (5, ["KID_NOT_FOUND"])])
 def test_a_token_without_kid_is_tried_against_at_most_4_keys(client, keys, expected):
     """A hostile token costs no more than a valid one: a kid-less forgery would otherwise cost a verify per key."""

@@ -168,7 +168,7 @@ def test_a_time_claim_after_the_year_9999_is_named_as_milliseconds(claim, value,
         assert codes(result) == ["CLAIM_INVALID"]
 
 
-@pytest.mark.parametrize("value, digits", [(10**400, 401), (253_402_300_799 * 10**9 + 1, 21), (-(2**63), 19),
+@pytest.mark.parametrize("value, digits", [(10**400, 401), (253_402_300_799 * 10**9 + 1, 21), (-(2**63) - 1, 19),
                                            (1e300, 301)], ids=["400-digits", "past-nanoseconds", "below-int64",
                                                                "float-1e300"])
 def test_a_time_claim_no_date_in_any_unit_is_not_called_milliseconds(value, digits):
@@ -176,6 +176,12 @@ def test_a_time_claim_no_date_in_any_unit_is_not_called_milliseconds(value, digi
     finding = only(run(mint(claims(exp=value), key_for("RS256"))), "CLAIM_INVALID")
     assert "no date is, in any unit" in finding.message and "milliseconds" not in finding.message
     assert finding.evidence == {"claim": "exp", "digits": digits, "max": 253_402_300_799}
+
+
+def test_the_int64_minimum_is_a_numeric_date_and_one_less_is_not():
+    """validation.md: a NumericDate is within int64; -2**63 was refused (`-INT64_MAX` as the lower bound)."""
+    assert codes(run(mint(claims(nbf=-(2**63)), key_for("RS256")))) == []
+    assert codes(run(mint(claims(nbf=-(2**63) - 1), key_for("RS256")))) == ["CLAIM_INVALID"]
 
 
 def test_float_exp_is_a_valid_numeric_date_and_expires_at_its_boundary():
@@ -465,6 +471,35 @@ def test_a_hostile_token_s_scopes_are_shown_bounded_in_each_scope_missing_findin
         assert item.evidence["granted"] == granted[:len(item.evidence["granted"])]
         assert 0 < len(" ".join(item.evidence["granted"])) <= 1024
     assert len(msgspec.json.encode(result)) < 200_000  # it was 1.5 MB
+
+
+def test_a_token_missing_many_scopes_reads_its_scopes_once_and_the_straight_line_builds_no_hint(monkeypatch):
+    """Found by a review: a 16 KB `scope` was split 4 times for each missing scope, and the straight line built
+    every finding and hint only to ask whether there was one, then the explaining pipeline built them again: a
+    forged token missing 64 scopes cost 100x a valid one."""
+    from app.checks import claims as checks
+
+    reads: list[int] = []
+    unread = checks._unread_scopes
+    monkeypatch.setattr(checks, "_unread_scopes", lambda claims: reads.append(1) or unread(claims))
+    result = run(rs256_token(scope="a," * 5000 + "need:1"), required_scopes=[f"need:{index}" for index in range(64)])
+    findings = [item for item in result.findings if item.code == "SCOPE_MISSING"]
+    assert len(findings) == 64 and reads == [1]  # a comma-separated string is one (odd) scope
+    assert "separates scopes with commas" in findings[1].remediation  # need:1 is held, in the wrong shape
+    assert "separates scopes with commas" in only(
+        run(rs256_token(scope="a,need:1"), required_scopes=["need:1"]), "SCOPE_MISSING").remediation
+
+
+@pytest.mark.parametrize("iss, issuer, named", [
+    ("https://\u212aeys.example.com/", "https://keys.example.com/", "U+212A (KELVIN SIGN)"),
+    ("https://issuer.example.\uff43om/", ISSUER, "U+FF43 (FULLWIDTH LATIN SMALL LETTER C)")])
+def test_a_look_alike_issuer_is_told_as_one_not_as_a_letter_case_typo(iss, issuer, named):
+    """Found by a review: the Kelvin sign for K got "the two differ only by letter case", which makes a spoofed
+    issuer look like a harmless typo."""
+    finding = only(run(rs256_token(iss=iss), issuer=issuer), "ISSUER_MISMATCH")
+    assert named in finding.remediation and "letter case" not in finding.remediation
+    case = only(run(rs256_token(iss=ISSUER.upper()), issuer=ISSUER), "ISSUER_MISMATCH")
+    assert "differ only by letter case" in case.remediation
 
 
 def test_a_required_claim_sent_as_null_is_missing():

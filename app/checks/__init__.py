@@ -25,8 +25,9 @@ class Context:
     algorithm: Algorithm | None = None
     candidates: list[KeyEntry] = field(default_factory=list)
     key_used: KeyEntry | None = None
-    # Set when the fast path already tried every candidate key and none verified (no need to try again).
-    signature_failed: bool = False
+    # The candidate keys the straight line (validation._clean) already tried, none of which verified: not tried
+    # again (found by a review: a forged token against a set with a weak key cost every strong key's verify twice).
+    tried: tuple[KeyEntry, ...] = ()
 
 
 Check = Callable[[Context], "list[Finding] | None"]

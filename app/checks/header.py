@@ -170,7 +170,9 @@ def check_signature(ctx: Context) -> list[Finding]:
         return [finding("SIGNATURE_INVALID", "the signature segment is empty (stripped signature)",
                         {"alg": algorithm.name}, "A signed token has a signature after its second '.': this one was "
                         "removed (as in an 'alg: none' forgery), or lost when the token was copied.")]
-    for key in () if ctx.signature_failed else strong:
+    for key in strong:
+        if any(key is done for done in ctx.tried):
+            continue
         if algorithm.verify(key.key, token.signing_input, token.signature):
             ctx.key_used = key
             if key.kty == "oct" and key.size < algorithm.hash_bytes:

@@ -8,7 +8,7 @@ from app.checks import Context
 from app.findings import Finding, finding
 from app.policy import CompiledPolicy
 
-INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)  # the lower bound of a NumericDate (validation.md: within int64)
 # 9999-12-31T23:59:59Z. Later is no date a token means: it is milliseconds (or microseconds) since the epoch,
 # which made a token expire in 55,000 years, silently valid meanwhile (found by a review).
 LAST_DATE = 253_402_300_799
@@ -19,7 +19,7 @@ NEAR_MISS_SECONDS = 300
 def numeric_date(value: Any) -> bool:
     """RFC 7519 section 2: a NumericDate is "A JSON numeric value" - so never a string or a boolean - "representing
     the number of seconds from 1970-01-01T00:00:00Z UTC", so not after the year 9999 either."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and -INT64_MAX <= value <= LAST_DATE
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and INT64_MIN <= value <= LAST_DATE
 
 
 def in_milliseconds(value: Any) -> bool:
