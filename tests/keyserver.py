@@ -16,7 +16,8 @@ class KeyServer:
     def __init__(self) -> None:
         self.documents: dict[str, Any] = {}
         self.headers: dict[str, dict[str, str]] = {}
-        # ok | 500 | slow | huge | not_json | bad_utf8 | redirect_other_host | redirect_same_host | redirect_bad_port | gzip
+        # ok | 500 | slow | huge | not_json | bad_utf8 | redirect_other_host | redirect_same_host | redirect_bad_port
+        # | gzip
         # | gzip_bomb
         self.mode: str = "ok"
         self.accept_encoding: str | None = None  # of the last request
