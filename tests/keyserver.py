@@ -17,8 +17,7 @@ class KeyServer:
         self.documents: dict[str, Any] = {}
         self.headers: dict[str, dict[str, str]] = {}
         # ok | 500 | slow | huge | not_json | bad_utf8 | redirect_other_host | redirect_same_host | redirect_bad_port
-        # | gzip
-        # | gzip_bomb
+        # | gzip | gzip_bomb
         self.mode: str = "ok"
         self.accept_encoding: str | None = None  # of the last request
         self.slow_seconds = 2.0
