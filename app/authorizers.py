@@ -127,6 +127,9 @@ RESERVED_HEADERS = frozenset({"content-type", "content-length", "content-encodin
                               "vary", "pragma", "www-authenticate", "proxy-authenticate", "retry-after",
                               "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "x-request-id",
                               "set-cookie", "location", "date", "server", "strict-transport-security", "alt-svc"})
+# Response headers proxies act on by prefix: nginx's X-Accel-* (X-Accel-Expires before Cache-Control kept an allow
+# in nginx's cache after the token was revoked; found by a review), Envoy's x-envoy-*.
+RESERVED_PREFIXES = ("x-accel-", "x-envoy-")
 
 
 def _claims_to_headers(mapping: dict[str, str], problems: list[Problem]
@@ -139,7 +142,7 @@ def _claims_to_headers(mapping: dict[str, str], problems: list[Problem]
             problems.append(Problem(("claims_to_headers", claim), f"{named or 'the value'} is not a header name "
                                     "(RFC 9110 5.1: letters, digits and !#$%&'*+-.^_`|~, no spaces)"))
             continue
-        if header.lower() in RESERVED_HEADERS:
+        if header.lower() in RESERVED_HEADERS or header.lower().startswith(RESERVED_PREFIXES):
             problems.append(Problem(("claims_to_headers", claim), f"{header!r} is a header the answer sets itself"))
             continue
         if header.lower() in seen:

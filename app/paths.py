@@ -69,16 +69,18 @@ def spell_as_path(text: str, slash: bool = False, merge: bool = False) -> str:
     """`text` (a variable's value) as a normalised path spells it: DECODED characters as themselves, every other
     character as the upper-case %XX escapes of its UTF-8 bytes (`a b?` as `a%20b%3F`, `é` as `%C3%A9`). A `/` too,
     as `%2F`, which no normalised path holds (`path_spellings` refuses it), so the value stands for text within one
-    segment, unless `slash` keeps it (app.rules.in_path says when). `merge`: slashes kept are merged as a path's
-    are, for a match that stops a request (a value `x//y` never matched, so a deny on it never denied; found by a
-    review); where a match lets one through, `x//y` stays what no path holds."""
+    segment, unless `slash` keeps it (app.rules.in_path says when). `merge`, for a match that stops a request: the
+    value is read as path segments are, slashes merged, dot segments removed and no slash at either end, so that
+    it matches where the path it names is (`x//y`, `x/`, `x/./y` never matched, so a deny on them never denied;
+    found by two reviews); it may come out empty. Where a match lets a request through, `x//y` stays what no path
+    holds."""
     if _SPELLED.search(text) is None:
         return text
     spelled = text.encode("utf-8", "surrogatepass").decode("latin-1").translate(_SPELL_ESCAPES)
     if not slash:
         return spelled
     kept = spelled.replace("%2F", "/")
-    return SLASHES.sub("/", kept) if merge else kept
+    return remove_dot_segments("/" + SLASHES.sub("/", kept)).strip("/") if merge else kept
 
 
 def spelled_as_itself(text: str) -> bool:

@@ -456,9 +456,14 @@ def in_path(variables: dict[str, Value], slashes: frozenset[str], stops: bool) -
             break
     else:
         return variables  # the common case: nothing to spell differently
-    return {name: spell_as_path(value, name in slashes, stops) if isinstance(value, str)
-            else value if value is ANYTHING else tuple(spell_as_path(item, name in slashes, stops) for item in value)
-            for name, value in variables.items()}
+    spelled = {name: spell_as_path(value, name in slashes, stops) if isinstance(value, str)
+               else value if value is ANYTHING else tuple(spell_as_path(item, name in slashes, stops) for item in value)
+               for name, value in variables.items()}
+    # A value read as segments to nothing (`/`, `./`) names no path: for a match that stops a request, any value
+    # then stands for it, as for a deny rule's unresolved variable (fail closed).
+    return {name: ANYTHING if stops and (value == "" if isinstance(value, str) else
+                                        value is not ANYTHING and "" in value) else value
+            for name, value in spelled.items()}
 
 
 def path_held(pattern: Pattern, variables: dict[str, Value], path: str, exists: bool, deny: bool

@@ -487,11 +487,14 @@ class _Requirement:
         run: list[frozenset[str]] = []
         whole: list[frozenset[str]] | None = []  # the sequence's sets, while every atom is fixed (for a group)
         while self.index < len(self.tokens) and not self.peek("|") and not self.peek(")"):
+            quoted = self.tokens[self.index][0] == "literal"
             needed = self.atom()
             sets, after = self.fixed, self.index
             optional, count = self.repetition()
             if self.empty and self.index != after:
                 raise _Unread  # RE2 applies this repetition to the atom before
+            if quoted and self.index != after and sets is not None and len(sets) > 1:
+                sets = None  # RE2 repeats the last character of `\Q...\E` only: no fixed run (found by a review)
             times = 1 if self.index == after else count or 0  # `?`, `*`, `+`, `{m,n}`: no fixed run across
             if sets is None or not times:
                 run, whole = [], None

@@ -203,8 +203,11 @@ def test_a_jwk_whose_certificate_holds_another_key_is_refused_and_a_matching_or_
     from app.keys import jwk_set
 
     own, other = key_for("RS256"), key_for("RS256", "attacker")
+    # A v2 certificate: cryptography raises InvalidVersion, no ValueError (found by a review: the whole set failed)
+    der = bytearray(base64.b64decode(_self_signed_certificate(own)))
+    der[der.index(b"\xa0\x03\x02\x01\x02") + 4] = 1
     for x5c, kept in (([_self_signed_certificate(other)], False), ([_self_signed_certificate(own)], True),
-                      (["not base64 DER"], True), ([], True)):
+                      (["not base64 DER"], True), ([], True), ([base64.b64encode(bytes(der)).decode()], True)):
         entries, problems = jwk_set({"keys": [{**own.jwk, "x5c": x5c}]}, allow_oct=False)
         assert (len(entries), bool(problems)) == ((1, False) if kept else (0, True)), (x5c[:1], problems)
         if not kept:

@@ -1012,6 +1012,10 @@ def _load(document: Any, **settings: Any) -> None:
      "AUTHORIZERS_JSON: $.api.claims_to_headers.exp: 'Expires' is a header the answer sets itself"),
     ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"x": "Proxy-Connection"}}},
      "AUTHORIZERS_JSON: $.api.claims_to_headers.x: 'Proxy-Connection' is a header the answer sets itself"),
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"x": "X-Accel-Expires"}}},
+     "AUTHORIZERS_JSON: $.api.claims_to_headers.x: 'X-Accel-Expires' is a header the answer sets itself"),
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"x": "x-envoy-upstream-rq-timeout-ms"}}},
+     "AUTHORIZERS_JSON: $.api.claims_to_headers.x: 'x-envoy-upstream-rq-timeout-ms' is a header the answer sets"),
     ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "X-User\n"}}},
      "AUTHORIZERS_JSON: $.api.claims_to_headers.sub:"),
     ({"api\n": {}}, 'AUTHORIZERS_JSON: $["api\\n"]: an authorizer id is 1 to 64 letters'),
@@ -1028,7 +1032,7 @@ def _load(document: Any, **settings: Any) -> None:
      "(UTF-8, upper case): write 'é' as '%C3%A9'"),
 ], ids=["backreference", "lookahead", "unknown-profile", "priority-range", "anonymous-value", "header-name",
         "authorizer-id", "policy-alg-none", "header-twice", "header-framing", "header-answer", "header-coding",
-        "header-caching", "header-hop-by-hop",
+        "header-caching", "header-hop-by-hop", "header-nginx-prefix", "header-envoy-prefix",
         "header-name-trailing-newline", "authorizer-id-trailing-newline", "method-trailing-newline",
         "non-ascii-path-pattern", "non-ascii-path-pattern-hex-escape", "non-ascii-path-pattern-octal-escape"])
 def test_bad_authorizers_document_stops_startup_with_json_path(document, expected):

@@ -202,6 +202,7 @@ def test_a_path_pattern_whose_required_text_no_path_holds_is_refused(pattern, ne
     ("(?:" * 260 + "/a" + ")" * 260, "/a"),
     (r"^/a/%[cC]3", "/a/%C3"), (r"^/a/%2[0-9]", "/a/%20"), (r"^/a/%[0-7][0-9A-F]", "/a/%20"),
     (r"^/a(/)?/b", "/a/b"), (r"^/a[/.]/b", "/a./b"), (r"^/a/%3[fF]", "/a/%3F"), (r"^/a/(?:%C3|x)", "/a/x"),
+    (r"^/\Qc%C\E{2}", "/c%CC"),  # RE2 repeats the quoted text's last character (found by a review)
 ])
 def test_a_path_pattern_that_some_path_matches_loads(pattern, path):
     rules = load_rules([{"effect": "deny", "path": {"pattern": pattern}}, {"effect": "allow"}])
@@ -530,6 +531,11 @@ def test_repeated_slashes_in_a_value_are_merged_where_a_match_stops_a_request_an
                        {"effect": "allow"}])
     for path in ("/orgs/x/y/billing", "/orgs/x/y/billing/"):
         assert evaluate(deny, facts(path=path, claims={"org": "x//y"}), "deny", explain=explain).effect == "deny"
+    # Read as path segments, as the path is (found by the next review): slashes at its ends, dot segments; a value
+    # that comes out empty names no path, so it stands for any (fail closed).
+    for value, path in (("x/", "/orgs/x/billing"), ("/x", "/orgs/x/billing"), ("x/./y", "/orgs/x/y/billing"),
+                        ("x/../y", "/orgs/y/billing"), ("/", "/orgs/q/billing"), (["a/", "b"], "/orgs/a/billing")):
+        assert evaluate(deny, facts(path=path, claims={"org": value}), "deny", explain=explain).effect == "deny", value
     assert evaluate(deny, facts(path="/orgs/x/y/other", claims={"org": "x//y"}), "deny",
                     explain=explain).effect == "allow"
     spanning = load_rules([{"effect": "allow", "path": {"pattern": "^/orgs/{{o}}/billing$"},

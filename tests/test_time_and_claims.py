@@ -500,6 +500,9 @@ def test_a_look_alike_issuer_is_told_as_one_not_as_a_letter_case_typo(iss, issue
     assert named in finding.remediation and "letter case" not in finding.remediation
     case = only(run(rs256_token(iss=ISSUER.upper()), issuer=ISSUER), "ISSUER_MISMATCH")
     assert "differ only by letter case" in case.remediation
+    # Both non-ASCII, differing by case: a letter-case typo (found by the next review)
+    books = only(run(rs256_token(iss="https://BÜCHER.example/"), issuer="https://bücher.example/"), "ISSUER_MISMATCH")
+    assert "differ only by letter case" in books.remediation
 
 
 def test_a_required_claim_sent_as_null_is_missing():

@@ -47,7 +47,8 @@ def _issuer_hint(actual: str, expected: tuple[str, ...]) -> str | None:
             return (f"The two differ only by a trailing slash; issuers are compared exactly (Auth0 issuers end with "
                     f"'/', Okta and Cognito ones do not). If this is your issuer, configure {actual!r}: the token "
                     "carries it that way, and so does the issuer's discovery document.")
-        if not actual.isascii() and unicodedata.normalize("NFKC", actual).lower() == wanted.lower():
+        if not actual.isascii() and wanted.isascii() and \
+                unicodedata.normalize("NFKC", actual).lower() == wanted.lower():
             # Not a typo: a look-alike (the Kelvin sign for K, fullwidth letters) was read as "letter case"
             strange = next(char for char in actual if not char.isascii())
             return (f"The token's issuer only looks like this one: it holds U+{ord(strange):04X} "
