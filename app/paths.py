@@ -70,17 +70,20 @@ def spell_as_path(text: str, slash: bool = False, merge: bool = False) -> str:
     character as the upper-case %XX escapes of its UTF-8 bytes (`a b?` as `a%20b%3F`, `é` as `%C3%A9`). A `/` too,
     as `%2F`, which no normalised path holds (`path_spellings` refuses it), so the value stands for text within one
     segment, unless `slash` keeps it (app.rules.in_path says when). `merge`, for a match that stops a request: the
-    value is read as path segments are, slashes merged, dot segments removed and no slash at either end, so that
-    it matches where the path it names is (`x//y`, `x/`, `x/./y` never matched, so a deny on them never denied;
-    found by two reviews); it may come out empty. Where a match lets a request through, `x//y` stays what no path
-    holds."""
+    value is read as path segments are, slashes merged and dot segments removed, a slash at either end kept
+    (`x//y` and `x/./y` never matched, so a deny on them never denied; found by two reviews); "" when nothing is
+    left (`/`, `./`). Where a match lets a request through, `x//y` stays what no path holds."""
     if _SPELLED.search(text) is None:
         return text
     spelled = text.encode("utf-8", "surrogatepass").decode("latin-1").translate(_SPELL_ESCAPES)
     if not slash:
         return spelled
     kept = spelled.replace("%2F", "/")
-    return remove_dot_segments("/" + SLASHES.sub("/", kept)).strip("/") if merge else kept
+    if not merge:
+        return kept
+    merged = SLASHES.sub("/", kept)
+    core = remove_dot_segments("/" + merged.strip("/")).strip("/")
+    return ("/" if merged[:1] == "/" else "") + core + ("/" if merged[-1:] == "/" else "") if core else ""
 
 
 def spelled_as_itself(text: str) -> bool:

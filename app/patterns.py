@@ -147,6 +147,7 @@ def folds(template: str, flags: str) -> bool:
 # ~160 bytes an instruction of RE2's program (counted repetitions multiply it); the least recently used go
 # first, and an entry that would take more than an eighth of the budget is not kept.
 SUBSTITUTED_CACHE_BYTES = 32 << 20
+MAX_SHOWN_PATTERN = 2048  # characters of a substituted pattern a trace shows
 
 
 def _cost(source: str, compiled: Any) -> int:
@@ -196,8 +197,9 @@ def pattern_bytes(pattern: Pattern) -> int:
     program) plus, for an untrusted one that RE2 searches, the DFA it may build. One with variables is compiled per
     use: it holds nothing between requests but, untrusted, its last substitution (`Pattern.last`, within
     UNTRUSTED_MAX_MEM); a literal one is compared as text: RE2 never builds its DFA."""
-    if pattern.compiled is None:  # with variables: nothing held but an untrusted one's last substitution
-        return 1024 + (UNTRUSTED_MAX_MEM if pattern.untrusted else 0)
+    if pattern.compiled is None:  # with variables: nothing held but an untrusted one's last substitution, its
+        # program within UNTRUSTED_MAX_MEM and its source (up to ~110 KB under `i` for a 16 KB token's array)
+        return 1024 + (2 * UNTRUSTED_MAX_MEM if pattern.untrusted else 0)
     searched = pattern.untrusted and pattern.literal is None
     return _cost(pattern.text, pattern.compiled) + (UNTRUSTED_DFA_BYTES if searched else 0)
 
@@ -268,11 +270,15 @@ class Pattern:
         return _compile_substituted(self.text, self.flags, self.names, values)
 
     def shown(self, variables: dict[str, Value]) -> str:
-        """The pattern as matched, for the trace."""
+        """The pattern as matched, for the trace: its first MAX_SHOWN_PATTERN characters (an array variable is an
+        alternation of all its values; found by a review: 14 MB of trace for a 39 KB request)."""
         if not self.names:
             return self.text
         folded = folds(self.text, self.flags)
-        return VARIABLE.sub(lambda match: _atom(variables[match.group(1)], folded), self.text)  # as matched
+        shown = VARIABLE.sub(lambda match: _atom(variables[match.group(1)], folded), self.text)  # as matched
+        if len(shown) <= MAX_SHOWN_PATTERN:
+            return shown
+        return f"{shown[:MAX_SHOWN_PATTERN]}... ({len(shown)} characters)"
 
 
 def _has_alternation(text: str) -> bool:

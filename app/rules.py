@@ -456,14 +456,27 @@ def in_path(variables: dict[str, Value], slashes: frozenset[str], stops: bool) -
             break
     else:
         return variables  # the common case: nothing to spell differently
-    spelled = {name: spell_as_path(value, name in slashes, stops) if isinstance(value, str)
-               else value if value is ANYTHING else tuple(spell_as_path(item, name in slashes, stops) for item in value)
-               for name, value in variables.items()}
-    # A value read as segments to nothing (`/`, `./`) names no path: for a match that stops a request, any value
-    # then stands for it, as for a deny rule's unresolved variable (fail closed).
-    return {name: ANYTHING if stops and (value == "" if isinstance(value, str) else
-                                        value is not ANYTHING and "" in value) else value
-            for name, value in spelled.items()}
+    if not stops:
+        return {name: spell_as_path(value, name in slashes) if isinstance(value, str)
+                else value if value is ANYTHING else tuple(spell_as_path(item, name in slashes) for item in value)
+                for name, value in variables.items()}
+    return {name: value if value is ANYTHING else _stopping(value, name in slashes)
+            for name, value in variables.items()}
+
+
+def _stopping(value: Value, slash: bool) -> Value:
+    """A value as a match that stops a request reads it (app.paths.spell_as_path with `merge`): with a slash at an
+    end, also without it, since the pattern may hold that slash itself (`/orgs/{{o}}/billing` with `x/`) or not
+    (`^{{p}}(/.*)?$` with `/admin`: stripping it stopped such denies; found by a review). A value read as nothing
+    (`/`) names no path: any value then stands for it, as for a deny rule's unresolved variable (fail closed)."""
+    spellings: list[str] = []
+    for item in (value,) if isinstance(value, str) else value:
+        spelled = spell_as_path(item, slash, True)
+        if not spelled:
+            return ANYTHING
+        spellings += [spelled, spelled.strip("/")] if spelled.strip("/") != spelled else [spelled]
+    spellings = list(dict.fromkeys(spellings))
+    return spellings[0] if isinstance(value, str) and len(spellings) == 1 else tuple(spellings)
 
 
 def path_held(pattern: Pattern, variables: dict[str, Value], path: str, exists: bool, deny: bool
@@ -738,8 +751,11 @@ def evaluate(rules: Sequence[Rule], facts: Facts, default_effect: Effect = "deny
 def _trace(result: RuleResult, facts: Facts) -> dict[str, Any]:
     rule = result.rule
     variables = _display(rule, facts, result.variables)
+    counts = {name: len(value) for name, value in variables.items()
+              if isinstance(value, tuple) and len(value) > MAX_TRACE_VALUES}
     return {"index": rule.index, "id": rule.id, "effect": rule.effect, "priority": rule.priority,
             "matched": result.matched, "unresolved": result.unresolved,
-            "variables": {name: list(value) if isinstance(value, tuple) else value
+            "variables": {name: list(value[:MAX_TRACE_VALUES]) if isinstance(value, tuple) else value
                           for name, value in variables.items()},
+            **({"variable_counts": counts} if counts else {}),
             "conditions": result.conditions or []}

@@ -523,6 +523,15 @@ def test_the_trace_shows_the_first_16_values_of_a_condition_and_their_count(clie
     assert header["compared"] == [{"name": "b", "values": [f"v{index}"]} for index in range(16)]
     assert header["compared_count"] == 40
     assert claim["actual"] == [f"g{index}" for index in range(16)] and claim["actual_count"] == 30
+    # Nor a pattern an array variable made long, nor that array (found by the review after: 14 MB for 39 KB).
+    array = [{"effect": "deny", "variables": [{"name": "g", "source": "jwtClaim", "key": "groups"}],
+              "headers": [{"name": {"pattern": "^{{g}}$"}}]}, {"effect": "allow"}]
+    body = decide(client, {"policy": rs256_policy(), "rules": array}, explain=True,
+                  bearer=token(groups=[f"group-{index:03d}" for index in range(300)]))
+    traced = body["trace"]["rules"][0]
+    assert len(traced["variables"]["g"]) == 16 and traced["variable_counts"] == {"g": 300}
+    pattern = traced["conditions"][-1]["name_pattern"]
+    assert len(pattern) < 2100 and pattern.endswith(" characters)")
 
 
 # claims_to_headers

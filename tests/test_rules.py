@@ -536,6 +536,17 @@ def test_repeated_slashes_in_a_value_are_merged_where_a_match_stops_a_request_an
     for value, path in (("x/", "/orgs/x/billing"), ("/x", "/orgs/x/billing"), ("x/./y", "/orgs/x/y/billing"),
                         ("x/../y", "/orgs/y/billing"), ("/", "/orgs/q/billing"), (["a/", "b"], "/orgs/a/billing")):
         assert evaluate(deny, facts(path=path, claims={"org": value}), "deny", explain=explain).effect == "deny", value
+    # A slash at a value's end may be the path's own separator: kept too (found by the review after: stripping it
+    # stopped these denies, and let an allow rule's must_absent through).
+    for pattern, value, path in (("^{{o}}(/.*)?$", "/admin", "/admin/users"),
+                                 ("^{{o}}(/.*)?$", ["/admin", "/billing"], "/billing"),
+                                 ("^/files{{o}}$", "/secret", "/files/secret"),
+                                 ("^/repos/{{o}}secret", "team1/", "/repos/team1/secret")):
+        rules = load_rules([{"effect": "deny", "path": {"pattern": pattern}, "variables": org}, {"effect": "allow"}])
+        assert evaluate(rules, facts(path=path, claims={"org": value}), "deny", explain=explain).effect == "deny"
+        outside = load_rules([{"effect": "allow", "path": {"pattern": pattern, "presence": "must_absent"},
+                               "variables": org}])
+        assert evaluate(outside, facts(path=path, claims={"org": value}), "deny", explain=explain).effect == "deny"
     assert evaluate(deny, facts(path="/orgs/x/y/other", claims={"org": "x//y"}), "deny",
                     explain=explain).effect == "allow"
     spanning = load_rules([{"effect": "allow", "path": {"pattern": "^/orgs/{{o}}/billing$"},
