@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import itertools
 import logging
+import math
 import os
 import re
 import secrets
@@ -200,6 +201,7 @@ class _KeySetAge(Collector):
         age = GaugeMetricFamily(KEY_SET_AGE, "Seconds since a key set was last fetched successfully",
                                 labels=["jwks_uri"])
         now = self.clock()
+        fetched: set[str] = set()
         for family in self.source.collect():
             yield family
             if family.name == KEY_SET_FETCHED._name:
@@ -207,6 +209,11 @@ class _KeySetAge(Collector):
                     label = sample.labels["jwks_uri"]
                     if self.held is None or label in self.held:
                         age.add_metric([label], max(0.0, now - sample.value))
+                        fetched.add(label)
+        # A configured set never fetched is infinitely old: without a series, an alert on the age stayed silent
+        # through an IdP outage that began before the service started (found by a review).
+        for label in sorted((self.held or frozenset()) - fetched):
+            age.add_metric([label], math.inf)
         yield age
 
 

@@ -316,6 +316,11 @@ def test_metric_labels_stay_bounded_and_never_show_a_credential_or_a_dropped_key
     dropped = samples(metrics_text(held=[]).decode())
     assert value(dropped, "jwks_last_success_timestamp_seconds", jwks_uri=label) > 0
     assert ("jwks_key_set_age_seconds", frozenset({("jwks_uri", label)})) not in dropped
+    # A configured set never fetched is infinitely old (found by a review: no series, so an age alert stayed silent
+    # through an outage that began before the service started).
+    never = "https://idp.invalid/never-fetched.json"
+    assert value(samples(metrics_text(held=[uri, never]).decode()), "jwks_key_set_age_seconds",
+                 jwks_uri=never) == float("inf")
 
 
 @pytest.mark.parametrize("uri, label", [

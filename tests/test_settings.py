@@ -82,6 +82,28 @@ def test_python_m_app_exits_2_naming_the_bad_setting():
     assert "HOST: must be an IP address" in done.stderr and "API_KEYS: is set but names no key" in done.stderr
 
 
+def test_python_m_app_ignores_sighup_before_it_reads_its_settings():
+    """Until granian installs its handler, SIGHUP's default ends the process. Found by a review: SIG_IGN was set
+    after the settings and the working directories, so a SIGHUP in the service's first 0.1 s ended it."""
+    code = (
+        "import runpy, signal, sys\n"
+        "import app.settings as settings\n"
+        "seen = []\n"
+        "def load(*args, **kwargs):\n"
+        "    seen.append(signal.getsignal(signal.SIGHUP))\n"
+        "    raise settings.SettingsError('stopped here')\n"
+        "settings.load_settings = load\n"
+        "sys.argv = ['app']\n"
+        "try:\n"
+        "    runpy.run_module('app', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(seen == [signal.SIG_IGN])\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert done.stdout.strip().splitlines()[-1] == "True", done.stdout + done.stderr
+
+
 def _serve(**env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "app"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", **env})
