@@ -446,8 +446,8 @@ def in_path(variables: dict[str, Value], slashes: frozenset[str], stops: bool) -
     text within one segment, so a self-chosen org slug `victim/reports` cannot reach `/orgs/victim/reports` (found
     by a review), unless the variable says `multiSegment` (GitLab's `project_path`); where a match stops one (a
     deny rule's `must_exist`, an allow rule's `must_absent`) it keeps its slashes, which only makes the rule more
-    careful (a deny on a GitHub `repository` `octo/app`: found by the next review), and `stops` (said then) merges
-    repeated slashes in it as the path's are (app.paths.spell_as_path)."""
+    careful (a deny on a GitHub `repository` `octo/app`: found by the next review); `stops` says so, and the value
+    is then read as path segments are (`_stopping`)."""
     for value in variables.values():
         if isinstance(value, str):
             if not (value.isalnum() and value.isascii()) and not spelled_as_itself(value):  # `acme`: at once
