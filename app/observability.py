@@ -172,7 +172,10 @@ _key_set_labels: set[str] = set()
 _key_set_hosts: set[str] = set()
 
 
-def record_key_set_fetch(uri: str, outcome: str) -> None:
+def record_key_set_fetch(uri: str, outcome: str, configured: bool = False) -> None:
+    """A fetch's outcome, and a success's time. A set the configuration names is always recorded: past the cap of
+    labels (which sets only requests name can fill), one added by a reload read as never fetched (found by a
+    review: its age was +Inf)."""
     host = urlsplit(uri).hostname or "?"
     if host not in _key_set_hosts and len(_key_set_hosts) >= MAX_KEY_SET_SERIES:
         host = "other"  # subdomains under an allowed glob are as many hosts as a caller likes
@@ -181,7 +184,7 @@ def record_key_set_fetch(uri: str, outcome: str) -> None:
     _child(KEY_SET_FETCHES, host, outcome).inc()
     if outcome == "ok":
         label = key_set_label(uri)
-        if label in _key_set_labels or len(_key_set_labels) < MAX_KEY_SET_SERIES:
+        if configured or label in _key_set_labels or len(_key_set_labels) < MAX_KEY_SET_SERIES:
             _key_set_labels.add(label)
             _child(KEY_SET_FETCHED, label).set(time.time())
 

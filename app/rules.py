@@ -474,7 +474,8 @@ def _stopping(value: Value, slash: bool) -> Value:
         spelled = spell_as_path(item, slash, True)
         if not spelled:
             return ANYTHING
-        spellings += [spelled, spelled.strip("/")] if spelled.strip("/") != spelled else [spelled]
+        # (every combination: `/admin/` is also `/admin`, or `^{{p}}(/.*)?$` misses `/admin/users`; found by a review)
+        spellings += [spelled, spelled.lstrip("/"), spelled.rstrip("/"), spelled.strip("/")]
     spellings = list(dict.fromkeys(spellings))
     return spellings[0] if isinstance(value, str) and len(spellings) == 1 else tuple(spellings)
 

@@ -57,9 +57,12 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         if old is not None:
             verifier.cache.forget_version(old.version)
 
+    def key_set_fetched(uri: str, outcome: str) -> None:
+        record_key_set_fetch(uri, outcome, uri in keys.configured())
+
     configure_logging(settings.log_level, settings.log_format)
     keys = KeySetCache(settings, client=http_client, clock=clock, on_change=key_set_changed,
-                       on_fetch=record_key_set_fetch)
+                       on_fetch=key_set_fetched)
     verifier.keys = keys
     verifier.on_result = observe_validation
     verifier.cache.on_lookup = record_cache_lookup

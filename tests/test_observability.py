@@ -323,6 +323,21 @@ def test_metric_labels_stay_bounded_and_never_show_a_credential_or_a_dropped_key
                  jwks_uri=never) == float("inf")
 
 
+def test_a_configured_key_set_is_recorded_past_the_cap_that_sets_only_requests_name_can_fill(monkeypatch):
+    """Found by a review: with the 256 labels spent on sets inline policies named, a set added by a reload was
+    fetched but not recorded, and its age read +Inf (never fetched) for good."""
+    from app import observability
+
+    monkeypatch.setattr(observability, "_key_set_labels", {f"https://idp.example/jwks?q{index}" for index in
+                                                           range(observability.MAX_KEY_SET_SERIES)})
+    requested, configured = "https://idp.example/jwks?late", "https://idp.example/configured-later.json"
+    observability.record_key_set_fetch(requested, "ok")
+    observability.record_key_set_fetch(configured, "ok", configured=True)
+    metrics = samples(metrics_text(held=[configured]).decode())
+    assert 0 <= value(metrics, "jwks_key_set_age_seconds", jwks_uri=configured) < 60
+    assert ("jwks_last_success_timestamp_seconds", frozenset({("jwks_uri", requested)})) not in metrics
+
+
 @pytest.mark.parametrize("uri, label", [
     ("https://idp.example.com/jwks", "https://idp.example.com/jwks"),
     ("https://user:pass@idp.example.com:8443/jwks?token=s3cr3t&sig=s1gn4ture#x",

@@ -538,7 +538,7 @@ def test_repeated_slashes_in_a_value_are_merged_where_a_match_stops_a_request_an
         assert evaluate(deny, facts(path=path, claims={"org": value}), "deny", explain=explain).effect == "deny", value
     # A slash at a value's end may be the path's own separator: kept too (found by the review after: stripping it
     # stopped these denies, and let an allow rule's must_absent through).
-    for pattern, value, path in (("^{{o}}(/.*)?$", "/admin", "/admin/users"),
+    for pattern, value, path in (("^{{o}}(/.*)?$", "/admin", "/admin/users"), ("^{{o}}(/.*)?$", "/admin/", "/admin/x"),
                                  ("^{{o}}(/.*)?$", ["/admin", "/billing"], "/billing"),
                                  ("^/files{{o}}$", "/secret", "/files/secret"),
                                  ("^/repos/{{o}}secret", "team1/", "/repos/team1/secret")):
