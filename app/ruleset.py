@@ -16,7 +16,7 @@ import msgspec
 from msgspec import Meta, field
 
 from app.config import END, METHOD, worded
-from app.paths import DECODED, PERCENT, percent_encode_non_ascii
+from app.paths import DECODED, percent_encode_non_ascii
 from app.patterns import (FLAGS, VARIABLE, Pattern, PatternError, compile_pattern, literal_prefix, parse_pointer,
                           pattern_bytes)
 from app.policy import Problem
