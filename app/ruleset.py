@@ -258,7 +258,7 @@ class _Compiler:
             else:
                 text, loc = (nested.pattern, ("path", "path", "pattern")) if nested is not None else \
                     (flat or "", ("path", "pattern"))
-                problem = _unmatchable_path_pattern(text, self.flags) or _path_start_problem(text, self.flags)
+                problem = _unmatchable_path_pattern(text) or _path_start_problem(text, self.flags)
                 if problem is not None:  # it could never match a normalised path: say how to write it
                     self.problem(loc, problem)
                 else:
@@ -378,7 +378,7 @@ def _path_start_problem(pattern: str, flags: str) -> str | None:
     return None
 
 
-def _unmatchable_path_pattern(pattern: str, flags: str) -> str | None:
+def _unmatchable_path_pattern(pattern: str) -> str | None:
     """Why a path pattern can never match a normalised path (app.paths), with the spelling to use, or None: a
     non-ASCII character, which normalised paths percent-encode (UTF-8, upper case, RFC 3987 3.1). Character
     classes are read for non-ASCII characters written as such only: `[^\\x{80}-\\x{10FFFF}]` (ASCII only) is a

@@ -1283,7 +1283,7 @@ def test_a_path_pattern_spelling_a_non_ascii_character_is_refused_however_it_is_
     a non-ASCII character (`[éè]`) is not."""
     from app.ruleset import RuleDoc, _unmatchable_path_pattern, compile_rules
 
-    problem = _unmatchable_path_pattern(pattern, "")
+    problem = _unmatchable_path_pattern(pattern)
     assert (problem is None) is (spelled is None)
     if spelled is not None:
         assert f"write {spelled!r} as '%C3%A9'" in problem
