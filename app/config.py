@@ -391,6 +391,11 @@ def shown_name(value: str) -> str | None:
     return repr(value) if _NAME.fullmatch(value) else None
 
 
+def shown_member(name: str) -> str:
+    """A member name for a path in an answer: itself when `shown_name` would quote it, else its length only."""
+    return name if shown_name(name) is not None else f"<a name of {len(name)} characters>"
+
+
 def shown_word(value: str) -> str | None:
     """`value` quoted when it looks like a mistyped word (letters, `_`, `-`; at most 24), else None: a value in the
     wrong field may be a secret, a key or a token, and configuration errors are logged and shown by /readyz."""

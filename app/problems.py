@@ -20,7 +20,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 
-from app.config import shown_name, without_secrets
+from app.config import shown_member, without_secrets
 from app.observability import REQUEST_ID
 from app.policy import PolicyError, Problem
 
@@ -110,7 +110,7 @@ def _field_loc(key: str | None, message: str) -> list[str | int]:
         return _loc(key)
     # An unknown field's name (FastAPI's loc), unless it is no plain name: a token or secret pasted as one.
     name = named.group(1)
-    return _loc(key) + [name if shown_name(name) is not None else f"<a name of {len(name)} characters>"]
+    return _loc(key) + [shown_member(name)]
 
 
 def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:

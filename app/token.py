@@ -202,8 +202,13 @@ def nested_too_deeply(data: bytes) -> bool:
     brackets do not even balance is left to the decoder."""
     if data.count(b"{") + data.count(b"[") <= MAX_JSON_DEPTH:
         return False
-    skeleton = _JSON_STRING.sub(b"", data).translate(_SQUARE, _NOT_BRACKETS)
+    skeleton = _skeleton(data)
     return skeleton.count(b"[") * 2 == len(skeleton) and _WITHIN_DEPTH.fullmatch(skeleton) is None
+
+
+def _skeleton(data: bytes) -> bytes:
+    """The JSON text's brackets alone, strings removed, `{}` read as `[]`: its nesting."""
+    return _JSON_STRING.sub(b"", data).translate(_SQUARE, _NOT_BRACKETS)
 
 
 def _shape_problem(data: bytes, name: str) -> MalformedToken | None:
@@ -213,7 +218,7 @@ def _shape_problem(data: bytes, name: str) -> MalformedToken | None:
     token of 5,400 nested arrays cost 10-25x a valid one, in a walk of the decoded value and in its decoding.
     Strings removed, the brackets left are the nesting; brackets that do not even balance are left to the
     decoder, which says the text is not JSON."""
-    skeleton = _JSON_STRING.sub(b"", data).translate(_SQUARE, _NOT_BRACKETS)
+    skeleton = _skeleton(data)
     opened = skeleton.count(b"[")
     if opened * 2 != len(skeleton):
         return None

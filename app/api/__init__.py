@@ -12,7 +12,7 @@ import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import SerializationException, ValidationException
 
-from app.config import json_path, shown_name
+from app.config import json_path, shown_member
 from app.token import MAX_JSON_DEPTH, nested_too_deeply
 
 _encode = msgspec.json.Encoder().encode
@@ -78,8 +78,7 @@ def _has_surrogate(text: str) -> bool:
 def _where(parts: tuple[str | int, ...]) -> str:
     """A JSON path whose member names are shown when they look like names (as in a 422's `loc`, found by a
     review: this path echoed a 47-character secret pasted as a claim name)."""
-    return json_path(*(part if isinstance(part, int) or shown_name(part) is not None
-                       else f"<a name of {len(part)} characters>" for part in parts))
+    return json_path(*(part if isinstance(part, int) else shown_member(part) for part in parts))
 
 
 def _surrogate_outside_token(value: Any) -> str | None:

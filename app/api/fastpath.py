@@ -54,14 +54,18 @@ async def _answer(send: Any, status: int, body: bytes, headers: list[tuple[bytes
     await send({"type": "http.response.body", "body": body})
 
 
+def _bodied(message: Any) -> Any:
+    """An `http.request` message with its `body`, which the ASGI spec makes optional (default b""): Litestar reads
+    `message["body"]`, and answered 500 without it (found by a review)."""
+    if message.get("type") == "http.request" and "body" not in message:
+        return {**message, "body": b""}
+    return message
+
+
 def _with_body(receive: Any) -> Any:
-    """`receive` whose `http.request` messages always hold `body`, which the ASGI spec makes optional (default
-    b""): Litestar reads `message["body"]`, and answered 500 without it (found by a review)."""
+    """`receive` whose messages are `_bodied`."""
     async def read() -> Any:
-        message = await receive()
-        if message.get("type") == "http.request" and "body" not in message:
-            message = {**message, "body": b""}
-        return message
+        return _bodied(await receive())
     return read
 
 
@@ -169,9 +173,7 @@ class FastPath:
         messages: list[Any] = []
         size = 0
         while True:
-            message = await receive()
-            if message["type"] == "http.request" and "body" not in message:  # optional in ASGI: b"" then
-                message = {**message, "body": b""}
+            message = _bodied(await receive())
             if message.get("body") or not message.get("more_body", False):  # empty chunks carry nothing to keep
                 messages.append(message)
             if message["type"] != "http.request":  # the client went away: Litestar sees it the same way
