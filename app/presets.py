@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -148,6 +148,12 @@ def _cross_check(values: Mapping[str, str]) -> list[Problem]:
     return []
 
 
+def _texts(value: Any) -> list[str]:
+    """A template field's texts: the string itself, or the strings of a list (a preset's issuers or audiences)."""
+    return [value] if isinstance(value, str) else [item for item in value if isinstance(item, str)] \
+        if isinstance(value, list) else []
+
+
 def _substitute(text: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), text)
 
@@ -231,6 +237,11 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             _substitute(item, values) if isinstance(item, str) else item for item in template_audiences]
         return _ordered(policy)
 
+    def unfilled(self, policy: Mapping[str, Any], fields: Iterable[str]) -> list[str]:
+        """The parameters a partial fill left as `{name}` in these fields of its policy."""
+        return sorted({name for field in fields for text in _texts(policy.get(field)) for name in _PLACEHOLDER.findall(text)
+                       if name in self.parameters})
+
     @property
     def fixed_keys(self) -> bool:
         """Whether the key set is one URL whatever the parameters (github_actions, google, firebase): then
@@ -311,8 +322,10 @@ def _template_problems(preset: Preset, stem: str) -> list[tuple[str, str]]:
     templates: list[tuple[str, Any]] = [(json_path("jwks_uri"), preset.jwks_uri)]
     templates += [(json_path("issuer"), preset.issuer)] if isinstance(preset.issuer, str) else [
         (json_path("issuer", index), item) for index, item in enumerate(preset.issuer)]
-    if isinstance(audiences, list):
+    if isinstance(audiences, list) and all(isinstance(item, str) for item in audiences):
         templates += [(json_path("policy", "audiences", index), item) for index, item in enumerate(audiences)]
+    else:  # a string would be filled character by character (found by a review)
+        problems.append((json_path("policy", "audiences"), "expected an array of strings"))
     for path, text in templates:
         if not isinstance(text, str):
             continue

@@ -60,9 +60,12 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
         return None
     preset = presets[name]
     parameters = raw.get("parameters")
-    if parameters is None:
+    if parameters is None or isinstance(parameters, dict):
+        # Values the profile's issuer gives fill the parameters not given (found by a review: `"parameters": {}`
+        # beside an issuer of the preset's shape turned the profile to discovery, the issuer's values unread).
         issuer = own.get("issuer")
-        parameters = (preset.parameters_from_issuer(issuer) if isinstance(issuer, str) else None) or {}
+        parameters = {**((preset.parameters_from_issuer(issuer) if isinstance(issuer, str) else None) or {}),
+                      **(parameters or {})}
     if not isinstance(parameters, dict) or not all(isinstance(v, str) for v in parameters.values()):
         problems.append((json_path(profile_id, "parameters"), "expected an object of string values"))
         return None
@@ -71,6 +74,15 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
         base = preset.fill(parameters, partial=has_own_keys or "issuer" in own)
     except ValueError as exc:
         problems.append((json_path(profile_id, "parameters"), f"preset {name!r}: {exc}"))
+        return None
+    # A partial fill keeps a missing parameter as `{name}`: in a field the profile does not give itself, that
+    # issuer or audience would refuse every token (found by a review: it loaded, and failed every validation).
+    taken = [field for field in ("issuer", "audiences") if field not in own]
+    unfilled = preset.unfilled(base, taken)
+    if unfilled:
+        problems.append((json_path(profile_id, "parameters"), f"preset {name!r}: " + "; ".join(
+            f"{parameter}: missing: {preset.parameters[parameter]}" for parameter in unfilled)
+            + f"; or give the profile's own {' and '.join(taken)}"))
         return None
     if has_own_keys:
         for source in KEY_SOURCES:

@@ -432,6 +432,46 @@ def test_a_key_source_written_as_its_default_keeps_the_presets_key_set(default):
     assert (policy.key_source, policy.jwks_uri) == ("jwks_uri", "https://acme.us.auth0.com/.well-known/jwks.json")
 
 
+@pytest.mark.parametrize("profile, missing", [
+    ({"preset": "auth0", "jwks": {"keys": []}, "audiences": ["x"]}, "tenant_domain: missing"),
+    ({"preset": "auth0", "jwks_uri": "https://acme.us.auth0.com/.well-known/jwks.json", "audiences": ["x"]},
+     "tenant_domain: missing"),
+    ({"preset": "keycloak", "parameters": {"host": "sso.acme.com"}, "discovery": True, "audiences": ["x"]},
+     "realm: missing"),
+    ({"preset": "firebase", "issuer": "https://securetoken.google.com/acme-prod",
+      "jwks_uri": "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com",
+      "parameters": {}}, None),
+    ({"preset": "firebase", "jwks_uri": "https://www.googleapis.com/oauth2/v3/certs"}, "project_id: missing"),
+], ids=["own-keys-no-issuer", "own-jwks-uri-no-issuer", "discovery-without-realm", "read-from-issuer", "firebase-audience"])
+def test_a_preset_profile_leaving_a_parameter_its_issuer_or_audience_needs_is_refused(profile, missing):
+    """With a key source (or an issuer) of its own, a profile may leave parameters out, and a partial fill keeps
+    them as `{name}`: an issuer `https://{tenant_domain}/` loaded and refused every token. Found by a review."""
+    document = json.dumps({"acme": profile}).encode()
+    if missing is None:
+        policy = load_profiles(document, "ISSUER_PROFILES_JSON", PRESETS).policies["acme"]
+        assert policy.audiences == {"acme-prod"}  # the project id, read from the issuer
+        return
+    with pytest.raises(ConfigError) as error:
+        load_profiles(document, "ISSUER_PROFILES_JSON", PRESETS)
+    assert f"$.acme.parameters: preset '{profile['preset']}': {missing}" in str(error.value), str(error.value)
+    assert "{" not in str(error.value).split(missing)[1].split("(")[0]
+
+
+@pytest.mark.parametrize("preset, issuer, parameters, jwks_uri", [
+    ("auth0", "https://acme.us.auth0.com/", {}, "https://acme.us.auth0.com/.well-known/jwks.json"),
+    ("okta", "https://acme.okta.com/oauth2/default", {"okta_domain": "acme.okta.com"},
+     "https://acme.okta.com/oauth2/default/v1/keys"),
+])
+def test_parameters_given_beside_an_issuer_of_the_presets_shape_are_completed_from_it(preset, issuer, parameters,
+                                                                                      jwks_uri):
+    """`"parameters": {}` (or some of them) left the issuer unread, and the profile turned to discovery, logged as an
+    issuer not of the preset's shape. Found by a review."""
+    document = json.dumps({"acme": {"preset": preset, "issuer": issuer, "parameters": parameters,
+                                    "audiences": ["x"]}})
+    policy = load_profiles(document.encode(), "ISSUER_PROFILES_JSON", PRESETS).policies["acme"]
+    assert (policy.key_source, policy.jwks_uri, policy.issuers) == ("jwks_uri", jwks_uri, (issuer,))
+
+
 @pytest.mark.parametrize("preset, pin", [("github_actions", {"repository": "acme/api"}),
                                          ("github_actions", {"repository_owner_id": "4242"}),
                                          ("gitlab", {"project_path": "acme/api"}),
@@ -542,9 +582,11 @@ GOOD_FILE = {"provider": "acme", "title": "Acme IdP", "issuer": "https://{tenant
     ({"parameters": {"tenant_domain": "x", "realm": "y"}}, "$.parameters.realm", "must appear in the issuer"),
     ({"defaults": {"tenant_domain": "https://x"}}, "$.defaults.tenant_domain", "expected a host name"),
     ({"title": ""}, "$.title", "length >= 1"),
+    ({"policy": {"allowed_algs": ["RS256"], "audiences": "https://api.acme.com"}}, "$.policy.audiences",
+     "expected an array of strings"),
 ], ids=["provider-not-file-name", "unknown-field", "alg-none", "hs-with-jwks-uri", "skew-too-big",
         "issuer-in-policy", "secret-in-policy", "undeclared-placeholder", "broken-placeholder", "http-jwks-uri",
-        "unknown-parameter-kind", "parameter-not-in-issuer", "bad-default", "empty-title"])
+        "unknown-parameter-kind", "parameter-not-in-issuer", "bad-default", "empty-title", "audiences-a-string"])
 def test_bad_preset_file_raises_config_error_with_file_path_and_problem(tmp_path, change, path, message):
     (tmp_path / "acme.json").write_text(json.dumps({**GOOD_FILE, **change}))
     with pytest.raises(ConfigError) as error:
