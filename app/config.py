@@ -28,7 +28,7 @@ log = structlog.get_logger("app.config")
 _NOT_A_PATH = ("{", "[", '"', "'")
 _TOKEN_LIKE = re.compile(r"(?=[^/]*[0-9])(?=[^/]*[A-Z])(?=[^/]*[a-z])[A-Za-z0-9+=_-]{20,}")
 _PATH_LIKE = re.compile(r"[^\x00-\x1f\x7f\"'{}\[\]]{1,1024}")
-_MSGSPEC_PATH = re.compile(r" - at (`key` in )?`(\$[^`]*)`$")  # "`key` in": a member name of that object
+MSGSPEC_PATH = re.compile(r" - at (`key` in )?`(\$[^`]*)`$")  # "`key` in": a member name of that object
 
 
 # The end of the text, in Python's `re` and ECMA-262 (OpenAPI) alike. `$` also matches before a final newline
@@ -364,7 +364,7 @@ def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems:
 def _validation_problem(exc: msgspec.ValidationError, type_: Any, prefix: tuple[str | int, ...]) -> tuple[str, str]:
     """msgspec's error as (JSON path under `prefix`, problem): its message ends with where, `- at `$...``."""
     message = str(exc)
-    match = _MSGSPEC_PATH.search(message)
+    match = MSGSPEC_PATH.search(message)
     inner = match.group(2) if match else "$"
     problem = _with_choices(message[: match.start()] if match else message, type_, inner)
     if match and match.group(1):

@@ -65,7 +65,7 @@ VALIDATION_CODES: dict[str, CodeInfo] = {
     "TOKEN_EXPIRED": CodeInfo("time", "error", "`exp` is at or before now minus the clock skew."),
     "TOKEN_NOT_YET_VALID": CodeInfo("time", "error", "`nbf` is after now plus the clock skew."),
     "TOKEN_ISSUED_IN_FUTURE": CodeInfo("time", "error", "`iat` is after now plus the clock skew."),
-    "CLAIM_INVALID": CodeInfo("time", "error", "A time claim is not a number of seconds up to the year 9999 (strings and booleans are refused; a date in milliseconds is named as such)."),
+    "CLAIM_INVALID": CodeInfo("time", "error", "A time claim is not a number of seconds up to the year 9999 (strings and booleans are refused; a date in milliseconds, micro- or nanoseconds is named as such)."),
     "REQUIRED_CLAIM_MISSING": CodeInfo(
         "required_claims", "error", "A required claim (or `exp` when `require_exp`) is absent."
     ),

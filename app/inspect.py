@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from app.checks.claims import is_id_token
-from app.checks.time import in_milliseconds, numeric_date
+from app.checks.time import finer_unit, in_milliseconds, numeric_date
 from app.findings import INSPECT_CODES
 from app.keys import SYMMETRIC
 from app.token import WHITESPACE, MalformedToken, has_bearer_prefix, parse, token_id
@@ -61,8 +61,8 @@ def _codes(header: dict[str, Any], claims: dict[str, Any], now: float,
         codes.append("EXP_MISSING")
     elif in_milliseconds(exp):
         codes.append("EXP_MISSING")
-        reasons["EXP_MISSING"] = ("`exp` is after the year 9999, a date in milliseconds rather than seconds: "
-                                  "validators that read it as seconds let the token live for millennia.")
+        reasons["EXP_MISSING"] = (f"`exp` is after the year 9999, a date in {finer_unit(exp)[0]} rather than "
+                                  "seconds: validators that read it as seconds let the token live for millennia.")
     elif not numeric_date(exp):
         codes.append("EXP_MISSING")
         reasons["EXP_MISSING"] = ("`exp` is not a NumericDate (a JSON number of seconds): validators refuse the "
@@ -80,8 +80,8 @@ def _codes(header: dict[str, Any], claims: dict[str, Any], now: float,
             continue
         # Validation refuses these (CLAIM_INVALID): an inspection that said nothing of them was found by a review.
         codes.append(code)
-        reasons[code] = (f"`{name}` is after the year 9999 (a date in milliseconds rather than seconds?), so "
-                         "validators refuse the token" if in_milliseconds(value) else
+        reasons[code] = (f"`{name}` is after the year 9999 (a date in {finer_unit(value)[0]} rather than "
+                         "seconds?), so validators refuse the token" if in_milliseconds(value) else
                          f"`{name}` is not a NumericDate (a JSON number of seconds since the epoch, within the year "
                          "9999): validators refuse the token")
     aud = claims.get("aud")

@@ -221,6 +221,17 @@ def test_a_wrong_typed_policy_field_is_422_never_coerced_into_a_weaker_policy(cl
                                   "type": "type_error"}]
 
 
+@pytest.mark.parametrize("name, problem", [("", "Expected `str` of length >= 1"),
+                                           ("x" * 300, "Expected `str` of length <= 256")], ids=["empty", "too-long"])
+def test_a_bad_member_name_is_422_at_its_object_with_msgspecs_path_kept_out_of_the_message(client, name, problem):
+    """Found by a review: msgspec's "- at `key` in `$...`" was not read, so loc was ["body"] and its path stayed in
+    the message."""
+    body = {"token": "x", "policy": rs256_policy(required_custom_claims={name: 1})}
+    (error,) = _problem(client.post(URL, json=body), 422)["errors"]
+    assert error == {"loc": ["body", "policy", "required_custom_claims"], "msg": f"a member name: {problem}",
+                     "type": "value_error"}
+
+
 def test_an_encryption_key_beside_the_signing_key_of_an_inline_set_is_kept_out_of_the_way(client):
     """Sets copied from an IdP publish encryption keys too (`use: enc` or `key_ops` without `verify`)."""
     signing = key_for("RS256")

@@ -115,6 +115,25 @@ def test_case_mismatched_alg_remediation_says_names_are_case_sensitive(client):
     assert "case-sensitive" in only(verdict(client, token), "ALGORITHM_INVALID")["remediation"]
 
 
+def test_the_case_hint_names_the_tokens_algorithm_and_the_policys_spelling(client):
+    """Found by a review: the hint said "'RS256', not 'rs256'" whatever the algorithm."""
+    secret = "a-shared-secret-of-at-least-32-bytes!"
+    token = mint(claims(), SigningKey("HS256", secret.encode(), "k"), alg="hs256")
+    policy = rs256_policy(public_key=None, secret=secret, allowed_algs=["HS256"])
+    remediation = only(verdict(client, token, policy), "ALGORITHM_INVALID")["remediation"]
+    assert remediation == "Algorithm names are case-sensitive (RFC 7518): 'HS256', not 'hs256'."
+
+
+def test_a_kid_against_an_inline_key_without_one_says_to_give_the_key_its_kid(client):
+    """Found by a review: the issuer's key pasted without its kid got "add the issuer's current key to it"."""
+    key = jwks(key_for("RS256"))["keys"][0]
+    del key["kid"]
+    body = verdict(client, mint(claims(), key_for("RS256"), kid=False, header={"kid": "r1"}),
+                   rs256_policy(public_key=None, jwks={"keys": [key]}))
+    remediation = only(body, "KID_NOT_FOUND")["remediation"]
+    assert "a key without a kid that fits RS256" in remediation and "Give that key its 'kid'" in remediation
+
+
 # --- key confusion --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("policy_kind", ["public_key", "jwks"])
@@ -548,6 +567,31 @@ def test_a_signature_longer_than_the_key_makes_is_named_for_what_it_is(client):
     der = signer.private.sign(head.encode(), ec.ECDSA(hashes.SHA256()))
     finding = only(verdict(client, head + "." + b64(der), es256_policy()), "SIGNATURE_INVALID")
     assert "DER-encoded" in finding["remediation"] and finding["evidence"]["expected_bytes"] == 64
+
+
+def test_a_signature_of_another_algorithms_length_names_that_algorithm(client):
+    """Found by a review: an HS512 MAC under an HS256 header was blamed on "a larger key" (an HMAC's length depends
+    on its hash alone), and a raw ES384 signature under ES256 on DER."""
+    secret = b"a-shared-secret-of-at-least-64-bytes-so-that-HS512-is-not-weak!!"
+    head = mint(claims(), SigningKey("HS256", secret, "k")).rpartition(".")[0]
+    hs512 = head + "." + b64(SigningKey("HS512", secret, "k").sign(head.encode()))
+    policy = rs256_policy(public_key=None, secret=secret.decode(), allowed_algs=["HS256"])
+    finding = only(verdict(client, hs512, policy), "SIGNATURE_INVALID")
+    assert (finding["evidence"]["signature_bytes"], finding["evidence"]["expected_bytes"]) == (64, 32)
+    assert finding["remediation"].startswith("The signature has the length HS512 makes: the issuer signs with HS512")
+    head = mint(claims(), key_for("ES256")).rpartition(".")[0]
+    es384 = head + "." + b64(key_for("ES384").sign(head.encode()))
+    finding = only(verdict(client, es384, es256_policy()), "SIGNATURE_INVALID")
+    assert finding["remediation"].startswith("The signature has the length ES384 makes")
+
+
+def test_a_short_hmac_secret_is_weak_whether_or_not_the_mac_matches(client):
+    """validation.md: "HMAC secrets under 32 bytes give a WEAK_KEY warning"; a MAC that did not match hid it."""
+    policy = rs256_policy(public_key=None, secret="only-24-bytes-of-secret!", allowed_algs=["HS256"])
+    for other in (b"another-24-bytes-secret!", b"x" * 40):
+        body = verdict(client, mint(claims(), SigningKey("HS256", other, "k")), policy)
+        assert codes(body) == ["SIGNATURE_INVALID", "WEAK_KEY"]
+        assert only(body, "WEAK_KEY")["severity"] == "warning"
 
 
 def test_a_signature_of_the_wrong_length_is_named_as_cut_short(client):

@@ -164,8 +164,20 @@ def test_a_time_claim_after_the_year_9999_is_named_as_milliseconds(claim, value,
     if invalid:
         finding = only(result, "CLAIM_INVALID")
         assert finding.evidence == {"claim": claim, "actual": value, "max": 253_402_300_799}
-        assert "milliseconds" in finding.message and "divided by 1000" in finding.remediation
+        assert "milliseconds" in finding.message and "divided by 1,000)" in finding.remediation
         assert codes(result) == ["CLAIM_INVALID"]
+
+
+@pytest.mark.parametrize("value, unit, divisor", [((NOW + 3600) * 10**6, "microseconds", "1,000,000"),
+                                                  ((NOW + 3600) * 10**9, "nanoseconds", "1,000,000,000"),
+                                                  (2**63, "nanoseconds", "1,000,000,000")],
+                         ids=["microseconds", "nanoseconds", "int64-max"])
+def test_a_time_claim_in_micro_or_nanoseconds_is_named_by_its_unit(value, unit, divisor):
+    """Found by a review: the hint divided by 1000 whatever the size, so following it left a date in microseconds
+    still a thousand times too large."""
+    finding = only(run(mint(claims(exp=value), key_for("RS256"))), "CLAIM_INVALID")
+    assert f"a date in {unit}, not seconds?" in finding.message
+    assert finding.remediation == f"Send 'exp' in seconds since the epoch ({unit} divided by {divisor})."
 
 
 @pytest.mark.parametrize("value, digits", [(10**400, 401), (253_402_300_799 * 10**9 + 1, 21), (-(2**63) - 1, 19),
@@ -437,6 +449,16 @@ def test_scopes_in_the_wrong_shape_are_not_granted_and_the_hint_says_where_they_
     result = run(rs256_token(**grant), required_scopes=["read:users"])
     assert codes(result) == ["SCOPE_MISSING"]
     assert hint in result.findings[0].remediation and "Grant the scope" not in result.findings[0].remediation
+
+
+def test_a_required_scope_holding_a_space_is_told_as_the_policys_mistake_not_the_tokens():
+    """Found by a review: `required_scopes: ["read write"]` told a token granting `read write` that it separated
+    its scopes with commas."""
+    result = run(rs256_token(scope="read write"), required_scopes=["read write"])
+    assert codes(result) == ["SCOPE_MISSING"]
+    assert result.findings[0].remediation.startswith("The policy requires a scope holding white space")
+    plain = run(rs256_token(scope="read write"), required_scopes=["admin"])
+    assert "commas" not in plain.findings[0].remediation and "Grant the scope" in plain.findings[0].remediation
 
 
 def test_every_missing_scope_is_its_own_finding_with_required_granted_missing():

@@ -12,7 +12,7 @@ import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import SerializationException, ValidationException
 
-from app.config import json_path, shown_member
+from app.config import MSGSPEC_PATH, json_path, shown_member
 from app.token import MAX_JSON_DEPTH, nested_too_deeply
 
 _encode = msgspec.json.Encoder().encode
@@ -121,11 +121,13 @@ def strict_body(type_: type[Any]) -> Callable[[Request[Any, Any, Any]], Awaitabl
         try:
             msgspec.convert(value, type_, strict=True)
         except msgspec.ValidationError as exc:
-            message, at, where = str(exc).rpartition(" - at `$")
-            key = where.rstrip("`").lstrip(".") if at else None
+            message = str(exc)
+            where = MSGSPEC_PATH.search(message)
+            key = where.group(2)[1:].lstrip(".") if where else None
+            if where:  # "`key` in `$.x`": a member name of x (found by a review: it was left in the message)
+                message = ("a member name: " if where.group(1) else "") + message[:where.start()]
             raise ValidationException(f"Validation failed for {request.method} {request.url.path}",
-                                      extra=[{"message": message if at else str(exc), "key": key,
-                                              "source": "body"}]) from None
+                                      extra=[{"message": message, "key": key, "source": "body"}]) from None
 
     return check
 

@@ -241,10 +241,16 @@ def check_required_claims_for(policy: CompiledPolicy, claims: dict[str, Any], fi
             findings.append(finding("SCOPE_MISSING", f"scope {scope!r} is not granted",
                                     {"scope": scope, "required": list(policy.required_scopes), **shown,
                                      "missing": missing},
+                                    _SPACED_SCOPE if scope != scope.strip() or len(scope.split()) > 1 else
                                     next((hint for held, hint in unread if scope in held), None) or
                                     "Grant the scope to the client at the IdP (Auth0: enable RBAC and 'Add "
                                     "Permissions in the Access Token' for 'permissions')."))
     return findings
+
+
+# A required scope holding white space is the policy's mistake (found by a review: the token was told its commas).
+_SPACED_SCOPE = ("The policy requires a scope holding white space, which no scope is: 'scope' separates scopes by "
+                 "spaces (RFC 6749 3.3). List each scope on its own in required_scopes.")
 
 
 def _unread_scopes(claims: dict[str, Any]) -> list[tuple[frozenset[str], str]]:
@@ -261,10 +267,11 @@ def _unread_scopes(claims: dict[str, Any]) -> list[tuple[frozenset[str], str]]:
         elif isinstance(value, str) and name == "permissions":
             shapes.append((frozenset(value.split()), "The token holds this scope in a 'permissions' string; "
                                                      "'permissions' is an array (Auth0 RBAC)."))
-        elif isinstance(value, str):
+        elif isinstance(value, str) and "," in value:
             shapes.append((frozenset(map(str.strip, value.split(","))),
                            f"The token's '{name}' separates scopes with commas; they are separated by spaces (RFC "
                            "6749 3.3). Fix the claim at the IdP."))
+        if isinstance(value, str) and name != "permissions":
             # str.split() also splits at tabs, line breaks and other Unicode white space (NBSP...).
             shapes.append((frozenset(value.split()),
                            f"The token's '{name}' separates scopes with other white space than the space character "

@@ -34,7 +34,8 @@ def check_algorithm(ctx: Context) -> list[Finding]:
                            "MACed with the public key as the HMAC secret) or an IdP/application set to sign with "
                            f"{alg}; switch its signing algorithm to {' or '.join(allowed)} and use its public keys.")
         elif any(alg.lower() == name.lower() for name in policy.allowed_algs):
-            remediation = "Algorithm names are case-sensitive (RFC 7518): 'RS256', not 'rs256'."
+            meant = next(name for name in allowed if alg.lower() == name.lower())
+            remediation = f"Algorithm names are case-sensitive (RFC 7518): {meant!r}, not {alg!r}."
         elif alg in ALGORITHMS:
             remediation = f"If the issuer really signs with {alg}, add it to allowed_algs (with a key of its type)."
         return [finding("ALGORITHM_INVALID", f"alg {alg!r} is not in allowed_algs",
@@ -111,6 +112,11 @@ def check_key(ctx: Context) -> list[Finding]:
             remediation = ("The policy's own key set has no key with this kid: add the issuer's current key to "
                            "it, or check that the token comes from the issuer you meant (another tenant signs "
                            "with other keys).")
+            if any(key.kid is None for key in keys.keyset.candidates(algorithm, None)):
+                # The issuer's key pasted without its kid (found by a review: the hint said to add a key it had).
+                remediation = (f"The policy's own key set has a key without a kid that fits {algorithm.name}: a "
+                               "token naming a kid is checked only against the key with that kid. Give that key "
+                               "its 'kid' as the issuer publishes it.")
         else:
             remediation = (f"No key {'with this kid ' if kid is not None else ''}fits {algorithm.name}: check the "
                            "key's `alg`, `use` (sig) and `key_ops` (verify) against the token's `alg`.")
@@ -175,12 +181,7 @@ def check_signature(ctx: Context) -> list[Finding]:
             continue
         if algorithm.verify(key.key, token.signing_input, token.signature):
             ctx.key_used = key
-            if key.kty == "oct" and key.size < algorithm.hash_bytes:
-                return [finding("WEAK_KEY", f"the HMAC secret has {key.size} bytes; {algorithm.name} needs at "
-                                f"least {algorithm.hash_bytes} (RFC 7518 section 3.2)",
-                                {"bytes": key.size, "minimum_bytes": algorithm.hash_bytes},
-                                "Use a random secret at least as long as the hash output.", severity="warning")]
-            return []
+            return _weak_secrets([key], algorithm.name, algorithm.hash_bytes)
     signed_by_weak = [key for key in weak if algorithm.verify(key.key, token.signing_input, token.signature)]
     if signed_by_weak or not strong:
         return [_weak_rsa(key) for key in signed_by_weak or weak]
@@ -189,22 +190,48 @@ def check_signature(ctx: Context) -> list[Finding]:
     expected = sizes.pop() if len(sizes) == 1 else None
     evidence = {"alg": algorithm.name, "kid": strong[0].kid, "keys_tried": len(strong),
                 "signature_bytes": len(token.signature)}
+    # A short HMAC secret is weak whether or not this token's MAC matched (validation.md; found by a review).
+    weak_secrets = _weak_secrets(strong, algorithm.name, algorithm.hash_bytes)
     if expected is not None and expected != len(token.signature):  # a verify could never have succeeded
-        longer = len(token.signature) > expected
         return [finding("SIGNATURE_INVALID", f"the signature has {len(token.signature)} bytes where {algorithm.name} "
                         f"with the configured key makes {expected}", {**evidence, "expected_bytes": expected},
-                        "The signature is DER-encoded: a JWS carries the raw r || s (RFC 7518 3.4)."
-                        if longer and algorithm.kty == "EC" else
-                        "The token was signed by another, larger key (another tenant, environment, or a rotated key)."
-                        if longer else
-                        "The token was cut short (a log line, a display width, a copy), or its signature mangled.")]
+                        _length_hint(algorithm.name, algorithm.kty, token.signature, expected)), *weak_secrets]
     return [finding(
         "SIGNATURE_INVALID", "the signature does not verify with the configured key", evidence,
         "The token names its own key in its header; that key is never trusted." if present else
-        "The token was altered, or signed by another key (another tenant, environment, or a rotated key).")]
+        "The token was altered, or signed by another key (another tenant, environment, or a rotated key)."),
+        *weak_secrets]
+
+
+def _weak_secrets(keys: list[KeyEntry], alg: str, minimum: int) -> list[Finding]:
+    return [finding("WEAK_KEY", f"the HMAC secret has {key.size} bytes; {alg} needs at least {minimum} (RFC 7518 "
+                    "section 3.2)", {"bytes": key.size, "minimum_bytes": minimum},
+                    "Use a random secret at least as long as the hash output.", severity="warning")
+            for key in keys if key.kty == "oct" and key.size < minimum]
+
+
+def _length_hint(alg: str, kty: str, signature: bytes, expected: int) -> str:
+    """Why a signature has another length than `alg` with the configured key makes: the length itself often says
+    (found by a review: a 64-byte HS512 MAC under HS256 was blamed on "a larger key", which an HMAC's length never
+    depends on, and a raw ES384 signature under ES256 on DER)."""
+    size = len(signature)
+    if kty == "EC" and signature[:1] == b"\x30" and expected < size <= expected + 9:  # SEQUENCE of two INTEGERs
+        return "The signature is DER-encoded: a JWS carries the raw r || s (RFC 7518 3.4)."
+    other = _MADE_BY.get((kty, size))
+    if other is not None and other != alg:
+        return (f"The signature has the length {other} makes: the issuer signs with {other}, and the header names "
+                f"{alg} (a misconfigured issuer, or a header altered after signing).")
+    if size > expected and kty == "RSA":
+        return "The token was signed by another, larger key (another tenant, environment, or a rotated key)."
+    if size < expected:
+        return "The token was cut short (a log line, a display width, a copy), or its signature mangled."
+    return "The signature was mangled, or made with another algorithm than the header names."
 
 
 _FIXED_SIGNATURE_BYTES = {"ES256": 64, "ES384": 96, "ES512": 132, "Ed25519": 64, "Ed448": 114}
+# (key type, signature length) -> the algorithm that makes signatures of that length with such a key.
+_MADE_BY = {("oct", 32): "HS256", ("oct", 48): "HS384", ("oct", 64): "HS512",
+            ("EC", 64): "ES256", ("EC", 96): "ES384", ("EC", 132): "ES512"}
 
 
 def _signature_bytes(alg: str, key: KeyEntry) -> int | None:
