@@ -17,7 +17,7 @@ from app import examples
 from app.api import json_response, strict_body
 from app.authorize import Decision, OriginalRequest, authorize
 from app.authorizers import AUTHORIZER_ID, Authorizer, AuthorizerDoc, Authorizers
-from app.config import METHOD
+from app.config import METHOD, METHOD_TOKEN
 from app.observability import observe_decision
 from app.paths import percent_encode_non_ascii
 from app.policy import PolicyError, Problem
@@ -108,7 +108,7 @@ _METHOD_NAMES = ("x-forwarded-method", "x-original-method")
 _URI_NAMES = ("x-forwarded-uri", "x-original-uri")
 # A method is an RFC 9110 token (VERSION-CONTROL, UPDATEREDIRECTREF): `DELETE,GET` (a proxy that appends joins a
 # client's header to its own with a comma) named no method and skipped a deny on DELETE (found by a review).
-_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
+_METHOD = re.compile(METHOD_TOKEN)
 
 
 def _single(found: list[tuple[str, str, bytes]]) -> tuple[str, bytes] | None:
