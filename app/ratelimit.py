@@ -117,6 +117,9 @@ class RateLimitState(msgspec.Struct, frozen=True):
         return headers
 
 
+SWEEP_SECONDS = 10.0  # how often a memory:// store forgets its moving-window budgets that have no request left
+
+
 def _storage(uri: str) -> Any:
     if uri.startswith("memory://"):
         # In-process dictionaries need no event loop: measured here, a decision's hit costs ~30 µs with limits'
@@ -239,6 +242,7 @@ class Budgets:
         self.storage = _storage(uri)
         memory = uri.startswith("memory://")
         self.moving: Any = SyncMovingWindow(self.storage) if memory else None  # Redis: _TAKE_MOVING instead
+        self.swept = time.monotonic()
         self.storage_errors = 0
         self._scripts: tuple[Any, Any] | None = None  # _TAKE_FIXED and _TAKE_MOVING, registered at first use
 
@@ -251,6 +255,7 @@ class Budgets:
         decision of the worker comes between them."""
         names = [item.key_for(*key) for item in limit.items]
         if limit.moving:
+            self._sweep()
             refused = next((index for index, item in enumerate(limit.items)
                             if not self.moving.test(item, *key)), None)
             if refused is None:
@@ -275,6 +280,19 @@ class Budgets:
         return _Taken(refused, counts, [max(0.0, self.storage.get_expiry(name) - now) if count else
                                         float(item.get_expiry()) for name, count, item in
                                         zip(names, counts, limit.items)])
+
+    def _sweep(self) -> None:
+        """Forget the moving-window budgets whose windows have ended, every SWEEP_SECONDS. limits' expiry thread
+        empties their lists of requests but keeps the keys, so a worker kept ~200 bytes for every budget it ever
+        saw (every `sub` under `claim:sub`) and its thread walked them all (found by a review). Only empty lists
+        go: the thread never writes one back, and a request adds to its list in this thread."""
+        now = time.monotonic()
+        if now - self.swept < SWEEP_SECONDS:
+            return
+        self.swept = now
+        events = self.storage.events
+        for name in [name for name, entries in events.items() if not entries]:
+            events.pop(name, None)
 
     async def _take_in_redis(self, limit: RateLimit, key: tuple[str, ...], now: float) -> _Taken:
         """Every window or none, in one Lua script (one round trip, atomic in Redis): a refused request spends no

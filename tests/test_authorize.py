@@ -198,6 +198,34 @@ def test_claim_budgets_keep_claim_values_of_different_types_apart():
     assert key({"org": "acme"}) == key({"org": "acme", "sub": "x"}) != key({"org": "beta"})
 
 
+def test_in_memory_moving_window_budgets_are_forgotten_once_their_windows_end(monkeypatch):
+    """Found by a review: limits' expiry thread empties a moving window's list but keeps its key, so a worker kept
+    every budget it ever saw (every `sub` under `claim:sub`), and its thread walked them all."""
+    import asyncio
+    import time
+
+    from app import ratelimit
+    from app.ratelimit import Budgets, RateLimitDoc, compile_rate_limit
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    monkeypatch.setattr(ratelimit, "SWEEP_SECONDS", 0.0)
+    budgets = Budgets("memory://")
+    limit = compile_rate_limit(RateLimitDoc(per_second=5, strategy="moving-window", key="claim:sub"))
+    hit = lambda sub: asyncio.run(budgets.hit("api", limit, {"sub": sub}))  # noqa: E731
+    for index in range(300):
+        assert not hit(f"user-{index}").limited
+    assert len(budgets.storage.events) == 300
+    for _ in range(200):  # every window has ended: the expiry thread (10 ms after a request) empties the lists
+        clock[0] += 1
+        hit("other")
+        if sum(1 for entries in budgets.storage.events.values() if entries) == 1:
+            break
+        time.sleep(0.02)
+    hit("other")
+    assert [bool(entries) for entries in budgets.storage.events.values()] == [True]  # "other" alone is kept
+
+
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
 def test_in_memory_a_fresh_window_resets_in_its_length_and_a_lowered_moving_window_in_time(monkeypatch, strategy):
     """Found by a review: a fresh minute said `RateLimit-Reset: 61` (a clock read before the window started), and
