@@ -150,8 +150,9 @@ def _cross_check(values: Mapping[str, str]) -> list[Problem]:
 
 def _texts(value: Any) -> list[str]:
     """A template field's texts: the string itself, or the strings of a list (a preset's issuers or audiences)."""
-    return [value] if isinstance(value, str) else [item for item in value if isinstance(item, str)] \
-        if isinstance(value, list) else []
+    if isinstance(value, str):
+        return [value]
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
 def _substitute(text: str, values: Mapping[str, str]) -> str:
@@ -239,8 +240,8 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def unfilled(self, policy: Mapping[str, Any], fields: Iterable[str]) -> list[str]:
         """The parameters a partial fill left as `{name}` in these fields of its policy."""
-        return sorted({name for field in fields for text in _texts(policy.get(field)) for name in _PLACEHOLDER.findall(text)
-                       if name in self.parameters})
+        return sorted({name for field in fields for text in _texts(policy.get(field))
+                       for name in _PLACEHOLDER.findall(text) if name in self.parameters})
 
     @property
     def fixed_keys(self) -> bool:
