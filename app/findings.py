@@ -110,6 +110,8 @@ PROBLEM_CODES: dict[str, str] = {
     "AUTHORIZER_NOT_FOUND": "No authorizer has this id (see `known`).",
     "PRESET_NOT_FOUND": "No preset for this provider (see `known`).",
     "BODY_TOO_LARGE": "The request body exceeds MAX_BODY_BYTES.",
+    "BODY_INCOMPLETE": "The request body ended before its declared end (the client left), or its chunked framing "
+                       "is malformed.",
     "UNAUTHORIZED": "A valid X-API-Key is required.",
     "NOT_FOUND": "No such route.",
     "METHOD_NOT_ALLOWED": "The route does not accept this method.",

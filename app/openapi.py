@@ -4,18 +4,21 @@ catalogue, served at /openapi.json with a Swagger UI from files the package ship
 from __future__ import annotations
 
 import copy
+import mimetypes
 from pathlib import Path
 from typing import Any, Iterator
 
 import msgspec
 import swagger_ui_bundle
-from litestar import Litestar, MediaType, Request, get
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.static_files import create_static_files_router
+from litestar.params import FromPath
 
 from app import examples
 from app.findings import INSPECT_CODES, PROBLEM_CODES, VALIDATION_CODES
 from app.observability import needs_api_key
+from app.problems import http_problem
 
 DESCRIPTION = (
     "A self-hosted JWT validation and authorization decision service: validate tokens against inline policies or "
@@ -282,7 +285,25 @@ def docs() -> str:
     return _DOCS_HTML
 
 
+_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
+# The Swagger UI's files by name, listed once: a name is looked up, never handed to the file system (found by a
+# review: Litestar's static files router answered 500 to `%00`, a 300-character name or `swagger-ui.css/x`).
+_ASSET_NAMES = frozenset(path.name for path in _ASSETS.iterdir() if path.is_file())
+
+
+@get("/docs/static/{name:str}", include_in_schema=False, sync_to_thread=False)
+def docs_asset(name: FromPath[str]) -> Response[bytes]:
+    if name not in _ASSET_NAMES:
+        raise NotFoundException()
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return Response((_ASSETS / name).read_bytes(), media_type=media_type)
+
+
+async def schema_not_found_as_problem(response: Response[Any]) -> Response[Any]:
+    """The `/_schema` router's `after_request`: Litestar answers an unknown name under it with its own HTML 404
+    page, which every other route answers as problem+json (found by a review)."""
+    return http_problem(NotFoundException()) if response.status_code == 404 else response
+
+
 def routes() -> list[Any]:
-    return [openapi_json, docs,
-            create_static_files_router(path="/docs/static", directories=[Path(swagger_ui_bundle.swagger_ui_path)],
-                                       include_in_schema=False)]
+    return [openapi_json, docs, docs_asset]

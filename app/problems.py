@@ -139,10 +139,15 @@ _STATUS_CODES = {404: ("NOT_FOUND", "Not found"), 405: ("METHOD_NOT_ALLOWED", "M
 
 
 def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if exc.status_code >= 500:  # Litestar's InternalServerException: a disconnect, or a bug
+        return on_unexpected(request, exc)
+    return http_problem(exc)
+
+
+def http_problem(exc: HTTPException) -> Response[bytes]:
+    """A Litestar HTTPException under 500 as problem+json."""
     status = exc.status_code
     code, title = _STATUS_CODES.get(status, ("REQUEST_INVALID", "Bad request"))
-    if status >= 500:  # Litestar's InternalServerException: a disconnect, or a bug
-        return on_unexpected(request, exc)
     detail = {404: "No route matches this path.", 405: "This route does not accept this method.",
               413: "The request body exceeds MAX_BODY_BYTES."}.get(status, str(exc.detail)[:200])
     errors = None
@@ -203,15 +208,19 @@ _BODY_ERRORS = {UnicodeDecodeError: ("the body is not valid UTF-8", "json_invali
                 RecursionError: ("the body is nested too deeply", "json_invalid")}
 
 
-# Litestar's only signal that the client went away while it read the body (an http.disconnect message).
+# Litestar's only signal that the body stopped before its end (an http.disconnect message): the client went away,
+# or granian found its chunked framing malformed (`zz` as a chunk size) and the client, still there, reads this.
 _DISCONNECTED = "client disconnected prematurely"
-CLIENT_CLOSED = 499  # nginx's status for a request the client abandoned: not the service's failure
+BODY_INCOMPLETE = ProblemDetails("urn:jwt-decision:problem:body-incomplete", "Incomplete request body", 400,
+                                 "The request body ended before its declared end, or its chunked framing is "
+                                 "malformed.", "BODY_INCOMPLETE")
 
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     if isinstance(exc, InternalServerException) and exc.detail == _DISCONNECTED:
-        # Nobody reads this answer; the request's log line and metrics show 499, not a 500 of ours.
-        return Response(b"", status_code=CLIENT_CLOSED)
+        # The client's request, not a 500 of ours. It was answered `499` (nginx's status for a client that left,
+        # with an empty body), which a client still connected read as an unknown status (found by a review).
+        return problem_response(BODY_INCOMPLETE)
     body_error = _BODY_ERRORS.get(type(exc))
     if body_error is not None and request.method in ("POST", "PUT", "PATCH"):
         errors = [ErrorItem(["body"], *body_error)]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
 from app import openapi
@@ -154,7 +154,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="JWT validation and authorization decisions", version=VERSION,
-                                     path="/_schema",
+                                     openapi_router=Router("/_schema", route_handlers=[], include_in_schema=False,
+                                                           after_request=openapi.schema_not_found_as_problem),
                                      render_plugins=[openapi.DocumentPlugin(path=["/litestar.json", "/openapi.json"])],
                                      description=openapi.DESCRIPTION, use_handler_docstrings=False),
         debug=False,

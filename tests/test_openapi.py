@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -41,6 +43,22 @@ def test_docs_ui_is_served_from_packaged_files(client):
     assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text
     asset = client.get("/docs/static/swagger-ui-bundle.js")
     assert asset.status_code == 200 and len(asset.content) > 100_000
+
+
+@pytest.mark.parametrize("path", ["/docs/static/%00", "/docs/static/" + "a" * 300, "/docs/static/swagger-ui.css/x",
+                                  "/docs/static/..%2Fopenapi.py", "/docs/static/index.j2x", "/_schema/x",
+                                  "/_schema/swagger", "/_schema/%00"],
+                         ids=["nul", "name-too-long", "under-a-file", "encoded-dot-dot", "unknown", "schema-name",
+                              "schema-renderer-not-installed", "schema-nul"])
+def test_an_unknown_docs_or_schema_path_is_a_404_problem_never_a_500_or_html(client, path):
+    """Found by a review: the static files router answered 500 (a NUL in os.stat, ENAMETOOLONG, ENOTDIR) on a
+    route without an API key, and /_schema/<name> Litestar's HTML 404 page."""
+    for method in (client.get, client.head):
+        response = method(path)
+        assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
+    assert client.get(path).json()["code"] == "NOT_FOUND"
+    assert client.get("/_schema").json()["openapi"].startswith("3.1")
+    assert client.get("/docs/static/swagger-ui.css").headers["content-type"].startswith("text/css")
 
 
 def test_the_api_key_scheme_is_declared_on_every_guarded_route_and_required_only_when_keys_are_set():
