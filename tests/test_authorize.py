@@ -728,6 +728,21 @@ def test_forward_auth_uses_x_forwarded_method_and_uri(client):
         "X-Forwarded-Uri": "/v1/organisations/acme"})
     assert denied.status_code == 403 and "X-User-Id" not in denied.headers
     assert denied.headers["WWW-Authenticate"] == 'Bearer realm="orgs", error="insufficient_scope"'
+    assert "X-Envoy-Auth-Headers-To-Remove" not in allowed.headers and "X-Envoy-Auth-Headers-To-Remove" not in \
+        denied.headers
+
+
+@pytest.mark.parametrize("sub", [None, "user-42\r\nX-Admin: 1", "user-42 "], ids=["no-sub", "crlf", "padded"])
+def test_an_allow_leaving_a_claim_header_out_tells_envoy_to_remove_the_clients_copy(client, sub):
+    """Envoy's ext_authz sets only the allowed_upstream_headers an answer has: without `sub` (or with a value no
+    header can carry) a client's own X-User-Id went upstream. Found by a review."""
+    sent = {"Authorization": f"Bearer {token(sub=sub, **{ORG: 'acme'})}", "X-User-Id": "admin"}
+    for url, original in (("/v1/forward-auth/orgs/v1/organisations/acme", {}),  # Envoy's path_prefix form
+                          ("/v1/forward-auth/orgs", {"X-Original-URI": "/v1/organisations/acme"})):
+        allowed = client.get(url, headers={**sent, **original})
+        assert allowed.status_code == 200, allowed.text
+        assert "X-User-Id" not in allowed.headers and allowed.headers["X-Org-Id"] == "acme"
+        assert allowed.headers["X-Envoy-Auth-Headers-To-Remove"] == "x-user-id"
 
 
 @pytest.mark.parametrize("method", ["DELETE,GET", "DELETE, GET", "GET DELETE", "DEL\tETE", "DÉLETE"])

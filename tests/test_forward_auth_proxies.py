@@ -167,6 +167,49 @@ def test_a_claim_the_token_lacks_never_lets_the_client_value_through(stack):
     assert received.get("x-user-id") in (None, "{http.reverse_proxy.header.X-User-Id}")
 
 
+def test_an_underscore_spelling_of_an_identity_header_never_reaches_the_upstream(stack):
+    """A WSGI or CGI application reads `X_User_Id` as `X-User-Id` (both are HTTP_X_USER_ID), and Caddy's
+    `request_header -X-User-Id` removed only the dashed spelling (found by a review; nginx drops header names with
+    underscores by default)."""
+    response = httpx.get(f"{stack.base}/v1/organisations/acme", headers=[
+        ("Authorization", f"Bearer {live_token(**{ORG: 'acme'}, sub='real-user')}"), ("X_User_Id", "admin"),
+        ("X-User_Id", "admin2"), ("x_user-id", "admin3"), ("X_Org_Id", "evil"), ("x-org_id", "evil2")])
+    assert response.status_code == 200
+    received = response.json()["headers"]
+    spelled = {name: value for name, value in received.items() if name.replace("_", "-") in ("x-user-id", "x-org-id")}
+    assert spelled == {"x-user-id": "real-user", "x-org-id": "acme"}
+
+
+def _underscore_spellings(header: str) -> set[str]:
+    """`X-User-Id` -> X_User_Id, X-User_Id, X_User-Id: what WSGI and CGI servers read as the same header."""
+    parts = header.split("-")
+    spellings = {parts[0]}
+    for part in parts[1:]:
+        spellings = {f"{done}{separator}{part}" for done in spellings for separator in "-_"}
+    return spellings - {header}
+
+
+def test_the_traefik_and_envoy_recipes_carry_the_authorizers_headers_and_refuse_their_underscore_spellings():
+    """Neither proxy is packaged for the suite: their recipes are read here, so that they cannot drift from the
+    authorizer they serve (its claims_to_headers) or lose what keeps a client's own identity headers out."""
+    import yaml
+
+    headers = list(json.loads(doc_block("authorizers"))["api"]["claims_to_headers"].values())
+    traefik = yaml.safe_load(doc_block("traefik"))["http"]
+    forward = traefik["middlewares"]["jwt-authz"]["forwardAuth"]
+    assert forward["address"].endswith("/v1/forward-auth/api") and forward["trustForwardHeader"] is False
+    assert forward["authResponseHeaders"] == headers
+    stripped = traefik["middlewares"]["strip-identity"]["headers"]["customRequestHeaders"]
+    assert stripped == {spelling: "" for header in headers for spelling in _underscore_spellings(header)}
+    assert traefik["routers"]["app"]["middlewares"] == ["strip-identity", "jwt-authz"]
+    envoy = yaml.safe_load(doc_block("envoy"))
+    assert envoy["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
+    service = envoy["http_filters"][0]["typed_config"]["http_service"]
+    assert service["path_prefix"] == "/v1/forward-auth/api"
+    upstream = service["authorization_response"]["allowed_upstream_headers"]["patterns"]
+    assert upstream == [{"exact": header.lower()} for header in headers]
+
+
 def test_another_organisation_is_403_and_never_reaches_the_upstream(stack):
     before = len(stack.upstream.seen)
     response = httpx.get(f"{stack.base}/v1/organisations/evil",

@@ -176,12 +176,20 @@ def _latin1(value: str) -> str:
     return value.encode("utf-8").decode("latin-1")
 
 
-def forward_answer(decision: Decision) -> tuple[int, dict[str, str], ForwardAuthBody]:
+ENVOY_HEADERS_TO_REMOVE = "X-Envoy-Auth-Headers-To-Remove"
+
+
+def forward_answer(decision: Decision, authorizer: Authorizer) -> tuple[int, dict[str, str], ForwardAuthBody]:
     """A decision as forward-auth answers it: status, headers (claims on allow, the challenge, rate limits)
     and the small body."""
     headers: dict[str, str] = {}
     if decision.allowed:
         headers.update({name: _latin1(value) for name, value in decision.headers.items()})
+        left_out = [header.lower() for _, _, header in authorizer.claims_to_headers if header not in decision.headers]
+        if left_out:
+            # Envoy's ext_authz sets only the allowed_upstream_headers an answer has, so a client's own X-User-Id
+            # reached the upstream when the token lacked `sub` (found by a review); it removes those named here.
+            headers[ENVOY_HEADERS_TO_REMOVE] = ", ".join(left_out)
         headers["Cache-Control"] = f"private, max-age={decision.cache_ttl}" if decision.cache_ttl else "no-store"
     else:
         headers["Cache-Control"] = "no-store"
@@ -193,19 +201,20 @@ def forward_answer(decision: Decision) -> tuple[int, dict[str, str], ForwardAuth
                                                      decision.rule.id if decision.rule else None)
 
 
-async def forward(authorizers: Authorizers, authorizer_id: str, scope: Any) -> Decision:
-    """The forward-auth routes' work (also called by `app.api.fastpath`). Raises ApiError for an unknown
-    authorizer."""
+async def forward(authorizers: Authorizers, authorizer_id: str, scope: Any
+                  ) -> tuple[int, dict[str, str], ForwardAuthBody]:
+    """The forward-auth routes' work (also called by `app.api.fastpath`): the decision, answered as
+    `forward_answer` says. Raises ApiError for an unknown authorizer."""
     authorizer = _authorizer(authorizers, authorizer_id)
     decision = await authorize(authorizer, original_request(scope, authorizer_id), verifier=authorizers.verifier,
                                budgets=authorizers.budgets)
     observe_decision(decision)
-    return decision
+    return forward_answer(decision, authorizer)
 
 
 async def _forward(request: Request[Any, Any, Any], authorizers: Authorizers, authorizer_id: str
                    ) -> Response[ForwardAuthBody]:
-    status, headers, body = forward_answer(await forward(authorizers, authorizer_id, request.scope))
+    status, headers, body = await forward(authorizers, authorizer_id, request.scope)
     return json_response(body, status, headers)
 
 

@@ -19,8 +19,7 @@ from typing import Any
 
 import msgspec
 
-from app.api.authorize import (ORIGINAL_METHOD, OTHER_METHODS, PREFIX, AuthorizeRequest, decide, forward,
-                                forward_answer)
+from app.api.authorize import ORIGINAL_METHOD, OTHER_METHODS, PREFIX, AuthorizeRequest, decide, forward
 from app.api.validation import ValidateRequest, validate
 from app.authorizers import Authorizers
 from app.observability import ApiKeys, routed_path
@@ -209,7 +208,7 @@ class FastPath:
         # The router's template: it merges slashes and drops a trailing one before matching.
         scope["path_template"] = f"{PREFIX}{{authorizer}}/{{path}}" if rest.strip("/") else f"{PREFIX}{{authorizer}}"
         try:
-            status, headers, body = forward_answer(await forward(self.authorizers, authorizer_id, scope))
+            status, headers, body = await forward(self.authorizers, authorizer_id, scope)
             lines = _header_lines(headers)
         except Exception as exc:  # noqa: BLE001 - a bug: answered as Litestar's handler answers one
             await _internal_error(scope, send, exc)
