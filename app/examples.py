@@ -197,7 +197,8 @@ AUTHORIZE_DESCRIPTION = (
 FORWARD_AUTH_DESCRIPTION = (
     "The decision as a status, for nginx `auth_request`, Traefik `forwardAuth` and Caddy `forward_auth`. The "
     "original request comes from `X-Forwarded-Method`/`X-Original-Method` and `X-Forwarded-Uri`/`X-Original-URI` "
-    "(the proxy must set them, overriding what clients send). 200 carries the `claims_to_headers` headers; 401 "
+    "(the proxy must set them, overriding what clients send). 200 carries the `claims_to_headers` headers (those "
+    "it leaves out, a claim the token lacks, named in `X-Envoy-Auth-Headers-To-Remove`); 401 "
     "`WWW-Authenticate`; 403; 429 (or the authorizer's `rate_limit.status`) with `Retry-After` and `RateLimit-*`; "
     "400 for a rejected path or several tokens. Any method is accepted; the body is ignored."
 )
