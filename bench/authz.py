@@ -3,12 +3,13 @@
 The request is a tenant reading its own reports: `GET /v1/organisations/acme/reports?page=2` with a token whose
 `org` is `acme` and whose scope has `read:reports`. Every rule but the last is a `deny` or `allow` rule that
 does not match it (one of each condition kind: methods, path, flat path, query, headers, token, claims, scopes),
-and the last is the org-isolation `allow` with a `{{orgId}}` variable; since deny overrides, every rule is
-evaluated, so the decision costs what n rules cost.
+and the last is the org-isolation `allow` with a `{{orgId}}` variable. Deny overrides, so every rule that can match
+is evaluated; the engine's index skips the rules whose methods or literal path prefix rule the request out (6 of
+10 are evaluated, 556 of 1,000), and `rules_evaluated` says how many.
 
 These rows depend on app/rules.py, app/authorize.py and the routes of app/api/authorize.py: each one is skipped
-with a note when its API moves rather than failing the whole run. The adapter is `rule_decider` below (the only
-place that knows the rule engine's API).
+with a note when its API moves rather than failing the whole run. The adapters are `rule_decider` and
+`rules_evaluated` below (the only places that know the rule engine's API).
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ def rule_decider(count: int, claims: dict[str, Any]) -> Callable[[], Any]:
     if getattr(verdict, "effect", None) != "allow":
         raise RuntimeError(f"the benchmark request should be allowed by the last rule, got {verdict!r}"[:300])
     return lambda: engine.evaluate(compiled, facts, "deny")
+
+
+def rules_evaluated(count: int) -> int:
+    """How many of `count` rules a decision on the benchmark request evaluates: those the engine's index
+    (`RuleSet.select`) does not rule out by method or path prefix."""
+    engine = importlib.import_module("app.rules")
+    return len(engine.load_rules(rules(count)).select(METHOD, PATH))
 
 
 def rule_figures(now: float, sizes: tuple[int, ...] = (10, 1000), repeats: int = 7, calls: int = 2000

@@ -3,6 +3,10 @@
 Same request body (`{"token": ..., "policy": {...}}`), same checks (alg allow-list, signature, iss, aud, exp/nbf/iat
 with the policy's leeway, exp/iat/iss/aud required), keys loaded once and kept by their PEM or secret (so PyJWT is
 not charged for parsing keys), an `async def` handler (no thread pool hop). Served by granian like ours.
+
+For forward-auth, the same validation as a GET that reads the bearer token from `Authorization`, with the
+benchmark's RS256 policy fixed at startup (as a proxy's auth endpoint has it): 200 with `X-User-Id`, else 401.
+No rules: the rows comparing with it say "validation only".
 `PORT=8002 WORKERS=2 python -m bench.fastapi_baseline`
 """
 
@@ -12,8 +16,11 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from fastapi import FastAPI
+from fastapi import FastAPI, Header
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+
+from bench import tokens as T
 
 app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 _KEYS: dict[str, Any] = {}
@@ -53,6 +60,24 @@ async def validate(body: ValidateRequest) -> dict[str, Any]:
     except jwt.PyJWTError as exc:
         return {"valid": False, "error": type(exc).__name__, "message": str(exc)}
     return {"valid": True, "claims": claims}
+
+
+_FORWARD_POLICY = Policy(**T.policy_doc("RS256"))
+
+
+@app.get("/v1/forward-auth/bench-10")
+async def forward_auth(authorization: str | None = Header(default=None)) -> JSONResponse:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return JSONResponse({"decision": "deny"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    policy = _FORWARD_POLICY
+    try:
+        claims = jwt.decode(token, _key(policy), algorithms=policy.allowed_algs, audience=policy.audiences,
+                            issuer=policy.issuer, leeway=policy.clock_skew_seconds,
+                            options={"require": sorted({"exp", "iat", "iss", "aud", *policy.required_claims})})
+    except jwt.PyJWTError:
+        return JSONResponse({"decision": "deny"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    return JSONResponse({"decision": "allow"}, headers={"X-User-Id": str(claims.get("sub", ""))})
 
 
 if __name__ == "__main__":

@@ -169,30 +169,41 @@ class Template:
         return request(port, self.method, self.path, body, headers)
 
 
+@dataclass(frozen=True)
+class Cursor:
+    """Where a server's next "cycle" run starts: each wrk thread's index into its share of the token list, and how
+    many lists have gone by so far (requests generated, in flight ones included, over the list's length)."""
+
+    ends: tuple[int, ...] = ()
+    laps: float = 0.0
+
+
 def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: str, load: LoadSettings,
-            workdir: Path, *, start: float = 0.0, total_tokens: int = 0) -> Run:
-    """A warm-up run (when `load.warmup`) then the measured run. In "cycle" mode the runs continue where the
-    previous one stopped (`start`, a fraction of the token list; `Run.raw["end"]` is where this one stopped), so
-    across warm-up and rounds a token comes back only after the whole list has gone by."""
+            workdir: Path, *, start: Cursor = Cursor(), total_tokens: int = 0) -> tuple[Run, Cursor]:
+    """A warm-up run (when `load.warmup`) then the measured run, and where the next run should start. In "cycle"
+    mode each wrk thread continues where it stopped (`start`), so across warm-up and rounds a token comes back
+    only after the whole list has gone by; `Run.raw["from"]` and `["end"]` are the laps before and after."""
     wrk = wrk_path()
     if wrk is None:
-        return Run(name, note="wrk is not installed (python3 .ci/dev.py system-deps installs it)")
+        return Run(name, note="wrk is not installed (python3 .ci/dev.py system-deps installs it)"), start
     template_file = workdir / f"{name.replace(' ', '_').replace('/', '_')}.http"
     template_file.write_text(template.text())
     url = f"http://127.0.0.1:{port}"
 
-    def wrk_once(duration: float, position: float) -> dict[str, Any]:
+    def wrk_once(duration: float, position: Cursor) -> dict[str, Any]:
         argv = [wrk, f"-t{load.threads}", f"-c{load.connections}", f"-d{max(1, round(duration))}s", "--latency",
                 "--timeout", "5s", "-s", str(LUA), url, "--", str(template_file), str(tokens_file), str(load.threads),
-                mode, f"{position % 1.0:.6f}"]
+                mode, ",".join(map(str, position.ends))]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
         for line in done.stdout.splitlines():
             if line.startswith("BENCH_JSON "):
                 return json.loads(line[len("BENCH_JSON "):])
         raise RuntimeError(f"wrk printed no figures (exit {done.returncode}): {(done.stderr or done.stdout)[-400:]}")
 
-    def advance(position: float, figures: dict[str, Any]) -> float:
-        return position + figures["requests"] / total_tokens if total_tokens else position
+    def advance(position: Cursor, figures: dict[str, Any]) -> Cursor:
+        if mode != "cycle" or not total_tokens:
+            return position
+        return Cursor(tuple(figures["ends"]), position.laps + figures["sent"] / total_tokens)
 
     position = start
     try:
@@ -200,8 +211,9 @@ def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: s
             position = advance(position, wrk_once(load.warmup, position))
         figures = wrk_once(load.duration, position)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        return Run(name, note=str(exc)[:300])
-    figures["from"], figures["start"], figures["end"] = start, position, advance(position, figures)
+        return Run(name, note=str(exc)[:300]), position
+    end = advance(position, figures)
+    figures["from"], figures["end"] = start.laps, end.laps
     seconds = figures["duration_us"] / 1e6
     errors = sum(figures[key] for key in ("connect_errors", "read_errors", "write_errors", "timeouts"))
     run = Run(name, rps=figures["requests"] / seconds, p50_ms=figures["p50_us"] / 1000, p99_ms=figures["p99_us"] / 1000,
@@ -213,7 +225,7 @@ def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: s
     if errors:
         notes.append(f"{errors} socket errors/timeouts")
     run.note = "; ".join(notes)
-    return run
+    return run, end
 
 
 def python() -> str:

@@ -1,11 +1,14 @@
 -- wrk script for the HTTP benchmarks (bench/http.py writes the files it reads).
--- args: <template> <tokens file> <threads> <mode: same|cycle> [start fraction for cycle, default 0]
+-- args: <template> <tokens file> <threads> <mode: same|cycle> [cycle: each thread's start index, "i0,i1,..."]
 -- The template is an HTTP request: "METHOD /path", header lines, a blank line, the body. "@TOKEN@" in a header
 -- value or the body is replaced by a token. "same": every request carries the first token of the file (one
 -- prebuilt request, so wrk does no per-request work). "cycle": thread k takes every k-th token of the file and
 -- cycles through its share, so two threads never send the same token at the same time; `wraps` counts how many
 -- times a thread came back to its first token (0 = every request carried a token not seen before in this run).
--- done() prints one line "BENCH_JSON {...}" with the figures bench/http.py parses (latencies in microseconds).
+-- Each thread starts where it stopped in the previous run (its own index: threads send different numbers of
+-- requests, so one shared position would make the faster thread send its last tokens again).
+-- done() prints one line "BENCH_JSON {...}" with the figures bench/http.py parses (latencies in microseconds),
+-- each thread's next index ("ends") and the requests the threads generated ("sent", in flight ones included).
 
 local threads = {}
 local next_id = 0
@@ -30,7 +33,9 @@ local function split(text)
 end
 
 local method, path, header_parts, body_parts, fixed
-local tokens, count, index = {}, 0, 0
+local tokens, count = {}, 0
+pos = 0    -- this thread's next token, an index into its share (globals: done() reads them with thread:get)
+sent = 0
 wraps = 0
 n = 0
 
@@ -76,30 +81,36 @@ function init(args)
   end
   count = #tokens
   n = count
-  index = math.floor(count * tonumber(args[5] or "0")) % count
+  local starts = {}
+  for value in string.gmatch(args[5] or "", "[^,]+") do starts[#starts + 1] = tonumber(value) end
+  pos = (starts[id + 1] or 0) % count
 end
 
 function request()
   if fixed then return fixed end
-  index = index + 1
-  if index > count then
-    index = 1
+  sent = sent + 1
+  pos = pos + 1
+  if pos > count then
+    pos = 1
     wraps = wraps + 1
   end
-  return build(tokens[index])
+  return build(tokens[pos])
 end
 
 function done(summary, latency, requests)
-  local w, t = 0, 0
+  local w, t, s, ends = 0, 0, 0, {}
   for _, thread in ipairs(threads) do
     w = w + (thread:get("wraps") or 0)
     t = t + (thread:get("n") or 0)
+    s = s + (thread:get("sent") or 0)
+    ends[#ends + 1] = tostring(thread:get("pos") or 0)
   end
   local e = summary.errors
   io.write(string.format(
     'BENCH_JSON {"requests": %d, "duration_us": %d, "p50_us": %.0f, "p90_us": %.0f, "p99_us": %.0f, ' ..
     '"max_us": %.0f, "mean_us": %.1f, "non2xx": %d, "connect_errors": %d, "read_errors": %d, ' ..
-    '"write_errors": %d, "timeouts": %d, "wraps": %d, "tokens": %d}\n',
+    '"write_errors": %d, "timeouts": %d, "wraps": %d, "tokens": %d, "sent": %d, "ends": [%s]}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency.max, latency.mean, e.status, e.connect, e.read, e.write, e.timeout, w, t))
+    latency:percentile(99), latency.max, latency.mean, e.status, e.connect, e.read, e.write, e.timeout, w, t, s,
+    table.concat(ends, ", ")))
 end

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,16 +38,27 @@ def ms_pair(p50: float | None, p99: float | None) -> str:
     return "n/a" if p50 is None or p99 is None else f"{p50:.1f} / {p99:.1f} ms"
 
 
-def times(value: float | None, suffix: str = "x") -> str:
+def _apart(value: float, target: float | None, render: Callable[[float, int], str]) -> str:
+    """`render(value, digits)` with as many more digits as it takes not to read as the target itself: 1.996
+    against "≥ 2x" is "1.996x", never a "2.00x" beside "no" (found by a review)."""
+    text = render(value, 0)
+    extra = 0
+    while target is not None and value != target and text == render(target, extra) and extra < 4:
+        extra += 1
+        text = render(value, extra)
+    return text
+
+
+def times(value: float | None, suffix: str = "x", target: float | None = None) -> str:
     if value is None:
         return "n/a"
     if suffix == "x faster" and value < 1:
         return f"{1 / value:.2f}x slower"
-    return f"{value:.2f}{suffix}"
+    return _apart(value, target, lambda number, extra: f"{number:.{2 + extra}f}{suffix}")
 
 
-def percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 100:.0f} %"
+def percent(value: float | None, target: float | None = None) -> str:
+    return "n/a" if value is None else _apart(value, target, lambda number, extra: f"{number * 100:.{extra}f} %")
 
 
 def yes(ok: bool | None) -> str:
