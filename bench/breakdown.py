@@ -164,6 +164,10 @@ def asgi_per_request(now: float, distinct: list[str], *, calls: int = 2000, repe
                            (b"x-forwarded-uri", authz.TARGET.encode()), (b"x-tenant", b"acme")]
         cases += [("ours: /v1/authorize, 10 rules, token repeating", with_rules, "POST", "/v1/authorize",
                    json_headers, [authorize_body] * calls),
+                  ("empty Litestar GET endpoint (forward-auth's headers)", empty_app.app, "GET", "/empty",
+                   forward_headers, [b""] * calls),
+                  ("FastAPI + PyJWT forward-auth GET", fastapi_baseline.app, "GET", "/v1/forward-auth/bench-10",
+                   forward_headers, [b""] * calls),
                   ("ours: forward-auth, 10 rules, token repeating", with_rules, "GET", "/v1/forward-auth/bench-10",
                    forward_headers, [b""] * calls)]
 
