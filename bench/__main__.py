@@ -251,7 +251,7 @@ def http_section(load: H.LoadSettings, rounds: int, tokens_file: Path, total_tok
     specs = {
         "empty": ([py, "-m", "bench.empty_app"], {}),
         "ours": ([py, "-m", "app"], {}),
-        "fastapi": ([py, "-m", "bench.fastapi_baseline"], {}),
+        "fastapi": ([py, "-m", "bench.fastapi_baseline"], {"BENCH_POLICY_JSON": json.dumps(T.policy_doc("RS256"))}),
         "authz": ([py, "-m", "app"], {"AUTHORIZERS_JSON": str(authorizers_file)}),
     }
     servers: dict[str, H.Server] = {}

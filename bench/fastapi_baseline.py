@@ -5,13 +5,16 @@ with the policy's leeway, exp/iat/iss/aud required), keys loaded once and kept b
 not charged for parsing keys), an `async def` handler (no thread pool hop). Served by granian like ours.
 
 For forward-auth, the same validation as a GET that reads the bearer token from `Authorization`, with the
-benchmark's RS256 policy fixed at startup (as a proxy's auth endpoint has it): 200 with `X-User-Id`, else 401.
+benchmark's RS256 policy fixed at startup (BENCH_POLICY_JSON, as a proxy's auth endpoint has it): 200 with
+`X-User-Id`, else 401.
 No rules: the rows comparing with it say "validation only".
 `PORT=8002 WORKERS=2 python -m bench.fastapi_baseline`
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import jwt
@@ -62,7 +65,9 @@ async def validate(body: ValidateRequest) -> dict[str, Any]:
     return {"valid": True, "claims": claims}
 
 
-_FORWARD_POLICY = Policy(**T.policy_doc("RS256"))
+# The benchmark's keys are made per process (tests/mint.py): the harness passes its policy, as it writes the
+# service's AUTHORIZERS_JSON; called in process (bench.breakdown), the process's own.
+_FORWARD_POLICY = Policy(**json.loads(os.environ.get("BENCH_POLICY_JSON") or json.dumps(T.policy_doc("RS256"))))
 
 
 @app.get("/v1/forward-auth/bench-10")
