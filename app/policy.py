@@ -85,6 +85,8 @@ class CompiledPolicy:
     token_type: str | None
     require_exp: bool
     audience_claim: str
+    # Sent by the caller (the request's own policy or authorizer): its keys are the caller's to know about.
+    inline: bool = False
     # The view of `static_keys`, which never changes: built once here rather than per validation.
     static_view: KeyView | None = field(default=None, init=False, compare=False, repr=False)
 
@@ -267,7 +269,9 @@ def compile_policy(policy: VerifyPolicy, *, inline: bool, allowlist: tuple[str, 
         raise PolicyError(problems)
     issuers = (policy.issuer,) if isinstance(policy.issuer, str) else tuple(policy.issuer)
     return CompiledPolicy(
-        fingerprint=fingerprint(policy),
+        # Verdicts are cached by fingerprint, and an inline policy's tell the caller more of its own keys (a short
+        # secret's length when its MAC does not match): a profile with the same document keeps its own.
+        fingerprint=fingerprint(policy) + (":inline" if inline else ""),
         issuers=issuers,
         audiences=frozenset(policy.audiences),
         allowed_algs=frozenset(policy.allowed_algs),
@@ -282,6 +286,7 @@ def compile_policy(policy: VerifyPolicy, *, inline: bool, allowlist: tuple[str, 
         token_type=normalise_typ(policy.token_type) if policy.token_type else None,
         require_exp=policy.require_exp,
         audience_claim=policy.audience_claim,
+        inline=inline,
     )
 
 

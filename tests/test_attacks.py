@@ -585,13 +585,38 @@ def test_a_signature_of_another_algorithms_length_names_that_algorithm(client):
     assert finding["remediation"].startswith("The signature has the length ES384 makes")
 
 
-def test_a_short_hmac_secret_is_weak_whether_or_not_the_mac_matches(client):
+def test_a_short_inline_hmac_secret_is_weak_whether_or_not_the_mac_matches(client):
     """validation.md: "HMAC secrets under 32 bytes give a WEAK_KEY warning"; a MAC that did not match hid it."""
     policy = rs256_policy(public_key=None, secret="only-24-bytes-of-secret!", allowed_algs=["HS256"])
     for other in (b"another-24-bytes-secret!", b"x" * 40):
         body = verdict(client, mint(claims(), SigningKey("HS256", other, "k")), policy)
         assert codes(body) == ["SIGNATURE_INVALID", "WEAK_KEY"]
         assert only(body, "WEAK_KEY")["severity"] == "warning"
+
+
+def test_a_profiles_secret_length_is_told_only_to_a_token_it_made(clock):
+    """A forgery against a profile learnt the length of its secret from WEAK_KEY's evidence (found by a review):
+    the caller did not send that secret. A token the secret made still gets the warning, and an inline policy
+    with the same document keeps verdicts of its own."""
+    import json as json_module
+
+    from litestar.testing import TestClient
+
+    from app.server import create_app
+
+    secret = "only-24-bytes-of-secret!"
+    policy = rs256_policy(public_key=None, secret=secret, allowed_algs=["HS256"])
+    forged = mint(claims(), SigningKey("HS256", b"another-24-bytes-secret!", "k"))
+    made = mint(claims(), SigningKey("HS256", secret.encode(), "k"))
+    settings = Settings(issuer_profiles_json=json_module.dumps({"internal": policy}))
+    with TestClient(create_app(settings, clock=clock)) as fresh:
+        def profile_codes(token: str) -> list[str]:
+            return codes(fresh.post("/v1/validate/jwt", json={"token": token, "issuer_profile_id": "internal"}).json())
+
+        assert codes(fresh.post("/v1/validate/jwt", json={"token": forged, "policy": policy}).json()) == [
+            "SIGNATURE_INVALID", "WEAK_KEY"]
+        assert profile_codes(forged) == ["SIGNATURE_INVALID"]
+        assert profile_codes(made) == ["WEAK_KEY"]
 
 
 def test_a_signature_of_the_wrong_length_is_named_as_cut_short(client):
