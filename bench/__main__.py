@@ -229,11 +229,13 @@ class Scenario:
             notes.append("rounds: " + " / ".join(f"{run.rps:,.0f}" for run in good if run.rps) + " req/s")
         if self.mode == "cycle":
             tokens, requests = good[0].tokens, sum(run.requests for run in good)
-            spread = good[-1].raw["end"] - good[0].raw["from"]  # in token lists, warm-up included
+            # How many times a thread went through its share, warm-up included (the most of any thread).
+            spread = max((end - start for end, start in zip(good[-1].raw["end"], good[0].raw["from"] or
+                                                             (0.0,) * len(good[-1].raw["end"]))), default=0.0)
             notes.append(f"{requests:,} measured requests over {tokens:,} distinct tokens" + (
                 ", none repeated" if spread <= 1 else
                 f", each token sent up to {int(-(-spread // 1))} times to this server (its distinct-token scenarios "
-                f"share the list), a token coming back only after {tokens:,} others"))
+                f"share the list), a token coming back only after about {tokens:,} others"))
         return H.Run(self.title, rps=best.rps, p50_ms=best.p50_ms, p99_ms=best.p99_ms,
                      requests=sum(run.requests for run in good), non2xx=sum(run.non2xx for run in good),
                      errors=sum(run.errors for run in good), wraps=sum(run.wraps for run in good),

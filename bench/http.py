@@ -172,17 +172,23 @@ class Template:
 @dataclass(frozen=True)
 class Cursor:
     """Where a server's next "cycle" run starts: each wrk thread's index into its share of the token list, and how
-    many lists have gone by so far (requests generated, in flight ones included, over the list's length)."""
+    many times each thread has gone through its share so far (requests it generated, in flight ones included,
+    over its share's length)."""
 
     ends: tuple[int, ...] = ()
-    laps: float = 0.0
+    laps: tuple[float, ...] = ()
+
+    def advanced(self, figures: dict[str, Any], total_tokens: int) -> "Cursor":
+        share = total_tokens / len(figures["sent"])
+        laps = self.laps or (0.0,) * len(figures["sent"])
+        return Cursor(tuple(figures["ends"]), tuple(lap + sent / share for lap, sent in zip(laps, figures["sent"])))
 
 
 def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: str, load: LoadSettings,
             workdir: Path, *, start: Cursor = Cursor(), total_tokens: int = 0) -> tuple[Run, Cursor]:
     """A warm-up run (when `load.warmup`) then the measured run, and where the next run should start. In "cycle"
     mode each wrk thread continues where it stopped (`start`), so across warm-up and rounds a token comes back
-    only after the whole list has gone by; `Run.raw["from"]` and `["end"]` are the laps before and after."""
+    only after its share has gone by; `Run.raw["from"]` and `["end"]` are each thread's laps before and after."""
     wrk = wrk_path()
     if wrk is None:
         return Run(name, note="wrk is not installed (python3 .ci/dev.py system-deps installs it)"), start
@@ -201,9 +207,7 @@ def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: s
         raise RuntimeError(f"wrk printed no figures (exit {done.returncode}): {(done.stderr or done.stdout)[-400:]}")
 
     def advance(position: Cursor, figures: dict[str, Any]) -> Cursor:
-        if mode != "cycle" or not total_tokens:
-            return position
-        return Cursor(tuple(figures["ends"]), position.laps + figures["sent"] / total_tokens)
+        return position.advanced(figures, total_tokens) if mode == "cycle" and total_tokens else position
 
     position = start
     try:

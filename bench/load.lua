@@ -8,7 +8,7 @@
 -- Each thread starts where it stopped in the previous run (its own index: threads send different numbers of
 -- requests, so one shared position would make the faster thread send its last tokens again).
 -- done() prints one line "BENCH_JSON {...}" with the figures bench/http.py parses (latencies in microseconds),
--- each thread's next index ("ends") and the requests the threads generated ("sent", in flight ones included).
+-- each thread's next index ("ends") and the requests each thread generated ("sent", in flight ones included).
 
 local threads = {}
 local next_id = 0
@@ -98,19 +98,19 @@ function request()
 end
 
 function done(summary, latency, requests)
-  local w, t, s, ends = 0, 0, 0, {}
+  local w, t, sent_by, ends = 0, 0, {}, {}
   for _, thread in ipairs(threads) do
     w = w + (thread:get("wraps") or 0)
     t = t + (thread:get("n") or 0)
-    s = s + (thread:get("sent") or 0)
+    sent_by[#sent_by + 1] = tostring(thread:get("sent") or 0)
     ends[#ends + 1] = tostring(thread:get("pos") or 0)
   end
   local e = summary.errors
   io.write(string.format(
     'BENCH_JSON {"requests": %d, "duration_us": %d, "p50_us": %.0f, "p90_us": %.0f, "p99_us": %.0f, ' ..
     '"max_us": %.0f, "mean_us": %.1f, "non2xx": %d, "connect_errors": %d, "read_errors": %d, ' ..
-    '"write_errors": %d, "timeouts": %d, "wraps": %d, "tokens": %d, "sent": %d, "ends": [%s]}\n',
+    '"write_errors": %d, "timeouts": %d, "wraps": %d, "tokens": %d, "sent": [%s], "ends": [%s]}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency.max, latency.mean, e.status, e.connect, e.read, e.write, e.timeout, w, t, s,
-    table.concat(ends, ", ")))
+    latency:percentile(99), latency.max, latency.mean, e.status, e.connect, e.read, e.write, e.timeout, w, t,
+    table.concat(sent_by, ", "), table.concat(ends, ", ")))
 end
