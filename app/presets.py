@@ -249,12 +249,13 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         parameters cannot give another issuer its own keys."""
         return "{" not in self.jwks_uri
 
-    def near_miss(self, issuer: str) -> str | None:
+    def near_miss(self, issuer: str, *, off_host: bool = True) -> str | None:
         """Why an issuer that almost has this preset's shape does not (a trailing slash, a parameter of the wrong
         kind, a Cognito pool in another region, another host where the provider's is fixed), or None when it is
         another shape on the provider's own host (a Keycloak before 17 with `/auth`, an Okta org server), which
         discovery may serve. Never None for a host that is not the provider's: discovery would trust whoever
-        holds that name (`amazonaws.co`)."""
+        holds that name (`amazonaws.co`), unless `off_host` is False (parameters give the keys of an issuer on
+        another host)."""
         if isinstance(self.issuer, list):
             return f"the {self.provider} preset's issuers are {' or '.join(map(repr, self.issuer))}"
         shape = f"the {self.provider} preset's issuers look like {self.issuer!r}"
@@ -269,7 +270,9 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if not origin.fullmatch(f"{given.scheme}://{given.netloc.lower()}"):
                 # Parameters fill the preset's key-set URL for an issuer of another shape (an Entra v1 issuer);
                 # a preset without them has one key set, the host's (found by a review: GitHub Enterprise Server
-                # with `parameters: {}` loaded github.com's keys).
+                # with `parameters: {}` loaded github.com's keys). `off_host=False`: they were given.
+                if not off_host:
+                    return None
                 return (f"{shape}, on {scheme}://{host}" + ("; for another issuer of this provider (an Entra v1 "
                         "issuer, say) give 'parameters'" if not self.fixed_keys else ""))
         for other in (issuer + "/", issuer.rstrip("/")):
@@ -279,7 +282,9 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if match is not None:
             details = [f"{name}: {problem}" for name, value in match.groupdict().items()
                        if (problem := PARAMETER_KINDS[name].problem(value))]
-            details += [f"{problem.loc[0]}: {problem.msg}" for problem in _cross_check(match.groupdict())]
+            if not details:  # the cross check names the values, which only passed their kinds' checks may be (a
+                # newline in a pool id made a forged `configuration error:` line; found by a review)
+                details = [f"{problem.loc[0]}: {problem.msg}" for problem in _cross_check(match.groupdict())]
             if details:
                 return f"{shape}; {'; '.join(details)}"
         return None

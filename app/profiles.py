@@ -101,23 +101,27 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
                  reason="the issuer does not have the preset's shape, so its key set is found by OIDC discovery")
         base.pop("jwks_uri")
         base["discovery"] = True
-    elif isinstance(own.get("issuer"), str) and ("parameters" not in raw or preset.fixed_keys) \
-            and preset.parameters_from_issuer(own["issuer"]) is None:
-        # The preset's key set is one fixed URL (firebase, google): nothing above looked at the issuer, and one
-        # that nearly has the preset's shape is a typo that would never validate. Another shape on the
-        # provider's own host (a GitHub Enterprise issuer) keeps the provider's keys.
-        if _near_miss(profile_id, preset, own["issuer"], problems):
+    elif isinstance(own.get("issuer"), str) and preset.parameters_from_issuer(own["issuer"]) is None:
+        # Nothing above looked at the issuer: the preset's key set is one fixed URL (firebase, google), or
+        # `parameters` filled it. One that nearly has the preset's shape is a typo that would never validate. With
+        # parameters, an issuer on another host is another shape (an Entra v1 issuer), taken as written; on the
+        # provider's host a trailing slash or a value of the wrong kind is a typo all the same (found by a review).
+        # Another shape on the provider's own host (a GitHub Enterprise issuer) keeps the provider's keys.
+        given = "parameters" in raw and not preset.fixed_keys
+        if _near_miss(profile_id, preset, own["issuer"], problems, off_host=not given):
             return None
     merged = {**base, **own}
     return merged
 
 
-def _near_miss(profile_id: str, preset: Preset, issuer: str, problems: list[tuple[str, str]]) -> bool:
-    """Whether the issuer nearly has the preset's shape (a typo): then reported."""
-    near_miss = preset.near_miss(issuer)
+def _near_miss(profile_id: str, preset: Preset, issuer: str, problems: list[tuple[str, str]], *,
+               off_host: bool = True) -> bool:
+    """Whether the issuer nearly has the preset's shape (a typo): then reported. `off_host=False` when parameters
+    were given: an issuer on another host is then another shape, not a miss."""
+    near_miss = preset.near_miss(issuer, off_host=off_host)
     if near_miss is not None:
         problems.append((json_path(profile_id, "issuer"), f"{near_miss}; fix the issuer, or give "
-                         + ("'parameters', or " if not preset.fixed_keys else "")
+                         + ("'parameters', or " if off_host and not preset.fixed_keys else "")
                          + "a key source of its own (jwks_uri, discovery: true)"))
     return near_miss is not None
 

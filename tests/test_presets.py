@@ -472,6 +472,42 @@ def test_parameters_given_beside_an_issuer_of_the_presets_shape_are_completed_fr
     assert (policy.key_source, policy.jwks_uri, policy.issuers) == ("jwks_uri", jwks_uri, (issuer,))
 
 
+GUID = "0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90"
+
+
+@pytest.mark.parametrize("profile, refused", [
+    ({"preset": "auth0", "issuer": "https://acme.us.auth0.com", "parameters": {"tenant_domain": "acme.us.auth0.com"}},
+     "'https://acme.us.auth0.com/' would fit"),
+    ({"preset": "cognito", "issuer": "https://cognito-idp.eu-west-1.amazonaws.com/us-east-1_AbC123",
+      "parameters": {"region": "us-east-1", "user_pool_id": "us-east-1_AbC123"}}, "is in region us-east-1"),
+    ({"preset": "entra_id", "issuer": "https://login.microsoftonline.com/acme.onmicrosoft.com/v2.0",
+      "parameters": {"tenant_id": GUID}}, "tenant_id: expected a tenant GUID"),
+    ({"preset": "entra_id", "issuer": f"https://sts.windows.net/{GUID}/", "parameters": {"tenant_id": GUID}}, None),
+], ids=["auth0-trailing-slash", "cognito-pool-of-another-region", "entra-domain-for-the-guid", "entra-v1-loads"])
+def test_parameters_do_not_excuse_a_near_miss_of_the_presets_issuer_on_the_providers_host(profile, refused):
+    """`parameters` fill the key set of an issuer of another shape (an Entra v1 issuer, on another host); on the
+    provider's own host a near miss still never validates a token, and loaded (found by a review)."""
+    document = json.dumps({"acme": {**profile, "audiences": ["x"]}}).encode()
+    if refused is None:
+        assert load_profiles(document, "ISSUER_PROFILES_JSON", PRESETS).policies["acme"].key_source == "jwks_uri"
+        return
+    with pytest.raises(ConfigError) as error:
+        load_profiles(document, "ISSUER_PROFILES_JSON", PRESETS)
+    assert "$.acme.issuer: " in str(error.value) and refused in str(error.value)
+    assert "give 'parameters'" not in str(error.value)
+
+
+def test_a_near_miss_message_never_echoes_a_value_that_failed_its_kind_check():
+    """A pool id holding a newline and a forged line reached the cross check, which names the pool: one problem
+    printed as two lines, the second starting `configuration error:` (found by a review)."""
+    issuer = "https://cognito-idp.us-east-1.amazonaws.com/us-west-2_x\nconfiguration error: FORGED LINE"
+    document = json.dumps({"c": {"preset": "cognito", "issuer": issuer, "audiences": ["x"]}}).encode()
+    with pytest.raises(ConfigError) as error:
+        load_profiles(document, "ISSUER_PROFILES_JSON", PRESETS)
+    assert "FORGED" not in str(error.value) and len(str(error.value).splitlines()) == 1
+    assert "user_pool_id: expected a Cognito user pool id" in str(error.value)
+
+
 @pytest.mark.parametrize("preset, pin", [("github_actions", {"repository": "acme/api"}),
                                          ("github_actions", {"repository_owner_id": "4242"}),
                                          ("gitlab", {"project_path": "acme/api"}),
