@@ -438,7 +438,8 @@ def main(argv: list[str]) -> int:
         figures = inprocess.measure_all(pools, now, repeats=repeats, warm_calls=warm_calls)
         rows += inprocess_rows(figures)
         log("in process: rule evaluation")
-        rows += rule_rows(authz.rule_figures(now, (10, 100) if quick else (10, 1000), repeats=1 if quick else 5,
+        rule_repeats = 1 if quick else 5
+        rows += rule_rows(authz.rule_figures(now, (10, 100) if quick else (10, 1000), repeats=rule_repeats,
                                              calls=20 if quick else 2000))
         log("memory: verified-token cache filled in a fresh process")
         cache_size = 10_000
@@ -481,7 +482,7 @@ def main(argv: list[str]) -> int:
     if out is not None:
         report.write_results(out, generated_markdown(command, facts, load_before, load_after, elapsed, load,
                                                      args.rounds, distinct, table, stages, asgi, notes,
-                                                     (repeats, per_alg, warm_calls), cache_size))
+                                                     (repeats, per_alg, warm_calls, rule_repeats), cache_size))
         print(f"\nwritten to {out}")
     return 0
 
@@ -489,9 +490,9 @@ def main(argv: list[str]) -> int:
 def generated_markdown(command: str, facts: dict[str, str], load_before: str, load_after: str, elapsed: float,
                        load: H.LoadSettings, rounds: int, distinct: int, table: str,
                        stages: dict[str, list[breakdown.Row]],
-                       asgi: list[tuple[str, float]] | str, notes: list[str], inproc: tuple[int, int, int],
+                       asgi: list[tuple[str, float]] | str, notes: list[str], inproc: tuple[int, int, int, int],
                        cache_size: int) -> str:
-    repeats, per_alg, warm_calls = inproc
+    repeats, per_alg, warm_calls, rule_repeats = inproc
     lines = [
         f"Command: `{command}` (or `python3 .ci/dev.py bench`), {elapsed:.0f} s.",
         "",
@@ -501,8 +502,8 @@ def generated_markdown(command: str, facts: dict[str, str], load_before: str, lo
         "workers; other jobs on the machine move every figure, and a figure and its baseline are measured "
         "interleaved so that they move together; the spread of the rounds is in the notes).",
         "",
-        f"In process: median of {repeats} rounds, each a loop over {per_alg:,} distinct tokens (warm: "
-        f"{warm_calls:,} calls with one token). HTTP: wrk {load.threads} threads, {load.connections} connections, "
+        f"In process: median of {repeats} rounds (rule evaluation: {rule_repeats}), each a loop over {per_alg:,} "
+        f"distinct tokens (warm: {warm_calls:,} calls with one token). HTTP: wrk {load.threads} threads, {load.connections} connections, "
         f"{rounds} rounds of {load.duration:g} s per scenario after {load.warmup:g} s of warm-up, scenarios "
         f"interleaved; every server is granian (ASGI, uvloop) with {load.workers} workers on the same "
         f"{facts['nproc']} CPUs as wrk. Each scenario's figures are those of its best round (other jobs only ever "
