@@ -155,6 +155,20 @@ def _texts(value: Any) -> list[str]:
     return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
+def _respellings(issuer: str) -> list[tuple[str, str]]:
+    """Spellings of an issuer a provider's could have, with what tells them apart: the trailing slash, the
+    scheme, a default port written out (found by reviews: each loaded, and no token's `iss` ever matched)."""
+    spellings = [(issuer + "/", "a trailing slash is part of the issuer"),
+                 (issuer.rstrip("/"), "a trailing slash is part of the issuer")]
+    if issuer.startswith("http://"):
+        spellings.append(("https://" + issuer[len("http://"):], "the scheme is part of the issuer"))
+    scheme, separator, rest = issuer.partition("://")
+    authority, slash, path = rest.partition("/")
+    if separator and authority.endswith(":443"):
+        spellings.append((f"{scheme}://{authority[:-4]}{slash}{path}", "a default port is part of the issuer"))
+    return spellings
+
+
 def _substitute(text: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), text)
 
@@ -249,35 +263,37 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         parameters cannot give another issuer its own keys."""
         return "{" not in self.jwks_uri
 
-    def near_miss(self, issuer: str, *, off_host: bool = True) -> str | None:
-        """Why an issuer that almost has this preset's shape does not (a trailing slash, a parameter of the wrong
-        kind, a Cognito pool in another region, another host where the provider's is fixed), or None when it is
-        another shape on the provider's own host (a Keycloak before 17 with `/auth`, an Okta org server), which
-        discovery may serve. Never None for a host that is not the provider's: discovery would trust whoever
-        holds that name (`amazonaws.co`), unless `off_host` is False (parameters give the keys of an issuer on
-        another host)."""
+    def near_miss(self, issuer: str, *, named_host: str | None = None) -> str | None:
+        """Why an issuer that almost has this preset's shape does not (a trailing slash, `http`, a default port, a
+        parameter of the wrong kind, a Cognito pool in another region, another host where the provider's is fixed),
+        or None when it is another shape on the provider's own host (a Keycloak before 17 with `/auth`, an Okta org
+        server), which discovery may serve. Never None for a host that is not the provider's: discovery would
+        trust whoever holds that name (`amazonaws.co`). `named_host`: parameters were given, naming this host; an
+        issuer on another host is then another shape (an Entra v1 issuer), taken as written, unless it nearly has
+        the preset's shape where its domain is fixed (a Cognito pool's region)."""
         if isinstance(self.issuer, list):
             return f"the {self.provider} preset's issuers are {' or '.join(map(repr, self.issuer))}"
         shape = f"the {self.provider} preset's issuers look like {self.issuer!r}"
         scheme, _, rest = self.issuer.partition("://")
         host = rest.split("/", 1)[0]
+        try:
+            given = urlsplit(issuer)
+            hostname = given.hostname
+        except ValueError:  # "https://[x": not a URL at all (urlsplit refuses an unclosed IPv6 bracket)
+            return f"{shape}; the issuer given is not a URL"
         if _PLACEHOLDER.sub("", host) != "":  # the provider's domain is fixed (cognito-idp.{region}.amazonaws.com)
-            try:
-                given = urlsplit(issuer)
-            except ValueError:  # "https://[x": not a URL at all (urlsplit refuses an unclosed IPv6 bracket)
-                return f"{shape}; the issuer given is not a URL"
             origin = _issuer_regex(f"{scheme}://{host}", loose=True)
-            if not origin.fullmatch(f"{given.scheme}://{given.netloc.lower()}"):
+            if not origin.fullmatch(f"{given.scheme}://{given.netloc.lower()}") and named_host is None:
                 # Parameters fill the preset's key-set URL for an issuer of another shape (an Entra v1 issuer);
                 # a preset without them has one key set, the host's (found by a review: GitHub Enterprise Server
-                # with `parameters: {}` loaded github.com's keys). `off_host=False`: they were given.
-                if not off_host:
-                    return None
+                # with `parameters: {}` loaded github.com's keys).
                 return (f"{shape}, on {scheme}://{host}" + ("; for another issuer of this provider (an Entra v1 "
                         "issuer, say) give 'parameters'" if not self.fixed_keys else ""))
-        for other in (issuer + "/", issuer.rstrip("/")):
+        elif named_host is not None and hostname != named_host.lower():
+            return None  # the host is all parameters: another host than the one they name is another shape
+        for other, why in _respellings(issuer):
             if other != issuer and self.parameters_from_issuer(other) is not None:
-                return f"{shape}: {other!r} would fit (a trailing slash is part of the issuer, compared exactly)"
+                return f"{shape}: {other!r} would fit ({why}, compared exactly)"
         match = _issuer_regex(self.issuer, loose=True).fullmatch(issuer)
         if match is not None:
             details = [f"{name}: {problem}" for name, value in match.groupdict().items()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -107,21 +108,29 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
         # parameters, an issuer on another host is another shape (an Entra v1 issuer), taken as written; on the
         # provider's host a trailing slash or a value of the wrong kind is a typo all the same (found by a review).
         # Another shape on the provider's own host (a GitHub Enterprise issuer) keeps the provider's keys.
-        given = "parameters" in raw and not preset.fixed_keys
-        if _near_miss(profile_id, preset, own["issuer"], problems, off_host=not given):
+        named = base.get("issuer") if "parameters" in raw and not preset.fixed_keys else None
+        named_host = _hostname(named) if isinstance(named, str) else None
+        if _near_miss(profile_id, preset, own["issuer"], problems, named_host=named_host):
             return None
     merged = {**base, **own}
     return merged
 
 
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
 def _near_miss(profile_id: str, preset: Preset, issuer: str, problems: list[tuple[str, str]], *,
-               off_host: bool = True) -> bool:
-    """Whether the issuer nearly has the preset's shape (a typo): then reported. `off_host=False` when parameters
-    were given: an issuer on another host is then another shape, not a miss."""
-    near_miss = preset.near_miss(issuer, off_host=off_host)
+               named_host: str | None = None) -> bool:
+    """Whether the issuer nearly has the preset's shape (a typo): then reported. `named_host`: the host the
+    given parameters name (see Preset.near_miss)."""
+    near_miss = preset.near_miss(issuer, named_host=named_host)
     if near_miss is not None:
         problems.append((json_path(profile_id, "issuer"), f"{near_miss}; fix the issuer, or give "
-                         + ("'parameters', or " if off_host and not preset.fixed_keys else "")
+                         + ("'parameters', or " if named_host is None and not preset.fixed_keys else "")
                          + "a key source of its own (jwks_uri, discovery: true)"))
     return near_miss is not None
 

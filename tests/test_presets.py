@@ -483,7 +483,22 @@ GUID = "0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90"
     ({"preset": "entra_id", "issuer": "https://login.microsoftonline.com/acme.onmicrosoft.com/v2.0",
       "parameters": {"tenant_id": GUID}}, "tenant_id: expected a tenant GUID"),
     ({"preset": "entra_id", "issuer": f"https://sts.windows.net/{GUID}/", "parameters": {"tenant_id": GUID}}, None),
-], ids=["auth0-trailing-slash", "cognito-pool-of-another-region", "entra-domain-for-the-guid", "entra-v1-loads"])
+    ({"preset": "cognito", "issuer": "http://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC123",
+      "parameters": {"region": "us-east-1", "user_pool_id": "us-east-1_AbC123"}}, "the scheme is part of the issuer"),
+    ({"preset": "cognito", "issuer": "https://cognito-idp.us-east-1.amazonaws.com:443/us-east-1_AbC123",
+      "parameters": {"region": "us-east-1", "user_pool_id": "us-east-1_AbC123"}},
+     "a default port is part of the issuer"),
+    ({"preset": "okta", "issuer": "http://acme.okta.com/oauth2/default",
+      "parameters": {"okta_domain": "acme.okta.com", "authorization_server_id": "default"}},
+     "the scheme is part of the issuer"),
+    # Another host than the one the parameters name, where the preset's host is all parameters: taken as written.
+    ({"preset": "keycloak", "issuer": "https://[fd00::10]:8443/realms/acme",
+      "parameters": {"host": "keycloak:8443", "realm": "acme"}}, None),
+    ({"preset": "gitlab", "issuer": "https://[2001:db8::1]", "parameters": {"gitlab_host": "gitlab.acme.com"},
+      "required_custom_claims": {"project_path": "acme/api"}}, None),
+], ids=["auth0-trailing-slash", "cognito-pool-of-another-region", "entra-domain-for-the-guid", "entra-v1-loads",
+        "cognito-http", "cognito-default-port", "okta-http", "keycloak-on-an-ipv6-address-loads",
+        "gitlab-on-an-ipv6-address-loads"])
 def test_parameters_do_not_excuse_a_near_miss_of_the_presets_issuer_on_the_providers_host(profile, refused):
     """`parameters` fill the key set of an issuer of another shape (an Entra v1 issuer, on another host); on the
     provider's own host a near miss still never validates a token, and loaded (found by a review)."""
