@@ -38,7 +38,7 @@ import msgspec
 from msgspec import Meta
 
 from app.config import END, ConfigError, convert, decode, json_path, worded
-from app.policy import PolicyError, Problem, VerifyPolicy, compile_policy
+from app.policy import PolicyError, Problem, VerifyPolicy, compile_policy, is_loopback_host
 
 Name = Annotated[str, Meta(pattern=worded(r"^[a-z][a-z0-9_]{0,31}" + END, "a name: 1 to 32 lower-case letters, "
                                           "digits or '_', starting with a letter"))]
@@ -155,18 +155,30 @@ def _texts(value: Any) -> list[str]:
     return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
-def _respellings(issuer: str) -> list[tuple[str, str]]:
-    """Spellings of an issuer a provider's could have, with what tells them apart: the trailing slash, the
-    scheme, a default port written out (found by reviews: each loaded, and no token's `iss` ever matched)."""
+def _respellings(issuer: str, fixed_domain: bool) -> list[tuple[str, str]]:
+    """Spellings of an issuer a provider's could have, with what tells them apart: the trailing slash, `http`, and
+    where the provider's domain is fixed a host in capitals and a default port written out (found by reviews:
+    each loaded, and no token's `iss` ever matched). `http` on a loopback host is a development server's
+    (Keycloak's `start-dev` on localhost), not a typo, where the host is the operator's."""
     spellings = [(issuer + "/", "a trailing slash is part of the issuer"),
                  (issuer.rstrip("/"), "a trailing slash is part of the issuer")]
-    if issuer.startswith("http://"):
-        spellings.append(("https://" + issuer[len("http://"):], "the scheme is part of the issuer"))
     scheme, separator, rest = issuer.partition("://")
     authority, slash, path = rest.partition("/")
-    if separator and authority.endswith(":443"):
+    if fixed_domain and separator and authority != authority.lower():  # (a parameter's kind says so elsewhere)
+        spellings.append((f"{scheme}://{authority.lower()}{slash}{path}", "host names are lower case in issuers"))
+    if issuer.startswith("http://") and (fixed_domain or not is_loopback_host(url_hostname(issuer) or "")):
+        spellings.append(("https://" + issuer[len("http://"):], "the scheme is part of the issuer"))
+    if fixed_domain and separator and authority.endswith(":443"):
         spellings.append((f"{scheme}://{authority[:-4]}{slash}{path}", "a default port is part of the issuer"))
     return spellings
+
+
+def url_hostname(url: str) -> str | None:
+    """The URL's host name (lower-cased by urlsplit), None when it has none or is no URL."""
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
 
 
 def _substitute(text: str, values: Mapping[str, str]) -> str:
@@ -281,7 +293,8 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             hostname = given.hostname
         except ValueError:  # "https://[x": not a URL at all (urlsplit refuses an unclosed IPv6 bracket)
             return f"{shape}; the issuer given is not a URL"
-        if _PLACEHOLDER.sub("", host) != "":  # the provider's domain is fixed (cognito-idp.{region}.amazonaws.com)
+        fixed_domain = _PLACEHOLDER.sub("", host) != ""
+        if fixed_domain:  # the provider's domain is fixed (cognito-idp.{region}.amazonaws.com)
             origin = _issuer_regex(f"{scheme}://{host}", loose=True)
             if not origin.fullmatch(f"{given.scheme}://{given.netloc.lower()}") and named_host is None:
                 # Parameters fill the preset's key-set URL for an issuer of another shape (an Entra v1 issuer);
@@ -289,9 +302,10 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 # with `parameters: {}` loaded github.com's keys).
                 return (f"{shape}, on {scheme}://{host}" + ("; for another issuer of this provider (an Entra v1 "
                         "issuer, say) give 'parameters'" if not self.fixed_keys else ""))
-        elif named_host is not None and hostname != named_host.lower():
+        elif named_host is not None and hostname is not None and \
+                hostname.rstrip(".") != named_host.lower().rstrip("."):
             return None  # the host is all parameters: another host than the one they name is another shape
-        for other, why in _respellings(issuer):
+        for other, why in _respellings(issuer, fixed_domain):
             if other != issuer and self.parameters_from_issuer(other) is not None:
                 return f"{shape}: {other!r} would fit ({why}, compared exactly)"
         match = _issuer_regex(self.issuer, loose=True).fullmatch(issuer)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import structlog
 
 from app.config import END, ConfigError, convert_each_field, decode_document, json_path
 from app.policy import CompiledPolicy, PolicyError, VerifyPolicy, compile_policy
-from app.presets import NAME_LIKE
+from app.presets import NAME_LIKE, url_hostname
 
 if TYPE_CHECKING:
     from app.presets import Preset
@@ -109,18 +108,11 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
         # provider's host a trailing slash or a value of the wrong kind is a typo all the same (found by a review).
         # Another shape on the provider's own host (a GitHub Enterprise issuer) keeps the provider's keys.
         named = base.get("issuer") if "parameters" in raw and not preset.fixed_keys else None
-        named_host = _hostname(named) if isinstance(named, str) else None
+        named_host = url_hostname(named) if isinstance(named, str) else None
         if _near_miss(profile_id, preset, own["issuer"], problems, named_host=named_host):
             return None
     merged = {**base, **own}
     return merged
-
-
-def _hostname(url: str) -> str | None:
-    try:
-        return urlsplit(url).hostname
-    except ValueError:
-        return None
 
 
 def _near_miss(profile_id: str, preset: Preset, issuer: str, problems: list[tuple[str, str]], *,

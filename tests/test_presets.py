@@ -496,9 +496,13 @@ GUID = "0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90"
       "parameters": {"host": "keycloak:8443", "realm": "acme"}}, None),
     ({"preset": "gitlab", "issuer": "https://[2001:db8::1]", "parameters": {"gitlab_host": "gitlab.acme.com"},
       "required_custom_claims": {"project_path": "acme/api"}}, None),
+    ({"preset": "entra_id", "issuer": f"https://LOGIN.microsoftonline.com/{GUID}/v2.0",
+      "parameters": {"tenant_id": GUID}}, "host names are lower case in issuers"),
+    ({"preset": "keycloak", "issuer": "https://sso.acme.com./realms/acme",
+      "parameters": {"host": "sso.acme.com", "realm": "acme"}}, "host: "),
 ], ids=["auth0-trailing-slash", "cognito-pool-of-another-region", "entra-domain-for-the-guid", "entra-v1-loads",
         "cognito-http", "cognito-default-port", "okta-http", "keycloak-on-an-ipv6-address-loads",
-        "gitlab-on-an-ipv6-address-loads"])
+        "gitlab-on-an-ipv6-address-loads", "entra-host-in-capitals", "keycloak-trailing-dot-host"])
 def test_parameters_do_not_excuse_a_near_miss_of_the_presets_issuer_on_the_providers_host(profile, refused):
     """`parameters` fill the key set of an issuer of another shape (an Entra v1 issuer, on another host); on the
     provider's own host a near miss still never validates a token, and loaded (found by a review)."""
@@ -510,6 +514,18 @@ def test_parameters_do_not_excuse_a_near_miss_of_the_presets_issuer_on_the_provi
         load_profiles(document, "ISSUER_PROFILES_JSON", PRESETS)
     assert "$.acme.issuer: " in str(error.value) and refused in str(error.value)
     assert "give 'parameters'" not in str(error.value)
+
+
+@pytest.mark.parametrize("preset, issuer", [("keycloak", "http://localhost:8080/realms/acme"),
+                                           ("keycloak", "http://127.0.0.1:8080/realms/acme"),
+                                           ("gitlab", "http://127.0.0.1:8929")])
+def test_a_development_server_on_http_at_a_loopback_address_loads_with_discovery(preset, issuer):
+    """Keycloak's `start-dev` serves http://localhost:8080: the http respelling the fixed-domain presets are told of
+    refused it for a while (found by a review)."""
+    document = json.dumps({"dev": {"preset": preset, "issuer": issuer, "audiences": ["api"],
+                                   "required_custom_claims": {"sub": "x"}}}).encode()
+    policy = load_profiles(document, "ISSUER_PROFILES_JSON", PRESETS).policies["dev"]
+    assert (policy.key_source, policy.issuers) == ("discovery", (issuer,))
 
 
 def test_a_near_miss_message_never_echoes_a_value_that_failed_its_kind_check():
