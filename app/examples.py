@@ -200,7 +200,8 @@ FORWARD_AUTH_DESCRIPTION = (
     "(the proxy must set them, overriding what clients send). 200 carries the `claims_to_headers` headers (those "
     "it leaves out, a claim the token lacks, named in `X-Envoy-Auth-Headers-To-Remove`); 401 "
     "`WWW-Authenticate`; 403; 429 (or the authorizer's `rate_limit.status`) with `Retry-After` and `RateLimit-*`; "
-    "400 for a rejected path or several tokens. Any method is accepted; the body is ignored."
+    "400 for a rejected path or several tokens. Any method but CONNECT is accepted (granian turns a 2xx answer to "
+    "CONNECT into a tunnel); the body is ignored."
 )
 FORWARD_AUTH_PATH_DESCRIPTION = (
     FORWARD_AUTH_DESCRIPTION + " Without the forwarded-URI headers the original path is the part of this URL after "

@@ -74,10 +74,14 @@ _HEADERS = {
                         "storage answered).", {"type": "integer"}),
     "RateLimit-Remaining": ("Requests left in that window.", {"type": "integer", "minimum": 0}),
     "RateLimit-Reset": ("Seconds until that window starts over.", {"type": "integer", "minimum": 0}),
+    "X-Envoy-Auth-Headers-To-Remove": ("On an allow, the `claims_to_headers` headers it leaves out (the token "
+                                       "lacks the claim), lower case, comma-separated: Envoy's ext_authz removes "
+                                       "a client's own copies of them.", {"type": "string"}),
 }
 _RATE_LIMIT = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 # Forward-auth's headers per status (the decision's `claims_to_headers` come with a 200 too, named by each authorizer).
-_FORWARD_HEADERS = {"200": ("Cache-Control", *_RATE_LIMIT), "400": ("Cache-Control", "WWW-Authenticate"),
+_FORWARD_HEADERS = {"200": ("Cache-Control", "X-Envoy-Auth-Headers-To-Remove", *_RATE_LIMIT),
+                    "400": ("Cache-Control", "WWW-Authenticate"),
                     "401": ("Cache-Control", "WWW-Authenticate"),
                     "403": ("Cache-Control", "WWW-Authenticate", "Retry-After", *_RATE_LIMIT),
                     "404": ("Cache-Control",), "429": ("Cache-Control", "Retry-After", *_RATE_LIMIT)}
@@ -129,8 +133,11 @@ def _complete(doc: dict[str, Any]) -> None:
             bad = responses.setdefault("400", {"description": "A request Litestar cannot read (a malformed Host "
                                                               "header)", "content": copy.deepcopy(_PROBLEM)})
             if not forward:
-                responses["400"] = {"description": "A request Litestar cannot read (not about the body, which is "
-                                                   "422)", "content": copy.deepcopy(_PROBLEM)}
+                body = ("; or a body that stopped before its end (`BODY_INCOMPLETE`: the client left, or its chunked "
+                        "framing is malformed). A body that is not what the route reads is 422"
+                        if "requestBody" in operation else "")
+                responses["400"] = {"description": f"A request Litestar cannot read (a malformed Host header){body}",
+                                    "content": copy.deepcopy(_PROBLEM)}
             else:  # path_rejected as a decision, or a request Litestar cannot read (a bad Host)
                 bad.setdefault("content", {}).update(copy.deepcopy(_PROBLEM))
             for status, response in responses.items():

@@ -86,19 +86,30 @@ def test_the_document_names_every_method_status_and_header_forward_auth_answers_
     from app.server import create_app
     from app.settings import Settings
     from tests.conftest import rs256_policy
+    from tests.proxies import ORG, live_token
 
     fixture = ROOT / "tests" / "fixtures" / "authorizers.json"
     settings = Settings(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}), authorizers_json=str(fixture))
     with TestClient(create_app(settings)) as client:
         doc = client.get("/openapi.json").json()
-        answers = {method: client.request(method, "/v1/forward-auth/orgs", headers={"X-Forwarded-Uri": "/x"})
-                   for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
+        answers = [(method, client.request(method, "/v1/forward-auth/orgs", headers={"X-Forwarded-Uri": "/x"}))
+                   for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")]
+        # An allow for a token without `sub`: X-User-Id left out, and named for Envoy to remove.
+        allowed = client.get("/v1/forward-auth/orgs", headers={
+            "Authorization": f"Bearer {live_token(sub=None, **{ORG: 'acme'})}",
+            "X-Forwarded-Uri": "/v1/organisations/acme"})
+        assert allowed.status_code == 200 and "X-Envoy-Auth-Headers-To-Remove" in allowed.headers
+        answers.append(("GET", allowed))
     item = doc["paths"]["/v1/forward-auth/{authorizer}"]
     documented_headers = {name.lower() for name in doc["components"]["headers"]}
-    for method, answer in answers.items():
+    for method, answer in answers:
         response = item[method.lower()]["responses"][str(answer.status_code)]
         sent = {name.lower() for name in answer.headers} & documented_headers
         assert sent and sent <= {name.lower() for name in response["headers"]}, (method, sent)
+    # Every header an allow sends but the authorizer's own claims_to_headers is documented.
+    own = {"x-user-id", "x-org-id", "x-plan", "content-type", "content-length", "date", "server"}
+    assert {name.lower() for name in allowed.headers} - own <= {
+        name.lower() for name in item["get"]["responses"]["200"]["headers"]}, allowed.headers
     assert {"200", "503"} <= set(doc["paths"]["/readyz"]["get"]["responses"])
     assert "examples" not in json.dumps(doc["components"]["schemas"])  # Litestar's were random text
     assert all("content" not in response for response in item["head"]["responses"].values())
@@ -142,6 +153,7 @@ def test_every_status_and_header_sent_outside_forward_auth_is_declared():
     from app.server import create_app
     from app.settings import Settings
     from tests.conftest import rs256_policy
+    from tests.proxies import ORG, live_token
 
     fixture = ROOT / "tests" / "fixtures" / "authorizers.json"
     settings = Settings(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}), authorizers_json=str(fixture))
