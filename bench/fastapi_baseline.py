@@ -53,13 +53,18 @@ def _key(policy: Policy) -> Any:
     return key
 
 
+def _decode(token: str, policy: Policy) -> dict[str, Any]:
+    """PyJWT with the policy's checks (raises jwt.PyJWTError)."""
+    return jwt.decode(token, _key(policy), algorithms=policy.allowed_algs, audience=policy.audiences,
+                      issuer=policy.issuer, leeway=policy.clock_skew_seconds,
+                      options={"require": sorted({"exp", "iat", "iss", "aud", *policy.required_claims})})
+
+
 @app.post("/v1/validate/jwt")
 async def validate(body: ValidateRequest) -> dict[str, Any]:
     policy = body.policy
     try:
-        claims = jwt.decode(body.token, _key(policy), algorithms=policy.allowed_algs, audience=policy.audiences,
-                            issuer=policy.issuer, leeway=policy.clock_skew_seconds,
-                            options={"require": sorted({"exp", "iat", "iss", "aud", *policy.required_claims})})
+        claims = _decode(body.token, policy)
     except jwt.PyJWTError as exc:
         return {"valid": False, "error": type(exc).__name__, "message": str(exc)}
     return {"valid": True, "claims": claims}
@@ -77,9 +82,7 @@ async def forward_auth(authorization: str | None = Header(default=None)) -> JSON
         return JSONResponse({"decision": "deny"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
     policy = _FORWARD_POLICY
     try:
-        claims = jwt.decode(token, _key(policy), algorithms=policy.allowed_algs, audience=policy.audiences,
-                            issuer=policy.issuer, leeway=policy.clock_skew_seconds,
-                            options={"require": sorted({"exp", "iat", "iss", "aud", *policy.required_claims})})
+        claims = _decode(token, policy)
     except jwt.PyJWTError:
         return JSONResponse({"decision": "deny"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
     return JSONResponse({"decision": "allow"}, headers={"X-User-Id": str(claims.get("sub", ""))})
