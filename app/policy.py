@@ -214,6 +214,30 @@ _MEDIA_TYPE = re.compile(f"{_MEDIA_NAME}(?:/{_MEDIA_NAME})?")
 _NOT_AUDIENCE = ("iss", "sub", "exp", "nbf", "iat", "jti")
 
 
+# A metadata document's URL pasted as the issuer (OIDC Discovery 1.0 section 4 appends this to the issuer, RFC 8414
+# section 3 inserts it before the issuer's path).
+_METADATA_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
+
+
+def _issuer_problems(policy: VerifyPolicy) -> list[Problem]:
+    """Near misses no token's `iss` or `aud` can match, refused where they are written rather than answered with
+    a mismatch on every token: white space around an issuer or audience (pasted), a discovery URL as the issuer."""
+    problems = []
+    issuers = [((), policy.issuer)] if isinstance(policy.issuer, str) else [
+        ((index,), issuer) for index, issuer in enumerate(policy.issuer)]
+    for field, named in (("issuer", issuers), ("audiences", [((index,), item) for index, item
+                                                               in enumerate(policy.audiences)])):
+        for at, text in named:
+            if text != text.strip():
+                problems.append(Problem((field, *at), "white space at its start or end (compared exactly: no "
+                                                      "token carries it); remove it"))
+    for at, issuer in issuers:
+        if any(path in issuer for path in _METADATA_PATHS):
+            problems.append(Problem(("issuer", *at), "this is the URL of the issuer's metadata document, not the "
+                                                     "issuer: take the issuer from that document's 'issuer' member"))
+    return problems
+
+
 def _claim_problems(policy: VerifyPolicy) -> list[Problem]:
     problems = []
     if policy.token_type is not None and not _MEDIA_TYPE.fullmatch(normalise_typ(policy.token_type)):
@@ -264,6 +288,7 @@ def compile_policy(policy: VerifyPolicy, *, inline: bool, allowlist: tuple[str, 
     elif source == "discovery":
         problems.extend(_discovery_issuer(policy.issuer))
     problems.extend(_compile_algorithms(policy, source, static, fit=not problems))
+    problems.extend(_issuer_problems(policy))
     problems.extend(_claim_problems(policy))
     if problems:
         raise PolicyError(problems)

@@ -45,7 +45,7 @@ Name = Annotated[str, Meta(pattern=worded(r"^[a-z][a-z0-9_]{0,31}" + END, "a nam
 Template = Annotated[str, Meta(min_length=1, max_length=512)]
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"  # 1 to 65535
-_HOST = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?(?::" + _PORT + ")?"
+_DOMAIN = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _IPV4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 # A server the operator runs (Keycloak, self-managed GitLab) may also be reached at an IPv4 address or at a name of
 # one label (`keycloak:8443` inside a cluster).
@@ -70,6 +70,14 @@ def _host_hint(value: str) -> str | None:
     if value != value.lower():
         return "host names are lower case in issuers"
     return None
+
+
+def _hosted_domain_hint(value: str) -> str | None:
+    """A domain of a hosted provider (Auth0, Okta), served on 443 only: its tokens' `iss` has no port."""
+    host, colon, port = value.rpartition(":")
+    if colon and _compiled(_DOMAIN).fullmatch(host) and _compiled(_PORT).fullmatch(port):
+        return "without a port: the provider serves its domains on 443, and its tokens' iss names none"
+    return _host_hint(value)
 
 
 def _project_hint(value: str) -> str | None:
@@ -116,8 +124,8 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 # Parameter kinds by parameter name: a preset may only declare parameters listed here.
 PARAMETER_KINDS: dict[str, Kind] = {
-    "tenant_domain": Kind(_HOST, "a host name", "acme.us.auth0.com", _host_hint),
-    "okta_domain": Kind(_HOST, "a host name", "acme.okta.com", _host_hint),
+    "tenant_domain": Kind(_DOMAIN, "a host name", "acme.us.auth0.com", _hosted_domain_hint),
+    "okta_domain": Kind(_DOMAIN, "a host name", "acme.okta.com", _hosted_domain_hint),
     "host": Kind(_SELF_HOSTED, "a host name or IPv4 address (with an optional port)", "sso.example.com", _host_hint),
     "gitlab_host": Kind(_SELF_HOSTED, "a host name or IPv4 address (with an optional port)", "gitlab.example.com",
                         _host_hint),
@@ -171,6 +179,17 @@ def _respellings(issuer: str, fixed_domain: bool) -> list[tuple[str, str]]:
     if fixed_domain and separator and authority.endswith(":443"):
         spellings.append((f"{scheme}://{authority[:-4]}{slash}{path}", "a default port is part of the issuer"))
     return spellings
+
+
+def _edit_distance(one: str, other: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions), for host names at startup."""
+    previous = list(range(len(other) + 1))
+    for i, char in enumerate(one, 1):
+        current = [i]
+        for j, theirs in enumerate(other, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char != theirs)))
+        previous = current
+    return previous[-1]
 
 
 def url_hostname(url: str) -> str | None:
@@ -302,6 +321,10 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 # with `parameters: {}` loaded github.com's keys).
                 return (f"{shape}, on {scheme}://{host}" + ("; for another issuer of this provider (an Entra v1 "
                         "issuer, say) give 'parameters'" if not self.fixed_keys else ""))
+            if named_host is not None and hostname is not None and hostname.rstrip(".") != named_host and \
+                    _edit_distance(hostname.rstrip("."), named_host) <= 2:
+                # Another host is another shape, but not one a letter or two from the provider's (`amazonaws.co`).
+                return f"{shape}: the issuer's host is a letter or two from the provider's {named_host!r}"
         elif named_host is not None and hostname is not None and \
                 hostname.rstrip(".") != named_host.lower().rstrip("."):
             return None  # the host is all parameters: another host than the one they name is another shape

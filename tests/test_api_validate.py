@@ -8,7 +8,7 @@ import pytest
 
 from app.findings import CHECK_ORDER
 from app.settings import Settings
-from tests.conftest import AUDIENCE, NOW, claims, rs256_policy, rs256_token
+from tests.conftest import AUDIENCE, ISSUER, NOW, claims, rs256_policy, rs256_token
 from tests.mint import key_for, mint
 
 URL = "/v1/validate/jwt"
@@ -178,14 +178,25 @@ def _problem(response, status):
     ({"token": "x", "policy": rs256_policy(token_type="at+jwt ")}, ["body", "policy", "token_type"]),
     ({"token": "x", "policy": rs256_policy(audience_claim="iss")}, ["body", "policy", "audience_claim"]),
     ({"token": "x", "policy": rs256_policy(audience_claim="exp")}, ["body", "policy", "audience_claim"]),
+    # Never matched by a token's iss or aud (found by a review: they answered every token with a mismatch).
+    ({"token": "x", "policy": rs256_policy(issuer=f" {ISSUER}")}, ["body", "policy", "issuer"]),
+    ({"token": "x", "policy": rs256_policy(issuer=[ISSUER, f"{ISSUER}\n"])}, ["body", "policy", "issuer", 1]),
+    ({"token": "x", "policy": rs256_policy(audiences=[AUDIENCE, f"{AUDIENCE} "])}, ["body", "policy", "audiences", 1]),
+    ({"token": "x", "policy": rs256_policy(issuer=f"{ISSUER}/.well-known/openid-configuration")},
+     ["body", "policy", "issuer"]),
+    ({"token": "x", "policy": rs256_policy(issuer="https://as.example.com/.well-known/oauth-authorization-server/t1")},
+     ["body", "policy", "issuer"]),
 ], ids=["token-not-string", "alg-none", "alg-NONE-second", "alg-not-fitting-rsa-key", "hs-with-public-key",
         "skew-too-large", "no-audiences", "bad-pem", "two-key-sources", "unknown-field", "policy-and-profile",
         "neither", "no-token", "jwks-uri-not-allowlisted", "jwk-alg-disagrees", "jwk-use-enc", "jwk-key-ops-encrypt",
-        "typ-empty-once-normalised", "typ-blank", "typ-with-space", "audience-claim-iss", "audience-claim-exp"])
+        "typ-empty-once-normalised", "typ-blank", "typ-with-space", "audience-claim-iss", "audience-claim-exp",
+        "issuer-with-space", "second-issuer-with-newline", "audience-with-space", "discovery-url-as-issuer",
+        "rfc8414-metadata-url-as-issuer"])
 def test_request_errors_are_422_problem_json_with_loc(client, body, loc):
     problem = _problem(client.post(URL, json=body), 422)
     assert problem["errors"][0]["loc"] == loc
     assert problem["errors"][0]["msg"]
+    assert len(problem["errors"]) == 1, problem["errors"]
     if isinstance(body.get("policy"), dict) and "jwks" in body["policy"]:
         assert "fits none of the configured keys" in problem["errors"][0]["msg"]
 
