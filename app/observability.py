@@ -37,6 +37,7 @@ from prometheus_client.registry import REGISTRY, Collector
 
 from app.paths import SLASHES
 from app.policy import key_set_label
+from app.token import holds_jwt
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4"  # Litestar appends "; charset=utf-8" to a text/* media type
@@ -352,12 +353,12 @@ def new_request_id() -> bytes:
 
 
 def request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """The client's X-Request-Id when it is a plain token of up to 128 characters and not a JWT (three segments,
-    the first `eyJ`: a token sent there was logged whole beside its own token_id; found by a review), else a new
-    one."""
+    """The client's X-Request-Id when it is a plain token of up to 128 characters and holds nothing shaped like a
+    JWT (app.token.holds_jwt: a token sent there was logged whole beside its own token_id; found by a review), else
+    a new one."""
     for name, value in headers:
         if name == b"x-request-id":
-            usable = _REQUEST_ID.fullmatch(value) and not (value.startswith(b"eyJ") and value.count(b".") == 2)
+            usable = _REQUEST_ID.fullmatch(value) and not holds_jwt(value.decode("ascii"))
             return value if usable else new_request_id()
     return new_request_id()
 

@@ -3,6 +3,7 @@ the combining rule (deny overrides, with the alternatives it rejects named)."""
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -1026,9 +1027,14 @@ def test_text_shaped_like_a_jwt_is_found_anywhere_and_a_long_run_of_eyj_is_not_o
     60 KB path of `eyJeyJ...` (found by a review)."""
     from app.token import holds_jwt
 
-    assert holds_jwt("/files/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig") and holds_jwt("a=eyJ0.eyJ1.")
+    assert holds_jwt("/files/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig") and holds_jwt("a=eyJhbGciOiJub25lIn0.eyJ1.")
     assert not holds_jwt("eyJ" * 50_000) and not holds_jwt("eyJhbGciOiJIUzI1NiJ9") and not holds_jwt("a.b.c")
     assert holds_jwt("eyJ" * 50_000 + ".x.")
+    # A header with white space after its brace (`{ "alg"`, `{\n  "alg"`) was shown; a file name was hidden.
+    for header in ('{ "alg": "HS256" }', '{\n  "alg": "HS256"\n}', '{\r\n"alg":"HS256"}', '{\t"alg":"HS256"}'):
+        shaped = base64.urlsafe_b64encode(header.encode()).decode().rstrip("=") + ".eyJzdWIiOiJ4In0.sig"
+        assert holds_jwt(f"/files/{shaped}"), header
+    assert not holds_jwt("/static/eyJx.min.js") and not holds_jwt("/eyes.and.ears") and not holds_jwt("ewok.v1.")
 
 
 @pytest.mark.parametrize("explain", [False, True])
