@@ -12,6 +12,7 @@ OIDC discovery (`{issuer}/.well-known/openid-configuration`) resolves a `jwks_ur
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import OrderedDict
 import zlib
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import SplitResult, urljoin, urlsplit
 
+import certifi
 import httpx
 import msgspec
 import structlog
@@ -127,6 +129,32 @@ class Discovered:
     inflight: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """The public CAs httpx trusts by default (certifi's), and the operator's (JWKS_CA_FILE)."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def _failure(exc: BaseException) -> str:
+    """Why a fetch failed, told from the causes whose text names no URL (a query may hold a credential): the TLS
+    certificate not trusted, the handshake, a connection refused or a name not resolved. It was "the request
+    failed" for all of them, so a private CA's certificate looked like an IdP that was down (found by a review)."""
+    link: BaseException | None = exc
+    for _ in range(8):
+        if link is None:
+            break
+        if isinstance(link, ssl.SSLCertVerificationError):
+            return (f"the TLS certificate was not trusted ({link.verify_message}); an IdP behind a private CA needs "
+                    "it in JWKS_CA_FILE")
+        if isinstance(link, ssl.SSLError):
+            return f"the TLS handshake failed ({link.reason or 'no reason given'})"
+        if isinstance(link, OSError) and link.strerror:
+            return link.strerror
+        link = link.__cause__ or link.__context__
+    return "the request failed"
+
+
 class KeySetCache:
     """Key sets by URI. `view()` is what validation awaits; `state()` is what /readyz and /v1/profiles show."""
 
@@ -142,7 +170,8 @@ class KeySetCache:
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(settings.jwks_total_timeout, connect=settings.jwks_connect_timeout),
             follow_redirects=False, headers={"Accept": "application/json", "User-Agent": "jwt-decision/1"},
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=10), trust_env=False)
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=10), trust_env=False,
+            verify=tls_context(settings.jwks_ca_file) if settings.jwks_ca_file else True)
         self._entries: dict[str, Entry] = {}
         self._configured: set[str] = set()  # URIs of the configuration, named or discovered: never evicted
         self._named: set[str] = set()  # those profiles and authorizers name (prefetched)
@@ -414,7 +443,7 @@ class KeySetCache:
                 raise
             except Exception as exc:  # noqa: BLE001 - httpx.HTTPError, and what its transport lets out (an
                 # ExceptionGroup from anyio, InvalidURL): a fetch fails, it never fails the request
-                raise FetchError(f"{type(exc).__name__}: the request failed") from None
+                raise FetchError(f"{type(exc).__name__}: {_failure(exc)}") from None
             try:
                 return msgspec.json.decode(bytes(body)), headers
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # a string of bad UTF-8 raised

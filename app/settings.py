@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from typing import Any, Callable, Literal
 from urllib.parse import urlsplit
@@ -40,6 +41,7 @@ class Settings(msgspec.Struct, frozen=True):
     jwks_default_age: float = 600.0
     jwks_cooldown: float = 30.0
     jwks_max_stale: float = 86_400.0
+    jwks_ca_file: str | None = None
     config_poll_seconds: float = 2.0
 
 
@@ -173,6 +175,19 @@ def _text(text: str) -> str:
     return text
 
 
+def _ca_file(text: str) -> str:
+    """A PEM file of CA certificates, loaded here once so that a file that cannot serve stops startup rather than
+    failing every key-set fetch."""
+    path = text.strip()
+    try:
+        ssl.create_default_context(cafile=path)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        if isinstance(exc, ssl.SSLError):
+            raise ValueError(f"{path!r} holds no PEM CA certificate that loads ({exc.reason or exc})") from None
+        raise ValueError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    return path
+
+
 # Variable name -> (field, parser, description for --help).
 VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "ISSUER_PROFILES_JSON": ("issuer_profiles_json", _text, "issuer profiles: JSON text or a file path"),
@@ -205,6 +220,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
                          "max-age without Cache-Control, s (default 600; clamped to the two above)"),
     "JWKS_COOLDOWN": ("jwks_cooldown", _float(0, 3600), "least time between unknown-kid refetches, s (default 30)"),
     "JWKS_MAX_STALE": ("jwks_max_stale", _float(0, 30 * 86_400), "longest use of a stale key set, s (default 86400)"),
+    "JWKS_CA_FILE": ("jwks_ca_file", _ca_file, "PEM file of CA certificates trusted for key-set and discovery "
+                     "fetches besides the public ones (an IdP behind a private CA)"),
     "CONFIG_POLL_SECONDS": ("config_poll_seconds", _float(0.1, 3600),
                             "config file change check interval, s (default 2)"),
 }

@@ -9,6 +9,7 @@ import string
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
+import msgspec
 import pytest
 import structlog.testing
 
@@ -17,7 +18,7 @@ from app.policy import VerifyPolicy, compile_policy
 from app.settings import Settings
 from app.verifier import Verifier
 from tests.conftest import AUDIENCE, ISSUER, NOW, FixedClock, claims
-from tests.keyserver import KeyServer
+from tests.keyserver import KeyServer, private_ca
 from tests.mint import jwks, key_for, mint, segment
 
 PATH = "/.well-known/jwks.json"
@@ -309,6 +310,45 @@ async def test_a_redirect_is_followed_only_on_the_same_origin_however_it_is_spel
     finally:
         await cache.aclose()
         await client.aclose()
+
+
+async def test_an_idp_behind_a_private_ca_is_trusted_with_jwks_ca_file_and_named_as_a_tls_failure_without(
+        tmp_path, clock):
+    """httpx trusts certifi's public CAs only (trust_env is off): a self-hosted Keycloak or GitLab behind an internal
+    CA could not be used, and the failure read "ConnectError: the request failed", as an IdP down does (found by a
+    review)."""
+    ca_file, certificate = private_ca(tmp_path)
+    tls = KeyServer(certificate)
+    tls.documents[PATH] = jwks(key_for("RS256", "k1"))
+    try:
+        for settings, trusted in ((SETTINGS, False), (msgspec.structs.replace(SETTINGS, jwks_ca_file=str(ca_file)),
+                                                      True)):
+            cache = KeySetCache(settings, clock=clock)
+            checker = Verifier(max_token_bytes=16384, cache_size=1000, keys=cache, clock=clock)
+            try:
+                result = await checker.validate(token("k1"), remote_policy(tls.url(PATH)))
+            finally:
+                await cache.aclose()
+            if trusted:
+                assert result.valid, result.findings
+            else:
+                (finding,) = [item for item in result.findings if item.severity == "error"]
+                assert finding.code == "JWKS_UNAVAILABLE"
+                assert "the TLS certificate was not trusted" in str(finding.evidence), finding.evidence
+                assert "JWKS_CA_FILE" in str(finding.evidence)
+        assert tls.hit_count(PATH) == 1  # the handshake failed before any request without the CA
+    finally:
+        tls.stop()
+
+
+async def test_a_refused_connection_is_told_as_such_not_as_a_request_that_failed(clock):
+    cache = KeySetCache(SETTINGS, clock=clock)
+    try:
+        view = await cache.view("http://127.0.0.1:1/jwks.json", None)
+    finally:
+        await cache.aclose()
+    assert view.keyset is None and view.error is not None
+    assert view.error.startswith("ConnectError: ") and "the request failed" not in view.error, view.error
 
 
 async def test_bad_entries_are_skipped_individually(verifier, server):

@@ -38,11 +38,14 @@ from tests.service import Service
     ({"RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379/cache"}, "RATE_LIMIT_STORAGE: the database, after the port"),
     ({"RATE_LIMIT_STORAGE": "memcached://127.0.0.1:11211"}, "RATE_LIMIT_STORAGE: must be memory:// or"),
     ({"RATE_LIMIT_STORAGE": "re\tdis://127.0.0.1:6379/0"}, "RATE_LIMIT_STORAGE: .* without spaces or control"),
+    ({"JWKS_CA_FILE": "/nonexistent/ca.pem"}, "JWKS_CA_FILE: cannot read '/nonexistent/ca.pem': No such file"),
+    ({"JWKS_CA_FILE": __file__}, "JWKS_CA_FILE: .* holds no PEM CA certificate that loads"),
 ], ids=["port-not-a-number", "api-keys-empty", "api-keys-blank", "api-key-not-ascii", "host-name", "host-bad-ip",
         "every-problem", "min-age-above-max-age", "connect-above-total-timeout", "port-fullwidth-digits",
         "port-underscore", "float-nan", "api-key-short", "allowlist-url", "allowlist-port", "allowlist-url-with-port",
         "storage-bad-port",
-        "storage-no-port", "storage-named-db", "storage-other-scheme", "storage-control-character"])
+        "storage-no-port", "storage-named-db", "storage-other-scheme", "storage-control-character", "ca-file-missing",
+        "ca-file-not-pem"])
 def test_a_bad_setting_is_refused_naming_the_variable(environ, message):
     with pytest.raises(SettingsError, match=message) as info:
         load_settings(environ)
