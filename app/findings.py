@@ -93,7 +93,7 @@ INSPECT_CODES: dict[str, str] = {
     "KID_SUSPICIOUS": "`kid` contains path, quote or control characters (injection attempts).",
     "CRIT_PRESENT": "The header has `crit`: extensions a verifier must understand or reject.",
     "EXP_MISSING": "No `exp`: the token never expires.",
-    "LONG_LIFETIME": "`exp - iat` is over 24 hours.",
+    "LONG_LIFETIME": "`exp` is over 24 hours after `iat` (without `iat`: after `nbf`, else after now).",
     "EXPIRED": "`exp` is in the past.",
     "NOT_YET_VALID": "`nbf` is in the future.",
     "IAT_IN_FUTURE": "`iat` is in the future.",

@@ -13,9 +13,11 @@ from app.findings import INSPECT_CODES
 from app.keys import SYMMETRIC
 from app.token import WHITESPACE, MalformedToken, has_bearer_prefix, parse, token_id
 
+_JSON_TYPES = {int: "number", float: "number", bool: "boolean", list: "array", dict: "object"}
 WARNING = "Decoded does not mean validated: nothing here is verified. Use /v1/validate/jwt before trusting any claim."
 LONG_LIFETIME_SECONDS = 24 * 3600
-_SUSPICIOUS_KID = re.compile(r"[/\\'\"`\x00-\x1f\x7f]|\.\.")
+# Path, quote and control characters (Unicode's Cc: C0, DEL and C1, whose U+009B is a terminal's CSI).
+_SUSPICIOUS_KID = re.compile(r"[/\\'\"`\x00-\x1f\x7f-\x9f]|\.\.")
 
 
 class Decoded(msgspec.Struct):
@@ -54,6 +56,9 @@ def _codes(header: dict[str, Any], claims: dict[str, Any], now: float,
     kid = header.get("kid")
     if kid is not None and (not isinstance(kid, str) or _SUSPICIOUS_KID.search(kid)):
         codes.append("KID_SUSPICIOUS")
+        if not isinstance(kid, str):
+            reasons["KID_SUSPICIOUS"] = (f"`kid` is a JSON {_JSON_TYPES.get(type(kid), 'value')}, not a string (RFC "
+                                         "7515 section 4.1.4): key lookups that expect text may misread it.")
     if "crit" in header:
         codes.append("CRIT_PRESENT")
     exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
@@ -67,8 +72,12 @@ def _codes(header: dict[str, Any], claims: dict[str, Any], now: float,
         codes.append("EXP_MISSING")
         reasons["EXP_MISSING"] = ("`exp` is not a NumericDate (a JSON number of seconds): validators refuse the "
                                   "token or ignore the claim, so nothing makes it expire.")
-    if numeric_date(exp) and numeric_date(iat) and exp - iat > LONG_LIFETIME_SECONDS:
+    # From `iat`, else from `nbf`, else from now: a token without `iat` lives as long all the same.
+    start, since = (iat, None) if numeric_date(iat) else (nbf, "`nbf`") if numeric_date(nbf) else (now, "now")
+    if numeric_date(exp) and exp - start > LONG_LIFETIME_SECONDS:
         codes.append("LONG_LIFETIME")
+        if since is not None:
+            reasons["LONG_LIFETIME"] = f"`exp` is over 24 hours after {since} (the token has no `iat`)."
     if numeric_date(exp) and exp <= now:
         codes.append("EXPIRED")
     for name, value, code in (("nbf", nbf, "NOT_YET_VALID"), ("iat", iat, "IAT_IN_FUTURE")):
@@ -115,7 +124,13 @@ def inspect_token(raw: str, now: float, max_token_bytes: int) -> InspectResult:
         if exc.evidence.get("segments") == 1:
             codes.append("OPAQUE_TOKEN")
         codes.append("MALFORMED_TOKEN")
-        return InspectResult(None, False, WARNING, tid, codes, _details(codes, {"MALFORMED_TOKEN": exc.reason}))
+        reasons = {"MALFORMED_TOKEN": exc.reason}
+        decoded = None
+        if exc.header is not None and exc.claims is not None:  # only the signature segment is malformed: the rest
+            # is shown, as /v1/validate/jwt shows it (found by a review: inspecting it showed less)
+            codes += _codes(exc.header, exc.claims, now, reasons)
+            decoded = Decoded(exc.header, exc.claims, candidate.rsplit(".", 1)[-1])
+        return InspectResult(decoded, False, WARNING, tid, codes, _details(codes, reasons))
     reasons: dict[str, str] = {}
     codes = (["BEARER_PREFIX"] if prefix else []) + _codes(token.header, token.claims, now, reasons)
     return InspectResult(Decoded(token.header, token.claims, token.signature_segment), False, WARNING, tid, codes,

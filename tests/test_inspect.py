@@ -51,6 +51,8 @@ CASES: list[tuple[str, Callable[[], str], set[str]]] = [
     ("KID_SUSPICIOUS", lambda: with_header(kid="k1\x00"), {"KID_SUSPICIOUS"}),
     ("KID_SUSPICIOUS", lambda: with_header(kid="k1|ls\n"), {"KID_SUSPICIOUS"}),
     ("KID_SUSPICIOUS", lambda: with_header(kid=7), {"KID_SUSPICIOUS"}),
+    ("KID_SUSPICIOUS", lambda: with_header(kid="\u009b31m"), {"KID_SUSPICIOUS"}),  # C1 CSI (found by a review)
+    ("KID_SUSPICIOUS", lambda: with_header(kid="a\u0085b"), {"KID_SUSPICIOUS"}),  # NEL
     ("CRIT_PRESENT", lambda: with_header(crit=["exp"], exp=NOW), {"CRIT_PRESENT"}),
     ("EXP_MISSING", lambda: rs(exp=None), {"EXP_MISSING"}),
     ("LONG_LIFETIME", lambda: rs(iat=NOW - 10, exp=NOW - 10 + 24 * 3600 + 1), {"LONG_LIFETIME"}),
@@ -71,7 +73,7 @@ CASES: list[tuple[str, Callable[[], str], set[str]]] = [
     ("MALFORMED_TOKEN", lambda: "a.b.c.d.e", {"MALFORMED_TOKEN"}),
 ]
 IDS = ["alg-none", "alg-none-mixed-case", "hs256", "jwk", "jku", "x5u", "x5c", "kid-path", "kid-quote",
-       "kid-double-quote", "kid-nul", "kid-newline", "kid-not-string", "crit", "no-exp", "over-24h", "expired",
+       "kid-double-quote", "kid-nul", "kid-newline", "kid-not-string", "kid-c1-csi", "kid-c1-nel", "crit", "no-exp", "over-24h", "expired",
        "exp-equals-now", "nbf-future", "iat-future", "no-aud", "aud-userinfo", "aud-userinfo-array", "nonce",
        "at_hash", "token_use-id", "bearer", "opaque", "bearer-opaque", "bad-base64", "jwe"]
 
@@ -101,6 +103,37 @@ def test_clean_token_has_no_suspicious_warnings(client):
 ], ids=["exactly-24h", "one-second-over"])
 def test_long_lifetime_is_over_24_hours(client, iat, exp, long):
     assert ("LONG_LIFETIME" in inspect(client, rs(iat=iat, exp=exp))["suspicious_warnings"]) is long
+
+
+@pytest.mark.parametrize("nbf, exp, long, since", [
+    (None, NOW + 10 * 365 * 86400, True, "now"), (None, NOW + 24 * 3600, False, None),
+    (NOW - 10, NOW - 10 + 24 * 3600 + 1, True, "`nbf`"), (NOW - 10, NOW - 10 + 24 * 3600, False, None),
+], ids=["ten-years-from-now", "24h-from-now", "over-24h-after-nbf", "24h-after-nbf"])
+def test_long_lifetime_without_iat_is_measured_from_nbf_else_from_now(client, nbf, exp, long, since):
+    """Only `exp - iat` was measured: a ten-year token without `iat` was not flagged (found by a review)."""
+    body = inspect(client, rs(iat=None, nbf=nbf, exp=exp))
+    assert ("LONG_LIFETIME" in body["suspicious_warnings"]) is long
+    if long:
+        message = next(item["message"] for item in body["details"] if item["code"] == "LONG_LIFETIME")
+        assert f"over 24 hours after {since} (the token has no `iat`)" in message
+
+
+@pytest.mark.parametrize("kid, says", [(7, "a JSON number"), (["k1"], "a JSON array"), ({"k": 1}, "a JSON object")])
+def test_a_kid_that_is_not_a_string_is_told_as_such(client, kid, says):
+    """It was told "contains path, quote or control characters", which an int has none of (found by a review)."""
+    body = inspect(client, with_header(kid=kid))
+    message = next(item["message"] for item in body["details"] if item["code"] == "KID_SUSPICIOUS")
+    assert says in message and "not a string" in message
+
+
+def test_a_token_whose_signature_segment_alone_is_malformed_is_shown_decoded_with_its_other_warnings(client):
+    """/v1/validate/jwt showed its header and claims, inspection `decoded: null` (found by a review)."""
+    good = rs(exp=None)
+    body = inspect(client, good + "=")
+    assert body["decoded"]["payload"] == {key: value for key, value in claims().items() if key != "exp"}
+    assert body["decoded"]["signature_segment"] == good.split(".")[2] + "="
+    assert body["suspicious_warnings"] == ["MALFORMED_TOKEN", "EXP_MISSING"]
+    assert body["details"][0]["message"].startswith("the signature")
 
 
 @pytest.mark.parametrize("claim, value, code, says", [
