@@ -51,7 +51,12 @@ def main(argv: list[str]) -> int:
         from app.openapi import document_json
         from app.server import create_app
 
-        sys.stdout.write(document_json(create_app(settings)).decode())
+        try:
+            app = create_app(settings)
+        except ValueError as exc:  # ConfigError, SettingsError: one line, as `serve` tells them (found by a review)
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
+        sys.stdout.write(document_json(app).decode())
         return 0
     if command != "serve":
         print(USAGE, file=sys.stderr)

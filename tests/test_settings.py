@@ -85,6 +85,18 @@ def test_python_m_app_exits_2_naming_the_bad_setting():
     assert "HOST: must be an IP address" in done.stderr and "API_KEYS: is set but names no key" in done.stderr
 
 
+@pytest.mark.parametrize("environ, says", [
+    ({"ISSUER_PROFILES_JSON": "{"}, "configuration error: ISSUER_PROFILES_JSON: $: not valid JSON"),
+    ({"RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379/0?db=abc"}, "configuration error: RATE_LIMIT_STORAGE: "),
+], ids=["profiles-not-json", "storage-option"])
+def test_python_m_app_openapi_exits_2_with_one_line_for_a_bad_configuration(environ, says):
+    """It printed a traceback where `serve` prints one line (found by a review)."""
+    done = subprocess.run([sys.executable, "-m", "app", "openapi"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin", **environ})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(says) and "Traceback" not in done.stderr, done.stderr[-500:]
+
+
 def test_python_m_app_ignores_sighup_before_it_reads_its_settings():
     """Until granian installs its handler, SIGHUP's default ends the process. Found by a review: SIG_IGN was set
     after the settings and the working directories, so a SIGHUP in the service's first 0.1 s ended it."""
