@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import structlog
@@ -125,16 +126,30 @@ def _storage(uri: str) -> Any:
         # In-process dictionaries need no event loop: measured here, a decision's hit costs ~30 µs with limits'
         # synchronous memory storage and ~125 µs with its asyncio twin (locks and a scheduled expiry task).
         return MemoryStorage()
+    from redis.asyncio import ConnectionPool
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+    from redis.exceptions import RedisError
 
     # No client-side retries: a down Redis must cost one short timeout, then on_storage_error decides.
     try:
-        return RedisStorage("async+" + uri, implementation="redispy", wrap_exceptions=True,
-                            socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-                            retry=Retry(NoBackoff(), 0))  # type: ignore[arg-type]
-    except (ConfigurationError, ValueError) as exc:  # what settings cannot see, such as ?db=abc
-        raise SettingsError(f"RATE_LIMIT_STORAGE: {str(exc).replace(uri, 'the URL')}") from None
+        storage = RedisStorage("async+" + uri, implementation="redispy", wrap_exceptions=True,
+                               socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                               retry=Retry(NoBackoff(), 0))  # type: ignore[arg-type]
+        # The URL's query options reach a connection only when it is made: one built now (not connected) refuses
+        # those the client does not take (`?protocol=4`, `?bogus=1`, `?ssl_cert_reqs=` without TLS). They started,
+        # and every decision then failed on the storage (found by a review).
+        ConnectionPool.from_url(uri.replace("redis+unix", "unix", 1)).make_connection()  # (limits' own spelling)
+    except TypeError:  # "__init__() got an unexpected keyword argument"
+        raise SettingsError("RATE_LIMIT_STORAGE: the URL's query names an option the Redis client does not take "
+                            "(or one that needs rediss://)") from None
+    except (ConfigurationError, ValueError, RedisError) as exc:  # what settings cannot see, such as ?db=abc
+        message = str(exc).replace(uri, "the URL")
+        for values in parse_qs(urlsplit(uri).query).values():  # an option's value is never shown
+            for value in values:
+                message = message.replace(value, "...") if value else message
+        raise SettingsError(f"RATE_LIMIT_STORAGE: {message}") from None
+    return storage
 
 
 async def _ready(value: Any) -> Any:

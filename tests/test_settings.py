@@ -70,12 +70,29 @@ def test_good_settings_are_read_as_given():
     assert load_settings({}).api_keys == ()  # unset: no API keys
 
 
-def test_a_redis_url_the_storage_refuses_stops_startup_naming_the_variable_not_the_url():
+@pytest.mark.parametrize("query, says", [
+    ("?db=abc", "Invalid value for 'db'"),
+    # Found by a review: these started, and every decision then failed on the storage (under the default
+    # on_storage_error: allow, without any rate limit).
+    ("?protocol=hunter2", "protocol must be an integer"),
+    ("?protocol=4", "protocol must be either 2 or 3"),
+    ("?bogus=hunter2", "names an option the Redis client does not take"),
+    ("?ssl_cert_reqs=none", "names an option the Redis client does not take (or one that needs rediss://)"),
+], ids=["db-not-a-number", "protocol-not-a-number", "protocol-4", "unknown-option", "tls-option-without-tls"])
+def test_a_redis_url_the_storage_refuses_stops_startup_naming_the_variable_not_the_url(query, says):
     from app.server import create_app
 
-    with pytest.raises(SettingsError, match=r"^RATE_LIMIT_STORAGE: Invalid value for 'db'") as info:
-        create_app(load_settings({"RATE_LIMIT_STORAGE": "redis://:hunter2@127.0.0.1:6379/0?db=abc"}))
-    assert "hunter2" not in str(info.value)
+    with pytest.raises(SettingsError, match=r"^RATE_LIMIT_STORAGE: ") as info:
+        create_app(load_settings({"RATE_LIMIT_STORAGE": f"redis://:hunter2@127.0.0.1:6379/0{query}"}))
+    assert says in str(info.value) and "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0?protocol=3&client_name=jwt-decision",
+                                 "rediss://127.0.0.1:6379/0?ssl_cert_reqs=required", "redis+unix:///run/redis.sock?db=1"])
+def test_a_redis_url_with_options_the_client_takes_is_accepted_without_connecting(url):
+    from app.ratelimit import Budgets
+
+    assert Budgets(url).backend == "redis"
 
 
 def test_python_m_app_exits_2_naming_the_bad_setting():
