@@ -129,6 +129,11 @@ class Discovered:
     inflight: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+def discovery_url(issuer: str) -> str:
+    """OIDC Discovery 1.0 section 4: the issuer, without a trailing slash, and /.well-known/openid-configuration."""
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
 def tls_context(ca_file: str) -> ssl.SSLContext:
     """The public CAs httpx trusts by default (certifi's), and the operator's (JWKS_CA_FILE)."""
     context = ssl.create_default_context(cafile=certifi.where())
@@ -454,7 +459,7 @@ class KeySetCache:
         """Read the issuer's discovery document (again, once it expires). A jwks_uri that moved is switched to
         only once its set has loaded; until then, and when the document cannot be read, the one found before keeps
         serving. A reload that removed the issuer meanwhile leaves nothing of this behind."""
-        url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+        url = discovery_url(issuer)
         try:
             jwks_uri, headers = await self._read_discovery(issuer, url)
             if state.jwks_uri not in (None, jwks_uri) and self._discovered.get(issuer) is state:
@@ -584,6 +589,13 @@ class KeySetCache:
     def configured(self) -> frozenset[str]:
         """The URIs of the key sets the configuration names (profiles, authorizers, discovered for profiles)."""
         return frozenset(self._configured)
+
+    def aged(self) -> frozenset[str]:
+        """The key sets whose age /metrics reports: those configured, and for a profile whose discovery has not
+        found its key set, the discovery document's URL (infinitely old until it does: a discovery profile whose
+        IdP was down since startup had no series, and an alert on the age stayed silent; found by a review)."""
+        unfound = (discovery_url(issuer) for issuer, state in self._discovered.items() if state.jwks_uri is None)
+        return frozenset(self._configured).union(unfound)
 
     def held(self) -> frozenset[str]:
         """The URIs of the key sets held now (configured, or named by recent requests)."""

@@ -332,6 +332,35 @@ def test_metric_labels_stay_bounded_and_never_show_a_credential_or_a_dropped_key
                  jwks_uri=never) == float("inf")
 
 
+def test_a_discovery_profile_whose_idp_is_down_has_an_infinite_key_set_age_until_discovery_finds_its_set():
+    """Its key set has no URL until discovery finds one: it had no age series at all, so an alert on the age
+    stayed silent through an outage that began before the service started (found by a review). The discovery
+    document's URL stands for it meanwhile."""
+    server = KeyServer()
+    server.documents["/jwks.json"] = jwks(key_for("RS256", "obs-discovery"))
+    down, up = server.url("/realms/down"), server.url("/realms/up")
+    server.documents["/realms/up/.well-known/openid-configuration"] = {
+        "issuer": up, "jwks_uri": server.url("/jwks.json"), "authorization_endpoint": up + "/authorize",
+        "response_types_supported": ["code"], "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"]}
+    profiles = {name: {"issuer": issuer, "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "discovery": True}
+                for name, issuer in (("down", down), ("up", up))}
+    try:
+        with TestClient(create_app(Settings(issuer_profiles_json=json.dumps(profiles)))) as client:
+            deadline = time.monotonic() + 10
+            while client.get("/readyz").json()["profiles"]["up"]["key_state"] != "fresh":
+                assert time.monotonic() < deadline, client.get("/readyz").json()
+                time.sleep(0.05)
+            metrics = samples(client.get("/metrics").text)
+    finally:
+        server.stop()
+    assert value(metrics, "jwks_key_set_age_seconds", jwks_uri=down + "/.well-known/openid-configuration") == \
+        float("inf")
+    assert 0 <= value(metrics, "jwks_key_set_age_seconds", jwks_uri=server.url("/jwks.json")) < 60
+    assert ("jwks_key_set_age_seconds", frozenset({("jwks_uri", up + "/.well-known/openid-configuration")})) \
+        not in metrics
+
+
 def test_a_configured_key_set_is_recorded_past_the_cap_that_sets_only_requests_name_can_fill(monkeypatch):
     """Found by a review: with the 256 labels spent on sets inline policies named, a set added by a reload was
     fetched but not recorded, and its age read +Inf (never fetched) for good."""

@@ -37,8 +37,8 @@ class OperationsController(Controller):
         # The tallies are flushed here, on the event loop that writes them (a thread could swap them mid-write
         # and lose counts); reading every worker's files is left to a thread.
         flush_metrics()
-        configured = verifier.keys.configured() if verifier.keys is not None else None
-        text = await asyncio.to_thread(metrics_text, held=configured, flush=False)
+        aged = verifier.keys.aged() if verifier.keys is not None else None
+        text = await asyncio.to_thread(metrics_text, held=aged, flush=False)
         return Response(text, media_type=CONTENT_TYPE)
 
 
