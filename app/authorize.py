@@ -79,18 +79,23 @@ class Decision(msgspec.Struct):
 def www_authenticate(realm: str, error: str | None = None, description: str | None = None,
                      scope: tuple[str, ...] = ()) -> str:
     """RFC 6750 section 3: a request without a token gets no error code; a bad token `invalid_token`; a token
-    lacking privileges `insufficient_scope`, with the scope needed when known."""
-    def quoted(value: str) -> str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    params = [f"realm={quoted(realm)}"]
+    lacking privileges `insufficient_scope`, with the scope needed when known. Its values hold only what section 3
+    allows (printable ASCII but `"` and `\\`; a scope is such tokens without spaces): a rule's scope or a token
+    source's name may be any text, and one holding CR/LF made every deny it named a bare 500 from the server
+    (found by a review). Another character is shown as `?`, and a scope that is no scope-token is left out."""
+    params = [f'realm="{_NOT_NQSCHAR.sub("?", realm)}"']
     if error:
-        params.append(f"error={quoted(error)}")
+        params.append(f'error="{_NOT_NQSCHAR.sub("?", error)}"')
     if description:
-        params.append(f"error_description={quoted(description)}")
+        params.append(f'error_description="{_NOT_NQSCHAR.sub("?", description)}"')
+    scope = tuple(item for item in scope if _SCOPE_TOKEN.fullmatch(item))
     if scope:
-        params.append(f"scope={quoted(' '.join(scope))}")
+        params.append(f'scope="{" ".join(scope)}"')
     return "Bearer " + ", ".join(params)
+
+
+_NOT_NQSCHAR = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')  # RFC 6750 section 3 (and RFC 6749 A.4, A.7)
+_SCOPE_TOKEN = re.compile(r'[\x21\x23-\x5b\x5d-\x7e]+')  # RFC 6749 section 3.3
 
 
 # Every query condition of every rule reads each parameter: 8,000 of them cost a 1,000-rule authorizer 40 times
@@ -126,10 +131,11 @@ def extract_tokens(sources: tuple[TokenSource, ...], headers: tuple[tuple[str, s
                     found.append((source.label, ""))  # the scheme alone: a token was meant but is empty
         elif source.kind == "query":
             found.extend((source.label, value) for name, value in query if name == source.name)
-        else:
+        else:  # an empty cookie is none (`at=`, as logging out leaves it: found by a review)
             for name, value in headers:
                 if name == "cookie":
-                    found.extend((source.label, cookie) for key, cookie in _cookies(value) if key == source.name)
+                    found.extend((source.label, cookie) for key, cookie in _cookies(value)
+                                 if key == source.name and cookie)
     return found
 
 
@@ -145,6 +151,10 @@ def header_value(value: Any) -> str | None:
         # Upstreams split a list header on commas and trim each element (RFC 9110 5.6.1), and some unquote a
         # quoted-string: an element that is empty, padded (`[" admin"]` read as `admin`), or holds a comma, a
         # quote or a backslash (`["\"admin\""]` read as `admin`) would be read as something else.
+        # A null in an array is no text to send (`[null]` sent `null`; found by a review). An empty array is an
+        # empty header: it overrides a client's own where the proxy sets the header from this answer.
+        if any(item is None for item in value):
+            return None
         items = [item if isinstance(item, str) else json_text(item) for item in value]
         if any(not item or _LIST_SPECIALS.search(item) or _carried(item) is None for item in items):
             return None
@@ -203,8 +213,11 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
             # Those parsers may find another token, or one more: the request is ambiguous (found by a review: an
             # upstream reading the query token itself took the last one).
             also = extract_tokens(authorizer.sources, request.headers, split)
-            if also != found:
-                found = list(dict.fromkeys([*found, *also]))
+            if also != found:  # either reading with more than one token, or a token in each but not the same one
+                # (a token repeated in both readings had its copies merged: a refusal turned into an allow; found
+                # by a review)
+                merged = list(dict.fromkeys([*found, *also]))
+                found = merged if len(merged) > 1 else max(found, also, key=len)
         if len(found) > 1:
             detail = "more than one token: " + ", ".join(label for label, _ in found)
             return deny("invalid_request", 400, www_authenticate=www_authenticate(realm, "invalid_request", detail),

@@ -371,8 +371,15 @@ def _sources_doc(*sources: dict[str, str]) -> dict[str, Any]:
     ([{"header": "X-Token"}], {"x-token": "{t}"}, "/", "rule_allowed"),
     ([{"header": "X-Token", "prefix": "JWT "}], {"X-Token": "jwt {t}"}, "/", "rule_allowed"),
     ([{"query": "t"}, {"cookie": "t"}], {"Cookie": "t={t}"}, "/?t={t}", "invalid_request"),
+    # An empty cookie is no token (as logging out leaves it): it was a malformed token, or a second one beside the
+    # header's (found by a review).
+    ([{"cookie": "at"}], {"Cookie": "at=; theme=dark"}, "/", "token_missing"),
+    ([{"cookie": "at"}], {"Cookie": 'at=""'}, "/", "token_missing"),
+    ([{"header": "Authorization", "prefix": "Bearer "}, {"cookie": "at"}],
+     {"Authorization": "Bearer {t}", "Cookie": "at=; theme=dark"}, "/", "rule_allowed"),
 ], ids=["default-lower-case-scheme", "default-upper-case-scheme", "other-scheme-is-no-token", "scheme-alone",
-        "query", "cookie", "cookie-absent", "custom-header-no-prefix", "custom-prefix", "two-sources-present"])
+        "query", "cookie", "cookie-absent", "custom-header-no-prefix", "custom-prefix", "two-sources-present",
+        "cookie-empty", "cookie-empty-quoted", "cookie-empty-beside-a-header-token"])
 def test_token_sources(client, sources, request_headers, path, reason):
     bearer = token()
     doc = _sources_doc(*sources) if sources else {"policy": rs256_policy(), "rules": [{"effect": "allow"}]}
@@ -466,6 +473,13 @@ def test_a_query_token_found_differently_when_split_at_semicolons_is_an_ambiguou
     assert (body["decision"], body["reason"], body["status"]) == ("deny", "invalid_request", 400)
     same = decide(client, "api-standard", path=f"/x?a=1;b=2&access_token={good}", headers={})
     assert same["allowed"], same
+    # The same token twice is refused, and a third copy the `;` reading adds does not merge them into one (found by
+    # a review: it was allowed).
+    for path in (f"/x?access_token={good}&access_token={good}",
+                 f"/x?access_token={good}&access_token={good}&z=1;access_token={good}",
+                 f"/x?access_token={good}&z=1;access_token={good}"):
+        body = decide(client, "api-standard", path=path, headers={})
+        assert (body["decision"], body["reason"]) == ("deny", "invalid_request"), path
 
 
 def test_the_explain_trace_never_shows_the_token_even_in_the_path(client):
@@ -562,6 +576,24 @@ def test_the_trace_shows_the_first_16_values_of_a_condition_and_their_count(clie
     assert len(pattern) < 2100 and pattern.endswith(" characters)")
 
 
+@pytest.mark.parametrize("where", ["scope", "source"])
+def test_a_challenge_holds_only_what_rfc_6750_allows_whatever_the_configuration_names(client, where):
+    """A rule's scope or a token source's name holding CR/LF loaded, and every deny naming it was a bare 500 from
+    the server, which refused the header (found by a review). Such text is never put in the challenge."""
+    if where == "scope":
+        doc = {"policy": rs256_policy(), "rules": [{"effect": "allow", "requiredScopes": ["x\r\nSet-Cookie: a=1", "read"]}]}
+        body = decide(client, doc, bearer=token(scope="other"))
+        expected = 'Bearer realm="inline", error="insufficient_scope", scope="read"'
+    else:
+        doc = {"policy": rs256_policy(), "token_sources": [{"query": "t\r\nX-Injected: 1"}, {"query": "u"}],
+               "rules": [{"effect": "allow"}]}
+        bearer = token()
+        body = decide(client, doc, path=f"/x?t%0D%0AX-Injected%3A%201={bearer}&u={bearer}", headers={})
+        expected = ('Bearer realm="inline", error="invalid_request", error_description="more than one token: query '
+                    't??X-Injected: 1, query u"')
+    assert body["www_authenticate"] == expected, body
+
+
 # claims_to_headers
 
 def test_claims_to_headers_scalars_arrays_objects_pointers_and_no_crlf(client):
@@ -589,6 +621,7 @@ def test_a_claim_value_a_header_cannot_carry_exactly_is_left_out_not_trimmed(cli
     (["viewer", " admin"], None), (["viewer", "admin,root"], None), (["viewer", ""], None), (["a\x00"], None),
     (['"admin"', "viewer"], None), (['viewer"', '"admin'], None), (["a\\b"], None),
     (["viewer", "admin"], "viewer,admin"), (["viewer", 3, True], "viewer,3,true"), ([], ""),
+    ([None], None), (["viewer", None], None),  # not the text `null` (found by a review)
 ])
 def test_an_array_claim_is_carried_only_when_a_list_parser_reads_its_elements_back(client, roles, header):
     """Found by a review: `["viewer", " admin"]` was sent as `viewer, admin`, which an upstream splitting on
