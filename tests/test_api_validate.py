@@ -330,9 +330,31 @@ def test_head_on_a_post_route_is_405_naming_post(client):
 
 
 def test_a_malformed_json_body_is_a_422_titled_invalid_request(client):
-    response = client.post(URL, content=b"{bad", headers={"content-type": "text/plain"})
+    response = client.post(URL, content=b"{bad", headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert (response.json()["title"], response.json()["code"]) == ("Invalid request", "REQUEST_INVALID")
+
+
+@pytest.mark.parametrize("path", [URL, "/v1/inspect/token", "/v1/authorize"])
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/json; charset=latin-1",
+                                          "application/jsonx"])
+def test_a_body_not_sent_as_json_is_a_415_however_well_formed(client, path, content_type):
+    """A body sent as text/plain or a form is what any web page may send anywhere without a CORS preflight; it was
+    read as JSON (a page could spend an authorizer's rate-limit budget from a visitor's browser)."""
+    body = json.dumps({"token": rs256_token(), "policy": rs256_policy()} if path != "/v1/authorize" else
+                      {"authorizer": "x", "request": {"method": "GET", "path": "/"}}).encode()
+    response = client.post(path, content=body, headers={} if content_type is None else {"content-type": content_type})
+    problem = _problem(response, 415)
+    assert problem["code"] == "UNSUPPORTED_MEDIA_TYPE" and "Content-Type: application/json" in problem["detail"]
+    assert response.headers["accept-post"] == "application/json"
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "Application/JSON", "application/json; charset=UTF-8",
+                                          "application/json;charset=\"utf-8\"", "application/jwt-request+json"])
+def test_a_body_sent_as_json_in_any_spelling_of_its_type_is_read(client, content_type):
+    body = json.dumps({"token": rs256_token(), "policy": rs256_policy()}).encode()
+    assert client.post(URL, content=body, headers={"content-type": content_type}).json()["valid"] is True
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])

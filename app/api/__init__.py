@@ -13,6 +13,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import SerializationException, ValidationException
 
 from app.config import MSGSPEC_PATH, json_path, shown_member
+from app.problems import ApiError
 from app.token import MAX_JSON_DEPTH, nested_too_deeply
 
 _encode = msgspec.json.Encoder().encode
@@ -104,14 +105,36 @@ def _surrogate_outside_token(value: Any) -> str | None:
     return None
 
 
+def json_media_type(value: str | None) -> bool:
+    """Whether a Content-Type names JSON: `application/json` or a `+json` type (RFC 6839), in UTF-8 if a charset is
+    given. A body sent as text/plain or a form (what a browser page may send anywhere without asking: a CORS
+    "simple request"), or without a type, is refused rather than read as JSON."""
+    if value is None:
+        return False
+    media, _, parameters = value.partition(";")
+    media = media.strip(" \t").lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        return False
+    for parameter in parameters.split(";"):
+        name, _, given = parameter.partition("=")
+        if name.strip(" \t").lower() == "charset" and given.strip(" \t").strip('"').lower() not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
 def strict_body(type_: type[Any]) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
     """A POST route's `before_request`: its body converted into the route's Struct as strictly as the fast path
     decodes it. Litestar's own conversion of `data` is lax (msgspec's `strict=False`, made for query strings), so a
     body the fast path refuses would otherwise be accepted here with its values coerced: `"require_exp": "false"`
     or `0` turned the `exp` requirement off, `"clock_skew_seconds": "300"` set a skew (found by a review). A body
-    that is empty or not JSON is left to Litestar, which refuses it as before."""
+    that is empty or not JSON is left to Litestar, which refuses it as before. A body not sent as JSON
+    (`json_media_type`) is a 415."""
 
     async def check(request: Request[Any, Any, Any]) -> None:
+        if not json_media_type(request.headers.get("content-type")):
+            raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Unsupported media type",
+                           "Send the body as JSON, with Content-Type: application/json.",
+                           headers={"Accept-Post": "application/json"})
         try:
             value = await request.json()
         except (SerializationException, UnicodeDecodeError, RecursionError):
