@@ -64,6 +64,11 @@ def _hmac(digest: str) -> Verifier:
 
 def _rsa(pad: padding.AsymmetricPadding, algorithm: hashes.HashAlgorithm) -> Verifier:
     def verify(key: rsa.RSAPublicKey, data: bytes, signature: bytes) -> bool:
+        # RFC 8017 8.1.2 and 8.2.2, step 1: a signature is exactly k octets, k the modulus's length. OpenSSL holds
+        # PKCS#1 v1.5 to it but pads a short PSS signature: one whose leading zero byte was dropped verified, a
+        # second spelling of the same token under another token_id (found by a review).
+        if len(signature) != (key.key_size + 7) // 8:
+            return False
         try:
             key.verify(signature, data, pad, algorithm)
         except InvalidSignature:

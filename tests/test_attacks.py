@@ -308,6 +308,26 @@ def test_stripped_signature_is_invalid(client):
     assert body["statuses"]["signature"] == "fail"
 
 
+@pytest.mark.parametrize("alg", ["PS256", "RS256"])
+def test_an_rsa_signature_with_its_leading_zero_byte_dropped_is_invalid(client, alg):
+    """RFC 8017 8.1.2 step 1: a signature is exactly as long as the modulus. OpenSSL pads a short PSS signature, so
+    a token whose signature starts with 0x00 (1 in 256) validated in a second spelling too, under another token_id
+    (found by a review)."""
+    key = key_for(alg)
+    for attempt in range(4000):  # PSS signatures are randomised; PKCS#1 v1.5 ones vary with the claims
+        token = mint(claims(jti=str(attempt)), key)
+        signature = base64.urlsafe_b64decode(token.rsplit(".", 1)[1] + "==")
+        if signature[0] == 0:
+            break
+    else:
+        pytest.fail("no signature starting with a zero byte in 4,000 tries")
+    policy = rs256_policy(allowed_algs=[alg], public_key=key.public_pem)
+    assert client.post(URL, json={"token": token, "policy": policy}).json()["valid"] is True
+    short = token.rsplit(".", 1)[0] + "." + b64(signature[1:])
+    body = client.post(URL, json={"token": short, "policy": policy}).json()
+    assert body["valid"] is False and "SIGNATURE_INVALID" in [item["code"] for item in body["findings"]]
+
+
 def test_tampered_header_is_invalid(client):
     _, payload_b64, signature_b64 = rs256_token().split(".")
     header_b64 = segment({"alg": "RS256", "typ": "JWT", "kid": "rs256-1", "x": "tampered"})
