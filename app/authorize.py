@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import msgspec
 from msgspec.structs import replace
@@ -186,9 +186,11 @@ def _trace(stage: str, request: OriginalRequest, path: str | None, detail: str |
 
 
 async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifier: Verifier, budgets: Budgets,
-                    token: str | None = None, explain: bool = False) -> Decision:
-    """Decide one request. `token`, when given, is used instead of the authorizer's token sources."""
-    realm = authorizer.id
+                    token: str | None = None, explain: bool = False,
+                    current: Callable[[], Authorizer | None] | None = None) -> Decision:
+    """Decide one request. `token`, when given, is used instead of the authorizer's token sources. `current`: the
+    configured authorizer of this id now (see below)."""
+    realm, given = authorizer.id, token
 
     def deny(reason: Reason, status: int, **fields: Any) -> Decision:
         return Decision(False, "deny", status, reason, realm, **fields)
@@ -239,6 +241,18 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
                 trace=_trace("validate", request, path, "issuer profile not configured", source, None, token)
                 if explain else None)
         result = await verifier.validate(token, policy, authorizer.profile_id)
+        latest = current() if current is not None else authorizer
+        if latest is not authorizer:
+            # A reload replaced the authorizer while its key set was awaited, and the validation followed the profile
+            # now in force (Verifier.validate): the old rules with the new profile allowed a token that each
+            # configuration denied (found by a review). The decision is taken again, wholly on the new one.
+            if latest is not None:
+                return await authorize(latest, request, verifier=verifier, budgets=budgets, token=given,
+                                       explain=explain, current=current)
+            return deny("keys_unavailable", 401, www_authenticate=www_authenticate(
+                realm, "invalid_token", "the authorizer was removed by a reload"),
+                trace=_trace("validate", request, path, "the authorizer was removed by a reload", source, None,
+                             token) if explain else None)
         summary = ValidationSummary(result.valid, result.statuses, result.findings)
         if not result.valid:
             errors = [item.code for item in result.findings if item.severity == "error"]

@@ -297,9 +297,12 @@ class Authorizers:
         """Compile an authorizer sent in a request (its jwks_uri under JWKS_URI_ALLOWLIST). Raises PolicyError."""
         fingerprint = hashlib.sha256(msgspec.json.encode(doc)).hexdigest()[:16]
         cached = self._inline.get(fingerprint)
-        if cached is not None:
+        if cached is not None and (cached[0].profile_id is None or self.profile_exists(cached[0].profile_id)):
             self._inline.move_to_end(fingerprint)
             return cached[0]
+        if cached is not None:  # its profile was removed by a reload: refused as a new one is (found by a review:
+            # the same body was a 200 in a worker that had it cached, a 422 in the others)
+            self._inline_bytes -= self._inline.pop(fingerprint)[1]
         authorizer = compile_authorizer(doc, "inline", budget=f"inline:{fingerprint}", trust=self.inline_trust,
                                         profile_exists=self.profile_exists, untrusted=True)
         size = retained_bytes(authorizer.rules)

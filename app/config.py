@@ -450,6 +450,7 @@ class ReloadingDocument(Generic[T]):
         self._data: bytes | None = None  # the bytes of the value served
         self.last_error: str | None = None
         self.refused_at: list[Stamp] | None = None  # see `watch`
+        self.reads = 0  # reloads attempted (see `watch`)
         if source is not None:
             self._stamp = source.stamp()
             self.value = self._first_load(source)
@@ -488,6 +489,7 @@ class ReloadingDocument(Generic[T]):
         swapped."""
         if self.source is None or not self.source.is_file:
             return False
+        self.reads += 1
         self._stamp = self.source.stamp()
         try:
             data = self.source.read()
@@ -613,10 +615,13 @@ async def watch(documents: list[ReloadingDocument[Any]], interval: float) -> Non
         stamps = [document.source.stamp() if document.source is not None else None for document in documents]
         if any(document.changed_on_disk() or (document.last_error is not None and document.refused_at != stamps)
                for document in documents):
-            for document in documents:
-                if document.changed_on_disk() or document.last_error is not None:
+            reads = [document.reads for document in documents]
+            for document, before in zip(documents, reads):
+                # One read a pass: the profiles' reload reads a changed authorizers file itself, and reading it
+                # again logged its refusal twice (found by a review).
+                if document.reads == before and (document.changed_on_disk() or document.last_error is not None):
                     document.reload()
-                    document.refused_at = stamps if document.last_error is not None else None
+                document.refused_at = stamps if document.last_error is not None else None
 
 
 def install_sighup(documents: list[ReloadingDocument[Any]]) -> None:

@@ -1492,3 +1492,82 @@ def test_a_lone_surrogate_in_the_original_request_is_refused_422_not_a_500(clock
 
 def test_the_fixture_document_loads(settings):
     create_app(settings)
+
+
+@pytest.mark.parametrize("route", ["forward-auth", "authorize", "removed"])
+def test_a_decision_awaiting_keys_across_a_reload_is_taken_again_wholly_on_the_new_configuration(tmp_path, clock,
+                                                                                                route):
+    """The tenant check moves from the profile to the rule in one edit; each configuration denies a token of
+    another tenant. A request awaiting its key set across the reload was validated on the new profile (the verifier
+    follows the profile in force) and decided on the old rules: allowed (found by a review)."""
+    import threading
+    import time
+
+    from tests.conftest import AUDIENCE, ISSUER
+    from tests.mint import jwks
+
+    server = KeyServer()
+    known, rotated = key_for("RS256", "known"), key_for("RS256", "rotated")
+    server.documents["/jwks.json"] = jwks(known)
+    profile = {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+               "jwks_uri": server.url("/jwks.json")}
+    profiles_path, authorizers_path = tmp_path / "profiles.json", tmp_path / "authorizers.json"
+    profiles_path.write_text(json.dumps({"rs": {**profile, "required_custom_claims": {"tenant": "acme"}}}))
+    allow = {"id": "ok", "effect": "allow", "path": {"pattern": "^/ok$"}}
+    authorizers_path.write_text(json.dumps({"az": {"issuer_profile_id": "rs", "rules": [allow]}}))
+    app = create_app(Settings(issuer_profiles_json=str(profiles_path), authorizers_json=str(authorizers_path),
+                              jwks_cooldown=0, config_poll_seconds=3600), clock=clock)
+    evil = mint(claims(tenant="evil"), rotated, kid="rotated")
+    answers: list[tuple[int, str]] = []
+
+    def ask() -> None:
+        if route == "authorize":
+            body = decide(client, "az", path="/ok", bearer=evil)
+            answers.append((body["status"], body["reason"]))
+        else:
+            response = client.get("/v1/forward-auth/az", headers={"Authorization": f"Bearer {evil}",
+                                                                  "X-Forwarded-Uri": "/ok"})
+            answers.append((response.status_code, response.json()["reason"]))
+
+    try:
+        with TestClient(app) as client:
+            for _ in range(100):  # the key set as first fetched
+                if client.get("/readyz").json()["profiles"]["rs"]["key_state"] == "fresh":
+                    break
+                time.sleep(0.05)
+            server.documents["/jwks.json"] = jwks(known, rotated)
+            server.mode, server.slow_seconds = "slow", 1.0  # the unknown kid's refetch takes a second
+            asking = threading.Thread(target=ask)
+            asking.start()
+            time.sleep(0.4)
+            profiles_path.write_text(json.dumps({"rs": profile}))
+            name = "gone" if route == "removed" else "az"  # removed: the request's authorizer is no more
+            authorizers_path.write_text(json.dumps({name: {"issuer_profile_id": "rs", "rules": [
+                {**allow, "claims": [{"key": "tenant", "values": ["acme"]}]}]}}))
+            assert app.state.profiles.reload() is True
+            assert app.state.authorizers.get(name).rules[0].claims  # both swapped while the request waits
+            asking.join(10)
+            server.mode = "ok"
+            if route != "removed":
+                ask()  # after the reload
+    finally:
+        server.stop()
+    if route == "removed":
+        assert answers == [(401, "keys_unavailable")]
+    else:
+        assert answers == [(403, "default_deny"), (403, "default_deny")]
+
+
+def test_a_cached_inline_authorizer_whose_profile_a_reload_removed_is_refused_as_a_new_one_is(tmp_path, clock):
+    """Each worker keeps the inline authorizers it compiled: the same body was a 200 where it was cached and a
+    422 elsewhere (found by a review)."""
+    profiles_path = tmp_path / "profiles.json"
+    profiles_path.write_text(json.dumps({"hs": rs256_policy()}))
+    app = create_app(Settings(issuer_profiles_json=str(profiles_path)), clock=clock)
+    inline = {"issuer_profile_id": "hs", "rules": [{"effect": "allow"}]}
+    with TestClient(app) as client:
+        assert decide(client, inline, bearer=token())["decision"] == "allow"
+        profiles_path.write_text(json.dumps({"other": rs256_policy()}))
+        assert app.state.profiles.reload() is True
+        response = client.post(URL, json={"authorizer": inline, "request": {"method": "GET", "path": "/"}})
+        assert response.status_code == 422 and "hs" in response.text, response.text

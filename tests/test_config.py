@@ -170,3 +170,30 @@ def test_a_path_that_is_no_regular_file_or_too_large_is_refused_without_waiting_
     fifo.unlink()
     os.mkfifo(fifo)
     assert document.reload() is False and "not a regular file" in document.last_error and document.value == {"a": 1}
+
+
+async def test_a_document_another_reloads_in_the_same_poll_is_read_once_and_its_refusal_logged_once(tmp_path):
+    """The profiles' reload reads a changed authorizers file itself (app.server.profiles_changed); the poll then
+    read it again, and each worker logged one refusal twice (found by a review)."""
+    import asyncio
+
+    import structlog.testing
+
+    from app.config import watch
+
+    first_path, second_path = tmp_path / "profiles.json", tmp_path / "authorizers.json"
+    first_path.write_text('{"a": 1}')
+    second_path.write_text('{"a": 1}')
+    second = ReloadingDocument(Source("AUTHORIZERS_JSON", str(second_path)), load, {})
+    first = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(first_path)), load, {},
+                              on_change=lambda old, new: second.reload())
+    for path, text in ((first_path, '{"a": 2}'), (second_path, '{"a": "broken"}')):
+        path.write_text(text)
+        os.utime(path, (os.path.getmtime(path) + 5, os.path.getmtime(path) + 5))
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.ensure_future(watch([first, second], 0.01))
+        await asyncio.sleep(0.2)  # several polls: the refused file is not read again while nothing changes
+        task.cancel()
+    assert first.value == {"a": 2} and "$.a: expected an integer" in second.last_error
+    assert [entry["source"] for entry in logs if entry["event"] == "config_reload_failed"] == ["AUTHORIZERS_JSON"]
+    assert second.reads == 1

@@ -98,8 +98,9 @@ async def decide(authorizers: Authorizers, data: AuthorizeRequest) -> Decision:
                                        f"{MAX_HEADER_VALUES} in all (names and their lists of values)")])
     original = OriginalRequest(data.request.method, data.request.path, headers)
     budgets = authorizers.budgets if isinstance(data.authorizer, str) else authorizers.inline_budgets
+    current = (lambda: authorizers.get(data.authorizer)) if isinstance(data.authorizer, str) else None
     decision = await authorize(authorizer, original, verifier=authorizers.verifier, budgets=budgets,
-                               token=data.token, explain=data.explain)
+                               token=data.token, explain=data.explain, current=current)
     observe_decision(decision)
     return decision
 
@@ -207,7 +208,7 @@ async def forward(authorizers: Authorizers, authorizer_id: str, scope: Any
     `forward_answer` says. Raises ApiError for an unknown authorizer."""
     authorizer = _authorizer(authorizers, authorizer_id)
     decision = await authorize(authorizer, original_request(scope, authorizer_id), verifier=authorizers.verifier,
-                               budgets=authorizers.budgets)
+                               budgets=authorizers.budgets, current=lambda: authorizers.get(authorizer_id))
     observe_decision(decision)
     return forward_answer(decision, authorizer)
 
