@@ -82,14 +82,14 @@ def www_authenticate(realm: str, error: str | None = None, description: str | No
     lacking privileges `insufficient_scope`, with the scope needed when known. Its values hold only what section 3
     allows (printable ASCII but `"` and `\\`; a scope is such tokens without spaces): a rule's scope or a token
     source's name may be any text, and one holding CR/LF made every deny it named a bare 500 from the server
-    (found by a review). Another character is shown as `?`, and a scope that is no scope-token is left out."""
+    (found by a review). Another character is shown as `?`; scopes are named only when every one is a scope-token
+    (the others alone would tell the client to get what is still not enough)."""
     params = [f'realm="{_NOT_NQSCHAR.sub("?", realm)}"']
     if error:
         params.append(f'error="{_NOT_NQSCHAR.sub("?", error)}"')
     if description:
         params.append(f'error_description="{_NOT_NQSCHAR.sub("?", description)}"')
-    scope = tuple(item for item in scope if _SCOPE_TOKEN.fullmatch(item))
-    if scope:
+    if scope and all(_SCOPE_TOKEN.fullmatch(item) for item in scope):
         params.append(f'scope="{" ".join(scope)}"')
     return "Bearer " + ", ".join(params)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -181,6 +181,11 @@ def _respellings(issuer: str, fixed_domain: bool) -> list[tuple[str, str]]:
     return spellings
 
 
+def _has_port(url: SplitResult) -> bool:
+    """Whether the URL's authority writes a port, even one urlsplit cannot read (`:99999`)."""
+    return url.netloc.rpartition("@")[2].rpartition("]")[2].rfind(":") >= 0
+
+
 def _edit_distance(one: str, other: str) -> int:
     """Levenshtein distance (insertions, deletions, substitutions), for host names at startup."""
     previous = list(range(len(other) + 1))
@@ -321,13 +326,17 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 # with `parameters: {}` loaded github.com's keys).
                 return (f"{shape}, on {scheme}://{host}" + ("; for another issuer of this provider (an Entra v1 "
                         "issuer, say) give 'parameters'" if not self.fixed_keys else ""))
-            if named_host is not None and hostname is not None and hostname.rstrip(".") != named_host and \
-                    _edit_distance(hostname.rstrip("."), named_host) <= 2:
-                # Another host is another shape, but not one a letter or two from the provider's (`amazonaws.co`).
-                return f"{shape}: the issuer's host is a letter or two from the provider's {named_host!r}"
-        elif named_host is not None and hostname is not None and \
-                hostname.rstrip(".") != named_host.lower().rstrip("."):
+        near_host = named_host is not None and hostname is not None and \
+            hostname.rstrip(".") != named_host.lower().rstrip(".")
+        if near_host and _edit_distance(hostname.rstrip("."), named_host.lower().rstrip(".")) <= 2:  # type: ignore
+            # Another host is another shape, but not one a letter or two from the one named (`amazonaws.co`).
+            return f"{shape}: the issuer's host is a letter or two from {named_host!r}, the one named"
+        if not fixed_domain and near_host:
             return None  # the host is all parameters: another host than the one they name is another shape
+        placeholder = _PLACEHOLDER.fullmatch(host)
+        if placeholder and PARAMETER_KINDS[placeholder.group(1)].hint is _hosted_domain_hint and _has_port(given):
+            # Whatever the shape (an Okta org server, an Auth0 path): the provider's issuers name no port.
+            return f"{shape}; {placeholder.group(1)}: without a port: the provider serves its domains on 443"
         for other, why in _respellings(issuer, fixed_domain):
             if other != issuer and self.parameters_from_issuer(other) is not None:
                 return f"{shape}: {other!r} would fit ({why}, compared exactly)"

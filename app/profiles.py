@@ -101,15 +101,18 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
                  reason="the issuer does not have the preset's shape, so its key set is found by OIDC discovery")
         base.pop("jwks_uri")
         base["discovery"] = True
-    elif isinstance(own.get("issuer"), str) and preset.parameters_from_issuer(own["issuer"]) is None:
+    elif isinstance(own.get("issuer"), str):
         # Nothing above looked at the issuer: the preset's key set is one fixed URL (firebase, google), or
         # `parameters` filled it. One that nearly has the preset's shape is a typo that would never validate. With
-        # parameters, an issuer on another host is another shape (an Entra v1 issuer), taken as written; on the
-        # provider's host a trailing slash or a value of the wrong kind is a typo all the same (found by a review).
-        # Another shape on the provider's own host (a GitHub Enterprise issuer) keeps the provider's keys.
+        # parameters, an issuer on another host is another shape (an Entra v1 issuer, an Auth0 custom domain),
+        # taken as written, unless its host is a letter or two from the one they name; on the provider's host a
+        # trailing slash or a value of the wrong kind is a typo all the same (found by reviews). Another shape on
+        # the provider's own host (a GitHub Enterprise issuer) keeps the provider's keys.
         named = base.get("issuer") if "parameters" in raw and not preset.fixed_keys else None
         named_host = url_hostname(named) if isinstance(named, str) else None
-        if _near_miss(profile_id, preset, own["issuer"], problems, named_host=named_host):
+        shaped = preset.parameters_from_issuer(own["issuer"]) is not None
+        if (not shaped or (named_host is not None and url_hostname(own["issuer"]) != named_host)) and \
+                _near_miss(profile_id, preset, own["issuer"], problems, named_host=named_host):
             return None
     merged = {**base, **own}
     return merged

@@ -503,13 +503,22 @@ GUID = "0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90"
     # A host a letter or two from the provider's is a typo, not another shape (found by a review: they loaded).
     ({"preset": "cognito", "issuer": "https://cognito-idp.us-east-1.amazonaws.co/us-east-1_AbC123",
       "parameters": {"region": "us-east-1", "user_pool_id": "us-east-1_AbC123"}},
-     "a letter or two from the provider's 'cognito-idp.us-east-1.amazonaws.com'"),
+     "a letter or two from 'cognito-idp.us-east-1.amazonaws.com', the one named"),
     ({"preset": "entra_id", "issuer": f"https://login.microsoftonline.co/{GUID}/v2.0",
-      "parameters": {"tenant_id": GUID}}, "a letter or two from the provider's 'login.microsoftonline.com'"),
+      "parameters": {"tenant_id": GUID}}, "a letter or two from 'login.microsoftonline.com', the one named"),
+    # The same where the host is all parameters, the issuer having the preset's shape (found by a review).
+    ({"preset": "auth0", "issuer": "https://acme.us.auth0.co/", "parameters": {"tenant_domain": "acme.us.auth0.com"}},
+     "a letter or two from 'acme.us.auth0.com', the one named"),
+    ({"preset": "keycloak", "issuer": "https://sso.acme.co/realms/acme",
+      "parameters": {"host": "sso.acme.com", "realm": "acme"}}, "a letter or two from 'sso.acme.com', the one named"),
+    # An Auth0 custom domain beside the tenant's: another host, taken as written.
+    ({"preset": "auth0", "issuer": "https://login.acme.com/", "parameters": {"tenant_domain": "acme.us.auth0.com"}},
+     None),
 ], ids=["auth0-trailing-slash", "cognito-pool-of-another-region", "entra-domain-for-the-guid", "entra-v1-loads",
         "cognito-http", "cognito-default-port", "okta-http", "keycloak-on-an-ipv6-address-loads",
         "gitlab-on-an-ipv6-address-loads", "entra-host-in-capitals", "keycloak-trailing-dot-host",
-        "cognito-host-typo-with-parameters", "entra-host-typo-with-parameters"])
+        "cognito-host-typo-with-parameters", "entra-host-typo-with-parameters", "auth0-host-typo-with-parameters",
+        "keycloak-host-typo-with-parameters", "auth0-custom-domain-loads"])
 def test_parameters_do_not_excuse_a_near_miss_of_the_presets_issuer_on_the_providers_host(profile, refused):
     """`parameters` fill the key set of an issuer of another shape (an Entra v1 issuer, on another host); on the
     provider's own host a near miss still never validates a token, and loaded (found by a review)."""
@@ -528,7 +537,11 @@ def test_parameters_do_not_excuse_a_near_miss_of_the_presets_issuer_on_the_provi
     {"preset": "auth0", "issuer": "https://acme.us.auth0.com:443/", "parameters": {}},
     {"preset": "okta", "issuer": "https://acme.okta.com:443/oauth2/default"},
     {"preset": "okta", "parameters": {"okta_domain": "acme.okta.com:443", "authorization_server_id": "default"}},
-], ids=["auth0-issuer", "auth0-issuer-empty-parameters", "okta-issuer", "okta-parameter"])
+    # Another shape than the preset's (an org server, a path): a port is a near miss all the same (found by a review).
+    {"preset": "okta", "issuer": "https://acme.okta.com:443"},
+    {"preset": "auth0", "issuer": "https://acme.us.auth0.com:8443/api/"},
+], ids=["auth0-issuer", "auth0-issuer-empty-parameters", "okta-issuer", "okta-parameter", "okta-org-server",
+        "auth0-other-path"])
 def test_a_hosted_providers_domain_with_a_port_written_out_is_refused(profile):
     """Auth0 and Okta serve their domains on 443 only, and their tokens' `iss` names no port: these loaded and
     refused every token (found by a review)."""
