@@ -24,6 +24,7 @@ from app.patterns import MISSING, json_text, resolve_pointer
 from app.ratelimit import Budgets, RateLimitState
 from app.rules import Facts, Verdict, evaluate
 from app.token import WHITESPACE, holds_jwt
+from app.validation import ValidationResult
 from app.verifier import Verifier
 
 Reason = Literal["path_rejected", "invalid_request", "token_missing", "token_invalid", "keys_unavailable",
@@ -187,9 +188,11 @@ def _trace(stage: str, request: OriginalRequest, path: str | None, detail: str |
 
 async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifier: Verifier, budgets: Budgets,
                     token: str | None = None, explain: bool = False,
-                    current: Callable[[], Authorizer | None] | None = None) -> Decision:
+                    current: Callable[[], Authorizer | None] | None = None,
+                    validated: tuple[str, str, ValidationResult] | None = None) -> Decision:
     """Decide one request. `token`, when given, is used instead of the authorizer's token sources. `current`: the
-    configured authorizer of this id now (see below)."""
+    configured authorizer of this id now (see below); `validated`: (token, profile id, result) of a validation this
+    request already made, when it is decided again."""
     realm, given = authorizer.id, token
 
     def deny(reason: Reason, status: int, **fields: Any) -> Decision:
@@ -240,7 +243,10 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
                 realm, "invalid_token", "ISSUER_PROFILE_NOT_FOUND"),
                 trace=_trace("validate", request, path, "issuer profile not configured", source, None, token)
                 if explain else None)
-        result = await verifier.validate(token, policy, authorizer.profile_id)
+        if validated is not None and authorizer.policy is None and validated[:2] == (token, authorizer.profile_id):
+            result = validated[2]  # the profile in force, as validated then (counted once in the metrics)
+        else:
+            result = await verifier.validate(token, policy, authorizer.profile_id)
         latest = current() if current is not None else authorizer
         if latest is not authorizer:
             # A reload replaced the authorizer while its key set was awaited, and the validation followed the profile
@@ -248,7 +254,8 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
             # configuration denied (found by a review). The decision is taken again, wholly on the new one.
             if latest is not None:
                 return await authorize(latest, request, verifier=verifier, budgets=budgets, token=given,
-                                       explain=explain, current=current)
+                                       explain=explain, current=current,
+                                       validated=(token, authorizer.profile_id or "", result))
             return deny("keys_unavailable", 401, www_authenticate=www_authenticate(
                 realm, "invalid_token", "the authorizer was removed by a reload"),
                 trace=_trace("validate", request, path, "the authorizer was removed by a reload", source, None,

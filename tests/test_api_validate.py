@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from litestar.testing import TestClient
 
 from app.findings import CHECK_ORDER
+from app.server import create_app
 from app.settings import Settings
 from tests.conftest import AUDIENCE, ISSUER, NOW, claims, rs256_policy, rs256_token
 from tests.mint import key_for, mint
@@ -348,6 +350,15 @@ def test_a_body_not_sent_as_json_is_a_415_however_well_formed(client, path, cont
     problem = _problem(response, 415)
     assert problem["code"] == "UNSUPPORTED_MEDIA_TYPE" and "Content-Type: application/json" in problem["detail"]
     assert response.headers["accept-post"] == "application/json"
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain"])
+def test_a_body_over_max_body_bytes_is_a_413_whatever_its_type(content_type):
+    """validation.md section 4; the media type was checked first, so such a body got a 415 (found by a review)."""
+    with TestClient(create_app(Settings(max_body_bytes=1024))) as small:
+        response = small.post(URL, content=b"x" * 3000, headers={} if content_type is None else
+                              {"content-type": content_type})
+    assert _problem(response, 413)["code"] == "BODY_TOO_LARGE"
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "Application/JSON", "application/json; charset=UTF-8",

@@ -1494,12 +1494,12 @@ def test_the_fixture_document_loads(settings):
     create_app(settings)
 
 
-@pytest.mark.parametrize("route", ["forward-auth", "authorize", "removed"])
-def test_a_decision_awaiting_keys_across_a_reload_is_taken_again_wholly_on_the_new_configuration(tmp_path, clock,
-                                                                                                route):
-    """The tenant check moves from the profile to the rule in one edit; each configuration denies a token of
-    another tenant. A request awaiting its key set across the reload was validated on the new profile (the verifier
-    follows the profile in force) and decided on the old rules: allowed (found by a review)."""
+def _across_a_reload(tmp_path: Path, clock: FixedClock, before: tuple[dict[str, Any], dict[str, Any]],
+                     after: tuple[dict[str, Any], dict[str, Any]], ask: Any) -> list[Any]:
+    """`ask(client)` once while its token's key set is being fetched (one second, a kid not yet in the set) and
+    the profiles and authorizers change from `before` to `after` ({"rs": profile-fields} and the authorizers, the
+    profile's jwks_uri filled in), then once more after. Returns what `ask` returned, and how many validations of
+    profile `rs` were counted meanwhile."""
     import threading
     import time
 
@@ -1509,53 +1509,98 @@ def test_a_decision_awaiting_keys_across_a_reload_is_taken_again_wholly_on_the_n
     server = KeyServer()
     known, rotated = key_for("RS256", "known"), key_for("RS256", "rotated")
     server.documents["/jwks.json"] = jwks(known)
-    profile = {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
-               "jwks_uri": server.url("/jwks.json")}
+    base = {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "jwks_uri": server.url("/jwks.json")}
     profiles_path, authorizers_path = tmp_path / "profiles.json", tmp_path / "authorizers.json"
-    profiles_path.write_text(json.dumps({"rs": {**profile, "required_custom_claims": {"tenant": "acme"}}}))
-    allow = {"id": "ok", "effect": "allow", "path": {"pattern": "^/ok$"}}
-    authorizers_path.write_text(json.dumps({"az": {"issuer_profile_id": "rs", "rules": [allow]}}))
+    profiles_path.write_text(json.dumps({name: {**base, **fields} for name, fields in before[0].items()}))
+    authorizers_path.write_text(json.dumps(before[1]))
     app = create_app(Settings(issuer_profiles_json=str(profiles_path), authorizers_json=str(authorizers_path),
                               jwks_cooldown=0, config_poll_seconds=3600), clock=clock)
-    evil = mint(claims(tenant="evil"), rotated, kid="rotated")
-    answers: list[tuple[int, str]] = []
-
-    def ask() -> None:
-        if route == "authorize":
-            body = decide(client, "az", path="/ok", bearer=evil)
-            answers.append((body["status"], body["reason"]))
-        else:
-            response = client.get("/v1/forward-auth/az", headers={"Authorization": f"Bearer {evil}",
-                                                                  "X-Forwarded-Uri": "/ok"})
-            answers.append((response.status_code, response.json()["reason"]))
-
+    answers: list[Any] = []
     try:
         with TestClient(app) as client:
             for _ in range(100):  # the key set as first fetched
                 if client.get("/readyz").json()["profiles"]["rs"]["key_state"] == "fresh":
                     break
                 time.sleep(0.05)
+            counted = _validations(client)
             server.documents["/jwks.json"] = jwks(known, rotated)
             server.mode, server.slow_seconds = "slow", 1.0  # the unknown kid's refetch takes a second
-            asking = threading.Thread(target=ask)
+            asking = threading.Thread(target=lambda: answers.append(ask(client)))
             asking.start()
             time.sleep(0.4)
-            profiles_path.write_text(json.dumps({"rs": profile}))
-            name = "gone" if route == "removed" else "az"  # removed: the request's authorizer is no more
-            authorizers_path.write_text(json.dumps({name: {"issuer_profile_id": "rs", "rules": [
-                {**allow, "claims": [{"key": "tenant", "values": ["acme"]}]}]}}))
-            assert app.state.profiles.reload() is True
-            assert app.state.authorizers.get(name).rules[0].claims  # both swapped while the request waits
+            profiles_path.write_text(json.dumps({name: {**base, **fields} for name, fields in after[0].items()}))
+            authorizers_path.write_text(json.dumps(after[1]))
+            app.state.profiles.reload()  # the authorizers follow when they changed too (app.server)
+            app.state.authorizers.document.reload()  # (when they alone changed)
+            assert app.state.authorizers.get(next(iter(after[1]))).rules  # swapped while the request waits
+            assert set(app.state.authorizers.ids()) == set(after[1])
             asking.join(10)
             server.mode = "ok"
-            if route != "removed":
-                ask()  # after the reload
+            answers.append(ask(client))
+            answers.append(_validations(client) - counted)
     finally:
         server.stop()
+    return answers
+
+
+def _validations(client: TestClient[Any]) -> float:
+    found = re.search(r'^jwt_validations_total\{profile="rs",valid="true"\} (\S+)$', client.get("/metrics").text,
+                      re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def _rotated_token(**extra: Any) -> str:
+    return mint(claims(**extra), key_for("RS256", "rotated"), kid="rotated")
+
+
+@pytest.mark.parametrize("route", ["forward-auth", "authorize", "removed"])
+def test_a_decision_awaiting_keys_across_a_reload_is_taken_again_wholly_on_the_new_configuration(tmp_path, clock,
+                                                                                                route):
+    """The tenant check moves from the profile to the rule in one edit; each configuration denies a token of
+    another tenant. A request awaiting its key set across the reload was validated on the new profile (the verifier
+    follows the profile in force) and decided on the old rules: allowed (found by a review)."""
+    evil = _rotated_token(tenant="evil")
+    allow = {"id": "ok", "effect": "allow", "path": {"pattern": "^/ok$"}}
+    name = "gone" if route == "removed" else "az"  # removed: the request's authorizer is no more
+
+    def ask(client: TestClient[Any]) -> tuple[int, str]:
+        if route == "authorize":
+            body = decide(client, "az", path="/ok", bearer=evil)
+            return body["status"], body["reason"]
+        response = client.get("/v1/forward-auth/az", headers={"Authorization": f"Bearer {evil}",
+                                                              "X-Forwarded-Uri": "/ok"})
+        return response.status_code, response.json().get("reason") or response.json()["code"]
+
+    *answers, validations = _across_a_reload(
+        tmp_path, clock, ({"rs": {"required_custom_claims": {"tenant": "acme"}}},
+                          {"az": {"issuer_profile_id": "rs", "rules": [allow]}}),
+        ({"rs": {}}, {name: {"issuer_profile_id": "rs",
+                             "rules": [{**allow, "claims": [{"key": "tenant", "values": ["acme"]}]}]}}), ask)
     if route == "removed":
-        assert answers == [(401, "keys_unavailable")]
+        assert answers == [(401, "keys_unavailable"), (404, "AUTHORIZER_NOT_FOUND")]
     else:
         assert answers == [(403, "default_deny"), (403, "default_deny")]
+        assert validations == 2  # one each, though the first was decided twice (found by a review: counted twice)
+
+
+def test_a_forward_auth_answer_decided_again_across_a_reload_lists_the_new_authorizers_headers(tmp_path, clock):
+    """The decision followed the new authorizer, the answer's X-Envoy-Auth-Headers-To-Remove the old one's: a
+    header the reload added to claims_to_headers, which the token lacks, was not removed, so a client's own copy
+    reached the upstream through Envoy (found by a review)."""
+    rules = [{"id": "ok", "effect": "allow"}]
+    token = _rotated_token()
+
+    def ask(client: TestClient[Any]) -> tuple[int, str | None]:
+        response = client.get("/v1/forward-auth/az", headers={"Authorization": f"Bearer {token}",
+                                                              "X-User-Role": "admin"})
+        return response.status_code, response.headers.get("x-envoy-auth-headers-to-remove")
+
+    *answers, _ = _across_a_reload(
+        tmp_path, clock, ({"rs": {}}, {"az": {"issuer_profile_id": "rs", "rules": rules,
+                                              "claims_to_headers": {"sub": "X-User-Id"}}}),
+        ({"rs": {}}, {"az": {"issuer_profile_id": "rs", "rules": rules,
+                             "claims_to_headers": {"sub": "X-User-Id", "role": "X-User-Role"}}}), ask)
+    assert answers == [(200, "x-user-role"), (200, "x-user-role")]
 
 
 def test_a_cached_inline_authorizer_whose_profile_a_reload_removed_is_refused_as_a_new_one_is(tmp_path, clock):

@@ -132,8 +132,9 @@ def strict_body(type_: type[Any]) -> Callable[[Request[Any, Any, Any]], Awaitabl
 
     async def check(request: Request[Any, Any, Any]) -> None:
         if not json_media_type(request.headers.get("content-type")):
+            await request.body()  # a body over MAX_BODY_BYTES is a 413 whatever its type (validation.md section 4)
             raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Unsupported media type",
-                           "Send the body as JSON, with Content-Type: application/json.",
+                           "Send the body as JSON, with one Content-Type: application/json header.",
                            headers={"Accept-Post": "application/json"})
         try:
             value = await request.json()

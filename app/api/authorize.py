@@ -202,15 +202,30 @@ def forward_answer(decision: Decision, authorizer: Authorizer) -> tuple[int, dic
                                                      decision.rule.id if decision.rule else None)
 
 
+class _Following:
+    """`current` for `authorize`: the configured authorizer of an id now, and the last one it gave, which a decision
+    taken again across a reload was taken on (its answer lists that one's `claims_to_headers`: the old one's let a
+    client's own copy of a header added by the reload through Envoy; found by a review)."""
+
+    def __init__(self, authorizers: Authorizers, authorizer: Authorizer) -> None:
+        self.authorizers, self.last = authorizers, authorizer
+
+    def __call__(self) -> Authorizer | None:
+        latest = self.authorizers.get(self.last.id)
+        if latest is not None:
+            self.last = latest
+        return latest
+
+
 async def forward(authorizers: Authorizers, authorizer_id: str, scope: Any
                   ) -> tuple[int, dict[str, str], ForwardAuthBody]:
     """The forward-auth routes' work (also called by `app.api.fastpath`): the decision, answered as
     `forward_answer` says. Raises ApiError for an unknown authorizer."""
-    authorizer = _authorizer(authorizers, authorizer_id)
-    decision = await authorize(authorizer, original_request(scope, authorizer_id), verifier=authorizers.verifier,
-                               budgets=authorizers.budgets, current=lambda: authorizers.get(authorizer_id))
+    following = _Following(authorizers, _authorizer(authorizers, authorizer_id))
+    decision = await authorize(following.last, original_request(scope, authorizer_id), verifier=authorizers.verifier,
+                               budgets=authorizers.budgets, current=following)
     observe_decision(decision)
-    return forward_answer(decision, authorizer)
+    return forward_answer(decision, following.last)
 
 
 async def _forward(request: Request[Any, Any, Any], authorizers: Authorizers, authorizer_id: str
