@@ -173,8 +173,9 @@ def original_request(scope: Any, authorizer_id: str) -> OriginalRequest:
 
 
 def _latin1(value: str) -> str:
-    # ASGI header values are bytes: send UTF-8 (what proxies pass through) instead of failing on non-Latin-1.
-    return value.encode("utf-8").decode("latin-1")
+    # ASGI header values are bytes: send UTF-8 (what proxies pass through) instead of failing on non-Latin-1. ASCII
+    # reads the same either way (and is what nearly every header holds: its round trip cost ~0.5 µs a decision).
+    return value if value.isascii() else value.encode("utf-8").decode("latin-1")
 
 
 ENVOY_HEADERS_TO_REMOVE = "X-Envoy-Auth-Headers-To-Remove"
