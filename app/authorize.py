@@ -191,8 +191,8 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
                     current: Callable[[], Authorizer | None] | None = None,
                     validated: tuple[str, str, ValidationResult] | None = None) -> Decision:
     """Decide one request. `token`, when given, is used instead of the authorizer's token sources. `current`: the
-    configured authorizer of this id now (see below); `validated`: (token, profile id, result) of a validation this
-    request already made, when it is decided again."""
+    configured authorizer of this id now (see below); `validated`: (token, what it was validated against: the
+    profile or the policy, result) of a validation this request already made, when it is decided again."""
     realm, given = authorizer.id, token
 
     def deny(reason: Reason, status: int, **fields: Any) -> Decision:
@@ -243,8 +243,9 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
                 realm, "invalid_token", "ISSUER_PROFILE_NOT_FOUND"),
                 trace=_trace("validate", request, path, "issuer profile not configured", source, None, token)
                 if explain else None)
-        if validated is not None and authorizer.policy is None and validated[:2] == (token, authorizer.profile_id):
-            result = validated[2]  # the profile in force, as validated then (counted once in the metrics)
+        trusted = f"profile:{authorizer.profile_id}" if authorizer.profile_id else f"policy:{policy.fingerprint}"
+        if validated is not None and validated[:2] == (token, trusted):
+            result = validated[2]  # the same profile (the one in force) or policy: counted once in the metrics
         else:
             result = await verifier.validate(token, policy, authorizer.profile_id)
         latest = current() if current is not None else authorizer
@@ -255,7 +256,7 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
             if latest is not None:
                 return await authorize(latest, request, verifier=verifier, budgets=budgets, token=given,
                                        explain=explain, current=current,
-                                       validated=(token, authorizer.profile_id or "", result))
+                                       validated=(token, trusted, result))
             return deny("keys_unavailable", 401, www_authenticate=www_authenticate(
                 realm, "invalid_token", "the authorizer was removed by a reload"),
                 trace=_trace("validate", request, path, "the authorizer was removed by a reload", source, None,

@@ -326,17 +326,21 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 # with `parameters: {}` loaded github.com's keys).
                 return (f"{shape}, on {scheme}://{host}" + ("; for another issuer of this provider (an Entra v1 "
                         "issuer, say) give 'parameters'" if not self.fixed_keys else ""))
+        placeholder = _PLACEHOLDER.fullmatch(host)
+        hosted = placeholder is not None and PARAMETER_KINDS[placeholder.group(1)].hint is _hosted_domain_hint
+        if hosted and _has_port(given) and not is_loopback_host(hostname or ""):
+            # Whatever the shape (an Okta org server, an Auth0 path or custom domain): the provider serves its
+            # domains on 443 alone, and its issuers name no port. (A mock on localhost is a developer's.)
+            return f"{shape}; {placeholder.group(1)}: without a port: the provider serves its domains on 443"
         near_host = named_host is not None and hostname is not None and \
             hostname.rstrip(".") != named_host.lower().rstrip(".")
-        if near_host and _edit_distance(hostname.rstrip("."), named_host.lower().rstrip(".")) <= 2:  # type: ignore
-            # Another host is another shape, but not one a letter or two from the one named (`amazonaws.co`).
+        if near_host and (fixed_domain or hosted) and \
+                _edit_distance(hostname.rstrip("."), named_host.lower().rstrip(".")) <= 2:  # type: ignore[union-attr]
+            # Another host is another shape, but not one a letter or two from a provider's domain (`amazonaws.co`,
+            # `auth0.co`). An operator's own hosts (Keycloak, GitLab) may well be: `10.0.0.10` and `10.0.0.15`.
             return f"{shape}: the issuer's host is a letter or two from {named_host!r}, the one named"
         if not fixed_domain and near_host:
             return None  # the host is all parameters: another host than the one they name is another shape
-        placeholder = _PLACEHOLDER.fullmatch(host)
-        if placeholder and PARAMETER_KINDS[placeholder.group(1)].hint is _hosted_domain_hint and _has_port(given):
-            # Whatever the shape (an Okta org server, an Auth0 path): the provider's issuers name no port.
-            return f"{shape}; {placeholder.group(1)}: without a port: the provider serves its domains on 443"
         for other, why in _respellings(issuer, fixed_domain):
             if other != issuer and self.parameters_from_issuer(other) is not None:
                 return f"{shape}: {other!r} would fit ({why}, compared exactly)"

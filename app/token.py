@@ -93,13 +93,13 @@ def decoded_weight(data: bytes, separators: int | None = None) -> int:
 
 # A JWS or JWE in compact form, anywhere in a text: its protected header is a JSON object, so its base64url starts
 # with `eyJ` (`{"`), `eyA` (`{` and a space) or `ewo`, `ewk`, `ew0` (`{` and a line feed, tab or carriage return),
-# at least 16 characters long (`{"alg":"none"}` has 19), not inside a longer run of base64url characters, and a
-# dot follows. What a trace or a variable shows is hidden when it holds one, whether or not it is the request's
-# token (a token in a query parameter no source names was shown; found by a review). `eyJ` alone missed
-# `{ "alg"...` headers and hid `/eyJx.min.js`; `ey` or `ew` alone, or inside a word, hid
-# `/survey-results-dashboard.bundle.js` and `framework-2c79e2a6.js.map` (found by reviews).
+# at least 16 characters long (`{"alg":"none"}` has 19), not right after a letter or digit (unless that ends a
+# `%XX` escape: `Bearer%20eyJ...`), and a dot follows. What a trace or a variable shows is hidden when it holds
+# one, whether or not it is the request's token (a token in a query parameter no source names was shown; found by
+# a review). `eyJ` alone missed `{ "alg"...` headers and hid `/eyJx.min.js`; `ey` or `ew` alone, or inside a
+# word, hid `/survey-results-dashboard.bundle.js` and `framework-2c79e2a6.js.map` (found by reviews).
 # RE2, linear: Python's `re` took quadratic time on `eyJeyJeyJ...` (1.2 s for a 60 KB path; found by a review).
-_JWT_SHAPED = re2.compile(r"(?:^|[^A-Za-z0-9_-])e(?:y[JA]|w[ok0])[A-Za-z0-9_-]{13,}\.[A-Za-z0-9_-]*\.")
+_JWT_SHAPED = re2.compile(r"(?:^|[^A-Za-z0-9]|%[0-9A-Fa-f]{2})e(?:y[JA]|w[ok0])[A-Za-z0-9_-]{13,}\.[A-Za-z0-9_-]*\.")
 
 
 def holds_jwt(text: str) -> bool:

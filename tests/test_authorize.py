@@ -1498,7 +1498,8 @@ def _across_a_reload(tmp_path: Path, clock: FixedClock, before: tuple[dict[str, 
                      after: tuple[dict[str, Any], dict[str, Any]], ask: Any) -> list[Any]:
     """`ask(client)` once while its token's key set is being fetched (one second, a kid not yet in the set) and
     the profiles and authorizers change from `before` to `after` ({"rs": profile-fields} and the authorizers, the
-    profile's jwks_uri filled in), then once more after. Returns what `ask` returned, and how many validations of
+    profile's jwks_uri filled in; an authorizer's `"policy": "rs"` is profile rs's document as its own policy),
+    then once more after. Returns what `ask` returned, and how many validations of
     profile `rs` were counted meanwhile."""
     import threading
     import time
@@ -1511,8 +1512,12 @@ def _across_a_reload(tmp_path: Path, clock: FixedClock, before: tuple[dict[str, 
     server.documents["/jwks.json"] = jwks(known)
     base = {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "jwks_uri": server.url("/jwks.json")}
     profiles_path, authorizers_path = tmp_path / "profiles.json", tmp_path / "authorizers.json"
+    def own_policies(authorizers: dict[str, Any]) -> dict[str, Any]:  # "policy": "rs" stands for rs's document
+        return {name: {**doc, "policy": {**base, **before[0][doc["policy"]]}} if isinstance(doc.get("policy"), str)
+                else doc for name, doc in authorizers.items()}
+
     profiles_path.write_text(json.dumps({name: {**base, **fields} for name, fields in before[0].items()}))
-    authorizers_path.write_text(json.dumps(before[1]))
+    authorizers_path.write_text(json.dumps(own_policies(before[1])))
     app = create_app(Settings(issuer_profiles_json=str(profiles_path), authorizers_json=str(authorizers_path),
                               jwks_cooldown=0, config_poll_seconds=3600), clock=clock)
     answers: list[Any] = []
@@ -1529,7 +1534,7 @@ def _across_a_reload(tmp_path: Path, clock: FixedClock, before: tuple[dict[str, 
             asking.start()
             time.sleep(0.4)
             profiles_path.write_text(json.dumps({name: {**base, **fields} for name, fields in after[0].items()}))
-            authorizers_path.write_text(json.dumps(after[1]))
+            authorizers_path.write_text(json.dumps(own_policies(after[1])))
             app.state.profiles.reload()  # the authorizers follow when they changed too (app.server)
             app.state.authorizers.document.reload()  # (when they alone changed)
             assert app.state.authorizers.get(next(iter(after[1]))).rules  # swapped while the request waits
@@ -1544,9 +1549,10 @@ def _across_a_reload(tmp_path: Path, clock: FixedClock, before: tuple[dict[str, 
 
 
 def _validations(client: TestClient[Any]) -> float:
-    found = re.search(r'^jwt_validations_total\{profile="rs",valid="true"\} (\S+)$', client.get("/metrics").text,
-                      re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
+    """Valid validations counted so far, of profile `rs` and of authorizers' own policies."""
+    found = re.findall(r'^jwt_validations_total\{profile="(?:rs|inline)",valid="true"\} (\S+)$',
+                       client.get("/metrics").text, re.MULTILINE)
+    return sum(map(float, found))
 
 
 def _rotated_token(**extra: Any) -> str:
@@ -1581,6 +1587,21 @@ def test_a_decision_awaiting_keys_across_a_reload_is_taken_again_wholly_on_the_n
     else:
         assert answers == [(403, "default_deny"), (403, "default_deny")]
         assert validations == 2  # one each, though the first was decided twice (found by a review: counted twice)
+
+
+def test_a_decision_taken_again_on_an_authorizer_with_its_own_policy_counts_one_validation(tmp_path, clock):
+    """A reload recompiles every authorizer: one with its own policy, untouched by the edit, was validated again
+    (found by a review: counted twice)."""
+    token = _rotated_token()
+
+    def ask(client: TestClient[Any]) -> int:
+        return client.get("/v1/forward-auth/az", headers={"Authorization": f"Bearer {token}"}).status_code
+
+    *answers, validations = _across_a_reload(
+        tmp_path, clock, ({"rs": {}}, {"az": {"policy": "rs", "rules": [{"effect": "allow"}]}}),
+        ({"rs": {}}, {"az": {"policy": "rs", "rules": [{"effect": "allow"}]},
+                      "other": {"issuer_profile_id": "rs", "rules": [{"effect": "deny"}]}}), ask)
+    assert answers == [200, 200] and validations == 2
 
 
 def test_a_forward_auth_answer_decided_again_across_a_reload_lists_the_new_authorizers_headers(tmp_path, clock):

@@ -1040,6 +1040,9 @@ def test_text_shaped_like_a_jwt_is_found_anywhere_and_a_long_run_of_eyj_is_not_o
                  "/_next/static/chunks/framework-2c79e2a64abdb08b.js.map", "/static/js/surveyAnalyticsDashboard.chunk.js",
                  "/assets/journeyAnalytics-widget.min.js", "homework-api-prod-01.c3.17"):
         assert not holds_jwt(path), path  # `ey` or `ew` and any letters hid these (found by a review)
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig"
+    for before in ("Bearer%20", "%22", "%3D", "req-", "id_", "/", " ", "=", ":", "."):
+        assert holds_jwt(before + jwt), before  # after an escape, `-` or `_` too (found by a review: shown)
 
 
 @pytest.mark.parametrize("explain", [False, True])
