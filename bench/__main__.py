@@ -236,7 +236,7 @@ class Scenario:
                 ", none repeated" if spread <= 1 else
                 f", each token sent up to {int(-(-spread // 1))} times to this server (its distinct-token scenarios "
                 f"share the list), a token coming back only after about {tokens:,} others"))
-        return H.Run(self.title, rps=best.rps, p50_ms=best.p50_ms, p99_ms=best.p99_ms,
+        return H.Run(self.title, rps=best.rps, p50_ms=best.p50_ms, p99_ms=best.p99_ms, cpu_us=best.cpu_us,
                      requests=sum(run.requests for run in good), non2xx=sum(run.non2xx for run in good),
                      errors=sum(run.errors for run in good), wraps=sum(run.wraps for run in good),
                      tokens=good[0].tokens, note="; ".join(dict.fromkeys(notes)))
@@ -314,7 +314,8 @@ def http_section(load: H.LoadSettings, rounds: int, tokens_file: Path, total_tok
             log(f"round {round_ + 1}/{rounds}: {scenario.title} (wrk -c{load.connections} -d{load.duration:g}s)")
             run, cursors[scenario.server] = H.run_wrk(
                 scenario.key, servers[scenario.server].port, scenario.template, tokens_file, scenario.mode, warm,
-                workdir, start=cursors.get(scenario.server, H.Cursor()), total_tokens=total_tokens)
+                workdir, start=cursors.get(scenario.server, H.Cursor()), total_tokens=total_tokens,
+                cpu=servers[scenario.server].cpu_seconds)
             scenario.runs.append(run)
     rss = {name: srv.worker_rss_mib() for name, srv in servers.items()}
     return {scenario.key: scenario.combined() for scenario in scenarios}, rss, notes
@@ -351,6 +352,13 @@ def http_rows(runs: dict[str, H.Run], rss: dict[str, list[float]], load: H.LoadS
     def note(*items: H.Run) -> str:
         return "; ".join(f"{item.name}: {item.note}" for item in items if item.note)
 
+    def cpu(ours: H.Run, baseline: H.Run) -> str:
+        """Where the ratio comes from: each server's CPU time per request (all its processes, kernel included;
+        wrk shares the same cores)."""
+        if ours.cpu_us is None or baseline.cpu_us is None:
+            return ""
+        return f"server CPU per request: {ours.cpu_us:.0f} µs here, {baseline.cpu_us:.0f} µs there"
+
     rows: list[Row] = []
     noted: set[str] = set()  # a baseline's rounds are told once, on the first row that uses it
     for key, label, (empty_key, empty_label), (same_key, same_label), (distinct_key, distinct_label) in ENDPOINTS:
@@ -362,11 +370,14 @@ def http_rows(runs: dict[str, H.Run], rss: dict[str, list[float]], load: H.LoadS
         repeating, every = f"{label}, tokens repeating (cache hits)", f"{label}, every token distinct"
         rows += [
             Row(repeating, rps(same.rps), empty_label, rps(empty.rps), percent(r_empty, 0.8), "≥ 80 %",
-                yes(at_least(r_empty, 0.8)), note(same, *[run for run in fresh if run is empty])),
+                yes(at_least(r_empty, 0.8)),
+                "; ".join(filter(None, (cpu(same, empty), note(same, *[run for run in fresh if run is empty]))))),
             Row(repeating, rps(same.rps), same_label, rps(fa_same.rps), times(r_fa, target=2), "≥ 2x",
-                yes(at_least(r_fa, 2)), note(*[run for run in fresh if run is fa_same])),
+                yes(at_least(r_fa, 2)),
+                "; ".join(filter(None, (cpu(same, fa_same), note(*[run for run in fresh if run is fa_same]))))),
             Row(every, rps(distinct.rps), distinct_label, rps(fa_distinct.rps), times(r_fa_d, target=1.5), "≥ 1.5x",
-                yes(at_least(r_fa_d, 1.5)), note(distinct, *[run for run in fresh if run is fa_distinct])),
+                yes(at_least(r_fa_d, 1.5)), "; ".join(filter(None, (
+                    cpu(distinct, fa_distinct), note(distinct, *[run for run in fresh if run is fa_distinct]))))),
             Row(f"{label}, repeating: p50 / p99", ms_pair(same.p50_ms, same.p99_ms), same_label,
                 ms_pair(fa_same.p50_ms, fa_same.p99_ms), "—", "p99 < 25 ms", yes(p99_ok(same)),
                 f"{empty_label}: {ms_pair(empty.p50_ms, empty.p99_ms)}" if empty in fresh else ""),

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,7 @@ class Run:
     wraps: int = 0
     tokens: int = 0
     note: str = ""
+    cpu_us: float | None = None  # the server's CPU time (every process of it, kernel included) per request
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -94,22 +95,41 @@ class Server:
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
 
-    def worker_rss_mib(self) -> list[float]:
-        """VmRSS of every process of this server's process group (the granian main process and its workers)."""
-        sizes = []
+    def _processes(self) -> list[Path]:
+        """/proc entries of every process of this server's process group (the granian main process and its
+        workers)."""
+        found = []
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
             try:
-                if os.getpgid(int(entry.name)) != self.proc.pid:
-                    continue
-                status = (entry / "status").read_text()
+                if entry.name.isdigit() and os.getpgid(int(entry.name)) == self.proc.pid:
+                    found.append(entry)
             except (OSError, ProcessLookupError):
+                continue
+        return found
+
+    def worker_rss_mib(self) -> list[float]:
+        """VmRSS of every process of this server."""
+        sizes = []
+        for entry in self._processes():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
                 continue
             for line in status.splitlines():
                 if line.startswith("VmRSS:"):
                     sizes.append(int(line.split()[1]) / 1024)
         return sorted(sizes)
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of every process of this server so far (utime + stime, proc(5))."""
+        ticks = 0
+        for entry in self._processes():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -185,10 +205,12 @@ class Cursor:
 
 
 def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: str, load: LoadSettings,
-            workdir: Path, *, start: Cursor = Cursor(), total_tokens: int = 0) -> tuple[Run, Cursor]:
+            workdir: Path, *, start: Cursor = Cursor(), total_tokens: int = 0,
+            cpu: Callable[[], float] | None = None) -> tuple[Run, Cursor]:
     """A warm-up run (when `load.warmup`) then the measured run, and where the next run should start. In "cycle"
     mode each wrk thread continues where it stopped (`start`), so across warm-up and rounds a token comes back
-    only after its share has gone by; `Run.raw["from"]` and `["end"]` are each thread's laps before and after."""
+    only after its share has gone by; `Run.raw["from"]` and `["end"]` are each thread's laps before and after.
+    `cpu`: the server's CPU seconds so far (Server.cpu_seconds), read around the measured run."""
     wrk = wrk_path()
     if wrk is None:
         return Run(name, note="wrk is not installed (python3 .ci/dev.py system-deps installs it)"), start
@@ -213,7 +235,10 @@ def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: s
     try:
         if load.warmup > 0:
             position = advance(position, wrk_once(load.warmup, position))
+        used = cpu() if cpu is not None else None
         figures = wrk_once(load.duration, position)
+        if cpu is not None and used is not None:
+            used = cpu() - used
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         return Run(name, note=str(exc)[:300]), position
     end = advance(position, figures)
@@ -222,7 +247,8 @@ def run_wrk(name: str, port: int, template: Template, tokens_file: Path, mode: s
     errors = sum(figures[key] for key in ("connect_errors", "read_errors", "write_errors", "timeouts"))
     run = Run(name, rps=figures["requests"] / seconds, p50_ms=figures["p50_us"] / 1000, p99_ms=figures["p99_us"] / 1000,
               requests=figures["requests"], non2xx=figures["non2xx"], errors=errors, wraps=figures["wraps"],
-              tokens=figures["tokens"], raw=figures)
+              tokens=figures["tokens"], raw=figures,
+              cpu_us=used / figures["requests"] * 1e6 if used is not None and figures["requests"] else None)
     notes = []
     if run.non2xx:
         notes.append(f"{run.non2xx} non-2xx answers")
