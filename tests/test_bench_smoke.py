@@ -88,3 +88,27 @@ def test_only_rs256_is_judged_in_process_the_other_algorithms_are_reported_again
                       ("RS256", "< 5 µs and ≥ 15x faster", "yes"),
                       ("ES256", "≤ 1.5x (RS256's)", "(no)"), ("ES256", "≥ 2x faster (RS256's)", "(no)"),
                       ("ES256", "< 5 µs and ≥ 15x faster (RS256's)", "(yes)")}
+
+
+def test_a_servers_cpu_time_counts_every_process_of_its_group() -> None:
+    """The HTTP rows note each server's CPU time per request (bench.http.Server.cpu_seconds): utime + stime of the
+    server's processes, a child forked into its group included (granian's workers)."""
+    import sys
+
+    from bench import http as H
+
+    busy = ("import os, time\n"
+            "def spin(seconds):\n"
+            "    end = time.process_time() + seconds\n"
+            "    while time.process_time() < end: pass\n"
+            "if os.fork() == 0:\n"
+            "    spin(0.4); time.sleep(60)\n"
+            "spin(0.4); time.sleep(60)\n")
+    server = H.Server("busy", [sys.executable, "-c", busy], H.free_port())
+    try:
+        deadline = time.monotonic() + 20
+        while server.cpu_seconds() < 0.7 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert 0.7 <= server.cpu_seconds() < 5  # both processes' 0.4 s, not one's
+    finally:
+        server.stop()
