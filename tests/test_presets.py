@@ -737,3 +737,11 @@ def test_example_profiles_compile_with_their_presets(name):
     assert profiles.policies and set(profiles.presets_used.values()) == {name}
     for policy in profiles.policies.values():
         assert policy.key_source == "jwks_uri" and "{" not in (policy.jwks_uri or "")
+
+
+def test_an_entra_token_without_oid_or_tid_validates_under_the_preset():
+    """Microsoft documents these as present "only if a value exists to fill it", and tells apps not to depend on them
+    (the issuer names the tenant already): the preset required both (found by a review)."""
+    case = next(case for case in CASES.values() if case["provider"] == "entra_id")
+    result = run(case, claims={"oid": None, "tid": None})
+    assert result.valid, result.findings
