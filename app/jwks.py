@@ -176,7 +176,7 @@ class KeySetCache:
             timeout=httpx.Timeout(settings.jwks_total_timeout, connect=settings.jwks_connect_timeout),
             follow_redirects=False, headers={"Accept": "application/json", "User-Agent": "jwt-decision/1"},
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=10), trust_env=False,
-            verify=tls_context(settings.jwks_ca_file) if settings.jwks_ca_file else True)
+            verify=tls_context(settings.jwks_ca_file) if settings.jwks_ca_file else True, proxy=settings.jwks_proxy)
         self._entries: dict[str, Entry] = {}
         self._configured: set[str] = set()  # URIs of the configuration, named or discovered: never evicted
         self._named: set[str] = set()  # those profiles and authorizers name (prefetched)

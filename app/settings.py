@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True):
     jwks_cooldown: float = 30.0
     jwks_max_stale: float = 86_400.0
     jwks_ca_file: str | None = None
+    jwks_proxy: str | None = None
     config_poll_seconds: float = 2.0
 
 
@@ -175,6 +176,22 @@ def _text(text: str) -> str:
     return text
 
 
+def _proxy(text: str) -> str:
+    """An HTTP proxy's URL (`http://proxy.internal:3128`, userinfo allowed): errors never repeat it."""
+    text = text.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError("must be an http:// or https:// URL with a host and a port number between 1 and 65535"
+                         ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not text.isprintable() or " " in text:
+        raise ValueError("must be an http:// or https:// proxy URL such as http://proxy.internal:3128")
+    if (parts.path not in ("", "/")) or parts.query or parts.fragment or port == 0:
+        raise ValueError("must be the proxy's scheme, host and port only, such as http://proxy.internal:3128")
+    return text
+
+
 def _ca_file(text: str) -> str:
     """A PEM file of CA certificates, loaded here once so that a file that cannot serve stops startup rather than
     failing every key-set fetch."""
@@ -222,6 +239,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "JWKS_MAX_STALE": ("jwks_max_stale", _float(0, 30 * 86_400), "longest use of a stale key set, s (default 86400)"),
     "JWKS_CA_FILE": ("jwks_ca_file", _ca_file, "PEM file of CA certificates trusted for key-set and discovery "
                      "fetches besides the public ones (an IdP behind a private CA)"),
+    "JWKS_PROXY": ("jwks_proxy", _proxy, "HTTP proxy for key-set and discovery fetches, such as "
+                   "http://proxy.internal:3128 (HTTPS_PROXY and NO_PROXY are not read)"),
     "CONFIG_POLL_SECONDS": ("config_poll_seconds", _float(0.1, 3600),
                             "config file change check interval, s (default 2)"),
 }

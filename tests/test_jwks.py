@@ -838,3 +838,42 @@ async def test_a_discovery_issuer_that_is_not_a_url_is_a_fetch_error_not_a_stuck
             assert view.keyset is None and "IPv6" in (view.error or "")
     finally:
         await cache.aclose()
+
+
+async def test_key_sets_are_fetched_through_jwks_proxy_when_set(server, clock):
+    """An egress that only a proxy allows: httpx's trust_env is off (HTTPS_PROXY is not read), so JWKS_PROXY names
+    it. A real forward proxy on 127.0.0.1 relays the absolute-form GET and counts it."""
+    import threading
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    relayed: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            relayed.append(self.path)  # absolute-form: the proxy is asked for the whole URL
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy of the environment's
+            with opener.open(self.path, timeout=5) as upstream:  # 127.0.0.1 only
+                body = upstream.read()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    settings = msgspec.structs.replace(SETTINGS, jwks_proxy=f"http://127.0.0.1:{proxy.server_address[1]}")
+    cache = KeySetCache(settings, clock=clock)
+    checker = Verifier(max_token_bytes=16384, cache_size=1000, keys=cache, clock=clock)
+    try:
+        result = await checker.validate(token("k1"), remote_policy(server.url(PATH)))
+    finally:
+        await cache.aclose()
+        proxy.shutdown()
+        proxy.server_close()
+    assert result.valid, result.findings
+    assert relayed == [server.url(PATH)] and server.hit_count(PATH) == 1

@@ -40,12 +40,15 @@ from tests.service import Service
     ({"RATE_LIMIT_STORAGE": "re\tdis://127.0.0.1:6379/0"}, "RATE_LIMIT_STORAGE: .* without spaces or control"),
     ({"JWKS_CA_FILE": "/nonexistent/ca.pem"}, "JWKS_CA_FILE: cannot read '/nonexistent/ca.pem': No such file"),
     ({"JWKS_CA_FILE": __file__}, "JWKS_CA_FILE: .* holds no PEM CA certificate that loads"),
+    ({"JWKS_PROXY": "socks5://hunter2@proxy:1080"}, "JWKS_PROXY: must be an http:// or https:// proxy URL"),
+    ({"JWKS_PROXY": "http://user:hunter2@proxy:99999"}, "JWKS_PROXY: must be an http:// or https:// URL with a host"),
+    ({"JWKS_PROXY": "http://proxy:3128/hunter2"}, "JWKS_PROXY: must be the proxy's scheme, host and port only"),
 ], ids=["port-not-a-number", "api-keys-empty", "api-keys-blank", "api-key-not-ascii", "host-name", "host-bad-ip",
         "every-problem", "min-age-above-max-age", "connect-above-total-timeout", "port-fullwidth-digits",
         "port-underscore", "float-nan", "api-key-short", "allowlist-url", "allowlist-port", "allowlist-url-with-port",
         "storage-bad-port",
         "storage-no-port", "storage-named-db", "storage-other-scheme", "storage-control-character", "ca-file-missing",
-        "ca-file-not-pem"])
+        "ca-file-not-pem", "proxy-socks", "proxy-bad-port", "proxy-with-a-path"])
 def test_a_bad_setting_is_refused_naming_the_variable(environ, message):
     with pytest.raises(SettingsError, match=message) as info:
         load_settings(environ)
