@@ -12,6 +12,7 @@ OIDC discovery (`{issuer}/.well-known/openid-configuration`) resolves a `jwks_ur
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from collections import OrderedDict
@@ -141,6 +142,27 @@ def tls_context(ca_file: str) -> ssl.SSLContext:
     return context
 
 
+def _client(settings: Settings, *, proxied: bool) -> httpx.AsyncClient:
+    """The key-set fetcher's HTTP client: timeouts, no redirect followed by httpx (each hop is checked here), no
+    environment read (proxies, netrc, SSL_CERT_FILE), JWKS_CA_FILE trusted besides the public CAs, and with
+    `proxied` the JWKS_PROXY (whose own certificate, for an https proxy, is checked against the same CAs)."""
+    verify: ssl.SSLContext | bool = tls_context(settings.jwks_ca_file) if settings.jwks_ca_file else True
+    proxy = None
+    if proxied and settings.jwks_proxy:
+        secure = isinstance(verify, ssl.SSLContext) and settings.jwks_proxy.lower().startswith("https:")
+        proxy = httpx.Proxy(settings.jwks_proxy, ssl_context=verify if secure else None)  # type: ignore[arg-type]
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.jwks_total_timeout, connect=settings.jwks_connect_timeout),
+        follow_redirects=False, headers={"Accept": "application/json", "User-Agent": "jwt-decision/1"},
+        limits=httpx.Limits(max_connections=50, max_keepalive_connections=10), trust_env=False, verify=verify,
+        proxy=proxy)
+
+
+# What a proxy that refused a request says (httpcore's "407 Proxy Authentication Required"): a status and its
+# reason, shown as they are; anything else it says is not.
+_PROXY_STATUS = re.compile(r"[0-9]{3} [A-Za-z -]{1,60}")
+
+
 def _failure(exc: BaseException) -> str:
     """Why a fetch failed, told from the causes whose text names no URL (a query may hold a credential): the TLS
     certificate not trusted, the handshake, a connection refused or a name not resolved. It was "the request
@@ -149,6 +171,9 @@ def _failure(exc: BaseException) -> str:
     for _ in range(8):
         if link is None:
             break
+        if isinstance(link, httpx.ProxyError):
+            said = str(link)
+            return f"the proxy refused it ({said})" if _PROXY_STATUS.fullmatch(said) else "the proxy refused it"
         if isinstance(link, ssl.SSLCertVerificationError):
             return (f"the TLS certificate was not trusted ({link.verify_message}); an IdP behind a private CA needs "
                     "it in JWKS_CA_FILE")
@@ -172,11 +197,10 @@ class KeySetCache:
         self.clock = clock
         self.on_change = on_change
         self.on_fetch = on_fetch
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.jwks_total_timeout, connect=settings.jwks_connect_timeout),
-            follow_redirects=False, headers={"Accept": "application/json", "User-Agent": "jwt-decision/1"},
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=10), trust_env=False,
-            verify=tls_context(settings.jwks_ca_file) if settings.jwks_ca_file else True, proxy=settings.jwks_proxy)
+        self._client = client or _client(settings, proxied=True)
+        # Key sets on this host are fetched directly: through a proxy they would travel in the clear to another
+        # machine, whose own 127.0.0.1 would answer (found by a review: the proxy could serve its own keys).
+        self._direct = _client(settings, proxied=False) if client is None and settings.jwks_proxy else None
         self._entries: dict[str, Entry] = {}
         self._configured: set[str] = set()  # URIs of the configuration, named or discovered: never evicted
         self._named: set[str] = set()  # those profiles and authorizers name (prefetched)
@@ -415,7 +439,9 @@ class KeySetCache:
             if problem:
                 raise FetchError(f"the URL {problem}")
             try:
-                async with self._client.stream("GET", url, headers=_IDENTITY) as response:
+                direct = self._direct is not None and is_loopback_host(urlsplit(url).hostname or "")
+                async with (self._direct if direct else self._client).stream(  # type: ignore[union-attr]
+                        "GET", url, headers=_IDENTITY) as response:
                     if response.is_redirect:
                         target = urljoin(url, response.headers.get("location", ""))
                         problem = check_key_set_url(target)
@@ -626,3 +652,5 @@ class KeySetCache:
         for task in list(self._background):
             task.cancel()
         await self._client.aclose()
+        if self._direct is not None:
+            await self._direct.aclose()

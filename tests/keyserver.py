@@ -8,6 +8,8 @@ import datetime
 import gzip
 import ipaddress
 import json
+import select
+import socket
 import ssl
 import threading
 import time
@@ -19,6 +21,63 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+
+# A host name that is not this machine's to the service (no loopback exemption), served by the test servers all the
+# same: only ForwardProxy ever "resolves" it, to 127.0.0.1.
+REMOTE_NAME = "idp.test"
+
+
+class ForwardProxy:
+    """An HTTP forward proxy on 127.0.0.1 whose CONNECT tunnels lead to 127.0.0.1 whatever host they name (tests
+    never leave this machine); `refuse` answers CONNECT with that status instead; with `certificate`, an https
+    proxy. `tunnels` lists what was asked."""
+
+    def __init__(self, refuse: int | None = None, certificate: Path | None = None) -> None:
+        self.tunnels: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_CONNECT(self) -> None:  # noqa: N802 - http.server's naming
+                proxy.tunnels.append(self.path)
+                if refuse is not None:
+                    self.send_response(refuse)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                upstream = socket.create_connection(("127.0.0.1", int(self.path.rsplit(":", 1)[1])), timeout=5)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                ends = [self.connection, upstream]
+                try:
+                    while True:
+                        ready, _, _ = select.select(ends, [], [], 5)
+                        if not ready:
+                            return
+                        for end in ready:
+                            data = end.recv(65536)
+                            if not data:
+                                return
+                            (upstream if end is self.connection else self.connection).sendall(data)
+                finally:
+                    upstream.close()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        if certificate is not None:  # an https proxy (its clients speak TLS to it, then through it)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certificate)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "https" if certificate is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def private_ca(directory: Path) -> tuple[Path, Path]:
@@ -34,7 +93,8 @@ def private_ca(directory: Path) -> tuple[Path, Path]:
     server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
               .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(2)
               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                          x509.DNSName(REMOTE_NAME)]),
                              critical=False).sign(ca_key, hashes.SHA256()))
     ca_file, server_file = directory / "ca.pem", directory / "server.pem"
     ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))

@@ -18,7 +18,7 @@ from app.policy import VerifyPolicy, compile_policy
 from app.settings import Settings
 from app.verifier import Verifier
 from tests.conftest import AUDIENCE, ISSUER, NOW, FixedClock, claims
-from tests.keyserver import KeyServer, private_ca
+from tests.keyserver import REMOTE_NAME, ForwardProxy, KeyServer, private_ca
 from tests.mint import jwks, key_for, mint, segment
 
 PATH = "/.well-known/jwks.json"
@@ -840,40 +840,41 @@ async def test_a_discovery_issuer_that_is_not_a_url_is_a_fetch_error_not_a_stuck
         await cache.aclose()
 
 
-async def test_key_sets_are_fetched_through_jwks_proxy_when_set(server, clock):
-    """An egress that only a proxy allows: httpx's trust_env is off (HTTPS_PROXY is not read), so JWKS_PROXY names
-    it. A real forward proxy on 127.0.0.1 relays the absolute-form GET and counts it."""
-    import threading
-    import urllib.request
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    relayed: list[str] = []
-
-    class Proxy(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            relayed.append(self.path)  # absolute-form: the proxy is asked for the whole URL
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy of the environment's
-            with opener.open(self.path, timeout=5) as upstream:  # 127.0.0.1 only
-                body = upstream.read()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    settings = msgspec.structs.replace(SETTINGS, jwks_proxy=f"http://127.0.0.1:{proxy.server_address[1]}")
+@pytest.mark.parametrize("proxy_tls", [False, True], ids=["http-proxy", "https-proxy"])
+async def test_key_sets_are_fetched_through_jwks_proxy_when_set_and_this_hosts_directly(server, tmp_path, clock,
+                                                                                        proxy_tls):
+    """An egress only a proxy allows: httpx's trust_env is off (HTTPS_PROXY is not read), so JWKS_PROXY names it.
+    A remote https key set goes through its CONNECT tunnel, still checked against JWKS_CA_FILE, and so is an https
+    proxy's own certificate (it was checked against the public CAs alone); a key set on this host is fetched
+    directly (through a proxy it travelled in the clear to another machine, whose 127.0.0.1 answered). Found by a
+    review."""
+    ca_file, certificate = private_ca(tmp_path)
+    remote = KeyServer(certificate)
+    remote.documents[PATH] = jwks(key_for("RS256", "k1"))
+    proxy = ForwardProxy(certificate=certificate if proxy_tls else None)
+    settings = msgspec.structs.replace(SETTINGS, jwks_proxy=proxy.url, jwks_ca_file=str(ca_file))
     cache = KeySetCache(settings, clock=clock)
     checker = Verifier(max_token_bytes=16384, cache_size=1000, keys=cache, clock=clock)
+    far = f"https://{REMOTE_NAME}:{remote.port}{PATH}"
     try:
-        result = await checker.validate(token("k1"), remote_policy(server.url(PATH)))
+        through = await checker.validate(token("k1"), remote_policy(far))
+        local = await checker.validate(token("k1"), remote_policy(server.url(PATH)))
     finally:
         await cache.aclose()
-        proxy.shutdown()
-        proxy.server_close()
-    assert result.valid, result.findings
-    assert relayed == [server.url(PATH)] and server.hit_count(PATH) == 1
+        proxy.stop()
+        remote.stop()
+    assert through.valid and local.valid, (through.findings, local.findings)
+    assert proxy.tunnels == [f"{REMOTE_NAME}:{remote.port}"]  # the local set was fetched directly
+    assert remote.hit_count(PATH) == 1 and server.hit_count(PATH) == 1
+
+
+async def test_a_proxy_refusing_the_tunnel_is_named_as_the_failure(clock):
+    """Bad proxy credentials read "the request failed", as an IdP down does (found by a review)."""
+    proxy = ForwardProxy(refuse=407)
+    cache = KeySetCache(msgspec.structs.replace(SETTINGS, jwks_proxy=proxy.url), clock=clock)
+    try:
+        view = await cache.view(f"https://{REMOTE_NAME}:8443{PATH}", None)
+    finally:
+        await cache.aclose()
+        proxy.stop()
+    assert view.keyset is None and view.error == "ProxyError: the proxy refused it (407 Proxy Authentication Required)"
