@@ -173,10 +173,12 @@ def _failure(exc: BaseException) -> str:
             break
         if isinstance(link, httpx.ProxyError):
             said = str(link)
-            return f"the proxy refused it ({said})" if _PROXY_STATUS.fullmatch(said) else "the proxy refused it"
+            if not _PROXY_STATUS.fullmatch(said):  # its status alone when its reason says more (`403 acl 12`)
+                said = said[:3] if said[:3].isdigit() else ""
+            return f"the proxy refused it ({said})" if said else "the proxy refused it"
         if isinstance(link, ssl.SSLCertVerificationError):
-            return (f"the TLS certificate was not trusted ({link.verify_message}); an IdP behind a private CA needs "
-                    "it in JWKS_CA_FILE")
+            return (f"the TLS certificate was not trusted ({link.verify_message}); a private CA that signed it (the "
+                    "IdP's, or an https JWKS_PROXY's) goes in JWKS_CA_FILE")
         if isinstance(link, ssl.SSLError):
             return f"the TLS handshake failed ({link.reason or 'no reason given'})"
         if isinstance(link, OSError) and link.strerror:

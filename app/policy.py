@@ -146,11 +146,16 @@ def check_key_set_url(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         port = parts.port  # raises for a port that is not an integer from 0 to 65535
-        httpx.URL(url)  # what the fetch will parse: control characters, malformed hosts
+        fetched = httpx.URL(url)  # what the fetch will parse: control characters, malformed hosts
     except (ValueError, httpx.InvalidURL):
         return "is not a URL (or its port is not a number from 1 to 65535)"
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return "must be an absolute https URL"
+    if parts.hostname != fetched.raw_host.decode("ascii", "replace").lower():
+        # The host every check here reads must be the one the fetch connects to: httpx reads `127。0。0。1` (ideographic
+        # full stops) as 127.0.0.1, which was neither loopback here nor kept from a remote issuer's discovery, and
+        # went through JWKS_PROXY (found by a review).
+        return "must name its host in ASCII (an internationalised name in its xn-- form)"
     if port == 0 or any(char < " " or char == "\x7f" for char in url):
         return "is not a URL (or its port is not a number from 1 to 65535)"
     if parts.username or parts.password:

@@ -878,3 +878,15 @@ async def test_a_proxy_refusing_the_tunnel_is_named_as_the_failure(clock):
         await cache.aclose()
         proxy.stop()
     assert view.keyset is None and view.error == "ProxyError: the proxy refused it (407 Proxy Authentication Required)"
+
+
+async def test_a_discovered_key_set_whose_host_only_httpx_reads_as_loopback_is_refused(server, clock):
+    """`127。0。0。1` (ideographic full stops) was no loopback host to the checks and 127.0.0.1 to the fetch: a remote
+    issuer's discovery could name this host's own ports (found by a review)."""
+    cache = KeySetCache(SETTINGS, clock=clock)
+    try:
+        view = await cache.view(f"https://127\u30020\u30020\u30021:{server.port}{PATH}", None)
+    finally:
+        await cache.aclose()
+    assert view.keyset is None and "must name its host in ASCII" in (view.error or "")
+    assert server.hit_count(PATH) == 0

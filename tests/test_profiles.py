@@ -100,12 +100,18 @@ def write(path: Path, document: dict) -> None:
                "audiences": [AUDIENCE]}},
      "ISSUER_PROFILES_JSON: $.acme.issuer: the gitlab preset derives the key set from one issuer: give 'parameters', "
      "or a key source of its own (jwks_uri)"),
+    # httpx reads ideographic full stops as dots: this was not loopback here, and 127.0.0.1 to the fetch (found by a
+    # review: it went through JWKS_PROXY, and past the rule that a remote issuer's key set is not on loopback).
+    ({"acme": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+               "jwks_uri": "https://127\u30020\u30020\u30021:8443/jwks.json"}},
+     "ISSUER_PROFILES_JSON: $.acme.jwks_uri: jwks_uri must name its host in ASCII (an internationalised name in its "
+     "xn-- form)"),
 ], ids=["alg-none", "alg-not-fitting-secret", "wrong-type", "unknown-field", "bad-id", "unknown-preset",
         "unknown-preset-not-echoed", "unknown-preset-not-a-string", "http-url",
         "id-with-trailing-newline", "auth0-issuer-without-slash", "entra-domain-not-guid", "cognito-pool-region",
         "discovery-issuer-list", "discovery-issuer-http", "discovery-issuer-not-a-url", "discovery-issuer-malformed",
         "discovery-issuer-query", "firebase-project-with-underscore", "firebase-issuer-trailing-slash",
-        "google-issuer-trailing-slash", "preset-with-an-issuer-list"])
+        "google-issuer-trailing-slash", "preset-with-an-issuer-list", "host-with-ideographic-full-stops"])
 def test_bad_profile_document_stops_startup_with_source_json_path_and_problem(document, expected):
     with pytest.raises(ConfigError) as error:
         create_app(Settings(issuer_profiles_json=json.dumps(document)))
