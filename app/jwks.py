@@ -161,6 +161,7 @@ def _client(settings: Settings, *, proxied: bool) -> httpx.AsyncClient:
 # What a proxy that refused a request says (httpcore's "407 Proxy Authentication Required"): a status and its
 # reason, shown as they are; anything else it says is not.
 _PROXY_STATUS = re.compile(r"[0-9]{3} [A-Za-z -]{1,60}")
+_HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: the chain is trusted, the name is not in it
 
 
 def _failure(exc: BaseException) -> str:
@@ -176,6 +177,8 @@ def _failure(exc: BaseException) -> str:
             if not _PROXY_STATUS.fullmatch(said):  # its status alone when its reason says more (`403 acl 12`)
                 said = said[:3] if said[:3].isdigit() else ""
             return f"the proxy refused it ({said})" if said else "the proxy refused it"
+        if isinstance(link, ssl.SSLCertVerificationError) and link.verify_code == _HOSTNAME_MISMATCH:
+            return f"the TLS certificate is for another host ({link.verify_message})"
         if isinstance(link, ssl.SSLCertVerificationError):
             return (f"the TLS certificate was not trusted ({link.verify_message}); a private CA that signed it (the "
                     "IdP's, or an https JWKS_PROXY's) goes in JWKS_CA_FILE")

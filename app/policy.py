@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import ipaddress
 import re
+import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -141,6 +142,21 @@ def key_set_label(uri: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}" + (f"?{query}" if query else "")
 
 
+def _ipv4_shorthand(host: str) -> bool:
+    """An IPv4 address in a form only the C library reads (`127.1`, `0x7f.1`, `2130706433`, `0`): the checks here
+    saw a name, not this host, and the connection reached 127.0.0.1 all the same (found by a review)."""
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        pass
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return True
+
+
 def check_key_set_url(url: str) -> str | None:
     """https is required, except for loopback hosts so that tests and sidecars can serve keys locally."""
     try:
@@ -156,6 +172,10 @@ def check_key_set_url(url: str) -> str | None:
         # full stops) as 127.0.0.1, which was neither loopback here nor kept from a remote issuer's discovery, and
         # went through JWKS_PROXY (found by a review).
         return "must name its host in ASCII (an internationalised name in its xn-- form)"
+    if parts.hostname.endswith(".") and is_loopback_host(parts.hostname):
+        return "must name this host without a final dot (`localhost.` and `127.0.0.1.` are looked up in DNS)"
+    if _ipv4_shorthand(parts.hostname):
+        return "must write an IPv4 address as four decimal numbers (`127.1` and `2130706433` are 127.0.0.1)"
     if port == 0 or any(char < " " or char == "\x7f" for char in url):
         return "is not a URL (or its port is not a number from 1 to 65535)"
     if parts.username or parts.password:

@@ -880,6 +880,32 @@ async def test_a_proxy_refusing_the_tunnel_is_named_as_the_failure(clock):
     assert view.keyset is None and view.error == "ProxyError: the proxy refused it (407 Proxy Authentication Required)"
 
 
+@pytest.mark.parametrize("host, says", [
+    ("127.1", "four decimal numbers"), ("2130706433", "four decimal numbers"), ("0x7f.1", "four decimal numbers"),
+    ("0", "four decimal numbers"), ("localhost.", "without a final dot"), ("127.0.0.1.", "without a final dot"),
+])
+def test_a_key_set_url_naming_this_host_in_a_spelling_the_checks_would_misread_is_refused(host, says):
+    """`127.1` reached 127.0.0.1 but was a name to the loopback checks (a remote issuer's discovery could name it);
+    `localhost.` was loopback to them (plain http, no proxy) but looked up in DNS (found by a review)."""
+    from app.policy import check_key_set_url
+
+    assert says in (check_key_set_url(f"https://{host}:8443{PATH}") or "")
+    assert check_key_set_url(f"https://keys.example.com.:8443{PATH}") is None  # a final dot on another name is fine
+
+
+async def test_a_certificate_for_another_host_is_told_as_such_not_as_an_untrusted_ca(tmp_path, clock):
+    """The CA was in JWKS_CA_FILE and the hint sent the operator there (found by a review)."""
+    ca_file, certificate = private_ca(tmp_path)
+    tls = KeyServer(certificate)  # a certificate for 127.0.0.1 and idp.test, asked for as localhost
+    cache = KeySetCache(msgspec.structs.replace(SETTINGS, jwks_ca_file=str(ca_file)), clock=clock)
+    try:
+        view = await cache.view(f"https://localhost:{tls.port}{PATH}", None)
+    finally:
+        await cache.aclose()
+        tls.stop()
+    assert view.error is not None and view.error.startswith("ConnectError: the TLS certificate is for another host")
+
+
 async def test_a_discovered_key_set_whose_host_only_httpx_reads_as_loopback_is_refused(server, clock):
     """`127。0。0。1` (ideographic full stops) was no loopback host to the checks and 127.0.0.1 to the fetch: a remote
     issuer's discovery could name this host's own ports (found by a review)."""
