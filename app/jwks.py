@@ -161,7 +161,8 @@ def _client(settings: Settings, *, proxied: bool) -> httpx.AsyncClient:
 # What a proxy that refused a request says (httpcore's "407 Proxy Authentication Required"): a status and its
 # reason, shown as they are; anything else it says is not.
 _PROXY_STATUS = re.compile(r"[0-9]{3} [A-Za-z -]{1,60}")
-_HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: the chain is trusted, the name is not in it
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH: the chain is trusted, the name not in it.
+_NAME_MISMATCH = (62, 64)
 
 
 def _failure(exc: BaseException) -> str:
@@ -177,7 +178,7 @@ def _failure(exc: BaseException) -> str:
             if not _PROXY_STATUS.fullmatch(said):  # its status alone when its reason says more (`403 acl 12`)
                 said = said[:3] if said[:3].isdigit() else ""
             return f"the proxy refused it ({said})" if said else "the proxy refused it"
-        if isinstance(link, ssl.SSLCertVerificationError) and link.verify_code == _HOSTNAME_MISMATCH:
+        if isinstance(link, ssl.SSLCertVerificationError) and link.verify_code in _NAME_MISMATCH:
             return f"the TLS certificate is for another host ({link.verify_message})"
         if isinstance(link, ssl.SSLCertVerificationError):
             return (f"the TLS certificate was not trusted ({link.verify_message}); a private CA that signed it (the "
@@ -537,8 +538,9 @@ class KeySetCache:
         if not is_loopback_host(host):
             metadata.validate_issuer()
         jwks_uri = metadata.get("jwks_uri")
-        if not isinstance(jwks_uri, str) or check_key_set_url(jwks_uri):
-            raise FetchError(f"discovery document {url}: jwks_uri missing or not an https URL")
+        problem = check_key_set_url(jwks_uri) if isinstance(jwks_uri, str) else "is missing or not a string"
+        if problem:
+            raise FetchError(f"discovery document {url}: its jwks_uri {problem}")
         if not is_loopback_host(host) and is_loopback_host(urlsplit(jwks_uri).hostname or ""):
             # The loopback exemption (http, any port) serves local issuers; a remote one may not use it to send
             # this service to its own host's ports.

@@ -172,8 +172,10 @@ def check_key_set_url(url: str) -> str | None:
         # full stops) as 127.0.0.1, which was neither loopback here nor kept from a remote issuer's discovery, and
         # went through JWKS_PROXY (found by a review).
         return "must name its host in ASCII (an internationalised name in its xn-- form)"
-    if parts.hostname.endswith(".") and is_loopback_host(parts.hostname):
-        return "must name this host without a final dot (`localhost.` and `127.0.0.1.` are looked up in DNS)"
+    if is_loopback_host(parts.hostname) and (parts.hostname.endswith(".") or parts.hostname.endswith("localhost")
+                                              and parts.hostname != "localhost"):
+        return ("must name this host as `localhost` or its address (the C library looks `localhost.`, `127.0.0.1.` "
+                "and `keys.localhost` up in DNS)")
     if _ipv4_shorthand(parts.hostname):
         return "must write an IPv4 address as four decimal numbers (`127.1` and `2130706433` are 127.0.0.1)"
     if port == 0 or any(char < " " or char == "\x7f" for char in url):
