@@ -142,14 +142,19 @@ def key_set_label(uri: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}" + (f"?{query}" if query else "")
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _ipv4_shorthand(host: str) -> bool:
     """An IPv4 address in a form only the C library reads (`127.1`, `0x7f.1`, `2130706433`, `0`): the checks here
     saw a name, not this host, and the connection reached 127.0.0.1 all the same (found by a review)."""
-    try:
-        ipaddress.ip_address(host)
+    if _is_address(host):
         return False
-    except ValueError:
-        pass
     try:
         socket.inet_aton(host)
     except OSError:
@@ -172,8 +177,7 @@ def check_key_set_url(url: str) -> str | None:
         # full stops) as 127.0.0.1, which was neither loopback here nor kept from a remote issuer's discovery, and
         # went through JWKS_PROXY (found by a review).
         return "must name its host in ASCII (an internationalised name in its xn-- form)"
-    if is_loopback_host(parts.hostname) and (parts.hostname.endswith(".") or parts.hostname.endswith("localhost")
-                                              and parts.hostname != "localhost"):
+    if is_loopback_host(parts.hostname) and parts.hostname != "localhost" and not _is_address(parts.hostname):
         return ("must name this host as `localhost` or its address (the C library looks `localhost.`, `127.0.0.1.` "
                 "and `keys.localhost` up in DNS)")
     if _ipv4_shorthand(parts.hostname):

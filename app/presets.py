@@ -332,10 +332,10 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             # Whatever the shape (an Okta org server, an Auth0 path or custom domain): the provider serves its
             # domains on 443 alone, and its issuers name no port. (A mock on localhost is a developer's.)
             return f"{shape}; {placeholder.group(1)}: without a port: the provider serves its domains on 443"
-        near_host = named_host is not None and hostname is not None and \
-            hostname.rstrip(".") != named_host.lower().rstrip(".")
-        if near_host and (fixed_domain or hosted) and \
-                _edit_distance(hostname.rstrip("."), named_host.lower().rstrip(".")) <= 2:  # type: ignore[union-attr]
+        named = named_host.lower().rstrip(".") if named_host is not None else None
+        given_host = hostname.rstrip(".") if hostname is not None else None
+        near_host = named is not None and given_host is not None and given_host != named
+        if near_host and (fixed_domain or hosted) and _edit_distance(given_host, named) <= 2:  # type: ignore[arg-type]
             # Another host is another shape, but not one a letter or two from a provider's domain (`amazonaws.co`,
             # `auth0.co`). An operator's own hosts (Keycloak, GitLab) may well be: `10.0.0.10` and `10.0.0.15`.
             return f"{shape}: the issuer's host is a letter or two from {named_host!r}, the one named"

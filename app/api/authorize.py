@@ -98,7 +98,7 @@ async def decide(authorizers: Authorizers, data: AuthorizeRequest) -> Decision:
                                        f"{MAX_HEADER_VALUES} in all (names and their lists of values)")])
     original = OriginalRequest(data.request.method, data.request.path, headers)
     budgets = authorizers.budgets if isinstance(data.authorizer, str) else authorizers.inline_budgets
-    current = (lambda: authorizers.get(data.authorizer)) if isinstance(data.authorizer, str) else None
+    current = _Following(authorizers, authorizer) if isinstance(data.authorizer, str) else None
     decision = await authorize(authorizer, original, verifier=authorizers.verifier, budgets=budgets,
                                token=data.token, explain=data.explain, current=current)
     observe_decision(decision)
