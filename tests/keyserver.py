@@ -80,9 +80,10 @@ class ForwardProxy:
         self.httpd.server_close()
 
 
-def private_ca(directory: Path) -> tuple[Path, Path]:
-    """A CA of its own and a certificate it signed for 127.0.0.1 (an IdP behind a private CA): the CA's PEM file,
-    and the server's certificate and key in one PEM file."""
+def private_ca(directory: Path, *, with_address: bool = True) -> tuple[Path, Path]:
+    """A CA of its own and a certificate it signed for 127.0.0.1 and REMOTE_NAME (an IdP behind a private CA), or
+    for REMOTE_NAME alone without `with_address`: the CA's PEM file, and the server's certificate and key in one PEM
+    file."""
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test private CA")])
@@ -93,8 +94,9 @@ def private_ca(directory: Path) -> tuple[Path, Path]:
     server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
               .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(2)
               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                          x509.DNSName(REMOTE_NAME)]),
+              .add_extension(x509.SubjectAlternativeName([
+                  *([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))] if with_address else []),
+                  x509.DNSName(REMOTE_NAME)]),
                              critical=False).sign(ca_key, hashes.SHA256()))
     ca_file, server_file = directory / "ca.pem", directory / "server.pem"
     ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))

@@ -898,17 +898,23 @@ def test_a_key_set_url_naming_this_host_in_a_spelling_the_checks_would_misread_i
     assert check_key_set_url(f"https://keys.example.com.:8443{PATH}") is None  # a final dot on another name is fine
 
 
-async def test_a_certificate_for_another_host_is_told_as_such_not_as_an_untrusted_ca(tmp_path, clock):
+@pytest.mark.parametrize("with_address, host, mismatch", [
+    (True, "localhost", "Hostname mismatch"),  # a certificate for 127.0.0.1 and idp.test, asked for as localhost
+    (False, "127.0.0.1", "IP address mismatch"),  # one for idp.test alone, asked for by address
+])
+async def test_a_certificate_for_another_host_is_told_as_such_not_as_an_untrusted_ca(tmp_path, clock, with_address,
+                                                                                      host, mismatch):
     """The CA was in JWKS_CA_FILE and the hint sent the operator there (found by a review)."""
-    ca_file, certificate = private_ca(tmp_path)
-    tls = KeyServer(certificate)  # a certificate for 127.0.0.1 and idp.test, asked for as localhost
+    ca_file, certificate = private_ca(tmp_path, with_address=with_address)
+    tls = KeyServer(certificate)
     cache = KeySetCache(msgspec.structs.replace(SETTINGS, jwks_ca_file=str(ca_file)), clock=clock)
     try:
-        view = await cache.view(f"https://localhost:{tls.port}{PATH}", None)
+        view = await cache.view(f"https://{host}:{tls.port}{PATH}", None)
     finally:
         await cache.aclose()
         tls.stop()
     assert view.error is not None and view.error.startswith("ConnectError: the TLS certificate is for another host")
+    assert mismatch in view.error
 
 
 async def test_a_discovered_key_set_whose_host_only_httpx_reads_as_loopback_is_refused(server, clock):
