@@ -208,6 +208,73 @@ def _closed_objects(schemas: dict[str, Any]) -> None:
             schema["additionalProperties"] = False
 
 
+# JSON Schema's limits on a value, as msgspec writes them from `Meta` (_request_limits).
+_LIMITS = ("minLength", "maxLength", "pattern", "minItems", "maxItems", "minProperties", "maxProperties", "minimum",
+           "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "propertyNames")
+
+
+def _same_kind(ours: Any, theirs: dict[str, Any]) -> bool:
+    if not isinstance(ours, dict):
+        return False
+    if "$ref" in theirs or "$ref" in ours:
+        return ours.get("$ref") == theirs.get("$ref")
+    return ours.get("type") == theirs.get("type") or ("enum" in ours and "enum" in theirs)
+
+
+def _add_limits(ours: Any, theirs: Any) -> None:
+    """Copy into Litestar's schema of a value (`ours`) the limits msgspec's schema of it (`theirs`) states and it
+    left out, descending into union members (matched by type or $ref), array items and map values."""
+    if not isinstance(ours, dict) or not isinstance(theirs, dict):
+        return
+    members, others = ours.get("oneOf") or ours.get("anyOf"), theirs.get("anyOf") or theirs.get("oneOf")
+    if members and others:
+        for other in others:
+            _add_limits(next((member for member in members if _same_kind(member, other)), None), other)
+        return
+    for key in _LIMITS:
+        if key in theirs and key not in ours:
+            ours[key] = theirs[key]
+    for key in ("items", "additionalProperties"):
+        _add_limits(ours.get(key), theirs.get(key))
+
+
+def _schema_refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            yield ref.rsplit("/", 1)[1]
+        for value in node.values():
+            yield from _schema_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _schema_refs(value)
+
+
+def _request_limits(doc: dict[str, Any]) -> None:
+    """The limits of request bodies that Litestar's generator drops: it keeps a `Meta` limit on a field's own type
+    but not on a list's items, a map's keys or values, or one member of a union, so a body the document allowed
+    (`"issuer": ""`, a 129-character authorizer id, 257 request headers) was answered 422 (found by a review).
+    msgspec's own schema of each Struct a request body reaches states them all; they are copied in."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    classes: dict[str, list[type]] = {}
+    for cls in _structs():
+        classes.setdefault(cls.__name__, []).append(cls)
+    pending = [name for path_item in doc.get("paths", {}).values() for operation in path_item.values()
+               if isinstance(operation, dict) for name in _schema_refs(operation.get("requestBody"))]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in schemas:
+            continue
+        seen.add(name)
+        pending.extend(_schema_refs(schemas[name]))
+        if len(classes.get(name, ())) != 1:
+            continue  # not a Struct, or a name two Structs share: which one the schema describes is unknown
+        _, components = msgspec.json.schema_components(classes[name], ref_template="#/components/schemas/{name}")
+        for field, theirs in components.get(name, {}).get("properties", {}).items():
+            _add_limits(schemas[name].get("properties", {}).get(field), theirs)
+
+
 def _preset_parameters(operation: dict[str, Any] | None) -> None:
     """The presets' own query parameters (tenant_domain, region...): each preset takes some of them, and an
     unknown one is 422. Litestar sees only `audience`, the one the handler declares."""
@@ -253,6 +320,7 @@ def document(app: Litestar) -> dict[str, Any]:
                     content["examples"] = {"example": {"summary": example.summary, "value": example.value}}
     _api_keys(doc, bool(getattr(getattr(app.state, "settings", None), "api_keys", ())))
     _complete(doc)
+    _request_limits(doc)
     _closed_objects(doc.get("components", {}).get("schemas", {}))
     _preset_parameters(doc.get("paths", {}).get("/v1/presets/{provider}", {}).get("get"))
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
