@@ -9,6 +9,7 @@ from every window of its budget or from none. A storage that fails is counted an
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import inspect
 import math
@@ -138,17 +139,28 @@ def _storage(uri: str) -> Any:
                                retry=Retry(NoBackoff(), 0))  # type: ignore[arg-type]
         # The URL's query options reach a connection only when it is made: one built now (not connected) refuses
         # those the client does not take (`?protocol=4`, `?bogus=1`, `?ssl_cert_reqs=` without TLS). They started,
-        # and every decision then failed on the storage (found by a review).
-        ConnectionPool.from_url(uri.replace("redis+unix", "unix", 1)).make_connection()  # (limits' own spelling)
+        # and every decision then failed on the storage (found by a review), as did a codec Python does not have.
+        connection = ConnectionPool.from_url(uri.replace("redis+unix", "unix", 1)).make_connection()  # (limits')
+        codecs.lookup(connection.encoder.encoding)
     except TypeError:  # "__init__() got an unexpected keyword argument"
         raise SettingsError("RATE_LIMIT_STORAGE: the URL's query names an option the Redis client does not take "
                             "(or one that needs rediss://)") from None
-    except (ConfigurationError, ValueError, RedisError) as exc:  # what settings cannot see, such as ?db=abc
+    except (ConfigurationError, ValueError, LookupError, RedisError) as exc:  # what settings cannot see: ?db=abc
         message = str(exc).replace(uri, "the URL")
         for values in parse_qs(urlsplit(uri).query).values():  # an option's value is never shown
             for value in values:
                 message = message.replace(value, "...") if value else message
         raise SettingsError(f"RATE_LIMIT_STORAGE: {message}") from None
+    except Exception as exc:  # noqa: BLE001 - the client's own failure on a value (?retry=x: an AttributeError)
+        raise SettingsError(f"RATE_LIMIT_STORAGE: an option in the URL's query is not one the Redis client can use "
+                            f"({type(exc).__name__})") from None
+    # Values the client takes and every command then fails on (found by a review): a timeout not above zero, a
+    # database index no Redis has.
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        if getattr(connection, name, None) is not None and not getattr(connection, name) > 0:
+            raise SettingsError(f"RATE_LIMIT_STORAGE: {name} must be a number of seconds above 0")
+    if not 0 <= (getattr(connection, "db", 0) or 0) < 2 ** 31:
+        raise SettingsError("RATE_LIMIT_STORAGE: db must be a database index from 0")
     return storage
 
 
@@ -363,9 +375,14 @@ class Budgets:
                               str(items[index]))
 
     async def state(self) -> dict[str, Any]:
-        """For /readyz: the backend, whether it answers now, and the storage errors counted so far."""
+        """For /readyz: the backend, whether it takes a write now, and the storage errors counted so far. A PING
+        alone said ok of a Redis that answers it but refuses every decision's script: one out of memory under
+        `noeviction`, or demoted to a replica by a failover (READONLY; found by a review)."""
         try:
             ok = bool(await _ready(self.storage.check()))
+            if ok and self.backend == "redis":
+                bridge = self.storage.bridge
+                await bridge.get_connection().set(bridge.prefixed_key("readyz-probe"), "1", px=10_000)
         except Exception:  # noqa: BLE001 - a probe never fails readiness with an exception
             ok = False
         return {"backend": self.backend, "ok": ok, "storage_errors": self.storage_errors}

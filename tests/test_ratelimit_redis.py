@@ -199,6 +199,33 @@ def test_redis_down_on_storage_error_decides_without_a_5xx(redis, on_error, allo
     assert ready.json()["rate_limit_storage"] == {"backend": "redis", "ok": False, "storage_errors": 4}
 
 
+@pytest.mark.parametrize("refusing, restoring", [
+    ([("CONFIG", "SET", "maxmemory-policy", "noeviction"), ("CONFIG", "SET", "maxmemory", "1")],
+     [("CONFIG", "SET", "maxmemory", "0")]),  # out of memory: writes refused with OOM
+    ([("REPLICAOF", "127.0.0.1", "free")], [("REPLICAOF", "NO", "ONE")]),  # demoted by a failover: READONLY
+], ids=["out-of-memory", "read-only-replica"])
+def test_readiness_says_the_storage_is_not_ok_while_redis_answers_pings_but_refuses_writes(redis, refusing,
+                                                                                             restoring):
+    """A PING was all /readyz tried: it said ok while every decision was a storage error (found by a review)."""
+    import redis as redis_client
+
+    admin = redis_client.Redis.from_url(redis.url)
+    with ExitStack() as stack:
+        (client,) = instances(stack, redis, 1, per_minute=100, key="claim:sub")
+        assert decide(client)["rate_limit"]["storage_error"] is False
+        assert client.get("/readyz").json()["rate_limit_storage"]["ok"] is True
+        for command in refusing:
+            admin.execute_command(*(str(free_port()) if part == "free" else part for part in command))
+        refused = [decide(client, sub=f"user-{index}")["rate_limit"]["storage_error"] for index in range(2)]
+        storage = client.get("/readyz").json()["rate_limit_storage"]
+        for command in restoring:
+            admin.execute_command(*command)
+        after = client.get("/readyz").json()["rate_limit_storage"]
+    admin.close()
+    assert refused == [True, True] and storage["ok"] is False and storage["storage_errors"] == 2
+    assert after["ok"] is True
+
+
 def test_service_recovers_when_redis_comes_back(redis):
     with ExitStack() as stack:
         (client,) = instances(stack, redis, 1, per_minute=2)

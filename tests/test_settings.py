@@ -81,7 +81,14 @@ def test_good_settings_are_read_as_given():
     ("?protocol=4", "protocol must be either 2 or 3"),
     ("?bogus=hunter2", "names an option the Redis client does not take"),
     ("?ssl_cert_reqs=none", "names an option the Redis client does not take (or one that needs rediss://)"),
-], ids=["db-not-a-number", "protocol-not-a-number", "protocol-4", "unknown-option", "tls-option-without-tls"])
+    # Found by a review: a traceback (AttributeError), and three that started with every decision failing.
+    ("?retry=hunter2", "an option in the URL's query is not one the Redis client can use (AttributeError)"),
+    ("?encoding=hunter2", "unknown encoding: ..."),
+    ("?socket_connect_timeout=-1", "socket_connect_timeout must be a number of seconds above 0"),
+    ("?socket_timeout=0", "socket_timeout must be a number of seconds above 0"),
+    ("?db=99999999999999999999999", "db must be a database index from 0"),
+], ids=["db-not-a-number", "protocol-not-a-number", "protocol-4", "unknown-option", "tls-option-without-tls",
+        "retry-not-an-object", "unknown-encoding", "negative-connect-timeout", "zero-timeout", "db-out-of-range"])
 def test_a_redis_url_the_storage_refuses_stops_startup_naming_the_variable_not_the_url(query, says):
     from app.server import create_app
 
