@@ -17,6 +17,7 @@ COPY presets ./presets
 COPY profiles ./profiles
 USER app
 EXPOSE 8000
+# Never through HTTP_PROXY, which Docker's client `proxies` setting puts in every container (found by a review).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD ["python", "-c", "import os,sys,urllib.request; h=os.environ.get('HOST', '127.0.0.1'); h={'0.0.0.0': '127.0.0.1', '::': '::1'}.get(h, h); h='[%s]' % h if ':' in h else h; sys.exit(0 if urllib.request.urlopen('http://%s:%s/healthz' % (h, os.environ.get('PORT', '8000')), timeout=2).status == 200 else 1)"]
+  CMD ["python", "-c", "import os,sys,urllib.request; h=os.environ.get('HOST', '127.0.0.1'); h={'0.0.0.0': '127.0.0.1', '::': '::1'}.get(h, h); h='[%s]' % h if ':' in h else h; sys.exit(0 if urllib.request.build_opener(urllib.request.ProxyHandler({})).open('http://%s:%s/healthz' % (h, os.environ.get('PORT', '8000')), timeout=2).status == 200 else 1)"]
 CMD ["python", "-m", "app"]

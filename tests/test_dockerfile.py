@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +37,6 @@ def test_image_runs_python_m_app_as_non_root_with_healthcheck_on_healthz():
 
 
 def _ipv6_loopback() -> bool:
-    import socket
-
     try:
         with socket.socket(socket.AF_INET6) as sock:
             sock.bind(("::1", 0))
@@ -46,16 +45,26 @@ def _ipv6_loopback() -> bool:
         return False
 
 
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1"])
 def test_the_healthcheck_command_reaches_a_running_service_wherever_it_listens(host):
-    """The HEALTHCHECK's own Python, run against `python -m app` listening on HOST and PORT."""
+    """The HEALTHCHECK's own Python, run against `python -m app` listening on HOST and PORT, with HTTP_PROXY set
+    as Docker's client `proxies` setting sets it in every container: urlopen sent the check to the proxy (found by
+    a review)."""
     if ":" in host and not _ipv6_loopback():
         pytest.skip("no IPv6 loopback on this machine")
     command = json.loads(re.search(r"^\s+CMD (\[.*\])$", DOCKERFILE[DOCKERFILE.index("HEALTHCHECK"):], re.M).group(1))
     assert command[:2] == ["python", "-c"]
     service = Service({"HOST": host})
     try:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOST": host, "PORT": str(service.port)}
+        nothing = f"http://127.0.0.1:{_closed_port()}"
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOST": host, "PORT": str(service.port),
+               "HTTP_PROXY": nothing, "http_proxy": nothing, "NO_PROXY": "localhost"}
         assert subprocess.run([sys.executable, "-c", command[2]], env=env, timeout=30).returncode == 0
     finally:
         service.stop()
