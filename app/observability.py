@@ -483,5 +483,9 @@ def observe_decision(decision: Any) -> None:
     rate_limit = decision.rate_limit
     record_decision(decision.authorizer, decision.decision, decision.reason,
                     bool(rate_limit is not None and rate_limit.storage_error))
-    annotate(authorizer=decision.authorizer, decision=decision.decision, reason=decision.reason,
-             rule=decision.rule.id if decision.rule is not None else None)
+    rule = decision.rule.id if decision.rule is not None else None
+    # An inline authorizer's rule id is the caller's text: one shaped like a token was logged whole (found by a
+    # review). The answer names it; the log says which rule by its index.
+    if rule is not None and holds_jwt(rule):
+        rule = f"[redacted: rule {decision.rule.index}]"
+    annotate(authorizer=decision.authorizer, decision=decision.decision, reason=decision.reason, rule=rule)

@@ -378,6 +378,40 @@ def test_a_configured_key_set_is_recorded_past_the_cap_that_sets_only_requests_n
     assert ("jwks_last_success_timestamp_seconds", frozenset({("jwks_uri", requested)})) not in metrics
 
 
+def test_a_token_in_a_key_set_url_or_a_rule_id_reaches_neither_the_logs_nor_the_metrics(capsys):
+    """Found by a review: the label of an inline policy's jwks_uri kept its path whole, so a token placed there was
+    in the `jwks_fetched` line and in the open /metrics; a rule id shaped like a token was logged as the rule."""
+    server = KeyServer()
+    key = key_for("RS256", "obs-path")
+    token, other = mint(live_claims(), key), mint(live_claims(sub="other"), key)
+    shaped = other[:60] + "." + other.rsplit(".", 1)[1][:40]  # a rule id up to 256 characters, shaped like a token
+    for placed in (token, other):
+        server.documents[f"/{placed}/jwks.json"] = jwks(key)
+
+    def authorize(placed: str) -> dict[str, Any]:
+        policy = {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+                  "jwks_uri": server.url(f"/{placed}/jwks.json")}
+        return client.post("/v1/authorize", json={
+            "authorizer": {"policy": policy, "rules": [{"id": shaped, "effect": "allow"}]},
+            "request": {"method": "GET", "path": "/x", "headers": {"authorization": f"Bearer {token}"}}}).json()
+
+    try:
+        with TestClient(create_app(Settings(jwks_uri_allowlist=("127.0.0.1",)))) as client:
+            answers = [authorize(token), authorize(other)]
+            text = client.get("/metrics").text
+    finally:
+        server.stop()
+    log = capsys.readouterr().out
+    assert [answer["decision"] for answer in answers] == ["allow", "allow"]
+    assert answers[0]["rule"]["id"] == shaped  # the caller's own text, answered to the caller
+    for placed in (token, other, shaped):
+        for part in filter(None, placed.split(".")):
+            assert part not in log and part not in text
+    assert '"rule":"[redacted: rule 0]"' in log and '"jwks_fetched"' in log
+    labels = set(re.findall(r'jwks_last_success_timestamp_seconds\{jwks_uri="(http://\[redacted [0-9a-f]{12}\])"', text))
+    assert len(labels) == 2  # the two sets told apart
+
+
 @pytest.mark.parametrize("uri, label", [
     ("https://idp.example.com/jwks", "https://idp.example.com/jwks"),
     ("https://user:pass@idp.example.com:8443/jwks?token=s3cr3t&sig=s1gn4ture#x",
