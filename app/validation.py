@@ -21,7 +21,7 @@ from app.checks.time import check_lifetime, numeric_date, time_findings, time_wi
 from app.findings import CHECK_ORDER, Finding, Status, finding
 from app.keys import ALGORITHMS, MAX_KEYS_TRIED, MIN_RSA_BITS, KeyEntry, KeyView
 from app.policy import CompiledPolicy, normalise_typ
-from app.token import WHITESPACE, MalformedToken, ParsedToken, parse
+from app.token import WHITESPACE, MalformedToken, ParsedToken, decoded_weight, parse
 
 # `time` has no check here: it depends on `now`, so `_assemble` decides it on every call (cache hits too).
 CHECKS: tuple[tuple[str, Check | None], ...] = (
@@ -89,7 +89,7 @@ class Verified(msgspec.Struct, frozen=True, gc=False):
     # lower <= now + skew (upper None: never).
     upper: Any
     lower: Any
-    weight: int = 0  # the parsed token's weight (app.token.decoded_weight): what the cache charges for it
+    weight: int = 0  # the parsed token's weight and its findings' (app.token.decoded_weight): what the cache charges
 
 
 class VerifiedCache:
@@ -99,7 +99,8 @@ class VerifiedCache:
     changed are unreachable (its version is part of the key) and age out; `forget_version` drops them at once.
 
     Bounded twice: by `size` entries, and by `max_bytes` (BYTES_PER_ENTRY a slot by default) of their estimated
-    memory, ENTRY_OVERHEAD plus the entry's `weight` (an upper bound of its decoded header and claims).
+    memory, ENTRY_OVERHEAD plus the entry's `weight` (an upper bound of its decoded header and claims, and of its
+    findings).
     Counting entries alone let 10,000 forged 16 KiB tokens of `0.5,0.5,...` hold 1.7 GB (found by a review). The
     weight overestimates (by ~2x for a realistic token of ~3 KiB, a Keycloak token ~8 KiB): such tokens fill every
     slot, and tokens with hundreds of groups (~20 KiB) share the budget, fewer of them kept.
@@ -188,6 +189,9 @@ def _malformed(exc: MalformedToken, tid: str) -> ValidationResult:
     return ValidationResult(False, summarise([item])[1], statuses, [item], tid, header=exc.header, claims=exc.claims)
 
 
+_encode_findings = msgspec.json.Encoder().encode
+
+
 def _verified(header: dict[str, Any], claims: dict[str, Any], key: KeyInfo | None,
               results: dict[str, list[Finding] | None], statuses: dict[str, Status], policy: CompiledPolicy,
               weight: int) -> Verified:
@@ -198,6 +202,9 @@ def _verified(header: dict[str, Any], claims: dict[str, Any], key: KeyInfo | Non
     after_time = collect(CHECK_ORDER[_TIME + 1:])
     findings = to_key + to_audience + after_time
     valid, summary = summarise(list(findings))
+    if findings:  # what the findings hold, bounded as decoding their JSON would hold it: a policy of 64 required
+        # scopes and claims made each forged token's entry hold ~140 KB against the 2.7 charged (found by a review)
+        weight += decoded_weight(_encode_findings(findings))
     return Verified(header, claims, key, to_key, to_audience, after_time, statuses, findings, valid, summary,
                     *_times(claims, policy), weight)
 

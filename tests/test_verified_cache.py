@@ -183,6 +183,34 @@ def test_forged_tokens_of_hostile_shape_cannot_fill_memory_beyond_the_byte_budge
     assert len(rsa_calls) == 40 + 40  # the last token replayed: no signature work
 
 
+@pytest.mark.parametrize("scope_length, cached", [(8, True), (680, False)], ids=["short-scopes", "long-scopes"])
+def test_the_findings_of_a_cached_answer_are_charged_to_the_byte_budget_too(rsa_calls, scope_length, cached):
+    """Found by a review: only the token was charged, and a caller's policy of 64 required scopes and 64 required
+    claims made each forged token's answer hold 64-128 findings (~140 KB an entry against 2.7 KB charged), 1.4 GB
+    a worker at the default size. An answer too large for the budget is not cached at all."""
+    import tracemalloc
+
+    cache = VerifiedCache(200)  # a budget of 2.4 MB
+    compiled = policy(required_scopes=[f"{index:02d}" + "x" * scope_length for index in range(64)],
+                      required_claims=[f"{index:02d}" + "c" * 180 for index in range(64)])
+    forger = key_for("RS256", "forger")
+    tokens = [mint(claims(jti=str(index)), forger) for index in range(40)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for token in tokens:
+            result = run(token, compiled, cache)
+            assert len(result.findings) == 129  # the signature, 64 claims, 64 scopes
+        del result
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held <= cache.max_bytes, held
+    assert (len(cache) > 0) is cached
+    run(tokens[-1], compiled, cache)
+    assert len(rsa_calls) == 40 + (0 if cached else 1)  # a cached answer replayed: no signature work
+
+
 def test_a_large_header_is_not_memoised():
     """The memo of decoded headers is bounded by count and by weight: 256 hostile headers of a 16 KiB token held
     ~30 MB a worker. Found by a review."""

@@ -237,9 +237,10 @@ def check_required_claims_for(policy: CompiledPolicy, claims: dict[str, Any], fi
             missing = missing[:1]
         shown = _bounded(granted)
         unread = _unread_scopes(claims) if missing and not first else []  # (hints: not asked for by `first`)
+        required = list(policy.required_scopes)  # one list for every finding (a cached entry holds them all)
         for scope in missing:
             findings.append(finding("SCOPE_MISSING", f"scope {scope!r} is not granted",
-                                    {"scope": scope, "required": list(policy.required_scopes), **shown,
+                                    {"scope": scope, "required": required, **shown,
                                      "missing": missing},
                                     _SPACED_SCOPE if scope != scope.strip() or len(scope.split()) > 1 else
                                     next((hint for held, hint in unread if scope in held), None) or
