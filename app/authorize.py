@@ -198,8 +198,8 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
     def deny(reason: Reason, status: int, **fields: Any) -> Decision:
         return Decision(False, "deny", status, reason, realm, **fields)
 
-    raw_path, query_text = split_target(request.target)
     try:
+        raw_path, query_text = split_target(request.target)
         path, dotted = path_spellings(raw_path)
     except PathRejected as exc:
         return deny("path_rejected", 400, trace=_trace("path", request, None, str(exc)) if explain else None)

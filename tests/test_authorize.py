@@ -479,6 +479,23 @@ def test_query_values_are_matched_decoded_with_their_white_space_as_the_readme_s
     assert decided(r"^\s*1\s*$") == ("allow" if query == "debug=1%00" else "deny")
 
 
+@pytest.mark.parametrize("target, refused", [
+    ("/x?debug#=1", True), ("/x?debug=1#", True), ("/x?a=1&debug#", True), ("/x?a=b c", True),
+    ("/x?a=\tb", True), ("/x?debug=%23", False), ("/x#frag", True),
+])
+def test_a_query_holding_a_raw_hash_space_or_control_character_is_path_rejected(client, target, refused):
+    """Found by a review, behind nginx and Caddy: both forward a raw `#` in X-Forwarded-Uri, where it was read as
+    part of a parameter's name (`debug#`) while the upstream reads a fragment and its parameter `debug`."""
+    rules = [{"id": "no-debug", "effect": "deny", "query": [{"name": {"pattern": "^debug$"}}]}]
+    doc = {"policy": rs256_policy(), "default_effect": "allow", "rules": rules}
+    body = decide(client, doc, path=target, bearer=token())
+    assert (body["decision"], body["reason"], body["status"]) == (
+        ("deny", "path_rejected", 400) if refused else ("deny", "rule_denied", 403))
+    forward = client.get("/v1/forward-auth/api-standard", headers={
+        "X-Forwarded-Method": "GET", "X-Forwarded-Uri": target, "Authorization": f"Bearer {token(**{PLAN: 'free'})}"})
+    assert (forward.status_code == 400) is refused
+
+
 def test_a_query_token_found_differently_when_split_at_semicolons_is_an_ambiguous_request(client):
     """Found by a review: the `;` reading ignored tokens, so `?access_token=A&x=1;access_token=F` was decided on A
     while Rack 2 hands its application F."""

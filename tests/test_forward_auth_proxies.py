@@ -238,7 +238,10 @@ def test_bad_token_is_401_invalid_token(stack):
     ("/v1/organisations//acme/./reports", 200),
     ("/v1/organisations/evil/../acme", 403),  # an upstream routing it as sent would serve evil's subtree
     ("/v1/organisations/acme%2Fevil", None),  # the service's 400, as the proxy reports a refusal
-], ids=["dot-dot", "encoded-dot-dot", "slashes-and-dot", "dots-into-own-org", "encoded-slash"])
+    # Both proxies forward a raw `#` in X-Forwarded-Uri and the upstream reads a fragment from it: `?debug#=1`
+    # got past a deny on `debug` (found by a review).
+    ("/v1/organisations/acme/reports?debug#=1", None),
+], ids=["dot-dot", "encoded-dot-dot", "slashes-and-dot", "dots-into-own-org", "encoded-slash", "raw-hash-in-query"])
 def test_raw_targets_are_normalised_or_refused_by_the_service(stack, target, status):
     before = len(stack.upstream.seen)
     expected = stack.refused_status if status is None else status
