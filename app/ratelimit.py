@@ -9,7 +9,6 @@ from every window of its budget or from none. A storage that fails is counted an
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import inspect
 import math
@@ -139,13 +138,12 @@ def _storage(uri: str) -> Any:
                                retry=Retry(NoBackoff(), 0))  # type: ignore[arg-type]
         # The URL's query options reach a connection only when it is made: one built now (not connected) refuses
         # those the client does not take (`?protocol=4`, `?bogus=1`, `?ssl_cert_reqs=` without TLS). They started,
-        # and every decision then failed on the storage (found by a review), as did a codec Python does not have.
+        # and every decision then failed on the storage (found by a review).
         connection = ConnectionPool.from_url(uri.replace("redis+unix", "unix", 1)).make_connection()  # (limits')
-        codecs.lookup(connection.encoder.encoding)
     except TypeError:  # "__init__() got an unexpected keyword argument"
         raise SettingsError("RATE_LIMIT_STORAGE: the URL's query names an option the Redis client does not take "
                             "(or one that needs rediss://)") from None
-    except (ConfigurationError, ValueError, LookupError, RedisError) as exc:  # what settings cannot see: ?db=abc
+    except (ConfigurationError, ValueError, RedisError) as exc:  # what settings cannot see: ?db=abc
         message = str(exc).replace(uri, "the URL")
         for values in parse_qs(urlsplit(uri).query).values():  # an option's value is never shown
             for value in values:
@@ -154,8 +152,15 @@ def _storage(uri: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - the client's own failure on a value (?retry=x: an AttributeError)
         raise SettingsError(f"RATE_LIMIT_STORAGE: an option in the URL's query is not one the Redis client can use "
                             f"({type(exc).__name__})") from None
-    # Values the client takes and every command then fails on (found by a review): a timeout not above zero, a
-    # database index no Redis has.
+    # Values the client takes and every command then fails on (found by reviews): an encoding that does not write
+    # commands as ASCII (unknown, utf-16, rot13), a timeout not above zero, a database index no Redis has.
+    try:
+        readable = "PING".encode(connection.encoder.encoding) == b"PING"
+    except LookupError:
+        readable = False
+    if not readable:
+        raise SettingsError("RATE_LIMIT_STORAGE: encoding must be a text encoding writing ASCII as ASCII, such as "
+                            "utf-8")
     for name in ("socket_timeout", "socket_connect_timeout"):
         if getattr(connection, name, None) is not None and not getattr(connection, name) > 0:
             raise SettingsError(f"RATE_LIMIT_STORAGE: {name} must be a number of seconds above 0")
@@ -259,6 +264,11 @@ for i = 1, n do
 end
 return out
 """
+
+
+# /readyz's write: a one-second fixed window of its own (no authorizer id holds parentheses) it never exhausts.
+_PROBE = RateLimit((_WINDOWS[0][1](1_000_000_000),), False, None, False, 429)
+_PROBE_KEY = ("(readyz)", "fixed")
 
 
 class Budgets:
@@ -375,14 +385,14 @@ class Budgets:
                               str(items[index]))
 
     async def state(self) -> dict[str, Any]:
-        """For /readyz: the backend, whether it takes a write now, and the storage errors counted so far. A PING
-        alone said ok of a Redis that answers it but refuses every decision's script: one out of memory under
-        `noeviction`, or demoted to a replica by a failover (READONLY; found by a review)."""
+        """For /readyz: the backend, whether it takes a decision's write now, and the storage errors counted so far.
+        A PING alone said ok of a Redis that answers it but refuses every decision's script: one out of memory
+        under `noeviction`, or demoted to a replica by a failover (READONLY; found by a review)."""
         try:
             ok = bool(await _ready(self.storage.check()))
-            if ok and self.backend == "redis":
-                bridge = self.storage.bridge
-                await bridge.get_connection().set(bridge.prefixed_key("readyz-probe"), "1", px=10_000)
+            if ok and self.backend == "redis":  # as a decision writes: the same script, keys and commands, so a
+                # Redis user allowed only what decisions use passes (a SET of another key failed; found by a review)
+                await self._take_in_redis(_PROBE, _PROBE_KEY, time.time())
         except Exception:  # noqa: BLE001 - a probe never fails readiness with an exception
             ok = False
         return {"backend": self.backend, "ok": ok, "storage_errors": self.storage_errors}

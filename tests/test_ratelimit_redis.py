@@ -72,8 +72,9 @@ def authorizers(**rate_limit: Any) -> str:
                                "rate_limit": rate_limit}})
 
 
-def instances(stack: ExitStack, redis: RedisServer, count: int, **rate_limit: Any) -> list[TestClient[Any]]:
-    settings = Settings(authorizers_json=authorizers(**rate_limit), rate_limit_storage=redis.url)
+def instances(stack: ExitStack, redis: RedisServer, count: int, url: str | None = None,
+              **rate_limit: Any) -> list[TestClient[Any]]:
+    settings = Settings(authorizers_json=authorizers(**rate_limit), rate_limit_storage=url or redis.url)
     return [stack.enter_context(TestClient(create_app(settings, clock=FixedClock()), raise_server_exceptions=False))
             for _ in range(count)]
 
@@ -224,6 +225,24 @@ def test_readiness_says_the_storage_is_not_ok_while_redis_answers_pings_but_refu
     admin.close()
     assert refused == [True, True] and storage["ok"] is False and storage["storage_errors"] == 2
     assert after["ok"] is True
+
+
+def test_readiness_says_ok_for_a_redis_user_allowed_only_what_decisions_use(redis):
+    """Found by a review: the probe was a SET of a key outside the budgets', which such a user may not send."""
+    import redis as redis_client
+
+    admin = redis_client.Redis.from_url(redis.url)
+    admin.execute_command("ACL", "SETUSER", "decisions", "on", ">decisions-pw", "~LIMITS:LIMITER/*", "+ping",
+                          "+evalsha", "+eval", "+script|load", "+hello", "+client", "+select", "+auth", "+get",
+                          "+incr", "+expire", "+pttl", "+lindex", "+lpush", "+ltrim", "+llen")
+    admin.close()
+    with ExitStack() as stack:
+        (client,) = instances(stack, redis, 1, f"redis://decisions:decisions-pw@127.0.0.1:{redis.port}/0",
+                              per_minute=100)
+        answers = [decide(client) for _ in range(2)]
+        storage = client.get("/readyz").json()["rate_limit_storage"]
+    assert [answer["rate_limit"]["storage_error"] for answer in answers] == [False, False]
+    assert storage == {"backend": "redis", "ok": True, "storage_errors": 0}
 
 
 def test_service_recovers_when_redis_comes_back(redis):

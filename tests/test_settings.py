@@ -83,12 +83,14 @@ def test_good_settings_are_read_as_given():
     ("?ssl_cert_reqs=none", "names an option the Redis client does not take (or one that needs rediss://)"),
     # Found by a review: a traceback (AttributeError), and three that started with every decision failing.
     ("?retry=hunter2", "an option in the URL's query is not one the Redis client can use (AttributeError)"),
-    ("?encoding=hunter2", "unknown encoding: ..."),
+    ("?encoding=hunter2", "encoding must be a text encoding writing ASCII as ASCII"),
+    ("?encoding=utf-16", "encoding must be a text encoding writing ASCII as ASCII"),
+    ("?encoding=rot13", "encoding must be a text encoding writing ASCII as ASCII"),
     ("?socket_connect_timeout=-1", "socket_connect_timeout must be a number of seconds above 0"),
     ("?socket_timeout=0", "socket_timeout must be a number of seconds above 0"),
     ("?db=99999999999999999999999", "db must be a database index from 0"),
 ], ids=["db-not-a-number", "protocol-not-a-number", "protocol-4", "unknown-option", "tls-option-without-tls",
-        "retry-not-an-object", "unknown-encoding", "negative-connect-timeout", "zero-timeout", "db-out-of-range"])
+        "retry-not-an-object", "unknown-encoding", "utf-16", "not-a-text-encoding", "negative-connect-timeout", "zero-timeout", "db-out-of-range"])
 def test_a_redis_url_the_storage_refuses_stops_startup_naming_the_variable_not_the_url(query, says):
     from app.server import create_app
 
