@@ -54,6 +54,7 @@ _SELF_HOSTED = r"(?:" + _IPV4 + "|" + _LABELS + r")(?::" + _PORT + ")?"
 _REGION = r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}"
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 MAX_AUDIENCES = 64
+MAX_AUDIENCE_LENGTH = 2048  # as an inline policy's (app.policy.NonEmpty)
 # What a provider's name looks like: a text that does not is never echoed (a token or a secret pasted into the
 # wrong place, a 7,000-character path segment).
 NAME_LIKE = re.compile(r"[a-z0-9_-]{1,32}")
@@ -245,9 +246,12 @@ class Preset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if name == "audience":
                 audiences = list(dict.fromkeys(part.strip() for item in items for part in item.split(",")
                                                if part.strip()))
-                if not audiences or len(audiences) > MAX_AUDIENCES or any(len(a) > 2048 for a in audiences):
+                if not audiences or len(audiences) > MAX_AUDIENCES:
                     problems.append(Problem(("audience",), f"expected 1 to {MAX_AUDIENCES} audiences (repeat the "
                                                            "parameter or separate them with commas)"))
+                elif any(len(audience) > MAX_AUDIENCE_LENGTH for audience in audiences):  # (it said "1 to 64")
+                    problems.append(Problem(("audience",), f"an audience is at most {MAX_AUDIENCE_LENGTH:,} "
+                                                           "characters"))
             elif name not in self.parameters:
                 takes = ", ".join([*self.parameters, "audience"])
                 named = NAME_LIKE.fullmatch(name) is not None  # a text no name is (a token) is never echoed

@@ -286,6 +286,17 @@ def test_unknown_missing_or_repeated_parameter_is_422(client, query, loc, kind):
     assert [(error["loc"], error["type"]) for error in response.json()["errors"]] == [(loc, kind)]
 
 
+@pytest.mark.parametrize("audiences, says", [
+    ([f"api-{index}" for index in range(65)], "expected 1 to 64 audiences"),
+    (["a" * 2049], "an audience is at most 2,048 characters"),  # (found by a review: it said "1 to 64")
+])
+def test_too_many_or_too_long_audiences_are_422_saying_which(client, audiences, says):
+    query = "&".join(f"audience={audience}" for audience in audiences)
+    response = client.get(f"/v1/presets/auth0?tenant_domain=acme.us.auth0.com&{query}")
+    assert response.status_code == 422 and says in response.json()["errors"][0]["msg"]
+    assert client.get(f"/v1/presets/auth0?tenant_domain=acme.us.auth0.com&audience={'a' * 2048}").status_code == 200
+
+
 def test_an_unknown_parameter_that_is_no_name_is_not_echoed(client):
     """Found by a review: a token given as a query parameter's name came back in the 422's detail and loc."""
     secret = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"

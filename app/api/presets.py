@@ -57,7 +57,8 @@ class PresetController(Controller):
                          presets: NamedDependency[Presets],
                          audience: Annotated[list[str] | None, QueryParameter(
                              name="audience", required=False,
-                             description="Audiences of the filled policy (repeat it or separate with commas)."
+                             description="Audiences of the filled policy (repeat it or separate with commas): 1 "
+                                         "to 64 in all, each at most 2,048 characters."
                          )] = None) -> PresetView:
         # `audience` is declared for the OpenAPI document; it is read below with the preset's own parameters.
         preset = presets.get(provider)
