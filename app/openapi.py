@@ -140,7 +140,10 @@ def _complete(doc: dict[str, Any]) -> None:
                                     "content": copy.deepcopy(_PROBLEM)}
             else:  # path_rejected as a decision, or a request Litestar cannot read (a bad Host)
                 bad.setdefault("content", {}).update(copy.deepcopy(_PROBLEM))
-            if "requestBody" in operation:  # app.api.strict_body
+            if "requestBody" in operation:  # app.api.fastpath._with_body; app.api.strict_body
+                responses["408"] = {"description": "The body did not arrive within BODY_TIMEOUT_SECONDS "
+                                                   "(`BODY_TIMEOUT`); the connection is closed",
+                                    "content": copy.deepcopy(_PROBLEM)}
                 responses["415"] = {"description": "The body is not sent as JSON (`UNSUPPORTED_MEDIA_TYPE`): send "
                                                    "Content-Type: application/json",
                                     "content": copy.deepcopy(_PROBLEM)}

@@ -216,7 +216,15 @@ BODY_INCOMPLETE = ProblemDetails("urn:jwt-decision:problem:body-incomplete", "In
                                  "malformed.", "BODY_INCOMPLETE")
 
 
+# Set in the scope when the body did not arrive within BODY_TIMEOUT_SECONDS (app.api.fastpath._with_body).
+BODY_TIMED_OUT = "jwt_decision.body_timed_out"
+BODY_TIMEOUT = ProblemDetails("urn:jwt-decision:problem:body-timeout", "Request body timeout", 408,
+                              "The request body did not arrive within BODY_TIMEOUT_SECONDS.", "BODY_TIMEOUT")
+
+
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if isinstance(exc, InternalServerException) and exc.detail == _DISCONNECTED and request.scope.get(BODY_TIMED_OUT):
+        return problem_response(BODY_TIMEOUT, {"Connection": "close"})  # RFC 9110 15.5.9
     if isinstance(exc, InternalServerException) and exc.detail == _DISCONNECTED:
         # The client's request, not a 500 of ours. It was answered `499` (nginx's status for a client that left,
         # with an empty body), which a client still connected read as an unknown status (found by a review).

@@ -164,7 +164,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     # Outside routing and exception handling, so every answer (404, 413 and 401 included) is counted and logged;
     # inside that, the hot routes' common case without Litestar's request and response handling.
     handler = ApiKeyGate(app.asgi_handler, api_keys) if api_keys else app.asgi_handler
-    app.asgi_handler = Observe(FastPath(handler, verifier, authorizers, api_keys, settings.max_body_bytes),
+    app.asgi_handler = Observe(FastPath(handler, verifier, authorizers, api_keys, settings.max_body_bytes,
+                                       settings.body_timeout_seconds),
                               app.routes)
     app.state.settings = settings
     app.state.verifier = verifier

@@ -140,6 +140,39 @@ def test_a_body_stopping_before_its_end_is_a_400_problem_not_an_error_of_ours(ca
     assert (b"content-type", b"application/problem+json") in start["headers"]
 
 
+def test_a_body_that_stops_arriving_is_answered_408_within_body_timeout_seconds_on_every_path():
+    """Found by a review: nothing bounded a body that stopped arriving, so ~1,000 such requests a worker held every
+    place granian gives a worker's requests, and /healthz timed out until the clients let go."""
+    import socket
+
+    heads = {
+        "fast path": b"POST /v1/validate/jwt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{",
+        "chunked (Litestar)": b"POST /v1/authorize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n",
+        "Litestar route": b"POST /v1/inspect/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100\r\n\r\n{",
+    }
+    service = Service({"BODY_TIMEOUT_SECONDS": "0.5"})
+    answers = {}
+    try:
+        for name, head in heads.items():
+            with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+                started = time.monotonic()
+                sock.sendall(head)
+                data = b""
+                while chunk := sock.recv(65536):  # until the server closes the connection
+                    data += chunk
+                answers[name] = (data, time.monotonic() - started)
+        healthy = httpx.get(service.base + "/healthz").status_code
+    finally:
+        service.stop()
+    for name, (data, seconds) in answers.items():
+        assert data.startswith(b"HTTP/1.1 408 "), (name, data[:200])
+        assert b'"code":"BODY_TIMEOUT"' in data and 0.4 < seconds < 5, (name, seconds)
+    assert healthy == 200
+
+
 def test_console_format_is_for_people(capsys):
     with TestClient(create_app(Settings(log_format="console"))) as client:
         capsys.readouterr()

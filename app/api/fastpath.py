@@ -15,6 +15,8 @@ answers. Two methods Litestar would refuse are handed to a route's GET handler h
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import msgspec
@@ -23,7 +25,7 @@ from app.api.authorize import ORIGINAL_METHOD, OTHER_METHODS, PREFIX, AuthorizeR
 from app.api.validation import ValidateRequest, validate
 from app.authorizers import Authorizers
 from app.observability import ApiKeys, routed_path
-from app.problems import INTERNAL, PROBLEM_JSON, ApiError, log_unexpected
+from app.problems import BODY_TIMED_OUT, INTERNAL, PROBLEM_JSON, ApiError, log_unexpected
 from app.token import nested_too_deeply
 from app.verifier import Verifier
 
@@ -61,10 +63,21 @@ def _bodied(message: Any) -> Any:
     return message
 
 
-def _with_body(receive: Any) -> Any:
-    """`receive` whose messages are `_bodied`."""
+def _with_body(receive: Any, scope: Any, seconds: float) -> Any:
+    """`receive` whose messages are `_bodied`, and which reads the body within `seconds` of the request's start
+    (BODY_TIMEOUT_SECONDS): then it says the client left and marks the scope, answered 408 (app.problems). Nothing
+    bounded a body that stopped arriving, and ~1,000 such requests a worker held every place granian gives a
+    worker's requests: /healthz timed out until the clients let go (found by a review)."""
+    deadline = time.monotonic() + seconds
+
     async def read() -> Any:
-        return _bodied(await receive())
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                message = await receive()
+        except TimeoutError:
+            scope[BODY_TIMED_OUT] = True
+            return {"type": "http.disconnect"}
+        return _bodied(message)
     return read
 
 
@@ -81,16 +94,19 @@ class FastPath:
     """ASGI layer in front of Litestar's handler (see the module's docstring)."""
 
     def __init__(self, app: Any, verifier: Verifier, authorizers: Authorizers, api_keys: ApiKeys,
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, body_timeout: float) -> None:
         self.app = app
         self.verifier = verifier
         self.authorizers = authorizers
         self.api_keys = api_keys
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             method, path = scope["method"], scope["path"]
+            if method != "GET" and method != "HEAD":  # (a GET's or HEAD's body is never read)
+                receive = _with_body(receive, scope, self.body_timeout)
             root = scope.get("root_path")
             if root:  # the path as Litestar's router reads it (observability.routed_path; found by a review)
                 path = path.split(root, 1)[-1]
@@ -114,8 +130,6 @@ class FastPath:
                 elif method == "HEAD":
                     await self._head(scope, receive, send)
                     return
-            if method != "GET":
-                receive = _with_body(receive)
         await self.app(scope, receive, send)
 
     async def _head(self, scope: Any, receive: Any, send: Any) -> None:
