@@ -18,7 +18,7 @@ from litestar.openapi import OpenAPIConfig
 from app import openapi
 from app.api import ApiRequest, route_handlers
 from app.api.authorize import dependencies as authorize_dependencies
-from app.api.fastpath import FastPath
+from app.api.fastpath import BodyDeadlines, FastPath
 from app.api.operations import ApiKeyGate
 from app.api.presets import dependencies as presets_dependencies
 from app.api.validation import dependencies
@@ -127,6 +127,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     documents.append(authorizers.document)
     declare_rate_limited(authorizers.rate_limited())
 
+    deadlines = BodyDeadlines(settings.body_timeout_seconds)
+
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         keys.prefetch(sorted(profiles.value.jwks_uris() | authorizers.jwks_uris()),
@@ -135,6 +137,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         tasks = [asyncio.ensure_future(watch(files, settings.config_poll_seconds))] if files else []
         tasks.append(asyncio.ensure_future(flush_metrics_periodically()))
         tasks.append(asyncio.ensure_future(keys.maintain()))
+        tasks.append(asyncio.ensure_future(deadlines.watch()))
         install_sighup(documents)
         try:
             yield
@@ -165,8 +168,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     # inside that, the hot routes' common case without Litestar's request and response handling.
     handler = ApiKeyGate(app.asgi_handler, api_keys) if api_keys else app.asgi_handler
     app.asgi_handler = Observe(FastPath(handler, verifier, authorizers, api_keys, settings.max_body_bytes,
-                                       settings.body_timeout_seconds),
-                              app.routes)
+                                        deadlines), app.routes)
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.key_sets = keys
