@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import msgspec
 from msgspec.structs import replace
@@ -124,8 +124,8 @@ def extract_tokens(sources: tuple[TokenSource, ...], headers: tuple[tuple[str, s
         if source.kind == "header":
             prefix = source.prefix.lower()
             for name, value in headers:
-                if name != source.name:
-                    continue
+                if name != source.name and ("_" not in name or name.replace("_", "-") != source.name):
+                    continue  # (`X_Auth_Token` is `X-Auth-Token` to WSGI, PHP and Rails: see _header_aliases)
                 if value[:len(prefix)].lower() == prefix:
                     found.append((source.label, value[len(prefix):].strip(WHITESPACE)))
                 elif prefix.strip() and value.strip(WHITESPACE).lower() == prefix.strip():
@@ -176,6 +176,70 @@ def claims_to_headers(authorizer: Authorizer, claims: dict[str, Any]) -> dict[st
         if value is not None:
             headers[header] = value
     return headers
+
+
+# Where upstreams read a name otherwise than as sent, a reading of the request with the name as they read it is
+# added to it, and an allow holds only when every reading is allowed (found by a review, against PHP, Express, Rack
+# and ASP.NET Core upstreams). Names are added, never replaced: a rule on `filter[a]` still sees `filter[a]`; a
+# name also read as another (`tenant[]` as `tenant`) beside a different value of it is ambiguous (rules.py).
+_FOLDED = re.compile(r"[A-Z\[\]\x00. ]")  # what a query name may hold that some upstream reads otherwise
+_BRACKETED = re.compile(r"[\[\]]*([^\[\]]*)")
+
+
+def _query_names(name: str) -> set[str]:
+    """The other names upstreams read a query parameter's name as: ASP.NET Core's keys ignore case; PHP drops
+    leading spaces, ends a name at NUL, reads `a[]` and `a[x]` as `a` and a space or `.` in a name as `_`; Rack and
+    Express's qs read `[a]` as `a` too."""
+    base = _BRACKETED.match(name.split("\x00", 1)[0].lstrip(" ")).group(1)  # type: ignore[union-attr]
+    php = base.replace(" ", "_").replace(".", "_")
+    return {name.lower(), base, base.lower(), php, php.lower()} - {name, ""}
+
+
+def _query_aliases(query: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...] | None:
+    """The query with each parameter also under the names upstreams may read it as, or None when none differs."""
+    if not any(_FOLDED.search(name) for name, _ in query):
+        return None
+    added = [(alias, value) for name, value in query if _FOLDED.search(name) for alias in sorted(_query_names(name))]
+    return (*query, *added) if added else None
+
+
+def _header_aliases(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...] | None:
+    """The headers with `X_Tenant` also as `x-tenant`, as WSGI, CGI (PHP) and Rails read it, and Caddy and
+    Traefik pass it on; or None without such a name."""
+    added = [(name.replace("_", "-"), value) for name, value in headers if "_" in name]
+    return (*headers, *added) if added else None
+
+
+# Method overrides upstreams honour on a POST: Rack::MethodOverride, Express's method-override, Symfony and Laravel,
+# Spring's HiddenHttpMethodFilter (a query `_method` too), ASP.NET Core's HttpMethodOverride.
+_OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+_METHOD_TOKEN = re.compile(r"[A-Za-z]{1,32}")
+
+
+def _overrides(facts: Facts) -> list[str]:
+    """The methods a POST names itself as, besides POST (a `_method` in a body cannot be seen)."""
+    if facts.method != "POST":
+        return []
+    named = [value.strip() for name, value in facts.headers if name.replace("_", "-") in _OVERRIDE_HEADERS]
+    named += [value for name, value in facts.query if name == "_method"]
+    return sorted({value.upper() for value in named if _METHOD_TOKEN.fullmatch(value)} - {"POST"})
+
+
+def _readings(facts: Facts, dotted: str | None, split: tuple[tuple[str, str], ...] | None,
+              method: str | None) -> Iterator[Facts]:
+    """Every other reading of the request an upstream may make (see authorize)."""
+    headers = _header_aliases(facts.headers)
+    for verb in (facts.method, method) if method is not None else (facts.method,):
+        for path in (facts.path, dotted) if dotted is not None else (facts.path,):
+            for query in (facts.query, split) if split is not None else (facts.query,):
+                aliased = _query_aliases(query)
+                variants = [(query, facts.headers)]
+                if aliased is not None or headers is not None:
+                    variants.append((aliased or query, headers or facts.headers))
+                for names, sent in variants:
+                    if verb != facts.method or path != facts.path or names is not facts.query or \
+                            sent is not facts.headers:
+                        yield replace(facts, method=verb, path=path, query=names, headers=sent)
 
 
 def _trace(stage: str, request: OriginalRequest, path: str | None, detail: str | None = None,
@@ -273,15 +337,18 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
 
     facts = Facts(request.method.upper(), path, request.headers, query, claims, (token, token.strip()) if token else ())
     verdict = evaluate(authorizer.rules, facts, authorizer.default_effect, explain=explain)
-    if verdict.effect == "allow" and (dotted is not None or split is not None):
+    if verdict.effect == "allow":
         # Upstreams read some requests another way, and an allow holds only when every reading is allowed: the
         # path with its dot segments as sent (app.paths.path_spellings), so `/admin/../x` gets past no deny on
-        # /admin and no allow on /x lets it reach /admin's handler; and the query split at `;` too, so
-        # `?a=1;debug=1` gets past no deny on `debug` (found by a review).
-        readings = [replace(facts, path=dotted)] if dotted is not None else []
-        if split is not None:
-            readings += [replace(facts, query=split), *([replace(facts, path=dotted, query=split)] if dotted else [])]
-        for reading in readings:
+        # /admin and no allow on /x lets it reach /admin's handler; the query split at `;` too, so `?a=1;debug=1`
+        # gets past no deny on `debug`; names as frameworks read them (`debug[]`, `DEBUG`, `X_Debug`), and a POST
+        # as the method it overrides itself with (found by reviews).
+        overrides = _overrides(facts)
+        if len(overrides) > 1:
+            detail = "the method is overridden more than once: " + ", ".join(overrides)
+            return deny("invalid_request", 400, www_authenticate=www_authenticate(realm, "invalid_request", detail),
+                        trace=_trace("path", request, path, detail) if explain else None)
+        for reading in _readings(facts, dotted, split, overrides[0] if overrides else None):
             other = evaluate(authorizer.rules, reading, authorizer.default_effect, explain=explain)
             if other.effect == "deny":
                 verdict, path = other, reading.path

@@ -496,6 +496,73 @@ def test_a_query_holding_a_raw_hash_space_or_control_character_is_path_rejected(
     assert (forward.status_code == 400) is refused
 
 
+@pytest.mark.parametrize("query, decision", [
+    ("debug=1", "deny"), ("DEBUG=1", "deny"),  # ASP.NET Core's query keys ignore case
+    ("debug[]=1", "deny"), ("debug%5B%5D=1", "deny"), ("debug[x]=1", "deny"),  # PHP, Rack, Express's qs: `debug`
+    ("[debug]=1", "deny"),  # Rack and qs strip leading brackets
+    ("%20debug=1", "deny"), ("+debug=1", "deny"), ("debug%00=1", "deny"),  # PHP: leading spaces, a name cut at NUL
+    ("debug_x=1", "allow"), ("debugger=1", "allow"), ("filter[debug]=1", "allow"),
+])
+def test_a_deny_on_a_query_parameter_holds_under_every_name_upstreams_read_it_by(client, query, decision):
+    """Found by a review: `?debug[]=1`, `?DEBUG=1` or `?%20debug=1` got past a deny on `debug`, which PHP, Express,
+    Rack or ASP.NET Core hand their application as `debug`."""
+    rules = [{"id": "no-debug", "effect": "deny", "query": [{"name": {"pattern": "^debug$"}}]}]
+    doc = {"policy": rs256_policy(), "default_effect": "allow", "rules": rules}
+    assert decide(client, doc, path=f"/x?{query}", bearer=token())["decision"] == decision
+
+
+@pytest.mark.parametrize("query, headers, decision", [
+    ("tenant=acme", {}, "allow"),
+    ("tenant=acme&tenant[]=evil", {}, "deny"), ("tenant=acme&TENANT=evil", {}, "deny"),
+    ("tenant=acme&%20tenant=evil", {}, "deny"), ("tenant=acme&[tenant]=evil", {}, "deny"),
+    ("tenant=acme&tenant[]=acme", {}, "allow"),  # the same value however read
+    ("tenant=acme", {"X-Tenant": "acme"}, "allow"),
+    ("tenant=acme", {"X-Tenant": "acme", "X_Tenant": "evil"}, "deny"),  # WSGI, PHP and Rails read X_Tenant too
+    ("tenant=acme", {"X_Tenant": "acme"}, "deny"),  # an allow needs the name as sent: another reading only denies
+    ("tenant=acme&filter[a]=1&pageSize=2", {}, "allow"),  # other names read otherwise change nothing
+])
+def test_an_allow_on_a_value_fails_closed_when_a_name_upstreams_fold_onto_it_says_otherwise(client, query, headers,
+                                                                                            decision):
+    rules = [{"id": "own-tenant", "effect": "allow", "variables": [{"name": "org", "source": "jwtClaim", "key": ORG}],
+              "query": [{"name": {"pattern": "^tenant$"}, "value": {"pattern": "^{{org}}$"}}],
+              "headers": [{"name": {"pattern": "^x-tenant$"}, "value": {"pattern": "^{{org}}$"},
+                           "presence": "must_exist"}] if headers else []}]
+    doc = {"policy": rs256_policy(), "default_effect": "deny", "rules": rules}
+    body = decide(client, doc, path=f"/x?{query}", bearer=token(**{ORG: "acme"}), headers=headers)
+    assert body["decision"] == decision, body
+
+
+@pytest.mark.parametrize("method, headers, query, expected", [
+    ("POST", {}, "", ("allow", 200)),
+    ("POST", {"X-HTTP-Method-Override": "DELETE"}, "", ("deny", 403)),
+    ("POST", {"X-HTTP-Method": "delete"}, "", ("deny", 403)),
+    ("POST", {"X-Method-Override": " DELETE "}, "", ("deny", 403)),
+    ("POST", {"X_HTTP_Method_Override": "DELETE"}, "", ("deny", 403)),
+    ("POST", {}, "?_method=DELETE", ("deny", 403)),  # Spring and Symfony read a query `_method` too
+    ("POST", {"X-HTTP-Method-Override": "PUT"}, "?_method=DELETE", ("deny", 400)),  # which one: ambiguous
+    ("POST", {"X-HTTP-Method-Override": "PUT"}, "", ("allow", 200)),
+    ("PUT", {"X-HTTP-Method-Override": "DELETE"}, "", ("allow", 200)),  # overrides are honoured on POST only
+    ("POST", {"X-HTTP-Method-Override": "DEL ETE"}, "", ("allow", 200)),  # no method: upstreams refuse it
+])
+def test_a_post_is_also_decided_as_the_method_it_overrides_itself_with(client, method, headers, query, expected):
+    """Found by a review: `POST` with `X-HTTP-Method-Override: DELETE` got past a deny on DELETE, which Rails,
+    Express's method-override, Symfony, Laravel, Spring and ASP.NET Core route as DELETE."""
+    rules = [{"id": "writes", "effect": "allow", "methods": ["POST", "PUT", "DELETE"]},
+             {"id": "no-delete", "effect": "deny", "methods": ["DELETE"]}]
+    doc = {"policy": rs256_policy(), "default_effect": "deny", "rules": rules}
+    body = decide(client, doc, method=method, path=f"/v1/users/7{query}", bearer=token(), headers=headers)
+    assert (body["decision"], body["status"]) == expected, body
+
+
+def test_a_header_token_source_also_reads_the_underscore_spelling_of_its_name(client):
+    """`X_Auth_Token` is `X-Auth-Token` to WSGI, PHP and Rails: a second token there is an ambiguous request."""
+    doc = {"policy": rs256_policy(), "token_sources": [{"header": "X-Auth-Token"}],
+           "rules": [{"id": "all", "effect": "allow"}]}
+    assert decide(client, doc, headers={"X_Auth_Token": token()})["decision"] == "allow"
+    both = decide(client, doc, headers={"X-Auth-Token": token(), "X_Auth_Token": forged()})
+    assert (both["decision"], both["reason"], both["status"]) == ("deny", "invalid_request", 400)
+
+
 def test_a_query_token_found_differently_when_split_at_semicolons_is_an_ambiguous_request(client):
     """Found by a review: the `;` reading ignored tokens, so `?access_token=A&x=1;access_token=F` was decided on A
     while Rack 2 hands its application F."""
