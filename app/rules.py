@@ -107,8 +107,12 @@ def _variable_raw(variable: Variable, facts: Facts) -> Any:
             return None
         return (resolve_pointer(facts.claims, variable.pointer) if variable.pointer is not None
                 else facts.claims.get(variable.key or "", MISSING))
-    found = [value for name, value in (facts.headers if variable.source == "header" else facts.query)
-             if name == variable.key]
+    pairs = facts.headers if variable.source == "header" else facts.query
+    found = [value for name, value in pairs if name == variable.key]
+    if len(found) == 1 and variable.source == "query" and any(  # ASP.NET Core reads `Tenant` as `tenant` too
+            value != found[0] and name != variable.key and name.lower() == variable.key.lower()  # type: ignore
+            for name, value in pairs):
+        return _REPEATED
     return MISSING if not found else found[0] if len(found) == 1 else _REPEATED
 
 
@@ -160,8 +164,8 @@ def _ambiguous(pairs: list[tuple[str, list[str]]]) -> str | None:
     reads: the upstream may read either copy, so no answer about "the" value can be trusted."""
     seen: dict[str, list[str]] = {}
     for name, values in pairs:
-        if seen.setdefault(name, values) != values:
-            return name
+        if seen.setdefault(name.lower(), values) != values and not name.endswith("[]"):  # `a[]`: a list
+            return name  # (ASP.NET Core reads `Tenant` and `tenant` as one name)
     return None
 
 
@@ -540,7 +544,7 @@ def _pair_check(condition: Condition, effect: Effect) -> Check:
         found, seen = False, {}
         for pair_name, text in facts.headers if headers else facts.query:
             if pair_name == key if key is not None else name.search(variables, pair_name):
-                if seen.setdefault(pair_name, text) != text:
+                if seen.setdefault(pair_name.lower(), text) != text and not pair_name.endswith("[]"):  # _ambiguous
                     return ambiguous
                 found = found or value is None or value(variables, text)
         return found == exists
