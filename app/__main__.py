@@ -224,6 +224,7 @@ def _check(settings: "Settings") -> "Settings":
 
 def _serve(settings: "Settings") -> int:
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     from app.observability import stdlib_logging
@@ -237,6 +238,9 @@ def _serve(settings: "Settings") -> int:
             interface=Interfaces.ASGI, workers=settings.workers, loop=Loops.uvloop, log_access=False,
             log_level=LogLevels(settings.log_level.lower()), log_dictconfig=stdlib_logging(settings.log_level),
             websockets=False, backlog=2048, respawn_failed_workers=True,
+            # Headers that stop arriving hold a place of the worker's ~1,000 for granian's 30 s otherwise (found by
+            # a review); the body's own deadline is app.api.fastpath.BodyDeadlines.
+            http1_settings=HTTP1Settings(header_read_timeout=max(100, int(settings.read_timeout_seconds * 1000))),
             workers_kill_timeout=WORKER_STOP_SECONDS).serve()
     return 0
 

@@ -112,7 +112,7 @@ PROBLEM_CODES: dict[str, str] = {
     "BODY_TOO_LARGE": "The request body exceeds MAX_BODY_BYTES.",
     "BODY_INCOMPLETE": "The request body ended before its declared end (the client left), or its chunked framing "
                        "is malformed.",
-    "BODY_TIMEOUT": "The request body did not arrive within BODY_TIMEOUT_SECONDS (408).",
+    "BODY_TIMEOUT": "The request body did not arrive within READ_TIMEOUT_SECONDS (408).",
     "UNSUPPORTED_MEDIA_TYPE": "The request body is not sent as JSON: send Content-Type: application/json.",
     "UNAUTHORIZED": "A valid X-API-Key is required.",
     "NOT_FOUND": "No such route.",

@@ -216,10 +216,10 @@ BODY_INCOMPLETE = ProblemDetails("urn:jwt-decision:problem:body-incomplete", "In
                                  "malformed.", "BODY_INCOMPLETE")
 
 
-# Set in the scope when the body did not arrive within BODY_TIMEOUT_SECONDS (app.api.fastpath._with_body).
+# Set in the scope when the body did not arrive within READ_TIMEOUT_SECONDS (app.api.fastpath._with_body).
 BODY_TIMED_OUT = "jwt_decision.body_timed_out"
 BODY_TIMEOUT = ProblemDetails("urn:jwt-decision:problem:body-timeout", "Request body timeout", 408,
-                              "The request body did not arrive within BODY_TIMEOUT_SECONDS.", "BODY_TIMEOUT")
+                              "The request body did not arrive within READ_TIMEOUT_SECONDS.", "BODY_TIMEOUT")
 
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

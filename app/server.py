@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     documents.append(authorizers.document)
     declare_rate_limited(authorizers.rate_limited())
 
-    deadlines = BodyDeadlines(settings.body_timeout_seconds)
+    deadlines = BodyDeadlines(settings.read_timeout_seconds)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

@@ -24,7 +24,7 @@ class Settings(msgspec.Struct, frozen=True):
     rate_limit_storage: str = "memory://"
     max_token_bytes: int = 16 * 1024
     max_body_bytes: int = 64 * 1024
-    body_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 10.0
     ready_requires_keys: bool = False
     verified_token_cache_size: int = 10_000
     api_keys: tuple[str, ...] = ()
@@ -215,8 +215,9 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "RATE_LIMIT_STORAGE": ("rate_limit_storage", _storage, "memory:// (default) or redis://host:port/db"),
     "MAX_TOKEN_BYTES": ("max_token_bytes", _int(256, 1 << 20), "largest token decoded (default 16384)"),
     "MAX_BODY_BYTES": ("max_body_bytes", _int(1024, 16 << 20), "largest request body (default 65536)"),
-    "BODY_TIMEOUT_SECONDS": ("body_timeout_seconds", _float(0.1, 600),
-                             "longest a request body may take to arrive, s (default 10; then 408 BODY_TIMEOUT)"),
+    "READ_TIMEOUT_SECONDS": ("read_timeout_seconds", _float(0.1, 600),
+                             "longest a request's headers, then its body, may take to arrive, s (default 10; late "
+                             "headers close the connection, a late body is a 408 BODY_TIMEOUT)"),
     "READY_REQUIRES_KEYS": ("ready_requires_keys", _bool,
                             "/readyz waits for every profile's (and authorizer's own) key set"),
     "VERIFIED_TOKEN_CACHE_SIZE": ("verified_token_cache_size", _int(0, 10_000_000),
