@@ -13,13 +13,13 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
 from app.config import (END, ConfigError, ReloadingDocument, Source, Stamp, convert_each_field,
-                        decode_document, json_path, shown_word, worded)
+                        decode_document, json_path, shown_name, shown_word, worded)
 from app.patterns import PatternError, parse_pointer
 from app.policy import CompiledPolicy, PolicyError, Problem, VerifyPolicy, compile_policy
 from app.ratelimit import Budgets, RateLimit, RateLimitDoc, ScratchBudgets, compile_rate_limit
@@ -52,6 +52,9 @@ class TokenSourceDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cookie: ParamName | None = None
 
 
+MAX_HEADER_NAME = 128  # a claims_to_headers header name
+
+
 class AuthorizerDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     issuer_profile_id: Annotated[str, Meta(pattern=AUTHORIZER_ID.pattern)] | None = None
     policy: VerifyPolicy | None = None
@@ -60,9 +63,10 @@ class AuthorizerDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_effect: Effect = "deny"
     rules: Annotated[list[RuleDoc], Meta(max_length=10_000)] = []
     rate_limit: RateLimitDoc | None = None
-    # Header names are checked by the compiler, which can name the claim (msgspec's path stops at the map).
-    claims_to_headers: Annotated[dict[Annotated[str, Meta(min_length=1, max_length=1024)],
-                                      Annotated[str, Meta(max_length=128)]], Meta(max_length=64)] = {}
+    # The header names are checked by the compiler, which names the claim: msgspec's path stops at the map
+    # (`$.api.claims_to_headers[...]`, found by a review).
+    claims_to_headers: Annotated[dict[Annotated[str, Meta(min_length=1, max_length=1024)], Annotated[
+        Any, Meta(extra_json_schema={"type": "string", "maxLength": MAX_HEADER_NAME})]], Meta(max_length=64)] = {}
     decision_cache_seconds: Annotated[int, Meta(ge=0, le=86_400)] = 0
     description: Annotated[str, Meta(max_length=2048)] | None = None
 
@@ -132,11 +136,16 @@ RESERVED_HEADERS = frozenset({"content-type", "content-length", "content-encodin
 RESERVED_PREFIXES = ("x-accel-", "x-envoy-")
 
 
-def _claims_to_headers(mapping: dict[str, str], problems: list[Problem]
+def _claims_to_headers(mapping: dict[str, Any], problems: list[Problem]
                        ) -> tuple[tuple[str, tuple[str, ...], str], ...]:
     entries = []
     seen: set[str] = set()
     for claim, header in mapping.items():
+        if not isinstance(header, str) or len(header) > MAX_HEADER_NAME:
+            problems.append(Problem(("claims_to_headers", claim), f"expected a header name (a string of at most "
+                                    f"{MAX_HEADER_NAME} characters), got {type(header).__name__}"
+                                    f"{f' of {len(header)} characters' if isinstance(header, str) else ''}"))
+            continue
         if not HEADER_NAME.match(header):
             named = shown_word(header)  # a value that is no header name may be anything pasted there
             problems.append(Problem(("claims_to_headers", claim), f"{named or 'the value'} is not a header name "
@@ -167,7 +176,9 @@ def compile_authorizer(doc: AuthorizerDoc, authorizer_id: str, *, budget: str | 
     if (doc.issuer_profile_id is None) == (doc.policy is None):
         problems.append(Problem((), "exactly one of 'issuer_profile_id' or 'policy' is required"))
     elif doc.issuer_profile_id is not None and not profile_exists(doc.issuer_profile_id):
-        problems.append(Problem(("issuer_profile_id",), f"no issuer profile {doc.issuer_profile_id!r} is configured"))
+        # Named only when it looks like a name: an id may be anything pasted there (a secret; found by a review).
+        named = shown_name(doc.issuer_profile_id) or "by that name"
+        problems.append(Problem(("issuer_profile_id",), f"no issuer profile {named} is configured"))
     elif doc.policy is not None:
         try:
             policy = trust(doc.policy)

@@ -315,7 +315,8 @@ def jwk_key(jwk: Any, *, allow_oct: bool) -> KeyEntry:
     elif kty not in ("RSA", "EC", "OKP"):
         # The value is named only when it is short and plain: a key's material pasted there is not echoed.
         raise KeyError_((f"unsupported kty {kty!r}" if re.fullmatch(r"[A-Za-z0-9-]{1,16}", kty) else
-                         "unsupported kty") if isinstance(kty, str) else "'kty' is missing")
+                         "unsupported kty") if isinstance(kty, str) else "'kty' is missing" if kty is None else
+                        "'kty' must be a string: RSA, EC, OKP or oct")  # (it said "missing"; found by a review)
     elif "d" in jwk or any(name in jwk for name in ("p", "q", "dp", "dq", "qi")):
         raise KeyError_("this JWK contains private key parameters; publish only the public key")
     try:

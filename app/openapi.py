@@ -237,6 +237,8 @@ def _add_limits(ours: Any, theirs: Any) -> None:
     for key in _LIMITS:
         if key in theirs and key not in ours:
             ours[key] = theirs[key]
+    if "type" in theirs and not ours.keys() & {"type", "$ref", "oneOf", "anyOf", "enum"}:  # a Meta's own schema
+        ours["type"] = theirs["type"]
     for key in ("items", "additionalProperties"):
         _add_limits(ours.get(key), theirs.get(key))
 

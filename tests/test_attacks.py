@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import re
 from typing import Any
 
 import pytest
@@ -826,3 +827,16 @@ def test_findings_never_carry_the_token_its_signature_or_key_material(client, ma
     assert signature not in evidence
     assert key_for("RS256", "attacker").jwk["n"] not in evidence
     assert key_for("RS256").public_pem.splitlines()[1] not in json.dumps(body)
+
+
+@pytest.mark.parametrize("kty, says", [
+    (None, "'kty' is missing"), (5, "'kty' must be a string: RSA, EC, OKP or oct"),
+    (["RSA"], "'kty' must be a string"), ("XYZ", "unsupported kty 'XYZ'"),
+])
+def test_a_jwk_without_a_usable_kty_says_which_way_it_is_wrong(kty, says):
+    """Found by a review: a `kty` of another type was told as missing."""
+    from app.keys import KeyError_, jwk_key
+
+    jwk = {"n": "AQAB", "e": "AQAB", **({} if kty is None else {"kty": kty})}
+    with pytest.raises(KeyError_, match=re.escape(says)):
+        jwk_key(jwk, allow_oct=False)

@@ -1257,10 +1257,21 @@ def _load(document: Any, **settings: Any) -> None:
     ({"api": {"issuer_profile_id": "test-issuer", "rules": [{"effect": "deny", "path": {"pattern": "^/caf\\351"}}]}},
      "AUTHORIZERS_JSON: $.api.rules[0].path.pattern: paths are matched with non-ASCII characters percent-encoded "
      "(UTF-8, upper case): write 'é' as '%C3%A9'"),
+    # Found by a review: msgspec's path stopped at the map (`$.api.claims_to_headers[...]`).
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "X-User", "https://acme.com/org": 5}}},
+     'AUTHORIZERS_JSON: $.api.claims_to_headers["https://acme.com/org"]: expected a header name (a string of at most '
+     '128 characters), got int'),
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "X" * 129}}},
+     "AUTHORIZERS_JSON: $.api.claims_to_headers.sub: expected a header name (a string of at most 128 characters), "
+     "got str of 129 characters"),
+    # Found by a review: an unknown profile id was echoed, though it may be a secret pasted in the wrong place.
+    ({"api": {"issuer_profile_id": "sk_live_9fQ2xLmT4vB8nR1kZ7pW3abcdef"}},
+     "AUTHORIZERS_JSON: $.api.issuer_profile_id: no issuer profile by that name is configured"),
 ], ids=["backreference", "lookahead", "unknown-profile", "priority-range", "anonymous-value", "header-name",
         "authorizer-id", "policy-alg-none", "header-twice",
         "header-name-trailing-newline", "authorizer-id-trailing-newline", "method-trailing-newline",
-        "non-ascii-path-pattern", "non-ascii-path-pattern-hex-escape", "non-ascii-path-pattern-octal-escape"])
+        "non-ascii-path-pattern", "non-ascii-path-pattern-hex-escape", "non-ascii-path-pattern-octal-escape",
+        "header-not-a-string", "header-name-too-long", "unknown-profile-id-shaped-like-a-secret"])
 def test_bad_authorizers_document_stops_startup_with_json_path(document, expected):
     with pytest.raises(ConfigError) as info:
         _load(document)
