@@ -16,7 +16,7 @@ import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import msgspec
@@ -142,9 +142,11 @@ def key_set_label(uri: str) -> str:
                      (item.partition("=") for item in parts.query.split("&"))) if parts.query else ""
     query = f"?{query}" if query else ""
     where = parts.netloc.rpartition("@")[2] + parts.path  # as written: `hostname` is lower-cased
-    if holds_jwt(where):  # a token placed in an inline policy's URL (found by a review): a digest keeps two such
+    # A token placed in an inline policy's URL, its dots escaped or not (found by reviews); a digest keeps two such
+    # sets apart, as the query's names do.
+    if holds_jwt(where) or "%" in where and holds_jwt(unquote(where)):
         digest = hashlib.sha256(where.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-        return f"{parts.scheme}://[redacted {digest}]{query}"  # sets apart, as the query's names do
+        return f"{parts.scheme}://[redacted {digest}]{query}"
     return f"{parts.scheme}://{host}{port}{parts.path}{query}"
 
 

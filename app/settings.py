@@ -216,8 +216,9 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "MAX_TOKEN_BYTES": ("max_token_bytes", _int(256, 1 << 20), "largest token decoded (default 16384)"),
     "MAX_BODY_BYTES": ("max_body_bytes", _int(1024, 16 << 20), "largest request body (default 65536)"),
     "READ_TIMEOUT_SECONDS": ("read_timeout_seconds", _float(0.1, 600),
-                             "longest a request's headers, then its body, may take to arrive, s (default 10; late "
-                             "headers close the connection, a late body is a 408 BODY_TIMEOUT)"),
+                             "longest a request's headers (or a kept-alive connection's next request), then its "
+                             "body, may take to arrive, s (default 10; late headers close the connection, a late "
+                             "body is a 408 BODY_TIMEOUT)"),
     "READY_REQUIRES_KEYS": ("ready_requires_keys", _bool,
                             "/readyz waits for every profile's (and authorizer's own) key set"),
     "VERIFIED_TOKEN_CACHE_SIZE": ("verified_token_cache_size", _int(0, 10_000_000),

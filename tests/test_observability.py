@@ -459,7 +459,9 @@ def test_a_token_in_a_key_set_url_or_a_rule_id_reaches_neither_the_logs_nor_the_
     ("https://idp.example.com/jwks?tenant=a&eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0=1",
      "https://idp.example.com/jwks?tenant=...&..."),
     ("https://[::1", "invalid-url"),
-], ids=["plain", "credentials", "bare-query-value", "a-name-that-is-no-name", "not-a-url"])
+    ("https://idp.example.com/keys/eyJhbGciOiJIUzI1NiJ9%2EeyJzdWIiOiIxIn0%2Eabc?k=1",
+     "https://[redacted 8a13b52a362a]?k=..."),  # a token with its dots escaped (found by a review)
+], ids=["plain", "credentials", "bare-query-value", "a-name-that-is-no-name", "not-a-url", "escaped-token"])
 def test_a_key_set_is_labelled_by_its_query_names_never_its_credentials(uri, label):
     """Found by a review: with the query dropped, `?token=` and `?sig=` sets shared one label, so one's successes
     hid the other's failures from an alert on key-set age."""
