@@ -22,7 +22,7 @@ from app.findings import Finding, Status
 from app.paths import PathRejected, parse_query, path_spellings, split_target
 from app.patterns import MISSING, json_text, resolve_pointer
 from app.ratelimit import Budgets, RateLimitState
-from app.rules import Facts, Verdict, evaluate
+from app.rules import Facts, RuleSet, Verdict, evaluate
 from app.token import WHITESPACE, holds_jwt
 from app.validation import ValidationResult
 from app.verifier import Verifier
@@ -130,9 +130,10 @@ def extract_tokens(sources: tuple[TokenSource, ...], headers: tuple[tuple[str, s
                     found.append((source.label, value[len(prefix):].strip(WHITESPACE)))
                 elif prefix.strip() and value.strip(WHITESPACE).lower() == prefix.strip():
                     found.append((source.label, ""))  # the scheme alone: a token was meant but is empty
-        elif source.kind == "query":  # (ASP.NET Core reads `ACCESS_TOKEN` as `access_token`)
+        elif source.kind == "query":  # under the names ASP.NET Core (any case), PHP, Rack and qs read too
+            wanted = source.name.lower()
             found.extend((source.label, value) for name, value in query
-                         if name == source.name or name.lower() == source.name.lower())
+                         if name == source.name or wanted in _known_as(name))
         else:  # an empty cookie is none (`at=`, as logging out leaves it: found by a review)
             for name, value in headers:
                 if name == "cookie":
@@ -194,33 +195,47 @@ def _odd_names(query: tuple[tuple[str, str], ...]) -> bool:
 
 
 _RESHAPED = re.compile(r"[\[\]. ]")  # what a name holds that PHP, Rack or qs read otherwise
+_RESHAPED_RAW = re.compile(r"[\[\]. %+]")  # _RESHAPED or what may decode to it, in a query as sent
+_PHP_UNCLOSED = re.compile(r"[ .\[]")
 
 
-def _name_aliases(query: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...] | None:
-    """The query with names also under the name PHP, Rack and Express's qs read them by: `[a]` as `a`; `a.b`,
-    `a b` and an unclosed `a[b` as PHP's `a_b`; and `a[]`, `a[k]`, `a[k][j]` as one parameter `a` (its value when it
-    is the only one, else `[k]=v&[j]=w`: the keys of a map are not copies of a value). None when no name differs."""
+def _read_as(name: str) -> tuple[list[str], str | None]:
+    """The other names PHP, Rack and Express's qs read a parameter's name as, and the name whose list or map it is
+    an item of (`a` for `a[]`, `a[k]`, `a[k][j]`), if any: `[a]` is `a`; `a.b`, `a b` and an unclosed `a[b` (all
+    of it: `a[b.c` is `a_b_c`) are PHP 8's `a_b`."""
+    if not _RESHAPED.search(name):
+        return [], None
+    base, rest = _NAME_SHAPE.match(name).groups()  # type: ignore[union-attr]
+    if not base:
+        return [], None
+    php = base.replace(".", "_").replace(" ", "_")
+    if rest.startswith("[") and "]" in rest:
+        return [php] if php != base else [], base
+    if rest.startswith("["):
+        return [f"{php}_" + _PHP_UNCLOSED.sub("_", rest[1:])], None
+    return [alias for alias in dict.fromkeys((base, php)) if alias != name], None
+
+
+def _known_as(name: str) -> set[str]:
+    """A parameter's name as upstreams may read it, in lower case (`access.token`, `[access_token]`, `ACCESS_TOKEN`
+    for `access_token`)."""
+    aliases, listed = _read_as(name)
+    return {alias.lower() for alias in (name, *aliases, *([listed] if listed else []))}
+
+
+def _name_aliases(query: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], frozenset[str]] | None:
+    """The query with each parameter also under the names PHP, Rack and Express's qs read it by (an item of a list
+    or map under the list's name too), and the names that are lists or maps: their items are no copies of one
+    value (rules.py). None when no name differs."""
     added: list[tuple[str, str]] = []
-    keyed: dict[str, list[tuple[str, str]]] = {}
+    lists: set[str] = set()
     for name, value in query:
-        if not _RESHAPED.search(name):
-            continue
-        base, rest = _NAME_SHAPE.match(name).groups()  # type: ignore[union-attr]
-        php = base.replace(".", "_").replace(" ", "_")
-        if not base:
-            continue
-        if rest.startswith("[") and "]" in rest:
-            keyed.setdefault(base, []).append((rest, value))
-            if php != base:
-                keyed.setdefault(php, []).append((rest, value))
-        elif rest.startswith("["):
-            added.append((f"{php}_{rest[1:]}", value))
-        else:
-            added.extend((alias, value) for alias in dict.fromkeys((base, php)) if alias != name)
-    for base, entries in keyed.items():
-        added.append((base, entries[0][1] if len(entries) == 1 else "&".join(f"{key}={value}"
-                                                                              for key, value in entries)))
-    return (*query, *added) if added else None
+        aliases, listed = _read_as(name)
+        if listed is not None:
+            aliases = [listed, *aliases]
+            lists.update(aliases)
+        added.extend((alias, value) for alias in aliases)
+    return ((*query, *added), frozenset(lists)) if added else None
 
 
 def _header_aliases(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...] | None:
@@ -243,45 +258,53 @@ def _overrides(facts: Facts) -> list[str]:
         return []
     named = [part.strip() for name, value in facts.headers if name.replace("_", "-") in _OVERRIDE_HEADERS
              for part in value.split(",")]
-    named += [value.strip() for name, value in facts.query if name == "_method"]
+    named += [value.strip() for name, value in facts.query if name == "_method" or "_method" in _read_as(name)[0]]
     return sorted({value.upper() for value in named if _METHOD_TOKEN.fullmatch(value)} - {"POST"})
 
 
-# A request's readings times its parameters, at most: each reading is decided on every rule (1,000 rules and
-# 1,024 parameters take ~25 ms a reading), and the readings multiply (found by a review: 16 readings of 6,000
-# names took 1.2 s).
-READING_BUDGET = 4 * MAX_QUERY_PARAMETERS
+def _reading_cost(rules: RuleSet, readings: int, parameters: int) -> int:
+    """What deciding `readings` readings of a query of `parameters` costs, in rule-parameter checks; at most what
+    four readings of the longest query cost (dot segments and `;` with every parameter), or a request is refused:
+    the readings multiply (found by a review: 16 readings of 6,000 names took 1.2 s of a worker)."""
+    return readings * (rules.query_rules * parameters + len(rules))
+
+
+def _reading_budget(rules: RuleSet) -> int:
+    return _reading_cost(rules, 4, MAX_QUERY_PARAMETERS) + 8 * MAX_QUERY_PARAMETERS * 4
 
 
 def _joined(*parts: str) -> str:
     return ", ".join(part for part in parts if part)
 
 
-def _readings(facts: Facts, dotted: str | None, split: tuple[tuple[str, str], ...] | None,
-              method: str | None) -> list[tuple[Facts, str]]:
-    """Every other reading of the request an upstream may make, with what it reads otherwise (see authorize)."""
-    headers = _header_aliases(facts.headers)
+def _readings(facts: Facts, dotted: str | None, split: tuple[tuple[str, str], ...] | None, method: str | None,
+              rules: RuleSet) -> list[tuple[Facts, str]]:
+    """Every other reading of the request an upstream may make, with what it reads otherwise (see authorize): only
+    those that change what some rule reads (the query's names, the headers' names, the method)."""
+    headers = _header_aliases(facts.headers) if rules.reads_headers else None
     queries = [(facts.query, "")] + ([(split, "the query split at ';' too")] if split is not None else [])
     variants = []
     for query, said in queries:
-        variants.append((query, facts.headers, said))
-        aliased = _name_aliases(query)
+        variants.append((query, facts.headers, frozenset(), said))
+        aliased = _name_aliases(query) if rules.query_rules else None
         # Each alone and both: Express reads `debug[]` as `debug` but keeps `X_Key` apart from `X-Key`, PHP both.
         if aliased is not None:
-            variants.append((aliased, facts.headers, _joined(said, "parameter names as PHP, Rack or Express read "
-                                                                   "them")))
+            variants.append((aliased[0], facts.headers, aliased[1],
+                             _joined(said, "parameter names as PHP, Rack or Express read them")))
         if headers is not None:
-            variants.append((query, headers, _joined(said, "header names with '_' as '-' (WSGI, PHP, Rails)")))
+            variants.append((query, headers, frozenset(), _joined(said, "header names with '_' as '-' (WSGI, PHP, "
+                                                                        "Rails)")))
         if aliased is not None and headers is not None:
-            variants.append((aliased, headers, _joined(said, "parameter and header names as PHP reads them")))
+            variants.append((aliased[0], headers, aliased[1], _joined(said, "parameter and header names as PHP reads "
+                                                                            "them")))
     readings = []
     for verb in (facts.method, method) if method is not None else (facts.method,):
         for path in (facts.path, dotted) if dotted is not None else (facts.path,):
-            for query, sent, said in variants:
+            for query, sent, lists, said in variants:
                 if verb != facts.method or path != facts.path or query is not facts.query or sent is not facts.headers:
                     what = [f"the method {verb} it overrides itself with" if verb != facts.method else "",
                             "the path's dot segments as sent" if path != facts.path else "", said]
-                    readings.append((replace(facts, method=verb, path=path, query=query, headers=sent),
+                    readings.append((replace(facts, method=verb, path=path, query=query, headers=sent, lists=lists),
                                      "decided as an upstream may read it: " + _joined(*what)))
     return readings
 
@@ -391,10 +414,13 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
         # /admin and no allow on /x lets it reach /admin's handler; the query split at `;` too, so `?a=1;debug=1`
         # gets past no deny on `debug`; names as frameworks read them (`debug[]`, `DEBUG`, `X_Debug`), and a POST
         # as the method it overrides itself with (found by reviews).
-        overrides = _overrides(facts)
-        readings = _readings(facts, dotted, split, overrides[0] if overrides else None)
-        weight = len(readings) * max(len(reading.query) for reading, _ in readings) if readings else 0
-        if len(overrides) > 1 or weight > READING_BUDGET:
+        rules = authorizer.rules
+        overrides = _overrides(facts) if rules.reads_methods else []
+        readings = _readings(facts, dotted, split, overrides[0] if overrides else None, rules) if (
+            dotted is not None or split is not None or overrides or _RESHAPED_RAW.search(query_text)
+            or "_" in "".join([name for name, _ in facts.headers])) else []
+        parameters = max((len(reading.query) for reading, _ in readings), default=0)
+        if len(overrides) > 1 or _reading_cost(rules, len(readings), parameters) > _reading_budget(rules):
             detail = ("the method is overridden more than once: " + ", ".join(overrides) if len(overrides) > 1 else
                       f"{len(readings) + 1} readings of the request with this many query parameters")
             return deny("invalid_request", 400, www_authenticate=www_authenticate(realm, "invalid_request", detail),

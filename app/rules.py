@@ -43,6 +43,10 @@ class Facts(msgspec.Struct, frozen=True, gc=False):
     # and withholding the token must not skip the deny (found by a review). Under `deny` the rule does not match,
     # as the contract says: allowing such a request takes an allow rule.
     anonymous_deny_holds: bool = False
+    # Query names that are lists or maps to upstreams (`a` for `a[]=1&a[]=2`, `page` for `page[size]&page[number]`,
+    # app.authorize._name_aliases): in a deny rule their items are not copies of one value, so not ambiguous (a
+    # rule reading every parameter refused JSON:API requests; found by a review). In an allow rule they are.
+    lists: frozenset[str] = frozenset()
 
 
 class RuleResult(msgspec.Struct, gc=False):
@@ -159,13 +163,16 @@ def uses(condition: Condition | Pattern | None) -> frozenset[str]:
 _FAILS_CLOSED = "fails closed: in a deny rule it stands for any value"
 
 
-def _ambiguous(pairs: list[tuple[str, list[str]]]) -> str | None:
+def _ambiguous(pairs: list[tuple[str, list[str]]], lists: frozenset[str] | None) -> str | None:
     """The first name given more than once with different values, among the headers or parameters a condition
-    reads: the upstream may read either copy, so no answer about "the" value can be trusted."""
+    reads: the upstream may read either copy, so no answer about "the" value can be trusted. ASP.NET Core reads
+    `Tenant` and `tenant` as one name. `lists`, in a deny rule: names whose values are items of one list or map
+    (`ids[]` and Facts.lists), where "some item matches" already is the cautious reading."""
     seen: dict[str, list[str]] = {}
     for name, values in pairs:
-        if seen.setdefault(name.lower(), values) != values and not name.endswith("[]"):  # `a[]`: a list
-            return name  # (ASP.NET Core reads `Tenant` and `tenant` as one name)
+        if seen.setdefault(name.lower(), values) != values and not (
+                lists is not None and (name.endswith("[]") or name in lists)):
+            return name
     return None
 
 
@@ -194,7 +201,7 @@ def _condition(condition: Condition, facts: Facts, variables: dict[str, Value], 
         assert condition.name is not None
         pairs = facts.headers if condition.kind == "headers" else facts.query
         compared = [(name, [value]) for name, value in pairs if condition.name.search(variables, name)]
-    ambiguous = _ambiguous(compared) if condition.kind != "token" else None
+    ambiguous = _ambiguous(compared, facts.lists if effect == "deny" else None) if condition.kind != "token" else None
     if ambiguous is not None:
         held = effect == "deny"
     elif condition.value is None:
@@ -544,7 +551,8 @@ def _pair_check(condition: Condition, effect: Effect) -> Check:
         found, seen = False, {}
         for pair_name, text in facts.headers if headers else facts.query:
             if pair_name == key if key is not None else name.search(variables, pair_name):
-                if seen.setdefault(pair_name.lower(), text) != text and not pair_name.endswith("[]"):  # _ambiguous
+                if seen.setdefault(pair_name.lower(), text) != text and not (  # (see _ambiguous)
+                        ambiguous and (pair_name.endswith("[]") or pair_name in facts.lists)):
                     return ambiguous
                 found = found or value is None or value(variables, text)
         return found == exists
@@ -701,6 +709,12 @@ class RuleSet(tuple):  # type: ignore[type-arg]
             else:
                 self._unbucketed.append(position)
         self._methods = frozenset(method for rule in self if rule.methods is not None for method in rule.methods)
+        # What the rules read besides the path, for the readings of a request (app.authorize._readings).
+        self.query_rules = sum(1 for rule in self if rule.query or any(item.source == "query"
+                                                                         for item in rule.variables))
+        self.reads_headers = any(rule.headers or any(item.source == "header" for item in rule.variables)
+                                 for rule in self)
+        self.reads_methods = any(rule.methods is not None for rule in self)
         self._matchers = tuple(_matcher(rule) for rule in self)
         self._selected: dict[tuple[str, str | None, str | None], tuple[Matcher, ...]] = {}
 

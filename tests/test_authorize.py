@@ -587,8 +587,9 @@ def test_each_upstreams_reading_is_decided_on_its_own_names(client):
 
 def test_a_request_read_too_many_ways_for_its_parameters_is_refused_not_decided_for_seconds(client):
     """Found by a review: a POST overriding its method, with dot segments, a `;` and 1,023 bracketed names took
-    16 readings of ~6,000 names each, 1.2 s of a worker with 1,000 rules."""
-    rules = [{"id": "all", "effect": "allow"}]
+    16 readings of ~6,000 names each, 1.2 s of a worker with 1,000 rules reading the query."""
+    rules = [{"id": "all", "effect": "allow"},
+             *({"effect": "deny", "query": [{"name": {"pattern": f"^p{index}$"}}]} for index in range(50))]
     doc = {"policy": rs256_policy(), "default_effect": "deny", "rules": rules}
     query = "&".join(f"a{index}[]=1" for index in range(1023)) + ";y=1"
     body = decide(client, doc, method="POST", path=f"/a/../b?{query}", bearer=token(),
@@ -597,6 +598,40 @@ def test_a_request_read_too_many_ways_for_its_parameters_is_refused_not_decided_
     assert "readings of the request" in body["www_authenticate"]
     assert decide(client, doc, method="POST", path="/a/../b?a[]=1;y=1", bearer=token(),
                   headers={"X-HTTP-Method-Override": "PUT"})["allowed"]
+
+
+@pytest.mark.parametrize("query, rule, expected", [
+    ("role[]=user&role[]=admin", "deny-admin", "deny"),  # a deny on a value holds for an item of a list
+    ("role[a]=admin&role[b]=admin", "deny-admin", "deny"),
+    ("tenant[]=acme&tenant[]=evil", "allow-own", "deny"),  # a list's items are ambiguous to an allow
+    ("tenant[]=acme", "allow-own", "allow"),
+    ("_method=DELETE", "no-delete", "deny"), (".method=DELETE", "no-delete", "deny"),  # PHP's `_method`
+    ("XDEBUG[SESSION.START=1", "no-xdebug", "deny"),  # PHP 8 reads an unclosed `[` and what follows as `_`
+])
+def test_lists_maps_and_php_names_are_read_as_upstreams_read_them(client, query, rule, expected):
+    """Found by a review of the readings' second version."""
+    rules = {
+        "deny-admin": [{"effect": "deny", "query": [{"name": {"pattern": "^role$"}, "value": {"pattern": "^admin$"}}]},
+                       {"effect": "allow"}],
+        "allow-own": [{"effect": "allow", "variables": [{"name": "org", "source": "jwtClaim", "key": ORG}],
+                       "query": [{"name": {"pattern": "^tenant(\\[\\])?$"}, "value": {"pattern": "^{{org}}$"}}]}],
+        "no-delete": [{"effect": "allow", "methods": ["POST", "DELETE"]}, {"effect": "deny", "methods": ["DELETE"]}],
+        "no-xdebug": [{"effect": "deny", "query": [{"name": {"pattern": "^XDEBUG_SESSION_START$"}}]},
+                      {"effect": "allow"}],
+    }[rule]
+    doc = {"policy": rs256_policy(), "default_effect": "deny", "rules": rules}
+    method = "POST" if rule == "no-delete" else "GET"
+    body = decide(client, doc, method=method, path=f"/x?{query}", bearer=token(**{ORG: "acme"}))
+    assert body["decision"] == expected, body
+
+
+@pytest.mark.parametrize("name", ["access_token", "ACCESS_TOKEN", "access.token", "access[token", "[access_token]",
+                                  "access_token[]"])
+def test_a_second_query_token_under_a_name_upstreams_read_as_the_sources_is_an_ambiguous_request(client, name):
+    """Found by a review: PHP hands `access.token` (the last one) to an application reading `access_token`."""
+    doc = {"policy": rs256_policy(), "token_sources": [{"query": "access_token"}], "rules": [{"effect": "allow"}]}
+    body = decide(client, doc, path=f"/x?access_token={token()}&{name}={forged()}", headers={})
+    assert (body["decision"], body["reason"], body["status"]) == ("deny", "invalid_request", 400)
 
 
 def test_a_header_token_source_also_reads_the_underscore_spelling_of_its_name(client):
