@@ -201,7 +201,10 @@ def _condition(condition: Condition, facts: Facts, variables: dict[str, Value], 
         assert condition.name is not None
         pairs = facts.headers if condition.kind == "headers" else facts.query
         compared = [(name, [value]) for name, value in pairs if condition.name.search(variables, name)]
-    ambiguous = _ambiguous(compared, facts.lists if effect == "deny" else None) if condition.kind != "token" else None
+    # The items of a list are each matched by a deny's `must_exist` condition (the cautious reading); to an allow,
+    # and to `must_absent`, they are ambiguous like any repeated value.
+    lists = facts.lists if effect == "deny" and condition.exists else None
+    ambiguous = _ambiguous(compared, lists) if condition.kind != "token" else None
     if ambiguous is not None:
         held = effect == "deny"
     elif condition.value is None:
@@ -546,13 +549,14 @@ def _pair_check(condition: Condition, effect: Effect) -> Check:
     headers, exists, key, name = condition.kind == "headers", condition.exists, condition.name.literal, condition.name
     value = condition.value.search if condition.value is not None else None
     ambiguous = effect == "deny"
+    listed = ambiguous and exists
 
     def held(facts: Facts, variables: dict[str, Value]) -> bool:
         found, seen = False, {}
         for pair_name, text in facts.headers if headers else facts.query:
             if pair_name == key if key is not None else name.search(variables, pair_name):
-                if seen.setdefault(pair_name.lower(), text) != text and not (  # (see _ambiguous)
-                        ambiguous and (pair_name.endswith("[]") or pair_name in facts.lists)):
+                if seen.setdefault(pair_name.lower(), text) != text and not (  # (see _condition)
+                        listed and (pair_name.endswith("[]") or pair_name in facts.lists)):
                     return ambiguous
                 found = found or value is None or value(variables, text)
         return found == exists

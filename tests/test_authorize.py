@@ -605,6 +605,9 @@ def test_a_request_read_too_many_ways_for_its_parameters_is_refused_not_decided_
     ("role[a]=admin&role[b]=admin", "deny-admin", "deny"),
     ("tenant[]=acme&tenant[]=evil", "allow-own", "deny"),  # a list's items are ambiguous to an allow
     ("tenant[]=acme", "allow-own", "allow"),
+    # A scalar beside a list of the same name is two readings of it, to a deny too (found by the next review).
+    ("tenant=acme&tenant[]=evil", "deny-other", "deny"), ("tenant[x]=evil&tenant=acme", "deny-other", "deny"),
+    ("tenant=acme", "deny-other", "allow"),
     ("_method=DELETE", "no-delete", "deny"), (".method=DELETE", "no-delete", "deny"),  # PHP's `_method`
     ("XDEBUG[SESSION.START=1", "no-xdebug", "deny"),  # PHP 8 reads an unclosed `[` and what follows as `_`
 ])
@@ -616,6 +619,9 @@ def test_lists_maps_and_php_names_are_read_as_upstreams_read_them(client, query,
         "allow-own": [{"effect": "allow", "variables": [{"name": "org", "source": "jwtClaim", "key": ORG}],
                        "query": [{"name": {"pattern": "^tenant(\\[\\])?$"}, "value": {"pattern": "^{{org}}$"}}]}],
         "no-delete": [{"effect": "allow", "methods": ["POST", "DELETE"]}, {"effect": "deny", "methods": ["DELETE"]}],
+        "deny-other": [{"effect": "allow"}, {
+            "effect": "deny", "variables": [{"name": "org", "source": "jwtClaim", "key": ORG}],
+            "query": [{"name": {"pattern": "^tenant$"}, "value": {"pattern": "^{{org}}$"}, "presence": "must_absent"}]}],
         "no-xdebug": [{"effect": "deny", "query": [{"name": {"pattern": "^XDEBUG_SESSION_START$"}}]},
                       {"effect": "allow"}],
     }[rule]
