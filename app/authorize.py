@@ -411,7 +411,7 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
         # Upstreams read some requests another way, and an allow holds only when every reading is allowed: the
         # path with its dot segments as sent (app.paths.path_spellings), so `/admin/../x` gets past no deny on
         # /admin and no allow on /x lets it reach /admin's handler; the query split at `;` too, so `?a=1;debug=1`
-        # gets past no deny on `debug`; names as frameworks read them (`debug[]`, `DEBUG`, `X_Debug`), and a POST
+        # gets past no deny on `debug`; names as frameworks read them (`debug[]`, `debug.x`, `X_Debug`), and a POST
         # as the method it overrides itself with (found by reviews).
         rules = authorizer.rules
         overrides = _overrides(facts) if rules.reads_methods else []
@@ -426,9 +426,10 @@ async def authorize(authorizer: Authorizer, request: OriginalRequest, *, verifie
             return deny("invalid_request", 400, www_authenticate=www_authenticate(realm, "invalid_request", detail),
                         trace=_trace("path", request, path, detail) if explain else None)
         for reading, said in readings:
-            if evaluate(authorizer.rules, reading, authorizer.default_effect).effect == "deny":
-                verdict, path, read = evaluate(authorizer.rules, reading, authorizer.default_effect,
-                                               explain=explain), reading.path, said
+            other = evaluate(rules, reading, authorizer.default_effect)
+            if other.effect == "deny":  # traced only then: the readings that allow would trace in vain
+                verdict = evaluate(rules, reading, authorizer.default_effect, explain=True) if explain else other
+                path, read = reading.path, said
                 break
     rule = verdict.rule
     common: dict[str, Any] = {
