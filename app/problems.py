@@ -216,7 +216,7 @@ BODY_INCOMPLETE = ProblemDetails("urn:jwt-decision:problem:body-incomplete", "In
                                  "malformed.", "BODY_INCOMPLETE")
 
 
-# Set in the scope when the body did not arrive within READ_TIMEOUT_SECONDS (app.api.fastpath._with_body).
+# Set in the scope when the body did not arrive within READ_TIMEOUT_SECONDS (app.api.fastpath.BodyDeadlines).
 BODY_TIMED_OUT = "jwt_decision.body_timed_out"
 BODY_TIMEOUT = ProblemDetails("urn:jwt-decision:problem:body-timeout", "Request body timeout", 408,
                               "The request body did not arrive within READ_TIMEOUT_SECONDS.", "BODY_TIMEOUT")

@@ -44,8 +44,9 @@ class Facts(msgspec.Struct, frozen=True, gc=False):
     # as the contract says: allowing such a request takes an allow rule.
     anonymous_deny_holds: bool = False
     # Query names that are lists or maps to upstreams (`a` for `a[]=1&a[]=2`, `page` for `page[size]&page[number]`,
-    # app.authorize._name_aliases): in a deny rule their items are not copies of one value, so not ambiguous (a
-    # rule reading every parameter refused JSON:API requests; found by a review). In an allow rule they are.
+    # app.authorize._name_aliases): to a deny rule's `must_exist` condition their items are not copies of one
+    # value, so not ambiguous (a rule reading every parameter refused JSON:API requests; found by a review). To an
+    # allow rule, and to `must_absent`, they are.
     lists: frozenset[str] = frozenset()
 
 
