@@ -140,7 +140,7 @@ def _complete(doc: dict[str, Any]) -> None:
                                     "content": copy.deepcopy(_PROBLEM)}
             else:  # path_rejected as a decision, or a request Litestar cannot read (a bad Host)
                 bad.setdefault("content", {}).update(copy.deepcopy(_PROBLEM))
-            if "requestBody" in operation:  # app.api.fastpath._with_body; app.api.strict_body
+            if "requestBody" in operation:  # app.api.fastpath.BodyDeadlines; app.api.strict_body
                 responses["408"] = {"description": "The body did not arrive within READ_TIMEOUT_SECONDS "
                                                    "(`BODY_TIMEOUT`); the connection is closed",
                                     "content": copy.deepcopy(_PROBLEM)}
