@@ -201,8 +201,8 @@ _PHP_UNCLOSED = re.compile(r"[ .\[]")
 
 def _read_as(name: str) -> tuple[list[str], str | None]:
     """The other names PHP, Rack and Express's qs read a parameter's name as, and the name whose list or map it is
-    an item of (`a` for `a[]`, `a[k]`, `a[k][j]`), if any: `[a]` is `a`; `a.b`, `a b` and an unclosed `a[b` (all
-    of it: `a[b.c` is `a_b_c`) are PHP 8's `a_b`."""
+    an item of (`a` for `a[]`, `a[k]`, `a[k][j]`, and Rack's `a[b`), if any: `[a]` is `a`; `a.b`, `a b` and an
+    unclosed `a[b` (all of it: `a[b.c` is `a_b_c`) are PHP 8's `a_b`."""
     if not _RESHAPED.search(name):
         return [], None
     base, rest = _NAME_SHAPE.match(name).groups()  # type: ignore[union-attr]
@@ -211,8 +211,8 @@ def _read_as(name: str) -> tuple[list[str], str | None]:
     php = base.replace(".", "_").replace(" ", "_")
     if rest.startswith("[") and "]" in rest:
         return [php] if php != base else [], base
-    if rest.startswith("["):
-        return [f"{php}_" + _PHP_UNCLOSED.sub("_", rest[1:])], None
+    if rest.startswith("["):  # Rack reads `a[b` as a map `a` too (`a[` alone it keeps as `a[`; found by a review)
+        return [f"{php}_" + _PHP_UNCLOSED.sub("_", rest[1:])], base if len(rest) > 1 else None
     return [alias for alias in dict.fromkeys((base, php)) if alias != name], None
 
 

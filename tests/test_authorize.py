@@ -610,6 +610,7 @@ def test_a_request_read_too_many_ways_for_its_parameters_is_refused_not_decided_
     ("tenant=acme", "deny-other", "allow"),
     ("_method=DELETE", "no-delete", "deny"), (".method=DELETE", "no-delete", "deny"),  # PHP's `_method`
     ("XDEBUG[SESSION.START=1", "no-xdebug", "deny"),  # PHP 8 reads an unclosed `[` and what follows as `_`
+    ("role[x=admin", "deny-admin", "deny"),  # and Rack as a map `role` (found by a review)
 ])
 def test_lists_maps_and_php_names_are_read_as_upstreams_read_them(client, query, rule, expected):
     """Found by a review of the readings' second version."""
