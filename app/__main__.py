@@ -223,7 +223,7 @@ def _check(settings: "Settings") -> "Settings":
 
 
 def _serve(settings: "Settings") -> int:
-    from granian.constants import Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
@@ -238,8 +238,11 @@ def _serve(settings: "Settings") -> int:
             interface=Interfaces.ASGI, workers=settings.workers, loop=Loops.uvloop, log_access=False,
             log_level=LogLevels(settings.log_level.lower()), log_dictconfig=stdlib_logging(settings.log_level),
             websockets=False, backlog=2048, respawn_failed_workers=True,
-            # Headers that stop arriving hold a place of the worker's ~1,000 for granian's 30 s otherwise (found by
-            # a review); the body's own deadline is app.api.fastpath.BodyDeadlines.
+            # Headers that stop arriving hold one of granian's places for its 30 s otherwise (found by a review);
+            # the body's own deadline is app.api.fastpath.BodyDeadlines. HTTP/1 only: granian's HTTP/2 has no such
+            # timeout (a stalled HEADERS frame or an idle connection stayed open; found by a review), and the
+            # proxies of the README's recipes call the service over HTTP/1.1.
+            http=HTTPModes.http1,
             http1_settings=HTTP1Settings(header_read_timeout=max(100, int(settings.read_timeout_seconds * 1000))),
             workers_kill_timeout=WORKER_STOP_SECONDS).serve()
     return 0

@@ -249,8 +249,8 @@ def _header_aliases(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, st
 
 
 # Method overrides upstreams honour on a POST: Rack::MethodOverride, Express's method-override (the first of a
-# comma-separated list), Symfony and Laravel (a query `_method` too), Spring's HiddenHttpMethodFilter, ASP.NET
-# Core's HttpMethodOverride.
+# comma-separated list: every item is read here, two methods being a 400), Symfony and Laravel (a query `_method`
+# too), Spring's HiddenHttpMethodFilter, ASP.NET Core's HttpMethodOverride.
 _OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 _METHOD_TOKEN = re.compile(r"[A-Za-z]{1,32}")
 

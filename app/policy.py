@@ -128,7 +128,8 @@ _QUERY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")  # a name shown in a label: an
 
 def key_set_label(uri: str) -> str:
     """A `jwks_uri` as shown outside (the /metrics label, logs, /v1/profiles): scheme, host, port, path and the
-    query's parameter names; never userinfo, fragment or a query value, which may hold a credential. The names
+    query's parameter names; never userinfo, fragment or a query value, which may hold a credential, and a digest
+    for a host and path holding something shaped like a token. The names
     keep `?token=` and `?sig=` sets apart: with the query dropped they shared one label, where one's successes
     hid the other's failures from an alert on key-set age (found by a review)."""
     try:

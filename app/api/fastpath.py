@@ -66,8 +66,8 @@ def _bodied(message: Any) -> Any:
 class BodyDeadlines:
     """READ_TIMEOUT_SECONDS: a request's body must arrive within that time of the request's start, or its read says
     the client left and the scope is marked, answered 408 (app.problems). Nothing bounded a body that stopped
-    arriving, and ~1,000 such requests a worker held every place granian gives a worker's requests: /healthz timed
-    out until the clients let go (found by a review). One watcher for every read in progress (`watch`, a lifespan
+    arriving, and such requests held every place granian gives a worker's requests (its backlog shared among the
+    workers): /healthz timed out until the clients let go (found by a review). One watcher for every read in progress (`watch`, a lifespan
     task): `asyncio.timeout` around each read cost ~6 µs a request."""
 
     def __init__(self, seconds: float) -> None:
