@@ -140,7 +140,7 @@ def test_a_body_stopping_before_its_end_is_a_400_problem_not_an_error_of_ours(ca
     assert (b"content-type", b"application/problem+json") in start["headers"]
 
 
-def test_a_body_that_stops_arriving_is_answered_408_within_read_timeout_seconds_on_every_path():
+def test_headers_or_a_body_that_stop_arriving_are_cut_off_within_read_timeout_seconds_on_every_path():
     """Found by reviews: nothing bounded a body that stopped arriving, so ~1,000 such requests a worker held every
     place granian gives a worker's requests, and /healthz timed out until the clients let go; headers that stopped
     held theirs for granian's default 30 s."""
@@ -180,7 +180,7 @@ def test_a_body_that_stops_arriving_is_answered_408_within_read_timeout_seconds_
             continue
         assert data.startswith(b"HTTP/1.1 408 "), (name, data[:200])
         assert b'"code":"BODY_TIMEOUT"' in data
-    assert healthy == 200 and not http2.startswith(bytes.fromhex("000000040000")), http2[:40]
+    assert healthy == 200 and (http2 == b"" or http2.startswith(b"HTTP/1.1 ")), http2[:40]
 
 
 def test_console_format_is_for_people(capsys):
