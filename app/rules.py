@@ -44,7 +44,7 @@ class Facts(msgspec.Struct, frozen=True, gc=False):
     # as the contract says: allowing such a request takes an allow rule.
     anonymous_deny_holds: bool = False
     # Query names that are lists or maps to upstreams (`a` for `a[]=1&a[]=2`, `page` for `page[size]&page[number]`,
-    # app.authorize._name_aliases): to a deny rule's `must_exist` condition their items are not copies of one
+    # app.readings.name_aliases): to a deny rule's `must_exist` condition their items are not copies of one
     # value, so not ambiguous (a rule reading every parameter refused JSON:API requests; found by a review). To an
     # allow rule, and to `must_absent`, they are.
     lists: frozenset[str] = frozenset()
@@ -714,7 +714,7 @@ class RuleSet(tuple):  # type: ignore[type-arg]
             else:
                 self._unbucketed.append(position)
         self._methods = frozenset(method for rule in self if rule.methods is not None for method in rule.methods)
-        # What the rules read besides the path, for the readings of a request (app.authorize._readings).
+        # What the rules read besides the path, for the readings of a request (app.readings.readings).
         self.query_rules = sum(1 for rule in self if rule.query or any(item.source == "query"
                                                                          for item in rule.variables))
         self.reads_headers = any(rule.headers or any(item.source == "header" for item in rule.variables)
