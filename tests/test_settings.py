@@ -43,12 +43,15 @@ from tests.service import Service
     ({"JWKS_PROXY": "socks5://hunter2@proxy:1080"}, "JWKS_PROXY: must be an http:// or https:// proxy URL"),
     ({"JWKS_PROXY": "http://user:hunter2@proxy:99999"}, "JWKS_PROXY: must be an http:// or https:// URL with a host"),
     ({"JWKS_PROXY": "http://proxy:3128/hunter2"}, "JWKS_PROXY: must be the proxy's scheme, host and port only"),
+    ({"READ_TIMEOUT_SECONDS": "0"}, "READ_TIMEOUT_SECONDS: must be between 0.1 and 600"),
+    ({"READ_TIMEOUT_SECONDS": "10s"}, "READ_TIMEOUT_SECONDS: must be a number between 0.1 and 600"),
 ], ids=["port-not-a-number", "api-keys-empty", "api-keys-blank", "api-key-not-ascii", "host-name", "host-bad-ip",
         "every-problem", "min-age-above-max-age", "connect-above-total-timeout", "port-fullwidth-digits",
         "port-underscore", "float-nan", "api-key-short", "allowlist-url", "allowlist-port", "allowlist-url-with-port",
         "storage-bad-port",
         "storage-no-port", "storage-named-db", "storage-other-scheme", "storage-control-character", "ca-file-missing",
-        "ca-file-not-pem", "proxy-socks", "proxy-bad-port", "proxy-with-a-path"])
+        "ca-file-not-pem", "proxy-socks", "proxy-bad-port", "proxy-with-a-path", "read-timeout-zero",
+        "read-timeout-with-a-unit"])
 def test_a_bad_setting_is_refused_naming_the_variable(environ, message):
     with pytest.raises(SettingsError, match=message) as info:
         load_settings(environ)
