@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.settings import Settings
 from tests.conftest import claims, require_binary, rs256_policy
 from tests.mint import key_for, mint
 from tests.proxies import ORG, Upstream, doc_block, live_token, raw_get, stop, wait_for_port
@@ -208,6 +209,10 @@ def test_the_traefik_and_envoy_recipes_carry_the_authorizers_headers_and_refuse_
     assert service["path_prefix"] == "/v1/forward-auth/api"
     upstream = service["authorization_response"]["allowed_upstream_headers"]["patterns"]
     assert upstream == [{"exact": header.lower()} for header in headers]
+    options = envoy["clusters"][0]["typed_extension_protocol_options"]
+    idle = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["common_http_protocol_options"]
+    assert envoy["clusters"][0]["name"] == service["server_uri"]["cluster"]
+    assert float(idle["idle_timeout"].removesuffix("s")) < Settings().read_timeout_seconds  # closed by us first
 
 
 def test_another_organisation_is_403_and_never_reaches_the_upstream(stack):
