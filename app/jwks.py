@@ -112,6 +112,7 @@ class Entry:
     fetched_at: float | None = None
     expires_at: float = 0.0
     last_error: str | None = None
+    failed_at: float = float("-inf")  # when the fetch that failed last started
     failures: int = 0
     next_attempt_at: float = 0.0
     last_kid_refetch: float = float("-inf")
@@ -250,7 +251,7 @@ class KeySetCache:
                 await self._refresh(entry)
         elif now >= entry.expires_at and entry.inflight is None and now >= entry.next_attempt_at \
                 and self._deferred(entry, now) is None:
-            self._spawn(self._refresh(entry))
+            self._start(entry)  # in flight at once: the requests of this same moment are not charged for it too
         return self._view(entry, self.clock())
 
     def vouch(self, uri: str) -> None:
@@ -358,7 +359,10 @@ class KeySetCache:
             return KeyView(None, source, error=f"the last good key set is {int(age)} s old and stale for "
                                                f"{int(now - entry.expires_at)} s, beyond the maximum staleness "
                                                f"({self.settings.jwks_max_stale:g} s); last error: {entry.last_error}")
-        stale = age if now >= entry.expires_at and entry.last_error is not None else None
+        # Stale-if-error: past its freshness, and a refresh since then failed. An unknown kid's refetch that failed
+        # while the set was fresh made every request warn until the first refresh after it (found by a review).
+        stale = age if now >= entry.expires_at and entry.last_error is not None \
+            and entry.failed_at >= entry.expires_at else None
         return KeyView(entry.keyset, source, stale, entry.last_error, entry.fetched_at)
 
     # --- fetching ---------------------------------------------------------------------------------------------
@@ -373,10 +377,16 @@ class KeySetCache:
     async def _refresh(self, entry: Entry) -> None:
         """Single-flight: concurrent callers await the same task (shielded, so a cancelled caller cannot cancel
         everybody's fetch)."""
+        await asyncio.shield(self._start(entry))
+
+    def _start(self, entry: Entry) -> asyncio.Task[None]:
+        """The entry's fetch in flight, started now if none is. Started in the background, it was in flight only
+        once its task ran: every request of the same moment on a stale set was charged to the host's budget for
+        the one fetch (found by a review)."""
         if entry.inflight is None:
-            entry.inflight = asyncio.ensure_future(self._fetch_into(entry))
+            entry.inflight = self._spawn(self._fetch_into(entry))
             entry.inflight.add_done_callback(lambda _: setattr(entry, "inflight", None))
-        await asyncio.shield(entry.inflight)
+        return entry.inflight
 
     async def _fetch_into(self, entry: Entry) -> None:
         entry.fetches += 1
@@ -426,7 +436,7 @@ class KeySetCache:
         entry.failures += 1
         delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (entry.failures - 1))
         entry.next_attempt_at = started + delay
-        entry.last_error = reason
+        entry.last_error, entry.failed_at = reason, started
         log.warning("jwks_fetch_failed", uri=key_set_label(entry.uri), reason=reason, failures=entry.failures,
                     retry_in=round(delay, 1), serving_stale=entry.keyset is not None)
 
@@ -448,7 +458,8 @@ class KeySetCache:
                 direct = self._direct is not None and is_loopback_host(urlsplit(url).hostname or "")
                 async with (self._direct if direct else self._client).stream(  # type: ignore[union-attr]
                         "GET", url, headers=_IDENTITY) as response:
-                    if response.is_redirect:
+                    if response.has_redirect_location:  # (`is_redirect` is any 3xx: a 304 was followed
+                        # to the same URL until the redirects ran out, 4 requests a fetch; found by a review)
                         target = urljoin(url, response.headers.get("location", ""))
                         problem = check_key_set_url(target)
                         if problem:
@@ -566,7 +577,7 @@ class KeySetCache:
             self._named.add(uri)
             entry = self._configure(uri)
             if entry.keyset is None and entry.inflight is None:
-                self._spawn(self._refresh(entry))
+                self._start(entry)
         for issuer in issuers:
             self._spawn(self.view_discovered(issuer, None))
 
@@ -610,7 +621,7 @@ class KeySetCache:
                 entry = self._entries.get(uri)
                 if entry is not None and entry.inflight is None and now >= entry.next_attempt_at and (
                         entry.keyset is None or now >= entry.expires_at):
-                    self._spawn(self._refresh(entry))
+                    self._start(entry)
             for issuer, state in list(self._discovered.items()):
                 if state.inflight is not None or now < state.next_attempt_at:
                     continue
@@ -656,8 +667,10 @@ class KeySetCache:
             self._requested.pop(uri, None)
 
     async def aclose(self) -> None:
-        for task in list(self._background):
+        tasks = list(self._background)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # a fetch in flight ends before its client closes
         await self._client.aclose()
         if self._direct is not None:
             await self._direct.aclose()

@@ -112,7 +112,7 @@ class KeyServer:
         self.documents: dict[str, Any] = {}
         self.headers: dict[str, dict[str, str]] = {}
         # ok | 500 | slow | huge | not_json | bad_utf8 | redirect_other_host | redirect_same_host | redirect_bad_port
-        # | gzip | gzip_bomb
+        # | gzip | gzip_bomb | 304 | 302_no_location
         self.mode: str = "ok"
         self.accept_encoding: str | None = None  # of the last request
         self.slow_seconds = 2.0
@@ -176,6 +176,8 @@ class KeyServer:
             return self._send(handler, 302, b"", extra={"Location": f"http://localhost:{self.port}/moved{path}"})
         if mode == "redirect_bad_port":
             return self._send(handler, 302, b"", extra={"Location": "http://127.0.0.1:99999/x"})
+        if mode in ("304", "302_no_location"):  # a 3xx that is no redirect: nothing to follow
+            return self._send(handler, int(mode[:3]), b"")
         if mode == "redirect_same_host":
             return self._send(handler, 302, b"", extra={"Location": f"/moved{path}"})
         document = self.documents.get(path)

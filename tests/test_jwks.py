@@ -245,6 +245,32 @@ async def test_failing_key_server_is_not_hammered(verifier, server, clock, mode)
     assert server.hit_count(PATH) <= 5  # exponential: 1, 2, 4, 8 s apart
 
 
+@pytest.mark.parametrize("mode", ["304", "302_no_location"])
+async def test_a_3xx_without_a_location_is_one_failed_request_not_a_redirect_to_itself(verifier, server, mode):
+    """Found by a review: httpx's `is_redirect` is any 3xx, so a 304 or a Location-less 302 was followed to the
+    same URL until the redirects ran out: four requests a fetch, told as "too many redirects"."""
+    server.mode = mode
+    result = await verifier.validate(token("k1"), remote_policy(server.url(PATH)))
+    assert codes(result) == ["JWKS_UNAVAILABLE"]
+    assert result.findings[0].evidence["reason"] == f"HTTP {mode[:3]}"
+    assert server.hit_count(PATH) == 1
+
+
+async def test_a_key_refetch_that_failed_while_the_set_was_fresh_is_no_stale_warning_later(verifier, server, clock):
+    """Found by a review: JWKS_STALE is for a set past its freshness whose refresh failed. An unknown kid's refetch
+    that failed while the set was fresh left its error behind, and every request once the set aged warned of it,
+    before any refresh of the aged set had been tried."""
+    policy = remote_policy(server.url(PATH))
+    assert (await verifier.validate(token("k1"), policy)).valid
+    server.mode = "500"
+    assert codes(await verifier.validate(token("k9"), policy)) == ["KID_NOT_FOUND"]
+    assert server.hit_count(PATH) == 2  # the refetch for k9, which failed
+    server.mode = "ok"
+    clock.now += 601  # past the set's freshness and the backoff: a refresh starts in the background
+    result = await verifier.validate(token("k1", clock.now), policy)
+    assert result.valid and codes(result) == [], codes(result)
+
+
 async def test_a_gzip_bomb_is_refused_without_inflating_it_in_memory(verifier, server):
     import tracemalloc
 
@@ -786,6 +812,23 @@ async def test_refreshing_stale_request_named_key_sets_is_held_to_the_same_budge
             break
     assert server.hit_count(PATH) == 8
     assert (await cache.view(server.url(f"{PATH}?n=9"), "k1")).keyset is None  # the refreshes used the budget
+    await cache.aclose()
+
+
+async def test_a_burst_on_a_stale_request_named_set_is_charged_one_fetch(server, clock):
+    """Found by a review: the background refresh of a stale set was in flight only once its task ran, so each
+    request of the same moment was charged to the host's budget (4 fetches a cooldown) for the one fetch, and the
+    next new URL of the host was refused."""
+    cache = KeySetCache(SETTINGS, clock=clock)
+    assert (await cache.view(server.url(PATH), "k1")).keyset is not None
+    clock.now += 700  # past the default freshness (600 s) and the cooldown
+    await asyncio.gather(*(cache.view(server.url(PATH), "k1") for _ in range(10)))
+    for _ in range(20):
+        await asyncio.sleep(0.05)
+        if server.hit_count(PATH) == 2:
+            break
+    assert server.hit_count(PATH) == 2
+    assert (await cache.view(server.url(f"{PATH}?n=1"), "k1")).keyset is not None  # the budget had room left
     await cache.aclose()
 
 

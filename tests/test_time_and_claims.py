@@ -254,6 +254,17 @@ def test_cognito_access_token_without_aud_points_at_client_id():
     assert only(rejected, "AUDIENCE_MISMATCH").evidence["claim"] == "client_id"
 
 
+def test_an_id_token_under_a_client_id_audience_policy_is_told_to_send_the_access_token():
+    """Found by a review: a Cognito ID token (its audience in `aud`, no `client_id`) under the cognito preset's
+    policy was told Auth0's advice about the 'audience' parameter."""
+    token = rs256_token(client_id=None, token_use="id")
+    finding = only(run(token, audience_claim="client_id"), "AUDIENCE_MISMATCH")
+    assert "'client_id'" in finding.remediation and "ID token" in finding.remediation
+    assert "Auth0" not in finding.remediation
+    other = only(run(rs256_token(), audience_claim="azp"), "AUDIENCE_MISMATCH")
+    assert other.remediation == "This policy reads the audience from 'azp', which the token lacks."
+
+
 # --- issuer -------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("expected, actual, hint", [
@@ -261,7 +272,9 @@ def test_cognito_access_token_without_aud_points_at_client_id():
     ("https://acme.okta.com", "https://acme.okta.com/", "trailing slash"),
     ("https://login.example.com/tenant", "https://Login.Example.com/Tenant", "letter case"),
     ("https://issuer.example.com/", "http://issuer.example.com/", "scheme"),
-], ids=["missing-slash", "extra-slash", "case", "scheme"])
+    ("https://accounts.google.com", "accounts.google.com", "a scheme one of them lacks"),
+    ("accounts.google.com", "https://Accounts.Google.com", "a scheme one of them lacks"),
+], ids=["missing-slash", "extra-slash", "case", "scheme", "no-scheme-in-the-token", "no-scheme-in-the-policy"])
 def test_issuer_that_differs_by_one_detail_says_which(expected, actual, hint):
     result = run(rs256_token(iss=actual), issuer=expected)
     finding = only(result, "ISSUER_MISMATCH")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from app.checks import Context
 from app.findings import Finding, finding
@@ -60,10 +60,23 @@ def _issuer_hint(actual: str, expected: tuple[str, ...]) -> str | None:
             a, w = urlsplit(actual), urlsplit(wanted)
         except ValueError:  # `iss` is the token's text: "https://[x" is not a URL (invalid IPv6), so no scheme hint
             continue
-        if a.scheme != w.scheme and a.netloc.lower() == w.netloc.lower() and a.path == w.path:
-            return (f"The two differ only by scheme ({a.scheme} vs {w.scheme}); the issuer must match exactly, "
-                    "and should be https.")
+        if a.scheme != w.scheme and _host_and_path(a) == _host_and_path(w):
+            # Google issues both 'accounts.google.com' and 'https://accounts.google.com' (found by a review: one
+            # without a scheme has no netloc, and got no hint)
+            if a.scheme and w.scheme:
+                return (f"The two differ only by scheme ({a.scheme} vs {w.scheme}); the issuer must match exactly, "
+                        "and should be https.")
+            return ("The two differ only by a scheme one of them lacks; the issuer must match exactly. If the "
+                    "issuer really uses both forms (Google does), list both.")
     return None
+
+
+def _host_and_path(url: SplitResult) -> tuple[str, str]:
+    """The host (in lower case) and the path of an issuer, with or without a scheme."""
+    if url.netloc:
+        return url.netloc.lower(), url.path
+    host, slash, path = url.path.partition("/")
+    return host.lower(), slash + path
 
 
 def check_issuer(ctx: Context) -> list[Finding]:
@@ -111,6 +124,10 @@ def check_audience(ctx: Context) -> list[Finding]:
         if name == "aud" and "client_id" in claims and claims.get("token_use") == "access":
             hint = ("Cognito access tokens carry 'client_id', not 'aud': set audience_claim to 'client_id' "
                     "(the cognito preset does this).")
+        elif name != "aud":  # (found by a review: a Cognito ID token was told Auth0's advice)
+            hint = (f"This policy reads the audience from '{name}', which the token lacks"
+                    + (": it is an ID token, whose audience is in 'aud'. Send the access token."
+                       if is_id_token(claims) else "."))
         else:
             hint = ("Without an audience the token was not minted for an API (Auth0: a token requested without the "
                     "'audience' parameter is opaque or an ID token). Request it with your API's audience.")
