@@ -306,6 +306,17 @@ def test_an_unknown_parameter_that_is_no_name_is_not_echoed(client):
         (["query", "parameter"], "extra_forbidden")]
 
 
+def test_an_answer_lists_at_most_fifty_errors_and_counts_the_rest(client):
+    """Found by a review: 7,000 unknown parameters (a 48 KB request, no API key needed) got a 929 KB answer."""
+    query = "&".join(f"a{index}=" for index in range(7000))
+    response = client.get(f"/v1/presets/auth0?tenant_domain=acme.us.auth0.com&audience=x&{query}")
+    errors = response.json()["errors"]
+    assert response.status_code == 422 and len(response.content) < 20_000
+    shown = {error["loc"][1] for error in errors[:50]}
+    assert len(shown) == 50 and shown <= {f"a{index}" for index in range(7000)}
+    assert errors[50:] == [{"loc": [], "msg": "6,950 more errors not shown", "type": "truncated"}]
+
+
 def test_unknown_parameter_message_lists_what_the_preset_takes():
     with pytest.raises(ParameterError) as error:
         PRESETS["cognito"].fill({"pool": "x"})
