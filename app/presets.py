@@ -140,6 +140,8 @@ PARAMETER_KINDS: dict[str, Kind] = {
     "realm": Kind(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,254}", "a realm name (letters, digits, . _ ~ -)", "acme"),
 }
 _NOT_IN_POLICY = ("issuer", "jwks_uri", "secret", "public_key", "jwks", "discovery")
+# Where the IdP is reached, which may differ from its issuer's host (a custom domain, keys from an internal address)
+HOST_PARAMETERS = frozenset(name for name, kind in PARAMETER_KINDS.items() if kind.pattern in (_DOMAIN, _SELF_HOSTED))
 
 
 class ParameterError(PolicyError):

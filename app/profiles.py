@@ -16,7 +16,7 @@ import structlog
 
 from app.config import END, ConfigError, convert_each_field, decode_document, json_path
 from app.policy import CompiledPolicy, PolicyError, VerifyPolicy, compile_policy
-from app.presets import NAME_LIKE, url_hostname
+from app.presets import HOST_PARAMETERS, NAME_LIKE, url_hostname
 
 if TYPE_CHECKING:
     from app.presets import Preset
@@ -64,8 +64,18 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
         # Values the profile's issuer gives fill the parameters not given (found by a review: `"parameters": {}`
         # beside an issuer of the preset's shape turned the profile to discovery, the issuer's values unread).
         issuer = own.get("issuer")
-        parameters = {**((preset.parameters_from_issuer(issuer) if isinstance(issuer, str) else None) or {}),
-                      **(parameters or {})}
+        given = parameters or {}
+        from_issuer = (preset.parameters_from_issuer(issuer) if isinstance(issuer, str) else None) or {}
+        # A parameter that disagrees with the issuer (realm "other" beside an issuer of realm "acme") named a key
+        # set or an audience no token of that issuer can match: refused now (found by a review). A host may differ.
+        differ = [name for name, value in from_issuer.items() if name in given and name not in HOST_PARAMETERS
+                  and isinstance(given[name], str) and given[name].lower() != value.lower()]
+        for name in differ:
+            problems.append((json_path(profile_id, "parameters", name), f"the issuer's {name} is "
+                             f"{from_issuer[name]!r}: give the same, or leave the parameter out (the issuer gives it)"))
+        if differ:
+            return None
+        parameters = {**from_issuer, **given}
     if not isinstance(parameters, dict) or not all(isinstance(v, str) for v in parameters.values()):
         problems.append((json_path(profile_id, "parameters"), "expected an object of string values"))
         return None

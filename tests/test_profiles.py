@@ -161,6 +161,27 @@ def test_a_preset_profile_with_an_issuer_of_another_shape_finds_its_keys_by_disc
     assert (policy.key_source, policy.issuers) == ("discovery", (issuer,))
 
 
+@pytest.mark.parametrize("preset, issuer, parameters, refused", [
+    ("keycloak", "https://sso.acme.com/realms/acme", {"realm": "other"}, "realm is 'acme'"),
+    ("okta", "https://acme.okta.com/oauth2/default", {"authorization_server_id": "aus1"},
+     "authorization_server_id is 'default'"),
+    ("firebase", "https://securetoken.google.com/acme-staging", {"project_id": "acme-prod"},
+     "project_id is 'acme-staging'"),
+    ("keycloak", "https://sso.acme.com/realms/acme", {"realm": "acme"}, None),
+    ("keycloak", "https://sso.acme.com/realms/acme", {"host": "kc.internal:8080"}, None),  # a host may differ
+], ids=["keycloak-realm", "okta-server", "firebase-project", "keycloak-same-realm", "keycloak-internal-host"])
+def test_a_preset_parameter_that_disagrees_with_the_profiles_issuer_is_refused(preset, issuer, parameters, refused):
+    """Found by a review: each loaded, naming a key set or an audience no token of that issuer matches."""
+    document = json.dumps({"acme": {"preset": preset, "issuer": issuer, "parameters": parameters,
+                                    "audiences": [AUDIENCE]}})
+    if refused is None:
+        assert create_app(Settings(issuer_profiles_json=document)).state.profiles.value.policies["acme"]
+        return
+    name = next(iter(parameters))
+    with pytest.raises(ConfigError, match=rf"\$\.acme\.parameters\.{name}: the issuer's {refused}: give the same"):
+        create_app(Settings(issuer_profiles_json=document))
+
+
 def test_a_profile_id_given_twice_is_refused_not_silently_replaced():
     one = json.dumps({"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": "x" * 32})
     document = '{"acme": %s, "other": %s, "acme": %s}' % (one, one, one)
