@@ -259,6 +259,15 @@ def annotate(**fields: Any) -> None:
         current.update(fields)
 
 
+def _in_request(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A line logged while a request is answered carries its request id (a rate-limit storage failure had none,
+    so it could not be matched to its request; found by a review)."""
+    current = _fields.get()
+    if current is not None and "request_id" not in event:
+        event["request_id"] = current["request_id"]
+    return event
+
+
 def _json(_: Any, __: str, event: dict[str, Any]) -> bytes:
     return msgspec.json.encode(event, enc_hook=str)
 
@@ -299,7 +308,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
     json_info = fmt == "json" and logging.getLevelName(level) <= logging.INFO
     _access_sink[0] = structlog.BytesLogger(stream or sys.stdout.buffer) if json_info else None
     structlog.configure(
-        processors=[structlog.processors.add_log_level, _timestamp, renderer],
+        processors=[structlog.processors.add_log_level, _timestamp, _in_request, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         # Module loggers follow a later configure() (tests make several apps); the per-request logger is bound
         # once per app by `Observe`, so the hot path does not pay for that.
@@ -358,7 +367,7 @@ def request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     a new one."""
     for name, value in headers:
         if name == b"x-request-id":
-            usable = _REQUEST_ID.fullmatch(value) and not holds_jwt(value.decode("ascii"))
+            usable = _REQUEST_ID.fullmatch(value) and not holds_jwt(value.decode("ascii"), glued=True)
             return value if usable else new_request_id()
     return new_request_id()
 
@@ -420,7 +429,7 @@ class Observe:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
             await send(message)
 
-        fields: dict[str, Any] = {}
+        fields: dict[str, Any] = {"request_id": rid.decode()}  # also on every other line logged inside it
         reset = _fields.set(fields)
         try:
             await self.app(scope, receive, send_with_id)
@@ -433,7 +442,7 @@ class Observe:
             record_request(route, method, status, seconds)
             # The route, not the path: under forward-auth the path is the protected application's own URL.
             line = {"method": method, "route": route, "status": status,
-                    "duration_ms": round(seconds * 1000, 3), "request_id": rid.decode(), **fields}
+                    "duration_ms": round(seconds * 1000, 3), **fields}
             if self.sink is not None:
                 line["event"], line["level"] = "request", "info"
                 self.sink.msg(_json(None, "info", _timestamp(None, "info", line)))
@@ -486,6 +495,6 @@ def observe_decision(decision: Any) -> None:
     rule = decision.rule.id if decision.rule is not None else None
     # An inline authorizer's rule id is the caller's text: one shaped like a token was logged whole (found by a
     # review). The answer names it; the log says which rule by its index.
-    if rule is not None and holds_jwt(rule):
+    if rule is not None and holds_jwt(rule, glued=True):
         rule = f"[redacted: rule {decision.rule.index}]"
     annotate(authorizer=decision.authorizer, decision=decision.decision, reason=decision.reason, rule=rule)

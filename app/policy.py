@@ -145,7 +145,7 @@ def key_set_label(uri: str) -> str:
     where = parts.netloc.rpartition("@")[2] + parts.path  # as written: `hostname` is lower-cased
     # A token placed in an inline policy's URL, its dots escaped or not (found by reviews); a digest keeps two such
     # sets apart, as the query's names do.
-    if holds_jwt(where) or "%" in where and holds_jwt(unquote(where)):
+    if holds_jwt(where, glued=True) or "%" in where and holds_jwt(unquote(where), glued=True):
         digest = hashlib.sha256(where.encode("utf-8", "surrogatepass")).hexdigest()[:12]
         return f"{parts.scheme}://[redacted {digest}]{query}"
     return f"{parts.scheme}://{host}{port}{parts.path}{query}"

@@ -79,7 +79,8 @@ def test_request_id_is_echoed_when_sane_and_generated_otherwise():
         # So is one whose header has white space after its brace, and a JWE (five segments).
         for token in ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
                       "eyAiYWxnIjogIkhTMjU2IiB9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
-                      "eyJhbGciOiJkaXIiLCJlbmMiOiJBMTI4R0NNIn0..aXY.Y2lwaGVy.dGFn"):
+                      "eyJhbGciOiJkaXIiLCJlbmMiOiJBMTI4R0NNIn0..aXY.Y2lwaGVy.dGFn",
+                      "r" + "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"):  # glued to a letter (a review)
             replaced = client.get("/healthz", headers={"X-Request-ID": token}).headers["x-request-id"]
             assert replaced != token and len(replaced) == 16
 
@@ -238,6 +239,25 @@ def test_api_keys_accept_any_configured_key_and_leave_public_routes_open(guarded
     assert allowed.status_code == 200
     for path in ("/v1/presets", "/v1/presets/auth0", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
         assert guarded.get(path).status_code == 200, path
+
+
+def test_a_line_logged_while_a_request_is_answered_carries_its_request_id(capsys):
+    """Found by a review: a rate-limit storage failure was logged without the request's id."""
+    authorizers = {"metered": {"policy": hs256_policy(), "rules": [{"id": "all", "effect": "allow"}],
+                               "rate_limit": {"per_minute": 100, "on_storage_error": "allow"}}}
+    settings = Settings(authorizers_json=json.dumps(authorizers), rate_limit_storage="redis://127.0.0.1:9/0")
+    token = hs256_token()
+    with TestClient(create_app(settings)) as client:
+        capsys.readouterr()
+        answer = client.get("/v1/forward-auth/metered", headers={"Authorization": f"Bearer {token}",
+                                                                 "X-Request-ID": "req-storage-1"})
+        outside = client.get("/healthz")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert answer.status_code == 200 and outside.headers["x-request-id"] != "req-storage-1"
+    failure = [line for line in lines if line["event"] == "rate_limit_storage_error"]
+    assert [line["request_id"] for line in failure] == ["req-storage-1"]
+    assert not any(line.get("request_id") == "req-storage-1" for line in lines if line["event"] not in (
+        "rate_limit_storage_error", "request")) and sum(line.get("request_id") == "req-storage-1" for line in lines) == 2
 
 
 def test_metrics_count_validations_findings_cache_decisions_and_key_sets():
@@ -427,7 +447,8 @@ def test_a_token_in_a_key_set_url_or_a_rule_id_reaches_neither_the_logs_nor_the_
     server = KeyServer()
     key = key_for("RS256", "obs-path")
     token, other = mint(live_claims(), key), mint(live_claims(sub="other"), key)
-    shaped = other[:60] + "." + other.rsplit(".", 1)[1][:40]  # a rule id up to 256 characters, shaped like a token
+    # a rule id up to 256 characters, shaped like a token, glued to a letter (found by a review: logged whole)
+    shaped = "x" + other[:60] + "." + other.rsplit(".", 1)[1][:40]
     for placed in (token, other):
         server.documents[f"/{placed}/jwks.json"] = jwks(key)
 
@@ -465,7 +486,10 @@ def test_a_token_in_a_key_set_url_or_a_rule_id_reaches_neither_the_logs_nor_the_
     ("https://[::1", "invalid-url"),
     ("https://idp.example.com/keys/eyJhbGciOiJIUzI1NiJ9%2EeyJzdWIiOiIxIn0%2Eabc?k=1",
      "https://[redacted 8a13b52a362a]?k=..."),  # a token with its dots escaped (found by a review)
-], ids=["plain", "credentials", "bare-query-value", "a-name-that-is-no-name", "not-a-url", "escaped-token"])
+    ("https://idp.example.com/keys/xeyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc",
+     "https://[redacted 052d258aaf3c]"),  # glued to a letter
+], ids=["plain", "credentials", "bare-query-value", "a-name-that-is-no-name", "not-a-url", "escaped-token",
+        "glued-token"])
 def test_a_key_set_is_labelled_by_its_query_names_never_its_credentials(uri, label):
     """Found by a review: with the query dropped, `?token=` and `?sig=` sets shared one label, so one's successes
     hid the other's failures from an alert on key-set age."""
