@@ -77,7 +77,8 @@ def _codes(header: dict[str, Any], claims: dict[str, Any], now: float,
     if numeric_date(exp) and exp - start > LONG_LIFETIME_SECONDS:
         codes.append("LONG_LIFETIME")
         if since is not None:
-            reasons["LONG_LIFETIME"] = f"`exp` is over 24 hours after {since} (the token has no `iat`)."
+            why = "the token has no `iat`" if "iat" not in claims else "its `iat` is no NumericDate"  # (a review)
+            reasons["LONG_LIFETIME"] = f"`exp` is over 24 hours after {since} ({why})."
     if numeric_date(exp) and exp <= now:
         codes.append("EXPIRED")
     for name, value, code in (("nbf", nbf, "NOT_YET_VALID"), ("iat", iat, "IAT_IN_FUTURE")):
@@ -96,7 +97,8 @@ def _codes(header: dict[str, Any], claims: dict[str, Any], now: float,
     aud = claims.get("aud")
     if aud is None:
         codes.append("AUD_MISSING")
-    elif aud == [] or aud == "" or not isinstance(aud, (str, list)):
+    elif aud == "" or not isinstance(aud, (str, list)) or \
+            isinstance(aud, list) and not any(isinstance(value, str) and value for value in aud):  # [""], [1]
         codes.append("AUD_MISSING")
         reasons["AUD_MISSING"] = "`aud` names no audience (empty, or not a string or array of strings)."
     else:

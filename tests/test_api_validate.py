@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from litestar.testing import TestClient
@@ -12,6 +13,7 @@ from app.server import create_app
 from app.settings import Settings
 from tests.conftest import AUDIENCE, ISSUER, NOW, claims, rs256_policy, rs256_token
 from tests.mint import key_for, mint
+from tests.service import Service
 
 URL = "/v1/validate/jwt"
 
@@ -350,6 +352,30 @@ def test_a_body_not_sent_as_json_is_a_415_however_well_formed(client, path, cont
     problem = _problem(response, 415)
     assert problem["code"] == "UNSUPPORTED_MEDIA_TYPE" and "Content-Type: application/json" in problem["detail"]
     assert response.headers["accept-post"] == "application/json"
+
+
+def test_a_content_type_given_twice_is_a_415_in_either_order():
+    """Found by a review: application/json then text/plain was read as JSON, the other order refused. Over real
+    HTTP: the test client sends the two as one header, `application/json, text/plain`."""
+    bodies = {URL: {"token": rs256_token(), "policy": rs256_policy()}, "/v1/inspect/token": {"token": rs256_token()},
+              "/v1/authorize": {"authorizer": "x", "request": {"method": "GET", "path": "/"}}}
+    service = Service()
+    try:
+        answers = {}
+        for path, body in bodies.items():
+            for types in (("application/json", "text/plain"), ("text/plain", "application/json")):
+                content = json.dumps(body).encode()
+                head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {types[0]}\r\nContent-Type: {types[1]}\r\n"
+                        f"Content-Length: {len(content)}\r\nConnection: close\r\n\r\n").encode()
+                with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+                    sock.sendall(head + content)
+                    data = b""
+                    while chunk := sock.recv(65536):
+                        data += chunk
+                answers[path, types[0]] = data.split(b"\r\n", 1)[0]
+    finally:
+        service.stop()
+    assert set(answers.values()) == {b"HTTP/1.1 415 Unsupported Media Type"}, answers
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain"])

@@ -118,6 +118,13 @@ def test_long_lifetime_without_iat_is_measured_from_nbf_else_from_now(client, nb
         assert f"over 24 hours after {since} (the token has no `iat`)" in message
 
 
+def test_long_lifetime_beside_an_iat_that_is_no_date_says_so_not_that_there_is_none(client):
+    """Found by a review: it said "the token has no `iat`" beside IAT_IN_FUTURE's "`iat` is not a NumericDate"."""
+    body = inspect(client, rs(iat="x", exp=NOW + 3 * 86400))
+    message = next(item["message"] for item in body["details"] if item["code"] == "LONG_LIFETIME")
+    assert message == "`exp` is over 24 hours after now (its `iat` is no NumericDate)."
+
+
 @pytest.mark.parametrize("kid, says", [(7, "a JSON number"), (["k1"], "a JSON array"), ({"k": 1}, "a JSON object")])
 def test_a_kid_that_is_not_a_string_is_told_as_such(client, kid, says):
     """It was told "contains path, quote or control characters", which an int has none of (found by a review)."""
@@ -141,12 +148,15 @@ def test_a_token_whose_signature_segment_alone_is_malformed_is_shown_decoded_wit
     ("exp", None, "EXP_MISSING", "never expires"),
     ("aud", [], "AUD_MISSING", "names no audience"),
     ("aud", 42, "AUD_MISSING", "names no audience"),
+    ("aud", [""], "AUD_MISSING", "names no audience"),  # (found by a review: arrays naming none were not told)
+    ("aud", [1, None], "AUD_MISSING", "names no audience"),
     # Found by a review: validation refuses these, and the inspection said nothing of them.
     ("nbf", str(NOW - 60), "NOT_YET_VALID", "not a NumericDate"),
     ("nbf", (NOW - 60) * 1000, "NOT_YET_VALID", "milliseconds"),
     ("iat", True, "IAT_IN_FUTURE", "not a NumericDate"),
     ("iat", 253_402_300_800, "IAT_IN_FUTURE", "after the year 9999"),
-], ids=["exp-as-string", "exp-absent", "aud-empty-array", "aud-number", "nbf-as-string", "nbf-in-milliseconds",
+], ids=["exp-as-string", "exp-absent", "aud-empty-array", "aud-number", "aud-empty-string-item", "aud-no-string-item",
+         "nbf-as-string", "nbf-in-milliseconds",
         "iat-boolean", "iat-after-9999"])
 def test_a_claim_present_but_unusable_is_flagged_like_an_absent_one(client, claim, value, code, says):
     body = inspect(client, rs(**{claim: value}))

@@ -131,7 +131,8 @@ def strict_body(type_: type[Any]) -> Callable[[Request[Any, Any, Any]], Awaitabl
     (`json_media_type`) is a 415."""
 
     async def check(request: Request[Any, Any, Any]) -> None:
-        if not json_media_type(request.headers.get("content-type")):
+        given = request.headers.getall("content-type", [])  # two are refused in either order (found by a review)
+        if len(given) > 1 or not json_media_type(given[0] if given else None):
             await request.body()  # a body over MAX_BODY_BYTES is a 413 whatever its type (validation.md section 4)
             raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Unsupported media type",
                            "Send the body as JSON, with one Content-Type: application/json header.",
