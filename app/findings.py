@@ -67,7 +67,8 @@ VALIDATION_CODES: dict[str, CodeInfo] = {
     "TOKEN_ISSUED_IN_FUTURE": CodeInfo("time", "error", "`iat` is after now plus the clock skew."),
     "CLAIM_INVALID": CodeInfo("time", "error", "A time claim is not a number of seconds up to the year 9999 (strings and booleans are refused; a date in milliseconds, micro- or nanoseconds is named as such)."),
     "REQUIRED_CLAIM_MISSING": CodeInfo(
-        "required_claims", "error", "A required claim (or `exp` when `require_exp`) is absent."
+        "required_claims", "error",
+        "A required claim is absent; `exp` (when `require_exp`) is reported by the `time` check, as `check` says."
     ),
     "TOKEN_LIFETIME_EXCEEDED": CodeInfo(
         "lifetime", "error", "`exp - iat` exceeds `max_ttl_seconds`, or `iat` is missing so it cannot be bounded."
