@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 
@@ -326,6 +327,19 @@ def test_head_answers_a_get_route_with_its_headers_and_no_content(client, path):
     assert head.headers["content-type"] == got.headers["content-type"]
     if path != "/metrics":  # the only answer whose length changes between two requests (the counts grow)
         assert head.headers["content-length"] == str(len(got.content))
+
+
+@pytest.mark.parametrize("method, path, status, allow", [
+    ("OPTIONS", "/healthz", 204, {"GET", "HEAD", "OPTIONS"}),
+    ("DELETE", "/v1/presets", 405, {"GET", "HEAD", "OPTIONS"}),
+    ("POST", "/healthz", 405, {"GET", "HEAD", "OPTIONS"}), ("OPTIONS", URL, 204, {"OPTIONS", "POST"}),
+    ("PUT", URL, 405, {"OPTIONS", "POST"}),
+])
+def test_allow_names_head_wherever_get_is_allowed(client, method, path, status, allow):
+    """HEAD answers every GET route; Litestar's Allow left it out (found by a review)."""
+    response = client.request(method, path)
+    assert response.status_code == status and response.headers["allow"].split(", ") in (
+        [*order] for order in itertools.permutations(allow))
 
 
 def test_head_on_a_post_route_is_405_naming_post(client):

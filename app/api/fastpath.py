@@ -109,6 +109,21 @@ class BodyDeadlines:
 _LEFT = {"type": "http.disconnect"}
 
 
+def _allowing_head(send: Any) -> Any:
+    """`send` naming HEAD in an `Allow` that names GET: this layer answers HEAD on every GET route (`_head`), and
+    Litestar's `Allow` left it out (found by a review)."""
+    async def sending(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers") or []
+            for index, (name, value) in enumerate(headers):
+                methods = value.split(b", ") if name.lower() == b"allow" else []
+                if b"GET" in methods and b"HEAD" not in methods:
+                    methods.insert(methods.index(b"GET") + 1, b"HEAD")
+                    message["headers"] = [*headers[:index], (name, b", ".join(methods)), *headers[index + 1:]]
+        await send(message)
+    return sending
+
+
 def _replay(messages: list[Any], receive: Any) -> Any:
     """`receive` for Litestar after this layer has read the body: the messages read, then the connection's own."""
     pending = messages[::-1]
@@ -158,6 +173,8 @@ class FastPath:
                 elif method == "HEAD":
                     await self._head(scope, receive, send)
                     return
+            if method != "GET":  # a 405's or an OPTIONS answer's Allow
+                send = _allowing_head(send)
         await self.app(scope, receive, send)
 
     async def _head(self, scope: Any, receive: Any, send: Any) -> None:
