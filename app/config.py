@@ -612,22 +612,34 @@ async def watch(documents: list[ReloadingDocument[Any]], interval: float) -> Non
     refused with nothing left to change on disk, until the next edit (a test failed so, once in a while)."""
     while True:
         await asyncio.sleep(interval)  # first: a worker respawned from a snapshot polls when its siblings do
-        stamps = [document.source.stamp() if document.source is not None else None for document in documents]
+        stamps = _stamps(documents)
         if any(document.changed_on_disk() or (document.last_error is not None and document.refused_at != stamps)
                for document in documents):
-            reads = [document.reads for document in documents]
-            for document, before in zip(documents, reads):
-                # One read a pass: the profiles' reload reads a changed authorizers file itself, and reading it
-                # again logged its refusal twice (found by a review).
-                if document.reads == before and (document.changed_on_disk() or document.last_error is not None):
-                    document.reload()
-                document.refused_at = stamps if document.last_error is not None else None
+            _reload_pass(documents, stamps, every=False)
+
+
+def _stamps(documents: list[ReloadingDocument[Any]]) -> list[Stamp]:
+    return [document.source.stamp() if document.source is not None else None for document in documents]
+
+
+def _reload_pass(documents: list[ReloadingDocument[Any]], stamps: list[Stamp], *, every: bool) -> None:
+    """Read again the documents changed or refused (`every`: all of them, for a SIGHUP), and remember the stamps
+    a refused one was refused at (see `watch`)."""
+    reads = [document.reads for document in documents]
+    for document, before in zip(documents, reads):
+        # One read a pass: the profiles' reload reads a changed authorizers file itself, and reading it again
+        # logged its refusal twice (found by a review).
+        if document.reads == before and (every or document.changed_on_disk() or document.last_error is not None):
+            document.reload()
+        # Also after a SIGHUP: without it, the next poll read a file refused by the SIGHUP again, and logged its
+        # refusal a second time (found by a review).
+        document.refused_at = stamps if document.last_error is not None else None
 
 
 def install_sighup(documents: list[ReloadingDocument[Any]]) -> None:
     """SIGHUP reloads every file-backed document (validate first, swap atomically)."""
     try:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: [document.reload() for document in documents])
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload_pass(documents, _stamps(documents), every=True))
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or no signals
         pass

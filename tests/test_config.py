@@ -197,3 +197,29 @@ async def test_a_document_another_reloads_in_the_same_poll_is_read_once_and_its_
     assert first.value == {"a": 2} and "$.a: expected an integer" in second.last_error
     assert [entry["source"] for entry in logs if entry["event"] == "config_reload_failed"] == ["AUTHORIZERS_JSON"]
     assert second.reads == 1
+
+
+async def test_a_file_a_sighup_refused_is_not_read_again_by_the_next_poll(tmp_path, monkeypatch):
+    """Found by a review: the SIGHUP's reload left no mark of the stamps it refused the file at, so the next poll
+    read the unchanged file again and logged its refusal twice."""
+    import asyncio
+
+    from app.config import _reload_pass, _stamps, watch
+
+    monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path))
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    path.write_text('{"a": "broken"}')
+    _reload_pass([document], _stamps([document]), every=True)  # what the SIGHUP handler does
+    assert document.reads == 1 and "$.a" in (document.last_error or "")
+    task = asyncio.ensure_future(watch([document], 0.01))
+    await asyncio.sleep(0.1)
+    assert document.reads == 1  # the polls saw nothing new
+    path.write_text('{"a": 2}')
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if document.value == {"a": 2}:
+            break
+    task.cancel()
+    assert document.value == {"a": 2} and document.reads == 2 and document.last_error is None
