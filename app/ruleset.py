@@ -270,6 +270,9 @@ class _Compiler:
                         self.problem(loc, _never_held(needed))
                         path = None
             path_exists = doc.path.presence not in _ABSENT
+        for position, method in enumerate(doc.methods):
+            if method == "*":  # a token RFC 9110 allows, which no client sends: a deny on it held never (a review)
+                self.problem(("methods", position), "'*' is no method: leave methods out (or empty) for any method")
         for field_name, scopes in (("requiredScopes", doc.required_scopes), ("anyScopes", doc.any_scopes)):
             for position, scope in enumerate(scopes):
                 self.literal(scope, (field_name, position))

@@ -420,6 +420,29 @@ def test_anonymous_rules_mode_allows_public_paths_without_a_token(client):
     assert decide(client, doc, path="/public/a", bearer=forged())["reason"] == "token_invalid"
 
 
+def test_under_default_allow_a_deny_on_claim_values_needs_its_own_deny_for_anonymous_requests(client):
+    """The README's recipe: rules run with no claims for an anonymous request (authorization.md), so a deny on a
+    claim's `values` does not cover one: a free-tier user dropping the token got past it (found by a review).
+    A deny of anonymous requests, or the deny written with `notValues`, keeps them out."""
+    free = {"id": "no-free", "effect": "deny", "path": {"pattern": "^/premium"},
+            "claims": [{"key": PLAN, "values": ["free"]}]}
+    anonymous = {"id": "no-anonymous", "effect": "deny", "path": {"pattern": "^/premium"},
+                 "token": [{"claim": {"pattern": "^sub$"}, "presence": "must_absent"}]}
+    paying = {"id": "paying-only", "effect": "deny", "path": {"pattern": "^/premium"},
+              "claims": [{"key": PLAN, "notValues": ["standard", "premium"]}]}
+
+    def doc(*rules: Any) -> dict[str, Any]:
+        return {"policy": rs256_policy(), "anonymous": "rules", "default_effect": "allow", "rules": list(rules)}
+
+    assert summary(decide(client, doc(free), path="/premium", bearer=token(**{PLAN: "free"})))[0] == "deny"
+    assert summary(decide(client, doc(free), path="/premium"))[:2] == ("allow", "default_allow")  # the caveat
+    for rules in ((free, anonymous), (paying,)):
+        assert summary(decide(client, doc(*rules), path="/premium"))[0] == "deny"
+        assert summary(decide(client, doc(*rules), path="/premium", bearer=token(**{PLAN: "free"})))[0] == "deny"
+        assert summary(decide(client, doc(*rules), path="/premium", bearer=token(**{PLAN: "premium"})))[0] == "allow"
+        assert summary(decide(client, doc(*rules), path="/public"))[0] == "allow"
+
+
 @pytest.mark.parametrize("default, rules, path, expected", [
     ("allow", [{"id": "no-admin", "effect": "deny", "path": {"pattern": "^/admin(/.*)?$"}}], "/admin/../x",
      ("deny", "rule_denied", 403, "no-admin")),

@@ -286,6 +286,13 @@ def test_empty_or_omitted_methods_match_any_method():
     assert matches({"methods": []}, method="PATCH") and matches({}, method="PATCH")
 
 
+def test_a_star_for_any_method_is_refused_saying_to_leave_methods_out():
+    """Found by a review: `"methods": ["*"]` loaded and matched only a request whose method was `*`, so a deny
+    rule written with it never fired."""
+    with pytest.raises(RuleError, match=re.escape("[0, 'methods', 1]: '*' is no method: leave methods out")):
+        load_rules([{"effect": "deny", "methods": ["GET", "*"], "path": {"pattern": "^/admin"}}])
+
+
 def test_a_rule_without_conditions_matches_every_request():
     assert matches({}, path="/anything", claims=None)
 
