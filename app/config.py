@@ -627,9 +627,13 @@ def _reload_pass(documents: list[ReloadingDocument[Any]], stamps: list[Stamp], *
     a refused one was refused at (see `watch`)."""
     reads = [document.reads for document in documents]
     for document, before in zip(documents, reads):
+        if every:  # a SIGHUP reads even a file whose stamps did not change, but not one refused at these stamps
+            due = document.last_error is None or document.refused_at != stamps  # (a poll saw it first and said so)
+        else:
+            due = document.changed_on_disk() or document.last_error is not None
         # One read a pass: the profiles' reload reads a changed authorizers file itself, and reading it again
         # logged its refusal twice (found by a review).
-        if document.reads == before and (every or document.changed_on_disk() or document.last_error is not None):
+        if document.reads == before and due:
             document.reload()
         # Also after a SIGHUP: without it, the next poll read a file refused by the SIGHUP again, and logged its
         # refusal a second time (found by a review).

@@ -12,6 +12,7 @@ OIDC discovery (`{issuer}/.well-known/openid-configuration`) resolves a `jwks_ur
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import re
 import ssl
 import time
@@ -359,17 +360,19 @@ class KeySetCache:
             return KeyView(None, source, error=f"the last good key set is {int(age)} s old and stale for "
                                                f"{int(now - entry.expires_at)} s, beyond the maximum staleness "
                                                f"({self.settings.jwks_max_stale:g} s); last error: {entry.last_error}")
-        # Stale-if-error: past its freshness, and a refresh since then failed. An unknown kid's refetch that failed
-        # while the set was fresh made every request warn until the first refresh after it (found by a review).
+        # Stale-if-error: past its freshness, and a refresh since then failed, or none may be tried yet (backing off
+        # from failures). An unknown kid's refetch that failed while the set was fresh, its backoff over, made every
+        # request warn before any refresh of the aged set was tried (found by reviews).
         stale = age if now >= entry.expires_at and entry.last_error is not None \
-            and entry.failed_at >= entry.expires_at else None
+            and (entry.failed_at >= entry.expires_at or now < entry.next_attempt_at) else None
         return KeyView(entry.keyset, source, stale, entry.last_error, entry.fetched_at)
 
     # --- fetching ---------------------------------------------------------------------------------------------
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
-        """A background task, cancelled by `aclose`."""
-        task = asyncio.ensure_future(coroutine)
+        """A background task, cancelled by `aclose`. In a context of its own: it is no request's, and its lines
+        carried the id of the request that happened to start it (found by a review)."""
+        task = asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task

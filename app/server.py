@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         tasks.append(asyncio.ensure_future(flush_metrics_periodically()))
         tasks.append(asyncio.ensure_future(keys.maintain()))
         tasks.append(asyncio.ensure_future(deadlines.watch()))
-        install_sighup(documents)
+        install_sighup(files)  # the documents the poll watches: both remember the same files' stamps
         try:
             yield
         finally:

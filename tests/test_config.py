@@ -223,3 +223,21 @@ async def test_a_file_a_sighup_refused_is_not_read_again_by_the_next_poll(tmp_pa
             break
     task.cancel()
     assert document.value == {"a": 2} and document.reads == 2 and document.last_error is None
+
+
+async def test_a_sighup_after_a_poll_refused_the_file_does_not_read_it_again(tmp_path, monkeypatch):
+    """The other order: the poll saw the edit first, refused it and logged why; the SIGHUP sent for the same edit
+    finds nothing new, where it logged the refusal a second time."""
+    from app.config import _reload_pass, _stamps
+
+    monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path))
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    path.write_text('{"a": "broken"}')
+    _reload_pass([document], _stamps([document]), every=False)  # what a poll that saw the change does
+    _reload_pass([document], _stamps([document]), every=True)  # the SIGHUP
+    assert document.reads == 1 and document.last_error is not None
+    path.write_text('{"a": 3}')  # fixed: the next SIGHUP takes it
+    _reload_pass([document], _stamps([document]), every=True)
+    assert document.value == {"a": 3} and document.reads == 2

@@ -271,6 +271,49 @@ async def test_a_key_refetch_that_failed_while_the_set_was_fresh_is_no_stale_war
     assert result.valid and codes(result) == [], codes(result)
 
 
+async def test_a_set_past_its_freshness_while_failures_hold_off_its_refresh_is_stale(verifier, server, clock):
+    """Found by a review of the fix above: unknown kids' refetches failed while the set was fresh, and their backoff
+    (exponential, up to 300 s) held off any refresh past its freshness; the last good set served with no warning
+    though the IdP was known to be down."""
+    policy = remote_policy(server.url(PATH))
+    assert (await verifier.validate(token("k1"), policy)).valid
+    server.mode = "500"
+    start = clock.now
+    for offset in range(100, 600, 40):  # a new kid every 40 s (the cooldown is 30): refetches while backing off
+        clock.now = start + offset
+        assert codes(await verifier.validate(token("k9", clock.now), policy)) == ["KID_NOT_FOUND"]
+    assert server.hit_count(PATH) > 5
+    clock.now = start + 610  # past freshness (600 s); the next attempt is minutes away
+    result = await verifier.validate(token("k1", clock.now), policy)
+    assert result.valid and codes(result) == ["JWKS_STALE"], codes(result)
+
+
+async def test_a_background_fetch_is_no_requests_own(server, clock):
+    """Found by a review: a refresh a request happened to start logged its failure with that request's id, after
+    the request was answered."""
+    from app.observability import _fields
+
+    cache = KeySetCache(SETTINGS, clock=clock)
+    await cache.view(server.url(PATH), "k1")
+    seen: list[object] = []
+    fetch = cache._fetch_into
+
+    async def recording(entry):
+        seen.append(_fields.get())
+        await fetch(entry)
+
+    cache._fetch_into = recording  # type: ignore[method-assign]
+    clock.now += 700  # stale: the request that finds it starts a refresh in the background
+    _fields.set({"request_id": "req-B"})
+    await cache.view(server.url(PATH), "k1")
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if seen:
+            break
+    assert seen == [None]
+    await cache.aclose()
+
+
 async def test_a_gzip_bomb_is_refused_without_inflating_it_in_memory(verifier, server):
     import tracemalloc
 

@@ -69,7 +69,8 @@ def token_id(token: str) -> str:
 def test_request_id_is_echoed_when_sane_and_generated_otherwise():
     with TestClient(create_app(Settings())) as client:
         assert client.get("/healthz", headers={"X-Request-ID": "req-42.a:b"}).headers["x-request-id"] == "req-42.a:b"
-        for kept in ("review-service-node-01.eu.req42", "survey-dashboard-backend.v2.x"):  # (found by a review)
+        for kept in ("review-service-node-01.eu.req42", "survey-dashboard-backend.v2.x",  # (found by reviews)
+                     "svc.framework-orchestrator.node-3.7f3a", "newobjects-importer.1234.5"):
             assert client.get("/healthz", headers={"X-Request-ID": kept}).headers["x-request-id"] == kept
         generated = {client.get("/healthz").headers["x-request-id"] for _ in range(3)}
         assert len(generated) == 3 and all(len(item) == 16 for item in generated)
@@ -488,8 +489,10 @@ def test_a_token_in_a_key_set_url_or_a_rule_id_reaches_neither_the_logs_nor_the_
      "https://[redacted 8a13b52a362a]?k=..."),  # a token with its dots escaped (found by a review)
     ("https://idp.example.com/keys/xeyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc",
      "https://[redacted 052d258aaf3c]"),  # glued to a letter
+    ("https://login.framework-authentication.example.com/oauth2/default/v1/keys",
+     "https://login.framework-authentication.example.com/oauth2/default/v1/keys"),  # `ewo...` in a word: no token
 ], ids=["plain", "credentials", "bare-query-value", "a-name-that-is-no-name", "not-a-url", "escaped-token",
-        "glued-token"])
+        "glued-token", "a-word-shaped-like-the-start-of-one"])
 def test_a_key_set_is_labelled_by_its_query_names_never_its_credentials(uri, label):
     """Found by a review: with the query dropped, `?token=` and `?sig=` sets shared one label, so one's successes
     hid the other's failures from an alert on key-set age."""

@@ -167,9 +167,13 @@ def test_a_preset_profile_with_an_issuer_of_another_shape_finds_its_keys_by_disc
      "authorization_server_id is 'default'"),
     ("firebase", "https://securetoken.google.com/acme-staging", {"project_id": "acme-prod"},
      "project_id is 'acme-staging'"),
+    ("keycloak", "https://sso.acme.com/realms/acme", {"realm": "ACME"}, "realm is 'acme'"),  # case-sensitive
+    ("cognito", "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC123xyZ",
+     {"user_pool_id": "us-east-1_abc123xyz"}, "user_pool_id is 'us-east-1_AbC123xyZ'"),
     ("keycloak", "https://sso.acme.com/realms/acme", {"realm": "acme"}, None),
     ("keycloak", "https://sso.acme.com/realms/acme", {"host": "kc.internal:8080"}, None),  # a host may differ
-], ids=["keycloak-realm", "okta-server", "firebase-project", "keycloak-same-realm", "keycloak-internal-host"])
+], ids=["keycloak-realm", "okta-server", "firebase-project", "keycloak-realm-case", "cognito-pool-case",
+        "keycloak-same-realm", "keycloak-internal-host"])
 def test_a_preset_parameter_that_disagrees_with_the_profiles_issuer_is_refused(preset, issuer, parameters, refused):
     """Found by a review: each loaded, naming a key set or an audience no token of that issuer matches."""
     document = json.dumps({"acme": {"preset": preset, "issuer": issuer, "parameters": parameters,
@@ -513,6 +517,35 @@ def test_sighup_reloads_the_profile_file_of_a_running_service_in_place(tmp_path,
         assert [ids() for _ in range(20)] == [["renamed"]] * 20
     finally:
         stop_process(process, 10)
+
+
+def test_a_file_a_sighup_refused_is_logged_once_not_again_at_each_poll(tmp_path):
+    """Found by reviews: the next poll read the file the SIGHUP refused again and logged it a second time; then,
+    with only one of the two documents a file, still so (the SIGHUP remembered the stamps of both)."""
+    path = tmp_path / "profiles.json"
+    path.write_text("{}")
+    import httpx
+
+    output, port = tmp_path / "out.log", free_port()
+    with output.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+                                   env={"PATH": os.environ["PATH"], "PORT": str(port), "WORKERS": "1",
+                                        "ISSUER_PROFILES_JSON": str(path), "CONFIG_POLL_SECONDS": "0.2"})
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            path.write_text('{"p": 1}')
+            process.send_signal(signal.SIGHUP)
+            time.sleep(2.0)  # ten polls
+            assert process.poll() is None
+        finally:
+            stop_process(process, 10)
+    refusals = [line for line in output.read_text().splitlines() if "config_reload_failed" in line]
+    assert len(refusals) == 1, refusals
 
 
 def test_a_sighup_while_the_service_starts_does_not_end_it():
