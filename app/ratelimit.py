@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -121,11 +122,29 @@ class RateLimitState(msgspec.Struct, frozen=True):
 SWEEP_SECONDS = 10.0  # how often a memory:// store forgets its moving-window budgets that have no request left
 
 
+class _MemoryStorage(MemoryStorage):
+    """limits' synchronous memory storage, its expiry thread walking the budgets at most every EXPIRY_SECONDS
+    (more rarely as they grow) rather than 10 ms after any request: each walk takes every budget's lock, and with
+    100,000 budgets a decision cost 45-137 µs instead of 13, the thread holding the interpreter (found by a
+    review). Expired budgets are only freed later: every read checks its own expiry."""
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # the name limits' own calls reach (name mangling)
+        if not self.timer.is_alive():
+            budgets = len(self.events) + len(self.expirations)
+            self.timer = threading.Timer(max(EXPIRY_SECONDS, budgets / 50_000),
+                                         self._MemoryStorage__expire_events)  # type: ignore[attr-defined]
+            self.timer.daemon = True
+            self.timer.start()
+
+
+EXPIRY_SECONDS = 1.0
+
+
 def _storage(uri: str) -> Any:
     if uri.startswith("memory://"):
         # In-process dictionaries need no event loop: measured here, a decision's hit costs ~30 µs with limits'
         # synchronous memory storage and ~125 µs with its asyncio twin (locks and a scheduled expiry task).
-        return MemoryStorage()
+        return _MemoryStorage()
     from redis.asyncio import ConnectionPool
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff

@@ -227,6 +227,32 @@ def test_in_memory_moving_window_budgets_are_forgotten_once_their_windows_end(mo
 
 
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
+def test_in_memory_the_walk_over_every_budget_waits_a_second_or_longer_as_they_grow(strategy):
+    """Found by a review: limits walks every budget, taking each one's lock, 10 ms after any request; with 100,000
+    budgets a decision cost 45-137 µs instead of 13 (the walk holding the interpreter)."""
+    import asyncio
+
+    from app.ratelimit import EXPIRY_SECONDS, Budgets, RateLimitDoc, compile_rate_limit
+
+    budgets = Budgets("memory://")
+    limit = compile_rate_limit(RateLimitDoc(per_day=10, strategy=strategy, key="claim:sub"))
+
+    async def hits(count: int) -> None:
+        for index in range(count):
+            await budgets.hit("api", limit, {"sub": f"user-{index}"})
+
+    budgets.storage.timer.join()  # the walk limits schedules when the storage is made
+    asyncio.run(hits(1))
+    assert budgets.storage.timer.interval == EXPIRY_SECONDS >= 1.0
+    asyncio.run(hits(60_000))
+    budgets.storage.timer.cancel()
+    budgets.storage.timer.join()
+    asyncio.run(hits(1))
+    assert budgets.storage.timer.interval >= 1.2  # 60,000 budgets: one walk every 1.2 s at most
+    budgets.storage.timer.cancel()
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
 def test_in_memory_a_fresh_window_resets_in_its_length_and_a_lowered_moving_window_in_time(monkeypatch, strategy):
     """Found by a review: a fresh minute said `RateLimit-Reset: 61` (a clock read before the window started), and
     after a reload lowered a moving window's amount, Retry-After named the oldest request's leaving instead of
