@@ -450,6 +450,7 @@ class ReloadingDocument(Generic[T]):
         self._data: bytes | None = None  # the bytes of the value served
         self.last_error: str | None = None
         self.refused_at: list[Stamp] | None = None  # see `watch`
+        self._refused: bytes | None = None  # the bytes refused last (see `reload`)
         self.reads = 0  # reloads attempted (see `watch`)
         if source is not None:
             self._stamp = source.stamp()
@@ -491,6 +492,7 @@ class ReloadingDocument(Generic[T]):
             return False
         self.reads += 1
         self._stamp = self.source.stamp()
+        data: bytes | None = None
         try:
             data = self.source.read()
             if data == self._data and self.last_error is None:
@@ -506,8 +508,12 @@ class ReloadingDocument(Generic[T]):
             if problems:
                 raise ConfigError(self.source.label, problems)
         except ConfigError as exc:
-            self.last_error = str(exc)
-            log.error("config_reload_failed", source=self.source.variable, problems=str(exc).splitlines()[:20])
+            # The same bytes refused for the same reason are not logged again: the authorizers' change reads the
+            # refused profiles again in the same pass, in case they now load (found by a review).
+            repeated = self.last_error == str(exc) and data is not None and data == self._refused
+            self.last_error, self._refused = str(exc), data
+            if not repeated:
+                log.error("config_reload_failed", source=self.source.variable, problems=str(exc).splitlines()[:20])
             self._follow_siblings()
             return False
         except Exception as exc:  # noqa: BLE001 - a loader bug must not end the watch: keep the old document
@@ -546,7 +552,7 @@ class ReloadingDocument(Generic[T]):
 
     def _swap(self, data: bytes, new: T) -> None:
         assert self.source is not None
-        old, self.value, self.last_error, self._data = self.value, new, None, data
+        old, self.value, self.last_error, self._data, self._refused = self.value, new, None, data, None
         _keep_snapshot(self.source, data, self._stamp)
         log.info("config_reloaded", source=self.source.variable)
         if self._on_change is not None:

@@ -1564,6 +1564,29 @@ def test_a_profiles_reload_may_not_drop_a_profile_an_authorizer_names_unless_the
         assert client.get("/readyz").json()["config_errors"] == []
 
 
+@pytest.mark.parametrize("every", [False, True], ids=["poll", "sighup"])
+def test_a_profiles_file_still_refused_after_the_authorizers_change_is_logged_once(tmp_path, clock, every):
+    """Found by a review: an authorizers change reads refused profiles again in case they now load; refused again
+    for the same reason, they were logged a second time in the same pass."""
+    from structlog.testing import capture_logs
+
+    from app.config import _reload_pass, _stamps
+
+    profiles_path, authorizers_path = tmp_path / "profiles.json", tmp_path / "authorizers.json"
+    profiles_path.write_text(json.dumps({"a": rs256_policy(), "b": rs256_policy()}))
+    authorizers_path.write_text(json.dumps({"api": {"issuer_profile_id": "b"}}))
+    app = create_app(Settings(issuer_profiles_json=str(profiles_path), authorizers_json=str(authorizers_path)),
+                     clock=clock)
+    documents = app.state.documents
+    profiles_path.write_text(json.dumps({"a": rs256_policy()}))  # drops b, which the authorizers still name
+    authorizers_path.write_text(json.dumps({"api": {"issuer_profile_id": "b"}, "api2": {"issuer_profile_id": "a"}}))
+    with capture_logs() as logs:
+        _reload_pass(documents, _stamps(documents), every=every)
+    assert [(line["event"], line["source"]) for line in logs if line["event"].startswith("config_")] == [
+        ("config_reload_failed", "ISSUER_PROFILES_JSON"), ("config_reloaded", "AUTHORIZERS_JSON")]
+    assert app.state.profiles.last_error is not None and list(app.state.authorizers.document.value) == ["api", "api2"]
+
+
 @pytest.mark.parametrize("first", ["profiles", "authorizers"])
 def test_a_profile_renamed_in_both_files_is_applied_whichever_file_is_reloaded_first(tmp_path, clock, first):
     """SIGHUP reloads the profiles first; the file poll may take either first. Each document alone would be

@@ -81,7 +81,8 @@ def test_request_id_is_echoed_when_sane_and_generated_otherwise():
         for token in ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
                       "eyAiYWxnIjogIkhTMjU2IiB9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
                       "eyJhbGciOiJkaXIiLCJlbmMiOiJBMTI4R0NNIn0..aXY.Y2lwaGVy.dGFn",
-                      "r" + "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"):  # glued to a letter (a review)
+                      "r" + "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",  # glued to a letter (reviews)
+                      "x" + "eyJ" * 16 + ":r" + "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"):  # after decoys
             replaced = client.get("/healthz", headers={"X-Request-ID": token}).headers["x-request-id"]
             assert replaced != token and len(replaced) == 16
 
@@ -497,6 +498,18 @@ def test_a_key_set_is_labelled_by_its_query_names_never_its_credentials(uri, lab
     """Found by a review: with the query dropped, `?token=` and `?sig=` sets shared one label, so one's successes
     hid the other's failures from an alert on key-set age."""
     assert key_set_label(uri) == label
+
+
+def test_a_token_glued_after_any_number_of_look_alike_starts_is_found_in_one_pass():
+    """Found by a review: the check for a token glued to a letter tried 16 starts, and 16 decoys hid the token
+    after them. Every start is tried; a run is decoded once per base64 alignment, so 20,000 starts cost one pass."""
+    from app.token import holds_jwt
+
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+    for decoys in (16, 20_000):
+        assert holds_jwt("x" + "eyJ" * decoys + token, glued=True)
+        assert holds_jwt("x" + "eyJ" * decoys + ":r" + token, glued=True)
+        assert not holds_jwt("x" + "eyJ" * decoys + "..", glued=True)
 
 
 def test_a_wrong_method_on_a_route_is_counted_under_that_route_not_as_unmatched():
