@@ -223,8 +223,9 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
                             "/readyz waits for every profile's (and authorizer's own) key set"),
     "VERIFIED_TOKEN_CACHE_SIZE": ("verified_token_cache_size", _int(0, 10_000_000),
                                   "verified-token cache entries per worker (default 10000, 0 disables); the entries "
-                                  "also share a budget of 12 KiB each of estimated memory (an overestimate), so tokens "
-                                  "crafted to decode large hold under ~100 MB per worker at the default"),
+                                  "also share a budget of 6 KiB each of estimated memory (an overestimate: 60 MiB at "
+                                  "the default, whatever the tokens), a quarter of it at most for answers whose "
+                                  "signature did not verify"),
     "API_KEYS": ("api_keys", _api_keys,
                  "comma-separated keys (16+ characters each) required in X-API-Key for /v1/* (except presets)"),
     "LOG_LEVEL": ("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "DEBUG/INFO/WARNING/ERROR"),

@@ -101,13 +101,19 @@ class VerifiedCache:
     Bounded twice: by `size` entries, and by `max_bytes` (BYTES_PER_ENTRY a slot by default) of their estimated
     memory, ENTRY_OVERHEAD plus the entry's `weight` (an upper bound of its decoded header and claims, and of its
     findings).
-    Counting entries alone let 10,000 forged 16 KiB tokens of `0.5,0.5,...` hold 1.7 GB (found by a review). The
-    weight overestimates (by ~2x for a realistic token of ~3 KiB, a Keycloak token ~8 KiB): such tokens fill every
-    slot, and tokens with hundreds of groups (~20 KiB) share the budget, fewer of them kept.
+    Counting entries alone let 10,000 forged 16 KiB tokens of `0.5,0.5,...` hold 1.7 GB (found by a review). A
+    small token (~1 KiB, a weight of ~4 KiB) fills every slot; larger ones share the budget, fewer of them kept
+    (a Keycloak token of 5 KiB weighs ~38 KiB, about what its decoded claims hold). 6 KiB a slot keeps a worker
+    under 150 MiB whatever the tokens: at 12 KiB, 2,200 Keycloak-like tokens took one to 150 MiB and forged ones
+    to 177 (found by a review).
+
+    Answers whose signature did not verify (forgeries, unknown keys) hold at most a quarter of the entries and of
+    the bytes, and push out only each other beyond it: they are what anybody can send, and 215 forged tokens
+    weighed to push out 47 entries each emptied the cache of its valid tokens (found by a review).
     """
 
     ENTRY_OVERHEAD = 768  # the key, the Verified struct and its KeyInfo, the LRU's node
-    BYTES_PER_ENTRY = 12 * 1024
+    BYTES_PER_ENTRY = 6 * 1024
 
     def __init__(self, size: int, max_bytes: int | None = None) -> None:
         self.size = size
@@ -116,6 +122,8 @@ class VerifiedCache:
         self.hits = 0
         self.misses = 0
         self._entries: OrderedDict[tuple[bytes, str, str], Verified] = OrderedDict()
+        self._unverified: OrderedDict[tuple[bytes, str, str], None] = OrderedDict()  # their keys, oldest first
+        self.unverified_bytes = 0
         # Told of every lookup (True for a hit); the app factory points it at the Prometheus counters.
         self.on_lookup: Callable[[bool], None] | None = None
 
@@ -126,27 +134,39 @@ class VerifiedCache:
         else:
             self.hits += 1
             self._entries.move_to_end(key)
+            if key in self._unverified:
+                self._unverified.move_to_end(key)
         if self.on_lookup is not None:
             self.on_lookup(entry is not None)
         return entry
 
     def put(self, key: tuple[bytes, str, str], entry: Verified) -> None:
         cost = self.ENTRY_OVERHEAD + entry.weight
-        if self.size <= 0 or cost > self.max_bytes:
+        verified = entry.statuses.get("signature") == "pass"
+        share, share_bytes = max(1, self.size // 4), self.max_bytes // 4
+        if self.size <= 0 or cost > (self.max_bytes if verified else share_bytes):
             return
-        entries = self._entries
-        previous = entries.get(key)  # (none: `validate` looks up and stores without an await between)
-        if previous is not None:
-            self.bytes -= self.ENTRY_OVERHEAD + previous.weight
-        entries[key] = entry
+        if key in self._entries:  # (never: `validate` looks up and stores without an await between)
+            self._drop(key)
+        self._entries[key] = entry
         self.bytes += cost
-        if len(entries) > self.size or self.bytes > self.max_bytes:
-            while len(entries) > self.size or self.bytes > self.max_bytes:
-                self.bytes -= self.ENTRY_OVERHEAD + entries.popitem(last=False)[1].weight
+        if not verified:
+            self._unverified[key] = None
+            self.unverified_bytes += cost
+            while len(self._unverified) > share or self.unverified_bytes > share_bytes:
+                self._drop(next(iter(self._unverified)))
+        while len(self._entries) > self.size or self.bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: tuple[bytes, str, str]) -> None:
+        cost = self.ENTRY_OVERHEAD + self._entries.pop(key).weight
+        self.bytes -= cost
+        if self._unverified.pop(key, False) is None:
+            self.unverified_bytes -= cost
 
     def forget_version(self, version: str) -> None:
         for key in [key for key in self._entries if key[2] == version]:
-            self.bytes -= self.ENTRY_OVERHEAD + self._entries.pop(key).weight
+            self._drop(key)
 
     def __len__(self) -> int:
         return len(self._entries)

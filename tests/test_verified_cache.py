@@ -161,7 +161,7 @@ def test_forged_tokens_of_hostile_shape_cannot_fill_memory_beyond_the_byte_budge
     1.7 GB per worker. What the cache really holds (traced) stays within its byte budget."""
     import tracemalloc
 
-    cache, compiled = VerifiedCache(40), policy()
+    cache, compiled = VerifiedCache(400), policy()  # forged answers may hold a quarter: 600 KiB
     forger = key_for("RS256", "forger")
     tokens = [mint(claims(jti=str(index), x=[0.5] * 700, y=["\u0100"] * 600), forger) for index in range(40)]
     tracemalloc.start()
@@ -174,13 +174,34 @@ def test_forged_tokens_of_hostile_shape_cannot_fill_memory_beyond_the_byte_budge
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert 0 < len(cache) < 40 and held <= cache.max_bytes == 40 * VerifiedCache.BYTES_PER_ENTRY, held
-    realistic = [mint(claims(jti=f"r{index}"), key_for("RS256")) for index in range(40)]
+    assert 0 < len(cache) < 40 and held <= cache.max_bytes // 4 == 100 * VerifiedCache.BYTES_PER_ENTRY, held
+    run(tokens[-1], compiled, cache)
+    assert len(rsa_calls) == 40  # the last forged token replayed: no signature work
+    realistic = [mint(claims(jti=f"r{index}"), key_for("RS256")) for index in range(400)]
     for token in realistic:
         run(token, compiled, cache)
-    assert len(cache) == 40  # realistic tokens fill every slot: the count bounds them, not the bytes
+    assert len(cache) == 400  # realistic tokens fill every slot: the count bounds them, not the bytes
     run(realistic[-1], compiled, cache)
-    assert len(rsa_calls) == 40 + 40  # the last token replayed: no signature work
+    assert len(rsa_calls) == 40 + 400  # the last token replayed: no signature work
+
+
+def test_forged_tokens_push_out_at_most_a_quarter_of_the_valid_ones(rsa_calls):
+    """Found by a review: forged tokens of `[0,0,...]` are weighed ~11 times what they hold, so 215 of them emptied
+    a full cache of its 10,000 valid tokens, each then verified again. Answers whose signature failed hold at most
+    a quarter of the cache, entries and bytes, and push out only each other beyond it."""
+    cache, compiled = VerifiedCache(400), policy()
+    valid = [mint(claims(jti=f"v{index}"), key_for("RS256")) for index in range(400)]
+    for token in valid:
+        run(token, compiled, cache)
+    forger = key_for("RS256", "forger")
+    for index in range(300):
+        run(mint(claims(jti=f"f{index}", x=[0] * 1500), forger), compiled, cache)
+        run(mint(claims(jti=f"g{index}"), forger), compiled, cache)
+    assert len(cache) <= 400 and cache.unverified_bytes <= cache.max_bytes // 4
+    before = len(rsa_calls)
+    for token in reversed(valid):  # the newest first: replayed in the order cached, each miss would push out the next
+        run(token, compiled, cache)
+    assert len(rsa_calls) - before <= 100  # three quarters of the valid tokens, at least, still cached
 
 
 @pytest.mark.parametrize("scope_length", [8, 680], ids=["short-scopes", "long-scopes"])
@@ -190,7 +211,7 @@ def test_the_findings_of_a_cached_answer_are_charged_to_the_byte_budget_too(rsa_
     a worker at the default size."""
     import tracemalloc
 
-    cache = VerifiedCache(200)  # a budget of 2.4 MB
+    cache = VerifiedCache(2000)  # a budget of 12 MB, 3 MB of it for answers whose signature failed
     compiled = policy(required_scopes=[f"{index:02d}" + "x" * scope_length for index in range(64)],
                       required_claims=[f"{index:02d}" + "c" * 180 for index in range(64)])
     forger = key_for("RS256", "forger")
@@ -224,7 +245,7 @@ def test_answers_with_many_findings_are_charged_what_they_hold_not_each_findings
     assert len(cache) == 240  # nothing pushed out
     two_missing = VerifiedCache(10)
     run(mint(claims(), key_for("RS256")), policy(required_scopes=["read", "write"]), two_missing)
-    assert two_missing.bytes < VerifiedCache.BYTES_PER_ENTRY  # a realistic refusal fits a slot's share
+    assert two_missing.bytes < 8 * 1024  # a realistic refusal weighs about a slot's share
 
 
 def test_a_large_header_is_not_memoised():
