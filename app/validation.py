@@ -107,13 +107,15 @@ class VerifiedCache:
     under 150 MiB whatever the tokens: at 12 KiB, 2,200 Keycloak-like tokens took one to 150 MiB and forged ones
     to 177 (found by a review).
 
-    Answers whose signature did not verify (forgeries, unknown keys) hold at most a quarter of the entries and of
-    the bytes, and push out only each other beyond it: they are what anybody can send, and 215 forged tokens
-    weighed to push out 47 entries each emptied the cache of its valid tokens (found by a review).
+    Answers whose signature did not verify (forgeries, unknown keys: anybody can make them), and answers weighing
+    more than HEAVY (a caller may sign such tokens with its own key under an inline policy), hold at most a quarter
+    of the entries and of the bytes, and push out only each other beyond it: 215 forged tokens weighed to push out
+    47 entries each emptied the cache of its valid tokens (found by a review). Any other answer pushes out one.
     """
 
     ENTRY_OVERHEAD = 768  # the key, the Verified struct and its KeyInfo, the LRU's node
     BYTES_PER_ENTRY = 6 * 1024
+    HEAVY = 16 * BYTES_PER_ENTRY  # above realistic tokens: one with 30 Keycloak clients' roles weighs 38-53 KiB
 
     def __init__(self, size: int, max_bytes: int | None = None) -> None:
         self.size = size
@@ -122,8 +124,8 @@ class VerifiedCache:
         self.hits = 0
         self.misses = 0
         self._entries: OrderedDict[tuple[bytes, str, str], Verified] = OrderedDict()
-        self._unverified: OrderedDict[tuple[bytes, str, str], None] = OrderedDict()  # their keys, oldest first
-        self.unverified_bytes = 0
+        self._untrusted: OrderedDict[tuple[bytes, str, str], None] = OrderedDict()  # their keys, oldest first
+        self.untrusted_bytes = 0
         # Told of every lookup (True for a hit); the app factory points it at the Prometheus counters.
         self.on_lookup: Callable[[bool], None] | None = None
 
@@ -134,35 +136,35 @@ class VerifiedCache:
         else:
             self.hits += 1
             self._entries.move_to_end(key)
-            if key in self._unverified:
-                self._unverified.move_to_end(key)
+            if key in self._untrusted:
+                self._untrusted.move_to_end(key)
         if self.on_lookup is not None:
             self.on_lookup(entry is not None)
         return entry
 
     def put(self, key: tuple[bytes, str, str], entry: Verified) -> None:
         cost = self.ENTRY_OVERHEAD + entry.weight
-        verified = entry.statuses.get("signature") == "pass"
+        trusted = entry.statuses.get("signature") == "pass" and cost <= self.HEAVY
         share, share_bytes = max(1, self.size // 4), self.max_bytes // 4
-        if self.size <= 0 or cost > (self.max_bytes if verified else share_bytes):
+        if self.size <= 0 or cost > (self.max_bytes if trusted else share_bytes):
             return
         if key in self._entries:  # (never: `validate` looks up and stores without an await between)
             self._drop(key)
         self._entries[key] = entry
         self.bytes += cost
-        if not verified:
-            self._unverified[key] = None
-            self.unverified_bytes += cost
-            while len(self._unverified) > share or self.unverified_bytes > share_bytes:
-                self._drop(next(iter(self._unverified)))
+        if not trusted:
+            self._untrusted[key] = None
+            self.untrusted_bytes += cost
+            while len(self._untrusted) > share or self.untrusted_bytes > share_bytes:
+                self._drop(next(iter(self._untrusted)))
         while len(self._entries) > self.size or self.bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
     def _drop(self, key: tuple[bytes, str, str]) -> None:
         cost = self.ENTRY_OVERHEAD + self._entries.pop(key).weight
         self.bytes -= cost
-        if self._unverified.pop(key, False) is None:
-            self.unverified_bytes -= cost
+        if self._untrusted.pop(key, False) is None:
+            self.untrusted_bytes -= cost
 
     def forget_version(self, version: str) -> None:
         for key in [key for key in self._entries if key[2] == version]:

@@ -197,11 +197,30 @@ def test_forged_tokens_push_out_at_most_a_quarter_of_the_valid_ones(rsa_calls):
     for index in range(300):
         run(mint(claims(jti=f"f{index}", x=[0] * 1500), forger), compiled, cache)
         run(mint(claims(jti=f"g{index}"), forger), compiled, cache)
-    assert len(cache) <= 400 and cache.unverified_bytes <= cache.max_bytes // 4
+    assert len(cache) <= 400 and cache.untrusted_bytes <= cache.max_bytes // 4
     before = len(rsa_calls)
     for token in reversed(valid):  # the newest first: replayed in the order cached, each miss would push out the next
         run(token, compiled, cache)
     assert len(rsa_calls) - before <= 100  # three quarters of the valid tokens, at least, still cached
+
+
+def test_heavy_answers_under_a_callers_own_key_push_out_at_most_a_quarter_of_a_profiles_tokens(rsa_calls):
+    """Anybody who may call the API can sign tokens under an inline policy of their own key, which verify: heavy
+    ones share the quarter forgeries get, so they cannot empty the cache of a profile's tokens either."""
+    cache, profile = VerifiedCache(400), policy()
+    valid = [mint(claims(jti=f"v{index}"), key_for("RS256")) for index in range(400)]
+    for token in valid:
+        run(token, profile, cache)
+    own = key_for("RS256", "callers-own")
+    inline = compile_policy(VerifyPolicy(issuer=ISSUER, audiences=[AUDIENCE], allowed_algs=["RS256"],
+                                         public_key=own.public_pem), inline=True)
+    for index in range(300):
+        assert run(mint(claims(jti=f"o{index}", x=[0] * 1500), own), inline, cache).valid
+    assert len(cache) <= 400 and cache.untrusted_bytes <= cache.max_bytes // 4
+    before = len(rsa_calls)
+    for token in reversed(valid):
+        run(token, profile, cache)
+    assert len(rsa_calls) - before <= 100
 
 
 @pytest.mark.parametrize("scope_length", [8, 680], ids=["short-scopes", "long-scopes"])
@@ -242,7 +261,9 @@ def test_answers_with_many_findings_are_charged_what_they_hold_not_each_findings
     crafted = policy(required_scopes=[f"scope:{index:02d}" for index in range(64)])
     for index in range(40):
         run(mint(claims(jti=f"c{index}"), key_for("RS256")), crafted, cache)
-    assert len(cache) == 240  # nothing pushed out
+    crafted_entries = len(cache._untrusted)  # each over HEAVY: they share a quarter of the cache
+    assert len(cache) - crafted_entries == 200  # none of the valid answers pushed out
+    assert cache.untrusted_bytes / crafted_entries < 128 * 1024  # charged ~115 KB each, not 3 MB
     two_missing = VerifiedCache(10)
     run(mint(claims(), key_for("RS256")), policy(required_scopes=["read", "write"]), two_missing)
     assert two_missing.bytes < 8 * 1024  # a realistic refusal weighs about a slot's share
