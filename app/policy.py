@@ -337,7 +337,7 @@ def compile_policy(policy: VerifyPolicy, *, inline: bool, allowlist: tuple[str, 
     return CompiledPolicy(
         # Verdicts are cached by fingerprint, and an inline policy's tell the caller more of its own keys (a short
         # secret's length when its MAC does not match): a profile with the same document keeps its own.
-        fingerprint=fingerprint(policy) + (":inline" if inline else ""),
+        fingerprint=fingerprint(policy) + (INLINE if inline else ""),
         issuers=issuers,
         audiences=frozenset(policy.audiences),
         allowed_algs=frozenset(policy.allowed_algs),
@@ -354,6 +354,9 @@ def compile_policy(policy: VerifyPolicy, *, inline: bool, allowlist: tuple[str, 
         audience_claim=policy.audience_claim,
         inline=inline,
     )
+
+
+INLINE = ":inline"  # the end of an inline policy's fingerprint (app.validation.VerifiedCache tells them apart)
 
 
 def fingerprint(policy: VerifyPolicy) -> str:

@@ -224,8 +224,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "VERIFIED_TOKEN_CACHE_SIZE": ("verified_token_cache_size", _int(0, 10_000_000),
                                   "verified-token cache entries per worker (default 10000, 0 disables); the entries "
                                   "also share a budget of 6 KiB each of estimated memory (an overestimate: 60 MiB at "
-                                  "the default, whatever the tokens), a quarter of it at most for answers whose "
-                                  "signature did not verify or that weigh over 96 KiB"),
+                                  "the default, whatever the tokens); answers anybody can make (a signature that did "
+                                  "not verify, an inline policy) push out a profile's up to a quarter of it"),
     "API_KEYS": ("api_keys", _api_keys,
                  "comma-separated keys (16+ characters each) required in X-API-Key for /v1/* (except presets)"),
     "LOG_LEVEL": ("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "DEBUG/INFO/WARNING/ERROR"),

@@ -20,7 +20,7 @@ from app.checks.header import check_algorithm, check_key, check_signature
 from app.checks.time import check_lifetime, numeric_date, time_findings, time_window
 from app.findings import CHECK_ORDER, Finding, Status, finding
 from app.keys import ALGORITHMS, MAX_KEYS_TRIED, MIN_RSA_BITS, KeyEntry, KeyView
-from app.policy import CompiledPolicy, normalise_typ
+from app.policy import INLINE, CompiledPolicy, normalise_typ
 from app.token import WHITESPACE, MalformedToken, ParsedToken, decoded_weight, parse
 
 # `time` has no check here: it depends on `now`, so `_assemble` decides it on every call (cache hits too).
@@ -107,15 +107,16 @@ class VerifiedCache:
     under 150 MiB whatever the tokens: at 12 KiB, 2,200 Keycloak-like tokens took one to 150 MiB and forged ones
     to 177 (found by a review).
 
-    Answers whose signature did not verify (forgeries, unknown keys: anybody can make them), and answers weighing
-    more than HEAVY (a caller may sign such tokens with its own key under an inline policy), hold at most a quarter
-    of the entries and of the bytes, and push out only each other beyond it: 215 forged tokens weighed to push out
-    47 entries each emptied the cache of its valid tokens (found by a review). Any other answer pushes out one.
+    Two classes share the bounds. Answers anybody can make (a signature that did not verify, or any answer under an
+    inline policy, whose caller may hold its key) never push out the others beyond a quarter of the entries and of
+    the bytes: past it they push out only each other. The others, answers about the tokens of configured issuers,
+    push out those beyond that quarter first. So a caller's forged or self-signed tokens cannot empty the cache of
+    a profile's tokens (215 forged tokens weighed to push out 47 entries each did; found by reviews), and a
+    service validating only inline policies still has the whole cache.
     """
 
     ENTRY_OVERHEAD = 768  # the key, the Verified struct and its KeyInfo, the LRU's node
     BYTES_PER_ENTRY = 6 * 1024
-    HEAVY = 16 * BYTES_PER_ENTRY  # above realistic tokens: one with 30 Keycloak clients' roles weighs 38-53 KiB
 
     def __init__(self, size: int, max_bytes: int | None = None) -> None:
         self.size = size
@@ -123,55 +124,63 @@ class VerifiedCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[tuple[bytes, str, str], Verified] = OrderedDict()
-        self._untrusted: OrderedDict[tuple[bytes, str, str], None] = OrderedDict()  # their keys, oldest first
+        # Each least recently used first. The keys of the first are answers about configured issuers' tokens.
+        self._trusted: OrderedDict[tuple[bytes, str, str], Verified] = OrderedDict()
+        self._untrusted: OrderedDict[tuple[bytes, str, str], Verified] = OrderedDict()
         self.untrusted_bytes = 0
         # Told of every lookup (True for a hit); the app factory points it at the Prometheus counters.
         self.on_lookup: Callable[[bool], None] | None = None
 
     def get(self, key: tuple[bytes, str, str]) -> Verified | None:
-        entry = self._entries.get(key)
+        entry = self._trusted.get(key)
+        if entry is not None:
+            self._trusted.move_to_end(key)
+        else:
+            entry = self._untrusted.get(key)
+            if entry is not None:
+                self._untrusted.move_to_end(key)
         if entry is None:
             self.misses += 1
         else:
             self.hits += 1
-            self._entries.move_to_end(key)
-            if key in self._untrusted:
-                self._untrusted.move_to_end(key)
         if self.on_lookup is not None:
             self.on_lookup(entry is not None)
         return entry
 
     def put(self, key: tuple[bytes, str, str], entry: Verified) -> None:
         cost = self.ENTRY_OVERHEAD + entry.weight
-        trusted = entry.statuses.get("signature") == "pass" and cost <= self.HEAVY
-        share, share_bytes = max(1, self.size // 4), self.max_bytes // 4
-        if self.size <= 0 or cost > (self.max_bytes if trusted else share_bytes):
+        if self.size <= 0 or cost > self.max_bytes:
             return
-        if key in self._entries:  # (never: `validate` looks up and stores without an await between)
-            self._drop(key)
-        self._entries[key] = entry
+        self._drop(key)  # (none: `validate` looks up and stores without an await between)
+        trusted = entry.statuses.get("signature") == "pass" and not key[1].endswith(INLINE)
+        (self._trusted if trusted else self._untrusted)[key] = entry
         self.bytes += cost
         if not trusted:
-            self._untrusted[key] = None
             self.untrusted_bytes += cost
-            while len(self._untrusted) > share or self.untrusted_bytes > share_bytes:
+        share, share_bytes = self.size // 4, self.max_bytes // 4
+        while len(self._trusted) + len(self._untrusted) > self.size or self.bytes > self.max_bytes:
+            beyond_share = len(self._untrusted) > share or self.untrusted_bytes > share_bytes
+            if self._untrusted and (beyond_share or not self._trusted):
                 self._drop(next(iter(self._untrusted)))
-        while len(self._entries) > self.size or self.bytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
+            else:
+                self._drop(next(iter(self._trusted)))
 
     def _drop(self, key: tuple[bytes, str, str]) -> None:
-        cost = self.ENTRY_OVERHEAD + self._entries.pop(key).weight
-        self.bytes -= cost
-        if self._untrusted.pop(key, False) is None:
-            self.untrusted_bytes -= cost
+        entry = self._trusted.pop(key, None)
+        if entry is not None:
+            self.bytes -= self.ENTRY_OVERHEAD + entry.weight
+            return
+        entry = self._untrusted.pop(key, None)
+        if entry is not None:
+            self.bytes -= self.ENTRY_OVERHEAD + entry.weight
+            self.untrusted_bytes -= self.ENTRY_OVERHEAD + entry.weight
 
     def forget_version(self, version: str) -> None:
-        for key in [key for key in self._entries if key[2] == version]:
+        for key in [key for entries in (self._trusted, self._untrusted) for key in entries if key[2] == version]:
             self._drop(key)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._trusted) + len(self._untrusted)
 
 
 def _status(findings: list[Finding] | None) -> Status:
