@@ -149,21 +149,29 @@ class VerifiedCache:
 
     def put(self, key: tuple[bytes, str, str], entry: Verified) -> None:
         cost = self.ENTRY_OVERHEAD + entry.weight
-        if self.size <= 0 or cost > self.max_bytes:
+        trusted = entry.statuses.get("signature") == "pass" and not key[1].endswith(INLINE)
+        share, share_bytes = self.size // 4, self.max_bytes // 4
+        # One that could never be kept beside a profile's answers is refused before it pushes out anything (it
+        # pushed out every other such answer first; found by a review).
+        if self.size <= 0 or cost > self.max_bytes or (not trusted and cost > share_bytes and self._trusted):
             return
         self._drop(key)  # (none: `validate` looks up and stores without an await between)
-        trusted = entry.statuses.get("signature") == "pass" and not key[1].endswith(INLINE)
         (self._trusted if trusted else self._untrusted)[key] = entry
         self.bytes += cost
         if not trusted:
             self.untrusted_bytes += cost
-        share, share_bytes = self.size // 4, self.max_bytes // 4
-        while len(self._trusted) + len(self._untrusted) > self.size or self.bytes > self.max_bytes:
+        while True:
+            over_bytes = self.bytes > self.max_bytes
+            if not over_bytes and len(self._trusted) + len(self._untrusted) <= self.size:
+                return
             beyond_share = len(self._untrusted) > share or self.untrusted_bytes > share_bytes
-            if self._untrusted and (beyond_share or not self._trusted):
-                self._drop(next(iter(self._untrusted)))
-            else:
-                self._drop(next(iter(self._trusted)))
+            if trusted:
+                push_out_trusted = not (self._untrusted and beyond_share)
+            else:  # a profile's answers keep three quarters of the entries, and of the bytes when those bind: one
+                # forged token of 500 KB pushed out 200 light entries (found by a review)
+                push_out_trusted = bool(self._trusted) and not beyond_share and len(self._trusted) > self.size - share \
+                    and (not over_bytes or self.bytes - self.untrusted_bytes > self.max_bytes - share_bytes)
+            self._drop(next(iter(self._trusted if push_out_trusted else self._untrusted)))
 
     def _drop(self, key: tuple[bytes, str, str]) -> None:
         entry = self._trusted.pop(key, None)

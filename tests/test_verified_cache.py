@@ -234,6 +234,36 @@ def test_answers_under_a_callers_own_key_push_out_at_most_a_quarter_of_a_profile
     assert len(rsa_calls) - before <= 100
 
 
+def test_heavy_forgeries_push_out_at_most_a_quarter_of_a_profiles_entries_by_count_too(rsa_calls):
+    """Found by a review: a quarter of the bytes is many light entries, and three forged tokens of ~500 KB each
+    pushed out 424 of 1,000 profile answers, the light ones cached first."""
+    cache, compiled = VerifiedCache(400), policy()
+    light = [mint(claims(jti=f"l{index}"), key_for("RS256")) for index in range(300)]
+    heavier = [mint(claims(jti=f"h{index}", groups=[f"group-{item:04d}" for item in range(150)]), key_for("RS256"))
+               for index in range(60)]
+    for token in light + heavier:  # 360 entries, 90 % of the bytes
+        run(token, compiled, cache)
+    forger = key_for("RS256", "forger")
+    for index in range(20):  # ~200 KB each: the bytes of 50 light entries
+        run(mint(claims(jti=f"f{index}", x=[0] * 2000), forger), compiled, cache)
+    assert len(cache._trusted) == 300 and len(cache._untrusted) > 0  # three quarters kept, and forgeries too
+
+
+def test_a_forgery_too_heavy_to_keep_pushes_out_nothing(rsa_calls):
+    """Found by a review: an answer too heavy for the quarter pushed out every other such answer, then itself."""
+    cache, compiled = VerifiedCache(100), policy()
+    inline = compile_policy(VerifyPolicy(issuer=ISSUER, audiences=[AUDIENCE], allowed_algs=["RS256"],
+                                         public_key=key_for("RS256").public_pem), inline=True)
+    for index in range(70):
+        run(mint(claims(jti=f"p{index}", groups=[f"group-{item:02d}" for item in range(20)]), key_for("RS256")),
+            compiled, cache)
+    mine = [mint(claims(jti=f"i{index}"), key_for("RS256")) for index in range(20)]
+    for token in mine:
+        run(token, inline, cache)
+    run(mint(claims(x=[0] * 2500), key_for("RS256", "forger")), compiled, cache)  # weighs more than a quarter
+    assert (len(cache._trusted), len(cache._untrusted)) == (70, 20)
+
+
 def test_a_service_validating_only_inline_policies_keeps_the_whole_cache(rsa_calls):
     """Answers under inline policies push out a profile's only up to a quarter; without a profile's to keep, they
     have every slot."""
