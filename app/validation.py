@@ -151,9 +151,10 @@ class VerifiedCache:
         cost = self.ENTRY_OVERHEAD + entry.weight
         trusted = entry.statuses.get("signature") == "pass" and not key[1].endswith(INLINE)
         share, share_bytes = self.size // 4, self.max_bytes // 4
-        # One that could never be kept beside a profile's answers is refused before it pushes out anything (it
-        # pushed out every other such answer first; found by a review).
-        if self.size <= 0 or cost > self.max_bytes or (not trusted and cost > share_bytes and self._trusted):
+        # One that could never be kept beside the other class's share is refused before it pushes out anything (it
+        # pushed out every other answer of its class first, then itself; found by reviews).
+        if self.size <= 0 or cost > self.max_bytes or (not trusted and cost > share_bytes and self._trusted) or \
+                (trusted and cost > self.max_bytes - min(self.untrusted_bytes, share_bytes)):
             return
         self._drop(key)  # (none: `validate` looks up and stores without an await between)
         (self._trusted if trusted else self._untrusted)[key] = entry

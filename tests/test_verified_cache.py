@@ -264,6 +264,24 @@ def test_a_forgery_too_heavy_to_keep_pushes_out_nothing(rsa_calls):
     assert (len(cache._trusted), len(cache._untrusted)) == (70, 20)
 
 
+def test_a_profiles_answer_too_heavy_to_keep_beside_the_others_share_pushes_out_nothing():
+    """Found by a review (a fuzz): it pushed out every other answer of a profile, then was not kept itself."""
+    from app.validation import Verified
+
+    def entry(weight: int, signature: str) -> Verified:
+        fields = {name: None for name in Verified.__struct_fields__}
+        fields.update(header={}, claims={}, to_key=(), to_audience=(), after_time=(), findings=(), valid=True,
+                      summary="", statuses={"signature": signature}, weight=weight)
+        return Verified(**fields)
+
+    cache = VerifiedCache(8, 8000)
+    for index in range(6):
+        cache.put((b"t%d" % index, "fp", "1"), entry(0, "pass"))
+    cache.put((b"u", "fp", "1"), entry(0, "fail"))
+    cache.put((b"heavy", "fp", "1"), entry(8000 - VerifiedCache.ENTRY_OVERHEAD, "pass"))
+    assert (len(cache._trusted), len(cache._untrusted)) == (6, 1)
+
+
 def test_a_service_validating_only_inline_policies_keeps_the_whole_cache(rsa_calls):
     """Answers under inline policies push out a profile's only up to a quarter; without a profile's to keep, they
     have every slot."""
