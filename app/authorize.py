@@ -99,8 +99,6 @@ _NOT_NQSCHAR = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')  # RFC 6750 section 
 _SCOPE_TOKEN = re.compile(r'[\x21\x23-\x5b\x5d-\x7e]+')  # RFC 6749 section 3.3
 
 
-
-
 def _cookies(header: str) -> list[tuple[str, str]]:
     pairs = []
     for part in header.split(";"):
