@@ -74,6 +74,7 @@ _HEADERS = {
                         "storage answered).", {"type": "integer"}),
     "RateLimit-Remaining": ("Requests left in that window.", {"type": "integer", "minimum": 0}),
     "RateLimit-Reset": ("Seconds until that window starts over.", {"type": "integer", "minimum": 0}),
+    "Allow": ("The methods the route serves.", {"type": "string"}),
     "X-Envoy-Auth-Headers-To-Remove": ("On an allow, the `claims_to_headers` headers it leaves out (the token "
                                        "lacks the claim), lower case, comma-separated: Envoy's ext_authz removes "
                                        "a client's own copies of them.", {"type": "string"}),
@@ -87,6 +88,32 @@ _FORWARD_HEADERS = {"200": ("Cache-Control", "X-Envoy-Auth-Headers-To-Remove", *
                     "404": ("Cache-Control",), "429": ("Cache-Control", "Retry-After", *_RATE_LIMIT)}
 _FORWARD_METHODS = ("head", "post", "put", "patch", "delete", "options", "trace")
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def _head_and_options(path_item: dict[str, Any]) -> None:
+    """The operations every route other than forward-auth serves without declaring them: HEAD beside a GET (its
+    answer without the content: app.api.fastpath) and Litestar's OPTIONS (204, the methods in `Allow`)."""
+    get = path_item.get("get")
+    if get is not None and "head" not in path_item:
+        head = copy.deepcopy(get)
+        head["operationId"] += "Head"
+        head["summary"] = f"{head.get('summary', '')} (HEAD)"
+        for response in head.get("responses", {}).values():
+            response.pop("content", None)
+        path_item["head"] = head
+    declared = [method for method in _METHODS if isinstance(path_item.get(method), dict)]
+    if declared and "options" not in path_item:
+        first = path_item[declared[0]]
+        allow = ", ".join(sorted(method.upper() for method in (*declared, "options")))
+        path_item["options"] = {
+            "operationId": f"{first['operationId']}Options", "summary": f"{first.get('summary', '')} (OPTIONS)",
+            "description": f"The methods this route serves, in `Allow` (`{allow}`).",
+            "tags": list(first.get("tags", ())),
+            "responses": {"204": {"description": f"No content; `Allow: {allow}`",
+                                  "headers": _header_refs(("Allow",))}}}
+        if "security" in first:  # (app.openapi._api_keys)
+            path_item["options"]["security"] = copy.deepcopy(first["security"])
 
 
 def _drop_examples(schema: Any) -> None:
@@ -120,8 +147,19 @@ def _complete(doc: dict[str, Any]) -> None:
     for schema in components.get("schemas", {}).values():
         _drop_examples(schema)
     paths = doc.get("paths", {})
+    readyz = paths.get("/readyz", {}).get("get", {}).get("responses", {})
+    if "200" in readyz:
+        readyz["503"] = {**copy.deepcopy(readyz["200"]), "description": "Not ready: with READY_REQUIRES_KEYS, a "
+                         "configured key set not usable yet; the body says which"}
+        readyz["503"]["content"]["application/json"].pop("examples", None)
+    inspect = paths.get("/v1/inspect/token", {}).get("post", {}).get("responses", {})
+    too_large = paths.get("/v1/validate/jwt", {}).get("post", {}).get("responses", {}).get("413")
+    if too_large is not None:
+        inspect.setdefault("413", copy.deepcopy(too_large))
     for path, path_item in paths.items():
         forward = path.startswith("/v1/forward-auth/")
+        if not forward:
+            _head_and_options(path_item)
         for operation in [value for value in path_item.values() if isinstance(value, dict)]:
             responses = operation.setdefault("responses", {})
             if needs_api_key(path) and "401" not in responses:
@@ -176,15 +214,6 @@ def _complete(doc: dict[str, Any]) -> None:
                         parameter["description"] = (
                             "The original request's path (Envoy's path_prefix form), slashes as they are: an "
                             "escaped slash (%2F) is refused as path_rejected. Its query string is the request's.")
-    readyz = paths.get("/readyz", {}).get("get", {}).get("responses", {})
-    if "200" in readyz:
-        readyz["503"] = {**copy.deepcopy(readyz["200"]), "description": "Not ready: with READY_REQUIRES_KEYS, a "
-                         "configured key set not usable yet; the body says which"}
-        readyz["503"]["content"]["application/json"].pop("examples", None)
-    inspect = paths.get("/v1/inspect/token", {}).get("post", {}).get("responses", {})
-    too_large = paths.get("/v1/validate/jwt", {}).get("post", {}).get("responses", {}).get("413")
-    if too_large is not None:
-        inspect.setdefault("413", copy.deepcopy(too_large))
     schemas = components.get("schemas", {})
     inspect_code = {"$ref": "#/components/schemas/InspectCode"}
     if "suspicious_warnings" in schemas.get("InspectResult", {}).get("properties", {}):
