@@ -69,7 +69,8 @@ def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
         # A parameter that disagrees with the issuer (realm "other" beside an issuer of realm "acme") named a key
         # set or an audience no token of that issuer can match: refused now (found by a review). A host may differ.
         differ = [name for name, value in from_issuer.items() if name in given and name not in HOST_PARAMETERS
-                  and given[name] != value]  # (realms, server and pool ids are case-sensitive)
+                  and isinstance(given[name], str) and given[name] != value]  # (case-sensitive; a non-string is
+        # refused for its type below)
         for name in differ:
             problems.append((json_path(profile_id, "parameters", name), f"the issuer's {name} is "
                              f"{from_issuer[name]!r}: give the same, or leave the parameter out (the issuer gives it)"))

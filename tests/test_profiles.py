@@ -186,6 +186,15 @@ def test_a_preset_parameter_that_disagrees_with_the_profiles_issuer_is_refused(p
         create_app(Settings(issuer_profiles_json=document))
 
 
+def test_a_non_string_preset_parameter_beside_an_issuer_of_the_presets_shape_is_refused_for_its_type():
+    """Noticed at an earlier stop: `"realm": 7` beside `.../realms/acme` was told to give the same realm."""
+    document = json.dumps({"acme": {"preset": "keycloak", "issuer": "https://sso.acme.com/realms/acme",
+                                    "parameters": {"realm": 7}, "audiences": [AUDIENCE]}})
+    with pytest.raises(ConfigError) as error:
+        create_app(Settings(issuer_profiles_json=document))
+    assert str(error.value) == "ISSUER_PROFILES_JSON: $.acme.parameters: expected an object of string values"
+
+
 def test_a_profile_id_given_twice_is_refused_not_silently_replaced():
     one = json.dumps({"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": "x" * 32})
     document = '{"acme": %s, "other": %s, "acme": %s}' % (one, one, one)
