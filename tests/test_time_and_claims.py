@@ -409,10 +409,13 @@ def test_every_missing_required_claim_is_its_own_finding():
     (["admin", "dev"], "dev", True),
     (["admin", "dev"], "ops", False),
     (["admin", "dev"], ["admin", "dev"], True),
+    ([["admin", "dev"], "ops"], ["admin", "dev"], True),
+    (["admin", "dev", "ops"], ["admin", "dev"], False),
     ({"plan": "pro"}, {"plan": "pro"}, True),
     ("pro", "Pro", False),
 ], ids=["string-true-vs-bool", "bool-vs-string-true", "bool-equal", "string-equal", "one-vs-true", "int-vs-float",
-        "array-contains", "array-lacks", "array-equal", "object-equal", "case-differs"])
+        "array-contains", "array-lacks", "array-equal", "array-contains-the-array", "array-is-no-set",
+        "object-equal", "case-differs"])
 def test_required_custom_claim_uses_json_equality(actual, expected, valid):
     result = run(rs256_token(**{"https://myapp.com/role": actual}),
                  required_custom_claims={"https://myapp.com/role": expected})

@@ -237,9 +237,10 @@ def check_required_claims_for(policy: CompiledPolicy, claims: dict[str, Any], fi
                 return findings
             continue
         actual = claims[name]
+        # Equal, or for an array claim containing it (validation.md section 2), an array among them too (it was
+        # never looked for: found by a review). An array is not a set of values: ["a", "b"] is not in ["a", "b", "c"].
         matches = json_equal(actual, expected) or (
-            isinstance(actual, list) and not isinstance(expected, list)
-            and any(json_equal(item, expected) for item in actual))
+            isinstance(actual, list) and any(json_equal(item, expected) for item in actual))
         if not matches:
             findings.append(finding("CLAIM_VALUE_MISMATCH", f"claim {name!r} does not have the required value",
                                     {"claim": name, "expected": expected, "actual": actual},
