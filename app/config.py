@@ -305,7 +305,8 @@ _ELEMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)\[(\d+)\]")
 
 
 def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems: list[tuple[str, str]],
-                       stand_ins: dict[str, Any] | None = None) -> T | None:
+                       stand_ins: dict[str, Any] | None = None, fills: dict[str, Any] | None = None,
+                       filled: set[str] | None = None) -> T | None:
     """`raw` (the member `key` of a document) as `type_`, or None with one problem per bad field: msgspec stops
     at the first, so each bad field is reported and set aside in turn (one line per problem, not one per
     restart; found by reviews, for profiles, then for authorizers).
@@ -313,7 +314,11 @@ def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems:
     `stand_ins`, by field name: an element of that list field found bad is replaced by the stand-in rather than
     the whole field set aside. When only elements were replaced, the value is returned although problems were
     added (the caller compares their count), so that its other checks still run: one rule's typo hid every other
-    problem of its authorizer (a bad pattern in another rule, a reserved header)."""
+    problem of its authorizer (a bad pattern in another rule, a reserved header).
+
+    `fills`, by field name: a required field found bad or missing takes that value instead, and is named in
+    `filled`; the value so made is returned, for the caller's own checks of the other fields (a profile with a
+    bad `audiences` had its `'none'` algorithm reported only at the next start; found by a review)."""
     if not isinstance(raw, dict):
         try:
             return convert(raw, type_, label, (key,))
@@ -331,7 +336,11 @@ def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems:
             path, message = exc.problems[0]
             missing = _MISSING.search(message)
             if missing is not None and missing.group(1) in set_aside:
-                return None  # a field set aside above: already reported
+                if fills is None or missing.group(1) not in fills:
+                    return None  # a field set aside above: already reported
+                candidate[missing.group(1)] = fills[missing.group(1)]
+                continue
+            absent: list[str] = []
             if missing is not None and path == prefix:  # every required field missing, in one line
                 info: Any = msgspec.inspect.type_info(type_)
                 absent = [field.encode_name for field in getattr(info, "fields", ())
@@ -339,6 +348,10 @@ def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems:
                 if len(absent) > 1:
                     message = "Object missing required fields " + ", ".join(f"`{name}`" for name in absent)
             problems.append((path, message))
+            if absent and fills is not None and all(name in fills for name in absent):
+                candidate.update({name: fills[name] for name in absent})
+                set_aside.update(absent)
+                continue
             element = _ELEMENT.match(path[len(prefix):]) if stand_ins and path.startswith(prefix) else None
             if element is not None and element.group(1) in stand_ins and isinstance(candidate.get(element.group(1)),
                                                                                     list):  # type: ignore[operator]
@@ -362,6 +375,9 @@ def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems:
             del candidate[name]
             set_aside.add(name)
             continue
+        if filled is not None:
+            filled.update(set_aside)
+            return value
         return value if len(problems) == before or not set_aside else None
 
 

@@ -40,6 +40,17 @@ class Profiles:
         return {policy.issuers[0] for policy in self.policies.values() if policy.key_source == "discovery"}
 
 
+# What a profile's required field found bad or missing is taken to be while its other fields are checked.
+_FILLS: dict[str, Any] = {"issuer": "https://issuer.invalid", "audiences": ["https://audience.invalid"],
+                          "allowed_algs": ["RS256"]}
+
+
+def _about_filled(loc: tuple[str | int, ...], filled: set[str]) -> bool:
+    """Whether a policy problem is about a field already reported (so filled in): the key-source count too, when
+    the key source given was the bad field."""
+    return bool(loc and loc[0] in filled or not loc and filled.intersection(KEY_SOURCES))
+
+
 def _merge_preset(profile_id: str, raw: dict[str, Any], presets: dict[str, Any],
                   problems: list[tuple[str, str]]) -> dict[str, Any] | None:
     """The preset's filled policy with the profile's own fields applied over it."""
@@ -164,8 +175,10 @@ def load_profiles(data: bytes, label: str, presets: dict[str, Any]) -> Profiles:
         merged = _merge_preset(profile_id, raw, presets, problems)
         if merged is None:
             continue
+        filled: set[str] = set()  # fields found bad or missing: the others are still checked, with these filled
         try:
-            policy = convert_each_field(merged, VerifyPolicy, label, profile_id, problems)
+            policy = convert_each_field(merged, VerifyPolicy, label, profile_id, problems, fills=_FILLS,
+                                        filled=filled)
             if policy is None:
                 continue
             compiled = compile_policy(policy, inline=False)
@@ -173,7 +186,10 @@ def load_profiles(data: bytes, label: str, presets: dict[str, Any]) -> Profiles:
             problems.extend(exc.problems)
             continue
         except PolicyError as exc:
-            problems.extend((json_path(profile_id, *problem.loc), problem.msg) for problem in exc.problems)
+            problems.extend((json_path(profile_id, *problem.loc), problem.msg) for problem in exc.problems
+                            if not _about_filled(problem.loc, filled))
+            continue
+        if filled:
             continue
         policies[profile_id] = compiled
         descriptions[profile_id] = description

@@ -221,7 +221,8 @@ def test_every_problem_is_reported_not_only_the_first():
     ({"issuer": ISSUER, "allowed_algs": ["HS256"], "secret": "x" * 32, "bogus": 1},
      ["$.acme: Object contains unknown field `bogus`", "$.acme: Object missing required field `audiences`"]),
     ({"description": 5}, ["$.acme.description: expected a string",
-                          "$.acme: Object missing required fields `issuer`, `audiences`, `allowed_algs`"]),
+                          "$.acme: Object missing required fields `issuer`, `audiences`, `allowed_algs`",
+                          "$.acme: exactly one key source is required"]),
     # Found by the last review: a name hidden from the message (a token or a secret pasted as a name) stopped the
     # reporting of the other problems, and a typo with a digit was hidden.
     ({"issuer": ISSUER, "audiences": 7, "allowed_algs": ["HS256"], "secret": "x" * 32, "leeway2": 1},
@@ -229,8 +230,25 @@ def test_every_problem_is_reported_not_only_the_first():
     ({"issuer": ISSUER, "audiences": 7, "allowed_algs": ["HS256"], "secret": "x" * 32, "hmac-S3cret-0123456789": 1},
      ["$.acme.audiences: Expected `array`, got `int`",
       "$.acme: Object contains unknown field (its name is not shown: it is no plain name)"]),
+    # Found by a review: a required field of the wrong type, or missing, hid the checks of the others ('none', an
+    # http key set, the key source) until the next start.
+    ({"issuer": ISSUER, "audiences": AUDIENCE, "allowed_algs": ["none"], "jwks_uri": "http://idp.example.com/k"},
+     ["$.acme.audiences: Expected `array`, got `str`", "$.acme.jwks_uri: jwks_uri must use https",
+      "$.acme.allowed_algs[0]: 'none' is never allowed"]),
+    ({"audiences": [AUDIENCE], "allowed_algs": ["none"], "jwks_uri": "https://idp.example.com/k"},
+     ["$.acme: Object missing required field `issuer`", "$.acme.allowed_algs[0]: 'none' is never allowed"]),
+    ({"issuer": 5}, ["$.acme.issuer: Expected `str | array`, got `int`",
+                     "$.acme: Object missing required fields `audiences`, `allowed_algs`",
+                     "$.acme: exactly one key source is required"]),
+    # A problem of a field already reported is not reported again: not the key source's count for a bad jwks_uri,
+    # nor the algorithms' fit with the issuer or key that stands in.
+    ({"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "jwks_uri": 5},
+     ["$.acme.jwks_uri: Expected `str | null`, got `int`"]),
+    ({"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": "HS256", "secret": "x" * 32},
+     ["$.acme.allowed_algs: Expected `array`, got `str`"]),
 ], ids=["two-wrong-types", "http-uri-and-alg-none", "unknown-and-missing", "every-missing-field-at-once",
-        "unknown-name-with-a-digit", "unknown-name-not-shown"])
+        "unknown-name-with-a-digit", "unknown-name-not-shown", "wrong-type-and-alg-none", "missing-and-alg-none",
+        "wrong-type-and-missing", "bad-key-source-alone", "bad-algs-alone"])
 def test_every_problem_of_one_profile_is_a_line_of_its_own(profile, expected):
     with pytest.raises(ConfigError) as error:
         create_app(Settings(issuer_profiles_json=json.dumps({"acme": profile})))
