@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 import certifi
@@ -29,7 +29,7 @@ import structlog
 from authlib.oidc.discovery import OpenIDProviderMetadata
 
 from app.freshness import freshness
-from app.keys import KeyError_, KeySet, KeyView, jwk_set, key_set
+from app.keys import MIN_RSA_BITS, KeyError_, KeySet, KeyView, jwk_set, key_set, verifies_any
 from app.policy import check_key_set_url, is_loopback_host, key_set_label
 from app.problems import frames
 from app.settings import Settings
@@ -591,8 +591,11 @@ class KeySetCache:
         self._requested.pop(uri, None)
         return self._entries.setdefault(uri, Entry(uri))
 
-    def state(self, uri: str | None = None, issuer: str | None = None) -> dict[str, Any]:
-        """`{key_state, fetched_at, age_seconds, kids, error}`; key_state is fresh, stale, unavailable or pending."""
+    def state(self, uri: str | None = None, issuer: str | None = None,
+              algorithms: Iterable[str] = ()) -> dict[str, Any]:
+        """`{key_state, fetched_at, age_seconds, kids, error}`; key_state is fresh, stale, unavailable or pending.
+        With `algorithms` (a policy's allowed_algs), a set none of whose keys can verify one of them is unavailable:
+        every token would fail (found by a review: an RS256 profile served one EC key was ready)."""
         if issuer is not None:
             discovered = self._discovered.get(issuer)
             if discovered is None or discovered.jwks_uri is None:
@@ -608,8 +611,14 @@ class KeySetCache:
                     "kids": [], "error": error}
         view = self._view(entry, now)
         state = "unavailable" if view.keyset is None else "fresh" if now < entry.expires_at else "stale"
+        error = entry.last_error
+        algorithms = tuple(algorithms)
+        if view.keyset is not None and algorithms and not verifies_any(view.keyset, algorithms):
+            state = "unavailable"
+            error = (f"no key of the set can verify {', '.join(sorted(algorithms))} (its keys' kty/crv, 'use', "
+                     f"'key_ops' and 'alg', and RSA keys of at least {MIN_RSA_BITS} bits)")
         return {"key_state": state, "fetched_at": entry.fetched_at, "age_seconds": int(now - (entry.fetched_at or now)),
-                "kids": entry.keyset.shown_kids, "error": entry.last_error}
+                "kids": entry.keyset.shown_kids, "error": error}
 
     async def maintain(self) -> None:
         """Keep the configured key sets usable without waiting for traffic (run for the app's lifetime): a set

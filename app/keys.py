@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import msgspec
 from cryptography import x509
@@ -193,6 +193,14 @@ class KeySet:
         if found:
             self._candidates[(algorithm.name, kid)] = found
         return found
+
+
+def verifies_any(keyset: KeySet, algorithms: Iterable[str]) -> bool:
+    """Whether a key of the set can verify a token of one of the algorithms: one that fits it, and an RSA key of
+    at least MIN_RSA_BITS (a weaker one fails every token with WEAK_KEY)."""
+    fitting = [ALGORITHMS[name] for name in algorithms if name in ALGORITHMS]
+    return any(key.fits(algorithm) and not (key.kty == "RSA" and key.size < MIN_RSA_BITS)
+               for key in keyset.keys for algorithm in fitting)
 
 
 def key_set(keys: list[KeyEntry] | tuple[KeyEntry, ...], fetched_at: float | None = None,

@@ -638,6 +638,42 @@ def test_readyz_waits_for_the_key_set_of_an_authorizer_with_a_policy_of_its_own(
         assert response.status_code == 200 and response.json()["authorizers"]["api"]["key_state"] == "fresh"
 
 
+def test_a_key_set_none_of_whose_keys_can_verify_the_profiles_algorithms_is_not_ready(server, monkeypatch):
+    """Found by a review: an RS256 profile whose key set held one EC key was `fresh` and ready, and every token
+    failed (KID_NOT_FOUND); so was one whose only RSA key is under 2048 bits (WEAK_KEY for every token)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    import app.jwks as jwks_module
+    from tests.mint import SigningKey
+
+    monkeypatch.setattr(jwks_module, "MAINTAIN_SECONDS", 0.1)
+    weak = SigningKey("RS256", rsa.generate_private_key(public_exponent=65537, key_size=1024), "weak")
+    server.documents["/ec"] = jwks(key_for("ES256", "e1"))
+    document = json.dumps({"ec": profile(server, jwks_uri=server.url("/ec")), "ok": profile(server),
+                           "weak": {**profile(server, jwks_uri=None), "jwks": jwks(weak)},
+                           "mixed": profile(server, allowed_algs=["RS256", "ES256"], jwks_uri=server.url("/ec"))})
+    with TestClient(create_app(Settings(issuer_profiles_json=document, ready_requires_keys=True))) as client:
+        time.sleep(0.3)
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        states = response.json()["profiles"]
+        assert {name: state["key_state"] for name, state in states.items()} == {
+            "ec": "unavailable", "mixed": "fresh", "ok": "fresh", "weak": "unavailable"}
+        assert states["ec"]["kids"] == ["e1"] and "no key of the set can verify RS256" in states["ec"]["error"]
+        assert "2048 bits" in states["weak"]["error"]
+        listed = {item["id"]: item["keys"]["key_state"] for item in client.get("/v1/profiles").json()["profiles"]}
+        assert listed["ec"] == listed["weak"] == "unavailable"
+        server.documents["/ec"] = jwks(key_for("ES256", "e1"), key_for("RS256", "k1"))  # the issuer adds one
+        client.app.state.key_sets._entries[server.url("/ec")].expires_at = 0  # its freshness ends: refetched
+        states = {}
+        for _ in range(60):
+            states = client.get("/readyz").json()["profiles"]
+            if states["ec"]["key_state"] == "fresh":
+                break
+            time.sleep(0.1)
+        assert states["ec"]["key_state"] == "fresh" and states["ec"]["error"] is None
+
+
 def test_a_service_that_started_during_an_idp_outage_becomes_ready_without_any_request(server, monkeypatch):
     """Gated on /readyz, it gets no traffic: the failed startup fetch is retried in the background."""
     import app.jwks as jwks_module

@@ -9,6 +9,7 @@ import msgspec
 from litestar import Controller, Request, Response, get
 
 from app.jwks import KeySetCache
+from app.keys import MIN_RSA_BITS, verifies_any
 from app.policy import CompiledPolicy, key_set_label
 
 
@@ -48,11 +49,14 @@ class Readiness(msgspec.Struct):
 
 def key_state(keys: KeySetCache, policy: CompiledPolicy) -> KeySetState:
     if policy.static_keys is not None:
+        if not verifies_any(policy.static_keys, policy.allowed_algs):  # RSA keys under 2048 bits only (WEAK_KEY)
+            return KeySetState("unavailable", None, None, policy.static_keys.shown_kids,
+                               f"no key can verify a token: RSA keys need at least {MIN_RSA_BITS} bits")
         return KeySetState("fresh", None, None, policy.static_keys.shown_kids)
     if policy.key_source == "discovery":
-        state = keys.state(issuer=policy.issuers[0])
+        state = keys.state(issuer=policy.issuers[0], algorithms=policy.allowed_algs)
     else:
-        state = keys.state(uri=policy.jwks_uri)
+        state = keys.state(uri=policy.jwks_uri, algorithms=policy.allowed_algs)
     fetched = state["fetched_at"]
     return KeySetState(state["key_state"],
                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(fetched)) if fetched else None,
