@@ -200,5 +200,9 @@ def app_factory() -> Litestar:
 
 def check_config(settings: Settings) -> None:
     """Load every configuration document once before the server starts, so a bad one stops the process here
-    with its source, JSON path and problem (workers would otherwise each fail on their own)."""
+    with its source, JSON path and problem (workers would otherwise each fail on their own). A library's warning
+    while loading (joserfc's on a 1024-bit RSA key) is a JSON line here too: it was plain text on stderr, and the
+    workers, forked after, do not repeat it (found by a review)."""
+    logging.config.dictConfig(stdlib_logging(settings.log_level))
+    logging.captureWarnings(True)
     create_app(settings)

@@ -1100,3 +1100,24 @@ def test_a_token_or_secret_pasted_where_a_name_or_word_belongs_is_never_echoed()
     with pytest.raises(SettingsError) as error:
         load_settings({"JWKS_URI_ALLOWLIST": f"https://user:{secret}@idp.example.com"})
     assert secret not in str(error.value) and "an entry with credentials or a query" in str(error.value)
+
+
+def test_a_librarys_warning_while_the_configuration_loads_is_a_json_line_like_every_other(tmp_path):
+    """Found by a review: joserfc's warning on a 1024-bit RSA key, raised while the main process checks the
+    configuration, was four lines of plain text on stderr, without timestamp, level or pid."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.mint import SigningKey
+
+    weak = SigningKey("RS256", rsa.generate_private_key(public_exponent=65537, key_size=1024), "weak")
+    profiles = tmp_path / "profiles.json"
+    profiles.write_text(json.dumps({"weak": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+                                             "jwks": jwks(weak)}}))
+    log = tmp_path / "service.log"
+    with open(log, "wb") as output:
+        service = Service({"ISSUER_PROFILES_JSON": str(profiles), "WORKERS": "2"}, output=output)
+        service.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]  # stdout and stderr: JSON only
+    warned = [line for line in lines if line.get("logger") == "py.warnings"]
+    assert warned and all("Key size should be >= 2048 bits" in line["event"] for line in warned)
+    assert all({"timestamp", "level", "pid"} <= set(line) for line in warned)
