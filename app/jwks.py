@@ -33,6 +33,7 @@ from app.keys import MIN_RSA_BITS, KeyError_, KeySet, KeyView, jwk_set, key_set,
 from app.policy import check_key_set_url, is_loopback_host, key_set_label
 from app.problems import frames
 from app.settings import Settings
+from app.token import holds_jwt
 
 log = structlog.get_logger("app.jwks")
 _MAX_REDIRECTS = 3
@@ -101,8 +102,11 @@ def _same_port(parts: SplitResult, origin: SplitResult) -> bool:
 
 def _shown(value: Any, limit: int = 200) -> str:
     """A value the IdP (or whoever answers) chose, for a reason that goes into every validation's evidence,
-    /readyz and the logs: cut short (a 100,000-character issuer went into each; found by a review)."""
+    /readyz and the logs: cut short (a 100,000-character issuer went into each; found by a review), and not
+    shown when it holds a token (found by a review: a discovery document's issuer quoted one into the logs)."""
     text = repr(value)
+    if holds_jwt(text, glued=True):
+        return "(not shown: it holds a token)"
     return text if len(text) <= limit else text[:limit] + "... (cut)"
 
 

@@ -639,7 +639,11 @@ async def test_closing_the_cache_cancels_a_discovery_read_again_in_flight(verifi
     assert reading.cancelled()
 
 
-@pytest.mark.parametrize("other", ["{issuer}/", "x" * 100_000], ids=["trailing-slash", "100k-characters"])
+TOKEN_IN_ISSUER = mint(claims(), key_for("RS256", "k1"))
+
+
+@pytest.mark.parametrize("other", ["{issuer}/", "x" * 100_000, "https://x/" + TOKEN_IN_ISSUER],
+                         ids=["trailing-slash", "100k-characters", "holding-a-token"])
 async def test_discovery_document_with_another_issuer_is_refused(verifier, server, other):
     issuer = server.url(ISSUER_PATH)
     server.documents[ISSUER_PATH + "/.well-known/openid-configuration"] = discovery_document(
@@ -649,6 +653,7 @@ async def test_discovery_document_with_another_issuer_is_refused(verifier, serve
     assert codes(result) == ["JWKS_UNAVAILABLE"]
     reason = result.findings[0].evidence["reason"]
     assert "differs from the configured issuer" in reason and len(reason) < 500, reason[:600]
+    assert TOKEN_IN_ISSUER.split(".")[0] not in reason
     assert server.hit_count(PATH) == 0
 
 
