@@ -327,6 +327,7 @@ def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems:
             return None
     candidate, before = dict(raw), len(problems)
     set_aside: set[str] = set()
+    refilled: set[str] = set()
     replaced: set[tuple[str, int]] = set()
     prefix = json_path(key)
     while True:
@@ -336,8 +337,9 @@ def convert_each_field(raw: Any, type_: type[T], label: str, key: str, problems:
             path, message = exc.problems[0]
             missing = _MISSING.search(message)
             if missing is not None and missing.group(1) in set_aside:
-                if fills is None or missing.group(1) not in fills:
+                if fills is None or missing.group(1) not in fills or missing.group(1) in refilled:
                     return None  # a field set aside above: already reported
+                refilled.add(missing.group(1))  # (once: a fill the type refused would loop)
                 candidate[missing.group(1)] = fills[missing.group(1)]
                 continue
             absent: list[str] = []
