@@ -840,3 +840,111 @@ def test_a_jwk_without_a_usable_kty_says_which_way_it_is_wrong(kty, says):
     jwk = {"n": "AQAB", "e": "AQAB", **({} if kty is None else {"kty": kty})}
     with pytest.raises(KeyError_, match=re.escape(says)):
         jwk_key(jwk, allow_oct=False)
+
+
+# --- found by mutation testing: behaviour no test pinned ---------------------------------------------------------
+
+def test_a_token_naming_one_kid_of_the_set_but_signed_by_another_key_is_invalid(client):
+    """A kid chooses the key: a token signed by A that names B is checked against B only (the key lookup ignoring
+    the kid survived every test)."""
+    a, b = key_for("RS256", "kid-a"), key_for("RS256", "kid-b")
+    policy = rs256_policy(public_key=None, jwks=jwks(a, b))
+    for signer in (a, b):  # both orders, so a lookup remembered from the first cannot decide the second
+        assert client.post(URL, json={"token": mint(claims(), signer), "policy": policy}).json()["valid"]
+    body = verdict(client, mint(claims(), a, kid="kid-b"), policy)
+    assert codes(body) == ["SIGNATURE_INVALID"]
+    assert verdict(client, mint(claims(), b, kid="kid-a"), policy)["statuses"]["signature"] == "fail"
+
+
+def test_an_ecdsa_signature_longer_than_the_curve_makes_is_invalid(client):
+    """JWS ECDSA is raw r||s of exactly twice the curve's size: 65 bytes (a zero byte between r and s) is a second
+    spelling of the same signature, which OpenSSL would read."""
+    token = mint(claims(), key_for("ES256"))
+    head, payload, signature = token.split(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    longer = f"{head}.{payload}.{b64(raw[:32] + bytes(1) + raw[32:])}"
+    body = verdict(client, longer, es256_policy())
+    assert codes(body) == ["SIGNATURE_INVALID"] and "65 bytes" in body["findings"][0]["message"]
+
+
+def test_an_ec_key_is_bound_to_its_curve_not_only_to_its_type(client):
+    """A P-256 key never verifies ES384 (SHA-384 over P-256 with 48-byte r and s), though both are `EC`."""
+    p256 = key_for("ES256")
+    forged = mint(claims(), SigningKey("ES384", p256.private, p256.kid))
+    policy = rs256_policy(public_key=None, allowed_algs=["ES256", "ES384"], jwks=jwks(p256, key_for("ES384")))
+    body = verdict(client, forged, policy)
+    assert codes(body) == ["KID_NOT_FOUND"] and body["statuses"]["key"] == "fail"
+    refused = client.post(URL, json={"token": forged, "policy": rs256_policy(allowed_algs=["ES384"],
+                                                                               public_key=p256.public_pem)})
+    assert refused.status_code == 422 and "ES384 fits none" in refused.text
+
+
+def test_a_private_jwk_is_refused_even_when_it_is_a_valid_key():
+    """The test of private members used `"d": "private-part"`, unreadable anyway: a real private JWK (which also
+    verifies) must be refused for what it is."""
+    from joserfc.jwk import RSAKey
+
+    from app.keys import KeyError_, jwk_key
+
+    signer = key_for("RS256")
+    private = RSAKey.import_key(signer.private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())).as_dict(
+        private=True)
+    assert {"d", "p", "q"} <= set(private)
+    with pytest.raises(KeyError_, match="private key parameters"):
+        jwk_key(private, allow_oct=False)
+    for member in ("d", "p", "q", "dp", "dq", "qi"):  # any one of them
+        with pytest.raises(KeyError_, match="private key parameters"):
+            jwk_key({**signer.jwk, member: private[member]}, allow_oct=False)
+
+
+@pytest.mark.filterwarnings("ignore:Key size should be:UserWarning")
+def test_a_token_another_key_signed_against_a_weak_key_alone_is_weak_key_not_a_server_error(client):
+    weak = SigningKey("RS256", _weak_rsa(), "legacy")
+    response = client.post(URL, json={"token": mint(claims(), key_for("RS256")),
+                                      "policy": rs256_policy(public_key=weak.public_pem)})
+    assert response.status_code == 200 and codes(response.json()) == ["WEAK_KEY"]
+
+
+@pytest.mark.parametrize("settings", [Settings(max_token_bytes=2048)], ids=["cap-2048"])
+@pytest.mark.parametrize("extra, refused", [(0, False), (1, True)], ids=["exactly-the-cap", "one-byte-over"])
+def test_the_token_size_cap_is_exact(client, extra, refused):
+    token = next(candidate for pad in range(1200) if len(candidate := mint(claims(pad="x" * pad),
+                                                                          key_for("RS256"))) == 2048 + extra)
+    body = client.post(URL, json={"token": token, "policy": rs256_policy()}).json()
+    if refused:
+        assert assert_malformed(body)["evidence"] == {"size_bytes": 2049, "max_bytes": 2048}
+    else:
+        assert body["valid"], codes(body)
+
+
+def test_the_size_cap_counts_utf8_bytes_not_characters(client):
+    finding = assert_malformed(verdict(client, "\u00e9" * 9000))  # 9,000 characters, 18,000 bytes
+    assert finding["evidence"] == {"size_bytes": 18000, "max_bytes": 16 * 1024}
+    assert "MAX_TOKEN_BYTES" in finding["message"]
+
+
+@pytest.mark.parametrize("parameter, value", [("jwk", None), ("jku", "https://evil.example/jwks.json"),
+                                              ("x5u", "https://evil.example/c.pem"), ("x5c", ["MIIB"])])
+def test_a_valid_token_carrying_a_key_in_its_header_is_valid_with_the_warning(client, parameter, value):
+    """The header's key is ignored, and said to be: on a token the policy's key signed too (the tests had only
+    forged ones, which leave the fast path for clean tokens anyway)."""
+    signer = key_for("RS256")
+    token = mint(claims(), signer, header={parameter: signer.jwk if value is None else value})
+    body = client.post(URL, json={"token": token, "policy": rs256_policy()}).json()
+    assert body["valid"] and codes(body) == ["HEADER_KEY_IGNORED"]
+    assert body["findings"][0]["evidence"] == {"parameters": [parameter]}
+
+
+@pytest.mark.parametrize("part", [0, 1], ids=["header", "payload"])
+def test_an_empty_segment_is_named(client, part):
+    segments = rs256_token().split(".")
+    segments[part] = ""
+    finding = assert_malformed(verdict(client, ".".join(segments)))
+    assert finding["message"] == f"the {('header', 'payload')[part]} segment is empty"
+
+
+def test_kid_not_found_is_reported_by_the_key_check(client):
+    body = verdict(client, mint(claims(), key_for("RS256"), kid="other"),
+                   rs256_policy(public_key=None, jwks=jwks(key_for("RS256"))))
+    assert only(body, "KID_NOT_FOUND")["check"] == "key" and body["statuses"]["key"] == "fail"

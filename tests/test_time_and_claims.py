@@ -42,6 +42,12 @@ def only(result: ValidationResult, code: str):
     return matches[0]
 
 
+# A header parameter that only adds a warning (HEADER_KEY_IGNORED): the token leaves the fast path for clean tokens
+# and goes through every check, which has its own comparisons (mutation testing found boundaries only one path
+# had tested).
+FULL_PIPELINE = {"x5u": "https://keys.example/cert.pem"}
+
+
 # --- exp, nbf, iat boundaries ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("exp, expired", [
@@ -102,6 +108,14 @@ def test_iat_fails_only_beyond_now_plus_skew(iat, fails):
     result = run(rs256_token(iat=iat))
     assert ("TOKEN_ISSUED_IN_FUTURE" in codes(result)) is fails
     assert result.valid is not fails
+
+
+def test_a_miss_of_exactly_300_seconds_is_still_a_near_miss_told_as_clock_skew():
+    """Found by mutation testing: the boundary was untested (`<` for `<=` survived)."""
+    near = only(run(rs256_token(exp=NOW - SKEW - 300)), "TOKEN_EXPIRED")
+    far = only(run(rs256_token(exp=NOW - SKEW - 301)), "TOKEN_EXPIRED")
+    assert "missed by only 300 seconds" in near.remediation and "clock_skew_seconds" in near.remediation
+    assert "missed by only" not in far.remediation and "clock_skew_seconds" not in far.remediation
 
 
 @pytest.mark.parametrize("claim, code", [("nbf", "TOKEN_NOT_YET_VALID"), ("iat", "TOKEN_ISSUED_IN_FUTURE")])
@@ -244,6 +258,13 @@ def test_client_id_shaped_audience_remediation_suspects_an_id_token():
     assert "client id" in finding.remediation
 
 
+def test_the_cognito_hint_is_given_only_to_a_policy_reading_aud():
+    """Found by mutation testing: under `audience_claim: azp` the hint said to read client_id, untested."""
+    token = rs256_token(aud=None, client_id="4a1b2c3d4e5f6g7h8i9j0k1l2m", token_use="access")
+    finding = only(run(token, audience_claim="azp"), "AUDIENCE_MISMATCH")
+    assert finding.remediation == "This policy reads the audience from 'azp', which the token lacks."
+
+
 def test_cognito_access_token_without_aud_points_at_client_id():
     token = rs256_token(aud=None, client_id="4a1b2c3d4e5f6g7h8i9j0k1l2m", token_use="access")
     finding = only(run(token), "AUDIENCE_MISMATCH")
@@ -323,8 +344,9 @@ def test_issuer_list_accepts_any_of_them(iss, valid):
     (NOW - 10, NOW - 10 + 3601, False),
     (None, NOW + 60, False),
 ], ids=["exactly-max", "one-second-over", "missing-iat"])
-def test_max_ttl_bounds_exp_minus_iat(iat, exp, valid):
-    result = run(rs256_token(iat=iat, exp=exp), max_ttl_seconds=3600)
+@pytest.mark.parametrize("header", [{}, FULL_PIPELINE], ids=["fast-path", "full-pipeline"])
+def test_max_ttl_bounds_exp_minus_iat(iat, exp, valid, header):
+    result = run(mint(claims(iat=iat, exp=exp), key_for("RS256"), header=header), max_ttl_seconds=3600)
     assert result.valid is valid
     assert result.statuses["lifetime"] == ("pass" if valid else "fail")
     if not valid:
@@ -352,8 +374,9 @@ def test_lifetime_is_skipped_without_max_ttl():
     ("JWT", "jwt", True),
 ], ids=["exact", "with-prefix", "upper-case", "prefix-mixed-case", "policy-with-prefix", "typ-JWT", "typ-missing",
         "JWT-case-insensitive"])
-def test_token_type_matches_typ_case_insensitively_with_optional_prefix(policy_type, typ, valid):
-    token = mint(claims(), key_for("RS256"), header={"typ": typ})
+@pytest.mark.parametrize("header", [{}, FULL_PIPELINE], ids=["fast-path", "full-pipeline"])
+def test_token_type_matches_typ_case_insensitively_with_optional_prefix(policy_type, typ, valid, header):
+    token = mint(claims(), key_for("RS256"), header={"typ": typ, **header})
     result = run(token, token_type=policy_type)
     assert result.valid is valid, codes(result)
     assert result.statuses["token_type"] == ("pass" if valid else "fail")
