@@ -285,6 +285,26 @@ def test_in_memory_a_fresh_window_resets_in_its_length_and_a_lowered_moving_wind
         assert refused.retry_after == 10
 
 
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
+def test_in_memory_a_refused_request_spends_no_window(monkeypatch, strategy):
+    """Every window or none (found by mutation testing: a refusal by the second's window spent the minute's too,
+    so a burst of refusals used up the minute)."""
+    import asyncio
+    import time
+
+    from app.ratelimit import Budgets, RateLimitDoc, compile_rate_limit
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    budgets = Budgets("memory://")
+    limit = compile_rate_limit(RateLimitDoc(per_second=1, per_minute=3, strategy=strategy))
+    limited = []
+    for step in (0, 0.1, 0.1, 0.1, 0.1, 1.1, 1.1, 1.1):  # one allowed a second; the others refused by the second's
+        clock[0] += step
+        limited.append(asyncio.run(budgets.hit("api", limit, None)).limited)
+    assert limited == [False, True, True, True, True, False, False, True]  # the minute's third, then its limit
+
+
 def test_a_claim_budget_named_by_a_json_pointer_is_one_budget_per_value(client):
     """`claim:/org/id` names a nested claim, as a pointer does in claims_to_headers: it was read as a claim named
     `/org/id`, so every user shared one budget and one tenant could exhaust everyone's. Found by a review."""
@@ -342,7 +362,9 @@ def test_bad_token_is_401_invalid_token_with_the_first_error_code(client, bearer
     assert body["validation"]["valid"] is False and body["validation"]["findings"][0]["code"] == code
 
 
-def test_unreachable_key_set_is_keys_unavailable():
+def test_unreachable_key_set_is_keys_unavailable_when_it_is_the_only_problem():
+    """keys_unavailable says a retry may succeed: not for a token that has expired as well (found by mutation
+    testing: `JWKS_UNAVAILABLE` among other errors was untested)."""
     server = KeyServer()
     server.mode = "500"
     try:
@@ -350,10 +372,13 @@ def test_unreachable_key_set_is_keys_unavailable():
         document = {"remote": {"policy": policy, "rules": [{"effect": "allow"}]}}
         with TestClient(create_app(Settings(authorizers_json=json.dumps(document)), clock=FixedClock())) as client:
             body = decide(client, "remote", bearer=token())
+            expired = decide(client, "remote", bearer=token(exp=NOW - 3600))
     finally:
         server.stop()
     assert summary(body)[:3] == ("deny", "keys_unavailable", 401)
     assert 'error_description="JWKS_UNAVAILABLE"' in body["www_authenticate"]
+    assert summary(expired)[:3] == ("deny", "token_invalid", 401)
+    assert {item["code"] for item in expired["validation"]["findings"]} >= {"JWKS_UNAVAILABLE", "TOKEN_EXPIRED"}
 
 
 def test_a_profile_removed_by_a_reload_fails_closed(client):
@@ -1063,6 +1088,19 @@ def test_forward_auth_envoy_path_prefix_any_method_gets_the_decision(client, met
     own = client.request(method, "/v1/forward-auth/orgs/v1/organisations/acme?x=1",
                          headers={"Authorization": f"Bearer {bearer}"})
     assert own.status_code == (200 if method in ("GET", "POST") else 403)
+
+
+def test_forward_auth_envoy_path_prefix_decides_on_the_query_string_too(clock):
+    """Envoy's path_prefix form: the original request's query is the forward-auth request's own (found by mutation
+    testing: every test of the form had an empty query, and a deny on `debug` was untested there)."""
+    doc = {"api": {"policy": rs256_policy(), "default_effect": "deny", "rules": [
+        {"id": "no-debug", "effect": "deny", "query": [{"name": {"pattern": "^debug$"}, "presence": "must_exist"}]},
+        {"id": "all", "effect": "allow"}]}}
+    auth = {"Authorization": f"Bearer {token()}"}
+    with TestClient(create_app(Settings(authorizers_json=json.dumps(doc)), clock=clock)) as fresh:
+        assert fresh.get("/v1/forward-auth/api/admin", headers=auth).status_code == 200
+        denied = fresh.get("/v1/forward-auth/api/admin?debug=1", headers=auth)
+        assert denied.status_code == 403 and denied.json()["rule"] == "no-debug"
 
 
 @pytest.mark.parametrize("form", ["path-prefix", "headers"])

@@ -1413,3 +1413,88 @@ def test_a_quantifier_after_a_variable_repeats_the_whole_value():
                            "variables": [{"name": "t", "source": "header", "key": "x-t"}]}])
     for path, matched in (("/a/abab", True), ("/a/ab", True), ("/a/abb", False)):
         assert match_rule(rule, facts(path=path, headers={"x-t": "ab"})).matched is matched
+
+
+# --- found by mutation testing: decisions no test pinned ---------------------------------------------------------
+
+ALLOW_ALL = {"id": "allow-all", "effect": "allow"}
+
+
+def decided(rules: list[dict[str, Any]], request: Facts, *, explain: bool = False, untrusted: bool = False
+            ) -> tuple[str, str, tuple[str, ...]]:
+    from app.rules import RuleSet
+    from app.ruleset import RuleDoc, compile_rules
+
+    ruleset = RuleSet(compile_rules(msgspec.convert(rules, type=list[RuleDoc]), untrusted=untrusted))
+    verdict = evaluate(ruleset, request, "deny", explain=explain)
+    return verdict.effect, verdict.reason, verdict.missing_scopes
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["decision", "explained"])
+@pytest.mark.parametrize("rule, request_", [
+    # The index must not skip a deny that the path's trailing twin matches (`/secret` for `^/secret/$`).
+    ({"path": {"path": {"pattern": "^/secret/$"}}}, facts(path="/secret")),
+    # Nor one under `i` whose literal prefix differs from the path's only in case.
+    ({"path": {"path": {"pattern": "^/admin$"}}, "regexFlags": "i"}, facts(path="/ADMIN/")),
+    # `mode[]` is read as `mode` by some frameworks: a must_absent pair holds with either reading.
+    ({"query": [{"name": {"pattern": "^mode(\\[\\])?$"}, "value": {"pattern": "^readonly$"},
+                 "presence": "must_absent"}]},
+     Facts("GET", "/x", (), (("mode[]", "readonly"), ("mode[]", "write")), {})),
+    # RE2 case-folds U+017F (long s) to `s`: a prefix shortcut under `i` must not refuse non-ASCII text.
+    ({"headers": [{"name": {"pattern": "^x-role$"}, "value": {"pattern": "^secret"}}], "regexFlags": "i"},
+     facts(path="/x", headers={"x-role": "\u017fecret"})),
+], ids=["trailing-twin-in-another-bucket", "case-folded-twin", "list-name-must-absent", "long-s-under-i"])
+def test_a_deny_the_request_matches_is_never_skipped(rule, request_, explain):
+    assert decided([{"id": "d", "effect": "deny", **rule}, ALLOW_ALL], request_, explain=explain)[:2] == (
+        "deny", "rule_denied")
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["decision", "explained"])
+def test_a_deny_whose_substituted_pattern_re2_refuses_still_holds(explain):
+    """An untrusted authorizer's pattern with 300 long claim values in an `i` alternation is too big for RE2: the
+    deny fails closed on the decision path as on the explained one."""
+    orgs = [f"org{index:04d}" + "x" * 200 for index in range(300)]
+    deny = {"id": "d", "effect": "deny", "path": {"path": {"pattern": "^/orgs/{{o}}/admin$"}}, "regexFlags": "i",
+            "variables": [{"name": "o", "source": "jwtClaim", "key": "orgs"}]}
+    request_ = facts(path=f"/orgs/{orgs[0]}/admin", claims={"orgs": orgs})
+    assert decided([deny, ALLOW_ALL], request_, explain=explain, untrusted=True)[0] == "deny"
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["decision", "explained"])
+@pytest.mark.parametrize("rule, query", [
+    # ASP.NET Core reads `tenant` and `Tenant` as one name: a variable read from it is ambiguous.
+    ({"path": {"path": {"pattern": "^/t/{{t}}$"}}, "variables": [{"name": "t", "source": "query", "key": "tenant"}]},
+     (("tenant", "a"), ("Tenant", "b"))),
+    # The same for a condition under `i`.
+    ({"query": [{"name": {"pattern": "^tenant$"}, "value": {"pattern": "^acme$"}}], "regexFlags": "i"},
+     (("tenant", "acme"), ("TENANT", "evil"))),
+], ids=["variable", "condition-under-i"])
+def test_names_differing_only_in_case_make_an_allow_ambiguous(rule, query, explain):
+    path = "/t/a" if "variables" in rule else "/x"
+    assert decided([{"effect": "allow", **rule}], Facts("GET", path, (), query, {}), explain=explain)[0] == "deny"
+
+
+def test_an_array_claim_variable_is_one_group_and_never_widens_the_pattern():
+    rule = {"effect": "allow", "path": {"path": {"pattern": "^/orgs/{{o}}/.*$"}},
+            "variables": [{"name": "o", "source": "jwtClaim", "key": "orgs"}]}
+    assert decided([rule], facts(path="/orgs/b/x", claims={"orgs": ["a", "b"]}))[0] == "allow"
+    assert decided([rule], facts(path="/orgs/acme-victim/x", claims={"orgs": ["a", "b"]}))[0] == "deny"
+
+
+def test_a_claim_pointer_unescapes_tilde_one_before_tilde_zero():
+    """RFC 6901 section 4: `/a~01b` names the member `a~1b`."""
+    rule = {"effect": "allow", "claims": [{"pointer": "/a~01b", "values": ["x"]}]}
+    assert decided([rule], facts(path="/x", claims={"a~1b": "x"}))[0] == "allow"
+    assert decided([rule], facts(path="/x", claims={"a/b": "x"}))[0] == "deny"
+
+
+def test_the_missing_scopes_named_are_those_of_allow_rules_only():
+    """A deny rule's scopes are no scope to get: `scope="legacy"` in the challenge would ask for the deny."""
+    rules = [{"effect": "deny", "requiredScopes": ["legacy"]}, {"effect": "allow", "requiredScopes": ["read"]}]
+    assert decided(rules, facts(path="/x", claims={"scope": "other"})) == ("deny", "default_deny", ("read",))
+
+
+def test_the_root_path_has_no_empty_twin():
+    """`/` stays `/`: a pattern matching the empty path (`^(/x)?$`) does not match it."""
+    deny = {"id": "d", "effect": "deny", "path": {"path": {"pattern": "^(/x)?$"}}}
+    assert decided([deny, ALLOW_ALL], facts(path="/"))[0] == "allow"
