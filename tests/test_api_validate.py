@@ -265,6 +265,12 @@ def test_an_empty_body_is_422_saying_so(client):
     assert problem["detail"] == "The request body is invalid: the body is empty; a JSON object is expected (at body)."
 
 
+def test_a_missing_field_is_typed_missing(client):
+    """The item shape FastAPI clients parse (found by mutation testing: only the empty body checked the type)."""
+    problem = _problem(client.post(URL, json={"policy": rs256_policy()}), 422)
+    assert [(item["loc"], item["type"]) for item in problem["errors"]] == [(["body", "token"], "missing")]
+
+
 def test_body_that_is_not_json_is_422(client):
     problem = _problem(client.post(URL, content=b"{not json", headers={"content-type": "application/json"}), 422)
     assert problem["errors"][0]["loc"] == ["body"]
@@ -356,7 +362,7 @@ def test_a_malformed_json_body_is_a_422_titled_invalid_request(client):
 @pytest.mark.parametrize("path", [URL, "/v1/inspect/token", "/v1/authorize"])
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
                                           "multipart/form-data; boundary=x", "application/json; charset=latin-1",
-                                          "application/jsonx"])
+                                          "application/jsonx", "text/x+json"])
 def test_a_body_not_sent_as_json_is_a_415_however_well_formed(client, path, content_type):
     """A body sent as text/plain or a form is what any web page may send anywhere without a CORS preflight; it was
     read as JSON (a page could spend an authorizer's rate-limit budget from a visitor's browser)."""

@@ -362,6 +362,17 @@ def test_bad_token_is_401_invalid_token_with_the_first_error_code(client, bearer
     assert body["validation"]["valid"] is False and body["validation"]["findings"][0]["code"] == code
 
 
+@pytest.mark.parametrize("sources, says", [
+    ([{"header": "X-A"}, {"header": "x-a"}], "header x-a is listed twice"),
+    ([{"query": "t", "prefix": "Bearer "}], "'prefix' applies to a header source only"),
+], ids=["listed-twice", "prefix-on-a-query"])
+def test_token_sources_that_cannot_mean_what_they_say_are_refused(client, sources, says):
+    """Found by mutation testing: neither refusal was tested."""
+    doc = {"policy": rs256_policy(), "token_sources": sources, "rules": [{"effect": "allow"}]}
+    response = client.post("/v1/authorize", json={"authorizer": doc, "request": {"method": "GET", "path": "/"}})
+    assert response.status_code == 422 and says in response.text, response.text
+
+
 def test_unreachable_key_set_is_keys_unavailable_when_it_is_the_only_problem():
     """keys_unavailable says a retry may succeed: not for a token that has expired as well (found by mutation
     testing: `JWKS_UNAVAILABLE` among other errors was untested)."""

@@ -778,6 +778,28 @@ async def test_only_a_valid_token_vouches_and_url_variants_of_one_set_are_vouche
     assert server.hit_count(PATH) == fetched + 1  # v=1 alone was vouched for: the others wait for the budget
 
 
+async def test_an_invalid_token_alone_buys_no_exemption(verifier, server, clock):
+    """Found by mutation testing: the test above passed with every validation vouching (the expired token took the
+    one exemption the valid ones then shared). Here nothing valid was ever seen under the URL."""
+    expired = mint(claims(iat=NOW - 7200, exp=NOW - 3600), key_for("RS256", "k1"), kid="k1")
+    policy = remote_policy(server.url(f"{PATH}?v=0"))
+    assert not (await verifier.validate(expired, policy)).valid
+    clock.now += 31
+    for index in range(4):  # spend this cooldown's budget on this host
+        await verifier.keys.view(server.url(f"{PATH}?junk={index}"), "k1")
+    fetched = server.hit_count(PATH)
+    await verifier.validate(mint(claims(iat=NOW + 21, exp=NOW + 3600), key_for("RS256", "kx"), kid="kx"), policy)
+    assert server.hit_count(PATH) == fetched  # an unknown kid under it waits for the budget like any other
+
+
+def test_a_kid_longer_than_256_characters_never_asks_for_a_refetch():
+    from app.verifier import header_kid
+
+    for length, expected in ((256, True), (257, False)):
+        raw = mint(claims(), key_for("RS256", "k1"), kid="k" * length)
+        assert (header_kid(raw, frozenset({"RS256"}), 16 * 1024) is not None) is expected
+
+
 async def test_at_the_cap_of_a_host_the_set_that_validated_nothing_for_longest_loses_its_exemption(
         verifier, server, clock):
     """A caller holding valid tokens of four other key sets on the partner's host, vouched before the partner's:

@@ -66,12 +66,36 @@ def token_id(token: str) -> str:
 # ------------------------------------------------------------------------------------------ in process
 
 
+def test_the_access_logs_duration_is_in_milliseconds(capsys, monkeypatch):
+    import app.observability as observability
+
+    class Clock:  # this module's `time`, its perf_counter a quarter of a second a reading
+        readings = iter(range(1000))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+        def perf_counter(self) -> float:
+            return 100 + next(self.readings) / 4
+
+    with TestClient(create_app(Settings())) as client:
+        monkeypatch.setattr(observability, "time", Clock())
+        capsys.readouterr()
+        client.get("/healthz")
+        monkeypatch.undo()
+    (line,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"event":"request"' in line]
+    assert line["duration_ms"] == 250.0
+
+
 def test_request_id_is_echoed_when_sane_and_generated_otherwise():
     with TestClient(create_app(Settings())) as client:
         assert client.get("/healthz", headers={"X-Request-ID": "req-42.a:b"}).headers["x-request-id"] == "req-42.a:b"
         for kept in ("review-service-node-01.eu.req42", "survey-dashboard-backend.v2.x",  # (found by reviews)
                      "svc.framework-orchestrator.node-3.7f3a", "newobjects-importer.1234.5"):
             assert client.get("/healthz", headers={"X-Request-ID": kept}).headers["x-request-id"] == kept
+        for length, kept_whole in ((128, True), (129, False)):  # (the bound was untested: mutation testing)
+            echoed = client.get("/healthz", headers={"X-Request-ID": "a" * length}).headers["x-request-id"]
+            assert (echoed == "a" * length) is kept_whole and (kept_whole or len(echoed) == 16)
         generated = {client.get("/healthz").headers["x-request-id"] for _ in range(3)}
         assert len(generated) == 3 and all(len(item) == 16 for item in generated)
         injected = client.get("/healthz", headers={"X-Request-ID": 'x" {evil}\tline'}).headers["x-request-id"]
@@ -183,6 +207,7 @@ def test_headers_or_a_body_that_stop_arriving_are_cut_off_within_read_timeout_se
             continue
         assert data.startswith(b"HTTP/1.1 408 "), (name, data[:200])
         assert b'"code":"BODY_TIMEOUT"' in data
+        assert b"\r\nconnection: close\r\n" in data.split(b"\r\n\r\n")[0].lower() + b"\r\n", data[:300]
     assert healthy == 200 and (http2 == b"" or http2.startswith(b"HTTP/1.1 ")), http2[:40]
 
 

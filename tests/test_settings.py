@@ -45,13 +45,21 @@ from tests.service import Service
     ({"JWKS_PROXY": "http://proxy:3128/hunter2"}, "JWKS_PROXY: must be the proxy's scheme, host and port only"),
     ({"READ_TIMEOUT_SECONDS": "0"}, "READ_TIMEOUT_SECONDS: must be between 0.1 and 600"),
     ({"READ_TIMEOUT_SECONDS": "10s"}, "READ_TIMEOUT_SECONDS: must be a number between 0.1 and 600"),
+    # Found by mutation testing: each bound or rule below was untested.
+    ({"READY_REQUIRES_KEYS": "maybe"}, "READY_REQUIRES_KEYS: must be true or false"),
+    ({"MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES:"),
+    ({"JWKS_PROXY": "http://proxy.internal:0"}, "JWKS_PROXY:"),
+    ({"WORKERS": "0"}, "WORKERS:"),
+    ({"API_KEYS": "0123456789abcdef\x7f"}, "API_KEYS: keys must be printable ASCII"),
+    ({"MAX_TOKEN_BYTES": "2000000"}, "MAX_TOKEN_BYTES:"),
 ], ids=["port-not-a-number", "api-keys-empty", "api-keys-blank", "api-key-not-ascii", "host-name", "host-bad-ip",
         "every-problem", "min-age-above-max-age", "connect-above-total-timeout", "port-fullwidth-digits",
         "port-underscore", "float-nan", "api-key-short", "allowlist-url", "allowlist-port", "allowlist-url-with-port",
         "storage-bad-port",
         "storage-no-port", "storage-named-db", "storage-other-scheme", "storage-control-character", "ca-file-missing",
         "ca-file-not-pem", "proxy-socks", "proxy-bad-port", "proxy-with-a-path", "read-timeout-zero",
-        "read-timeout-with-a-unit"])
+        "read-timeout-with-a-unit", "ready-not-a-boolean", "body-cap-zero", "proxy-port-zero", "no-worker",
+        "api-key-control-character", "token-cap-above-1MiB"])
 def test_a_bad_setting_is_refused_naming_the_variable(environ, message):
     with pytest.raises(SettingsError, match=message) as info:
         load_settings(environ)
@@ -62,6 +70,10 @@ def test_a_bad_setting_is_refused_naming_the_variable(environ, message):
                                      {"MAX_BODY_BYTES": "8192"}], ids=["max-age", "total-timeout", "body"])
 def test_one_setting_below_the_others_default_is_taken_as_meant(environ):
     load_settings(environ)  # JWKS_MAX_AGE=60 under the default floor of 300: the ceiling wins, as it always did
+
+
+def test_a_verified_token_cache_of_0_disables_it():
+    assert load_settings({"VERIFIED_TOKEN_CACHE_SIZE": "0"}).verified_token_cache_size == 0
 
 
 def test_good_settings_are_read_as_given():
