@@ -1133,6 +1133,7 @@ def test_a_token_or_secret_pasted_where_a_name_or_word_belongs_is_never_echoed()
     assert secret not in str(error.value) and "an entry with credentials or a query" in str(error.value)
 
 
+@pytest.mark.filterwarnings("ignore:Key size should be")
 def test_a_librarys_warning_while_the_configuration_loads_is_a_json_line_like_every_other(tmp_path):
     """Found by a review: joserfc's warning on a 1024-bit RSA key, raised while the main process checks the
     configuration, was four lines of plain text on stderr, without timestamp, level or pid."""

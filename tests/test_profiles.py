@@ -638,6 +638,7 @@ def test_readyz_waits_for_the_key_set_of_an_authorizer_with_a_policy_of_its_own(
         assert response.status_code == 200 and response.json()["authorizers"]["api"]["key_state"] == "fresh"
 
 
+@pytest.mark.filterwarnings("ignore:Key size should be")
 def test_a_key_set_none_of_whose_keys_can_verify_the_profiles_algorithms_is_not_ready(server, monkeypatch):
     """Found by a review: an RS256 profile whose key set held one EC key was `fresh` and ready, and every token
     failed (KID_NOT_FOUND); so was one whose only RSA key is under 2048 bits (WEAK_KEY for every token)."""
