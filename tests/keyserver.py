@@ -186,7 +186,8 @@ class KeyServer:
         body, extra = json.dumps(document).encode(), dict(self.headers.get(path, {}))
         if mode == "gzip":  # whatever Accept-Encoding said
             body, extra["Content-Encoding"] = gzip.compress(body), "gzip"
-        self._send(handler, 200, body, extra=extra)
+        # `status_<n>`: the document under another 2xx status (a proxy's 203, a 206 range answer)
+        self._send(handler, int(mode[7:]) if mode.startswith("status_") else 200, body, extra=extra)
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json",

@@ -265,6 +265,16 @@ def test_an_empty_body_is_422_saying_so(client):
     assert problem["detail"] == "The request body is invalid: the body is empty; a JSON object is expected (at body)."
 
 
+def test_an_inline_policy_cannot_use_discovery(client):
+    """Discovery would fetch any URL a caller names: inline policies have JWKS_URI_ALLOWLIST for their key sets and
+    no discovery at all (found by mutation testing: the refusal was untested)."""
+    policy = {"issuer": "https://internal-admin.corp.example", "audiences": [AUDIENCE], "allowed_algs": ["RS256"],
+              "discovery": True}
+    problem = _problem(client.post(URL, json={"token": rs256_token(), "policy": policy}), 422)
+    assert any(item["loc"] == ["body", "policy", "discovery"] and "only available in issuer profiles" in item["msg"]
+               for item in problem["errors"]), problem
+
+
 def test_a_missing_field_is_typed_missing(client):
     """The item shape FastAPI clients parse (found by mutation testing: only the empty body checked the type)."""
     problem = _problem(client.post(URL, json={"policy": rs256_policy()}), 422)

@@ -800,6 +800,74 @@ def test_a_kid_longer_than_256_characters_never_asks_for_a_refetch():
         assert (header_kid(raw, frozenset({"RS256"}), 16 * 1024) is not None) is expected
 
 
+# --- found by mutation testing: the fetch schedule's rules no test pinned -------------------------------------
+
+@pytest.mark.parametrize("status", [202, 203, 206])
+async def test_a_key_set_answered_with_another_2xx_is_not_used(verifier, server, status):
+    server.mode = f"status_{status}"
+    view = await verifier.keys.view(server.url(PATH), "k1")
+    assert view.keyset is None and f"HTTP {status}" in (view.error or "")
+
+
+async def test_a_key_set_whose_refresh_failed_past_its_freshness_is_stale_in_readiness(verifier, server, clock):
+    uri = server.url(PATH)
+    assert (await verifier.keys.view(uri, "k1")).keyset is not None
+    server.mode = "500"
+    clock.now += 700  # past the default 600 s of freshness
+    await verifier.keys.view(uri, "k1")
+    await asyncio.sleep(0.2)  # the background refresh fails
+    state = verifier.keys.state(uri)
+    assert state["key_state"] == "stale" and "500" in (state["error"] or "")
+
+
+async def test_backoff_is_capped_so_a_long_outage_ends_when_the_idp_is_back(verifier, server, clock):
+    """Thirty failures five minutes apart: without the 300 s cap the next try would be hours away."""
+    uri = server.url(PATH)
+    server.mode = "500"
+    for _ in range(30):
+        await verifier.keys.view(uri, "k1")
+        clock.now += 300
+    server.mode = "ok"
+    clock.now += 301
+    assert (await verifier.keys.view(uri, "k1")).keyset is not None
+
+
+async def test_an_unknown_kid_waits_for_the_backoff_of_a_failing_idp(verifier, server, clock):
+    uri = server.url(PATH)
+    assert (await verifier.keys.view(uri, "k1")).keyset is not None
+    server.mode = "500"
+    clock.now += 601
+    for attempt in range(8):  # refreshes fail: the backoff grows to 128 s
+        await verifier.keys.view(uri, "k1")
+        await asyncio.sleep(0.05)
+        clock.now += 2 ** attempt + 0.5
+    entry = verifier.keys._entries[uri]
+    clock.now = entry.failed_at + 1
+    before = server.hit_count(PATH)
+    while clock.now + 31 < entry.next_attempt_at:  # random kids, one a cooldown apart, inside the backoff
+        clock.now += 31
+        await verifier.keys.view(uri, f"random-{clock.now}")
+    assert entry.next_attempt_at - entry.failed_at >= 64 and server.hit_count(PATH) == before
+
+
+async def test_maintenance_respects_the_backoff_of_a_failing_idp(server, clock, monkeypatch):
+    import app.jwks as jwks_module
+
+    monkeypatch.setattr(jwks_module, "MAINTAIN_SECONDS", 0.001)
+    server.mode = "500"
+    cache = KeySetCache(SETTINGS, clock=clock)
+    cache.prefetch([server.url(PATH)], [])
+    task = asyncio.create_task(cache.maintain())
+    try:
+        for _ in range(120):  # ten minutes of maintenance rounds, 5 s apart
+            clock.now += 5
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await cache.aclose()
+    assert 5 <= server.hit_count(PATH) <= 15  # 1, 2, 4 ... 256, 300 s apart: about ten, not one a round
+
+
 async def test_at_the_cap_of_a_host_the_set_that_validated_nothing_for_longest_loses_its_exemption(
         verifier, server, clock):
     """A caller holding valid tokens of four other key sets on the partner's host, vouched before the partner's:

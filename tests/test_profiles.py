@@ -195,6 +195,24 @@ def test_a_non_string_preset_parameter_beside_an_issuer_of_the_presets_shape_is_
     assert str(error.value) == "ISSUER_PROFILES_JSON: $.acme.parameters: expected an object of string values"
 
 
+def test_a_discovery_profile_cannot_allow_an_hmac_algorithm():
+    """Found by mutation testing: untested. A discovered key set holds no secret, so HS256 could only fail."""
+    document = json.dumps({"d": {"issuer": "https://idp.example.com", "audiences": [AUDIENCE],
+                                 "allowed_algs": ["HS256"], "discovery": True}})
+    with pytest.raises(ConfigError, match=r"\$\.d\.allowed_algs\[0\]: HS256 is symmetric and does not fit the "
+                                          "configured discovery"):
+        create_app(Settings(issuer_profiles_json=document))
+
+
+def test_a_preset_profile_with_a_key_source_of_its_own_drops_the_presets():
+    """`discovery: true` beside the Auth0 preset replaces its jwks_uri (found by mutation testing: only `jwks_uri`
+    and `secret` of the profile's own were tested)."""
+    document = json.dumps({"acme": {"preset": "auth0", "issuer": "https://acme.us.auth0.com/",
+                                    "audiences": ["https://api.acme.com"], "discovery": True}})
+    policy = create_app(Settings(issuer_profiles_json=document)).state.profiles.value.policies["acme"]
+    assert (policy.key_source, policy.jwks_uri) == ("discovery", None)
+
+
 def test_a_profile_id_given_twice_is_refused_not_silently_replaced():
     one = json.dumps({"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": "x" * 32})
     document = '{"acme": %s, "other": %s, "acme": %s}' % (one, one, one)

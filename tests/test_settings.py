@@ -72,6 +72,12 @@ def test_one_setting_below_the_others_default_is_taken_as_meant(environ):
     load_settings(environ)  # JWKS_MAX_AGE=60 under the default floor of 300: the ceiling wins, as it always did
 
 
+def test_the_key_set_defaults_are_the_specs():
+    """trust.md: the unknown-kid cooldown defaults to 30 s (found by mutation testing: no test read the default)."""
+    settings = load_settings({})
+    assert settings.jwks_cooldown == 30.0
+
+
 def test_a_verified_token_cache_of_0_disables_it():
     assert load_settings({"VERIFIED_TOKEN_CACHE_SIZE": "0"}).verified_token_cache_size == 0
 
