@@ -180,6 +180,8 @@ class KeyServer:
             return self._send(handler, int(mode[:3]), b"")
         if mode == "redirect_same_host":
             return self._send(handler, 302, b"", extra={"Location": f"/moved{path}"})
+        if mode == "redirect_loop":  # to itself, for ever
+            return self._send(handler, 302, b"", extra={"Location": path})
         document = self.documents.get(path)
         if document is None:
             return self._send(handler, 404, b'{"error": "not found"}')

@@ -339,6 +339,14 @@ async def test_a_gzip_body_sent_anyway_is_inflated_and_used(verifier, server):
     assert result.valid, codes(result)
 
 
+async def test_a_redirect_loop_costs_four_requests_and_is_told_as_such(verifier, server):
+    """At most three redirects a fetch (found by mutation testing: the limit was untested)."""
+    server.mode = "redirect_loop"
+    view = await verifier.keys.view(server.url(PATH), "k1")
+    assert view.keyset is None and "too many redirects" in (view.error or "")
+    assert server.hit_count(PATH) == 4
+
+
 async def test_redirect_on_the_same_host_is_followed(verifier, server):
     server.mode = "redirect_same_host"
     assert (await verifier.validate(token("k1"), remote_policy(server.url(PATH)))).valid
