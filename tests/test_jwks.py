@@ -688,6 +688,20 @@ async def test_key_sets_named_only_by_requests_are_bounded_and_configured_ones_a
     await cache.aclose()
 
 
+async def test_at_most_256_key_sets_named_only_by_requests_are_held(server, clock, monkeypatch):
+    """The bound itself, at its value (found by mutation testing: the test above sets its own)."""
+    import app.jwks as jwks_module
+
+    monkeypatch.setattr(jwks_module, "MAX_REQUESTED_FETCHES_PER_HOST", 1000)  # the fetch budgets are tested apart
+    monkeypatch.setattr(jwks_module, "MAX_REQUESTED_FETCHES", 1000)
+    cache = KeySetCache(SETTINGS, clock=clock)
+    for index in range(257):
+        assert (await cache.view(server.url(f"{PATH}?v={index}"), "k1")).keyset is not None
+    assert cache.state(server.url(f"{PATH}?v=0"))["key_state"] == "pending"  # the least recently used went
+    assert cache.state(server.url(f"{PATH}?v=1"))["key_state"] == "fresh"
+    await cache.aclose()
+
+
 async def test_urls_only_requests_name_cost_the_idp_a_bounded_number_of_fetches_per_cooldown(server, clock):
     """A caller varying the query (or path) of an allowed jwks_uri: at most 4 new key sets per host per cooldown."""
     cache = KeySetCache(SETTINGS, clock=clock)
