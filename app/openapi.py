@@ -17,7 +17,7 @@ from litestar.params import FromPath
 
 from app import examples
 from app.findings import INSPECT_CODES, PROBLEM_CODES, VALIDATION_CODES
-from app.observability import needs_api_key
+from app.observability import HTTP_METHODS, needs_api_key
 from app.problems import http_problem
 
 DESCRIPTION = (
@@ -88,7 +88,6 @@ _FORWARD_HEADERS = {"200": ("Cache-Control", "X-Envoy-Auth-Headers-To-Remove", *
                     "404": ("Cache-Control",), "429": ("Cache-Control", "Retry-After", *_RATE_LIMIT)}
 _FORWARD_METHODS = ("head", "post", "put", "patch", "delete", "options", "trace")
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
-_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
 def _head_and_options(path_item: dict[str, Any]) -> None:
@@ -102,7 +101,8 @@ def _head_and_options(path_item: dict[str, Any]) -> None:
         for response in head.get("responses", {}).values():
             response.pop("content", None)
         path_item["head"] = head
-    declared = [method for method in _METHODS if isinstance(path_item.get(method), dict)]
+    declared = [method for method, item in path_item.items()
+                if method.upper() in HTTP_METHODS and isinstance(item, dict)]
     if declared and "options" not in path_item:
         first = path_item[declared[0]]
         allow = ", ".join(sorted(method.upper() for method in (*declared, "options")))
