@@ -1224,6 +1224,16 @@ def test_a_non_ascii_header_variable_decides_alike_in_forward_auth_and_authorize
     assert (body["decision"], body["rule"]["id"]) == ("allow", "own")
 
 
+@pytest.mark.parametrize("url", ["/v1/forward-auth/or%67s/v1/organisations/acme",
+                                 "/v1/forward-auth/orgs%2Fv1/organisations/acme"], ids=["escaped-letter", "escaped-slash"])
+def test_forward_auth_path_form_refuses_an_authorizer_segment_spelled_otherwise(client, url):
+    """Envoy's `path_prefix` form takes the original path from the raw URL after the authorizer segment. When that
+    segment is not the authorizer's id as sent (escaped), where it ends in the raw URL is not where the router
+    read it: the request is refused, not decided on a path cut at another place."""
+    response = client.get(url, headers={"Authorization": f"Bearer {token(**{ORG: 'acme'})}"})
+    assert (response.status_code, response.json()["reason"]) == (400, "path_rejected")
+
+
 def test_both_spellings_of_the_original_request_with_the_same_values_are_accepted(client):
     response = client.get("/v1/forward-auth/orgs", headers={
         "Authorization": f"Bearer {token(**{ORG: 'acme'})}", "X-Original-Method": "GET", "X-Forwarded-Method": "GET",
@@ -1245,10 +1255,14 @@ def test_an_empty_forwarded_method_is_as_if_absent(client):
 @pytest.mark.parametrize("headers", [
     [(b"x-forwarded-uri", b"/v1/organisations/acme"), (b"x-forwarded-uri", b"/v1/organisations/evil")],
     [(b"x-forwarded-uri", b"/v1/organisations/acme/caf\xc3\xa9"), (b"x-original-uri", b"/v1/organisations/acme/caf\xe9")],
-], ids=["repeated-line", "two-spellings-same-text-other-bytes"])
+    [(b"x-forwarded-uri", b"/v1/organisations/acme"), (b"x-forwarded-uri", b"/v1/organisations/acme")],
+    [(b"x-forwarded-method", b"GET"), (b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/v1/organisations/acme")],
+], ids=["repeated-line", "two-spellings-same-text-other-bytes", "repeated-line-same-value",
+        "repeated-method-same-value"])
 def test_an_original_uri_given_twice_is_refused_not_picked(headers):
     """Two forwarded-URI lines are refused, and so are both spellings whose bytes differ even when they read as
-    the same text: `/caf\\xc3\\xa9` (UTF-8) and `/caf\\xe9` (Latin-1) are two paths (`/caf%C3%A9`, `/caf%E9`)."""
+    the same text: `/caf\\xc3\\xa9` (UTF-8) and `/caf\\xe9` (Latin-1) are two paths (`/caf%C3%A9`, `/caf%E9`). A line
+    repeated is refused even with the same value (one header, one value: which copy a proxy added is unknown)."""
     from app.api.authorize import original_request
     from app.paths import PathRejected, normalise_path
 
