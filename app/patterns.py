@@ -236,10 +236,16 @@ class Pattern:
     # values in each header value or claim element, and compiled it again each time (found by a review: 5 s for a
     # 20 KB request). Counted in `pattern_bytes`.
     last: list[Any] = field(default_factory=list, compare=False, repr=False)
+    # `^x-debug$` under `i`: the ASCII literal lower-cased. An ASCII text is compared lower-cased, not searched
+    # (999 query rules of that shape cost 0.3 s against 1,000 query parameters, 0.05 s compared); RE2 still reads
+    # a non-ASCII text, which it may fold into the literal (the Kelvin sign into `k`).
+    folded: str | None = None
 
     def search(self, variables: dict[str, Value], text: str) -> bool:
         if self.literal is not None:
             return text == self.literal
+        if self.folded is not None and text.isascii():
+            return text.lower() == self.folded
         if self.exact is not None:
             held = (_exact(self.exact, variables, text) if not self.subtree else
                     _exact_subtree(self.exact, variables, text, "s" in self.flags))
@@ -461,7 +467,9 @@ def compile_pattern(text: str, flags: str, declared: frozenset[str], untrusted: 
         literal = _LITERAL.fullmatch(text)
         # Without `i` and `m`, RE2's `^...$` around plain characters matches that exact text and nothing else.
         exact = _unescape(literal.group(1)) if literal and not set(flags) & {"i", "m"} else None
-        return Pattern(text, flags, (), compiled, exact, literal_prefix(text, flags), untrusted=untrusted)
+        folded = _unescape(literal.group(1)) if literal and "i" in flags and "m" not in flags else None
+        return Pattern(text, flags, (), compiled, exact, literal_prefix(text, flags), untrusted=untrusted,
+                       folded=folded.lower() if folded is not None and folded.isascii() else None)
     _compile(VARIABLE.sub("(?:x)", text), flags, untrusted)  # syntax check with a value in each variable's place
     exact = _exact_pieces(text, flags)
     return Pattern(text, flags, names, None, None, literal_prefix(text, flags), *(exact or (None, False)),

@@ -1085,6 +1085,23 @@ def test_exact_patterns_compared_as_strings_agree_with_re2(pattern, flags, text)
     assert compiled.search({}, text) is expected
 
 
+@pytest.mark.parametrize("pattern, flags", [("^Kelvin-S\\.$", "i"), ("^kelvin-s\\.$", "is"), ("^kelvin-s\\.$", "im"),
+                                            ("^k\u00e9s$", "i")], ids=["i", "is", "im", "non-ascii-literal"])
+@pytest.mark.parametrize("text", ["kelvin-s.", "KELVIN-S.", "Kelvin-s.", "\u212aelvin-\u017f.", "kelvin-\u017f.",
+                                  "kelvin-sx", "kelvin-s.\n", "x\nkelvin-s.", "k\u00e9s", "K\u00c9S", "\u212a\u00e9\u017f"])
+def test_a_case_insensitive_literal_compared_lower_cased_agrees_with_re2(pattern, flags, text):
+    """`^x-debug$` under `i` compares an ASCII text lower-cased and leaves any other text to RE2, which folds the
+    Kelvin sign into `k` and the long s into `s` (a query rule's name: 999 of them cost 0.3 s a request searched)."""
+    import re2
+
+    from app.patterns import compile_pattern
+
+    compiled = compile_pattern(pattern, flags, frozenset())
+    assert (compiled.folded is not None) is (flags in ("i", "is") and pattern.isascii())
+    inline = "".join(flag for flag in "ims" if flag in flags)
+    assert compiled.search({}, text) is (re2.search(f"(?{inline})" + pattern, text) is not None)
+
+
 # The decision path (no explanation) skips what cannot match: indexed rules, literal prefixes, no trace. It must
 # decide exactly as the explaining path, which evaluates every rule with RE2 on every pattern.
 
