@@ -1515,3 +1515,119 @@ def test_the_root_path_has_no_empty_twin():
     """`/` stays `/`: a pattern matching the empty path (`^(/x)?$`) does not match it."""
     deny = {"id": "d", "effect": "deny", "path": {"path": {"pattern": "^(/x)?$"}}}
     assert decided([deny, ALLOW_ALL], facts(path="/"))[0] == "allow"
+
+
+# Patterns: substitution, the caches and the bounds (found by mutation testing: each of these could change unseen)
+
+def test_an_inline_pattern_remembers_its_last_values_and_never_answers_for_other_values():
+    """An inline authorizer's pattern keeps its last substitution (`Pattern.last`) and is shared by the requests
+    that use that authorizer: a pattern compiled for one tenant's values must not answer for another's."""
+    pattern = compile_pattern("^/orgs/{{o}}/.*", "", frozenset({"o"}), untrusted=True)
+    assert pattern.search({"o": ("acme", "x")}, "/orgs/acme/a")
+    assert not pattern.search({"o": ("evil", "y")}, "/orgs/acme/a")
+    assert pattern.search({"o": ("evil", "y")}, "/orgs/evil/a")
+
+
+def test_an_inline_pattern_is_compiled_within_the_untrusted_memory_bound():
+    """A caller's pattern is compiled with UNTRUSTED_MAX_MEM: a claim array of 1,000 words under `i` is refused
+    there (the rule then fails closed), where the operator's own rule compiles it."""
+    from app.patterns import PatternError
+
+    import random
+
+    draw = random.Random(7)
+    words = tuple("".join(draw.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(10)) for _ in range(1000))
+    variables = {"t": words}
+    assert compile_pattern("^{{t}}$", "i", frozenset({"t"})).search(variables, words[-1].upper())
+    with pytest.raises(PatternError, match="pattern too large"):
+        compile_pattern("^{{t}}$", "i", frozenset({"t"}), untrusted=True).search(variables, words[-1].upper())
+
+
+def test_a_multiline_template_is_left_to_re2_whose_anchors_then_match_at_line_breaks():
+    """Under `m`, `^{{t}}$` matches `acme` on any line: a deny on the claim must hold for `evil\\nacme`."""
+    pattern = compile_pattern("^{{t}}$", "m", frozenset({"t"}))
+    assert pattern.search({"t": "acme"}, "evil\nacme") and pattern.search({"t": "acme"}, "acme\nevil")
+    assert not compile_pattern("^{{t}}$", "", frozenset({"t"})).search({"t": "acme"}, "evil\nacme")
+
+
+def test_an_exact_template_with_a_string_and_an_array_variable_decides_without_failing():
+    rules = [{"id": "d", "effect": "deny", "path": {"pattern": "^/o/{{a}}/{{b}}$"},
+              "variables": [{"name": "a", "source": "jwtClaim", "key": "org"},
+                            {"name": "b", "source": "jwtClaim", "key": "teams"}]}, ALLOW_ALL]
+    claims = {"org": "acme", "teams": ["red", "blue"]}
+    assert decided(rules, facts(path="/o/acme/red", claims=claims))[0] == "deny"
+    assert decided(rules, facts(path="/o/acme/blue", claims=claims))[0] == "deny"
+    assert decided(rules, facts(path="/o/acme/x", claims=claims))[0] == "allow"
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["decision", "explained"])
+def test_an_unresolved_variable_stands_for_any_non_empty_text_only(explain):
+    """A deny rule's unresolved variable is "any value": a value is never empty, so an empty header value or an
+    empty path segment is not one (the deny does not hold there)."""
+    header_rule = {"id": "d", "effect": "deny", "variables": [{"name": "t", "source": "header", "key": "x-t"}],
+                   "headers": [{"name": {"pattern": "^x-a$"}, "value": {"pattern": "^{{t}}$"}}]}
+    assert decided([header_rule, ALLOW_ALL], facts(path="/x", headers={"x-a": ""}), explain=explain)[0] == "allow"
+    assert decided([header_rule, ALLOW_ALL], facts(path="/x", headers={"x-a": "v"}), explain=explain)[0] == "deny"
+    path_rule = {"id": "d", "effect": "deny", "variables": [{"name": "t", "source": "header", "key": "x-t"}],
+                 "path": {"pattern": "^/a/{{t}}$"}}
+    assert decided([path_rule, ALLOW_ALL], facts(path="/a/"), explain=explain)[0] == "allow"
+    assert decided([path_rule, ALLOW_ALL], facts(path="/a/b"), explain=explain)[0] == "deny"
+
+
+def test_a_leading_case_insensitive_group_after_the_caret_applies_to_the_whole_template():
+    rule = {"effect": "allow", "path": {"pattern": "^(?i)/org/{{o}}$"},
+            "variables": [{"name": "o", "source": "jwtClaim", "key": "org"}]}
+    assert decided([rule], facts(path="/ORG/acme", claims={"org": "acme"}))[0] == "allow"
+    assert decided([rule], facts(path="/ORG/evil", claims={"org": "acme"}))[0] == "deny"
+
+
+@pytest.mark.parametrize("pattern", ["^/[ab{{t}}]$", "^/a/x{{{t}}"], ids=["class-after-members", "brace-before"])
+def test_a_variable_later_in_a_class_or_after_a_brace_fails_loading(pattern):
+    with pytest.raises(RuleError):
+        load_rules([{"effect": "deny", "path": {"path": {"pattern": pattern}},
+                     "variables": [{"name": "t", "source": "header", "key": "x-t"}]}])
+
+
+def test_the_substituted_pattern_cache_keeps_its_count_drops_the_least_recently_used_and_skips_big_entries():
+    from app.patterns import _SubstitutedCache
+
+    cache = _SubstitutedCache(2, 32 << 20)
+    a = cache("^{{e}}$", "i", ("e",), ("a",))
+    cache("^{{e}}$", "i", ("e",), ("b",))
+    assert cache("^{{e}}$", "i", ("e",), ("a",)) is a  # a hit: now the most recently used
+    cache("^{{e}}$", "i", ("e",), ("c",))  # the third: `b` goes, not `a`
+    assert cache.cache_info().currsize == 2
+    assert cache("^{{e}}$", "i", ("e",), ("a",)) is a and cache.cache_info().misses == 3
+    small = _SubstitutedCache(8, 1 << 20)  # an entry costing more than an eighth of the budget is not kept
+    small("^{{e}}$", "i", ("e",), ("q" * 1024,))
+    assert small.cache_info().currsize == 0 and small.cache_info().bytes == 0
+
+
+def test_an_inline_pattern_with_variables_counts_two_untrusted_programs_and_a_literal_one_no_dfa():
+    """`pattern_bytes` bounds what inline authorizers hold: a template holds its last substitution and the one
+    being compiled (each within UNTRUSTED_MAX_MEM); a literal is compared as text, so RE2 builds no DFA for it."""
+    from app.patterns import UNTRUSTED_DFA_BYTES, UNTRUSTED_MAX_MEM, pattern_bytes
+
+    template = compile_pattern("^/{{t}}$", "", frozenset({"t"}), untrusted=True)
+    assert pattern_bytes(template) >= 2 * UNTRUSTED_MAX_MEM
+    assert pattern_bytes(compile_pattern("^/admin$", "", frozenset(), untrusted=True)) < UNTRUSTED_DFA_BYTES
+    assert pattern_bytes(compile_pattern("^/admin", "", frozenset(), untrusted=True)) > UNTRUSTED_DFA_BYTES
+
+
+def test_a_substituted_pattern_is_shown_whole_up_to_its_bound():
+    from app.patterns import MAX_SHOWN_PATTERN
+
+    pattern = compile_pattern("^{{t}}$", "", frozenset({"t"}))
+    exact = "a" * (MAX_SHOWN_PATTERN - len("^(?:)$"))
+    assert pattern.shown({"t": exact}) == f"^(?:{exact})$"
+    longer = pattern.shown({"t": exact + "a"})
+    assert longer.startswith("^(?:a") and longer.endswith(f"... ({MAX_SHOWN_PATTERN + 1} characters)")
+
+
+def test_re2s_refusal_quotes_a_part_of_up_to_eight_characters_only():
+    from app.patterns import PatternError
+
+    with pytest.raises(PatternError, match=r"missing \): \(abcdefg$"):
+        compile_pattern("(abcdefg", "", frozenset())
+    with pytest.raises(PatternError, match="in a part of 9 characters, not shown"):
+        compile_pattern("(abcdefgh", "", frozenset())
