@@ -696,6 +696,9 @@ def test_a_request_read_too_many_ways_for_its_parameters_is_refused_not_decided_
     ("_method=DELETE", "no-delete", "deny"), (".method=DELETE", "no-delete", "deny"),  # PHP's `_method`
     ("XDEBUG[SESSION.START=1", "no-xdebug", "deny"),  # PHP 8 reads an unclosed `[` and what follows as `_`
     ("role[x=admin", "deny-admin", "deny"),  # and Rack as a map `role` (found by a review)
+    ("role[=admin", "deny-admin", "allow"),  # but `role[` alone as `role[` (mutation testing)
+    # A scalar beside a list of the same name is ambiguous to a deny on a value too (mutation testing).
+    ("role=user&role[]=guest", "deny-admin", "deny"),
 ])
 def test_lists_maps_and_php_names_are_read_as_upstreams_read_them(client, query, rule, expected):
     """Found by a review of the readings' second version."""

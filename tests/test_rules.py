@@ -1511,10 +1511,25 @@ def test_the_missing_scopes_named_are_those_of_allow_rules_only():
     assert decided(rules, facts(path="/x", claims={"scope": "other"})) == ("deny", "default_deny", ("read",))
 
 
-def test_the_root_path_has_no_empty_twin():
+@pytest.mark.parametrize("explain", [False, True], ids=["decision", "explained"])
+@pytest.mark.parametrize("pattern", ["^(/x)?$", "^$"])
+def test_the_root_path_has_no_empty_twin(pattern, explain):
     """`/` stays `/`: a pattern matching the empty path (`^(/x)?$`) does not match it."""
-    deny = {"id": "d", "effect": "deny", "path": {"path": {"pattern": "^(/x)?$"}}}
-    assert decided([deny, ALLOW_ALL], facts(path="/"))[0] == "allow"
+    deny = {"id": "d", "effect": "deny", "path": {"path": {"pattern": pattern}}}
+    assert decided([deny, ALLOW_ALL], facts(path="/"), explain=explain)[0] == "allow"
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["decision", "explained"])
+@pytest.mark.parametrize("value, path", [("a#b", "/orgs/a%23b"), ("a?b", "/orgs/a%3Fb"), ("a%b", "/orgs/a%25b")],
+                         ids=["hash", "question-mark", "percent"])
+def test_a_variable_value_in_a_path_pattern_is_spelled_as_the_path_spells_it(value, path, explain):
+    """A path never holds a raw `#`, `?` or `%`: a value holding one matches its escaped spelling, so a deny on
+    `/orgs/{{o}}` holds for the path a client sends for that value, and an allow lets it through."""
+    variables = [{"name": "o", "source": "header", "key": "x-o"}]
+    deny = {"id": "d", "effect": "deny", "path": {"pattern": "^/orgs/{{o}}$"}, "variables": variables}
+    request = facts(path=path, headers={"x-o": value})
+    assert decided([deny, ALLOW_ALL], request, explain=explain)[0] == "deny"
+    assert decided([{**deny, "effect": "allow"}], request, explain=explain)[0] == "allow"
 
 
 # Patterns: substitution, the caches and the bounds (found by mutation testing: each of these could change unseen)
