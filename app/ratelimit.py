@@ -14,6 +14,7 @@ import inspect
 import math
 import threading
 import time
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -138,6 +139,19 @@ class _MemoryStorage(MemoryStorage):
 
 
 EXPIRY_SECONDS = 1.0
+
+
+def _inside(entries: Any, item: RateLimitItem, now: float) -> int:
+    """How many of a moving window's requests (limits' entries, newest first) are inside it at `now`, up to its
+    amount: those made at `now - expiry` or later, as `_TAKE_MOVING` and limits' `acquire_entry` count them.
+    limits' `test` and `get_window_stats` leave out a request made exactly `expiry` ago, so the next one was
+    answered allowed and then not counted by `acquire_entry` (found by mutation testing); and they said a window
+    whose requests had all left started at the oldest of them."""
+    return min(bisect_right(entries, item.get_expiry() - now, key=_age), item.amount)
+
+
+def _age(entry: Any) -> float:
+    return -entry.atime  # ascending along a list of entries newest first
 
 
 def _storage(uri: str) -> Any:
@@ -312,22 +326,23 @@ class Budgets:
         names = [item.key_for(*key) for item in limit.items]
         if limit.moving:
             self._sweep()
-            refused = next((index for index, item in enumerate(limit.items)
-                            if not self.moving.test(item, *key)), None)
+            windows = self.storage.events  # per window, its requests' Entry objects, newest first
+            now = time.time()
+            refused = next((index for index, (name, item) in enumerate(zip(names, limit.items))
+                            if _inside(windows.get(name, ()), item, now) >= item.amount), None)
             if refused is None:
                 for item in limit.items:
                     self.moving.hit(item, *key)
-            stats = [self.moving.get_window_stats(item, *key) for item in limit.items]
-            now = time.time()  # after the writes: their clock is the one the windows started on
-            resets = []
-            for name, item, stat in zip(names, limit.items, stats):
-                # A full window has room when its amount-th newest request leaves, not its oldest: after a reload
-                # lowered the amount they differ (found by a review), as in _TAKE_MOVING.
-                events = self.storage.events.get(name, ())
-                last = events[item.amount - 1].atime if len(events) >= item.amount else None
-                full = last is not None and last >= now - item.get_expiry()
-                resets.append(max(0.0, (last + item.get_expiry() if full else stat.reset_time) - now))
-            return _Taken(refused, [item.amount - stat.remaining for item, stat in zip(limit.items, stats)], resets)
+                now = time.time()  # after the writes: their clock is the one the windows started on
+            counts, resets = [], []
+            for name, item in zip(names, limit.items):
+                entries = windows.get(name, ())  # one list: limits' expiry thread replaces it, never shortens it
+                count = _inside(entries, item, now)
+                # A window has room again when its oldest request inside leaves; a full one when its amount-th
+                # newest does, not its oldest: after a reload lowered the amount they differ (found by a review).
+                counts.append(count)
+                resets.append(max(0.0, entries[count - 1].atime + item.get_expiry() - now) if count else 0.0)
+            return _Taken(refused, counts, resets)
         counts = [self.storage.get(name) for name in names]
         refused = next((index for index, item in enumerate(limit.items) if counts[index] >= item.amount), None)
         if refused is None:

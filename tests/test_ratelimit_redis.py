@@ -176,11 +176,12 @@ def test_claim_keyed_budgets_are_shared_per_claim_value(redis):
 
 
 @pytest.mark.parametrize("on_error, allowed, reason", [
-    ("allow", True, "rule_allowed"), ("deny", False, "rate_limited"),
-], ids=["allow", "deny"])
+    ("allow", True, "rule_allowed"), ("deny", False, "rate_limited"), (None, True, "rule_allowed"),
+], ids=["allow", "deny", "default-allow"])
 def test_redis_down_on_storage_error_decides_without_a_5xx(redis, on_error, allowed, reason):
     with ExitStack() as stack:
-        (client,) = instances(stack, redis, 1, per_minute=100, on_storage_error=on_error)
+        chosen = {"on_storage_error": on_error} if on_error else {}
+        (client,) = instances(stack, redis, 1, per_minute=100, **chosen)
         assert decide(client)["allowed"] is True
         redis.stop()
         bodies = [decide(client) for _ in range(3)]
@@ -291,3 +292,129 @@ def test_two_workers_hammering_one_budget_admit_exactly_its_amount_and_refusals_
     finally:
         client.close()
     assert spent == 20  # the shorter window counted the admitted requests only, none of the 100 refused
+
+
+# The scripts' windows, with the clock the decisions pass to Redis stubbed (found by mutation testing: each of
+# these could change unseen)
+
+def _hits(redis: RedisServer, limit_doc: dict[str, Any], clock: list[float] | None, times: list[float],
+          monkeypatch: Any, pause: float = 0.0) -> list[Any]:
+    """A budget's states for hits at `times` (seconds after the start of the stubbed clock, else real pauses)."""
+    import asyncio
+
+    from app.ratelimit import Budgets, RateLimitDoc, compile_rate_limit
+
+    limit = compile_rate_limit(RateLimitDoc(**limit_doc))
+    if clock is not None:
+        monkeypatch.setattr(time, "time", lambda: clock[0])
+
+    async def run() -> list[Any]:
+        budgets = Budgets(redis.url)
+        states, start = [], clock[0] if clock is not None else 0.0
+        try:
+            for at in times:
+                if clock is not None:
+                    clock[0] = start + at
+                else:
+                    await asyncio.sleep(pause)
+                states.append(await budgets.hit("api", limit, None))
+            return states
+        finally:
+            await budgets.aclose()
+    return asyncio.run(run())
+
+
+def test_a_moving_window_in_redis_counts_a_request_made_exactly_a_window_ago_as_memory_does(redis, monkeypatch):
+    states = _hits(redis, {"per_second": 1, "strategy": "moving-window"}, [1_000_000.0], [0.0, 1.0, 1.001],
+                   monkeypatch)
+    assert [state.limited for state in states] == [False, True, False]
+    assert (states[1].retry_after, states[1].reset) == (1, 1)
+
+
+def test_a_full_moving_window_in_redis_reopens_when_its_oldest_request_inside_leaves(redis, monkeypatch):
+    states = _hits(redis, {"per_minute": 2, "strategy": "moving-window"}, [1_000_000.0], [0.0, 1.0, 2.0],
+                   monkeypatch)
+    assert [state.limited for state in states] == [False, False, True] and states[2].retry_after == 58
+
+
+def test_a_moving_window_in_redis_keeps_its_requests_times_to_the_fraction(redis, monkeypatch):
+    """1.05 s apart under a one-second window: both allowed (whole seconds would make them 1 s apart)."""
+    states = _hits(redis, {"per_second": 1, "strategy": "moving-window"}, [1_000_000.9], [0.0, 1.05], monkeypatch)
+    assert [state.limited for state in states] == [False, False]
+
+
+def test_a_fixed_window_in_redis_starts_at_its_first_request_not_at_the_latest(redis, monkeypatch):
+    """The key expires a window after its first request: one pushed on by every request never lets a steady
+    client into a new window. Real pauses (Redis expires keys by its own clock)."""
+    states = _hits(redis, {"per_second": 2}, None, [0.0, 0.6, 1.2], monkeypatch, pause=0.6)
+    assert [state.limited for state in states] == [False, False, False]
+
+
+def test_a_fixed_window_refusal_in_redis_names_the_window_that_is_full(redis, monkeypatch):
+    states = _hits(redis, {"per_minute": 2, "per_hour": 100}, None, [0.0, 0.0, 0.0], monkeypatch)
+    assert [state.limited for state in states] == [False, False, True]
+    assert states[2].window == "2 per 1 minute" and 1 <= states[2].retry_after <= 60
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
+def test_every_redis_key_a_decision_writes_expires_with_its_window(redis, strategy):
+    """One key per claim value: without an expiry, every `sub` ever seen would stay in Redis."""
+    import redis as redis_client
+
+    from app.ratelimit import RateLimitDoc, budget_key, compile_rate_limit
+
+    limit = compile_rate_limit(RateLimitDoc(per_minute=5, strategy=strategy, key="claim:sub"))
+    with ExitStack() as stack:
+        (client,) = instances(stack, redis, 1, per_minute=5, strategy=strategy, key="claim:sub")
+        decide(client, sub="someone")
+        prefixed = client.app.state.authorizers.budgets.storage.bridge.prefixed_key
+    name = prefixed(limit.items[0].key_for(*budget_key("api", limit, {"sub": "someone"})))
+    connection = redis_client.Redis(port=redis.port)
+    try:
+        assert connection.exists(name) and 0 < connection.ttl(name) <= 60
+    finally:
+        connection.close()
+
+
+def test_the_readiness_probe_spends_no_authorizers_budget(redis):
+    with ExitStack() as stack:
+        (client,) = instances(stack, redis, 1, per_second=2)
+        assert client.get("/readyz").json()["rate_limit_storage"]["ok"] is True
+        assert [decide(client)["allowed"] for _ in range(2)] == [True, True]
+
+
+def test_a_redis_that_never_answers_costs_a_decision_one_attempt_then_on_storage_error_decides():
+    """A listener that accepts and never answers (a hung Redis): one connection, no client-side retries, and the
+    decision ends (with a storage error) well within a bound, not after the client's default timeouts."""
+    import asyncio
+    import threading
+
+    from app.ratelimit import Budgets, RateLimitDoc, compile_rate_limit
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+    threading.Thread(target=accept, daemon=True).start()
+
+    async def decision() -> Any:
+        budgets = Budgets(f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
+        try:
+            return await asyncio.wait_for(budgets.hit("api", compile_rate_limit(RateLimitDoc(per_minute=5)), None), 10)
+        finally:
+            await budgets.aclose()
+    try:
+        state = asyncio.run(decision())
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+    assert state.storage_error and not state.limited
+    assert len(accepted) == 1

@@ -110,13 +110,18 @@ def test_good_settings_are_read_as_given():
     ("?socket_connect_timeout=-1", "socket_connect_timeout must be a number of seconds above 0"),
     ("?socket_timeout=0", "socket_timeout must be a number of seconds above 0"),
     ("?db=99999999999999999999999", "db must be a database index from 0"),
+    ("?db=2147483648", "db must be a database index from 0"), ("?db=-1", "db must be a database index from 0"),
+    # A TLS option's value is the operator's: the client's message quotes it ("Flag: hunter2").
+    ("?ssl_cert_reqs=hunter2", "Invalid SSL Certificate Requirements Flag"),
 ], ids=["db-not-a-number", "protocol-not-a-number", "protocol-4", "unknown-option", "tls-option-without-tls",
-        "retry-not-an-object", "unknown-encoding", "utf-16", "not-a-text-encoding", "negative-connect-timeout", "zero-timeout", "db-out-of-range"])
+        "retry-not-an-object", "unknown-encoding", "utf-16", "not-a-text-encoding", "negative-connect-timeout",
+        "zero-timeout", "db-out-of-range", "db-past-the-largest", "db-negative", "tls-option-value"])
 def test_a_redis_url_the_storage_refuses_stops_startup_naming_the_variable_not_the_url(query, says):
     from app.server import create_app
 
+    scheme = "rediss" if query.startswith("?ssl_") and "none" not in query else "redis"
     with pytest.raises(SettingsError, match=r"^RATE_LIMIT_STORAGE: ") as info:
-        create_app(load_settings({"RATE_LIMIT_STORAGE": f"redis://:hunter2@127.0.0.1:6379/0{query}"}))
+        create_app(load_settings({"RATE_LIMIT_STORAGE": f"{scheme}://:hunter2@127.0.0.1:6379/0{query}"}))
     assert says in str(info.value) and "hunter2" not in str(info.value)
 
 
