@@ -306,7 +306,7 @@ class Authorizers:
 
     def inline(self, doc: AuthorizerDoc) -> Authorizer:
         """Compile an authorizer sent in a request (its jwks_uri under JWKS_URI_ALLOWLIST). Raises PolicyError."""
-        fingerprint = hashlib.sha256(msgspec.json.encode(doc)).hexdigest()[:16]
+        fingerprint = hashlib.sha256(msgspec.json.encode(doc)).hexdigest()  # whole: no two documents share one
         cached = self._inline.get(fingerprint)
         if cached is not None and (cached[0].profile_id is None or self.profile_exists(cached[0].profile_id)):
             self._inline.move_to_end(fingerprint)

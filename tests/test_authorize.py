@@ -443,12 +443,40 @@ def test_bad_token_is_401_invalid_token_with_the_first_error_code(client, bearer
 @pytest.mark.parametrize("sources, says", [
     ([{"header": "X-A"}, {"header": "x-a"}], "header x-a is listed twice"),
     ([{"query": "t", "prefix": "Bearer "}], "'prefix' applies to a header source only"),
-], ids=["listed-twice", "prefix-on-a-query"])
+    ([{"cookie": "at", "prefix": "Bearer "}], "'prefix' applies to a header source only"),
+    ([{"header": "X" * 129}], "header"),
+], ids=["listed-twice", "prefix-on-a-query", "prefix-on-a-cookie", "name-too-long"])
 def test_token_sources_that_cannot_mean_what_they_say_are_refused(client, sources, says):
     """Found by mutation testing: neither refusal was tested."""
     doc = {"policy": rs256_policy(), "token_sources": sources, "rules": [{"effect": "allow"}]}
     response = client.post("/v1/authorize", json={"authorizer": doc, "request": {"method": "GET", "path": "/"}})
     assert response.status_code == 422 and says in response.text, response.text
+
+
+def test_query_token_sources_are_named_case_sensitively_and_header_names_up_to_128_characters(client):
+    """A query parameter's name keeps its case (`T` and `t` are two sources); a header's does not."""
+    for sources in ([{"query": "T"}, {"query": "t"}], [{"header": "X" * 128}]):
+        doc = {"policy": rs256_policy(), "token_sources": sources, "rules": [{"effect": "allow"}]}
+        response = client.post("/v1/authorize", json={"authorizer": doc, "request": {"method": "GET", "path": "/"}})
+        assert response.status_code == 200, response.text
+
+
+def test_an_inline_authorizer_names_exactly_one_of_a_profile_or_a_policy(client):
+    doc = {"issuer_profile_id": "test-issuer", "policy": rs256_policy(), "rules": [{"effect": "allow"}]}
+    response = client.post("/v1/authorize", json={"authorizer": doc, "request": {"method": "GET", "path": "/"}})
+    assert response.status_code == 422 and "exactly one of 'issuer_profile_id' or 'policy'" in response.text
+
+
+def test_every_inline_authorizer_is_decided_on_its_own_rules_and_counted_in_its_own_budget(client):
+    """Inline authorizers are cached by their document's digest: 300 documents differing in a word are each
+    decided by their own rules (a short digest would have two share one compiled authorizer), and each has its own
+    budget (one caller's document cannot spend another's)."""
+    good = token()
+    for index in range(300):
+        effect = ("allow", "deny")[index % 2]
+        doc = {"issuer_profile_id": "test-issuer", "description": str(index), "rules": [{"effect": effect}],
+               "rate_limit": {"per_minute": 1}}
+        assert decide(client, doc, bearer=good)["decision"] == effect, index
 
 
 def test_unreachable_key_set_is_keys_unavailable_when_it_is_the_only_problem():
@@ -1478,6 +1506,8 @@ def _load(document: Any, **settings: Any) -> None:
      "AUTHORIZERS_JSON: $.api.policy.allowed_algs[0]: 'none' is never allowed"),
     ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"a": "X-A", "b": "x-a"}}},
      "AUTHORIZERS_JSON: $.api.claims_to_headers.b: header 'x-a' is set by two claims"),
+    ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"a": "x-a", "b": "X-A"}}},
+     "AUTHORIZERS_JSON: $.api.claims_to_headers.b: header 'X-A' is set by two claims"),
     ({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "X-User\n"}}},
      "AUTHORIZERS_JSON: $.api.claims_to_headers.sub:"),
     ({"api\n": {}}, 'AUTHORIZERS_JSON: $["api\\n"]: an authorizer id is 1 to 64 letters'),
@@ -1503,7 +1533,7 @@ def _load(document: Any, **settings: Any) -> None:
     ({"api": {"issuer_profile_id": "sk_live_9fQ2xLmT4vB8nR1kZ7pW3abcdef"}},
      "AUTHORIZERS_JSON: $.api.issuer_profile_id: no issuer profile by that name is configured"),
 ], ids=["backreference", "lookahead", "unknown-profile", "priority-range", "anonymous-value", "header-name",
-        "authorizer-id", "policy-alg-none", "header-twice",
+        "authorizer-id", "policy-alg-none", "header-twice", "header-twice-lower-case-first",
         "header-name-trailing-newline", "authorizer-id-trailing-newline", "method-trailing-newline",
         "non-ascii-path-pattern", "non-ascii-path-pattern-hex-escape", "non-ascii-path-pattern-octal-escape",
         "header-not-a-string", "header-name-too-long", "unknown-profile-id-shaped-like-a-secret"])
@@ -1550,6 +1580,10 @@ def test_a_configuration_error_does_not_quote_a_secret_typed_into_a_pattern_or_a
     assert "Zk9v" not in str(info.value)
 
 
+def test_a_claims_to_headers_name_of_128_characters_loads():
+    _load({"api": {"issuer_profile_id": "test-issuer", "claims_to_headers": {"sub": "X" * 128}}})
+
+
 def test_a_short_quote_of_a_refused_pattern_or_a_mistyped_algorithm_is_kept():
     with pytest.raises(ConfigError) as info:
         _load({"api": {"policy": {**rs256_policy(), "allowed_algs": ["RS257"]}, "rules": [
@@ -1558,7 +1592,8 @@ def test_a_short_quote_of_a_refused_pattern_or_a_mistyped_algorithm_is_kept():
 
 
 @pytest.mark.parametrize("header", ["Content-Length", "cache-control", "Content-Encoding", "Expires", "ETag",
-                                    "Proxy-Connection", "X-Accel-Expires", "x-envoy-upstream-rq-timeout-ms"])
+                                    "Proxy-Connection", "X-Accel-Expires", "x-envoy-upstream-rq-timeout-ms",
+                                    "Set-Cookie", "Location"])
 def test_claims_to_headers_may_not_name_a_header_that_frames_the_answer_or_says_how_it_is_kept(header):
     """A claim must not decide how the forward-auth answer is read or kept: `Content-Encoding: gzip` made it
     unreadable, and with real nginx `X-Accel-Expires` kept an allow cached after revocation (found by reviews)."""
@@ -2048,7 +2083,12 @@ def test_a_cached_inline_authorizer_whose_profile_a_reload_removed_is_refused_as
     inline = {"issuer_profile_id": "hs", "rules": [{"effect": "allow"}]}
     with TestClient(app) as client:
         assert decide(client, inline, bearer=token())["decision"] == "allow"
+        held = app.state.authorizers.inline_cached()
         profiles_path.write_text(json.dumps({"other": rs256_policy()}))
         assert app.state.profiles.reload() is True
         response = client.post(URL, json={"authorizer": inline, "request": {"method": "GET", "path": "/"}})
         assert response.status_code == 422 and "hs" in response.text, response.text
+        profiles_path.write_text(json.dumps({"hs": rs256_policy()}))  # back: compiled again, and counted once
+        assert app.state.profiles.reload() is True
+        assert decide(client, inline, bearer=token())["decision"] == "allow"
+        assert app.state.authorizers.inline_cached() == held

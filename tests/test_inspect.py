@@ -53,6 +53,7 @@ CASES: list[tuple[str, Callable[[], str], set[str]]] = [
     ("KID_SUSPICIOUS", lambda: with_header(kid=7), {"KID_SUSPICIOUS"}),
     ("KID_SUSPICIOUS", lambda: with_header(kid="\u009b31m"), {"KID_SUSPICIOUS"}),  # C1 CSI (found by a review)
     ("KID_SUSPICIOUS", lambda: with_header(kid="a\u0085b"), {"KID_SUSPICIOUS"}),  # NEL
+    ("KID_SUSPICIOUS", lambda: with_header(kid="..secret"), {"KID_SUSPICIOUS"}),  # a parent directory
     ("CRIT_PRESENT", lambda: with_header(crit=["exp"], exp=NOW), {"CRIT_PRESENT"}),
     ("EXP_MISSING", lambda: rs(exp=None), {"EXP_MISSING"}),
     ("LONG_LIFETIME", lambda: rs(iat=NOW - 10, exp=NOW - 10 + 24 * 3600 + 1), {"LONG_LIFETIME"}),
@@ -73,7 +74,8 @@ CASES: list[tuple[str, Callable[[], str], set[str]]] = [
     ("MALFORMED_TOKEN", lambda: "a.b.c.d.e", {"MALFORMED_TOKEN"}),
 ]
 IDS = ["alg-none", "alg-none-mixed-case", "hs256", "jwk", "jku", "x5u", "x5c", "kid-path", "kid-quote",
-       "kid-double-quote", "kid-nul", "kid-newline", "kid-not-string", "kid-c1-csi", "kid-c1-nel", "crit", "no-exp", "over-24h", "expired",
+       "kid-double-quote", "kid-nul", "kid-newline", "kid-not-string", "kid-c1-csi", "kid-c1-nel", "kid-dot-dot",
+       "crit", "no-exp", "over-24h", "expired",
        "exp-equals-now", "nbf-future", "iat-future", "no-aud", "aud-userinfo", "aud-userinfo-array", "nonce",
        "at_hash", "token_use-id", "bearer", "opaque", "bearer-opaque", "bad-base64", "jwe"]
 
@@ -150,12 +152,15 @@ def test_a_token_whose_signature_segment_alone_is_malformed_is_shown_decoded_wit
     ("aud", 42, "AUD_MISSING", "names no audience"),
     ("aud", [""], "AUD_MISSING", "names no audience"),  # (found by a review: arrays naming none were not told)
     ("aud", [1, None], "AUD_MISSING", "names no audience"),
+    ("aud", "", "AUD_MISSING", "names no audience"),
+    ("exp", (NOW + 3600) * 1000, "EXP_MISSING", "milliseconds"),
     # Found by a review: validation refuses these, and the inspection said nothing of them.
     ("nbf", str(NOW - 60), "NOT_YET_VALID", "not a NumericDate"),
     ("nbf", (NOW - 60) * 1000, "NOT_YET_VALID", "milliseconds"),
     ("iat", True, "IAT_IN_FUTURE", "not a NumericDate"),
     ("iat", 253_402_300_800, "IAT_IN_FUTURE", "after the year 9999"),
 ], ids=["exp-as-string", "exp-absent", "aud-empty-array", "aud-number", "aud-empty-string-item", "aud-no-string-item",
+         "aud-empty-string", "exp-in-milliseconds",
          "nbf-as-string", "nbf-in-milliseconds",
         "iat-boolean", "iat-after-9999"])
 def test_a_claim_present_but_unusable_is_flagged_like_an_absent_one(client, claim, value, code, says):
@@ -177,6 +182,21 @@ def test_userinfo_next_to_a_real_audience_is_not_flagged(client):
 def test_bearer_prefix_is_flagged_and_the_token_behind_it_still_decoded(client):
     body = inspect(client, "Bearer " + rs())
     assert body["decoded"]["payload"]["sub"] == "user-42"
+
+
+def test_time_claims_equal_to_now_are_not_flagged(client):
+    body = inspect(client, rs(iat=NOW, nbf=NOW))
+    assert not {"IAT_IN_FUTURE", "NOT_YET_VALID"} & set(body["suspicious_warnings"])
+
+
+def test_a_token_whose_header_decodes_and_payload_does_not_is_told_malformed_by_both_routes(client):
+    """Found by mutation testing: the header decoded without the payload was a case no test sent."""
+    token = f"{segment({'alg': 'RS256', 'typ': 'JWT'})}.!!!.{b64(b'sig')}"
+    assert "MALFORMED_TOKEN" in inspect(client, token)["suspicious_warnings"]
+    response = client.post("/v1/validate/jwt", json={"token": token, "policy": {
+        "issuer": "https://issuer.example.com/", "audiences": ["x"], "allowed_algs": ["HS256"], "secret": "s" * 32}})
+    assert response.status_code == 200 and response.json()["valid"] is False
+    assert response.json()["findings"][0]["code"] == "MALFORMED_TOKEN"
 
 
 def test_undecodable_token_is_200_with_null_decoded_and_the_reason(client):

@@ -223,6 +223,11 @@ BAD_VALUES = [
     ("keycloak", "host", "sso.acme.com.", "a host name or IPv4 address"),
     ("keycloak", "host", "sso@evil.example", "a host name or IPv4 address"),
     ("okta", "okta_domain", "10.0.0.5", "a host name"),  # a SaaS domain is never an address
+    # Found by mutation testing: none of these was tested.
+    ("cognito", "user_pool_id", "us-east-10_AbC123xyZ", "is in region us-east-10, not us-east-1"),
+    ("cognito", "region", "us-east-123", "AWS region"),
+    ("entra_id", "tenant_id", "0F6C2B8E-3d4a-4b7c-9e21-5a8d7f3c1b90", "lower case"),
+    ("auth0", "tenant_domain", ".".join(["a" * 60] * 5) + ".com", "host name"),  # 309 characters: past DNS's 253
 ]
 GOOD = {"auth0": {"tenant_domain": "acme.us.auth0.com"},
         "okta": {"okta_domain": "acme.okta.com", "authorization_server_id": "default"},
@@ -295,6 +300,8 @@ def test_too_many_or_too_long_audiences_are_422_saying_which(client, audiences, 
     response = client.get(f"/v1/presets/auth0?tenant_domain=acme.us.auth0.com&{query}")
     assert response.status_code == 422 and says in response.json()["errors"][0]["msg"]
     assert client.get(f"/v1/presets/auth0?tenant_domain=acme.us.auth0.com&audience={'a' * 2048}").status_code == 200
+    most = "&".join(f"audience=api-{index}" for index in range(64))
+    assert client.get(f"/v1/presets/auth0?tenant_domain=acme.us.auth0.com&{most}").status_code == 200
 
 
 def test_an_unknown_parameter_that_is_no_name_is_not_echoed(client):
@@ -337,6 +344,9 @@ def test_unknown_parameter_message_lists_what_the_preset_takes():
     ("cognito", "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Xy9", {"region": "eu-west-1",
                                                                               "user_pool_id": "eu-west-1_Xy9"}),
     ("cognito", "https://cognito-idp.eu-west-1.amazonaws.com/us-east-1_Xy9", None),
+    # The template's dots are dots: a look-alike host anyone may register is no Cognito issuer.
+    ("cognito", "https://cognito-idp.us-east-1-amazonaws.com/us-east-1_abc", None),
+    ("cognito", "https://cognito-idpxus-east-1.amazonaws.com/us-east-1_abc", None),
     ("entra_id", "https://login.microsoftonline.com/0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90/v2.0",
      {"tenant_id": "0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90"}),
     ("entra_id", "https://sts.windows.net/0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90/", None),
@@ -531,6 +541,10 @@ GUID = "0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90"
     # The same where the host is all parameters, the issuer having the preset's shape (found by a review).
     ({"preset": "auth0", "issuer": "https://acme.us.auth0.co/", "parameters": {"tenant_domain": "acme.us.auth0.com"}},
      "a letter or two from 'acme.us.auth0.com', the one named"),
+    ({"preset": "auth0", "issuer": "https://acme.us.auth0.c/", "parameters": {"tenant_domain": "acme.us.auth0.com"}},
+     "a letter or two from 'acme.us.auth0.com', the one named"),  # two letters
+    ({"preset": "cognito", "issuer": "https://COGNITO-IDP.us-east-1.amazonaws.com/us-east-1_AbC123",
+      "parameters": {"region": "us-east-1", "user_pool_id": "us-east-1_AbC123"}}, "host names are lower case"),
     # An operator's own hosts may be a letter or two apart (keys from a pod, the issuer on the balancer: found by
     # a review); only a provider's domain is held to it.
     ({"preset": "keycloak", "issuer": "https://10.0.0.10/realms/acme",
@@ -544,6 +558,7 @@ GUID = "0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b90"
         "cognito-http", "cognito-default-port", "okta-http", "keycloak-on-an-ipv6-address-loads",
         "gitlab-on-an-ipv6-address-loads", "entra-host-in-capitals", "keycloak-trailing-dot-host",
         "cognito-host-typo-with-parameters", "entra-host-typo-with-parameters", "auth0-host-typo-with-parameters",
+        "auth0-host-two-letters-off", "cognito-host-in-capitals",
         "keycloak-on-a-neighbouring-address-loads", "keycloak-on-a-neighbouring-name-loads",
         "auth0-custom-domain-loads"])
 def test_parameters_do_not_excuse_a_near_miss_of_the_presets_issuer_on_the_providers_host(profile, refused):
@@ -557,6 +572,13 @@ def test_parameters_do_not_excuse_a_near_miss_of_the_presets_issuer_on_the_provi
         load_profiles(document, "ISSUER_PROFILES_JSON", PRESETS)
     assert "$.acme.issuer: " in str(error.value) and refused in str(error.value)
     assert "give 'parameters'" not in str(error.value)
+
+
+def test_a_providers_host_in_capitals_is_refused_for_its_case():
+    document = json.dumps({"acme": {"preset": "cognito", "audiences": ["x"],
+                                    "issuer": "https://COGNITO-IDP.us-east-1.amazonaws.com/us-east-1_abc"}})
+    with pytest.raises(ConfigError, match="host names are lower case"):
+        load_profiles(document.encode(), "ISSUER_PROFILES_JSON", PRESETS)
 
 
 def test_a_hosted_provider_mock_on_localhost_loads_with_its_port():
@@ -712,6 +734,7 @@ GOOD_FILE = {"provider": "acme", "title": "Acme IdP", "issuer": "https://{tenant
      "Expected `int` <= 300"),
     ({"policy": {"allowed_algs": ["RS256"], "issuer": "https://x/"}}, "$.policy.issuer", "not allowed"),
     ({"policy": {"allowed_algs": ["RS256"], "secret": "s" * 32}}, "$.policy.secret", "not allowed"),
+    ({"policy": {"allowed_algs": ["RS256"], "jwks": {"keys": []}}}, "$.policy.jwks", "not allowed"),
     ({"jwks_uri": "https://{tenant}/keys"}, "$.jwks_uri", "{tenant} is not a declared parameter"),
     ({"jwks_uri": "https://{tenant_domain/keys"}, "$.jwks_uri", "a placeholder is {name}"),
     ({"jwks_uri": "http://{tenant_domain}/keys"}, "$.jwks_uri", "must use https"),
@@ -722,7 +745,7 @@ GOOD_FILE = {"provider": "acme", "title": "Acme IdP", "issuer": "https://{tenant
     ({"policy": {"allowed_algs": ["RS256"], "audiences": "https://api.acme.com"}}, "$.policy.audiences",
      "expected an array of strings"),
 ], ids=["provider-not-file-name", "unknown-field", "alg-none", "hs-with-jwks-uri", "skew-too-big",
-        "issuer-in-policy", "secret-in-policy", "undeclared-placeholder", "broken-placeholder", "http-jwks-uri",
+        "issuer-in-policy", "secret-in-policy", "jwks-in-policy", "undeclared-placeholder", "broken-placeholder", "http-jwks-uri",
         "unknown-parameter-kind", "parameter-not-in-issuer", "bad-default", "empty-title", "audiences-a-string"])
 def test_bad_preset_file_raises_config_error_with_file_path_and_problem(tmp_path, change, path, message):
     (tmp_path / "acme.json").write_text(json.dumps({**GOOD_FILE, **change}))
