@@ -48,13 +48,16 @@ def test_the_default_lifetime_is_clamped_like_any_other(settings, expected):
     ({"cache-control": "max-age=3600", "age": "100, 100"}, 3500),
     ({"cache-control": 'no-cache="set-cookie", max-age=3600, no-cache'}, 300),
     ({"cache-control": 'no-cache="set-cookie", max-age=3600'}, 3600),
+    ({"cache-control": "max-age=" + "9" * 4301}, 86_400),  # past int()'s 4,300 digits
+    ({"cache-control": "max-age=3600", "age": "9" * 4301}, 300),
+    ([("cache-control", "max-age=3600"), ("age", "100"), ("age", "3000")], 3500),  # the first of two lines
 ], ids=["max-age-honoured", "below-floor", "above-ceiling", "no-store-floor", "no-header-default", "expires",
         "age-held-by-a-cache", "age-down-to-the-floor", "expires-utc", "expires-without-zone-is-gmt",
         "age-a-superscript-digit", "huge-max-age-and-age", "huge-max-age", "no-cache-beside-max-age",
         "no-store-after-max-age", "max-age-not-an-integer", "max-age-negative", "max-age-quoted",
         "max-age-first-of-two", "shared-cache-directive-only", "expires-against-the-servers-date",
         "expires-less-age", "expires-invalid-is-stale", "age-twice-joined", "bare-no-cache-after-a-qualified-one",
-        "qualified-no-cache-only"])
+        "qualified-no-cache-only", "max-age-past-int-digits", "age-past-int-digits", "age-two-lines"])
 def test_a_document_is_fresh_for_its_http_lifetime_clamped_between_floor_and_ceiling(header, expected, monkeypatch):
     import time
 

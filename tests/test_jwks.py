@@ -527,6 +527,19 @@ async def test_discovery_leads_to_its_jwks_uri(verifier, server):
     assert result.key.source == "discovery"
 
 
+async def test_a_new_kid_under_discovery_refetches_the_key_set_it_leads_to(verifier, server):
+    """Key rotation under a discovery profile: a token naming a kid the cached set lacks has the set fetched again
+    at once, as under a jwks_uri (found by mutation testing: untested, it waited for the set's age)."""
+    issuer = server.url(ISSUER_PATH)
+    server.documents[ISSUER_PATH + "/.well-known/openid-configuration"] = discovery_document(server, issuer)
+    policy = discovery_policy(issuer)
+    assert (await verifier.validate(mint(claims(iss=issuer), key_for("RS256", "k1"), kid="k1"), policy)).valid
+    server.documents[PATH] = jwks(key_for("RS256", "k1"), key_for("RS256", "k2"))
+    rotated = await verifier.validate(mint(claims(iss=issuer), key_for("RS256", "k2"), kid="k2"), policy)
+    assert rotated.valid, codes(rotated)
+    assert server.hit_count(PATH) == 2
+
+
 async def test_discovery_is_read_again_when_its_document_expires_and_follows_a_moved_key_set(verifier, server,
                                                                                             clock, monkeypatch):
     """An IdP that moves its jwks_uri (and rotates to a key published only there): the profile follows once the
@@ -812,6 +825,21 @@ async def test_an_invalid_token_alone_buys_no_exemption(verifier, server, clock)
     fetched = server.hit_count(PATH)
     await verifier.validate(mint(claims(iat=NOW + 21, exp=NOW + 3600), key_for("RS256", "kx"), kid="kx"), policy)
     assert server.hit_count(PATH) == fetched  # an unknown kid under it waits for the budget like any other
+
+
+def test_the_kid_that_asks_for_a_refetch_is_read_from_a_token_as_validation_reads_it():
+    """Only a token validation would look up a key for names a kid: one at the size cap, or with white space around
+    it, does (a rotation waited for the set's age); a non-ASCII one, or one of four segments, does not (a refused
+    token made the service fetch the IdP's key set)."""
+    from app.verifier import header_kid
+
+    raw = mint(claims(), key_for("RS256", "k1"), kid="k2")
+    algs = frozenset({"RS256"})
+    assert header_kid(raw, algs, len(raw)) == "k2" and header_kid(raw, algs, len(raw) - 1) is None
+    assert header_kid(f" {raw}\n", algs, len(raw)) == "k2"
+    head, payload, signature = raw.split(".")
+    assert header_kid(f"{head}.{payload}\u00e9.{signature}", algs, 16 * 1024) is None
+    assert header_kid(f"{raw}.x", algs, 16 * 1024) is None
 
 
 def test_a_kid_longer_than_256_characters_never_asks_for_a_refetch():

@@ -481,8 +481,9 @@ def test_required_scopes_are_found_in_scope_scp_or_permissions(grant):
     ({"scope": "openid\tread:users"}, "other white space than the space character"),
     ({"scope": "read:users\u00a0admin"}, "other white space than the space character"),
     ({"scp": "openid\nread:users"}, "'scp' separates scopes with other white space"),
+    ({"scope": "read:users\t"}, "other white space than the space character"),
 ], ids=["scope-as-array", "permissions-as-string", "comma-separated-scope", "comma-separated-scp",
-        "tab-separated-scope", "nbsp-separated-scope", "newline-separated-scp"])
+        "tab-separated-scope", "nbsp-separated-scope", "newline-separated-scp", "tab-after-the-scope"])
 def test_scopes_in_the_wrong_shape_are_not_granted_and_the_hint_says_where_they_are(grant, hint):
     """Found by a review: the hint sent developers to the IdP's console to grant a scope the token held."""
     result = run(rs256_token(**grant), required_scopes=["read:users"])
@@ -669,3 +670,57 @@ def test_claims_and_header_are_returned_for_diagnosis():
     assert result.claims is not None and result.claims["iss"] == ISSUER
     assert result.header == {"alg": "RS256", "typ": "JWT", "kid": "rs256-1"}
     assert result.key is not None and result.key.source == "public_key"
+
+
+# --- found by mutation testing: claim checks no test pinned --------------------------------------------------------
+
+@pytest.mark.parametrize("pipeline", [{}, FULL_PIPELINE], ids=["straight-line", "full-pipeline"])
+def test_an_audience_array_matching_in_a_later_item_is_accepted_on_both_paths(pipeline):
+    token = mint(claims(aud=["https://other.example.com", AUDIENCE]), key_for("RS256"), header=pipeline)
+    result = run(token)
+    assert result.valid is True and "AUDIENCE_MISMATCH" not in codes(result)
+
+
+@pytest.mark.parametrize("actual, valid", [
+    ({"role": "admin"}, True), ({}, False), ({"role": "admin", "tier": "x"}, False), ([{"role": "admin"}], True),
+], ids=["same-object", "empty-object", "more-members", "inside-an-array"])
+def test_a_required_object_claim_is_equal_member_for_member(actual, valid):
+    result = run(rs256_token(org=actual), required_custom_claims={"org": {"role": "admin"}})
+    assert result.valid is valid, codes(result)
+
+
+@pytest.mark.parametrize("actual", [[True], True, [1.5], ["1"]], ids=["true-in-an-array", "true", "other-number",
+                                                                      "string-in-an-array"])
+def test_a_required_number_is_not_met_by_a_boolean_or_a_string_even_inside_an_array(actual):
+    result = run(rs256_token(level=actual), required_custom_claims={"level": 1})
+    assert result.valid is False and "CLAIM_VALUE_MISMATCH" in codes(result)
+    assert run(rs256_token(level=[2, 1]), required_custom_claims={"level": 1}).valid is True
+
+
+@pytest.mark.parametrize("claim, code", [("aud", "AUDIENCE_MISMATCH"), ("iss", "ISSUER_MISMATCH")])
+def test_a_required_claim_that_is_null_is_told_once_by_its_own_check(claim, code):
+    result = run(mint({**claims(), claim: None}, key_for("RS256")), required_claims=[claim])  # present, null
+    assert code in codes(result) and "REQUIRED_CLAIM_MISSING" not in codes(result)
+
+
+@pytest.mark.parametrize("aud, says", [([], "contains none of the expected audiences"), (0, "not a string"),
+                                       (False, "not a string")], ids=["empty-array", "zero", "false"])
+def test_an_audience_present_but_empty_or_of_another_type_is_not_called_missing(aud, says):
+    finding = only(run(rs256_token(aud=aud)), "AUDIENCE_MISMATCH")
+    assert says in finding.message and "missing" not in finding.message
+
+
+def test_an_audience_missing_a_trailing_slash_the_policy_has_says_so():
+    finding = only(run(rs256_token(aud=AUDIENCE), audiences=[AUDIENCE + "/"]), "AUDIENCE_MISMATCH")
+    assert "trailing slash" in finding.remediation
+
+
+def test_a_token_with_client_id_but_no_token_use_gets_the_audience_parameter_hint_not_cognitos():
+    finding = only(run(rs256_token(aud=None, client_id="4a1b2c3d4e5f6g7h8i9j0k1l2m")), "AUDIENCE_MISMATCH")
+    assert "audience" in finding.remediation and "Cognito" not in finding.remediation
+
+
+def test_a_granted_scope_just_under_the_evidence_bound_is_shown():
+    scope = "s" * 1023
+    finding = only(run(rs256_token(scope=scope), required_scopes=["read"]), "SCOPE_MISSING")
+    assert finding.evidence == {**finding.evidence, "granted": [scope]} and "granted_count" not in finding.evidence
