@@ -2092,3 +2092,71 @@ def test_a_cached_inline_authorizer_whose_profile_a_reload_removed_is_refused_as
         assert app.state.profiles.reload() is True
         assert decide(client, inline, bearer=token())["decision"] == "allow"
         assert app.state.authorizers.inline_cached() == held
+
+
+# Readings and patterns: what mutation testing found no test pinned (each line: a deny an upstream's reading must
+# not get past, or a request that must not be refused for nothing)
+
+def _q(name: str, value: str | None = None) -> dict[str, Any]:
+    return {"name": {"pattern": name}, **({"value": {"pattern": value}} if value else {})}
+
+
+@pytest.mark.parametrize("rule, method, path, headers, expected", [
+    ({"query": [_q("^debug_mode$")]}, "GET", "/x?debug+mode=1", {}, ("deny", 403)),  # PHP: `debug mode`
+    ({"query": [_q("^debug$")], "headers": [_q("^x-debug$")]}, "GET", "/x?debug[]=1", {"X_Debug": "1"},
+     ("deny", 403)),  # both names read otherwise, in one reading
+    ({"headers": [_q("^x-tenant-id$")]}, "GET", "/x", {"X_Tenant_Id": "a"}, ("deny", 403)),  # every `_`
+    ({"methods": ["PROPFIND"]}, "POST", "/x", {"X-HTTP-Method-Override": "PROPFIND"}, ("deny", 403)),
+    ({"query": [_q("^a[.]b$")]}, "GET", "/x?[a.b]=1", {}, ("deny", 403)),
+    ({"query": [_q("^a[.]b$")]}, "GET", "/x?a.b]=1", {}, ("deny", 403)),
+    ({"query": [_q("^a_b$")]}, "GET", "/x?a.b[c]=1", {}, ("deny", 403)),
+    ({"query": [_q("^a_b_c$")]}, "GET", "/x?a[b[c=1", {}, ("deny", 403)),
+    ({"query": [_q("^debug$")]}, "GET", "/x?debug%20=1", {}, ("deny", 400)),
+    ({"query": [_q("^debug$")]}, "GET", "/x?debug%7F=1", {}, ("deny", 400)),
+    ({"headers": [_q("^x-a$", "^\u017fecret")], "regexFlags": "i"}, "GET", "/x", {"X-A": "secret"}, ("deny", 403)),
+    # ... and no refusal for nothing
+    ({"query": [_q("^a_b$", "^admin$")]}, "GET", "/x?a.b[]=x&a.b[]=y", {}, ("allow", 200)),
+    ({"query": [_q("^$")]}, "GET", "/x?[]=1", {}, ("allow", 200)),
+    ({"methods": ["DELETE"]}, "POST", "/x", {"X-HTTP-Method-Override": "PATCH, patch"}, ("allow", 200)),
+    ({"methods": ["PUT"]}, "POST", "/x", {"X-HTTP-Method-Override": "POST, DELETE"}, ("allow", 200)),
+], ids=["plus-is-a-space-to-php", "query-and-header-names-read-together", "every-underscore-of-a-header",
+        "an-overridden-method-of-many-letters", "bracketed-name", "unopened-bracket", "dot-before-a-map",
+        "unclosed-brackets", "name-ending-in-white-space", "name-with-del", "long-s-under-i-is-re2s",
+        "a-list-is-no-ambiguity-to-a-deny-on-its-php-name", "a-bare-list-names-nothing",
+        "one-override-in-two-cases", "post-and-one-override"])
+def test_a_reading_an_upstream_makes_decides_like_the_request_and_no_other(client, rule, method, path, headers,
+                                                                            expected):
+    doc = {"policy": rs256_policy(), "default_effect": "allow", "rules": [{"id": "d", "effect": "deny", **rule}]}
+    body = decide(client, doc, method=method, path=path, bearer=token(), headers=headers)
+    assert (body["decision"], body["status"]) == expected, body
+
+
+@pytest.mark.parametrize("condition, claims_, expected", [
+    ({"claim": {"pattern": "^role$"}, "value": {"pattern": "^a\\\nb$"}}, {"role": "a\nb"}, "deny"),
+    ({"claim": {"pattern": "^scope$"}, "value": {"pattern": "^admin$"}}, {"scope": ["read admin"]}, "allow"),
+    ({"claim": {"pointer": "/roles/01"}, "value": {"pattern": "^admin$"}}, {"roles": ["user", "admin"]}, "allow"),
+], ids=["escaped-newline-in-a-pattern", "array-scope-items-are-not-split", "pointer-index-with-a-leading-zero"])
+def test_token_conditions_read_claims_exactly(client, condition, claims_, expected):
+    doc = {"policy": rs256_policy(), "default_effect": "allow", "rules": [{"id": "d", "effect": "deny",
+                                                                        "token": [condition]}]}
+    assert decide(client, doc, bearer=token(**claims_))["decision"] == expected
+
+
+def test_readings_of_more_than_the_parameters_bound_are_refused(client):
+    doc = {"policy": rs256_policy(), "default_effect": "allow", "rules": [{"id": "d", "effect": "deny",
+                                                                        "query": [_q("^p$")]}]}
+    query = "&".join(["a.b[]=1"] * 1000)  # 1,000 names, read four ways or more: past 4,096 in all
+    body = decide(client, doc, path=f"/x/./y?{query}", bearer=token())
+    assert (body["decision"], body["reason"], body["status"]) == ("deny", "invalid_request", 400)
+
+
+@pytest.mark.parametrize("rule", [
+    {"path": {"pattern": "^/{{t}}("}}, {"path": {"pattern": "^/[^]{{t}}]$"}}, {"path": {"pattern": "^/[]{{t}}]$"}},
+    {"path": {"pattern": "^/a{1,{{t}}}$"}}, {"token": [{"claim": {"pointer": ""}}]},
+], ids=["unbalanced-after-a-variable", "variable-in-a-negated-class-opening-with-a-bracket",
+        "variable-in-a-class-opening-with-a-bracket", "variable-in-a-count", "empty-pointer"])
+def test_a_rule_that_cannot_mean_what_it_says_is_refused_when_sent(client, rule):
+    variables = [{"name": "t", "source": "header", "key": "x-t"}] if "{{t}}" in json.dumps(rule) else []
+    doc = {"policy": rs256_policy(), "rules": [{"effect": "deny", **rule, "variables": variables}]}
+    response = client.post(URL, json={"authorizer": doc, "request": {"method": "GET", "path": "/"}})
+    assert response.status_code == 422, response.text
