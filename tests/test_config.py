@@ -241,3 +241,91 @@ async def test_a_sighup_after_a_poll_refused_the_file_does_not_read_it_again(tmp
     path.write_text('{"a": 3}')  # fixed: the next SIGHUP takes it
     _reload_pass([document], _stamps([document]), every=True)
     assert document.value == {"a": 3} and document.reads == 2
+
+
+# Found by mutation testing: each of these could change unseen
+
+def test_a_member_name_repeated_inside_an_array_is_refused_not_read_as_its_last_value():
+    """`{"effect": "deny", "effect": "allow"}` in a rule: the last one won, and the deny became an allow."""
+    from app.server import create_app
+    from app.settings import Settings
+    from tests.conftest import rs256_policy
+
+    document = ('{"api": {"policy": ' + json.dumps(rs256_policy()) +
+                ', "rules": [{"effect": "deny", "effect": "allow"}]}}')
+    try:
+        create_app(Settings(authorizers_json=document))
+    except ConfigError as error:
+        assert "$.api.rules[0].effect: this member name appears more than once in its object" in str(error)
+    else:
+        raise AssertionError("a repeated member name inside an array was accepted")
+
+
+def test_a_value_that_looks_like_a_token_is_not_shown_as_the_documents_label():
+    source = Source("ISSUER_PROFILES_JSON", "/run/secrets/Zm9vYmFyQmF6cXV4MTIzNDU2Nzg5")
+    assert "Zm9v" not in source.label and "not shown" in source.label
+
+
+def test_an_inline_document_is_never_written_to_the_snapshot_directory(tmp_path, monkeypatch):
+    """A snapshot serves a respawned worker whose file broke: inline JSON cannot break, and may hold secrets."""
+    monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path))
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", '{"a": 1, "secret": "s3cr3t"}'), load, {})
+    assert document.value["a"] == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_file_reverted_to_the_served_bytes_after_a_refusal_is_served_again_without_the_refusal(tmp_path):
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    path.write_text('{"a": "broken"}')
+    assert document.reload() is False and document.last_error is not None
+    path.write_text('{"a": 1}')
+    assert document.reload() is True and document.last_error is None and document.value == {"a": 1}
+
+
+def test_a_loader_that_fails_on_a_reload_keeps_the_served_document(tmp_path):
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+
+    def fragile(data: bytes, label: str) -> dict:
+        document = load(data, label)
+        return document if document["a"] == 1 else document["missing"]  # a bug: KeyError
+
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), fragile, {})
+    path.write_text('{"a": 2}')
+    assert document.reload() is False and document.value == {"a": 1}
+    assert "could not be loaded (KeyError)" in document.last_error
+
+
+def test_a_document_refused_again_in_another_version_is_logged_again(tmp_path):
+    import structlog
+
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    with structlog.testing.capture_logs() as logs:
+        path.write_text('{"a": "broken"}')
+        document.reload()
+        document.reload()  # the same bytes: told once
+        path.write_text('{"a": "broken", "b": 2}')  # another version, the same problem: told again
+        document.reload()
+    assert [line["event"] for line in logs].count("config_reload_failed") == 2
+
+
+def test_a_config_file_over_16_mib_is_refused(tmp_path):
+    path = tmp_path / "profiles.json"
+    path.write_bytes(b'{"a": 1, "pad": "' + b"x" * (16 << 20) + b'"}')
+    try:
+        ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    except ConfigError as error:
+        assert "larger than 16 MiB" in str(error)
+    else:
+        raise AssertionError("a 16 MiB file was read")
+
+
+def test_json_paths_bracket_dotted_names_and_hide_only_names_longer_than_an_id():
+    from app.config import MAX_SHOWN_NAME, json_path
+
+    assert json_path("acme", "required_custom_claims", "org.id") == '$.acme.required_custom_claims["org.id"]'
+    assert json_path("a" * MAX_SHOWN_NAME, "issuer") == f"$.{'a' * MAX_SHOWN_NAME}.issuer"
+    assert json_path("a" * (MAX_SHOWN_NAME + 1)) == f"$[<a name of {MAX_SHOWN_NAME + 1} characters>]"
