@@ -1091,7 +1091,8 @@ def test_exact_patterns_compared_as_strings_agree_with_re2(pattern, flags, text)
                                   "kelvin-sx", "kelvin-s.\n", "x\nkelvin-s.", "k\u00e9s", "K\u00c9S", "\u212a\u00e9\u017f"])
 def test_a_case_insensitive_literal_compared_lower_cased_agrees_with_re2(pattern, flags, text):
     """`^x-debug$` under `i` compares an ASCII text lower-cased and leaves any other text to RE2, which folds the
-    Kelvin sign into `k` and the long s into `s` (a query rule's name: 999 of them against 1,000 parameters cost 0.16-0.23 s a request searched)."""
+    Kelvin sign into `k` and the long s into `s` (a query rule's name: 999 of them against 1,000 parameters cost
+    0.16-0.23 s a request searched)."""
     import re2
 
     from app.patterns import compile_pattern
