@@ -202,7 +202,8 @@ def test_claim_budgets_keep_claim_values_of_different_types_apart():
     # A pointer keys on the value it names, not on the object around it.
     nested = compile_rate_limit(RateLimitDoc(per_minute=3, key="claim:/org/id"))
     assert budget_key("api", nested, {"org": {"id": "acme", "tier": "x"}}) == \
-        budget_key("api", nested, {"org": {"id": "acme", "tier": "y"}}) != budget_key("api", nested, {"org": {"id": "b"}})
+        budget_key("api", nested, {"org": {"id": "acme", "tier": "y"}}) != \
+        budget_key("api", nested, {"org": {"id": "b"}})
 
 
 def test_in_memory_moving_window_budgets_are_forgotten_once_their_windows_end(monkeypatch):
@@ -1334,7 +1335,8 @@ def test_a_non_ascii_header_variable_decides_alike_in_forward_auth_and_authorize
 
 
 @pytest.mark.parametrize("url", ["/v1/forward-auth/or%67s/v1/organisations/acme",
-                                 "/v1/forward-auth/orgs%2Fv1/organisations/acme"], ids=["escaped-letter", "escaped-slash"])
+                                 "/v1/forward-auth/orgs%2Fv1/organisations/acme"],
+                         ids=["escaped-letter", "escaped-slash"])
 def test_forward_auth_path_form_refuses_an_authorizer_segment_spelled_otherwise(client, url):
     """Envoy's `path_prefix` form takes the original path from the raw URL after the authorizer segment. When that
     segment is not the authorizer's id as sent (escaped), where it ends in the raw URL is not where the router

@@ -745,7 +745,8 @@ GOOD_FILE = {"provider": "acme", "title": "Acme IdP", "issuer": "https://{tenant
     ({"policy": {"allowed_algs": ["RS256"], "audiences": "https://api.acme.com"}}, "$.policy.audiences",
      "expected an array of strings"),
 ], ids=["provider-not-file-name", "unknown-field", "alg-none", "hs-with-jwks-uri", "skew-too-big",
-        "issuer-in-policy", "secret-in-policy", "jwks-in-policy", "undeclared-placeholder", "broken-placeholder", "http-jwks-uri",
+        "issuer-in-policy", "secret-in-policy", "jwks-in-policy",
+        "undeclared-placeholder", "broken-placeholder", "http-jwks-uri",
         "unknown-parameter-kind", "parameter-not-in-issuer", "bad-default", "empty-title", "audiences-a-string"])
 def test_bad_preset_file_raises_config_error_with_file_path_and_problem(tmp_path, change, path, message):
     (tmp_path / "acme.json").write_text(json.dumps({**GOOD_FILE, **change}))
