@@ -329,3 +329,31 @@ def test_json_paths_bracket_dotted_names_and_hide_only_names_longer_than_an_id()
     assert json_path("acme", "required_custom_claims", "org.id") == '$.acme.required_custom_claims["org.id"]'
     assert json_path("a" * MAX_SHOWN_NAME, "issuer") == f"$.{'a' * MAX_SHOWN_NAME}.issuer"
     assert json_path("a" * (MAX_SHOWN_NAME + 1)) == f"$[<a name of {MAX_SHOWN_NAME + 1} characters>]"
+
+
+async def test_a_sighup_reads_a_file_again_even_when_its_stamp_did_not_change(tmp_path, monkeypatch):
+    """A coarse timestamp or a network file system's attribute cache can leave an edit's stamp as it was: the
+    poll misses it, and SIGHUP, the operator's "read it now", reads every file whatever its stamp."""
+    import asyncio
+    import signal
+
+    from app.config import install_sighup
+
+    monkeypatch.setattr(Source, "stamp", lambda self: ("as it was",))
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    path.write_text('{"a": 2}')
+    assert not document.changed_on_disk()
+    loop = asyncio.get_running_loop()
+    install_sighup([document])
+    try:
+        assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN)  # else the signal ends pytest
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if document.value == {"a": 2}:
+                break
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+    assert document.value == {"a": 2}
