@@ -357,3 +357,26 @@ async def test_a_sighup_reads_a_file_again_even_when_its_stamp_did_not_change(tm
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
     assert document.value == {"a": 2}
+
+
+def test_a_file_that_grew_past_16_mib_after_its_size_was_read_is_refused_for_its_size(tmp_path, monkeypatch):
+    """The size a file reports can be out of date by the time it is read (a file being written, or one that
+    reports 0 as /proc does): what was read is measured too."""
+    from app import config
+
+    path = tmp_path / "profiles.json"
+    path.write_bytes(b'{"a": 1, "pad": "' + b"x" * (16 << 20) + b'"}')
+    real = os.fstat
+
+    def reporting_nothing(descriptor: int) -> os.stat_result:
+        status = list(real(descriptor))
+        status[6] = 0  # st_size
+        return os.stat_result(status)
+
+    monkeypatch.setattr(config.os, "fstat", reporting_nothing)
+    try:
+        Source("ISSUER_PROFILES_JSON", str(path)).read()
+    except ConfigError as error:
+        assert "larger than 16 MiB" in str(error)
+    else:
+        raise AssertionError("a file larger than 16 MiB was read")
