@@ -380,3 +380,26 @@ def test_a_file_that_grew_past_16_mib_after_its_size_was_read_is_refused_for_its
         assert "larger than 16 MiB" in str(error)
     else:
         raise AssertionError("a file larger than 16 MiB was read")
+
+
+def test_when_the_file_breaks_a_worker_takes_its_siblings_version_only_if_new_to_it_and_agreed(tmp_path, monkeypatch):
+    """The snapshot is followed only when it is not what the worker serves (else a rebuild for nothing: keys
+    forgotten and fetched, authorizers reloaded), and only when the other documents agree with it, as a reload's
+    own version must (a profile an authorizer names may not go)."""
+    import structlog
+
+    monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path))
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+    changes: list[object] = []
+    quick = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {},
+                              on_change=lambda old, new: changes.append(new))
+    refusing = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {},
+                                 agrees=lambda new: [("$.a", "an authorizer names it")] if new == {"a": 2} else [])
+    path.write_text('{"a": 2}')
+    assert quick.reload() is True and changes == [{"a": 2}]
+    path.write_text('{"a": "broken"}')
+    with structlog.testing.capture_logs() as logs:
+        assert quick.reload() is False and quick.value == {"a": 2}
+    assert changes == [{"a": 2}] and "config_reloaded" not in [line["event"] for line in logs]
+    assert refusing.reload() is False and refusing.value == {"a": 1}
