@@ -465,11 +465,12 @@ def compile_pattern(text: str, flags: str, declared: frozenset[str], untrusted: 
     if not names:
         compiled = _compile(text, flags, untrusted)
         literal = _LITERAL.fullmatch(text)
+        plain = _unescape(literal.group(1)) if literal else None
         # Without `i` and `m`, RE2's `^...$` around plain characters matches that exact text and nothing else.
-        exact = _unescape(literal.group(1)) if literal and not set(flags) & {"i", "m"} else None
-        folded = _unescape(literal.group(1)) if literal and "i" in flags and "m" not in flags else None
+        exact = plain if plain is not None and not set(flags) & {"i", "m"} else None
+        folded = plain.lower() if plain is not None and plain.isascii() and "i" in flags and "m" not in flags else None
         return Pattern(text, flags, (), compiled, exact, literal_prefix(text, flags), untrusted=untrusted,
-                       folded=folded.lower() if folded is not None and folded.isascii() else None)
+                       folded=folded)
     _compile(VARIABLE.sub("(?:x)", text), flags, untrusted)  # syntax check with a value in each variable's place
     exact = _exact_pieces(text, flags)
     return Pattern(text, flags, names, None, None, literal_prefix(text, flags), *(exact or (None, False)),
