@@ -2041,6 +2041,29 @@ def test_a_decision_awaiting_keys_across_a_reload_is_taken_again_wholly_on_the_n
         assert validations == 2  # one each, though the first was decided twice (found by a review: counted twice)
 
 
+@pytest.mark.parametrize("route", ["forward-auth", "authorize"])
+def test_a_decision_taken_again_on_an_authorizer_moved_to_another_profile_validates_the_token_again(tmp_path, clock,
+                                                                                                   route):
+    """The validation awaited across the reload was under the old profile: its result stands in for the new
+    authorizer's only when the new one trusts the same profile. Here the new profile requires a tenant the token
+    lacks, so the token valid under the old one must be refused."""
+    token = _rotated_token(tenant="evil")
+
+    def ask(client: TestClient[Any]) -> tuple[int, str]:
+        if route == "authorize":
+            body = decide(client, "az", path="/ok", bearer=token)
+            return body["status"], body["reason"]
+        response = client.get("/v1/forward-auth/az", headers={"Authorization": f"Bearer {token}",
+                                                              "X-Forwarded-Uri": "/ok"})
+        return response.status_code, response.json().get("reason") or response.json()["code"]
+
+    *answers, _ = _across_a_reload(
+        tmp_path, clock, ({"rs": {}}, {"az": {"issuer_profile_id": "rs", "rules": [{"effect": "allow"}]}}),
+        ({"rs": {}, "strict": {"required_custom_claims": {"tenant": "acme"}}},
+         {"az": {"issuer_profile_id": "strict", "rules": [{"effect": "allow"}]}}), ask)
+    assert answers == [(401, "token_invalid"), (401, "token_invalid")]
+
+
 def test_a_decision_taken_again_on_an_authorizer_with_its_own_policy_counts_one_validation(tmp_path, clock):
     """A reload recompiles every authorizer: one with its own policy, untouched by the edit, was validated again
     (found by a review: counted twice)."""

@@ -1648,3 +1648,38 @@ def test_re2s_refusal_quotes_a_part_of_up_to_eight_characters_only():
         compile_pattern("(abcdefg", "", frozenset())
     with pytest.raises(PatternError, match="in a part of 9 characters, not shown"):
         compile_pattern("(abcdefgh", "", frozenset())
+
+
+def test_a_variable_read_from_a_credential_header_is_redacted_even_when_nothing_in_it_looks_like_a_token():
+    """X-Api-Key's value is a secret whatever its shape: the answer's variables must not carry it."""
+    rules = load_rules([{"effect": "allow", "headers": [{"name": {"pattern": "^x-tenant$"},
+                                                         "value": {"pattern": "^{{k}}$"}}],
+                         "variables": [{"name": "k", "source": "header", "key": "X-Api-Key"}]}])
+    for explain in (False, True):
+        verdict = evaluate(rules, facts(headers={"X-Api-Key": "s3cret-key", "X-Tenant": "s3cret-key"}), "deny",
+                           explain=explain)
+        assert verdict.effect == "allow" and verdict.variables == {"k": "[redacted]"}
+        if explain:
+            assert verdict.trace[0]["variables"] == {"k": "[redacted]"}
+
+
+def test_a_query_value_holding_the_token_glued_to_other_text_is_redacted_from_the_trace():
+    """`a<token>` is not shaped like a JWT (holds_jwt wants a boundary before `eyJ`): the token itself, known to
+    the decision, is what hides it."""
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln"
+    rules = load_rules([{"effect": "allow", "query": [{"name": {"pattern": "^q$"}}]}])
+    verdict = evaluate(rules, facts(query={"q": "a" + token}, secrets=(token,)), "deny", explain=True)
+    (entry,) = verdict.trace
+    assert entry["conditions"][-1]["compared"] == [{"name": "q", "values": ["[redacted]"]}]
+    assert token not in repr(verdict.trace)
+
+
+@pytest.mark.parametrize("explain", [False, True])
+def test_a_variable_of_exactly_1024_characters_is_used_and_one_of_1025_is_not(explain):
+    """The bound applies to each item of an array claim (the fast path reads a plain string claim itself)."""
+    rules = load_rules([{"effect": "allow", "path": {"pattern": "^/g/{{g}}$"},
+                         "variables": [{"name": "g", "source": "jwtClaim", "key": "groups"}]}])
+    for size, effect in ((1024, "allow"), (1025, "deny")):
+        group = "x" * size
+        verdict = evaluate(rules, facts(path=f"/g/{group}", claims={"groups": [group]}), "deny", explain=explain)
+        assert verdict.effect == effect, size
