@@ -257,6 +257,39 @@ def test_without_a_key_no_v1_answer_tells_which_routes_and_methods_exist(guarded
     assert value(counted, "http_requests_total", route="/v1/validate/jwt", method="GET", status="401") >= 1
 
 
+def test_api_keys_are_checked_on_the_path_the_router_reads_and_on_every_key_line():
+    """Requests as a server hands them over, key lines repeated (a test client merges them): `//v1/profiles` and
+    a root path reach /v1/profiles through Litestar's router, so the gate must read the path as it does; and one
+    accepted key does not vouch for another line's."""
+    import asyncio
+
+    app = create_app(Settings(api_keys=("k-one", "k-two")))
+
+    def status(path: str, keys: tuple[bytes, ...], root_path: str = "") -> int:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+                 "root_path": root_path, "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
+                 "headers": [(b"host", b"x"), *((b"x-api-key", key) for key in keys)]}
+        sent: list[Any] = []
+
+        async def receive() -> Any:
+            return {"type": "http.disconnect"}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+        return next(message["status"] for message in sent if message["type"] == "http.response.start")
+
+    assert status("/v1/profiles", (b"k-one",)) == 200
+    for path, root in (("//v1/profiles", ""), ("/auth/v1/profiles", "/auth")):
+        assert status(path, (b"k-one",), root) == 200, path  # the route is reached this way
+        assert status(path, (), root) == 401, path
+    assert status("/v1/profiles", (b"k-one", b"k-two")) == 200
+    assert status("/v1/profiles", (b"k-one", b"wrong")) == 401
+    assert status("/v1/profiles", (b"wrong", b"k-one")) == 401
+
+
 def test_api_keys_accept_any_configured_key_and_leave_public_routes_open(guarded):
     for key in ("k-one", "k-two"):
         response = guarded.post("/v1/inspect/token", json={"token": "x"}, headers={"X-API-Key": key})
