@@ -1069,6 +1069,47 @@ def test_port_0_serves_every_worker_on_one_free_port_and_logs_it(tmp_path):
         stop_process(process)
 
 
+def test_leftover_directories_are_removed_from_the_snapshot_directory_too_and_never_another_users(tmp_path,
+                                                                                                monkeypatch):
+    """The operator's JWT_DECISION_SNAPSHOT_DIR holds the snapshots (the profiles' secrets) of a run killed
+    outright as the temporary directory does; a directory of another user is not this service's to remove."""
+    import tempfile
+
+    from app.__main__ import _remove_stale_directories
+    from app.config import SNAPSHOT_ENV
+
+    temporary, snapshots = tmp_path / "tmp", tmp_path / "snapshots"
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    monkeypatch.setenv(SNAPSHOT_ENV, str(snapshots))
+    left = {}
+    for parent, name in ((temporary, "jwt-decision-config-a"), (snapshots, "jwt-decision-config-b"),
+                         (temporary, "jwt-decision-metrics-c"), (temporary, "jwt-decision-config-theirs"),
+                         (temporary, "unrelated-d")):
+        left[name] = parent / name
+        left[name].mkdir(parents=True)
+        (left[name] / ".owner").write_text("1 1\n")  # unlocked: its run is gone
+    other_user = os.getuid() == 0
+    if other_user:
+        os.chown(left["jwt-decision-config-theirs"], 54321, 54321)
+    _remove_stale_directories()
+    assert sorted(name for name, path in left.items() if path.exists()) == (
+        ["jwt-decision-config-theirs", "unrelated-d"] if other_user else ["unrelated-d"])
+
+
+def test_a_refused_start_removes_only_its_own_metrics_files(tmp_path, monkeypatch):
+    """A start refused (a broken file) clears what it wrote, not what a previous run left: those are cleared only
+    by a start that goes on to serve."""
+    from app.__main__ import MULTIPROC_ENV, _clear_metrics
+
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    for name in (f"counter_{os.getpid()}.db", "counter_123.db", "histogram_123.db", "notes.txt"):
+        (tmp_path / name).write_text("")
+    _clear_metrics(only_this_process=True)
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["counter_123.db", "histogram_123.db", "notes.txt"]
+    _clear_metrics(only_this_process=False)
+    assert [item.name for item in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def test_a_run_removes_the_working_directories_a_killed_run_left_behind(tmp_path):
     """A main process killed outright leaves its metrics and snapshot directories (the snapshots hold the
     profiles' secrets); the next run removes those whose run no longer holds the lock on their owner file, and

@@ -453,6 +453,65 @@ def test_an_authorizers_reload_prefetches_the_key_sets_it_names_and_forgets_the_
         assert server.url(PATH) not in keys.held()
 
 
+def test_a_key_set_named_by_a_profile_and_an_authorizers_own_policy_stays_until_neither_names_it(tmp_path, server):
+    """Each document's reload forgets only the key sets nothing configured names: dropped by one, still named by
+    the other, the set stays looked after (no refetch, its age still exported). An authorizer with its own policy
+    names no profile, so the profiles may change freely beside it."""
+    server.documents["/other.json"] = jwks(key_for("RS256", "k2"))
+    profiles_path, authorizers_path = tmp_path / "profiles.json", tmp_path / "authorizers.json"
+    write(profiles_path, {"p": profile(server)})
+    write(authorizers_path, {"api": {"policy": profile(server), "rules": []}})
+    app = create_app(Settings(issuer_profiles_json=str(profiles_path), authorizers_json=str(authorizers_path),
+                              config_poll_seconds=0.1))
+    keys, shared = app.state.key_sets, server.url(PATH)
+
+    def settle(condition) -> None:
+        for _ in range(50):
+            if condition():
+                return
+            time.sleep(0.1)
+        assert condition()
+
+    with TestClient(app) as client:
+        settle(lambda: keys.state(shared)["key_state"] == "fresh")
+        fetched = server.hit_count(PATH)
+        # A profile added: accepted, and its key set fetched before any request names it.
+        write(profiles_path, {"p": profile(server), "q": profile(server, jwks_uri=server.url("/other.json"))})
+        settle(lambda: server.hit_count("/other.json") == 1)
+        assert sorted(app.state.profiles.value.policies) == ["p", "q"] and app.state.profiles.last_error is None
+        assert client.get("/readyz").json()["profiles"]["q"]["key_state"] == "fresh"
+        write(profiles_path, {"q": profile(server, jwks_uri=server.url("/other.json"))})  # p gone, api remains
+        settle(lambda: sorted(app.state.profiles.value.policies) == ["q"])
+        assert shared in keys.configured() and keys.state(shared)["key_state"] == "fresh"
+        write(profiles_path, {"p": profile(server)})
+        settle(lambda: sorted(app.state.profiles.value.policies) == ["p"])
+        write(authorizers_path, {})  # api gone, p remains
+        settle(lambda: app.state.authorizers.ids() == [])
+        assert shared in keys.configured() and keys.state(shared)["key_state"] == "fresh"
+        assert f'jwks_key_set_age_seconds{{jwks_uri="{shared}"}}' in client.get("/metrics").text
+        assert server.hit_count(PATH) == fetched
+
+
+def test_profiles_reload_freely_beside_inline_authorizers_that_have_their_own_policies(tmp_path, server):
+    """Inline AUTHORIZERS_JSON only a restart changes: the profiles' reload must not count an authorizer without
+    an issuer_profile_id as naming a profile it drops."""
+    path = tmp_path / "profiles.json"
+    write(path, {"p": profile(server)})
+    app = create_app(Settings(issuer_profiles_json=str(path), config_poll_seconds=3600,
+                              authorizers_json=json.dumps({"api": {"policy": profile(server), "rules": []}})))
+    with TestClient(app):
+        write(path, {"q": profile(server)})
+        assert app.state.profiles.reload() is True, app.state.profiles.last_error
+        assert sorted(app.state.profiles.value.policies) == ["q"]
+
+
+def test_an_empty_setting_for_a_document_means_none(server):
+    """docker-compose passes `${VAR}` of an unset VAR as an empty value: no profiles, not a file named ''."""
+    app = create_app(Settings(issuer_profiles_json="", authorizers_json=""))
+    with TestClient(app) as client:
+        assert client.get("/v1/profiles").json()["profiles"] == []
+
+
 def test_a_discovery_profile_a_reload_drops_is_no_longer_looked_after(tmp_path, server, monkeypatch):
     """Its discovery and the key set it found are forgotten: no more fetches, no more key-set age series."""
     import app.jwks as jwks_module
