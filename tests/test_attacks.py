@@ -171,15 +171,20 @@ def test_an_hs256_token_naming_a_public_key_of_a_mixed_set_is_called_key_confusi
     assert "key-confusion" not in (only(verdict(client, wrong_kid, policy), "KID_NOT_FOUND")["remediation"] or "")
 
 
-@pytest.mark.parametrize("placement", ["secret-pem", "secret-jwk", "secret-certificate", "secret-ssh", "oct-jwk-pem"])
+@pytest.mark.parametrize("placement", ["secret-pem", "secret-jwk", "secret-certificate", "secret-ssh", "secret-ssh-ecdsa",
+                                       "secret-der-wrapped", "oct-jwk-pem"])
 def test_a_public_key_given_as_the_hmac_secret_is_refused(client, placement):
     """With the IdP's public key pasted as `secret`, anyone holding that public key could mint HS256 tokens that
-    validate (the key-confusion attack, by configuration): the policy is refused, naming the field."""
+    validate (the key-confusion attack, by configuration): the policy is refused, naming the field. An ECDSA SSH
+    key, and a PEM body copied without its header lines but with its line breaks, too (found by mutation testing)."""
     rsa_key = key_for("RS256")
     public_jwk = jwks(rsa_key)["keys"][0]
+    body = "".join(rsa_key.public_pem.strip().splitlines()[1:-1])
     material = {"secret-pem": rsa_key.public_pem, "secret-jwk": json.dumps(public_jwk),
                 "secret-certificate": _self_signed_certificate(rsa_key),
                 "secret-ssh": "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 user@host",
+                "secret-ssh-ecdsa": "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY= ops@idp",
+                "secret-der-wrapped": "\n".join(body[i:i + 64] for i in range(0, len(body), 64)),
                 "oct-jwk-pem": rsa_key.public_pem}[placement]
     if placement == "oct-jwk-pem":
         policy = rs256_policy(public_key=None, allowed_algs=["HS256"], jwks={"keys": [
@@ -232,6 +237,79 @@ def test_a_jwk_whose_certificate_holds_another_key_is_refused_and_a_matching_or_
         assert (len(entries), bool(problems)) == ((1, False) if kept else (0, True)), (x5c[:1], problems)
         if not kept:
             assert "holds another key" in problems[0][1]
+
+
+@pytest.mark.parametrize("member, fits", [
+    ({"use": "sig"}, True), ({"use": "signing"}, False), ({"use": "enc"}, False),
+    ({"key_ops": ["verify"]}, True), ({"key_ops": ["sign", "verify"]}, True), ({"key_ops": ["encrypt"]}, False),
+    ({"key_ops": []}, False),
+], ids=lambda value: json.dumps(value) if isinstance(value, dict) else str(value))
+def test_a_key_verifies_only_when_its_use_is_sig_and_its_key_ops_allow_verify(client, member, fits):
+    """RFC 7517 4.2 and 4.3: `use` other than "sig" (a misspelling included) and `key_ops` without "verify" keep a
+    key from verifying (found by mutation testing: any non-"enc" use, any non-empty key_ops, verified)."""
+    from app.keys import ALGORITHMS, jwk_key
+
+    key = {**jwks(key_for("RS256"))["keys"][0], **member}
+    assert jwk_key(key, allow_oct=False).fits(ALGORITHMS["RS256"]) is fits
+    response = client.post(URL, json={"token": rs256_token(), "policy": rs256_policy(public_key=None,
+                                                                                   jwks={"keys": [key]})})
+    if fits:
+        assert response.status_code == 200 and response.json()["valid"], response.text
+    else:  # an inline set whose keys all fit nothing is refused with the policy
+        assert response.status_code == 422 and "RS256 fits none of the configured keys" in response.text
+
+
+@pytest.mark.parametrize("member, problem", [
+    ({"use": ["sig"]}, "'use' must be a string"), ({"key_ops": ["verify", 1]}, "'key_ops' must be an array of strings"),
+])
+def test_a_jwk_whose_use_or_key_ops_is_of_the_wrong_type_is_skipped_in_a_set_and_refused_inline(client, member,
+                                                                                                problem):
+    from app.keys import jwk_set
+
+    key = {**jwks(key_for("RS256"))["keys"][0], **member}
+    entries, problems = jwk_set({"keys": [key]}, allow_oct=False)
+    assert entries == [] and problem in problems[0][1]
+    response = client.post(URL, json={"token": rs256_token(), "policy": rs256_policy(public_key=None,
+                                                                                   jwks={"keys": [key]})})
+    assert response.status_code == 422 and problem in response.text
+
+
+def test_two_pem_blocks_as_the_public_key_are_refused():
+    from app.keys import KeyError_, pem_key
+
+    first, second = key_for("RS256").public_pem, key_for("RS256", "rs256-other").public_pem
+    with pytest.raises(KeyError_, match="2 PEM blocks"):
+        pem_key(first + second)
+    assert pem_key(first).kty == "RSA"
+
+
+def test_kids_are_shown_cut_to_128_characters_from_the_129th():
+    base = jwks(key_for("RS256"))["keys"][0]
+    keys = [{**base, "kid": "a" * 128}, {**base, "kid": "b" * 129}, {**base, "kid": "c" * 200}]
+    from app.keys import KeySet, jwk_set
+
+    keyset = KeySet(tuple(jwk_set({"keys": keys}, allow_oct=False)[0]), "v")
+    assert keyset.shown_kids == ["a" * 128, "b" * 128 + "...", "c" * 128 + "..."]
+
+
+def test_a_set_of_101_keys_uses_the_first_100_and_says_so():
+    from app.keys import MAX_KEYS_PER_SET, jwk_set
+
+    key = jwks(key_for("RS256"))["keys"][0]
+    for count, problems in ((MAX_KEYS_PER_SET, []), (MAX_KEYS_PER_SET + 1, [(100, "only the first 100 keys are used")])):
+        entries, found = jwk_set({"keys": [{**key, "kid": str(number)} for number in range(count)]}, allow_oct=False)
+        assert (len(entries), found) == (MAX_KEYS_PER_SET, problems)
+
+
+def test_kids_no_key_carries_are_not_remembered_by_the_key_set():
+    """The candidates memo keeps only answers with keys: an attacker's random kids add nothing to it."""
+    from app.keys import ALGORITHMS, KeySet, jwk_set
+
+    keyset = KeySet(tuple(jwk_set(jwks(key_for("RS256")), allow_oct=False)[0]), "v")
+    for number in range(100):
+        assert keyset.candidates(ALGORITHMS["RS256"], f"random-{number}") == []
+    assert keyset.candidates(ALGORITHMS["RS256"], "rs256-1") != []
+    assert list(keyset._candidates) == [("RS256", "rs256-1")]
 
 
 def _embedded(parameter: str, attacker: SigningKey) -> dict[str, Any]:
