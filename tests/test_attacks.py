@@ -171,8 +171,8 @@ def test_an_hs256_token_naming_a_public_key_of_a_mixed_set_is_called_key_confusi
     assert "key-confusion" not in (only(verdict(client, wrong_kid, policy), "KID_NOT_FOUND")["remediation"] or "")
 
 
-@pytest.mark.parametrize("placement", ["secret-pem", "secret-jwk", "secret-certificate", "secret-ssh", "secret-ssh-ecdsa",
-                                       "secret-der-wrapped", "oct-jwk-pem"])
+@pytest.mark.parametrize("placement", ["secret-pem", "secret-jwk", "secret-certificate", "secret-ssh",
+                                       "secret-ssh-ecdsa", "secret-der-wrapped", "oct-jwk-pem"])
 def test_a_public_key_given_as_the_hmac_secret_is_refused(client, placement):
     """With the IdP's public key pasted as `secret`, anyone holding that public key could mint HS256 tokens that
     validate (the key-confusion attack, by configuration): the policy is refused, naming the field. An ECDSA SSH
@@ -296,7 +296,8 @@ def test_a_set_of_101_keys_uses_the_first_100_and_says_so():
     from app.keys import MAX_KEYS_PER_SET, jwk_set
 
     key = jwks(key_for("RS256"))["keys"][0]
-    for count, problems in ((MAX_KEYS_PER_SET, []), (MAX_KEYS_PER_SET + 1, [(100, "only the first 100 keys are used")])):
+    for count, problems in ((MAX_KEYS_PER_SET, []),
+                            (MAX_KEYS_PER_SET + 1, [(100, "only the first 100 keys are used")])):
         entries, found = jwk_set({"keys": [{**key, "kid": str(number)} for number in range(count)]}, allow_oct=False)
         assert (len(entries), found) == (MAX_KEYS_PER_SET, problems)
 
