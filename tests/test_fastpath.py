@@ -418,3 +418,105 @@ def test_an_empty_method_on_forward_auth_is_decided_the_same_on_both_paths():
     handed = _answers(served, {**scope, "headers": [*headers, (b"content-length", b"0"), (b"content-length", b"0")]},
                       [])
     assert fast[0] == handed[0] == 403 and fast[2] == handed[2]
+
+
+def test_more_raw_requests_are_answered_as_litestar_answers_them():
+    """Requests found by mutation testing where a change to the fast path answered otherwise than Litestar: a key
+    that is not Latin-1 text, two Host lines, a body going on after a whole JSON document, a client leaving
+    after one, a path holding its root path twice, a repeated or non-numeric Content-Length, lone surrogates
+    outside `token`, an upper-case surrogate escape in it."""
+    served, plain = _pair(issuer_profiles_json=json.dumps({"test-issuer": rs256_policy()}),
+                          authorizers_json=str(AUTHORIZERS), api_keys=[KEY])
+    body = json.dumps(VALIDATE).encode()
+    keyed = [(b"x-api-key", KEY.encode()), (b"content-type", b"application/json")]
+    length = (b"content-length", b"%d" % len(body))
+    whole = [{"type": "http.request", "body": body}]
+
+    def post(path: str, headers: list[Any], **scope: Any) -> dict[str, Any]:
+        return {"method": "POST", "path": path, "raw_path": path.encode(), "headers": headers, **scope}
+
+    def surrogate(document: dict[str, Any], where: bytes) -> list[Any]:
+        text = json.dumps(document).encode().replace(where, where[:-1] + b"\\ud800" + where[-1:])
+        return [{"type": "http.request", "body": text}]
+
+    policy_body = {**VALIDATE, "policy": rs256_policy(audiences=["aud-X"])}
+    decide_body = {**DECIDE, "request": {**DECIDE["request"], "headers": {"x-a": "v"}}}
+    cases = {
+        "key not Latin-1 text": (post("/v1/validate/jwt", [(b"x-api-key", b"\xff"), keyed[1], length]), whole, 401),
+        "forward-auth key not Latin-1 text": ({"method": "GET", "path": "/v1/forward-auth/orgs",
+                                               "raw_path": b"/v1/forward-auth/orgs",
+                                               "headers": [(b"x-api-key", b"\xff")]}, [], 401),
+        "two Host lines": (post("/v1/validate/jwt", [(b"host", b"a b"), (b"host", b"x"), *keyed, length]), whole,
+                           400),
+        "more after the document": (post("/v1/validate/jwt", [*keyed, (b"content-length", b"%d" % (len(body) + 3))]),
+                                    [{"type": "http.request", "body": body, "more_body": True},
+                                     {"type": "http.request", "body": b"xyz"}], 422),
+        "gone after the document": (post("/v1/validate/jwt", [*keyed, (b"content-length", b"%d" % (len(body) + 3))]),
+                                    [{"type": "http.request", "body": body, "more_body": True},
+                                     {"type": "http.disconnect"}], 400),
+        "root path twice": (post("/x/v1/validate/jwt/x", [*keyed, length], root_path="/x"), whole, 404),
+        "two lengths": (post("/v1/validate/jwt", [*keyed, (b"content-length", b"99999"), length]), whole, None),
+        "length not a number": (post("/v1/validate/jwt", [*keyed, (b"content-length", b"abc")]), whole, None),
+        "surrogate in a policy": (post("/v1/validate/jwt", [*keyed]), surrogate(policy_body, b'"aud-X"'), 422),
+        "surrogate in a member name": (post("/v1/authorize", [*keyed]), surrogate(decide_body, b'"x-a"'), 422),
+    }
+    upper = json.dumps(VALIDATE).replace(json.dumps(GOOD), '"\\uD800"').encode()
+    cases["upper-case surrogate escape in the token"] = (post("/v1/validate/jwt", [*keyed]),
+                                                         [{"type": "http.request", "body": upper}], 200)
+    for name, (scope, messages, status) in cases.items():
+        answered = _answers(served, scope, messages)
+        assert answered == _answers(plain, scope, messages), name
+        assert status is None or answered[0] == status, (name, answered)
+        if status == 200:
+            assert json.loads(answered[2])["findings"][0]["code"] == "MALFORMED_TOKEN"
+
+
+@pytest.mark.parametrize("content_type, status", [
+    (b"Application/JSON", 200), (b"application/json; Charset=UTF-8", 200), (b"application/json; Charset=latin-1", 415),
+    (b"application/json; charset=latin-1", 415)])
+def test_a_json_content_type_and_its_charset_are_read_without_regard_to_case(content_type, status):
+    """RFC 9110 8.3.1: type, subtype and parameter names are case-insensitive; JSON is UTF-8 (RFC 8259 8.1)."""
+    served, _ = _pair()
+    body = json.dumps({"token": GOOD}).encode()
+    scope = {"method": "POST", "path": "/v1/inspect/token", "raw_path": b"/v1/inspect/token",
+             "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]}
+    assert _answers(served, scope, [{"type": "http.request", "body": body}])[0] == status
+
+
+def test_a_head_answer_carries_no_content_and_its_length_is_the_gets():
+    served, _ = _pair()
+    head = _answers(served, {"method": "HEAD", "path": "/healthz", "raw_path": b"/healthz", "headers": []}, [])
+    get = _answers(served, {"method": "GET", "path": "/healthz", "raw_path": b"/healthz", "headers": []}, [])
+    assert head[0] == get[0] == 200 and head[2] == b"" and get[2]
+    assert dict(head[1])[b"content-length"] == b"%d" % len(get[2])
+
+
+def test_body_deadlines_forget_every_read_once_it_is_over_and_let_a_cancellation_not_theirs_through():
+    """A finished read leaves the watcher's table (it grew by one entry a POST, and a handler outliving the body's
+    deadline was cancelled); a read cancelled by anything but the watcher (a server shutting down) is cancelled,
+    not turned into a client that left."""
+    from app.api.fastpath import BodyDeadlines
+
+    async def scenario() -> None:
+        deadlines = BodyDeadlines(10.0)
+        scope: dict[str, Any] = {}
+
+        async def one() -> Any:
+            return {"type": "http.request", "body": b"{}"}
+
+        assert (await deadlines.receive(one, scope)())["body"] == b"{}"
+        assert deadlines.reading == {}
+        never = asyncio.Event()
+
+        async def waits() -> Any:
+            await never.wait()
+
+        task = asyncio.ensure_future(deadlines.receive(waits, scope)())
+        await asyncio.sleep(0)
+        assert len(deadlines.reading) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert deadlines.reading == {}
+
+    asyncio.run(scenario())
