@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import random
 import string
-from collections.abc import AsyncIterator, Iterator
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import msgspec
@@ -373,8 +376,9 @@ def _answering(location: str) -> httpx.AsyncClient:
     ("https://idp.example.com/a", "https://other.example.com/b", "redirect to another host ('other.example.com')"),
     ("https://idp.example.com/a", f"https://{'x' * 5000}.example.com/b", "redirect to another host ('xxx"),
     ("https://idp.example.com/a", "http://idp.example.com/b", "redirect to a URL that must use https"),
+    ("http://localhost:8080/a", "https://localhost:6379/b", "redirect to another port (6379) refused"),
 ], ids=["default-port-written", "upper-case-and-final-dot", "loopback-upgrade", "other-port", "default-port-left-out",
-        "other-host", "long-host", "downgrade"])
+        "other-host", "long-host", "downgrade", "loopback-upgrade-to-another-port"])
 async def test_a_redirect_is_followed_only_on_the_same_origin_however_it_is_spelled(clock, origin, location, error):
     """Found by reviews: `https://idp.example.com:443/b` was refused as "another host", and a redirect's host went
     into every answer at any length."""
@@ -1167,3 +1171,304 @@ async def test_a_discovered_key_set_whose_host_only_httpx_reads_as_loopback_is_r
         await cache.aclose()
     assert view.keyset is None and "must name its host in ASCII" in (view.error or "")
     assert server.hit_count(PATH) == 0
+
+
+# --- found by mutation testing: content codings, the size cap, readiness, backoff, maintenance, reloads ----------
+
+class CompressingKeyServer(KeyServer):
+    """A key server sending every document compressed by `compress` under the Content-Encoding `coding`, whatever
+    was asked."""
+
+    def __init__(self, coding: str, compress: Callable[[bytes], bytes]) -> None:
+        super().__init__()
+        self.coding, self.compress = coding, compress
+
+    def respond(self, handler: BaseHTTPRequestHandler, path: str) -> None:
+        body = self.compress(json.dumps(self.documents[path]).encode())
+        self._send(handler, 200, body, extra={"Content-Encoding": self.coding})
+
+
+@pytest.mark.parametrize("coding, compress", [("GZIP", gzip.compress), ("x-gzip", gzip.compress),
+                                              ("deflate", zlib.compress), ("deflate", gzip.compress)],
+                         ids=["gzip-upper-case", "x-gzip", "deflate-zlib-format", "deflate-gzip-header"])
+async def test_a_key_set_sent_under_any_spelling_of_gzip_or_deflate_is_inflated_and_used(clock, coding, compress):
+    """Content codings are case-insensitive (RFC 9110 8.4.1), x-gzip is gzip (8.4.1.3), and deflate is the zlib
+    format (8.4.1.2), which some servers send with a gzip header instead."""
+    server = CompressingKeyServer(coding, compress)
+    server.documents[PATH] = jwks(key_for("RS256", "k1"))
+    cache = KeySetCache(SETTINGS, clock=clock)
+    try:
+        view = await cache.view(server.url(PATH), "k1")
+    finally:
+        await cache.aclose()
+        server.stop()
+    assert view.keyset is not None and view.keyset.kids == ["k1"], view.error
+
+
+@pytest.mark.parametrize("spare, served", [(0, True), (-1, False)], ids=["exactly-the-cap", "one-byte-over"])
+async def test_a_key_set_body_of_exactly_jwks_max_bytes_is_served_and_one_byte_more_is_not(server, clock, spare,
+                                                                                             served):
+    """The cap is the largest body allowed: its Content-Length equal to JWKS_MAX_BYTES is no reason to refuse it."""
+    size = len(json.dumps(server.documents[PATH]).encode())
+    cache = KeySetCache(msgspec.structs.replace(SETTINGS, jwks_max_bytes=size + spare), clock=clock)
+    try:
+        view = await cache.view(server.url(PATH), "k1")
+    finally:
+        await cache.aclose()
+    assert (view.keyset is not None) is served, view.error
+    assert served or f"the body is larger than {size - 1} bytes" in (view.error or "")
+
+
+@pytest.mark.parametrize("after, key_state", [(599.5, "fresh"), (600, "stale"), (600.5, "stale")],
+                         ids=["just-before-the-end", "at-the-end", "just-after-the-end"])
+async def test_readiness_tells_a_set_stale_from_the_moment_its_freshness_ends(verifier, server, clock, after,
+                                                                              key_state):
+    uri = server.url(PATH)
+    assert (await verifier.keys.view(uri, "k1")).keyset is not None  # no Cache-Control: fresh for the default 600 s
+    clock.now += after
+    assert verifier.keys.state(uri)["key_state"] == key_state
+
+
+async def test_a_transport_failure_whose_cause_tells_no_os_error_text_is_told_as_a_request_that_failed(clock):
+    """An OSError without strerror (anyio's "All connection attempts failed") has no text to show: the reason reads
+    "the request failed", not "None"."""
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("All connection attempts failed") from OSError("All connection attempts failed")
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(fail))
+    cache = KeySetCache(SETTINGS, client=client, clock=clock)
+    try:
+        view = await cache.view("https://idp.example.com/jwks.json", None)
+    finally:
+        await cache.aclose()
+    assert view.keyset is None and view.error == "ConnectError: the request failed"
+
+
+async def test_the_first_retry_after_a_failed_fetch_is_one_second_later(verifier, server, clock):
+    uri, start = server.url(PATH), clock.now
+    server.mode = "500"
+    assert (await verifier.keys.view(uri, "k1")).keyset is None
+    server.mode = "ok"
+    clock.now = start + 0.9
+    assert (await verifier.keys.view(uri, "k1")).keyset is None  # backing off: not asked again yet
+    assert server.hit_count(PATH) == 1
+    clock.now = start + 1
+    assert (await verifier.keys.view(uri, "k1")).keyset is not None
+    assert server.hit_count(PATH) == 2
+
+
+async def test_a_successful_fetch_restarts_the_backoff_so_the_next_outage_begins_at_one_second(verifier, server, clock):
+    """Three failures at first, then success; much later one refresh fails and the IdP is back (rotated) 1.5 s after:
+    the new kid is fetched, as the failures before the success no longer count (their count was kept: an 8 s wait,
+    and every outage after began further up the backoff)."""
+    uri, start = server.url(PATH), clock.now
+    server.mode = "500"
+    for offset in (0, 1, 3):  # each retry as soon as the backoff (1, 2 s) allows
+        clock.now = start + offset
+        assert (await verifier.keys.view(uri, "k1")).keyset is None
+    server.mode = "ok"
+    clock.now = start + 7
+    assert (await verifier.keys.view(uri, "k1")).keyset is not None
+    server.mode = "500"
+    clock.now = start + 7 + 601  # past its freshness: the refresh in the background fails
+    await verifier.keys.view(uri, "k1")
+    await settled(verifier.keys, uri)
+    assert server.hit_count(PATH) == 5
+    server.mode = "ok"
+    server.documents[PATH] = jwks(key_for("RS256", "k1"), key_for("RS256", "k2"))
+    clock.now = start + 7 + 601 + 1.5
+    view = await verifier.keys.view(uri, "k2")
+    assert view.keyset is not None and "k2" in view.keyset.kids
+    assert server.hit_count(PATH) == 6
+
+
+async def test_maintenance_refreshes_a_configured_set_past_its_freshness_without_waiting_for_traffic(
+        server, clock, monkeypatch):
+    """A quiet profile: the IdP rotated, and the set is fetched again once its freshness ends, no request needed."""
+    import app.jwks as jwks_module
+
+    monkeypatch.setattr(jwks_module, "MAINTAIN_SECONDS", 0.001)
+    uri = server.url(PATH)
+    cache = KeySetCache(SETTINGS, clock=clock)
+    cache.prefetch([uri], [])
+    await settled(cache, uri)
+    task = asyncio.create_task(cache.maintain())
+    try:
+        clock.now += 599
+        await asyncio.sleep(0.05)
+        assert server.hit_count(PATH) == 1  # still fresh: not fetched again
+        server.documents[PATH] = jwks(key_for("RS256", "k1"), key_for("RS256", "k2"))
+        clock.now += 2
+        for _ in range(100):
+            if cache.state(uri)["kids"] == ["k1", "k2"]:
+                break
+            await asyncio.sleep(0.02)
+        assert cache.state(uri)["kids"] == ["k1", "k2"] and cache.state(uri)["key_state"] == "fresh"
+        assert server.hit_count(PATH) == 2
+    finally:
+        task.cancel()
+        await cache.aclose()
+
+
+async def test_a_reload_naming_by_jwks_uri_the_set_a_discovery_profile_found_keeps_serving_it_while_the_idp_is_down(
+        verifier, server):
+    """The profile changes from discovery to the jwks_uri discovery had found (server.profiles_changed: forget, then
+    prefetch): the set held is kept, not dropped and fetched again from an IdP that is down."""
+    issuer, well_known = server.url(ISSUER_PATH), ISSUER_PATH + "/.well-known/openid-configuration"
+    server.documents[well_known] = discovery_document(server, issuer)
+    cache, uri = verifier.keys, server.url(PATH)
+    assert (await cache.view_discovered(issuer, "k1")).keyset is not None
+    server.mode = "500"
+    cache.forget(set(), {issuer}, {uri})
+    cache.prefetch([uri], [])
+    view = await cache.view(uri, "k1")
+    assert view.keyset is not None and view.error is None, view.error
+    assert cache.configured() == {uri} and server.hit_count(PATH) == 1
+
+
+# --- found by mutation testing: the fetch budget's window and the bounds of its exemption -------------------------
+
+@pytest.mark.parametrize("later, admitted", [(15, False), (29.5, False), (30, True)],
+                         ids=["half-the-cooldown", "just-inside-the-cooldown", "at-the-end-of-the-cooldown"])
+async def test_the_budget_of_a_host_counts_the_fetches_of_one_whole_cooldown(server, clock, later, admitted):
+    cache = KeySetCache(SETTINGS, clock=clock)  # JWKS_COOLDOWN 30 s
+    try:
+        for index in range(4):
+            assert (await cache.view(server.url(f"{PATH}?n={index}"), "k1")).keyset is not None
+        clock.now += later
+        view = await cache.view(server.url(f"{PATH}?n=9"), "k1")
+    finally:
+        await cache.aclose()
+    assert (view.keyset is not None) is admitted, view.error
+    assert admitted or "more than 4 fetches of key sets named by requests on this host within 30 s" in view.error
+
+
+async def test_at_the_cap_of_a_host_only_the_set_that_validated_nothing_for_longest_loses_its_exemption(
+        verifier, server, clock):
+    """Five sets on one host validate tokens in turn: four keep the exemption (the cap is four, not five), and the
+    one that goes is the first (not the most recent of the others). All rotate once the budget is spent."""
+    policies = []
+    for index in range(5):
+        server.documents[f"/tenant{index}.json"] = jwks(key_for("RS256", f"t{index}"))
+        policies.append(remote_policy(server.url(f"/tenant{index}.json")))
+        if index == 4:
+            clock.now += 31  # four new key sets a cooldown on this host
+        assert (await verifier.validate(token(f"t{index}"), policies[index])).valid
+    for index in range(3):  # with the fifth tenant's fetch, this cooldown's budget spent
+        await verifier.keys.view(server.url(f"{PATH}?junk={index}"), "k1")
+    for index in range(5):
+        server.documents[f"/tenant{index}.json"] = jwks(key_for("RS256", f"t{index}"), key_for("RS256", "k2"))
+    rotated = [await verifier.validate(token("k2"), policy) for policy in policies]
+    assert [result.valid for result in rotated] == [False, True, True, True, True], [codes(r) for r in rotated]
+    assert codes(rotated[0]) == ["KID_NOT_FOUND"]
+
+
+async def test_a_configured_set_validating_tokens_takes_none_of_its_hosts_exemptions(verifier, server, clock):
+    """A profile's set on the same host as four sets only requests name, all validating tokens: the four keep their
+    exemption (a configured set needs none, and took one of the host's four)."""
+    configured = server.url("/configured.json")
+    server.documents["/configured.json"] = jwks(key_for("RS256", "k1"))
+    verifier.keys.prefetch([configured], [])
+    profile = remote_policy(configured)
+    assert (await verifier.validate(token("k1"), profile)).valid
+    tenants = []
+    for index in range(4):
+        server.documents[f"/tenant{index}.json"] = jwks(key_for("RS256", f"t{index}"))
+        tenants.append(remote_policy(server.url(f"/tenant{index}.json")))
+        assert (await verifier.validate(token(f"t{index}"), tenants[index])).valid
+    assert (await verifier.validate(token("k1"), profile)).valid  # the profile keeps validating tokens
+    clock.now += 31
+    for index in range(4):  # this cooldown's budget spent
+        await verifier.keys.view(server.url(f"{PATH}?junk={index}"), "k1")
+    for index in range(4):
+        server.documents[f"/tenant{index}.json"] = jwks(key_for("RS256", f"t{index}"), key_for("RS256", "k2"))
+    rotated = [await verifier.validate(token("k2"), policy) for policy in tenants]
+    assert all(result.valid for result in rotated), [codes(result) for result in rotated]
+
+
+async def test_at_most_64_key_sets_are_exempt_in_all_and_the_one_that_validated_nothing_for_longest_goes(clock):
+    """The bound in all, at its value: 65 sets on hosts of their own validate tokens (KeySetCache.vouch, as
+    Verifier.validate calls it); once new hosts spent the budget, the first set's rotation waits and the second's
+    does not. The hosts cannot all be served on 127.0.0.1: an httpx MockTransport stands for them."""
+    published: dict[str, dict] = {}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        document = published.get(request.url.host, jwks(key_for("RS256", "k1")))
+        return httpx.Response(200, stream=httpx.ByteStream(json.dumps(document).encode()))
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    cache = KeySetCache(SETTINGS, client=client, clock=clock)
+    try:
+        for index in range(65):
+            if index % 32 == 0:
+                clock.now += 31  # 32 new key sets a cooldown in all
+            uri = f"https://t{index}.example.com/jwks.json"
+            assert (await cache.view(uri, "k1")).keyset is not None
+            cache.vouch(uri)
+        clock.now += 31
+        for index in range(32):  # this cooldown's budget in all spent
+            await cache.view(f"https://junk{index}.example.com/jwks.json", "k1")
+        for host in ("t0.example.com", "t1.example.com"):
+            published[host] = jwks(key_for("RS256", "k1"), key_for("RS256", "k2"))
+        first = await cache.view("https://t0.example.com/jwks.json", "k2")
+        second = await cache.view("https://t1.example.com/jwks.json", "k2")
+    finally:
+        await cache.aclose()
+        await client.aclose()
+    assert first.keyset is not None and first.keyset.kids == ["k1"]  # its refetch waits for the budget
+    assert second.keyset is not None and second.keyset.kids == ["k1", "k2"]
+
+
+# --- found by mutation testing: the HTTP client's proxies ----------------------------------------------------------
+
+async def test_a_proxy_refusal_s_text_beyond_its_status_and_reason_is_never_shown(clock, monkeypatch):
+    """A proxy's reason phrase is its own text, and may carry what it was sent (a user, a credential): anything beyond
+    a status and a plain reason is cut to the status."""
+    monkeypatch.setitem(BaseHTTPRequestHandler.responses, 407,
+                        ("Proxy Authentication Required user=alice:s3cret", ""))
+    proxy = ForwardProxy(refuse=407)
+    cache = KeySetCache(msgspec.structs.replace(SETTINGS, jwks_proxy=proxy.url), clock=clock)
+    try:
+        view = await cache.view(f"https://{REMOTE_NAME}:8443{PATH}", None)
+    finally:
+        await cache.aclose()
+        proxy.stop()
+    assert view.keyset is None and view.error == "ProxyError: the proxy refused it (407)"
+
+
+async def test_an_https_jwks_proxy_spelled_in_upper_case_is_checked_against_jwks_ca_file(tmp_path, clock):
+    """Settings take `HTTPS://proxy:3128` (a URL's scheme is case-insensitive): its certificate is checked against
+    JWKS_CA_FILE as for `https://`, not against the public CAs alone (every fetch would fail)."""
+    ca_file, certificate = private_ca(tmp_path)
+    remote = KeyServer(certificate)
+    remote.documents[PATH] = jwks(key_for("RS256", "k1"))
+    proxy = ForwardProxy(certificate=certificate)
+    settings = msgspec.structs.replace(SETTINGS, jwks_proxy=proxy.url.replace("https://", "HTTPS://"),
+                                       jwks_ca_file=str(ca_file))
+    cache = KeySetCache(settings, clock=clock)
+    try:
+        view = await cache.view(f"https://{REMOTE_NAME}:{remote.port}{PATH}", "k1")
+    finally:
+        await cache.aclose()
+        proxy.stop()
+        remote.stop()
+    assert view.keyset is not None, view.error
+    assert proxy.tunnels == [f"{REMOTE_NAME}:{remote.port}"]
+
+
+async def test_the_environment_s_proxy_variables_are_not_read(server, clock, monkeypatch):
+    """JWKS_PROXY alone names a proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY are not read): key sets are fetched
+    directly whatever the environment says."""
+    proxy = ForwardProxy()
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, proxy.url)
+    cache = KeySetCache(SETTINGS, clock=clock)
+    try:
+        view = await cache.view(server.url(PATH), "k1")
+    finally:
+        await cache.aclose()
+        proxy.stop()
+    assert view.keyset is not None, view.error
+    assert server.hit_count(PATH) == 1
