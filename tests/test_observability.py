@@ -1227,3 +1227,151 @@ def test_a_librarys_warning_while_the_configuration_loads_is_a_json_line_like_ev
     warned = [line for line in lines if line.get("logger") == "py.warnings"]
     assert warned and all("Key size should be >= 2048 bits" in line["event"] for line in warned)
     assert all({"timestamp", "level", "pid"} <= set(line) for line in warned)
+
+
+# --- found by mutation testing: paths, metrics, request ids, logs ------------------------------------------------
+
+def test_the_routed_path_strips_the_root_path_once_even_when_it_comes_again():
+    from app.observability import needs_api_key, routed_path
+
+    for scope, routed in (({"path": "/jwt/v1/forward-auth/open/jwt", "root_path": "/jwt"}, "/v1/forward-auth/open/jwt"),
+                          ({"path": "/jwt/v1/profiles", "root_path": "/jwt"}, "/v1/profiles"),
+                          ({"path": "//v1//profiles/", "root_path": ""}, "/v1/profiles")):
+        assert routed_path(scope) == routed and needs_api_key(routed)
+    assert not needs_api_key("/v1") and not needs_api_key("/v1x/profiles")  # no route: a 404, not a 401
+
+
+def test_a_key_sets_age_is_labelled_with_its_uri_query_hidden_and_is_never_negative():
+    """`held` names key sets as configured: a jwks_uri whose query carries a credential is labelled as its fetches
+    are (app.policy.key_set_label), and a clock behind the fetch reads age 0, not minus the epoch."""
+    from app.observability import record_key_set_fetch
+
+    uri = "https://ages.example.com/jwks.json?api_key=SUPERSECRET"
+    record_key_set_fetch(uri, "ok", configured=True)
+    text = metrics_text(held=[uri], clock=lambda: 1000.0).decode()
+    assert "SUPERSECRET" not in text
+    assert value(samples(text), "jwks_key_set_age_seconds", jwks_uri=key_set_label(uri)) == 0.0
+
+
+def test_key_set_series_are_capped_at_their_bound_exactly(monkeypatch):
+    import app.observability as observability
+
+    monkeypatch.setattr(observability, "MAX_KEY_SET_SERIES", 2)
+    monkeypatch.setattr(observability, "_key_set_hosts", set())
+    monkeypatch.setattr(observability, "_key_set_labels", set())
+    for index in range(3):
+        observability.record_key_set_fetch(f"https://cap{index}.example.com/jwks.json", "ok")
+    assert observability._key_set_hosts == {"cap0.example.com", "cap1.example.com"}
+    assert observability._key_set_labels == {"https://cap0.example.com/jwks.json",
+                                             "https://cap1.example.com/jwks.json"}
+    metrics = samples(metrics_text().decode())
+    assert value(metrics, "jwks_fetches_total", host="other", outcome="ok") >= 1
+
+
+def test_only_a_decision_that_met_a_storage_error_counts_one():
+    from app.observability import record_decision
+
+    def errors() -> float:
+        return value(samples(metrics_text().decode()), "rate_limit_storage_errors_total", authorizer="counted")
+
+    before = errors()
+    record_decision("counted", "allow", "rule_allowed", storage_error=False)
+    record_decision("counted", "deny", "token_missing", storage_error=False)
+    assert errors() == before
+    record_decision("counted", "allow", "rule_allowed", storage_error=True)
+    assert errors() == before + 1
+
+
+def test_a_rate_limited_decision_with_its_storage_working_counts_no_storage_error():
+    from app.observability import observe_decision
+    from app.ratelimit import RateLimitState
+
+    class Decided:
+        authorizer, decision, reason, rule = "metered-ok", "allow", "rule_allowed", None
+        rate_limit = RateLimitState(False, 10, 9, 60, "10 per 1 minute")
+
+    observe_decision(Decided())
+    metrics = samples(metrics_text().decode())
+    assert value(metrics, "authz_decisions_total", authorizer="metered-ok", decision="allow",
+                 reason="rule_allowed") >= 1
+    assert value(metrics, "rate_limit_storage_errors_total", authorizer="metered-ok") == 0
+
+
+def test_request_ids_count_on_over_65536_requests_and_timestamps_keep_three_digits_of_milliseconds(monkeypatch):
+    import itertools
+
+    import app.observability as observability
+
+    monkeypatch.setattr(observability, "_sequence", itertools.count(0x10000 - 1))
+    first, second = observability.new_request_id(), observability.new_request_id()
+    assert first[-8:] == b"0000ffff" and second[-8:] == b"00010000"
+    monkeypatch.setattr(observability.time, "time", lambda: 1_700_000_000.0625)  # (exact in binary)
+    assert observability._timestamp(None, "info", {})["timestamp"].endswith(".062Z")
+
+
+def test_a_405_and_a_401_are_counted_under_the_route_their_path_matches():
+    """A path-parameter route matches paths of several segments; a plain route is preferred to a parametrised one,
+    and its dots are dots."""
+    from app.observability import route_templates
+
+    app = create_app(Settings())
+    observe = app.asgi_handler
+    templates = route_templates(app.routes)
+    assert templates and observe.template({"path": "/v1/forward-auth/x/a/b"}) == "/v1/forward-auth/{authorizer}/{path}"
+    assert observe.template({"path": "/_schema/openapi.json"}) == "/_schema/openapi.json"
+    assert observe.template({"path": "/_schema/openapiXjson"}) != "/_schema/openapi.json"
+
+
+def test_stdlib_records_are_written_with_their_logger_named_plainly_and_their_traceback():
+    import logging
+    import logging.config
+
+    from app.observability import StdlibToStructlog, stdlib_logging
+
+    config = stdlib_logging("INFO")
+    assert config["root"]["level"] == logging.WARNING  # a library's info lines stay out at INFO
+    assert stdlib_logging("ERROR")["root"]["level"] == logging.ERROR
+    import sys
+
+    import structlog.testing
+
+    handler = StdlibToStructlog()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("_granian", logging.ERROR, __file__, 1, "worker failed", None, sys.exc_info())
+    with structlog.testing.capture_logs() as logs:
+        handler.emit(record)
+    (line,) = logs
+    assert line["logger"] == "granian" and line["event"] == "worker failed"
+    assert "ValueError: boom" in line["exception"]
+
+
+def test_an_unexpected_error_is_logged_with_its_innermost_frames_in_short_paths_and_no_path():
+    from app.problems import frames, log_unexpected
+
+    def deep(level: int) -> None:
+        if level == 0:
+            raise RuntimeError("secret-in-message")
+        deep(level - 1)
+
+    try:
+        deep(20)
+    except RuntimeError as exc:
+        where = frames(exc)
+        error = exc
+    assert len(where) == 12 and where[-1].endswith(" in deep") and where[-1].startswith("tests/test_observability.py:")
+    assert all(item.startswith("tests/test_observability.py:") and item.endswith(" in deep") for item in where)
+    try:
+        json.loads("{")
+    except ValueError as exc:
+        assert frames(exc)[-1].startswith("json/decoder.py:")  # the standard library's path, from its root
+    try:
+        httpx.URL(123)  # type: ignore[arg-type]
+    except TypeError as exc:  # an installed package's path from its own root, wherever the virtualenv is
+        assert frames(exc)[-1].startswith("httpx/"), frames(exc)
+    import structlog.testing
+
+    with structlog.testing.capture_logs() as logs:
+        log_unexpected(error, {"path": "/protected/app/url"})
+    assert logs[0]["route"] == "unmatched" and "secret-in-message" not in json.dumps(logs[0], default=str)
