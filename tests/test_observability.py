@@ -1234,7 +1234,8 @@ def test_a_librarys_warning_while_the_configuration_loads_is_a_json_line_like_ev
 def test_the_routed_path_strips_the_root_path_once_even_when_it_comes_again():
     from app.observability import needs_api_key, routed_path
 
-    for scope, routed in (({"path": "/jwt/v1/forward-auth/open/jwt", "root_path": "/jwt"}, "/v1/forward-auth/open/jwt"),
+    twice = {"path": "/jwt/v1/forward-auth/open/jwt", "root_path": "/jwt"}
+    for scope, routed in ((twice, "/v1/forward-auth/open/jwt"),
                           ({"path": "/jwt/v1/profiles", "root_path": "/jwt"}, "/v1/profiles"),
                           ({"path": "//v1//profiles/", "root_path": ""}, "/v1/profiles")):
         assert routed_path(scope) == routed and needs_api_key(routed)
