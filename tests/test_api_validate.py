@@ -445,3 +445,21 @@ def test_a_body_that_is_not_utf8_json_or_too_deep_is_a_422_not_a_500(client, bod
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == "REQUEST_INVALID"
+
+
+def test_an_errors_type_is_read_from_the_decoders_words_never_from_the_request_quoted_in_them(client):
+    """An enum value `truncated` was typed json_invalid: the type was found anywhere in the message, which quotes
+    the request (found by mutation testing)."""
+    def error_type(url: str, content: bytes) -> tuple[str, str]:
+        (error, *_) = _problem(client.post(url, content=content, headers={"content-type": "application/json"}),
+                               422)["errors"]
+        return error["type"], error["msg"]
+
+    authorizer = {"policy": rs256_policy(), "rules": [{"effect": "truncated"}]}
+    decide = {"authorizer": authorizer, "request": {"method": "GET", "path": "/"}}
+    assert error_type("/v1/authorize", json.dumps(decide).encode()) == ("value_error",
+                                                                       "Invalid enum value 'truncated'")
+    assert error_type(URL, b'{"token": "x", "policy": ') == ("json_invalid", "Input data was truncated")
+    assert error_type(URL, b'{"token": "x",}')[0] == "json_invalid"
+    assert error_type(URL, b'{"policy": {}}')[0] == "missing"
+    assert error_type(URL, b'{"token": "x", "missing required field": 1}')[0] == "extra_forbidden"
