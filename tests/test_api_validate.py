@@ -463,3 +463,38 @@ def test_an_errors_type_is_read_from_the_decoders_words_never_from_the_request_q
     assert error_type(URL, b'{"token": "x",}')[0] == "json_invalid"
     assert error_type(URL, b'{"policy": {}}')[0] == "missing"
     assert error_type(URL, b'{"token": "x", "missing required field": 1}')[0] == "extra_forbidden"
+
+
+def test_problem_answers_spell_their_type_their_subject_and_where_an_invalid_member_is(client):
+    missing = _problem(client.post(URL, json={"token": "x"}), 422)
+    assert missing["type"] == "urn:jwt-decision:problem:request-invalid"
+    inconsistent = _problem(client.post(URL, json={"token": "x", "policy": rs256_policy(allowed_algs=["HS256"])}),
+                            422)
+    assert inconsistent["detail"].startswith("The policy is inconsistent")
+    (negative,) = _problem(client.post(URL, json={"token": "x", "policy": rs256_policy(clock_skew_seconds=-1)}),
+                           422)["errors"]
+    assert negative["type"] == "value_error" and negative["loc"] == ["body", "policy", "clock_skew_seconds"]
+    decide = {"authorizer": {"policy": rs256_policy(), "rules": []},
+              "request": {"method": "GET", "path": "/", "headers": {"a": 5}}}
+    (typed,) = _problem(client.post("/v1/authorize", json=decide), 422)["errors"]
+    assert typed["loc"] == ["body", "request", "headers", "..."] and typed["type"] == "type_error"
+
+
+def test_up_to_50_errors_are_listed_whole_and_more_are_counted(client):
+    for unknown, listed in ((49, 50), (50, 51)):  # with the one of a missing tenant_domain
+        query = "&".join(f"a{index}=" for index in range(unknown))
+        errors = _problem(client.get(f"/v1/presets/auth0?{query}"), 422)["errors"]
+        assert len(errors) == listed
+        assert (errors[-1]["type"] == "truncated") is (listed > 50), errors[-1]
+
+
+def test_an_unexpected_recursion_error_on_a_get_is_a_500_of_ours_not_a_body_to_blame(client, monkeypatch):
+    """RecursionError and UnicodeDecodeError from a body's decoding are the client's (422); on a GET, which reads
+    no body, one is a bug: 500, logged."""
+    import app.api.presets
+
+    def recurse(*_: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(app.api.presets, "PresetSummary", recurse)
+    assert _problem(client.get("/v1/presets"), 500)["code"] == "INTERNAL"
