@@ -1448,6 +1448,15 @@ async def test_forward_auth_non_latin1_claim_header_is_sent_as_utf8_not_a_500():
 def test_forward_auth_unknown_authorizer_is_404_problem(client):
     response = client.get("/v1/forward-auth/nope")
     assert response.status_code == 404 and response.json()["code"] == "AUTHORIZER_NOT_FOUND"
+    assert "'nope'" in response.json()["detail"]
+
+
+def test_an_unknown_authorizer_id_that_could_be_no_id_is_never_echoed(client):
+    """A token pasted where the id goes (a proxy misconfigured) is not sent back in the answer."""
+    pasted = token()
+    response = client.get(f"/v1/forward-auth/{pasted}")
+    assert response.status_code == 404 and response.json()["detail"] == "No authorizer by that id is configured."
+    assert pasted not in response.text
 
 
 # Request errors

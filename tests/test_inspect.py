@@ -214,3 +214,22 @@ def test_alg_of_any_json_type_is_inspected_without_a_server_error(client, alg):
     body = inspect(client, token)
     assert body["decoded"]["header"]["alg"] == alg
     assert "ALG_SYMMETRIC" not in body["suspicious_warnings"] and "ALG_NONE" not in body["suspicious_warnings"]
+
+
+def test_inspection_holds_a_token_to_max_token_bytes_and_logs_its_token_id():
+    import io
+    import json
+
+    import structlog
+    from litestar.testing import TestClient
+
+    from app.server import create_app
+    from app.settings import Settings
+
+    app = create_app(Settings(max_token_bytes=1024))
+    app.asgi_handler.sink = structlog.BytesLogger(access := io.BytesIO())
+    with TestClient(app) as small:
+        body = small.post("/v1/inspect/token", json={"token": rs256_token() + "A" * 2000}).json()
+    assert body["decoded"] is None and body["details"][0]["message"] == "the token is larger than MAX_TOKEN_BYTES"
+    (line,) = [json.loads(item) for item in access.getvalue().splitlines()]
+    assert line["route"] == "/v1/inspect/token" and line["token_id"] == body["token_id"]
