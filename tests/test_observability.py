@@ -1376,3 +1376,31 @@ def test_an_unexpected_error_is_logged_with_its_innermost_frames_in_short_paths_
     with structlog.testing.capture_logs() as logs:
         log_unexpected(error, {"path": "/protected/app/url"})
     assert logs[0]["route"] == "unmatched" and "secret-in-message" not in json.dumps(logs[0], default=str)
+
+
+def test_a_request_that_fails_before_its_answer_starts_is_counted_and_logged_as_a_500():
+    """Observe's own default: an app raising (or cancelled) before `http.response.start` answered nothing, and the
+    line and the counter say 500, not 200."""
+    import asyncio
+    import io
+
+    import structlog
+
+    from app.observability import Observe
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("before the answer")
+
+    observe = Observe(failing)
+    observe.sink = structlog.BytesLogger(access := io.BytesIO())
+    scope = {"type": "http", "method": "GET", "path": "/fails", "headers": []}
+
+    def counted() -> float:
+        return value(samples(metrics_text().decode()), "http_requests_total", route="unmatched", method="GET",
+                     status="500")
+
+    before = counted()
+    with pytest.raises(RuntimeError):
+        asyncio.run(observe(scope, None, None))
+    (line,) = [json.loads(item) for item in access.getvalue().splitlines()]
+    assert line["status"] == 500 and counted() == before + 1
