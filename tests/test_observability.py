@@ -1404,3 +1404,28 @@ def test_a_request_that_fails_before_its_answer_starts_is_counted_and_logged_as_
         asyncio.run(observe(scope, None, None))
     (line,) = [json.loads(item) for item in access.getvalue().splitlines()]
     assert line["status"] == 500 and counted() == before + 1
+
+
+def test_past_the_cap_a_set_only_a_request_names_gets_no_series_and_a_configured_one_does(monkeypatch):
+    """Inline policies may name any path on an allowed host: their sets' last-success series stop at the cap, the
+    configured ones' never (app.server tells record_key_set_fetch which is which)."""
+    import app.observability as observability
+
+    monkeypatch.setattr(observability, "MAX_KEY_SET_SERIES", 0)
+    monkeypatch.setattr(observability, "_key_set_labels", set())
+    server = KeyServer()
+    key = key_for("RS256", "obs-cap")
+    server.documents["/requested.json"] = server.documents["/configured.json"] = jwks(key)
+    configured, requested = server.url("/configured.json"), server.url("/requested.json")
+    profile = {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "jwks_uri": configured}
+    settings = Settings(jwks_uri_allowlist=("127.0.0.1",), issuer_profiles_json=json.dumps({"capped": profile}))
+    try:
+        with TestClient(create_app(settings)) as client:
+            token = mint(live_claims(), key)
+            assert client.post("/v1/validate/jwt", json={"token": token, "issuer_profile_id": "capped"}
+                               ).json()["valid"] is True
+            assert client.post("/v1/validate/jwt", json={"token": token, "policy": {**profile, "jwks_uri": requested}}
+                               ).json()["valid"] is True
+    finally:
+        server.stop()
+    assert observability._key_set_labels == {configured}
