@@ -66,6 +66,44 @@ def test_a_bad_setting_is_refused_naming_the_variable(environ, message):
     assert "hunter2" not in str(info.value) and "k" * 40 not in str(info.value)
 
 
+# Found by mutation testing: each bound or rule below was untested (a value just past a bound is refused).
+@pytest.mark.parametrize("environ", [
+    {"JWKS_URI_ALLOWLIST": "keys.example.com/?api_key=hunter2"}, {"JWKS_URI_ALLOWLIST": "fd00::1]"},
+    {"JWKS_URI_ALLOWLIST": "kéys.example.com"}, {"JWKS_URI_ALLOWLIST": "keys\x7f.example.com"},
+    {"RATE_LIMIT_STORAGE": "redis+unix://"}, {"RATE_LIMIT_STORAGE": "memory:// x"}, {"RATE_LIMIT_STORAGE": "memory:x"},
+    {"API_KEYS": "abcdefgh ijklmnopq"}, {"MAX_BODY_BYTES": str((16 << 20) + 1)}, {"READ_TIMEOUT_SECONDS": "600.5"},
+    {"JWKS_MAX_AGE": "0.5"}, {"CONFIG_POLL_SECONDS": "0.05"}, {"JWKS_CONNECT_TIMEOUT": "0.01"},
+    {"JWKS_MAX_BYTES": "1023"}, {"MAX_TOKEN_BYTES": "255"}, {"WORKERS": "65"}, {"JWKS_PROXY": "http://:3128"},
+    {"JWKS_PROXY": "http://proxy internal:3128"}, {"JWKS_PROXY": "http://proxy.internal:3128#hunter2"},
+], ids=lambda environ: "=".join(next(iter(environ.items()))))
+def test_a_setting_just_past_a_bound_or_rule_is_refused(environ):
+    (name,) = environ
+    with pytest.raises(SettingsError, match=f"^{name}: ") as info:
+        load_settings(environ)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("environ, field, expected", [
+    ({"HOST": " 127.0.0.1"}, "host", "127.0.0.1"), ({"PORT": "+9000"}, "port", 9000), ({"PORT": "65535"}, "port", 65535),
+    ({"READ_TIMEOUT_SECONDS": ".5"}, "read_timeout_seconds", 0.5),
+    ({"READ_TIMEOUT_SECONDS": "600"}, "read_timeout_seconds", 600), ({"JWKS_MIN_AGE": "0"}, "jwks_min_age", 0),
+    ({"READY_REQUIRES_KEYS": " true"}, "ready_requires_keys", True), ({"READY_REQUIRES_KEYS": ""}, "ready_requires_keys",
+                                                                     False),
+    ({"LOG_LEVEL": "debug"}, "log_level", "DEBUG"),
+    ({"JWKS_PROXY": "http://proxy.internal:3128/"}, "jwks_proxy", "http://proxy.internal:3128/"),
+    ({"JWKS_MIN_AGE": "3600", "JWKS_MAX_AGE": "3600"}, "jwks_min_age", 3600),
+    ({"JWKS_CONNECT_TIMEOUT": "5", "JWKS_TOTAL_TIMEOUT": "5"}, "jwks_connect_timeout", 5),
+], ids=lambda item: "=".join(next(iter(item.items()))) if isinstance(item, dict) else None)
+def test_a_setting_at_its_bound_or_written_loosely_is_taken_as_meant(environ, field, expected):
+    assert getattr(load_settings(environ), field) == expected
+
+
+def test_a_ca_file_named_with_spaces_around_it_is_read():
+    import certifi
+
+    assert load_settings({"JWKS_CA_FILE": f" {certifi.where()} "}).jwks_ca_file == certifi.where()
+
+
 @pytest.mark.parametrize("environ", [{"JWKS_MAX_AGE": "60"}, {"JWKS_TOTAL_TIMEOUT": "1"},
                                      {"MAX_BODY_BYTES": "8192"}], ids=["max-age", "total-timeout", "body"])
 def test_one_setting_below_the_others_default_is_taken_as_meant(environ):
@@ -76,6 +114,7 @@ def test_the_key_set_defaults_are_the_specs():
     """trust.md: the unknown-kid cooldown defaults to 30 s (found by mutation testing: no test read the default)."""
     settings = load_settings({})
     assert settings.jwks_cooldown == 30.0
+    assert settings.jwks_default_age == 600.0  # a key set served without Cache-Control: 10 minutes
 
 
 def test_a_verified_token_cache_of_0_disables_it():
