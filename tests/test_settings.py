@@ -84,11 +84,12 @@ def test_a_setting_just_past_a_bound_or_rule_is_refused(environ):
 
 
 @pytest.mark.parametrize("environ, field, expected", [
-    ({"HOST": " 127.0.0.1"}, "host", "127.0.0.1"), ({"PORT": "+9000"}, "port", 9000), ({"PORT": "65535"}, "port", 65535),
+    ({"HOST": " 127.0.0.1"}, "host", "127.0.0.1"), ({"PORT": "+9000"}, "port", 9000),
+    ({"PORT": "65535"}, "port", 65535),
     ({"READ_TIMEOUT_SECONDS": ".5"}, "read_timeout_seconds", 0.5),
     ({"READ_TIMEOUT_SECONDS": "600"}, "read_timeout_seconds", 600), ({"JWKS_MIN_AGE": "0"}, "jwks_min_age", 0),
-    ({"READY_REQUIRES_KEYS": " true"}, "ready_requires_keys", True), ({"READY_REQUIRES_KEYS": ""}, "ready_requires_keys",
-                                                                     False),
+    ({"READY_REQUIRES_KEYS": " true"}, "ready_requires_keys", True),
+    ({"READY_REQUIRES_KEYS": ""}, "ready_requires_keys", False),
     ({"LOG_LEVEL": "debug"}, "log_level", "DEBUG"),
     ({"JWKS_PROXY": "http://proxy.internal:3128/"}, "jwks_proxy", "http://proxy.internal:3128/"),
     ({"JWKS_MIN_AGE": "3600", "JWKS_MAX_AGE": "3600"}, "jwks_min_age", 3600),
