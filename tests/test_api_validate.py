@@ -498,3 +498,34 @@ def test_an_unexpected_recursion_error_on_a_get_is_a_500_of_ours_not_a_body_to_b
 
     monkeypatch.setattr(app.api.presets, "PresetSummary", recurse)
     assert _problem(client.get("/v1/presets"), 500)["code"] == "INTERNAL"
+
+
+# Found by mutation testing: each refusal or acceptance below was untested.
+@pytest.mark.parametrize("fields, loc", [
+    ({"jwks_uri": "https://evil.example/jwks.json", "public_key": None}, ["body", "policy", "jwks_uri"]),
+    ({"jwks_uri": "https://:pw@keys.example.com/jwks.json", "public_key": None}, ["body", "policy", "jwks_uri"]),
+    ({"allowed_algs": ["s3cr3tValue12345"]}, ["body", "policy", "allowed_algs", 0]),
+    ({"audience_claim": "jti"}, ["body", "policy", "audience_claim"]),
+    ({"issuer": "https://i.example/.well-known/openid-configuration/x"}, ["body", "policy", "issuer"]),
+    ({"token_type": "a" * 128}, ["body", "policy", "token_type"]),
+    ({"public_key": "garbage"}, ["body", "policy", "public_key"]),
+    ({"public_key": None, "jwks": {"keys": []}}, ["body", "policy", "jwks", "keys"]),
+], ids=["jwks-uri-off-the-allowlist", "jwks-uri-with-a-password", "secret-pasted-as-an-algorithm",
+        "audience-claim-jti", "issuer-below-a-metadata-path", "typ-too-long", "public-key-garbage", "empty-key-set"])
+def test_an_inline_policy_is_refused_where_it_is_wrong_and_never_echoes_what_could_be_a_secret(fields, loc):
+    with TestClient(create_app(Settings(jwks_uri_allowlist=("keys.example.com",)))) as guarded:
+        problem = _problem(guarded.post(URL, json={"token": "x", "policy": rs256_policy(**fields)}), 422)
+    assert problem["errors"][0]["loc"] == loc, problem["errors"]
+    assert "s3cr3tValue12345" not in json.dumps(problem) and ":pw@" not in json.dumps(problem)
+
+
+@pytest.mark.parametrize("fields", [
+    {"jwks_uri": "https://keys.example.com/jwks.json", "public_key": None}, {"token_type": "example/at+jwt"},
+    {"token_type": "a" * 127}, {"jwks_uri": "https://[2001:DB8::1]/jwks.json", "public_key": None},
+    {"jwks_uri": "https://foolocalhost/jwks.json", "public_key": None},
+], ids=["jwks-uri-on-the-allowlist", "typ-with-a-subtype", "typ-at-its-length", "ipv6-upper-case", "not-localhost"])
+def test_an_inline_policy_at_the_edge_of_a_rule_is_accepted(fields):
+    allowlist = ("keys.example.com", "2001:db8::1", "foolocalhost")
+    with TestClient(create_app(Settings(jwks_uri_allowlist=allowlist))) as guarded:
+        response = guarded.post(URL, json={"token": "x", "policy": rs256_policy(**fields)})
+    assert response.status_code == 200, response.text

@@ -512,13 +512,36 @@ def test_base64_padding_is_malformed(client, where):
     assert finding["evidence"]["segment"] == where
 
 
-def test_non_canonical_trailing_bits_are_malformed(client):
-    header_b64, payload_b64, signature_b64 = rs256_token().split(".")
+@pytest.mark.parametrize("bit", [0x01, 0x02, 0x04, 0x08])
+@pytest.mark.parametrize("pad", range(4))
+def test_non_canonical_trailing_bits_are_malformed(client, bit, pad):
+    """Each of the four unused bits of a 256-byte signature's last character, whatever the payload's length (the
+    fast path's own check reads segments whose lengths are whole groups of four; found by mutation testing: bits
+    0x04 and 0x08 were untested, and a mutant returned valid:true for them)."""
+    header_b64, payload_b64, signature_b64 = rs256_token(pad="x" * pad).split(".")
     assert len(signature_b64) % 4 == 2  # 256 bytes: the last character carries 4 unused bits
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    last = alphabet[alphabet.index(signature_b64[-1]) | 0x01]
+    last = alphabet[alphabet.index(signature_b64[-1]) | bit]
+    assert last != signature_b64[-1]  # canonical: the unused bits are zero
     finding = assert_malformed(verdict(client, f"{header_b64}.{payload_b64}.{signature_b64[:-1]}{last}"))
     assert finding["evidence"]["segment"] == "signature"
+
+
+def test_the_header_memo_is_bounded_however_many_distinct_headers_are_sent():
+    """Parsed headers are remembered for speed: a stream of distinct ones (a kid each) must not grow the memo."""
+    from app import token as token_module
+
+    for index in range(token_module._HEADERS_MAX + 50):
+        header = b64(b'{"alg":"RS256","kid":"k%d"}' % index)
+        token_module.parse(f"{header}.{b64(b'{}')}.AAAA", 16384)
+        assert len(token_module._HEADERS) <= token_module._HEADERS_MAX
+
+
+def test_a_jws_json_serialization_is_named_as_such():
+    from app.token import MalformedToken, parse
+
+    with pytest.raises(MalformedToken, match="JWS JSON serialization"):
+        parse('{"payload":"e30","signatures":[{"protected":"e30","signature":"AAAA"}]}', 16384)
 
 
 @pytest.mark.parametrize("count", [2, 4, 5])

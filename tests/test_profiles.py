@@ -824,3 +824,27 @@ def test_a_jwks_uri_query_string_is_kept_out_of_logs_and_the_profile_list(server
     logged = capsys.readouterr().out
     assert "jwks_fetched" in logged and server.url(PATH) in logged
     assert "TOPSECRET" not in logged + metrics
+
+
+def test_only_discovery_profiles_ask_for_discovery_and_ids_stop_at_64_characters():
+    """Found by mutation testing: untested, every secret, public_key or jwks profile could have been looked after
+    by discovery fetches, and a 65-character id loaded."""
+    from app.profiles import load_profiles
+
+    hs = {"issuer": "https://i.example", "audiences": [AUDIENCE], "allowed_algs": ["HS256"], "secret": "s" * 40}
+    found = {"issuer": "https://d.example", "audiences": [AUDIENCE], "allowed_algs": ["RS256"], "discovery": True}
+    profiles = load_profiles(json.dumps({"hs": hs, "found": found, "a" * 64: hs}).encode(), "profiles", {})
+    assert profiles.discovery_issuers() == {"https://d.example"}
+    with pytest.raises(ConfigError, match="a profile id is 1 to 64"):
+        load_profiles(json.dumps({"a" * 65: hs}).encode(), "profiles", {})
+    for issuer in ("https://d.example/?", "https://d.example/#"):  # no discovery document is found there
+        with pytest.raises(ConfigError, match="issuer"):
+            load_profiles(json.dumps({"found": {**found, "issuer": issuer}}).encode(), "profiles", {})
+
+
+def test_a_profile_with_several_issuers_lists_them_all(server):
+    issuers = ["https://a.example", "https://b.example"]
+    settings = Settings(issuer_profiles_json=json.dumps({"two": profile(server, issuer=issuers)}))
+    with TestClient(create_app(settings)) as client:
+        (listed,) = client.get("/v1/profiles").json()["profiles"]
+    assert listed["issuer"] == issuers

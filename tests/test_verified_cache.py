@@ -353,3 +353,25 @@ def test_a_large_header_is_not_memoised():
         token_module.parse(raw, 65536)
     memo = token_module._HEADERS
     assert small.split(".")[0] in memo and not any(raw.split(".")[0] in memo for raw in large)
+
+
+def test_a_cache_hit_on_a_stale_key_set_still_warns_that_it_is_stale(rsa_calls):
+    """stale-if-error: the key set past its max age and its refresh failing is said on every answer, a cached one
+    included (found by mutation testing: the hit answered without the warning)."""
+    cache, compiled, token = VerifiedCache(100), policy(), mint(claims(), key_for("RS256"))
+    assert run(token, compiled, cache).findings == []
+    stale = KeyView(compiled.static_keys, compiled.key_source, stale_seconds=900, error="HTTP 503")
+    answered = validate(token, compiled, stale, NOW, max_token_bytes=16384, cache=cache)
+    assert answered.valid and [item.code for item in answered.findings] == ["JWKS_STALE"]
+
+
+def test_an_entry_that_fits_the_byte_budget_exactly_is_kept(rsa_calls):
+    compiled, token = policy(), mint(claims(), key_for("RS256"))
+    probe = VerifiedCache(10)
+    run(token, compiled, probe)
+    exact = VerifiedCache(1, max_bytes=probe.bytes)
+    run(token, compiled, exact)
+    assert len(exact) == 1 and probe.bytes > VerifiedCache.ENTRY_OVERHEAD
+    smaller = VerifiedCache(1, max_bytes=probe.bytes - 1)
+    run(token, compiled, smaller)
+    assert len(smaller) == 0
