@@ -279,8 +279,14 @@ def test_api_keys_are_checked_on_the_path_the_router_reads_and_on_every_key_line
             sent.append(message)
 
         asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
-        return next(message["status"] for message in sent if message["type"] == "http.response.start")
+        start = next(message for message in sent if message["type"] == "http.response.start")
+        if start["status"] == 401:  # never cached, and said apart: no key, or a key that is not one
+            body = json.loads(b"".join(message.get("body", b"") for message in sent[1:]))
+            assert (b"cache-control", b"no-store") in start["headers"]
+            assert body["detail"].startswith("The X-API-Key header does not match" if keys else "This route needs")
+        return start["status"]
 
+    assert status("/v1/profiles", (b"\xff",)) == 401  # no text: refused, not a 500
     assert status("/v1/profiles", (b"k-one",)) == 200
     for path, root in (("//v1/profiles", ""), ("/auth/v1/profiles", "/auth")):
         assert status(path, (b"k-one",), root) == 200, path  # the route is reached this way

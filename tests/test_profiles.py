@@ -842,9 +842,34 @@ def test_only_discovery_profiles_ask_for_discovery_and_ids_stop_at_64_characters
             load_profiles(json.dumps({"found": {**found, "issuer": issuer}}).encode(), "profiles", {})
 
 
-def test_a_profile_with_several_issuers_lists_them_all(server):
+def test_a_profile_with_several_issuers_lists_them_all_and_its_audiences_sorted(server):
     issuers = ["https://a.example", "https://b.example"]
-    settings = Settings(issuer_profiles_json=json.dumps({"two": profile(server, issuer=issuers)}))
+    settings = Settings(issuer_profiles_json=json.dumps({"two": profile(server, issuer=issuers,
+                                                                        audiences=["zeta", "alpha"])}))
     with TestClient(create_app(settings)) as client:
         (listed,) = client.get("/v1/profiles").json()["profiles"]
-    assert listed["issuer"] == issuers
+    assert listed["issuer"] == issuers and listed["audiences"] == ["alpha", "zeta"]
+
+
+def test_a_stale_key_set_served_while_its_idp_fails_keeps_the_service_ready(server):
+    """READY_REQUIRES_KEYS: stale-if-error keys still validate tokens, so readiness holds (trust.md)."""
+    from tests.conftest import FixedClock
+
+    clock = FixedClock()
+    settings = Settings(issuer_profiles_json=json.dumps({"acme": profile(server)}), ready_requires_keys=True)
+    with TestClient(create_app(settings, clock=clock)) as client:
+        for _ in range(50):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        server.mode = "500"
+        clock.now += 601  # past the default freshness (no Cache-Control): refreshed, and the refresh fails
+        token = mint(claims(exp=int(clock.now) + 600, iat=None), key_for("RS256", "k1"), kid="k1")
+        client.post("/v1/validate/jwt", json={"token": token, "issuer_profile_id": "acme"})
+        for _ in range(50):
+            if client.get("/readyz").json()["profiles"]["acme"]["key_state"] == "stale":
+                break
+            time.sleep(0.1)
+        response = client.get("/readyz")
+    assert response.json()["profiles"]["acme"]["key_state"] == "stale"
+    assert response.status_code == 200 and response.json()["status"] == "ready"
