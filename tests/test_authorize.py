@@ -2049,6 +2049,19 @@ def _rotated_token(**extra: Any) -> str:
     return mint(claims(**extra), key_for("RS256", "rotated"), kid="rotated")
 
 
+def _asking_az(route: str, bearer: str) -> Any:
+    """`ask` for `_across_a_reload`: authorizer az decides GET /ok for `bearer`, on /v1/authorize or forward-auth;
+    the status and the reason (or the problem's code)."""
+    def ask(client: TestClient[Any]) -> tuple[int, str]:
+        if route == "authorize":
+            body = decide(client, "az", path="/ok", bearer=bearer)
+            return body["status"], body["reason"]
+        response = client.get("/v1/forward-auth/az", headers={"Authorization": f"Bearer {bearer}",
+                                                              "X-Forwarded-Uri": "/ok"})
+        return response.status_code, response.json().get("reason") or response.json()["code"]
+    return ask
+
+
 @pytest.mark.parametrize("route", ["forward-auth", "authorize", "removed"])
 def test_a_decision_awaiting_keys_across_a_reload_is_taken_again_wholly_on_the_new_configuration(tmp_path, clock,
                                                                                                 route):
@@ -2058,14 +2071,7 @@ def test_a_decision_awaiting_keys_across_a_reload_is_taken_again_wholly_on_the_n
     evil = _rotated_token(tenant="evil")
     allow = {"id": "ok", "effect": "allow", "path": {"pattern": "^/ok$"}}
     name = "gone" if route == "removed" else "az"  # removed: the request's authorizer is no more
-
-    def ask(client: TestClient[Any]) -> tuple[int, str]:
-        if route == "authorize":
-            body = decide(client, "az", path="/ok", bearer=evil)
-            return body["status"], body["reason"]
-        response = client.get("/v1/forward-auth/az", headers={"Authorization": f"Bearer {evil}",
-                                                              "X-Forwarded-Uri": "/ok"})
-        return response.status_code, response.json().get("reason") or response.json()["code"]
+    ask = _asking_az(route, evil)
 
     *answers, validations = _across_a_reload(
         tmp_path, clock, ({"rs": {"required_custom_claims": {"tenant": "acme"}}},
@@ -2085,15 +2091,7 @@ def test_a_decision_taken_again_on_an_authorizer_moved_to_another_profile_valida
     """The validation awaited across the reload was under the old profile: its result stands in for the new
     authorizer's only when the new one trusts the same profile. Here the new profile requires a tenant the token
     lacks, so the token valid under the old one must be refused."""
-    token = _rotated_token(tenant="evil")
-
-    def ask(client: TestClient[Any]) -> tuple[int, str]:
-        if route == "authorize":
-            body = decide(client, "az", path="/ok", bearer=token)
-            return body["status"], body["reason"]
-        response = client.get("/v1/forward-auth/az", headers={"Authorization": f"Bearer {token}",
-                                                              "X-Forwarded-Uri": "/ok"})
-        return response.status_code, response.json().get("reason") or response.json()["code"]
+    ask = _asking_az(route, _rotated_token(tenant="evil"))
 
     *answers, _ = _across_a_reload(
         tmp_path, clock, ({"rs": {}}, {"az": {"issuer_profile_id": "rs", "rules": [{"effect": "allow"}]}}),

@@ -9,6 +9,7 @@ import random
 import string
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 from http.server import BaseHTTPRequestHandler
 
 import httpx
@@ -17,6 +18,7 @@ import pytest
 import structlog.testing
 
 from app.jwks import KeySetCache
+from app.keys import KeyView
 from app.policy import VerifyPolicy, compile_policy
 from app.settings import Settings
 from app.verifier import Verifier
@@ -1116,8 +1118,15 @@ async def test_key_sets_are_fetched_through_jwks_proxy_when_set_and_this_hosts_d
     assert remote.hit_count(PATH) == 1 and server.hit_count(PATH) == 1
 
 
-async def test_a_proxy_refusing_the_tunnel_is_named_as_the_failure(clock):
-    """Bad proxy credentials read "the request failed", as an IdP down does (found by a review)."""
+@pytest.mark.parametrize("reason, said", [
+    (None, "(407 Proxy Authentication Required)"), ("Proxy Authentication Required user=alice:s3cret", "(407)"),
+], ids=["plain-reason", "reason-holding-more"])
+async def test_a_proxy_refusing_the_tunnel_is_named_as_the_failure(clock, monkeypatch, reason, said):
+    """Bad proxy credentials read "the request failed", as an IdP down does (found by a review). A reason phrase is
+    the proxy's own text and may carry what it was sent (a user, a credential): anything beyond a status and a
+    plain reason is cut to the status (found by mutation testing)."""
+    if reason is not None:
+        monkeypatch.setitem(BaseHTTPRequestHandler.responses, 407, (reason, ""))
     proxy = ForwardProxy(refuse=407)
     cache = KeySetCache(msgspec.structs.replace(SETTINGS, jwks_proxy=proxy.url), clock=clock)
     try:
@@ -1125,7 +1134,7 @@ async def test_a_proxy_refusing_the_tunnel_is_named_as_the_failure(clock):
     finally:
         await cache.aclose()
         proxy.stop()
-    assert view.keyset is None and view.error == "ProxyError: the proxy refused it (407 Proxy Authentication Required)"
+    assert view.keyset is None and view.error == f"ProxyError: the proxy refused it {said}"
 
 
 @pytest.mark.parametrize("host, says", [
@@ -1175,6 +1184,17 @@ async def test_a_discovered_key_set_whose_host_only_httpx_reads_as_loopback_is_r
 
 # --- found by mutation testing: content codings, the size cap, readiness, backoff, maintenance, reloads ----------
 
+async def _viewed_once(settings: Settings, clock: FixedClock, uri: str, kid: str | None, *servers: Any) -> KeyView:
+    """One view of `uri` through a cache of its own, the servers stopped after."""
+    cache = KeySetCache(settings, clock=clock)
+    try:
+        return await cache.view(uri, kid)
+    finally:
+        await cache.aclose()
+        for server in servers:
+            server.stop()
+
+
 class CompressingKeyServer(KeyServer):
     """A key server sending every document compressed by `compress` under the Content-Encoding `coding`, whatever
     was asked."""
@@ -1196,12 +1216,7 @@ async def test_a_key_set_sent_under_any_spelling_of_gzip_or_deflate_is_inflated_
     format (8.4.1.2), which some servers send with a gzip header instead."""
     server = CompressingKeyServer(coding, compress)
     server.documents[PATH] = jwks(key_for("RS256", "k1"))
-    cache = KeySetCache(SETTINGS, clock=clock)
-    try:
-        view = await cache.view(server.url(PATH), "k1")
-    finally:
-        await cache.aclose()
-        server.stop()
+    view = await _viewed_once(SETTINGS, clock, server.url(PATH), "k1", server)
     assert view.keyset is not None and view.keyset.kids == ["k1"], view.error
 
 
@@ -1421,21 +1436,6 @@ async def test_at_most_64_key_sets_are_exempt_in_all_and_the_one_that_validated_
 
 # --- found by mutation testing: the HTTP client's proxies ----------------------------------------------------------
 
-async def test_a_proxy_refusal_s_text_beyond_its_status_and_reason_is_never_shown(clock, monkeypatch):
-    """A proxy's reason phrase is its own text, and may carry what it was sent (a user, a credential): anything beyond
-    a status and a plain reason is cut to the status."""
-    monkeypatch.setitem(BaseHTTPRequestHandler.responses, 407,
-                        ("Proxy Authentication Required user=alice:s3cret", ""))
-    proxy = ForwardProxy(refuse=407)
-    cache = KeySetCache(msgspec.structs.replace(SETTINGS, jwks_proxy=proxy.url), clock=clock)
-    try:
-        view = await cache.view(f"https://{REMOTE_NAME}:8443{PATH}", None)
-    finally:
-        await cache.aclose()
-        proxy.stop()
-    assert view.keyset is None and view.error == "ProxyError: the proxy refused it (407)"
-
-
 async def test_an_https_jwks_proxy_spelled_in_upper_case_is_checked_against_jwks_ca_file(tmp_path, clock):
     """Settings take `HTTPS://proxy:3128` (a URL's scheme is case-insensitive): its certificate is checked against
     JWKS_CA_FILE as for `https://`, not against the public CAs alone (every fetch would fail)."""
@@ -1464,11 +1464,6 @@ async def test_the_environment_s_proxy_variables_are_not_read(server, clock, mon
         monkeypatch.delenv(name, raising=False)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.setenv(name, proxy.url)
-    cache = KeySetCache(SETTINGS, clock=clock)
-    try:
-        view = await cache.view(server.url(PATH), "k1")
-    finally:
-        await cache.aclose()
-        proxy.stop()
+    view = await _viewed_once(SETTINGS, clock, server.url(PATH), "k1", proxy)
     assert view.keyset is not None, view.error
     assert server.hit_count(PATH) == 1
