@@ -1260,6 +1260,11 @@ def test_a_key_sets_age_is_labelled_with_its_uri_query_hidden_and_is_never_negat
     assert value(samples(text), "jwks_key_set_age_seconds", jwks_uri=key_set_label(uri)) == 0.0
 
 
+def test_a_key_set_label_keeps_an_ipv6_hosts_brackets():
+    assert key_set_label("http://[::1]:8080/k") == "http://[::1]:8080/k"
+    assert key_set_label("https://[2001:db8::1]/jwks.json?key=s3cret") == "https://[2001:db8::1]/jwks.json?key=..."
+
+
 def test_key_set_series_are_capped_at_their_bound_exactly(monkeypatch):
     import app.observability as observability
 

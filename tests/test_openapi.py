@@ -45,6 +45,9 @@ def test_docs_ui_is_served_from_packaged_files(client):
     assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text
     asset = client.get("/docs/static/swagger-ui-bundle.js")
     assert asset.status_code == 200 and len(asset.content) > 100_000
+    # A file of no known type (a source map) is bytes, never HTML a browser would render on this origin.
+    mapped = client.get("/docs/static/swagger-ui.css.map")
+    assert mapped.status_code == 200 and mapped.headers["content-type"] == "application/octet-stream"
 
 
 @pytest.mark.parametrize("path", ["/docs/static/%00", "/docs/static/" + "a" * 300, "/docs/static/swagger-ui.css/x",
