@@ -141,22 +141,25 @@ def discovery_url(issuer: str) -> str:
     return issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
-def tls_context(ca_file: str) -> ssl.SSLContext:
-    """The public CAs httpx trusts by default (certifi's), and the operator's (JWKS_CA_FILE)."""
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The public CAs httpx trusts by default (certifi's), and the operator's (JWKS_CA_FILE) when set; never the
+    system's store or SSL_CERT_FILE."""
     context = ssl.create_default_context(cafile=certifi.where())
-    context.load_verify_locations(cafile=ca_file)
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
     return context
 
 
 def _client(settings: Settings, *, proxied: bool) -> httpx.AsyncClient:
     """The key-set fetcher's HTTP client: timeouts, no redirect followed by httpx (each hop is checked here), no
     environment read (proxies, netrc, SSL_CERT_FILE), JWKS_CA_FILE trusted besides the public CAs, and with
-    `proxied` the JWKS_PROXY (whose own certificate, for an https proxy, is checked against the same CAs)."""
-    verify: ssl.SSLContext | bool = tls_context(settings.jwks_ca_file) if settings.jwks_ca_file else True
+    `proxied` the JWKS_PROXY, whose own certificate, for an https proxy, is checked against the same CAs. (Given
+    no context, httpcore checked it against the system's store and SSL_CERT_FILE: found by a review.)"""
+    verify = tls_context(settings.jwks_ca_file)
     proxy = None
     if proxied and settings.jwks_proxy:
-        secure = isinstance(verify, ssl.SSLContext) and settings.jwks_proxy.lower().startswith("https:")
-        proxy = httpx.Proxy(settings.jwks_proxy, ssl_context=verify if secure else None)  # type: ignore[arg-type]
+        secure = settings.jwks_proxy.lower().startswith("https:")
+        proxy = httpx.Proxy(settings.jwks_proxy, ssl_context=verify if secure else None)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.jwks_total_timeout, connect=settings.jwks_connect_timeout),
         follow_redirects=False, headers={"Accept": "application/json", "User-Agent": "jwt-decision/1"},
@@ -346,7 +349,7 @@ class KeySetCache:
                     return KeyView(None, "discovery", error=state.error or "discovery pending")
                 break
             state = current  # removed and added again by reloads while this request waited: wait for that one
-        if state.jwks_uri not in self._configured:  # discovery is for issuer profiles only: configuration
+        if state.jwks_uri not in self._configured:  # discovery is configuration only (profiles, AUTHORIZERS_JSON):
             self._configure(state.jwks_uri)
         view = await self.view(state.jwks_uri, kid)
         return KeyView(view.keyset, "discovery", view.stale_seconds, view.error, view.fetched_at)

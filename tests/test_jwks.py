@@ -1456,6 +1456,26 @@ async def test_an_https_jwks_proxy_spelled_in_upper_case_is_checked_against_jwks
     assert proxy.tunnels == [f"{REMOTE_NAME}:{remote.port}"]
 
 
+async def test_an_https_jwks_proxy_is_checked_against_the_public_cas_not_ssl_cert_file(tmp_path, clock, monkeypatch):
+    """Without JWKS_CA_FILE an https proxy's certificate is checked as an IdP's is, against the public CAs alone:
+    httpcore's own context trusted the system's store and SSL_CERT_FILE, so a proxy the key-set fetcher should
+    refuse opened its tunnel (found by a review of the README)."""
+    ca_file, certificate = private_ca(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    remote = KeyServer(certificate)
+    remote.documents[PATH] = jwks(key_for("RS256", "k1"))
+    proxy = ForwardProxy(certificate=certificate)
+    cache = KeySetCache(msgspec.structs.replace(SETTINGS, jwks_proxy=proxy.url), clock=clock)
+    try:
+        view = await cache.view(f"https://{REMOTE_NAME}:{remote.port}{PATH}", "k1")
+    finally:
+        await cache.aclose()
+        proxy.stop()
+        remote.stop()
+    assert view.keyset is None and "TLS certificate was not trusted" in (view.error or ""), view.error
+    assert proxy.tunnels == []
+
+
 async def test_the_environment_s_proxy_variables_are_not_read(server, clock, monkeypatch):
     """JWKS_PROXY alone names a proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY are not read): key sets are fetched
     directly whatever the environment says."""
