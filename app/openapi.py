@@ -160,7 +160,7 @@ def _complete(doc: dict[str, Any]) -> None:
         forward = path.startswith("/v1/forward-auth/")
         if not forward:
             _head_and_options(path_item)
-        for operation in [value for value in path_item.values() if isinstance(value, dict)]:
+        for method, operation in [(name, value) for name, value in path_item.items() if isinstance(value, dict)]:
             responses = operation.setdefault("responses", {})
             if needs_api_key(path) and "401" not in responses:
                 responses["401"] = {"description": "X-API-Key missing or unknown (when the service sets API_KEYS)",
@@ -199,6 +199,9 @@ def _complete(doc: dict[str, Any]) -> None:
                         value = example.get("value")
                         if forward and isinstance(value, dict) and "decision" in value:
                             value.setdefault("rule", None)
+            if method == "head":  # no answer to HEAD has content, a problem's neither (found by validating answers)
+                for response in responses.values():
+                    response.pop("content", None)
         if forward and "get" in path_item:
             for method in _FORWARD_METHODS:
                 operation = copy.deepcopy(path_item["get"])
