@@ -40,7 +40,7 @@ class ProblemDetails(msgspec.Struct, omit_defaults=True):
     title: str
     status: int
     detail: str
-    code: str | None = None
+    code: str
     errors: list[ErrorItem] | None = None
     known: list[str] | None = None
 
