@@ -55,7 +55,7 @@ FINDINGS = Counter("jwt_findings_total", "Findings reported by validations, by c
                    ["code", "severity"])
 DECISIONS = Counter("authz_decisions_total", "Authorization decisions by authorizer, decision and reason",
                     ["authorizer", "decision", "reason"])
-KEY_SET_FETCHES = Counter("jwks_fetches_total", "Key-set and discovery fetches by host and outcome",
+KEY_SET_FETCHES = Counter("jwks_fetches_total", "Key-set fetches and failed discovery reads by host and outcome",
                           ["host", "outcome"])
 KEY_SET_FETCHED = Gauge("jwks_last_success_timestamp_seconds", "When a key set was last fetched successfully "
                         "(Unix time; the latest of all workers)", ["jwks_uri"], multiprocess_mode="max")

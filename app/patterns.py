@@ -321,10 +321,11 @@ def literal_prefix(text: str, flags: str) -> str | None:
             index += 2
             continue
         if char in ".^$|?*+()[]{}":
-            # `{{name}}` is a variable (a literal of unknown text): stop. `?`, `*`, `+` and `{n,m}` make the
-            # character before them optional or repeated: drop it. So may one after a flag group: RE2 reads
+            # `{{name}}` is a variable (a literal of unknown text): stop. `?`, `*` and `{n,m}` make the character
+            # before them optional: drop it; `+` repeats it, once at least: keep it (`^/a//+b` needs `//`, which a
+            # merged path never holds: found by mutation testing). So may one after a flag group: RE2 reads
             # `/(?i)*` as `/*` (the group is no atom), so any `(?` drops it too.
-            if char in "?*+" or (char == "{" and not text.startswith("{{", index)) or text.startswith("(?", index):
+            if char in "?*" or (char == "{" and not text.startswith("{{", index)) or text.startswith("(?", index):
                 if chars:
                     chars.pop()
             break

@@ -197,6 +197,9 @@ def _storage(uri: str) -> Any:
     for name in ("socket_timeout", "socket_connect_timeout"):
         if getattr(connection, name, None) is not None and not getattr(connection, name) > 0:
             raise SettingsError(f"RATE_LIMIT_STORAGE: {name} must be a number of seconds above 0")
+    if (getattr(connection, "health_check_interval", 0) or 0) < 0:  # a PING before every command, misread before
+        # Redis 7.2 (found by mutation testing)
+        raise SettingsError("RATE_LIMIT_STORAGE: health_check_interval must be a number of seconds from 0")
     if not 0 <= (getattr(connection, "db", 0) or 0) < 2 ** 31:
         raise SettingsError("RATE_LIMIT_STORAGE: db must be a database index from 0")
     return storage

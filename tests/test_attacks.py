@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 
@@ -75,20 +75,36 @@ def test_alg_none_in_any_case_is_refused_before_any_key_work(client, alg, with_s
     body = verdict(client, f"{signing_input}.{signature}")
     finding = only(body, "ALGORITHM_INVALID")
     assert finding["evidence"]["actual"] == alg
+    # Told as an unsigned token in any case, not as an algorithm missing from allowed_algs
+    assert "never accepted" in finding["message"] and "Unsigned tokens" in finding["remediation"]
     assert body["statuses"]["algorithm"] == "fail"
     assert body["statuses"]["key"] == "skip" and body["statuses"]["signature"] == "skip"
     assert "key" not in body
 
 
-@pytest.mark.parametrize("header", [
-    {"typ": "JWT"}, {"alg": ["RS256"]}, {"alg": 256}, {"alg": None}, {"alg": ""}, {"alg": "rs256"}, {"alg": "RS257"},
+@pytest.mark.parametrize("header, says", [
+    ({"typ": "JWT"}, "no 'alg' string"), ({"alg": ["RS256"]}, "no 'alg' string"), ({"alg": 256}, "no 'alg' string"),
+    ({"alg": None}, "no 'alg' string"), ({"alg": ""}, "no 'alg' string"), ({"alg": "rs256"}, "not in allowed_algs"),
+    ({"alg": "RS257"}, "not in allowed_algs"),
 ], ids=["missing", "array", "number", "null", "empty", "wrong-case", "unknown"])
-def test_alg_missing_or_not_an_allowed_name_is_algorithm_invalid(client, header):
+def test_alg_missing_or_not_an_allowed_name_is_algorithm_invalid(client, header, says):
     signing_input = f"{segment(header)}.{segment(claims())}"
     token = f"{signing_input}.{b64(key_for('RS256').sign(signing_input.encode()))}"
     body = verdict(client, token)
-    assert only(body, "ALGORITHM_INVALID")["evidence"]["actual"] == header.get("alg")
+    finding = only(body, "ALGORITHM_INVALID")
+    assert finding["evidence"]["actual"] == header.get("alg")
+    assert says in finding["message"]  # an empty 'alg' names no algorithm (found by mutation testing)
     assert body["statuses"]["key"] == "skip"
+
+
+@pytest.mark.parametrize("alg, hint", [("ES256", "If the issuer really signs with ES256, add it to allowed_algs"),
+                                       ("RS257", None)], ids=["registered-algorithm", "unknown-name"])
+def test_only_a_registered_algorithm_outside_allowed_algs_is_told_to_be_added(client, alg, hint):
+    """Found by mutation testing: nothing told an algorithm of the registry (hinted) from a made-up name (not)."""
+    signing_input = f"{segment({'alg': alg, 'typ': 'JWT'})}.{segment(claims())}"
+    token = f"{signing_input}.{b64(key_for('RS256').sign(signing_input.encode()))}"
+    remediation = only(verdict(client, token), "ALGORITHM_INVALID")["remediation"]
+    assert remediation == hint if hint is None else remediation.startswith(hint)
 
 
 @pytest.mark.parametrize("use, kid, hint", [
@@ -692,6 +708,29 @@ def test_a_signature_longer_than_the_key_makes_is_named_for_what_it_is(client):
     assert "DER-encoded" in finding["remediation"] and finding["evidence"]["expected_bytes"] == 64
 
 
+def test_a_der_signature_with_a_long_form_length_is_still_named_der_encoded(client):
+    """Found by mutation testing: the bound (up to 9 bytes over the raw length) was untested. A P-256 signature's
+    DER is at most 72 bytes; an encoder writing its SEQUENCE length in the long form (0x81 0x46) makes 73."""
+    signer = key_for("ES256")
+    head = mint(claims(), signer).rpartition(".")[0]
+    signatures = (signer.private.sign(head.encode(), ec.ECDSA(hashes.SHA256())) for _ in range(400))
+    der = next(der for der in signatures if len(der) == 72)  # r and s both with their high bit set: 1 in 4
+    long_form = b"\x30\x81" + der[1:]
+    finding = only(verdict(client, head + "." + b64(long_form), es256_policy()), "SIGNATURE_INVALID")
+    assert finding["evidence"]["signature_bytes"] == 73 and "DER-encoded" in finding["remediation"]
+
+
+def test_a_set_of_rsa_keys_of_two_sizes_names_no_expected_signature_length(client):
+    """Found by mutation testing: with keys of two sizes no one length is the one the key makes, so a signature of a
+    third length is said not to verify, without an expected length picked from either key."""
+    larger = SigningKey("RS256", rsa.generate_private_key(public_exponent=65537, key_size=3072), "larger")
+    policy = rs256_policy(public_key=None, jwks=jwks(key_for("RS256"), larger))
+    token = mint(claims(), key_for("RS256"), kid=None).rpartition(".")[0] + "." + b64(b"\x01" * 300)
+    finding = only(verdict(client, token, policy), "SIGNATURE_INVALID")
+    assert finding["message"] == "the signature does not verify with the configured key"
+    assert finding["evidence"] == {"alg": "RS256", "kid": "rs256-1", "keys_tried": 2, "signature_bytes": 300}
+
+
 def test_a_signature_of_another_algorithms_length_names_that_algorithm(client):
     """Found by a review: an HS512 MAC under an HS256 header was blamed on "a larger key" (an HMAC's length depends
     on its hash alone), and a raw ES384 signature under ES256 on DER."""
@@ -742,12 +781,22 @@ def test_a_profiles_secret_length_is_told_only_to_a_token_it_made(clock):
         assert profile_codes(made) == ["WEAK_KEY"]
 
 
-def test_a_signature_of_the_wrong_length_is_named_as_cut_short(client):
-    token = rs256_token()
-    head, _, signature = token.rpartition(".")
-    cut = head + "." + b64(base64.urlsafe_b64decode(signature + "==")[:-2])  # 254 bytes of 256
-    finding = only(verdict(client, cut), "SIGNATURE_INVALID")
-    assert finding["evidence"]["signature_bytes"] == 254 and finding["evidence"]["expected_bytes"] == 256
+@pytest.mark.parametrize("signer, size", [("RS256", 256), ("RSA-2052", 257), ("ES256", 64), ("EdDSA", 64),
+                                          ("Ed448", 114)])
+def test_a_signature_of_the_wrong_length_is_named_as_cut_short(client, signer, size):
+    """An EdDSA key's length is read from its curve, an RSA key's rounded up to whole bytes (found by mutation
+    testing: nothing checked them)."""
+    if signer == "RSA-2052":
+        key = SigningKey("RS256", rsa.generate_private_key(public_exponent=65537, key_size=2052), "k")
+    elif signer == "Ed448":
+        key = SigningKey("EdDSA", ed448.Ed448PrivateKey.generate(), "k")
+    else:
+        key = key_for(signer)
+    head, _, signature = mint(claims(), key).rpartition(".")
+    cut = head + "." + b64(base64.urlsafe_b64decode(signature + "==")[:-2])  # two bytes short
+    policy = rs256_policy(allowed_algs=[key.alg], public_key=key.public_pem)
+    finding = only(verdict(client, cut, policy), "SIGNATURE_INVALID")
+    assert finding["evidence"]["signature_bytes"] == size - 2 and finding["evidence"]["expected_bytes"] == size
     assert "cut short" in finding["remediation"]
 
 
@@ -967,6 +1016,9 @@ def test_an_ecdsa_signature_longer_than_the_curve_makes_is_invalid(client):
     longer = f"{head}.{payload}.{b64(raw[:32] + bytes(1) + raw[32:])}"
     body = verdict(client, longer, es256_policy())
     assert codes(body) == ["SIGNATURE_INVALID"] and "65 bytes" in body["findings"][0]["message"]
+    padded = f"{head}.{payload}.{b64(bytes(1) + raw)}"  # as long, but no DER SEQUENCE (0x30): not called DER
+    remediation = only(verdict(client, padded, es256_policy()), "SIGNATURE_INVALID")["remediation"]
+    assert "DER" not in remediation and remediation.startswith("The signature was mangled")
 
 
 def test_an_ec_key_is_bound_to_its_curve_not_only_to_its_type(client):
@@ -1006,6 +1058,15 @@ def test_a_token_another_key_signed_against_a_weak_key_alone_is_weak_key_not_a_s
     response = client.post(URL, json={"token": mint(claims(), key_for("RS256")),
                                       "policy": rs256_policy(public_key=weak.public_pem)})
     assert response.status_code == 200 and codes(response.json()) == ["WEAK_KEY"]
+
+
+@pytest.mark.filterwarnings("ignore:Key size should be:UserWarning")
+def test_a_stripped_signature_against_a_weak_key_alone_is_never_valid(client):
+    """Found by mutation testing: with no strong key, an empty signature was judged by the weak key alone, and
+    nothing checked that it still fails (an 'alg: none'-style forgery)."""
+    weak = SigningKey("RS256", _weak_rsa(), "legacy")
+    body = verdict(client, mint(claims(), weak).rsplit(".", 1)[0] + ".", rs256_policy(public_key=weak.public_pem))
+    assert codes(body) == ["WEAK_KEY"] and body["statuses"]["signature"] == "fail"
 
 
 @pytest.mark.parametrize("settings", [Settings(max_token_bytes=2048)], ids=["cap-2048"])

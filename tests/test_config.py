@@ -116,6 +116,35 @@ def test_a_file_replaced_keeping_its_modification_time_is_seen_as_changed(tmp_pa
     assert document.changed_on_disk() and document.reload() and document.value == {"secret": "new"}
 
 
+@pytest.mark.parametrize("edit", ["moved-over-by-a-new-file", "rewritten-to-another-size"])
+def test_a_file_changed_within_one_tick_of_a_coarse_clock_is_seen_as_changed(tmp_path, monkeypatch, edit):
+    """A file system with coarse times (a second, two on FAT) can leave an edit's times as they were: the inode
+    (`mv` of a new file) or the size still tells the change."""
+    import types
+
+    from app import config
+
+    class CoarseClock:  # `os` as app.config sees it, on a file system whose times did not move
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
+
+        @staticmethod
+        def stat(name: str) -> types.SimpleNamespace:
+            return types.SimpleNamespace(st_mtime_ns=0, st_ctime_ns=0, st_ino=os.stat(name).st_ino,
+                                         st_size=os.stat(name).st_size)
+
+    monkeypatch.setattr(config, "os", CoarseClock())
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    if edit == "moved-over-by-a-new-file":
+        (tmp_path / "new.json").write_text('{"a": 2}')  # the same size
+        os.replace(tmp_path / "new.json", path)
+    else:
+        path.write_text('{"a": 22}')  # the same inode
+    assert document.changed_on_disk() and document.reload() and document.value["a"] in (2, 22)
+
+
 def test_a_file_touched_but_not_changed_is_not_reloaded(tmp_path):
     """chmod, touch or a hard link change the file's stamp, not its content: nothing is rebuilt or logged."""
     path = tmp_path / "profiles.json"
@@ -259,9 +288,27 @@ def test_a_member_name_repeated_inside_an_array_is_refused_not_read_as_its_last_
         create_app(Settings(authorizers_json=document))
 
 
-def test_a_value_that_looks_like_a_token_is_not_shown_as_the_documents_label():
-    source = Source("ISSUER_PROFILES_JSON", "/run/secrets/Zm9vYmFyQmF6cXV4MTIzNDU2Nzg5")
-    assert "Zm9v" not in source.label and "not shown" in source.label
+@pytest.mark.parametrize("value", [
+    "/run/secrets/Zm9vYmFyQmF6cXV4MTIzNDU2Nzg5",
+    "/run/secrets/Zm9vYmFyQmF6cXV4MTIz",  # 20 characters: the shortest run hidden
+    "/srv/" + "/".join(["a" * 200] * 5) + "/profiles12.json",  # 1,025 characters: longer than a path shown
+], ids=["token", "token-of-20-characters", "longer-than-a-path"])
+def test_a_value_that_looks_like_a_token_is_not_shown_as_the_documents_label(value):
+    source = Source("ISSUER_PROFILES_JSON", value)
+    assert source.label == "ISSUER_PROFILES_JSON (the value, not shown: it does not look like a file path)"
+
+
+def test_the_snapshot_holding_the_documents_secrets_is_readable_by_the_services_user_alone(tmp_path, monkeypatch):
+    import stat
+
+    snapshots = tmp_path / "snapshots"
+    snapshots.mkdir()
+    monkeypatch.setenv(SNAPSHOT_ENV, str(snapshots))
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1, "secret": "s3cr3t"}')
+    path.chmod(0o644)
+    ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    assert stat.S_IMODE(os.stat(snapshots / "ISSUER_PROFILES_JSON.json").st_mode) == 0o600
 
 
 def test_an_inline_document_is_never_written_to_the_snapshot_directory(tmp_path, monkeypatch):
@@ -310,6 +357,48 @@ def test_a_document_refused_again_in_another_version_is_logged_again(tmp_path):
     assert [line["event"] for line in logs].count("config_reload_failed") == 2
 
 
+def test_the_same_bytes_refused_for_another_reason_are_logged_again(tmp_path):
+    """The profiles are checked against the authorizers as they stand: the same file may be refused again because
+    another authorizer now names a profile it drops, which the operator needs to read."""
+    import structlog
+
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+    named = ["az1"]
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {},
+                                 agrees=lambda new: [("$", f"authorizer {name} names it") for name in named])
+    path.write_text('{"a": 2}')
+    with structlog.testing.capture_logs() as logs:
+        document.reload()
+        named.append("az2")
+        document.reload()
+    told = [line["problems"] for line in logs if line["event"] == "config_reload_failed"]
+    assert told == [[f"ISSUER_PROFILES_JSON ({path}): $: authorizer {name} names it" for name in named[:count]]
+                    for count in (1, 2)]
+
+
+def test_a_file_that_cannot_be_read_is_logged_at_each_read(tmp_path):
+    """No bytes to tell one refusal from the next: a file missing, or unreadable for a moment while replaced, is
+    told each time it is read."""
+    import structlog
+
+    path = tmp_path / "profiles.json"
+    path.write_text('{"a": 1}')
+    document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {})
+    path.unlink()
+    with structlog.testing.capture_logs() as logs:
+        assert document.reload() is False and document.reload() is False
+    assert [line["event"] for line in logs].count("config_reload_failed") == 2 and document.value == {"a": 1}
+
+
+def test_a_config_file_of_exactly_16_mib_is_read(tmp_path):
+    path = tmp_path / "profiles.json"
+    head, tail = b'{"a": 1, "pad": "', b'"}'
+    path.write_bytes(head + b"x" * ((16 << 20) - len(head) - len(tail)) + tail)
+    assert os.path.getsize(path) == 16 << 20
+    assert ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), load, {}).value["a"] == 1
+
+
 def test_a_config_file_over_16_mib_is_refused(tmp_path):
     path = tmp_path / "profiles.json"
     path.write_bytes(b'{"a": 1, "pad": "' + b"x" * (16 << 20) + b'"}')
@@ -351,6 +440,34 @@ async def test_a_sighup_reads_a_file_again_even_when_its_stamp_did_not_change(tm
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
     assert document.value == {"a": 2}
+
+
+def test_a_sighup_reads_a_file_taken_up_by_the_other_documents_change_even_at_the_stamps_it_was_refused_at(
+        tmp_path, monkeypatch):
+    """The profiles refused for naming what the authorizers lack are taken up when the authorizers' change reads
+    them again, later in the same pass: refused no more, they are read by the next SIGHUP like any other document
+    (an edit on a coarse clock leaves the stamps as they were)."""
+    from app.config import _reload_pass, _stamps
+
+    monkeypatch.setattr(Source, "stamp", lambda self: ("as it was",))
+    profiles_path, authorizers_path = tmp_path / "profiles.json", tmp_path / "authorizers.json"
+    profiles_path.write_text('{"a": 1}')
+    authorizers_path.write_text('{"a": 1}')
+    profiles = ReloadingDocument(
+        Source("ISSUER_PROFILES_JSON", str(profiles_path)), load, {},
+        agrees=lambda new: [] if new["a"] != 2 or authorizers.value["a"] == 2 else [("$.a", "not yet")])
+    authorizers = ReloadingDocument(Source("AUTHORIZERS_JSON", str(authorizers_path)), load, {},
+                                    on_change=lambda old, new: profiles.reload())
+    documents = [profiles, authorizers]
+    profiles_path.write_text('{"a": 2}')
+    _reload_pass(documents, _stamps(documents), every=True)
+    assert profiles.value == {"a": 1} and profiles.last_error is not None
+    authorizers_path.write_text('{"a": 2}')
+    _reload_pass(documents, _stamps(documents), every=True)
+    assert profiles.value == authorizers.value == {"a": 2} and profiles.last_error is None
+    profiles_path.write_text('{"a": 3}')
+    _reload_pass(documents, _stamps(documents), every=True)
+    assert profiles.value == {"a": 3}
 
 
 def test_a_file_that_grew_past_16_mib_after_its_size_was_read_is_refused_for_its_size(tmp_path, monkeypatch):

@@ -45,19 +45,30 @@ def test_the_default_lifetime_is_clamped_like_any_other(settings, expected):
     ({"expires": "Tue, 14 Nov 2023 23:13:20 GMT", "date": "Tue, 14 Nov 2023 21:13:20 GMT"}, 7200),
     ({"expires": "Tue, 14 Nov 2023 23:13:20 GMT", "age": "1800"}, 1800),
     ({"expires": "0"}, 300),
+    ({"expires": "Thu, 01 Jan 99999999999999999999 00:00:00 GMT"}, 300),  # OverflowError, not ValueError
     ({"cache-control": "max-age=3600", "age": "100, 100"}, 3500),
+    ({"cache-control": "max-age=3600", "age": "100 , 100"}, 3500),  # white space before the comma
     ({"cache-control": 'no-cache="set-cookie", max-age=3600, no-cache'}, 300),
     ({"cache-control": 'no-cache="set-cookie", max-age=3600'}, 3600),
     ({"cache-control": "max-age=" + "9" * 4301}, 86_400),  # past int()'s 4,300 digits
     ({"cache-control": "max-age=3600", "age": "9" * 4301}, 300),
     ([("cache-control", "max-age=3600"), ("age", "100"), ("age", "3000")], 3500),  # the first of two lines
+    # Found by mutation testing:
+    ({"cache-control": "max-age=3600", "age": "100 , 3000"}, 3500),  # white space before a list's comma (OWS)
+    ({"cache-control": "max-age="}, 300),  # a max-age that says nothing: stale at once, not the default
+    ({"expires": "Tue, 14 Nov 99999999999999999999 23:13:20 GMT"}, 300),  # past any C integer: unreadable
+    ({"cache-control": f"max-age={10**11}", "age": str(2 * 10**9)}, 86_400),  # capped past any Age, not at it
 ], ids=["max-age-honoured", "below-floor", "above-ceiling", "no-store-floor", "no-header-default", "expires",
         "age-held-by-a-cache", "age-down-to-the-floor", "expires-utc", "expires-without-zone-is-gmt",
         "age-a-superscript-digit", "huge-max-age-and-age", "huge-max-age", "no-cache-beside-max-age",
         "no-store-after-max-age", "max-age-not-an-integer", "max-age-negative", "max-age-quoted",
         "max-age-first-of-two", "shared-cache-directive-only", "expires-against-the-servers-date",
-        "expires-less-age", "expires-invalid-is-stale", "age-twice-joined", "bare-no-cache-after-a-qualified-one",
-        "qualified-no-cache-only", "max-age-past-int-digits", "age-past-int-digits", "age-two-lines"])
+        "expires-less-age", "expires-invalid-is-stale", "expires-year-overflowing-is-stale", "age-twice-joined",
+        "age-twice-joined-spaced",
+        "bare-no-cache-after-a-qualified-one",
+        "qualified-no-cache-only", "max-age-past-int-digits", "age-past-int-digits", "age-two-lines",
+        "age-white-space-before-a-comma", "max-age-empty", "expires-year-past-any-integer",
+        "huge-max-age-less-a-huge-age"])
 def test_a_document_is_fresh_for_its_http_lifetime_clamped_between_floor_and_ceiling(header, expected, monkeypatch):
     import time
 

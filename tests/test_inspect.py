@@ -7,7 +7,7 @@ from typing import Any, Callable
 import pytest
 
 from app.findings import INSPECT_CODES
-from tests.conftest import NOW, claims, rs256_token
+from tests.conftest import NOW, claims, rs256_policy, rs256_token
 from tests.mint import b64, key_for, mint, segment
 
 URL = "/v1/inspect/token"
@@ -54,7 +54,11 @@ CASES: list[tuple[str, Callable[[], str], set[str]]] = [
     ("KID_SUSPICIOUS", lambda: with_header(kid="\u009b31m"), {"KID_SUSPICIOUS"}),  # C1 CSI (found by a review)
     ("KID_SUSPICIOUS", lambda: with_header(kid="a\u0085b"), {"KID_SUSPICIOUS"}),  # NEL
     ("KID_SUSPICIOUS", lambda: with_header(kid="..secret"), {"KID_SUSPICIOUS"}),  # a parent directory
+    ("KID_SUSPICIOUS", lambda: with_header(kid="keys\\k1"), {"KID_SUSPICIOUS"}),  # a Windows path
+    ("KID_SUSPICIOUS", lambda: with_header(kid="k1`id`"), {"KID_SUSPICIOUS"}),  # a shell's command substitution
+    ("KID_SUSPICIOUS", lambda: with_header(kid="k1\x7f"), {"KID_SUSPICIOUS"}),  # DEL
     ("CRIT_PRESENT", lambda: with_header(crit=["exp"], exp=NOW), {"CRIT_PRESENT"}),
+    ("CRIT_PRESENT", lambda: with_header(crit=[]), {"CRIT_PRESENT"}),  # present, if empty (RFC 7515 forbids it)
     ("EXP_MISSING", lambda: rs(exp=None), {"EXP_MISSING"}),
     ("LONG_LIFETIME", lambda: rs(iat=NOW - 10, exp=NOW - 10 + 24 * 3600 + 1), {"LONG_LIFETIME"}),
     ("EXPIRED", lambda: rs(exp=NOW - 1), {"EXPIRED"}),
@@ -75,7 +79,7 @@ CASES: list[tuple[str, Callable[[], str], set[str]]] = [
 ]
 IDS = ["alg-none", "alg-none-mixed-case", "hs256", "jwk", "jku", "x5u", "x5c", "kid-path", "kid-quote",
        "kid-double-quote", "kid-nul", "kid-newline", "kid-not-string", "kid-c1-csi", "kid-c1-nel", "kid-dot-dot",
-       "crit", "no-exp", "over-24h", "expired",
+       "kid-backslash", "kid-backtick", "kid-del", "crit", "crit-empty", "no-exp", "over-24h", "expired",
        "exp-equals-now", "nbf-future", "iat-future", "no-aud", "aud-userinfo", "aud-userinfo-array", "nonce",
        "at_hash", "token_use-id", "bearer", "opaque", "bearer-opaque", "bad-base64", "jwe"]
 
@@ -127,12 +131,24 @@ def test_long_lifetime_beside_an_iat_that_is_no_date_says_so_not_that_there_is_n
     assert message == "`exp` is over 24 hours after now (its `iat` is no NumericDate)."
 
 
-@pytest.mark.parametrize("kid, says", [(7, "a JSON number"), (["k1"], "a JSON array"), ({"k": 1}, "a JSON object")])
+@pytest.mark.parametrize("kid, says", [
+    (7, "a JSON number"), (7.5, "a JSON number"), (True, "a JSON boolean"), (["k1"], "a JSON array"),
+    ({"k": 1}, "a JSON object"),
+])
 def test_a_kid_that_is_not_a_string_is_told_as_such(client, kid, says):
     """It was told "contains path, quote or control characters", which an int has none of (found by a review)."""
     body = inspect(client, with_header(kid=kid))
     message = next(item["message"] for item in body["details"] if item["code"] == "KID_SUSPICIOUS")
     assert says in message and "not a string" in message
+
+
+@pytest.mark.parametrize("kid", ["2024-06.signing", "v1.2.3", "key_v2~x", None],
+                         ids=["one-dot", "dots-apart", "unreserved", "null"])
+def test_an_ordinary_kid_and_a_null_one_are_not_suspicious(client, kid):
+    """Found by mutation testing: only two dots in a row climb a directory, and a null `kid` is no `kid`, as
+    validation reads it (checks/header.py)."""
+    body = inspect(client, with_header(kid=kid))
+    assert body["decoded"]["header"]["kid"] == kid and body["suspicious_warnings"] == []
 
 
 def test_a_token_whose_signature_segment_alone_is_malformed_is_shown_decoded_with_its_other_warnings(client):
@@ -147,6 +163,7 @@ def test_a_token_whose_signature_segment_alone_is_malformed_is_shown_decoded_wit
 
 @pytest.mark.parametrize("claim, value, code, says", [
     ("exp", str(NOW + 3600), "EXP_MISSING", "not a NumericDate"),
+    ("exp", True, "EXP_MISSING", "not a NumericDate"),  # (found by mutation testing: only strings were sent)
     ("exp", None, "EXP_MISSING", "never expires"),
     ("aud", [], "AUD_MISSING", "names no audience"),
     ("aud", 42, "AUD_MISSING", "names no audience"),
@@ -159,8 +176,8 @@ def test_a_token_whose_signature_segment_alone_is_malformed_is_shown_decoded_wit
     ("nbf", (NOW - 60) * 1000, "NOT_YET_VALID", "milliseconds"),
     ("iat", True, "IAT_IN_FUTURE", "not a NumericDate"),
     ("iat", 253_402_300_800, "IAT_IN_FUTURE", "after the year 9999"),
-], ids=["exp-as-string", "exp-absent", "aud-empty-array", "aud-number", "aud-empty-string-item", "aud-no-string-item",
-         "aud-empty-string", "exp-in-milliseconds",
+], ids=["exp-as-string", "exp-boolean", "exp-absent", "aud-empty-array", "aud-number", "aud-empty-string-item",
+         "aud-no-string-item", "aud-empty-string", "exp-in-milliseconds",
          "nbf-as-string", "nbf-in-milliseconds",
         "iat-boolean", "iat-after-9999"])
 def test_a_claim_present_but_unusable_is_flagged_like_an_absent_one(client, claim, value, code, says):
@@ -169,19 +186,55 @@ def test_a_claim_present_but_unusable_is_flagged_like_an_absent_one(client, clai
     assert says in next(item["message"] for item in body["details"] if item["code"] == code)
 
 
+@pytest.mark.parametrize("claim, code, says", [
+    ("exp", "EXP_MISSING", "`exp` is not a NumericDate"), ("aud", "AUD_MISSING", INSPECT_CODES["AUD_MISSING"]),
+], ids=["exp", "aud"])
+def test_a_null_claim_is_told_as_validation_reads_it(client, claim, code, says):
+    """Found by mutation testing: `exp: null` is there and no date (validation refuses it, not "never expires"),
+    while `aud: null` names nothing, as an absent `aud` (validation: "'aud' is missing")."""
+    body = inspect(client, mint({**claims(), claim: None}, key_for("RS256")))
+    assert body["suspicious_warnings"] == [code]
+    assert body["details"][0]["message"].startswith(says)
+
+
 @pytest.mark.parametrize("token", ["Bearer", "bearer ", "Bearer " + rs256_token()])
 def test_the_bearer_scheme_left_in_is_flagged_even_alone(client, token):
     assert "BEARER_PREFIX" in inspect(client, token)["suspicious_warnings"]
 
 
-def test_userinfo_next_to_a_real_audience_is_not_flagged(client):
-    body = inspect(client, rs(aud=["https://api.example.com", "https://acme.auth0.com/userinfo"]))
+@pytest.mark.parametrize("padding", [" ", "\t", "\r\n"], ids=["space", "tab", "crlf"])
+def test_a_token_sent_with_surrounding_whitespace_is_inspected_as_validation_reads_it(client, padding):
+    """The whitespace validation ignores is taken off first: the answer, token id included, is the bare token's
+    (found by mutation testing)."""
+    token = rs256_token()
+    assert inspect(client, f"{padding}{token}{padding}") == inspect(client, token)
+
+
+@pytest.mark.parametrize("aud", [
+    ["https://api.example.com", "https://acme.auth0.com/userinfo"], "https://api.example.com/userinfo/v2",
+], ids=["beside-a-real-audience", "an-api-under-a-userinfo-path"])
+def test_userinfo_beside_a_real_audience_or_within_an_apis_path_is_not_flagged(client, aud):
+    body = inspect(client, rs(aud=aud))
     assert "AUD_USERINFO" not in body["suspicious_warnings"]
 
 
-def test_bearer_prefix_is_flagged_and_the_token_behind_it_still_decoded(client):
-    body = inspect(client, "Bearer " + rs())
+@pytest.mark.parametrize("prefix", ["Bearer ", "bearer\t", "Bearer  ", "Bearer \t ", "\r\n Bearer "],
+                         ids=["space", "tab", "two-spaces", "white-space-run", "white-space-before"])
+def test_bearer_prefix_is_flagged_and_the_token_behind_it_still_decoded(client, prefix):
+    """Found by mutation testing: white space beyond one character around the scheme was never sent."""
+    body = inspect(client, prefix + rs())
     assert body["decoded"]["payload"]["sub"] == "user-42"
+    assert body["suspicious_warnings"] == ["BEARER_PREFIX"]
+
+
+@pytest.mark.parametrize("text", ["{token}", " {token}\n", "Bearer {token}", "\tBearer  {token} ", "Bearer 8xLOxBtZp8"],
+                         ids=["bare", "white-space-around", "bearer", "bearer-and-white-space", "bearer-opaque"])
+def test_the_token_id_is_the_one_validation_gives_the_same_text(client, text):
+    """Found by mutation testing: a log line's token_id finds the same request on both routes only if it is the
+    fingerprint of the same text (the whole of it, Bearer scheme included, white space around it ignored)."""
+    sent = text.format(token=rs())
+    validated = client.post("/v1/validate/jwt", json={"token": sent, "policy": rs256_policy()})
+    assert inspect(client, sent)["token_id"] == validated.json()["token_id"]
 
 
 def test_time_claims_equal_to_now_are_not_flagged(client):

@@ -150,6 +150,17 @@ async def test_kid_not_found_evidence_tells_the_age_of_the_set_now_not_when_firs
     assert server.hit_count(PATH) == 2  # the first fetch and the unknown kid's refetch
 
 
+async def test_a_clock_stepped_back_behind_the_fetch_tells_the_set_fetched_0_seconds_ago(verifier, server, clock):
+    """Found by mutation testing: a set fetched "after" now (the clock stepped back) is not negative seconds old."""
+    policy = remote_policy(server.url(PATH))
+    assert (await verifier.validate(token("k1"), policy)).valid
+    await verifier.validate(token("ghost"), policy)  # refetched for the unknown kid: no other fetch this cooldown
+    clock.now -= 5
+    result = await verifier.validate(token("ghost", at=clock.now), policy)
+    assert result.findings[0].code == "KID_NOT_FOUND"
+    assert result.findings[0].evidence["fetched_seconds_ago"] == 0 and "0 s ago" in result.findings[0].remediation
+
+
 async def test_max_age_is_honoured_then_refreshed_in_background(verifier, server, clock):
     server.headers[PATH] = {"Cache-Control": "max-age=1200"}
     policy = remote_policy(server.url(PATH))
@@ -510,6 +521,25 @@ async def test_a_validation_waiting_for_keys_when_a_reload_changes_its_profile_i
         assert codes(result) == ["KID_NOT_FOUND"] and result.findings[0].evidence["known_kids"] == ["k2"]
 
 
+async def test_a_validation_follows_its_profile_through_a_second_reload_made_while_it_waited_for_the_new_keys(clock):
+    """Found by mutation testing: a validation that looked again only once after a wait was answered with the keys
+    of a profile that a second reload, during its wait for them, had replaced."""
+    policies = {name: remote_policy(f"https://idp.example.com/{name}.json") for name in ("old", "new", "newest")}
+    reloads = [{"p": policies["new"]}, {"p": policies["newest"]}]
+
+    class ReloadingKeys:  # the key-set cache, where each wait for keys sees a reload
+        async def view(self, uri: str, kid: str | None) -> KeyView:
+            if reloads:
+                checker.profiles = reloads.pop(0)
+            return KeyView(None, "jwks_uri", error=f"the keys of {uri}")
+
+    checker = Verifier(max_token_bytes=16384, cache_size=1000, keys=ReloadingKeys(), clock=clock)  # type: ignore
+    checker.profiles = {"p": policies["old"]}
+    result = await checker.validate(token("k1"), policies["old"], "p")
+    assert codes(result) == ["JWKS_UNAVAILABLE"] and not reloads
+    assert "the keys of https://idp.example.com/newest.json" in result.findings[0].evidence["reason"]
+
+
 ISSUER_PATH = "/tenant"
 
 
@@ -836,7 +866,8 @@ async def test_an_invalid_token_alone_buys_no_exemption(verifier, server, clock)
 def test_the_kid_that_asks_for_a_refetch_is_read_from_a_token_as_validation_reads_it():
     """Only a token validation would look up a key for names a kid: one at the size cap, or with white space around
     it, does (a rotation waited for the set's age); a non-ASCII one, or one of four segments, does not (a refused
-    token made the service fetch the IdP's key set)."""
+    token made the service fetch the IdP's key set), nor one whose kid is not text (validation looks up no key for
+    it: found by mutation testing)."""
     from app.verifier import header_kid
 
     raw = mint(claims(), key_for("RS256", "k1"), kid="k2")
@@ -846,6 +877,8 @@ def test_the_kid_that_asks_for_a_refetch_is_read_from_a_token_as_validation_read
     head, payload, signature = raw.split(".")
     assert header_kid(f"{head}.{payload}\u00e9.{signature}", algs, 16 * 1024) is None
     assert header_kid(f"{raw}.x", algs, 16 * 1024) is None
+    numbered = mint(claims(), key_for("RS256", "k1"), kid=False, header={"kid": 7})  # no key's kid: never looked up
+    assert header_kid(numbered, algs, 16 * 1024) is None  # (found by mutation testing)
 
 
 def test_a_kid_longer_than_256_characters_never_asks_for_a_refetch():

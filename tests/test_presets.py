@@ -198,6 +198,8 @@ def test_an_unknown_provider_that_is_no_name_is_not_echoed(client, segment):
 BAD_VALUES = [
     ("auth0", "tenant_domain", "https://acme.us.auth0.com", "not a URL"),
     ("auth0", "tenant_domain", "acme.us.auth0.com/api", "without a path"),
+    ("auth0", "tenant_domain", "acme.us.auth0.com?x=1", "without a path"),
+    ("auth0", "tenant_domain", "acme.us.auth0.com#x", "without a path"),
     ("auth0", "tenant_domain", "Acme.us.auth0.com", "lower case"),
     ("okta", "okta_domain", "acme", "host name"),
     ("okta", "authorization_server_id", "oauth2/default", "authorization server id"),
@@ -206,9 +208,13 @@ BAD_VALUES = [
     ("cognito", "user_pool_id", "eu-west-1_AbC123xyZ", "is in region eu-west-1, not us-east-1"),
     ("entra_id", "tenant_id", "contoso.onmicrosoft.com", "never a domain name"),
     ("entra_id", "tenant_id", "common", "multi-tenant"),
+    ("entra_id", "tenant_id", "consumers", "multi-tenant"),
+    ("entra_id", "tenant_id", "Organizations", "multi-tenant"),
     ("firebase", "project_id", "Acme_Prod", "project id"),
     ("firebase", "project_id", "123456789012", "not the project number"),
     ("firebase", "project_id", "acme-prod.firebaseapp.com", "not a domain"),
+    ("firebase", "project_id", "acme/prod", "not a domain or URL"),
+    ("firebase", "project_id", "acme-prod:443", "not a domain or URL"),
     ("firebase", "project_id", "acme_prod", "hyphens, not underscores"),
     ("keycloak", "realm", "../admin", "realm name"),
     ("keycloak", "host", "sso.acme.com/auth", "without a path"),
@@ -228,6 +234,20 @@ BAD_VALUES = [
     ("cognito", "region", "us-east-123", "AWS region"),
     ("entra_id", "tenant_id", "0F6C2B8E-3d4a-4b7c-9e21-5a8d7f3c1b90", "lower case"),
     ("auth0", "tenant_domain", ".".join(["a" * 60] * 5) + ".com", "host name"),  # 309 characters: past DNS's 253
+    ("auth0", "tenant_domain", "a" * 64 + ".us.auth0.com", "host name"),  # a DNS label is at most 63
+    ("keycloak", "host", "256.0.0.1", "a host name or IPv4 address"),
+    ("keycloak", "host", "10.0.0.05", "a host name or IPv4 address"),
+    ("cognito", "region", "usa-east-1", "AWS region"),
+    ("cognito", "region", "us-1", "AWS region"),
+    ("entra_id", "tenant_id", "0f6c2b8e-3d4a-4b7c-9e21-5a8d7f3c1b9", "a tenant GUID"),
+    ("entra_id", "tenant_id", "0f6c2b8e3d4a-4b7c-9e21-5a8d7f3c1b90", "a tenant GUID"),
+    ("okta", "authorization_server_id", "a" * 65, "an authorization server id"),
+    ("cognito", "user_pool_id", "us-east-1_" + "a" * 56, "a Cognito user pool id"),
+    ("firebase", "project_id", "acmep", "a project id (6-30"),
+    ("firebase", "project_id", "a" * 31, "a project id (6-30"),
+    ("firebase", "project_id", "acme-prod-", "a project id (6-30"),
+    ("keycloak", "realm", "..", "realm name"),
+    ("keycloak", "realm", "acme%2F..%2Fmaster", "realm name"),
 ]
 GOOD = {"auth0": {"tenant_domain": "acme.us.auth0.com"},
         "okta": {"okta_domain": "acme.okta.com", "authorization_server_id": "default"},
@@ -256,6 +276,13 @@ def test_a_host_parameter_takes_a_port_from_1_to_65535(client, port):
     response = client.get("/v1/presets/keycloak", params=params)
     assert response.status_code == 200, response.text
     assert response.json()["issuer"] == f"https://sso.acme.com:{port}/realms/acme"
+
+
+@pytest.mark.parametrize("length, status", [(255, 200), (256, 422)])
+def test_a_host_parameter_is_at_most_255_characters(client, length, status):
+    host = ".".join(["a" * 63] * 3) + "." + "a" * (length - 3 * 64 - 4) + ".com"
+    response = client.get("/v1/presets/keycloak", params={"host": host, "realm": "acme", "audience": "x"})
+    assert len(host) == length and response.status_code == status, response.text
 
 
 @pytest.mark.parametrize("host", ["10.0.0.5:8443", "keycloak:8443", "keycloak"])
@@ -304,11 +331,12 @@ def test_too_many_or_too_long_audiences_are_422_saying_which(client, audiences, 
     assert client.get(f"/v1/presets/auth0?tenant_domain=acme.us.auth0.com&{most}").status_code == 200
 
 
-def test_an_unknown_parameter_that_is_no_name_is_not_echoed(client):
+@pytest.mark.parametrize("secret", ["eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", "sk_live_" + "k9" * 12 + "q",
+                                    "k9q2.x7w4.z3"], ids=["token", "33-characters", "dotted"])
+def test_an_unknown_parameter_that_is_no_name_is_not_echoed(client, secret):
     """Found by a review: a token given as a query parameter's name came back in the 422's detail and loc."""
-    secret = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
     response = client.get(f"/v1/presets/auth0?tenant_domain=acme.us.auth0.com&audience=x&{secret}=1")
-    assert response.status_code == 422 and "eyJ" not in response.text
+    assert response.status_code == 422 and secret not in response.text
     assert [(error["loc"], error["type"]) for error in response.json()["errors"]] == [
         (["query", "parameter"], "extra_forbidden")]
 
@@ -597,8 +625,9 @@ def test_a_hosted_provider_mock_on_localhost_loads_with_its_port():
     {"preset": "okta", "issuer": "https://acme.okta.com:443"},
     {"preset": "auth0", "issuer": "https://acme.us.auth0.com:8443/api/"},
     {"preset": "auth0", "issuer": "https://login.acme.com:8443/", "parameters": {"tenant_domain": "acme.us.auth0.com"}},
+    {"preset": "auth0", "issuer": "https://acme.us.auth0.com:99999/"},  # a port urlsplit cannot read
 ], ids=["auth0-issuer", "auth0-issuer-empty-parameters", "okta-issuer", "okta-parameter", "okta-org-server",
-        "auth0-other-path", "auth0-custom-domain"])
+        "auth0-other-path", "auth0-custom-domain", "auth0-port-out-of-range"])
 def test_a_hosted_providers_domain_with_a_port_written_out_is_refused(profile):
     """Auth0 and Okta serve their domains on 443 only, and their tokens' `iss` names no port: these loaded and
     refused every token (found by a review)."""
@@ -735,19 +764,23 @@ GOOD_FILE = {"provider": "acme", "title": "Acme IdP", "issuer": "https://{tenant
     ({"policy": {"allowed_algs": ["RS256"], "issuer": "https://x/"}}, "$.policy.issuer", "not allowed"),
     ({"policy": {"allowed_algs": ["RS256"], "secret": "s" * 32}}, "$.policy.secret", "not allowed"),
     ({"policy": {"allowed_algs": ["RS256"], "jwks": {"keys": []}}}, "$.policy.jwks", "not allowed"),
+    ({"policy": {"allowed_algs": ["RS256"], "public_key": "x"}}, "$.policy.public_key", "not allowed"),
+    ({"policy": {"allowed_algs": ["RS256"], "discovery": True}}, "$.policy.discovery", "not allowed"),
     ({"jwks_uri": "https://{tenant}/keys"}, "$.jwks_uri", "{tenant} is not a declared parameter"),
     ({"jwks_uri": "https://{tenant_domain/keys"}, "$.jwks_uri", "a placeholder is {name}"),
     ({"jwks_uri": "http://{tenant_domain}/keys"}, "$.jwks_uri", "must use https"),
     ({"parameters": {"tenant_domain": "x", "colour": "y"}}, "$.parameters.colour", "unknown parameter kind"),
     ({"parameters": {"tenant_domain": "x", "realm": "y"}}, "$.parameters.realm", "must appear in the issuer"),
     ({"defaults": {"tenant_domain": "https://x"}}, "$.defaults.tenant_domain", "expected a host name"),
+    ({"defaults": {"realm": "acme"}}, "$.defaults.realm", "is not a declared parameter"),
     ({"title": ""}, "$.title", "length >= 1"),
     ({"policy": {"allowed_algs": ["RS256"], "audiences": "https://api.acme.com"}}, "$.policy.audiences",
      "expected an array of strings"),
 ], ids=["provider-not-file-name", "unknown-field", "alg-none", "hs-with-jwks-uri", "skew-too-big",
-        "issuer-in-policy", "secret-in-policy", "jwks-in-policy",
+        "issuer-in-policy", "secret-in-policy", "jwks-in-policy", "public-key-in-policy", "discovery-in-policy",
         "undeclared-placeholder", "broken-placeholder", "http-jwks-uri",
-        "unknown-parameter-kind", "parameter-not-in-issuer", "bad-default", "empty-title", "audiences-a-string"])
+        "unknown-parameter-kind", "parameter-not-in-issuer", "bad-default", "default-of-no-parameter", "empty-title",
+        "audiences-a-string"])
 def test_bad_preset_file_raises_config_error_with_file_path_and_problem(tmp_path, change, path, message):
     (tmp_path / "acme.json").write_text(json.dumps({**GOOD_FILE, **change}))
     with pytest.raises(ConfigError) as error:

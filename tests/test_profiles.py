@@ -128,7 +128,12 @@ def test_bad_profile_document_stops_startup_with_source_json_path_and_problem(do
      "not valid JSON: a number out of range, beyond a 64-bit float (line 2, column 25)"),
     ('{"acme": {"clock_skew_seconds": 1' + "0" * 400 + '.5}}',
      "ISSUER_PROFILES_JSON: $: not valid JSON: a number out of range, beyond a 64-bit float (line 1, column 33)"),
-], ids=["number-out-of-range", "member-name-too-long", "not-the-one-in-a-string", "without-an-exponent"])
+    ('{"acme": {"leeway": 5,\n  "clock_skew_seconds": 1e999}}',
+     "not valid JSON: a number out of range, beyond a 64-bit float (line 2, column 25)"),
+    ('{"acme": {"description": "\\" 1e999 \\"",\n  "clock_skew_seconds": 2e999}}',
+     "not valid JSON: a number out of range, beyond a 64-bit float (line 2, column 25)"),
+], ids=["number-out-of-range", "member-name-too-long", "not-the-one-in-a-string", "without-an-exponent",
+        "not-a-number-in-range-before-it", "not-the-one-in-a-string-with-escaped-quotes"])
 def test_a_problem_msgspec_places_by_its_own_notation_is_told_with_a_position(text, expected):
     """Found by a review: these were told "at `$[...][...]`" and "at `key` in `$.required_custom_claims`"."""
     with pytest.raises(ConfigError) as error:
@@ -221,6 +226,16 @@ def test_a_profile_id_given_twice_is_refused_not_silently_replaced():
     assert str(error.value) == "ISSUER_PROFILES_JSON: $.acme: this member name appears more than once in its object"
 
 
+def test_every_member_name_given_twice_is_a_line_of_its_own_in_the_order_of_the_paths():
+    document = ('{"b": {"issuer": "https://b", "issuer": "https://c"},'
+                ' "a": {"leeway": 1, "audiences": [], "leeway": 2, "audiences": []}}')
+    with pytest.raises(ConfigError) as error:
+        create_app(Settings(issuer_profiles_json=document))
+    assert str(error.value).splitlines() == [
+        f"ISSUER_PROFILES_JSON: {path}: this member name appears more than once in its object"
+        for path in ("$.a.audiences", "$.a.leeway", "$.b.issuer")]
+
+
 def test_every_problem_is_reported_not_only_the_first():
     document = {"a": {"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": ["none"], "secret": "x" * 32},
                 "b": {"issuer": ISSUER, "audiences": [], "allowed_algs": ["HS256"], "secret": "x" * 32}}
@@ -248,6 +263,18 @@ def test_every_problem_is_reported_not_only_the_first():
     ({"issuer": ISSUER, "audiences": 7, "allowed_algs": ["HS256"], "secret": "x" * 32, "hmac-S3cret-0123456789": 1},
      ["$.acme.audiences: Expected `array`, got `int`",
       "$.acme: Object contains unknown field (its name is not shown: it is no plain name)"]),
+    ({"issuer": ISSUER, "audiences": 7, "allowed_algs": ["HS256"], "secret": "x" * 32, "leeway" * 6 + "abcd123": 1},
+     ["$.acme.audiences: Expected `array`, got `int`",
+      f"$.acme: Object contains unknown field `{'leeway' * 6}abcd123`"]),
+    ({"issuer": ISSUER, "audiences": 7, "allowed_algs": ["HS256"], "secret": "x" * 32, "leeway" * 6 + "abcde": 1},
+     ["$.acme.audiences: Expected `array`, got `int`",
+      "$.acme: Object contains unknown field (its name is not shown: it is no plain name)"]),
+    ({"issuer": ISSUER, "audiences": 7, "allowed_algs": ["HS256"], "secret": "x" * 32, "leeway1234": 1},
+     ["$.acme.audiences: Expected `array`, got `int`",
+      "$.acme: Object contains unknown field (its name is not shown: it is no plain name)"]),
+    ({"issuer": ISSUER, "audiences": 7, "allowed_algs": ["HS256"], "secret": "x" * 32, "leeway\nS3cret": 1},
+     ["$.acme.audiences: Expected `array`, got `int`",
+      "$.acme: Object contains unknown field (its name is not shown: it is no plain name)"]),
     # Found by a review: a required field of the wrong type, or missing, hid the checks of the others ('none', an
     # http key set, the key source) until the next start.
     ({"issuer": ISSUER, "audiences": AUDIENCE, "allowed_algs": ["none"], "jwks_uri": "http://idp.example.com/k"},
@@ -255,6 +282,8 @@ def test_every_problem_is_reported_not_only_the_first():
       "$.acme.allowed_algs[0]: 'none' is never allowed"]),
     ({"audiences": [AUDIENCE], "allowed_algs": ["none"], "jwks_uri": "https://idp.example.com/k"},
      ["$.acme: Object missing required field `issuer`", "$.acme.allowed_algs[0]: 'none' is never allowed"]),
+    ({"jwks": {}}, ["$.acme.jwks: Object missing required field `keys`",
+                    "$.acme: Object missing required fields `issuer`, `audiences`, `allowed_algs`"]),
     ({"issuer": 5}, ["$.acme.issuer: Expected `str | array`, got `int`",
                      "$.acme: Object missing required fields `audiences`, `allowed_algs`",
                      "$.acme: exactly one key source is required"]),
@@ -265,8 +294,10 @@ def test_every_problem_is_reported_not_only_the_first():
     ({"issuer": ISSUER, "audiences": [AUDIENCE], "allowed_algs": "HS256", "secret": "x" * 32},
      ["$.acme.allowed_algs: Expected `array`, got `str`"]),
 ], ids=["two-wrong-types", "http-uri-and-alg-none", "unknown-and-missing", "every-missing-field-at-once",
-        "unknown-name-with-a-digit", "unknown-name-not-shown", "wrong-type-and-alg-none", "missing-and-alg-none",
-        "wrong-type-and-missing", "bad-key-source-alone", "bad-algs-alone"])
+        "unknown-name-with-a-digit", "unknown-name-not-shown", "unknown-name-of-43-shown",
+        "unknown-name-of-41-letters-not-shown", "unknown-name-with-4-digits-not-shown",
+        "unknown-name-with-a-line-break-not-shown", "wrong-type-and-alg-none", "missing-and-alg-none",
+        "missing-inside-a-field-and-missing", "wrong-type-and-missing", "bad-key-source-alone", "bad-algs-alone"])
 def test_every_problem_of_one_profile_is_a_line_of_its_own(profile, expected):
     with pytest.raises(ConfigError) as error:
         create_app(Settings(issuer_profiles_json=json.dumps({"acme": profile})))
@@ -302,6 +333,7 @@ def test_file_source_is_named_in_the_error(tmp_path):
     ('{\n  "acme": {\n    "issuer": "https://a",,\n  }\n}', "(line 3, column 27)"),
     ('{\n  "é": 1 x}', "expected ',' or '}' (line 2, column 10)"),  # columns count characters, not bytes
     ('{"acme": {"issuer": "https://a"', "the document ends (line 1, column 31) before every value, array and"),
+    ('{"acme": {"issuer": "https://a"\n\n', "the document ends (line 1, column 31) before every value"),
     ('{\n  "acme": {"require_exp": tru', "the document ends (line 2, column 29) before every value"),
     ('{"acme": {\n  "secret": "truncated', "ends inside a string that starts at line 2, column 13"),
     ("  \n", "the document is empty"),
@@ -333,8 +365,12 @@ def test_a_file_that_is_not_utf8_is_told_by_line_and_column(tmp_path):
     ("q8Zr/7b2Kf0xLw9PnV4sT1uY6cE3hJ5aM8dG2iO0kRw=SECRET", "(the value, not shown: it does not look like a file path)"),
     ("/7b2Kf0xLw9PnV4sT1uY6cE3hJ5aM8dG2iO0kRw=SECRET", "(the value, not shown: it does not look like a file path)"),
     ("\ufeff{\"hs\": {\"secret\": \"SECRET-after-a-byte-order-mark\", \"issuer\": 1}}", "$.hs"),
+    (" \ufeff{\"hs\": {\"secret\": \"SECRET-after-a-space-and-a-mark\", \"issuer\": 1}}", "ISSUER_PROFILES_JSON: $"),
+    ("\ufeff'{\"hs\": {\"secret\": \"SECRET-quoted-after-a-mark-0123456789\"}}'",
+     "$: not valid JSON: the value is in quotes"),
+    ('"SECRET-a-quote-never-closed-0123456789', "$: not valid JSON: the document ends inside a string that starts at"),
 ], ids=["quoted", "quoted-path", "array", "not-a-path", "base64-with-a-slash", "base64-from-a-slash",
-        "byte-order-mark"])
+        "byte-order-mark", "space-then-byte-order-mark", "quoted-after-a-byte-order-mark", "quote-never-closed"])
 def test_a_value_that_is_neither_a_document_nor_a_path_is_never_echoed(value, problem):
     """Found by a review: any value not starting with `{` was read as a file path and named in the error, so a
     document quoted by an env file printed its secrets."""
@@ -344,7 +380,11 @@ def test_a_value_that_is_neither_a_document_nor_a_path_is_never_echoed(value, pr
 
 
 @pytest.mark.parametrize("path", ["/etc/authz/profiles.json", "conf/profiles.json", "./missing/p.json", "~/p.json",
-                                  "/srv/my config/profiles"])
+                                  "/srv/my config/profiles", "/etc/AuthorizationServiceConfiguration/profiles.json",
+                                  "/srv/" + "/".join(["a" * 200] * 5) + "/profiles1.json",  # (1,024 characters)
+                                  "~/authz/profiles"],
+                         ids=["absolute", "relative", "dot", "home", "space", "long-mixed-case-name", "longest",
+                              "home-without-json"])
 def test_a_file_path_that_cannot_be_read_is_named(path):
     """An unmounted volume is the common case: its path is what the operator needs to see (a review of the
     first version, which named a path only when its directory existed)."""
@@ -394,7 +434,8 @@ def test_profiles_listing_never_shows_secrets():
 
 
 def test_unknown_profile_404_lists_known_ids(server):
-    settings = Settings(issuer_profiles_json=json.dumps({"acme": profile(server), "ci": profile(server)}))
+    """Sorted, whatever the order of the configuration (found by mutation testing)."""
+    settings = Settings(issuer_profiles_json=json.dumps({"ci": profile(server), "acme": profile(server)}))
     with TestClient(create_app(settings)) as client:
         problem = client.post("/v1/validate/jwt", json={"token": "x", "issuer_profile_id": "nope"}).json()
         assert problem["code"] == "ISSUER_PROFILE_NOT_FOUND" and problem["known"] == ["acme", "ci"]

@@ -181,7 +181,7 @@ def test_claim_keyed_budgets_are_shared_per_claim_value(redis):
 def test_redis_down_on_storage_error_decides_without_a_5xx(redis, on_error, allowed, reason):
     with ExitStack() as stack:
         chosen = {"on_storage_error": on_error} if on_error else {}
-        (client,) = instances(stack, redis, 1, per_minute=100, **chosen)
+        (client,) = instances(stack, redis, 1, per_minute=100, per_day=10_000, **chosen)
         assert decide(client)["allowed"] is True
         redis.stop()
         bodies = [decide(client) for _ in range(3)]
@@ -189,9 +189,13 @@ def test_redis_down_on_storage_error_decides_without_a_5xx(redis, on_error, allo
             "Authorization": f"Bearer {mint(claims(), key_for('RS256'))}"})
         budgets = client.app.state.authorizers.budgets
         ready = client.get("/readyz")
+    # Nothing was counted: an allowed request leaves the budget (its shortest window) as it was; a refused one says
+    # to retry in a second.
+    state = ({"limited": False, "remaining": 100, "reset": 0, "retry_after": None} if allowed else
+             {"limited": True, "remaining": 0, "reset": 1, "retry_after": 1})
     for body in bodies:
         assert (body["allowed"], body["reason"]) == (allowed, reason)
-        assert body["rate_limit"]["storage_error"] is True
+        assert body["rate_limit"] == {"limit": 100, "window": "100 per 1 minute", "storage_error": True, **state}
     assert forward.status_code == (200 if allowed else 429)
     # Nothing was counted: no RateLimit-* budget is advertised (it said a full one); a refusal says when to retry.
     assert not any(name.lower().startswith("ratelimit-") for name in forward.headers)
@@ -297,14 +301,16 @@ def test_two_workers_hammering_one_budget_admit_exactly_its_amount_and_refusals_
 # The scripts' windows, with the clock the decisions pass to Redis stubbed (found by mutation testing: each of
 # these could change unseen)
 
-def _hits(redis: RedisServer, limit_doc: dict[str, Any], clock: list[float] | None, times: list[float],
-          monkeypatch: Any, pause: float = 0.0) -> list[Any]:
-    """A budget's states for hits at `times` (seconds after the start of the stubbed clock, else real pauses)."""
+def _hits(redis: RedisServer, limit_doc: dict[str, Any] | list[dict[str, Any]], clock: list[float] | None,
+          times: list[float], monkeypatch: Any, pause: float = 0.0) -> list[Any]:
+    """A budget's states for hits at `times` (seconds after the start of the stubbed clock, else real pauses), under
+    one limit or one per hit (a reload between hits)."""
     import asyncio
 
     from app.ratelimit import Budgets, RateLimitDoc, compile_rate_limit
 
-    limit = compile_rate_limit(RateLimitDoc(**limit_doc))
+    docs = limit_doc if isinstance(limit_doc, list) else [limit_doc] * len(times)
+    limits = [compile_rate_limit(RateLimitDoc(**doc)) for doc in docs]
     if clock is not None:
         monkeypatch.setattr(time, "time", lambda: clock[0])
 
@@ -312,7 +318,7 @@ def _hits(redis: RedisServer, limit_doc: dict[str, Any], clock: list[float] | No
         budgets = Budgets(redis.url)
         states, start = [], clock[0] if clock is not None else 0.0
         try:
-            for at in times:
+            for at, limit in zip(times, limits):
                 if clock is not None:
                     clock[0] = start + at
                 else:
@@ -335,6 +341,18 @@ def test_a_full_moving_window_in_redis_reopens_when_its_oldest_request_inside_le
     states = _hits(redis, {"per_minute": 2, "strategy": "moving-window"}, [1_000_000.0], [0.0, 1.0, 2.0],
                    monkeypatch)
     assert [state.limited for state in states] == [False, False, True] and states[2].retry_after == 58
+
+
+def test_a_moving_window_lowered_by_a_reload_in_redis_reopens_when_its_amount_th_newest_request_leaves(redis,
+                                                                                                    monkeypatch):
+    """As in memory: 10 requests at 0, 5, ... 45 s, then the limit lowered to 3 at 50 s. The script looked past
+    the amount for the oldest request inside, Retry-After would name the 10th newest's leaving (at 60 s), and
+    clients obeying it were refused again until the 3rd newest (35 s) left at 95 s."""
+    ten, three = {"per_minute": 10, "strategy": "moving-window"}, {"per_minute": 3, "strategy": "moving-window"}
+    states = _hits(redis, [ten] * 10 + [three] * 3, [1_000_000.0],
+                   [5.0 * index for index in range(11)] + [94.9, 95.1], monkeypatch)
+    assert [state.limited for state in states] == [False] * 10 + [True, True, False]
+    assert (states[10].retry_after, states[10].window) == (45, "3 per 1 minute")
 
 
 def test_a_moving_window_in_redis_keeps_its_requests_times_to_the_fraction(redis, monkeypatch):
@@ -372,6 +390,32 @@ def test_every_redis_key_a_decision_writes_expires_with_its_window(redis, strate
     connection = redis_client.Redis(port=redis.port)
     try:
         assert connection.exists(name) and 0 < connection.ttl(name) <= 60
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("strategy, pushed_on", [("fixed-window", False), ("moving-window", True)])
+def test_a_moving_windows_key_lives_a_window_after_its_newest_request_a_fixed_ones_after_its_first(redis, strategy,
+                                                                                                 pushed_on):
+    """A moving window's list holds requests that count until a window after each: expiring it a window after the
+    first request would drop later ones still inside, and the budget would start over early. A fixed window's
+    counter ends with its window, whatever came after. The key's expiry is shortened in between, as if 55 s passed
+    (Redis expires keys by its own clock)."""
+    import redis as redis_client
+
+    from app.ratelimit import RateLimitDoc, budget_key, compile_rate_limit
+
+    limit = compile_rate_limit(RateLimitDoc(per_minute=5, strategy=strategy))
+    connection = redis_client.Redis(port=redis.port)
+    try:
+        with ExitStack() as stack:
+            (client,) = instances(stack, redis, 1, per_minute=5, strategy=strategy)
+            name = client.app.state.authorizers.budgets.storage.bridge.prefixed_key(
+                limit.items[0].key_for(*budget_key("api", limit, None)))
+            decide(client)
+            connection.pexpire(name, 5000)
+            decide(client)
+        assert (connection.pttl(name) > 5000) is pushed_on
     finally:
         connection.close()
 

@@ -64,13 +64,14 @@ def test_every_escape_in_any_case_is_decoded_or_upper_cased_or_refused(byte):
     ("/%41%7e%2D%5f", "/A~-_"),
     ("/caf%c3%a9", "/caf%C3%A9"),
     ("/café/ü", "/caf%C3%A9/%C3%BC"),
+    ("/\u00c0", "/%C3%80"),  # C3 80 in UTF-8: 0x80, the lowest byte that is not ASCII, escaped too
     ("/", "/"),
     ("/users/%40me/x%3Ay%2cz%21%24%26%27%28%29%2A%2B%3D", "/users/@me/x:y,z!$&'()*+="),
     ("/a%3fb%23c%25d%20e", "/a%3Fb%23c%25d%20e"),
     ("/a%5B%5D%7B%7D%7C%22%3C%3E%5E%60", '/a[]{}|"<>^`'),
 ], ids=["plain", "dot-dot", "encoded-dot-dot", "dot", "trailing-dot-dot", "above-root", "repeated-slashes",
-        "merge-before-dots", "unreserved-decoded", "other-escapes-uppercased", "non-ascii-as-utf8-escapes", "root",
-        "sub-delims-colon-at-decoded", "characters-a-path-cannot-hold-stay-escaped",
+        "merge-before-dots", "unreserved-decoded", "other-escapes-uppercased", "non-ascii-as-utf8-escapes",
+        "utf8-byte-0x80", "root", "sub-delims-colon-at-decoded", "characters-a-path-cannot-hold-stay-escaped",
         "other-printable-ascii-decoded"])
 def test_path_normalisation(raw, expected):
     assert normalise_path(raw) == expected
@@ -79,12 +80,12 @@ def test_path_normalisation(raw, expected):
 @pytest.mark.parametrize("raw", [
     "/v1/organisations/acme%2Fevil", "/a%2fb", "/a%5Cb", "/a%5cb", "/a%00b", "/a\\b", "v1/x", "", "http://h/x",
     "/a\nb", "/a#frag", "/a%zz", "/a%2", "/a, /b", "/a/..;/admin", "/admin;jsessionid=x/users", "/a/%2e%2e;/b",
-    "/a%3Bb", "/a%3bb", "/admin%0A", "/admin%0d", "/a%01b", "/a%1Fb", "/a%7fb",
+    "/a%3Bb", "/a%3bb", "/admin%0A", "/admin%0d", "/a%01b", "/a%1Fb", "/a%7fb", "/a\ud800b",
 ], ids=["encoded-slash", "encoded-slash-lower", "encoded-backslash", "encoded-backslash-lower", "encoded-nul",
         "backslash", "relative", "empty", "absolute-uri", "newline", "fragment", "bad-escape", "truncated-escape",
         "space-or-joined-values", "tomcat-dot-dot-semicolon", "path-parameter", "escaped-dots-semicolon",
         "encoded-semicolon", "encoded-semicolon-lower", "encoded-newline", "encoded-cr", "encoded-control",
-        "encoded-unit-separator", "encoded-del"])
+        "encoded-unit-separator", "encoded-del", "lone-surrogate"])
 def test_ambiguous_paths_are_rejected(raw):
     with pytest.raises(PathRejected):
         normalise_path(raw)
@@ -358,11 +359,18 @@ def test_numbers_and_booleans_match_as_json_text(value, pattern, expected):
     ({"other": "openid read:reports"}, False),
     ({"scope": "read:reports "}, True),
     ({"scp": "  read:reports"}, True),
+    ({"scope": ["openid read:reports"]}, False),
 ], ids=["scope-words", "scp-string-words", "scp-array", "other-claims-are-not-split", "one-padded-word",
-        "one-word-after-spaces"])
+        "one-word-after-spaces", "an-array-element-is-one-scope"])
 def test_scope_and_string_scp_also_match_word_by_word(claims, expected):
     rule = {"token": [{"claim": {"pattern": "^(scope|scp|other)$"}, "value": {"pattern": "^read:reports$"}}]}
     assert matches(rule, claims=claims) is expected
+
+
+def test_a_scope_string_split_into_words_is_still_offered_whole():
+    """Its words come besides the string itself, not instead: `^openid read:reports$` names that exact grant."""
+    rule = {"token": [{"claim": {"pattern": "^scope$"}, "value": {"pattern": "^openid read:reports$"}}]}
+    assert matches(rule, claims={"scope": "openid read:reports"})
 
 
 @pytest.mark.parametrize("scope", ["admin", "admin ", " admin", "admin  "])
@@ -388,6 +396,11 @@ def test_token_condition_reaches_nested_claims_by_json_pointer():
     assert matches(escaped, claims={"a/b": {"c~d": 1}})
     indexed = {"token": [{"claim": {"pointer": "/roles/1"}, "value": {"pattern": "^b$"}}]}
     assert matches(indexed, claims={"roles": ["a", "b"]}) and not matches(indexed, claims={"roles": ["a"]})
+    # RFC 6901 4: an index is `0` or digits without a leading zero, and one past the end names nothing.
+    for pointer in ("/roles/01", "/roles/2", "/roles/-", "/roles/+1"):
+        assert not matches({"token": [{"claim": {"pointer": pointer}}]}, claims={"roles": ["a", "b"]}), pointer
+    # `/` names the member whose name is the empty string (RFC 6901 5: `"/"` is `""`'s value), not the document.
+    assert matches({"token": [{"claim": {"pointer": "/"}, "value": {"pattern": "^x$"}}]}, claims={"": "x"})
 
 
 def test_token_must_absent_holds_for_anonymous_requests_and_must_exist_does_not():
@@ -568,7 +581,7 @@ def test_repeated_slashes_in_a_value_are_merged_where_a_match_stops_a_request_an
 @pytest.mark.parametrize("org, tenant", [("\u212aacme", "kacme"), ("\u017fecret", "secret"),
                                          ("\u2126mega", "\u03c9mega"), (["x", "\u212aacme"], "kacme"),
                                          ("kacme", "\u212aacme"), ("secret", "\u017fecret"),
-                                         (["x", "Kacme"], "\u212aacme")])
+                                         (["x", "Kacme"], "\u212aacme"), ("Secret", "\u017fecret")])
 @pytest.mark.parametrize("where", ["headers", "query"])
 @pytest.mark.parametrize("explain", [False, True])
 def test_under_the_i_flag_a_non_ascii_value_never_folds_into_another_tenants_text(org, tenant, where, explain):
@@ -871,6 +884,7 @@ ORG = {"name": "org", "source": "jwtClaim", "key": "org"}
 @pytest.mark.parametrize("rule, loc, message", [
     ({"path": {"path": {"pattern": "(a)\\1"}}}, (1, "path", "path", "pattern"), "RE2 refuses"),
     ({"path": {"pattern": "^/x(?=y)"}}, (1, "path", "pattern"), "RE2 refuses"),
+    ({"path": {"pattern": "^/{{org}}(?=y)"}, "variables": [ORG]}, (1, "path", "pattern"), "RE2 refuses"),
     ({"headers": [{"name": {"pattern": "^x$"}, "value": {"pattern": "(?<=a)b"}}]},
      (1, "headers", 0, "value", "pattern"), "RE2 refuses"),
     ({"token": [{"claim": {"pattern": "(a)\\1"}}]}, (1, "token", 0, "claim", "pattern"), "RE2 refuses"),
@@ -899,11 +913,15 @@ ORG = {"name": "org", "source": "jwtClaim", "key": "org"}
     ({"path": {"path": {"pattern": "^https://api.acme.com/admin"}}}, (1, "path", "path", "pattern"),
      "write '^/admin'"),
     ({"path": {"pattern": "^/api//v1$"}}, (1, "path", "pattern"), "slashes are merged"),
-], ids=["backreference", "lookahead", "lookbehind", "claim-name-backreference", "undeclared-variable",
-        "unknown-flag", "bad-pointer", "claim-selector-empty", "claims-without-values", "header-variable-without-key",
-        "path-without-pattern", "variable-in-scope", "variable-in-required-scope", "variable-in-claim-values",
-        "variable-in-pointer", "variable-in-variable-key", "variable-in-claims-key", "unused-variable", "path-without-slash",
-        "path-with-scheme-and-host", "path-with-double-slash"])
+    ({"path": {"pattern": r"^admin\|x"}}, (1, "path", "pattern"), "every match starts with 'admin|x'"),
+    ({"path": {"pattern": "^a{{org}}"}, "variables": [ORG]}, (1, "path", "pattern"), "every match starts with 'a',"),
+    ({"path": {"pattern": "^/a//+b"}}, (1, "path", "pattern"), "slashes are merged"),  # `/+`: one `/` at least
+], ids=["backreference", "lookahead", "lookahead-with-a-variable", "lookbehind", "claim-name-backreference",
+        "undeclared-variable", "unknown-flag", "bad-pointer", "claim-selector-empty", "claims-without-values",
+        "header-variable-without-key", "path-without-pattern", "variable-in-scope", "variable-in-required-scope",
+        "variable-in-claim-values", "variable-in-pointer", "variable-in-variable-key", "variable-in-claims-key",
+        "unused-variable", "path-without-slash", "path-with-scheme-and-host", "path-with-double-slash",
+        "path-without-slash-escaped-bar", "path-without-slash-before-a-variable", "path-with-a-repeated-double-slash"])
 def test_bad_rules_fail_loading_with_their_location(rule, loc, message):
     with pytest.raises(RuleError) as info:
         load_rules([{"effect": "allow"}, {"effect": "deny", **rule}])
@@ -914,7 +932,9 @@ def test_bad_rules_fail_loading_with_their_location(rule, loc, message):
 @pytest.mark.parametrize("pattern, why", [
     ("^/files/[{{t}}]/", "inside a character class"), (r"^/files/\Q{{t}}\E/", "inside \\Q...\\E"),
     (r"^/files/\{{t}}", "follows a backslash"), ("^/a{{{t}}}", "against a brace"),
-    ("^[[:alpha:]{{t}}]", "inside a character class"),
+    ("^[[:alpha:]{{t}}]", "inside a character class"), ("^/files/[]{{t}}]", "inside a character class"),
+    ("^/files/[^]{{t}}]", "inside a character class"), ("^/files/[a[{{t}}]", "inside a character class"),
+    (r"^/files/\QE{{t}}\E/", "inside \\Q...\\E"), ("^/a{1,{{t}}}", "against a brace"),
 ])
 def test_a_variable_where_its_value_would_not_be_literal_text_fails_loading(pattern, why):
     """Found by a review: in `[{{t}}]` a value is a set of characters, and in a deny rule an unresolved variable's
@@ -1070,8 +1090,9 @@ def test_without_explain_there_is_no_trace():
 
 @pytest.mark.parametrize("pattern, flags", [
     ("^x-tenant$", ""), ("^https://myapp\\.com/plan$", "g"), ("^x-tenant$", "i"), ("^x-tenant$", "m"),
-    ("^a\\^b$", "s"),
-], ids=["plain", "escaped-dot", "case-insensitive", "multiline", "escaped-caret"])
+    ("^a\\^b$", "s"), ("x-tenant$", ""), ("x-tenant$", "i"),
+], ids=["plain", "escaped-dot", "case-insensitive", "multiline", "escaped-caret", "end-anchor-only",
+        "end-anchor-only-case-insensitive"])
 @pytest.mark.parametrize("text", ["x-tenant", "X-Tenant", "x-tenant\n", "ax-tenant", "https://myapp.com/plan",
                                   "https://myappxcom/plan", "a^b", "one\nx-tenant"])
 def test_exact_patterns_compared_as_strings_agree_with_re2(pattern, flags, text):
@@ -1226,6 +1247,10 @@ _PIECES = ["/", "a", "b", "A", "-", ".", "*", "?", "+", "{2}", "{1,2}", "(", ")"
 @example(body="/a\\\\|/b", anchored=True, flags="", text="/b")
 @example(body="/AB", anchored=True, flags="i", text="/ab")
 @example(body="/(?i)*", anchored=True, flags="", text="")
+@example(body="/Ab", anchored=True, flags="", text="/Ab")
+@example(body="a\\\nb$", anchored=True, flags="", text="a\nb")
+@example(body="\u017fecret", anchored=True, flags="i", text="secret")
+@example(body="\\123$", anchored=True, flags="", text="123")
 def test_a_literal_prefix_never_refuses_a_text_re2_would_match(body, anchored, flags, text):
     try:
         pattern = compile_pattern(("^" if anchored else "") + body, flags, frozenset())
@@ -1589,6 +1614,10 @@ def test_an_unresolved_variable_stands_for_any_non_empty_text_only(explain):
                  "path": {"pattern": "^/a/{{t}}$"}}
     assert decided([path_rule, ALLOW_ALL], facts(path="/a/"), explain=explain)[0] == "allow"
     assert decided([path_rule, ALLOW_ALL], facts(path="/a/b"), explain=explain)[0] == "deny"
+    # Any text, line breaks included: a claim value `a\nb` is some value too (`.` alone stops at a line break).
+    claim_rule = {"id": "d", "effect": "deny", "variables": [{"name": "t", "source": "header", "key": "x-t"}],
+                  "token": [{"claim": {"pattern": "^org$"}, "value": {"pattern": "^{{t}}$"}}]}
+    assert decided([claim_rule, ALLOW_ALL], facts(path="/x", claims={"org": "a\nb"}), explain=explain)[0] == "deny"
 
 
 def test_a_leading_case_insensitive_group_after_the_caret_applies_to_the_whole_template():
@@ -1615,9 +1644,16 @@ def test_the_substituted_pattern_cache_keeps_its_count_drops_the_least_recently_
     cache("^{{e}}$", "i", ("e",), ("c",))  # the third: `b` goes, not `a`
     assert cache.cache_info().currsize == 2
     assert cache("^{{e}}$", "i", ("e",), ("a",)) is a and cache.cache_info().misses == 3
+    cache.cache_clear()  # everything, its bytes too: what was dropped no longer counts against the budget
+    assert tuple(cache.cache_info()) == (0, 0, 0, 0)
     small = _SubstitutedCache(8, 1 << 20)  # an entry costing more than an eighth of the budget is not kept
     small("^{{e}}$", "i", ("e",), ("q" * 1024,))
     assert small.cache_info().currsize == 0 and small.cache_info().bytes == 0
+    small("^{{e}}$", "", ("e",), ("a",))
+    cost = small.cache_info().bytes
+    edge = _SubstitutedCache(8, 8 * cost)  # exactly an eighth of the budget is still kept
+    edge("^{{e}}$", "", ("e",), ("a",))
+    assert edge.cache_info().currsize == 1 and edge.cache_info().bytes == cost
 
 
 def test_an_inline_pattern_with_variables_counts_two_untrusted_programs_and_a_literal_one_no_dfa():
@@ -1639,6 +1675,8 @@ def test_a_substituted_pattern_is_shown_whole_up_to_its_bound():
     assert pattern.shown({"t": exact}) == f"^(?:{exact})$"
     longer = pattern.shown({"t": exact + "a"})
     assert longer.startswith("^(?:a") and longer.endswith(f"... ({MAX_SHOWN_PATTERN + 1} characters)")
+    plain = "^/" + "a" * MAX_SHOWN_PATTERN + "$"  # no value to grow it: the rule's own text, shown whole
+    assert compile_pattern(plain, "", frozenset()).shown({}) == plain
 
 
 def test_re2s_refusal_quotes_a_part_of_up_to_eight_characters_only():

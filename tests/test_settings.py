@@ -151,11 +151,15 @@ def test_good_settings_are_read_as_given():
     ("?socket_timeout=0", "socket_timeout must be a number of seconds above 0"),
     ("?db=99999999999999999999999", "db must be a database index from 0"),
     ("?db=2147483648", "db must be a database index from 0"), ("?db=-1", "db must be a database index from 0"),
+    # A health check before every command: against a Redis before 7.2 it reads the refusal of CLIENT SETINFO as its
+    # PING's answer, so every decision failed on the storage (found by mutation testing).
+    ("?health_check_interval=-1", "health_check_interval must be a number of seconds from 0"),
     # A TLS option's value is the operator's: the client's message quotes it ("Flag: hunter2").
     ("?ssl_cert_reqs=hunter2", "Invalid SSL Certificate Requirements Flag"),
 ], ids=["db-not-a-number", "protocol-not-a-number", "protocol-4", "unknown-option", "tls-option-without-tls",
         "retry-not-an-object", "unknown-encoding", "utf-16", "not-a-text-encoding", "negative-connect-timeout",
-        "zero-timeout", "db-out-of-range", "db-past-the-largest", "db-negative", "tls-option-value"])
+        "zero-timeout", "db-out-of-range", "db-past-the-largest", "db-negative", "negative-health-check-interval",
+        "tls-option-value"])
 def test_a_redis_url_the_storage_refuses_stops_startup_naming_the_variable_not_the_url(query, says):
     from app.server import create_app
 

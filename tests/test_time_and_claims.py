@@ -69,6 +69,7 @@ def test_expired_by_one_second_beyond_skew_fails_with_evidence_and_clock_skew_re
     assert finding.evidence["claim"] == "exp"
     assert finding.evidence["now"] == NOW
     assert finding.evidence["missed_by_seconds"] == 1
+    assert finding.evidence["expired_seconds_ago"] == SKEW + 1  # counted from exp itself, not from the skew
     assert finding.evidence["clock_skew_seconds"] == SKEW
     assert "clock is behind" in finding.remediation and "1 s" in finding.remediation
     assert "get a fresh one" in finding.remediation  # the usual cause of a token a moment past 'exp'
@@ -108,6 +109,17 @@ def test_iat_fails_only_beyond_now_plus_skew(iat, fails):
     result = run(rs256_token(iat=iat))
     assert ("TOKEN_ISSUED_IN_FUTURE" in codes(result)) is fails
     assert result.valid is not fails
+
+
+@pytest.mark.parametrize("claim, code", [("nbf", "TOKEN_NOT_YET_VALID"), ("iat", "TOKEN_ISSUED_IN_FUTURE")])
+@pytest.mark.parametrize("offset, fails", [(SKEW - 1, False), (SKEW, False), (SKEW + 1, True)],
+                         ids=["one-second-inside-skew", "exactly-at-now-plus-skew", "one-second-beyond-skew"])
+def test_nbf_and_iat_boundaries_hold_for_a_token_outside_its_time_window(claim, code, offset, fails):
+    """Found by mutation testing: a token inside its time window is answered by the window's comparisons and never
+    reaches the time check's own, so `>=` (or `> now`) for `> now + skew` there survived. An expired token does."""
+    result = run(rs256_token(exp=NOW - SKEW, **{claim: NOW + offset}))
+    assert codes(result).count(code) == int(fails)
+    assert "TOKEN_EXPIRED" in codes(result)
 
 
 def test_a_miss_of_exactly_300_seconds_is_still_a_near_miss_told_as_clock_skew():
@@ -166,6 +178,12 @@ def test_nbf_and_iat_of_the_wrong_type_are_claim_invalid(claim, value):
     assert finding.evidence["claim"] == claim
 
 
+def test_a_long_string_time_claim_is_shown_cut_to_64_characters():
+    """Found by mutation testing: the evidence bound on a string claim was untested."""
+    finding = only(run(mint(claims(exp="9" * 100), key_for("RS256"))), "CLAIM_INVALID")
+    assert finding.evidence == {"claim": "exp", "actual": "9" * 64, "actual_type": "str"}
+
+
 @pytest.mark.parametrize("claim, value, invalid", [
     *((claim, value, True) for claim in ("exp", "nbf", "iat") for value in ((NOW + 3600) * 1000, 253_402_300_800)),
     ("exp", 253_402_300_799, False), ("exp", 4_102_444_800, False),
@@ -184,8 +202,11 @@ def test_a_time_claim_after_the_year_9999_is_named_as_milliseconds(claim, value,
 
 @pytest.mark.parametrize("value, unit, divisor", [((NOW + 3600) * 10**6, "microseconds", "1,000,000"),
                                                   ((NOW + 3600) * 10**9, "nanoseconds", "1,000,000,000"),
-                                                  (2**63, "nanoseconds", "1,000,000,000")],
-                         ids=["microseconds", "nanoseconds", "int64-max"])
+                                                  (2**63, "nanoseconds", "1,000,000,000"),
+                                                  (253_402_300_799 * 10**3, "milliseconds", "1,000"),
+                                                  (253_402_300_799 * 10**9, "nanoseconds", "1,000,000,000")],
+                         ids=["microseconds", "nanoseconds", "int64-max", "last-millisecond-of-9999",
+                              "last-nanosecond-of-9999"])
 def test_a_time_claim_in_micro_or_nanoseconds_is_named_by_its_unit(value, unit, divisor):
     """Found by a review: the hint divided by 1000 whatever the size, so following it left a date in microseconds
     still a thousand times too large."""
@@ -253,9 +274,21 @@ def test_userinfo_only_audience_remediation_names_userinfo():
     assert "/userinfo" in finding.remediation
 
 
-def test_client_id_shaped_audience_remediation_suspects_an_id_token():
-    finding = only(run(rs256_token(aud="0oa1b2c3d4e5f6g7h8i9")), "AUDIENCE_MISMATCH")
-    assert "client id" in finding.remediation
+@pytest.mark.parametrize("aud, hinted", [
+    ("0oa1b2c3d4e5f6g7h8i9", True), ("0oa1b2c3d4e5f6g7h8i", False), ("a" * 40, True), ("a" * 41, False),
+    ("0b6e4a3c-1f2d-4e5a-9b8c-7d6e5f4a3b2c", True),
+], ids=["20-characters", "19-characters", "40-characters", "41-characters", "guid"])
+def test_client_id_shaped_audience_remediation_suspects_an_id_token(aud, hinted):
+    """A client id is a GUID or 20 to 40 letters and digits (the bounds found untested by mutation testing)."""
+    finding = only(run(rs256_token(aud=aud)), "AUDIENCE_MISMATCH")
+    assert (finding.remediation is not None and "client id" in finding.remediation) is hinted
+
+
+def test_a_client_id_audience_is_not_hinted_as_one_to_a_policy_that_expects_client_ids():
+    """Found by mutation testing: a policy listing a client id is told nothing about another client id."""
+    result = run(rs256_token(aud="0oa1b2c3d4e5f6g7h8i9"), audiences=["0oaZZZZZZZZZZZZZZZZZ"])
+    finding = only(result, "AUDIENCE_MISMATCH")
+    assert finding.remediation is None
 
 
 def test_the_cognito_hint_is_given_only_to_a_policy_reading_aud():
@@ -306,8 +339,11 @@ def test_issuer_that_differs_by_one_detail_says_which(expected, actual, hint):
     assert result.valid is False
 
 
-def test_unrelated_issuer_has_no_misleading_hint():
-    finding = only(run(rs256_token(iss="https://evil.example.net/")), "ISSUER_MISMATCH")
+@pytest.mark.parametrize("iss", ["https://evil.example.net/", ISSUER + "?tenant=other"],
+                         ids=["other-host", "same-scheme-host-and-path"])
+def test_unrelated_issuer_has_no_misleading_hint(iss):
+    """An issuer with the same scheme, host and path is not told it differs by scheme (found by mutation testing)."""
+    finding = only(run(rs256_token(iss=iss)), "ISSUER_MISMATCH")
     assert finding.remediation is None
 
 
@@ -322,8 +358,24 @@ def test_issuer_that_urlsplit_refuses_is_a_mismatch_not_a_server_error(iss):
     assert result.valid is False
 
 
+def test_an_issuer_that_urlsplit_refuses_is_still_compared_with_the_next_configured_issuer():
+    """Found by mutation testing: the first issuer's refused URL split could end the hints for the others."""
+    issuers = ["https://old.example.com/", "https://[tenant.example.com/"]
+    finding = only(run(rs256_token(iss="https://[Tenant.example.com/"), issuer=issuers), "ISSUER_MISMATCH")
+    assert "letter case" in finding.remediation
+
+
 def test_missing_issuer_fails():
     assert only(run(rs256_token(iss=None)), "ISSUER_MISMATCH").message == "'iss' is missing"
+
+
+@pytest.mark.parametrize("iss", [42, [ISSUER], {"iss": ISSUER}], ids=["number", "array-of-the-issuer", "object"])
+def test_an_issuer_that_is_not_a_string_is_a_mismatch_not_a_server_error(iss):
+    """Found by mutation testing: no test sent a non-string `iss` (the issuer hints read it as text)."""
+    result = run(rs256_token(iss=iss))
+    finding = only(result, "ISSUER_MISMATCH")
+    assert finding.message == "'iss' is not a string" and finding.evidence == {"expected": ISSUER, "actual": iss}
+    assert result.valid is False
 
 
 @pytest.mark.parametrize("iss, valid", [
@@ -357,8 +409,9 @@ def test_max_ttl_bounds_exp_minus_iat(iat, exp, valid, header):
             assert finding.evidence["exceeded_by_seconds"] == 1
 
 
-def test_lifetime_is_skipped_without_max_ttl():
-    assert run(rs256_token(iat=None)).statuses["lifetime"] == "skip"
+@pytest.mark.parametrize("header", [{}, FULL_PIPELINE], ids=["fast-path", "full-pipeline"])
+def test_lifetime_is_skipped_without_max_ttl(header):
+    assert run(mint(claims(iat=None), key_for("RS256"), header=header)).statuses["lifetime"] == "skip"
 
 
 # --- token type -----------------------------------------------------------------------------------------------------
@@ -408,9 +461,12 @@ def test_token_use_id_warns_even_without_token_type():
     assert result.summary == "Token is valid, with 1 warning (TOKEN_KIND_MISMATCH)."
 
 
-def test_nonce_without_token_type_policy_is_not_flagged():
-    result = run(rs256_token(nonce="n"))
-    assert result.findings == [] and result.statuses["token_type"] == "skip"
+@pytest.mark.parametrize("token_type, status", [(None, "skip"), ("JWT", "pass")], ids=["no-token-type", "typ-jwt"])
+def test_nonce_without_an_access_token_type_policy_is_not_flagged(token_type, status):
+    """validation.md: the ID-token warning is for a policy whose token_type is at+jwt, not for any token_type
+    (found by mutation testing)."""
+    result = run(rs256_token(nonce="n"), token_type=token_type)
+    assert result.findings == [] and result.statuses["token_type"] == status
 
 
 # --- required claims, values and scopes -----------------------------------------------------------------------------
@@ -436,9 +492,10 @@ def test_every_missing_required_claim_is_its_own_finding():
     (["admin", "dev", "ops"], ["admin", "dev"], False),
     ({"plan": "pro"}, {"plan": "pro"}, True),
     ("pro", "Pro", False),
+    ("admin", "a", False),
 ], ids=["string-true-vs-bool", "bool-vs-string-true", "bool-equal", "string-equal", "one-vs-true", "int-vs-float",
         "array-contains", "array-lacks", "array-equal", "array-contains-the-array", "array-is-no-set",
-        "object-equal", "case-differs"])
+        "object-equal", "case-differs", "a-string-is-no-array-of-its-letters"])
 def test_required_custom_claim_uses_json_equality(actual, expected, valid):
     result = run(rs256_token(**{"https://myapp.com/role": actual}),
                  required_custom_claims={"https://myapp.com/role": expected})
@@ -452,6 +509,9 @@ def test_string_true_versus_bool_true_remediation_explains_the_type():
     finding = only(run(rs256_token(ref_protected="true"), required_custom_claims={"ref_protected": True}),
                    "CLAIM_VALUE_MISMATCH")
     assert "string" in finding.remediation and "boolean" in finding.remediation
+    other = only(run(rs256_token(ref_protected="yes"), required_custom_claims={"ref_protected": True}),
+                 "CLAIM_VALUE_MISMATCH")
+    assert other.remediation is None  # "yes" is not the boolean spelt as a string (found by mutation testing)
 
 
 def test_custom_claim_name_with_slashes_is_one_name_not_a_path():
@@ -497,6 +557,8 @@ def test_a_required_scope_holding_a_space_is_told_as_the_policys_mistake_not_the
     result = run(rs256_token(scope="read write"), required_scopes=["read write"])
     assert codes(result) == ["SCOPE_MISSING"]
     assert result.findings[0].remediation.startswith("The policy requires a scope holding white space")
+    padded = run(rs256_token(scope="read"), required_scopes=[" read"])  # white space at an end only
+    assert padded.findings[0].remediation.startswith("The policy requires a scope holding white space")
     plain = run(rs256_token(scope="read write"), required_scopes=["admin"])
     assert "commas" not in plain.findings[0].remediation and "Grant the scope" in plain.findings[0].remediation
 
@@ -708,11 +770,22 @@ def test_a_required_claim_that_is_null_is_told_once_by_its_own_check(claim, code
 def test_an_audience_present_but_empty_or_of_another_type_is_not_called_missing(aud, says):
     finding = only(run(rs256_token(aud=aud)), "AUDIENCE_MISMATCH")
     assert says in finding.message and "missing" not in finding.message
+    assert finding.remediation is None  # an empty array is not "only /userinfo" (found by mutation testing)
 
 
 def test_an_audience_missing_a_trailing_slash_the_policy_has_says_so():
     finding = only(run(rs256_token(aud=AUDIENCE), audiences=[AUDIENCE + "/"]), "AUDIENCE_MISMATCH")
     assert "trailing slash" in finding.remediation
+
+
+@pytest.mark.parametrize("before, hinted", [(15, True), (16, False)], ids=["16th-value", "17th-value"])
+def test_a_near_miss_audience_is_hinted_only_among_the_first_16_values(before, hinted):
+    """Found by mutation testing: the bound on the values a hint reads (a forged token's thousand audiences buy no
+    more work) was untested."""
+    aud = [f"https://other-{index}.example.com" for index in range(before)] + [AUDIENCE]
+    finding = only(run(rs256_token(aud=aud), audiences=[AUDIENCE + "/"]), "AUDIENCE_MISMATCH")
+    assert (finding.remediation is not None and "trailing slash" in finding.remediation) is hinted
+    assert finding.evidence["actual"] == aud  # the evidence is the claim as sent, whole
 
 
 def test_a_token_with_client_id_but_no_token_use_gets_the_audience_parameter_hint_not_cognitos():
