@@ -75,8 +75,8 @@ VALIDATION_CODES: dict[str, CodeInfo] = {
     ),
     "TYP_INVALID": CodeInfo("token_type", "error", "The `typ` header does not match the expected `token_type`."),
     "TOKEN_KIND_MISMATCH": CodeInfo(
-        "token_type", "warning", "An ID token (`nonce`, `at_hash`) under a policy whose `token_type` is `at+jwt`, or any token with "
-        "`token_use: id`."
+        "token_type", "warning",
+        "An ID token (`nonce`, `at_hash`) under a policy whose `token_type` is `at+jwt`, or any token with `token_use: id`.",
     ),
     "CLAIM_VALUE_MISMATCH": CodeInfo(
         "required_claims", "error", "A `required_custom_claims` claim has another value (or its array lacks it)."
