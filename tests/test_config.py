@@ -160,11 +160,17 @@ def test_a_file_touched_but_not_changed_is_not_reloaded(tmp_path):
     assert document.reload() is True and changes == [{"a": 2}]
 
 
-def test_a_snapshot_that_cannot_be_written_is_removed_not_left_older(tmp_path, monkeypatch):
+@pytest.fixture
+def snapshots(tmp_path, monkeypatch):
+    """The directory documents are snapshotted in, as the service's main process sets it for its workers."""
+    directory = tmp_path / "snapshots"
+    directory.mkdir()
+    monkeypatch.setenv(SNAPSHOT_ENV, str(directory))
+    return directory
+
+
+def test_a_snapshot_that_cannot_be_written_is_removed_not_left_older(tmp_path, snapshots):
     """A respawned worker then reads the file itself, rather than starting on a document its siblings left."""
-    snapshots = tmp_path / "snapshots"
-    snapshots.mkdir()
-    monkeypatch.setenv(SNAPSHOT_ENV, str(snapshots))
     path = tmp_path / "profiles.json"
     path.write_text('{"v": 1}')
     document = ReloadingDocument(Source("ISSUER_PROFILES_JSON", str(path)), lambda data, _: json.loads(data), {})
@@ -298,12 +304,9 @@ def test_a_value_that_looks_like_a_token_is_not_shown_as_the_documents_label(val
     assert source.label == "ISSUER_PROFILES_JSON (the value, not shown: it does not look like a file path)"
 
 
-def test_the_snapshot_holding_the_documents_secrets_is_readable_by_the_services_user_alone(tmp_path, monkeypatch):
+def test_the_snapshot_holding_the_documents_secrets_is_readable_by_the_services_user_alone(tmp_path, snapshots):
     import stat
 
-    snapshots = tmp_path / "snapshots"
-    snapshots.mkdir()
-    monkeypatch.setenv(SNAPSHOT_ENV, str(snapshots))
     path = tmp_path / "profiles.json"
     path.write_text('{"a": 1, "secret": "s3cr3t"}')
     path.chmod(0o644)

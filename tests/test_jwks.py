@@ -1469,15 +1469,23 @@ async def test_at_most_64_key_sets_are_exempt_in_all_and_the_one_that_validated_
 
 # --- found by mutation testing: the HTTP client's proxies ----------------------------------------------------------
 
-async def test_an_https_jwks_proxy_spelled_in_upper_case_is_checked_against_jwks_ca_file(tmp_path, clock):
+@pytest.mark.parametrize("scheme, trusted_by", [("HTTPS://", "JWKS_CA_FILE"), ("https://", "SSL_CERT_FILE")],
+                         ids=["upper-case-scheme", "ca-in-ssl-cert-file-only"])
+async def test_an_https_jwks_proxy_is_checked_against_jwks_ca_file_and_the_public_cas_alone(tmp_path, clock,
+                                                                                        monkeypatch, scheme,
+                                                                                        trusted_by):
     """Settings take `HTTPS://proxy:3128` (a URL's scheme is case-insensitive): its certificate is checked against
-    JWKS_CA_FILE as for `https://`, not against the public CAs alone (every fetch would fail)."""
+    JWKS_CA_FILE as for `https://`, not against the public CAs alone (every fetch would fail; found by mutation
+    testing). Without JWKS_CA_FILE it is checked as an IdP's is: httpcore's own context trusted the system's store
+    and SSL_CERT_FILE, so a proxy the fetcher should refuse opened its tunnel (found by a review of the README)."""
     ca_file, certificate = private_ca(tmp_path)
+    if trusted_by == "SSL_CERT_FILE":
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
     remote = KeyServer(certificate)
     remote.documents[PATH] = jwks(key_for("RS256", "k1"))
     proxy = ForwardProxy(certificate=certificate)
-    settings = msgspec.structs.replace(SETTINGS, jwks_proxy=proxy.url.replace("https://", "HTTPS://"),
-                                       jwks_ca_file=str(ca_file))
+    settings = msgspec.structs.replace(SETTINGS, jwks_proxy=proxy.url.replace("https://", scheme),
+                                       jwks_ca_file=str(ca_file) if trusted_by == "JWKS_CA_FILE" else None)
     cache = KeySetCache(settings, clock=clock)
     try:
         view = await cache.view(f"https://{REMOTE_NAME}:{remote.port}{PATH}", "k1")
@@ -1485,28 +1493,12 @@ async def test_an_https_jwks_proxy_spelled_in_upper_case_is_checked_against_jwks
         await cache.aclose()
         proxy.stop()
         remote.stop()
-    assert view.keyset is not None, view.error
-    assert proxy.tunnels == [f"{REMOTE_NAME}:{remote.port}"]
-
-
-async def test_an_https_jwks_proxy_is_checked_against_the_public_cas_not_ssl_cert_file(tmp_path, clock, monkeypatch):
-    """Without JWKS_CA_FILE an https proxy's certificate is checked as an IdP's is, against the public CAs alone:
-    httpcore's own context trusted the system's store and SSL_CERT_FILE, so a proxy the key-set fetcher should
-    refuse opened its tunnel (found by a review of the README)."""
-    ca_file, certificate = private_ca(tmp_path)
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
-    remote = KeyServer(certificate)
-    remote.documents[PATH] = jwks(key_for("RS256", "k1"))
-    proxy = ForwardProxy(certificate=certificate)
-    cache = KeySetCache(msgspec.structs.replace(SETTINGS, jwks_proxy=proxy.url), clock=clock)
-    try:
-        view = await cache.view(f"https://{REMOTE_NAME}:{remote.port}{PATH}", "k1")
-    finally:
-        await cache.aclose()
-        proxy.stop()
-        remote.stop()
-    assert view.keyset is None and "TLS certificate was not trusted" in (view.error or ""), view.error
-    assert proxy.tunnels == []
+    if trusted_by == "SSL_CERT_FILE":
+        assert view.keyset is None and "TLS certificate was not trusted" in (view.error or ""), view.error
+        assert proxy.tunnels == []
+    else:
+        assert view.keyset is not None, view.error
+        assert proxy.tunnels == [f"{REMOTE_NAME}:{remote.port}"]
 
 
 async def test_the_environment_s_proxy_variables_are_not_read(server, clock, monkeypatch):
