@@ -304,7 +304,8 @@ def literal_prefix(text: str, flags: str) -> str | None:
     escaped punctuation) after it, up to the first operator; a character followed by `?`, `*` or `{n,m}` is not
     required, so it is left out (one followed by `+` is). None when there is no such text, or when it could
     mislead: an unescaped `|` anywhere (an alternative need not start with it) or the `m` flag (`^` then also
-    matches after a newline). Used to refuse texts without running RE2, so it may only ever be shorter than the truth, never longer."""
+    matches after a newline). Used to refuse texts without running RE2, so it may only ever be shorter than the
+    truth, never longer."""
     if not text.startswith("^") or "m" in flags or _has_alternation(text):
         return None
     chars: list[str] = []
