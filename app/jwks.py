@@ -349,7 +349,7 @@ class KeySetCache:
                     return KeyView(None, "discovery", error=state.error or "discovery pending")
                 break
             state = current  # removed and added again by reloads while this request waited: wait for that one
-        if state.jwks_uri not in self._configured:  # discovery is configured (profiles, AUTHORIZERS_JSON): so is its set
+        if state.jwks_uri not in self._configured:  # discovery is configured (profiles, AUTHORIZERS_JSON): its set too
             self._configure(state.jwks_uri)
         view = await self.view(state.jwks_uri, kid)
         return KeyView(view.keyset, "discovery", view.stale_seconds, view.error, view.fetched_at)
